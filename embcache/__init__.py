@@ -1,0 +1,38 @@
+"""embcache: an in-process cache for embedding vectors.
+
+>>> from embcache import SyncEmbeddingCache, CacheKey
+>>> cache = SyncEmbeddingCache(max_entries=10_000, ttl_seconds=3600, max_memory_mb=64)
+>>> key = CacheKey.from_text("hello world", "nomic-embed-text-v1.5")
+>>> cache.put(key, [0.1, 0.2, 0.3])
+>>> cache.get(key)
+array([0.1, 0.2, 0.3], dtype=float32)
+"""
+
+from embcache._async import EmbeddingCache
+from embcache._core import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
+from embcache._info import CacheInfo
+from embcache.errors import (
+    DimensionMismatchError,
+    EmbcacheError,
+    EntryTooLargeError,
+    InvalidVectorError,
+    KeyTypeError,
+    VectorTypeError,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CacheInfo",
+    "CacheKey",
+    "DimensionMismatchError",
+    "ENTRY_OVERHEAD_BYTES",
+    "EmbcacheError",
+    "EmbeddingCache",
+    "EntryTooLargeError",
+    "InvalidVectorError",
+    "KeyTypeError",
+    "SyncEmbeddingCache",
+    "VectorTypeError",
+    "__version__",
+]

@@ -1,0 +1,1059 @@
+# cython: language_level=3
+"""The synchronous core of embcache: keys, the slab store, its index and lists.
+
+Data structures (one cache)::
+
+    index (Bucket[2^k])          entries (Entry[capacity])             slabs (Slab[n], one per dim)
+    +-------+------+             +------------------------------+      +-------------------------+
+    | tag32 | slot |---------->  | fp_lo fp_hi  expires_at      |      | dim=768  rows --------> float32[capacity][768]
+    +-------+------+             | recency_prev / recency_next  |      | free_head (chain through
+    | empty |  -1  |             | expiry_prev  / expiry_next   |      |   the freed rows)       |
+    +-------+------+             | slab, row -------------------+----> | used, high_water, ...   |
+                                 +------------------------------+      +-------------------------+
+
+    recency list: recency_head (most recent) <-> ... <-> recency_tail (next LRU victim)
+    expiry list:  expiry_head (oldest write, next to expire) <-> ... <-> expiry_tail (newest)
+    free slots:   free_slot -> recency_next -> ... -> NO_SLOT
+
+Invariants (checked by SyncEmbeddingCache._check_invariants):
+  * every live slot sits in exactly one index cell, in the recency list and in the
+    expiry list; every other slot of [0, entry_capacity) is on the free-slot chain;
+  * an occupied index cell is reachable from its home cell (tag & mask) without
+    crossing an empty cell: deletion shifts cells back, so there are no tombstones;
+  * each slab's rows are either used by exactly one live entry, on its free-row
+    chain, or at/after high_water;
+  * used_bytes == sum over live entries of (dim * 4 + ENTRY_OVERHEAD_BYTES)
+    <= budget_bytes, and size <= max_entries;
+  * with one TTL for the whole cache, write order is expiry order: expires_at is
+    non-decreasing from expiry_head to expiry_tail, so the head is the only entry
+    that ever needs checking before a live entry is evicted.
+
+Locking: one lock per cache (cython.pymutex: a PyMutex on 3.13+, a PyThread lock
+before), held for the whole of each operation. No Python code runs while it is
+held, apart from allocating the returned float32 array (numpy arrays are not
+GC-tracked, so that allocation cannot run a finalizer that re-enters the cache).
+A user-supplied clock is read before the lock is taken.
+"""
+
+cimport cython
+cimport numpy as cnp
+from cpython.unicode cimport PyUnicode_AsUTF8AndSize
+from libc.math cimport INFINITY, fabs, fabsf, isfinite
+from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.string cimport memcpy, memset
+from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+
+import hashlib
+import math
+import numbers
+import os
+
+import numpy as np
+
+from embcache._info import CacheInfo
+from embcache.errors import (
+    DimensionMismatchError,
+    EntryTooLargeError,
+    InvalidVectorError,
+    KeyTypeError,
+    VectorTypeError,
+)
+
+cnp.import_array()
+
+DEF NO_SLOT = -1
+DEF NO_ROW = -1
+DEF MIN_INDEX_CELLS = 16
+DEF FIRST_SLAB_ROWS = 64
+DEF FIRST_ENTRY_SLOTS = 64
+# Copies longer than this run without the GIL (the cache lock is still held).
+DEF GIL_FREE_COPY_BYTES = 262144
+# The largest double that rounds to a finite float32 is just below this.
+DEF F32_ROUND_LIMIT = 3.4028235677973366e38
+
+# Bytes of metadata accounted to each live entry: its Entry row plus the most
+# index cells one entry can cost (the index keeps 2 to 4 cells per entry slot).
+ENTRY_OVERHEAD_BYTES = sizeof(Entry) + 4 * sizeof(Bucket)
+cdef Py_ssize_t ENTRY_OVERHEAD = ENTRY_OVERHEAD_BYTES
+cdef slot_t MAX_SLOTS = 2 ** 31 - 2
+
+# --- the per-process hash key --------------------------------------------------
+# Fingerprints are keyed by a random 128-bit key drawn once per process, so keys
+# chosen by an attacker cannot be made to collide in the index.
+_HASH_KEY = os.urandom(16)
+cdef uint64_t K0 = int.from_bytes(_HASH_KEY[:8], "little")
+cdef uint64_t K1 = int.from_bytes(_HASH_KEY[8:], "little")
+
+
+def hash_key() -> bytes:
+    """The 16-byte SipHash key this process uses for key fingerprints."""
+    return _HASH_KEY
+
+
+def _siphash24(bytes key, bytes data, bint out128=False) -> bytes:
+    """SipHash-2-4 of `data` under the 16-byte `key` (64- or 128-bit output),
+    serialized little-endian as in the specification's test vectors."""
+    cdef embcache_sip_state s
+    cdef uint64_t out[2]
+    if len(key) != 16:
+        raise ValueError("a SipHash key is 16 bytes")
+    embcache_sip_init(&s, int.from_bytes(key[:8], "little"),
+                      int.from_bytes(key[8:], "little"), out128)
+    embcache_sip_update(&s, <const char *>data, len(data))
+    embcache_sip_final(&s, out)
+    result = out[0].to_bytes(8, "little")
+    if out128:
+        result += out[1].to_bytes(8, "little")
+    return result
+
+
+# --- clock ----------------------------------------------------------------------
+
+cdef inline double _monotonic() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef double _read_clock(object clock) except? -1.0:
+    value = clock()
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)   # numpy scalars and the like
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"clock() must return a number of seconds, got {type(value).__name__}"
+            ) from None
+    cdef double now = value
+    if not isfinite(now):
+        raise ValueError(f"clock() returned {now!r}; it must return finite seconds")
+    return now
+
+
+# --- keys -----------------------------------------------------------------------
+
+cdef inline int _absorb_str(embcache_sip_state *s, str text) except -1:
+    cdef Py_ssize_t n
+    cdef const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n)
+    embcache_sip_update_u64(s, <uint64_t>n)
+    embcache_sip_update(s, utf8, <size_t>n)
+    return 0
+
+
+cdef inline str _required_field(object value, str name):
+    if not isinstance(value, str):
+        raise TypeError(f"CacheKey {name} must be a str, got {type(value).__name__}")
+    if not value:
+        raise ValueError(f"CacheKey {name} must be a non-empty str")
+    return <str>value
+
+
+@cython.final
+cdef class CacheKey:
+    """Immutable, hashable identity of one embedding: which content, which model,
+    which chunk.
+
+    `content_hash` and `model_version` are non-empty strings; `chunk_id` is a
+    string or None (None and "" are different keys). The key's 128-bit keyed
+    fingerprint is computed once, at construction, over the length-prefixed
+    UTF-8 encoding of the three fields, so ("a:b", "c") and ("a", "b:c") can
+    never meet.
+    """
+
+    def __cinit__(self, content_hash, model_version, chunk_id=None):
+        self.content_hash = _required_field(content_hash, "content_hash")
+        self.model_version = _required_field(model_version, "model_version")
+        if chunk_id is not None and not isinstance(chunk_id, str):
+            raise TypeError(
+                f"CacheKey chunk_id must be a str or None, got {type(chunk_id).__name__}"
+            )
+        self.chunk_id = chunk_id
+
+        cdef embcache_sip_state s
+        cdef uint64_t out[2]
+        cdef unsigned char tag
+        embcache_sip_init(&s, K0, K1, 1)
+        _absorb_str(&s, self.content_hash)
+        _absorb_str(&s, self.model_version)
+        tag = 0 if chunk_id is None else 1
+        embcache_sip_update(&s, &tag, 1)
+        if chunk_id is not None:
+            _absorb_str(&s, <str>chunk_id)
+        embcache_sip_final(&s, out)
+        self.fingerprint.lo = out[0]
+        self.fingerprint.hi = out[1]
+
+    @classmethod
+    def from_text(cls, text, model_version, chunk_id=None):
+        """Key for `text` embedded by `model_version`: content_hash is the SHA-256
+        hex digest of the text's UTF-8 encoding."""
+        if not isinstance(text, str):
+            raise TypeError(f"text must be a str, got {type(text).__name__}")
+        return CacheKey(hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                        model_version, chunk_id)
+
+    def _fingerprint(self):
+        """(low, high) 64-bit words of this key's fingerprint (for tests and tools)."""
+        return (self.fingerprint.lo, self.fingerprint.hi)
+
+    def __hash__(self):
+        cdef Py_hash_t h = <Py_hash_t>self.fingerprint.lo
+        return -2 if h == -1 else h
+
+    def __eq__(self, other):
+        if type(other) is not CacheKey:
+            return NotImplemented
+        cdef CacheKey o = <CacheKey>other
+        return (self.fingerprint.lo == o.fingerprint.lo
+                and self.fingerprint.hi == o.fingerprint.hi
+                and self.content_hash == o.content_hash
+                and self.model_version == o.model_version
+                and self.chunk_id == o.chunk_id)
+
+    def __ne__(self, other):
+        result = self.__eq__(other)
+        return result if result is NotImplemented else not result
+
+    def __repr__(self):
+        return (f"CacheKey(content_hash={self.content_hash!r}, "
+                f"model_version={self.model_version!r}, chunk_id={self.chunk_id!r})")
+
+    def __reduce__(self):
+        return (CacheKey, (self.content_hash, self.model_version, self.chunk_id))
+
+
+# --- vectors in -------------------------------------------------------------------
+
+cdef object _as_source(object vector, Source *src):
+    """Describe `vector` as a strided float32/float64 run, converting only when it
+    is neither. Returns the object that owns the memory (keep it alive).
+    Raises VectorTypeError or InvalidVectorError; touches no cache state."""
+    cdef cnp.ndarray arr
+    if cnp.PyArray_Check(vector):
+        arr = <cnp.ndarray>vector
+    else:
+        if isinstance(vector, (str, bytes, bytearray)):
+            raise VectorTypeError(
+                f"vector must be a 1-D array-like of real numbers, got {type(vector).__name__}"
+            )
+        try:
+            arr = np.asarray(vector)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVectorError(
+                f"vector could not be read as a 1-D array of real numbers: {exc}"
+            ) from None
+    cdef int type_num = cnp.PyArray_TYPE(arr)
+    if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
+        raise VectorTypeError(
+            f"vector must hold real numbers (integer or float dtype), got dtype {(<object>arr).dtype}"
+        )
+    if cnp.PyArray_NDIM(arr) != 1:
+        raise InvalidVectorError(
+            f"vector must be 1-D, got shape {(<object>arr).shape}"
+        )
+    if cnp.PyArray_DIM(arr, 0) == 0:
+        raise InvalidVectorError("vector is empty; an embedding needs at least one value")
+    if (type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64) or not cnp.PyArray_ISALIGNED(arr):
+        if type_num == cnp.NPY_LONGDOUBLE:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float64)   # overflow becomes inf, rejected below
+        else:
+            arr = arr.astype(np.float64)       # exact for every other real dtype
+        type_num = cnp.NPY_FLOAT64
+    src.data = <const char *>cnp.PyArray_DATA(arr)
+    src.n = cnp.PyArray_DIM(arr, 0)
+    src.stride = cnp.PyArray_STRIDE(arr, 0)
+    src.is_f64 = type_num == cnp.NPY_FLOAT64
+    return arr
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t _first_unstorable(const Source *src) noexcept nogil:
+    """Index of the first value that is NaN, infinite, or (float64) overflows
+    float32; -1 when every value can be stored."""
+    cdef Py_ssize_t i
+    cdef bint ok = True
+    cdef const float *f
+    cdef const double *d
+    if not src.is_f64 and src.stride == 4:
+        f = <const float *>src.data
+        for i in range(src.n):          # branch-free so the compiler vectorizes it
+            ok &= fabsf(f[i]) <= 3.4028234663852886e38
+        if ok:
+            return -1
+    elif src.is_f64 and src.stride == 8:
+        d = <const double *>src.data
+        for i in range(src.n):
+            ok &= fabs(d[i]) < F32_ROUND_LIMIT
+        if ok:
+            return -1
+    for i in range(src.n):
+        if src.is_f64:
+            if not (fabs((<const double *>(src.data + i * src.stride))[0]) < F32_ROUND_LIMIT):
+                return i
+        elif not (fabsf((<const float *>(src.data + i * src.stride))[0]) <= 3.4028234663852886e38):
+            return i
+    return -1
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void _copy_in(float32_t *row, const Source *src) noexcept nogil:
+    cdef Py_ssize_t i
+    cdef const double *d
+    if not src.is_f64 and src.stride == 4:
+        memcpy(row, src.data, <size_t>src.n * 4)
+    elif src.is_f64 and src.stride == 8:
+        d = <const double *>src.data
+        for i in range(src.n):
+            row[i] = <float32_t>d[i]
+    elif src.is_f64:
+        for i in range(src.n):
+            row[i] = <float32_t>(<const double *>(src.data + i * src.stride))[0]
+    else:
+        for i in range(src.n):
+            row[i] = (<const float *>(src.data + i * src.stride))[0]
+
+
+cdef object _reject_value(object owner, Py_ssize_t i, const Source *src):
+    value = owner[i]
+    if math.isnan(value) or math.isinf(value):
+        return InvalidVectorError(
+            f"vector[{i}] is {value}; embeddings must be finite (no NaN or infinity)")
+    return InvalidVectorError(
+        f"vector[{i}] = {value!r} overflows float32 (largest finite is 3.4028235e+38)")
+
+
+cdef inline void _copy_rows(float32_t *dst, const float32_t *src, size_t nbytes) noexcept:
+    """memcpy that drops the GIL for long copies (the caller holds the cache lock)."""
+    if nbytes >= GIL_FREE_COPY_BYTES:
+        with nogil:
+            memcpy(dst, src, nbytes)
+    else:
+        memcpy(dst, src, nbytes)
+
+
+def _check_count(value, str name, Py_ssize_t low, Py_ssize_t high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise TypeError(f"{name} must be an int, got {type(value).__name__}")
+    if value < low or value > high:
+        raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+    return int(value)
+
+
+def _check_positive_number(value, str name):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name} must be a number, got {type(value).__name__}")
+    if math.isnan(value) or value <= 0:
+        raise ValueError(f"{name} must be a number > 0, got {value!r}")
+    return value
+
+
+# --- the cache --------------------------------------------------------------------
+
+@cython.final
+cdef class SyncEmbeddingCache:
+    """Thread-safe, synchronous embedding cache: the core behind EmbeddingCache.
+
+    SyncEmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
+                       *, dim=None, clock=None)
+
+    Vectors are stored as float32 rows of a preallocated slab (one slab per
+    distinct dimension; with `dim` given, the whole slab is allocated here).
+    Least-recently-used entries are evicted when `max_entries` or
+    `max_memory_mb` would be exceeded; expired entries are reclaimed first.
+    `ttl_seconds` expires an entry that long after its last write (None: never).
+    `clock` is a zero-argument callable returning monotonic seconds (tests);
+    by default the C monotonic clock is read.
+    """
+
+    def __cinit__(self, max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
+                  *, dim=None, clock=None):
+        self.entries = NULL
+        self.buckets = NULL
+        self.slabs = NULL
+        cdef Py_ssize_t max_entries_ = _check_count(max_entries, "max_entries", 1, MAX_SLOTS)
+        if ttl_seconds is not None:
+            ttl_seconds = _check_positive_number(ttl_seconds, "ttl_seconds")
+        mb = _check_positive_number(max_memory_mb, "max_memory_mb")
+        if mb == math.inf or mb * 1048576.0 > 2.0 ** 62:
+            raise ValueError(f"max_memory_mb must be finite and below 2**42, got {mb!r}")
+        cdef dim_t dim_ = 0
+        if dim is not None:
+            dim_ = _check_count(dim, "dim", 1, 2 ** 40)
+        if clock is not None:
+            if not callable(clock):
+                raise TypeError(f"clock must be a callable returning seconds, got {type(clock).__name__}")
+            _read_clock(clock)     # fail now, not at the first put
+
+        self.max_entries = <slot_t>max_entries_
+        self.budget_bytes = <Py_ssize_t>math.floor(mb * 1048576.0)
+        self.max_memory_mb_arg = max_memory_mb
+        self.ttl_arg = ttl_seconds
+        self.ttl = 0.0 if ttl_seconds is None or ttl_seconds == math.inf else <double>ttl_seconds
+        self.clock = clock
+        self.c_clock = clock is None
+        self.fixed_dim = dim_
+        self.free_slot = NO_SLOT
+        self.recency_head = self.recency_tail = NO_SLOT
+        self.expiry_head = self.expiry_tail = NO_SLOT
+        self.last_slab = -1
+
+        if dim_:
+            if dim_ * 4 + ENTRY_OVERHEAD > self.budget_bytes:
+                raise EntryTooLargeError(
+                    f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim_} "
+                    f"({dim_ * 4 + ENTRY_OVERHEAD} bytes with metadata)")
+            self._add_slab(dim_)
+            self._grow_slab(0, self.slabs[0].max_rows)
+            self._grow_entries(self.entry_limit)
+        else:
+            self._resize_index(MIN_INDEX_CELLS)
+
+    def __dealloc__(self):
+        cdef int32_t i
+        if self.slabs != NULL:
+            for i in range(self.n_slabs):
+                free(self.slabs[i].rows)
+            free(self.slabs)
+            self.slabs = NULL
+        free(self.entries)
+        self.entries = NULL
+        free(self.buckets)
+        self.buckets = NULL
+
+    # -- growth (never on the steady-state path: only until the bounds are reached) --
+
+    cdef int _add_slab(self, dim_t dim) except -1:
+        cdef Slab *grown
+        cdef int32_t cap
+        if self.n_slabs == self.slab_capacity:
+            cap = 4 if self.slab_capacity == 0 else 2 * self.slab_capacity
+            grown = <Slab *>realloc(self.slabs, cap * sizeof(Slab))
+            if grown == NULL:
+                raise MemoryError()
+            self.slabs = grown
+            self.slab_capacity = cap
+        cdef Slab *slab = &self.slabs[self.n_slabs]
+        slab.dim = dim
+        slab.rows = NULL
+        slab.capacity = 0
+        slab.max_rows = <row_t>min(<Py_ssize_t>self.max_entries,
+                                   self.budget_bytes // (dim * 4 + ENTRY_OVERHEAD))
+        slab.high_water = 0
+        slab.free_head = NO_ROW
+        slab.used = 0
+        self.n_slabs += 1
+        self.entry_limit = <slot_t>min(<Py_ssize_t>self.max_entries,
+                                       <Py_ssize_t>self.entry_limit + slab.max_rows)
+        return 0
+
+    cdef int _grow_slab(self, int32_t s, row_t rows) except -1:
+        cdef Slab *slab = &self.slabs[s]
+        cdef float32_t *grown
+        if rows <= slab.capacity:
+            return 0
+        if slab.capacity == 0:
+            # calloc: the kernel maps zero pages lazily, so a whole preallocated
+            # slab costs resident memory only as rows are written.
+            grown = <float32_t *>calloc(<size_t>rows * <size_t>slab.dim, sizeof(float32_t))
+        else:
+            grown = <float32_t *>realloc(slab.rows, <size_t>rows * <size_t>slab.dim * sizeof(float32_t))
+        if grown == NULL:
+            raise MemoryError(
+                f"could not allocate {rows} rows of dim {slab.dim} "
+                f"({rows * slab.dim * 4} bytes) for the slab")
+        slab.rows = grown
+        slab.capacity = rows
+        return 0
+
+    cdef int _grow_entries(self, slot_t capacity) except -1:
+        cdef Entry *grown
+        cdef slot_t i
+        if capacity <= self.entry_capacity:
+            return 0
+        grown = <Entry *>realloc(self.entries, <size_t>capacity * sizeof(Entry))
+        if grown == NULL:
+            raise MemoryError(f"could not allocate {capacity} entry slots")
+        self.entries = grown
+        cdef size_t cells = MIN_INDEX_CELLS
+        while cells < 2 * <size_t>capacity:
+            cells *= 2
+        if cells > self.bucket_mask + 1:
+            self._resize_index(cells)      # raises before any slot is handed out
+        # chain the new slots onto the free list, lowest index first
+        for i in range(capacity - 1, self.entry_capacity - 1, -1):
+            self.entries[i].recency_next = self.free_slot
+            self.free_slot = i
+        self.entry_capacity = capacity
+        return 0
+
+    cdef int _resize_index(self, size_t cells) except -1:
+        cdef Bucket *old = self.buckets
+        cdef size_t old_cells = 0 if old == NULL else self.bucket_mask + 1
+        cdef Bucket *fresh = <Bucket *>malloc(cells * sizeof(Bucket))
+        cdef size_t i, j
+        if fresh == NULL:
+            raise MemoryError(f"could not allocate an index of {cells} cells")
+        memset(fresh, 0xff, cells * sizeof(Bucket))    # slot == NO_SLOT everywhere
+        for i in range(old_cells):
+            if old[i].slot != NO_SLOT:
+                j = old[i].tag & (cells - 1)
+                while fresh[j].slot != NO_SLOT:
+                    j = (j + 1) & (cells - 1)
+                fresh[j] = old[i]
+        self.buckets = fresh
+        self.bucket_mask = cells - 1
+        free(old)
+        return 0
+
+    # -- index -----------------------------------------------------------------------
+
+    cdef inline size_t _find_cell(self, const Fingerprint *fp) noexcept nogil:
+        """Cell holding `fp`, or the empty cell where probing stopped."""
+        cdef uint32_t tag = <uint32_t>fp.lo
+        cdef size_t i = tag & self.bucket_mask
+        cdef slot_t slot
+        while True:
+            slot = self.buckets[i].slot
+            if slot == NO_SLOT:
+                return i
+            if (self.buckets[i].tag == tag and self.entries[slot].fp_lo == fp.lo
+                    and self.entries[slot].fp_hi == fp.hi):
+                return i
+            i = (i + 1) & self.bucket_mask
+
+    cdef inline slot_t _find(self, const Fingerprint *fp) noexcept nogil:
+        return self.buckets[self._find_cell(fp)].slot
+
+    cdef inline void _index_delete(self, size_t hole) noexcept nogil:
+        """Empty cell `hole`, shifting later cells of its cluster back (no tombstones)."""
+        cdef size_t mask = self.bucket_mask
+        cdef size_t j = hole
+        cdef size_t home
+        while True:
+            j = (j + 1) & mask
+            if self.buckets[j].slot == NO_SLOT:
+                break
+            home = self.buckets[j].tag & mask
+            # the cell at j may move to `hole` unless its home lies in (hole, j]
+            if ((j - home) & mask) >= ((j - hole) & mask):
+                self.buckets[hole] = self.buckets[j]
+                hole = j
+        self.buckets[hole].slot = NO_SLOT
+
+    # -- intrusive lists ---------------------------------------------------------------
+
+    cdef inline void _recency_unlink(self, slot_t s) noexcept nogil:
+        cdef Entry *e = &self.entries[s]
+        if e.recency_prev != NO_SLOT:
+            self.entries[e.recency_prev].recency_next = e.recency_next
+        else:
+            self.recency_head = e.recency_next
+        if e.recency_next != NO_SLOT:
+            self.entries[e.recency_next].recency_prev = e.recency_prev
+        else:
+            self.recency_tail = e.recency_prev
+
+    cdef inline void _recency_push_head(self, slot_t s) noexcept nogil:
+        cdef Entry *e = &self.entries[s]
+        e.recency_prev = NO_SLOT
+        e.recency_next = self.recency_head
+        if self.recency_head != NO_SLOT:
+            self.entries[self.recency_head].recency_prev = s
+        else:
+            self.recency_tail = s
+        self.recency_head = s
+
+    cdef inline void _expiry_unlink(self, slot_t s) noexcept nogil:
+        cdef Entry *e = &self.entries[s]
+        if e.expiry_prev != NO_SLOT:
+            self.entries[e.expiry_prev].expiry_next = e.expiry_next
+        else:
+            self.expiry_head = e.expiry_next
+        if e.expiry_next != NO_SLOT:
+            self.entries[e.expiry_next].expiry_prev = e.expiry_prev
+        else:
+            self.expiry_tail = e.expiry_prev
+
+    cdef inline void _expiry_push_tail(self, slot_t s) noexcept nogil:
+        cdef Entry *e = &self.entries[s]
+        e.expiry_next = NO_SLOT
+        e.expiry_prev = self.expiry_tail
+        if self.expiry_tail != NO_SLOT:
+            self.entries[self.expiry_tail].expiry_next = s
+        else:
+            self.expiry_head = s
+        self.expiry_tail = s
+
+    # -- entries -----------------------------------------------------------------------
+
+    cdef inline bint _expired(self, slot_t s, double now) noexcept nogil:
+        return self.entries[s].expires_at <= now
+
+    cdef inline float32_t *_row_ptr(self, slot_t s) noexcept nogil:
+        cdef Entry *e = &self.entries[s]
+        cdef Slab *slab = &self.slabs[e.slab]
+        return slab.rows + <size_t>e.row * <size_t>slab.dim
+
+    cdef void _discard(self, slot_t s) noexcept nogil:
+        """Remove live entry `s` from the index, both lists, its slab and the accounting."""
+        cdef Entry *e = &self.entries[s]
+        cdef Fingerprint fp
+        fp.lo = e.fp_lo
+        fp.hi = e.fp_hi
+        self._index_delete(self._find_cell(&fp))
+        self._recency_unlink(s)
+        self._expiry_unlink(s)
+        cdef Slab *slab = &self.slabs[e.slab]
+        # the freed row carries the free-row chain in its first float's bytes
+        (<row_t *>(slab.rows + <size_t>e.row * <size_t>slab.dim))[0] = slab.free_head
+        slab.free_head = e.row
+        slab.used -= 1
+        self.used_bytes -= slab.dim * 4 + ENTRY_OVERHEAD
+        self.size -= 1
+        e.recency_next = self.free_slot
+        self.free_slot = s
+
+    cdef inline slot_t _victim(self, double now) noexcept nogil:
+        """The eviction policy: the oldest write if it has expired, else the LRU entry."""
+        if self.ttl > 0 and self.expiry_head != NO_SLOT and self._expired(self.expiry_head, now):
+            return self.expiry_head
+        return self.recency_tail
+
+    cdef void _make_room(self, Py_ssize_t need, double now) noexcept nogil:
+        cdef slot_t victim
+        while self.size >= self.max_entries or self.used_bytes + need > self.budget_bytes:
+            victim = self._victim(now)
+            if self.ttl > 0 and self._expired(victim, now):
+                self.expirations += 1
+            else:
+                self.evictions += 1
+            self._discard(victim)
+
+    cdef void _purge_expired(self, double now) noexcept nogil:
+        if self.ttl <= 0:
+            return
+        while self.expiry_head != NO_SLOT and self._expired(self.expiry_head, now):
+            self.expirations += 1
+            self._discard(self.expiry_head)
+
+    cdef int32_t _slab_for(self, dim_t dim) noexcept nogil:
+        cdef int32_t i
+        if self.last_slab >= 0 and self.slabs[self.last_slab].dim == dim:
+            return self.last_slab
+        for i in range(self.n_slabs):
+            if self.slabs[i].dim == dim:
+                return i
+        return -1
+
+    cdef int _reserve(self, int32_t s) except -1:
+        """Make sure a slot and a row of slab `s` will be free once room is made, by
+        growing now (before anything is evicted), so a failed allocation changes nothing."""
+        cdef Slab *slab = &self.slabs[s]
+        if slab.free_head == NO_ROW and slab.high_water == slab.capacity and slab.capacity < slab.max_rows:
+            self._grow_slab(s, <row_t>min(<Py_ssize_t>slab.max_rows,
+                                          max(<Py_ssize_t>FIRST_SLAB_ROWS, 2 * <Py_ssize_t>slab.capacity)))
+        if self.free_slot == NO_SLOT and self.entry_capacity < self.entry_limit:
+            self._grow_entries(<slot_t>min(<Py_ssize_t>self.entry_limit,
+                                           max(<Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>self.entry_capacity)))
+        return 0
+
+    cdef inline double _now_locked(self, double given) noexcept nogil:
+        if self.ttl <= 0:
+            return 0.0
+        if self.c_clock:
+            return _monotonic()
+        return given
+
+    cdef inline double _now_unlocked(self) except? -1.0:
+        if self.ttl > 0 and not self.c_clock:
+            return _read_clock(self.clock)
+        return 0.0
+
+    cdef int _put_locked(self, const Fingerprint *fp, const Source *src, double now) except -1:
+        cdef dim_t dim = src.n
+        cdef Py_ssize_t need = dim * 4 + ENTRY_OVERHEAD
+        cdef size_t cell = self._find_cell(fp)
+        cdef slot_t s = self.buckets[cell].slot
+        cdef int32_t slab_index
+        cdef Entry *e
+        cdef Slab *slab
+        cdef row_t row
+
+        if s != NO_SLOT and self.slabs[self.entries[s].slab].dim == dim:
+            # same key, same dimension: rewrite the row in place
+            if self.ttl > 0 and self._expired(s, now):
+                self.expirations += 1
+            else:
+                self.overwrites += 1
+            _copy_in(self._row_ptr(s), src)
+            self.entries[s].expires_at = now + self.ttl if self.ttl > 0 else INFINITY
+            self._recency_unlink(s)
+            self._recency_push_head(s)
+            self._expiry_unlink(s)
+            self._expiry_push_tail(s)
+            self.puts += 1
+            return 0
+
+        slab_index = self._slab_for(dim)
+        if slab_index < 0:
+            self._add_slab(dim)
+            slab_index = self.n_slabs - 1
+        self._reserve(slab_index)
+        if s != NO_SLOT:
+            # same key, new dimension (only when dim is not fixed): the old vector goes
+            if self.ttl > 0 and self._expired(s, now):
+                self.expirations += 1
+            else:
+                self.overwrites += 1
+            self._discard(s)
+        self._make_room(need, now)
+
+        # take a slot and a row; _reserve and _make_room guarantee both exist
+        s = self.free_slot
+        self.free_slot = self.entries[s].recency_next
+        slab = &self.slabs[slab_index]
+        if slab.free_head != NO_ROW:
+            row = slab.free_head
+            slab.free_head = (<row_t *>(slab.rows + <size_t>row * <size_t>dim))[0]
+        else:
+            row = slab.high_water
+            slab.high_water += 1
+        slab.used += 1
+        self.last_slab = slab_index
+
+        e = &self.entries[s]
+        e.fp_lo = fp.lo
+        e.fp_hi = fp.hi
+        e.expires_at = now + self.ttl if self.ttl > 0 else INFINITY
+        e.slab = slab_index
+        e.row = row
+        _copy_in(slab.rows + <size_t>row * <size_t>dim, src)
+        self._recency_push_head(s)
+        self._expiry_push_tail(s)
+        # the table may have shifted while room was made: probe again for a free cell
+        cell = self._find_cell(fp)
+        self.buckets[cell].tag = <uint32_t>fp.lo
+        self.buckets[cell].slot = s
+        self.size += 1
+        self.used_bytes += need
+        self.puts += 1
+        return 0
+
+    # -- public API --------------------------------------------------------------------
+
+    def put(self, key, vector):
+        """Store a float32 copy of `vector` under `key`.
+
+        `vector` is any 1-D array-like of real numbers (lists, tuples, any real
+        dtype, any strides); the caller may reuse its buffer at once. Overwriting
+        a key replaces the vector, renews its TTL and makes it most recent. When
+        the cache is full (entries or memory), expired entries go first, then
+        least-recently-used ones. A rejected call leaves the cache unchanged:
+        KeyTypeError (a TypeError) for a key that is not a CacheKey,
+        VectorTypeError (TypeError) for non-numeric data, InvalidVectorError
+        (ValueError) for a vector that is not 1-D, empty, or holds NaN/inf,
+        DimensionMismatchError for a dimension other than the fixed `dim`, and
+        EntryTooLargeError when one entry exceeds the whole memory budget.
+        """
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        cdef Source src
+        owner = _as_source(vector, &src)
+        cdef Py_ssize_t bad = _first_unstorable(&src)
+        if bad >= 0:
+            raise _reject_value(owner, bad, &src)
+        if self.fixed_dim and src.n != self.fixed_dim:
+            raise DimensionMismatchError(
+                f"vector has dim {src.n}, but this cache stores dim {self.fixed_dim}")
+        if src.n * 4 + ENTRY_OVERHEAD > self.budget_bytes:
+            raise EntryTooLargeError(
+                f"a vector of dim {src.n} needs {src.n * 4 + ENTRY_OVERHEAD} bytes with metadata, "
+                f"more than the whole budget of {self.budget_bytes} bytes "
+                f"(max_memory_mb={self.max_memory_mb_arg!r})")
+        cdef double given = self._now_unlocked()
+        with self.lock:
+            self._put_locked(&(<CacheKey>key).fingerprint, &src, self._now_locked(given))
+
+    def get(self, key):
+        """The vector stored under `key` as a new float32 array of shape (dim,),
+        owned by the caller; None on a miss. A hit makes the entry most recent
+        (its TTL is unchanged); an expired entry is a miss and is reclaimed."""
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        cdef double given = self._now_unlocked()
+        cdef double now
+        cdef slot_t s
+        cdef cnp.npy_intp dim
+        cdef cnp.ndarray out
+        with self.lock:
+            s = self._find(&(<CacheKey>key).fingerprint)
+            if s == NO_SLOT:
+                self.misses += 1
+                return None
+            now = self._now_locked(given)
+            if self.ttl > 0 and self._expired(s, now):
+                self.expirations += 1
+                self.misses += 1
+                self._discard(s)
+                return None
+            dim = self.slabs[self.entries[s].slab].dim
+            out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
+            _copy_rows(<float32_t *>cnp.PyArray_DATA(out), self._row_ptr(s), <size_t>dim * 4)
+            self.hits += 1
+            if self.recency_head != s:
+                self._recency_unlink(s)
+                self._recency_push_head(s)
+            return out
+
+    def remove(self, key):
+        """Delete `key`; True if a live entry was removed (expired counts as absent)."""
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        cdef double given = self._now_unlocked()
+        cdef slot_t s
+        with self.lock:
+            s = self._find(&(<CacheKey>key).fingerprint)
+            if s == NO_SLOT:
+                return False
+            if self.ttl > 0 and self._expired(s, self._now_locked(given)):
+                self.expirations += 1
+                self._discard(s)
+                return False
+            self.removals += 1
+            self._discard(s)
+            return True
+
+    def clear(self):
+        """Remove every entry. Statistics (hits, misses, ...) are kept. A cache
+        without a fixed `dim` also returns its slabs' memory."""
+        cdef slot_t i
+        with self.lock:
+            memset(self.buckets, 0xff, (self.bucket_mask + 1) * sizeof(Bucket))
+            self.free_slot = NO_SLOT
+            for i in range(self.entry_capacity - 1, -1, -1):
+                self.entries[i].recency_next = self.free_slot
+                self.free_slot = i
+            self.recency_head = self.recency_tail = NO_SLOT
+            self.expiry_head = self.expiry_tail = NO_SLOT
+            self.size = 0
+            self.used_bytes = 0
+            if self.fixed_dim:
+                self.slabs[0].high_water = 0
+                self.slabs[0].free_head = NO_ROW
+                self.slabs[0].used = 0
+            else:
+                for i in range(self.n_slabs):
+                    free(self.slabs[i].rows)
+                self.n_slabs = 0
+                self.last_slab = -1
+                self.entry_limit = 0
+                free(self.entries)
+                self.entries = NULL
+                self.entry_capacity = 0
+                self.free_slot = NO_SLOT
+                self._resize_index(MIN_INDEX_CELLS)
+
+    def __len__(self):
+        """Live entries (expired ones are reclaimed first and not counted)."""
+        cdef double given = self._now_unlocked()
+        with self.lock:
+            self._purge_expired(self._now_locked(given))
+            return self.size
+
+    def __contains__(self, key):
+        """Whether `key` has a live entry. No stats, no recency change."""
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        cdef double given = self._now_unlocked()
+        cdef slot_t s
+        with self.lock:
+            s = self._find(&(<CacheKey>key).fingerprint)
+            if s == NO_SLOT:
+                return False
+            return not (self.ttl > 0 and self._expired(s, self._now_locked(given)))
+
+    def get_cache_info(self):
+        """A CacheInfo snapshot: size, bounds, exact memory accounting and stats."""
+        cdef double given = self._now_unlocked()
+        cdef int32_t i
+        cdef Py_ssize_t allocated
+        with self.lock:
+            self._purge_expired(self._now_locked(given))
+            allocated = (<Py_ssize_t>self.entry_capacity * sizeof(Entry)
+                         + <Py_ssize_t>(self.bucket_mask + 1) * sizeof(Bucket)
+                         + <Py_ssize_t>self.slab_capacity * sizeof(Slab))
+            dims = []
+            for i in range(self.n_slabs):
+                allocated += <Py_ssize_t>self.slabs[i].capacity * self.slabs[i].dim * 4
+                if self.slabs[i].used:
+                    dims.append(self.slabs[i].dim)
+            size = self.size
+            used = self.used_bytes
+            hits, misses = self.hits, self.misses
+            evictions, expirations = self.evictions, self.expirations
+            puts, overwrites, removals = self.puts, self.overwrites, self.removals
+        lookups = hits + misses
+        return CacheInfo(
+            size=size,
+            max_entries=self.max_entries,
+            memory_usage_bytes=used,
+            memory_usage_mb=used / 1048576.0,
+            max_memory_mb=self.max_memory_mb_arg,
+            hits=hits,
+            misses=misses,
+            hit_rate=hits / lookups if lookups else 0.0,
+            evictions=evictions,
+            expirations=expirations,
+            puts=puts,
+            overwrites=overwrites,
+            removals=removals,
+            ttl_seconds=self.ttl_arg,
+            dim=self.fixed_dim or None,
+            dims=tuple(sorted(dims)),
+            entry_overhead_bytes=ENTRY_OVERHEAD,
+            memory_budget_bytes=self.budget_bytes,
+            allocated_bytes=allocated,
+        )
+
+    @property
+    def max_entries(self):
+        """The bound on the number of entries."""
+        return self.max_entries
+
+    @property
+    def max_memory_mb(self):
+        """The memory budget in MiB, as given."""
+        return self.max_memory_mb_arg
+
+    @property
+    def ttl_seconds(self):
+        """Seconds an entry lives after its last write, or None."""
+        return self.ttl_arg
+
+    @property
+    def dim(self):
+        """The fixed vector dimension, or None when any dimension is accepted."""
+        return self.fixed_dim or None
+
+    def __repr__(self):
+        return (f"SyncEmbeddingCache(size={self.size}, max_entries={self.max_entries}, "
+                f"memory={self.used_bytes} of {self.budget_bytes} bytes, "
+                f"ttl_seconds={self.ttl_arg!r}, dim={self.fixed_dim or None})")
+
+    # -- debugging ---------------------------------------------------------------------
+
+    def _check_invariants(self):
+        """Walk every structure and raise AssertionError on the first broken
+        invariant (index <-> lists <-> free slots <-> slab rows <-> accounting).
+        O(capacity); for tests and debugging."""
+        with self.lock:
+            self._check_locked()
+
+    cdef _check_locked(self):
+        cdef slot_t s, prev, n
+        cdef size_t c, home, k
+        cdef Py_ssize_t used = 0
+        cdef int32_t i
+        cdef Entry *e
+        cdef Slab *slab
+        cdef Fingerprint fp
+        cap = self.entry_capacity
+        state = bytearray(cap)        # 0 unseen, 1 live (recency), 2 free
+        # recency list
+        n = 0
+        prev = NO_SLOT
+        s = self.recency_head
+        while s != NO_SLOT:
+            _require(0 <= s < cap, f"recency list reaches slot {s} outside [0, {cap})")
+            _require(state[s] == 0, f"recency list visits slot {s} twice")
+            _require(self.entries[s].recency_prev == prev, f"slot {s}: recency_prev broken")
+            state[s] = 1
+            n += 1
+            prev = s
+            s = self.entries[s].recency_next
+        _require(self.recency_tail == prev, "recency_tail is not the last slot of the list")
+        _require(n == self.size, f"recency list holds {n} entries, size is {self.size}")
+        # expiry list: the same entries, in non-decreasing expiry order
+        n = 0
+        prev = NO_SLOT
+        s = self.expiry_head
+        while s != NO_SLOT:
+            _require(0 <= s < cap and state[s] == 1, f"expiry list holds slot {s} not in the recency list")
+            _require(self.entries[s].expiry_prev == prev, f"slot {s}: expiry_prev broken")
+            if prev != NO_SLOT:
+                _require(self.entries[prev].expires_at <= self.entries[s].expires_at,
+                         "expiry list is not in expiry order")
+            state[s] = 3
+            n += 1
+            prev = s
+            s = self.entries[s].expiry_next
+        _require(self.expiry_tail == prev, "expiry_tail is not the last slot of the list")
+        _require(n == self.size, f"expiry list holds {n} entries, size is {self.size}")
+        # free slots
+        s = self.free_slot
+        n = 0
+        while s != NO_SLOT:
+            _require(0 <= s < cap and state[s] == 0, f"free chain holds slot {s} that is live or repeated")
+            state[s] = 2
+            n += 1
+            s = self.entries[s].recency_next
+        _require(n + self.size == cap, f"{n} free + {self.size} live slots != capacity {cap}")
+        # index
+        n = 0
+        for c in range(self.bucket_mask + 1):
+            s = self.buckets[c].slot
+            if s == NO_SLOT:
+                continue
+            n += 1
+            _require(0 <= s < cap and state[s] == 3, f"index cell {c} points at slot {s} that is not live")
+            _require(self.buckets[c].tag == <uint32_t>self.entries[s].fp_lo, f"index cell {c}: tag mismatch")
+            home = self.buckets[c].tag & self.bucket_mask
+            k = home
+            while k != c:
+                _require(self.buckets[k].slot != NO_SLOT, f"index cell {c} unreachable from its home {home}")
+                k = (k + 1) & self.bucket_mask
+        _require(n == self.size, f"index holds {n} cells, size is {self.size}")
+        _require(2 * <size_t>cap <= self.bucket_mask + 1, "index has fewer than 2 cells per entry slot")
+        # slabs: rows used by live entries, the free-row chains, accounting
+        rows_used = [set() for _ in range(self.n_slabs)]
+        for s in range(cap):
+            if state[s] != 3:
+                continue
+            e = &self.entries[s]
+            _require(0 <= e.slab < self.n_slabs, f"slot {s} names slab {e.slab}")
+            _require(0 <= e.row < self.slabs[e.slab].high_water, f"slot {s} names row {e.row} past high water")
+            _require(e.row not in rows_used[e.slab], f"row {e.row} of slab {e.slab} used twice")
+            rows_used[e.slab].add(e.row)
+            used += self.slabs[e.slab].dim * 4 + ENTRY_OVERHEAD
+            fp.lo = e.fp_lo
+            fp.hi = e.fp_hi
+            _require(self._find(&fp) == s, f"slot {s} is not found by its fingerprint")
+        entry_limit = 0
+        for i in range(self.n_slabs):
+            slab = &self.slabs[i]
+            _require(slab.used == len(rows_used[i]), f"slab {i}: used {slab.used} != {len(rows_used[i])} live rows")
+            _require(slab.high_water <= slab.capacity <= max(slab.max_rows, 0), f"slab {i}: capacity out of bounds")
+            free_rows = set()
+            r = slab.free_head
+            while r != NO_ROW:
+                _require(0 <= r < slab.high_water and r not in free_rows and r not in rows_used[i],
+                         f"slab {i}: free-row chain is broken at row {r}")
+                free_rows.add(r)
+                r = (<row_t *>(slab.rows + <size_t>r * <size_t>slab.dim))[0]
+            _require(len(free_rows) + slab.used == slab.high_water,
+                     f"slab {i}: {len(free_rows)} free + {slab.used} used rows != high water {slab.high_water}")
+            entry_limit += slab.max_rows
+        _require(used == self.used_bytes, f"accounted {self.used_bytes} bytes, entries hold {used}")
+        _require(self.used_bytes <= self.budget_bytes, "memory accounting exceeds the budget")
+        _require(self.size <= self.max_entries, "more entries than max_entries")
+        _require(self.entry_limit == min(entry_limit, self.max_entries), "entry_limit is stale")
+        _require(self.entry_capacity <= self.entry_limit, "entry table larger than its limit")
+
+
+cdef inline _require(bint condition, message):
+    if not condition:
+        raise AssertionError(message)

@@ -1,0 +1,52 @@
+"""CacheInfo: a snapshot of a cache's size, bounds, memory and statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+__all__ = ["CacheInfo"]
+
+
+@dataclass(frozen=True)
+class CacheInfo:
+    """A consistent snapshot, taken under the cache's lock.
+
+    Memory accounting is exact: ``memory_usage_bytes`` is the sum over live
+    entries of ``dim * 4 + entry_overhead_bytes`` and never exceeds
+    ``memory_budget_bytes`` (``max_memory_mb * 2**20``). ``allocated_bytes`` is
+    what the cache actually holds for slabs and tables, preallocated rows
+    included; with one dimension it never exceeds the budget plus a few
+    hundred bytes.
+    """
+
+    size: int
+    """Live entries (expired ones are reclaimed before the snapshot)."""
+    max_entries: int
+    memory_usage_bytes: int
+    memory_usage_mb: float
+    """``memory_usage_bytes / 2**20``."""
+    max_memory_mb: float
+    hits: int
+    misses: int
+    hit_rate: float
+    """``hits / (hits + misses)``; 0.0 before any lookup."""
+    evictions: int
+    """Live entries evicted to make room (least recently used first)."""
+    expirations: int
+    """Expired entries reclaimed (on lookup, on put, or to make room)."""
+    puts: int
+    """Successful puts, overwrites included."""
+    overwrites: int
+    """Puts that replaced a live entry of the same key."""
+    removals: int
+    """Live entries deleted by ``remove``."""
+    ttl_seconds: Optional[float]
+    dim: Optional[int]
+    """The fixed dimension, or None."""
+    dims: Tuple[int, ...]
+    """Dimensions that have live entries."""
+    entry_overhead_bytes: int
+    """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
+    memory_budget_bytes: int
+    allocated_bytes: int

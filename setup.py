@@ -1,0 +1,40 @@
+"""Build script: cythonizes the core with the compiler directives set in one place.
+
+Set EMBCACHE_DEBUG=1 to build with bounds checks, wraparound, line tracing and
+assertions turned back on (slower, for debugging and coverage).
+"""
+import os
+
+import numpy
+from Cython.Build import cythonize
+from setuptools import Extension, setup
+
+DEBUG = os.environ.get("EMBCACHE_DEBUG", "") not in ("", "0")
+
+directives = {
+    "language_level": 3,
+    "embedsignature": True,
+    "freethreading_compatible": True,
+    "boundscheck": DEBUG,
+    "wraparound": DEBUG,
+    "initializedcheck": DEBUG,
+    "cdivision": not DEBUG,
+    "linetrace": DEBUG,
+}
+macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+if DEBUG:
+    macros.append(("CYTHON_TRACE_NOGIL", "1"))
+else:
+    macros.append(("NDEBUG", None))
+
+extensions = [
+    Extension(
+        "embcache._core",
+        ["embcache/_core.pyx"],
+        include_dirs=[numpy.get_include(), "embcache"],
+        define_macros=macros,
+        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+    )
+]
+
+setup(ext_modules=cythonize(extensions, compiler_directives=directives))
