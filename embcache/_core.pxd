@@ -19,6 +19,23 @@ cdef extern from "_siphash.h":
     void embcache_sip_final(embcache_sip_state *s, uint64_t out[2]) noexcept nogil
 
 
+cdef extern from "_kernels.h":
+    int embcache_f32_all_finite(const float *p, size_t n) noexcept nogil
+    int embcache_f64_all_storable(const double *p, size_t n) noexcept nogil
+    void embcache_f64_to_f32(float *dst, const double *src, size_t n) noexcept nogil
+
+cdef extern from "_lock.h":
+    ctypedef struct embcache_lock:
+        pass
+    void embcache_lock_acquire(embcache_lock *l) noexcept
+    void embcache_lock_release(embcache_lock *l) noexcept
+
+cdef extern from "_slab.h":
+    void *embcache_slab_reserve(size_t nbytes) nogil
+    void embcache_slab_release(void *p, size_t nbytes) nogil
+    void embcache_slab_discard(void *p, size_t nbytes) nogil
+
+
 cdef struct Fingerprint:
     uint64_t lo
     uint64_t hi
@@ -47,9 +64,8 @@ cdef struct Bucket:
 
 cdef struct Slab:
     dim_t dim                   # floats per row
-    float32_t *rows             # capacity * dim floats, contiguous
-    row_t capacity              # rows allocated
-    row_t max_rows              # rows this dimension may ever need (budget and max_entries)
+    float32_t *rows             # capacity * dim floats, contiguous, reserved whole (_slab.h)
+    row_t capacity              # rows this dimension may ever need (budget and max_entries)
     row_t high_water            # rows [0, high_water) have been handed out at least once
     row_t free_head             # freed rows, chained through their first 4 bytes
     row_t used                  # rows holding a live vector
@@ -73,7 +89,7 @@ cdef class CacheKey:
 
 @cython.final
 cdef class SyncEmbeddingCache:
-    cdef cython.pymutex lock
+    cdef embcache_lock lock         # see _lock.h; taken and dropped with the GIL held
 
     # limits
     cdef slot_t max_entries
@@ -120,7 +136,6 @@ cdef class SyncEmbeddingCache:
 
     # growth: only until the bounds are reached, never in the steady state
     cdef int _add_slab(self, dim_t dim) except -1
-    cdef int _grow_slab(self, int32_t s, row_t rows) except -1
     cdef int _grow_entries(self, slot_t capacity) except -1
     cdef int _resize_index(self, size_t cells) except -1
     cdef int _reserve(self, int32_t s) except -1

@@ -28,7 +28,7 @@ Invariants (checked by SyncEmbeddingCache._check_invariants):
     non-decreasing from expiry_head to expiry_tail, so the head is the only entry
     that ever needs checking before a live entry is evicted.
 
-Locking: one lock per cache (cython.pymutex: a PyMutex on 3.13+, a PyThread lock
+Locking: one lock per cache (_lock.h: a PyMutex on 3.13+, a GIL-guarded flag
 before), held for the whole of each operation. No Python code runs while it is
 held, apart from allocating the returned float32 array (numpy arrays are not
 GC-tracked, so that allocation cannot run a finalizer that re-enters the cache).
@@ -40,7 +40,7 @@ cimport numpy as cnp
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.math cimport INFINITY, fabs, fabsf, isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
@@ -65,7 +65,6 @@ cnp.import_array()
 DEF NO_SLOT = -1
 DEF NO_ROW = -1
 DEF MIN_INDEX_CELLS = 16
-DEF FIRST_SLAB_ROWS = 64
 DEF FIRST_ENTRY_SLOTS = 64
 # Copies longer than this run without the GIL (the cache lock is still held).
 DEF GIL_FREE_COPY_BYTES = 262144
@@ -274,22 +273,13 @@ cdef Py_ssize_t _first_unstorable(const Source *src) noexcept nogil:
     """Index of the first value that is NaN, infinite, or (float64) overflows
     float32; -1 when every value can be stored."""
     cdef Py_ssize_t i
-    cdef bint ok = True
-    cdef const float *f
-    cdef const double *d
     if not src.is_f64 and src.stride == 4:
-        f = <const float *>src.data
-        for i in range(src.n):          # branch-free so the compiler vectorizes it
-            ok &= fabsf(f[i]) <= 3.4028234663852886e38
-        if ok:
+        if embcache_f32_all_finite(<const float *>src.data, <size_t>src.n):
             return -1
     elif src.is_f64 and src.stride == 8:
-        d = <const double *>src.data
-        for i in range(src.n):
-            ok &= fabs(d[i]) < F32_ROUND_LIMIT
-        if ok:
+        if embcache_f64_all_storable(<const double *>src.data, <size_t>src.n):
             return -1
-    for i in range(src.n):
+    for i in range(src.n):    # strided input, or finding the culprit
         if src.is_f64:
             if not (fabs((<const double *>(src.data + i * src.stride))[0]) < F32_ROUND_LIMIT):
                 return i
@@ -302,13 +292,10 @@ cdef Py_ssize_t _first_unstorable(const Source *src) noexcept nogil:
 @cython.wraparound(False)
 cdef void _copy_in(float32_t *row, const Source *src) noexcept nogil:
     cdef Py_ssize_t i
-    cdef const double *d
     if not src.is_f64 and src.stride == 4:
         memcpy(row, src.data, <size_t>src.n * 4)
     elif src.is_f64 and src.stride == 8:
-        d = <const double *>src.data
-        for i in range(src.n):
-            row[i] = <float32_t>d[i]
+        embcache_f64_to_f32(row, <const double *>src.data, <size_t>src.n)
     elif src.is_f64:
         for i in range(src.n):
             row[i] = <float32_t>(<const double *>(src.data + i * src.stride))[0]
@@ -349,6 +336,10 @@ def _check_positive_number(value, str name):
     if math.isnan(value) or value <= 0:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
     return value
+
+
+cdef inline size_t _slab_bytes(const Slab *slab) noexcept nogil:
+    return <size_t>slab.capacity * <size_t>slab.dim * sizeof(float32_t)
 
 
 # --- the cache --------------------------------------------------------------------
@@ -407,7 +398,6 @@ cdef class SyncEmbeddingCache:
                     f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim_} "
                     f"({dim_ * 4 + ENTRY_OVERHEAD} bytes with metadata)")
             self._add_slab(dim_)
-            self._grow_slab(0, self.slabs[0].max_rows)
             self._grow_entries(self.entry_limit)
         else:
             self._resize_index(MIN_INDEX_CELLS)
@@ -416,7 +406,7 @@ cdef class SyncEmbeddingCache:
         cdef int32_t i
         if self.slabs != NULL:
             for i in range(self.n_slabs):
-                free(self.slabs[i].rows)
+                embcache_slab_release(self.slabs[i].rows, _slab_bytes(&self.slabs[i]))
             free(self.slabs)
             self.slabs = NULL
         free(self.entries)
@@ -427,6 +417,7 @@ cdef class SyncEmbeddingCache:
     # -- growth (never on the steady-state path: only until the bounds are reached) --
 
     cdef int _add_slab(self, dim_t dim) except -1:
+        """Register a slab for `dim`, reserving every row it may ever need."""
         cdef Slab *grown
         cdef int32_t cap
         if self.n_slabs == self.slab_capacity:
@@ -438,35 +429,18 @@ cdef class SyncEmbeddingCache:
             self.slab_capacity = cap
         cdef Slab *slab = &self.slabs[self.n_slabs]
         slab.dim = dim
-        slab.rows = NULL
-        slab.capacity = 0
-        slab.max_rows = <row_t>min(<Py_ssize_t>self.max_entries,
+        slab.capacity = <row_t>min(<Py_ssize_t>self.max_entries,
                                    self.budget_bytes // (dim * 4 + ENTRY_OVERHEAD))
+        slab.rows = <float32_t *>embcache_slab_reserve(_slab_bytes(slab))
+        if slab.rows == NULL:
+            raise MemoryError(
+                f"could not reserve {_slab_bytes(slab)} bytes for {slab.capacity} rows of dim {dim}")
         slab.high_water = 0
         slab.free_head = NO_ROW
         slab.used = 0
         self.n_slabs += 1
         self.entry_limit = <slot_t>min(<Py_ssize_t>self.max_entries,
-                                       <Py_ssize_t>self.entry_limit + slab.max_rows)
-        return 0
-
-    cdef int _grow_slab(self, int32_t s, row_t rows) except -1:
-        cdef Slab *slab = &self.slabs[s]
-        cdef float32_t *grown
-        if rows <= slab.capacity:
-            return 0
-        if slab.capacity == 0:
-            # calloc: the kernel maps zero pages lazily, so a whole preallocated
-            # slab costs resident memory only as rows are written.
-            grown = <float32_t *>calloc(<size_t>rows * <size_t>slab.dim, sizeof(float32_t))
-        else:
-            grown = <float32_t *>realloc(slab.rows, <size_t>rows * <size_t>slab.dim * sizeof(float32_t))
-        if grown == NULL:
-            raise MemoryError(
-                f"could not allocate {rows} rows of dim {slab.dim} "
-                f"({rows * slab.dim * 4} bytes) for the slab")
-        slab.rows = grown
-        slab.capacity = rows
+                                       <Py_ssize_t>self.entry_limit + slab.capacity)
         return 0
 
     cdef int _grow_entries(self, slot_t capacity) except -1:
@@ -650,12 +624,9 @@ cdef class SyncEmbeddingCache:
         return -1
 
     cdef int _reserve(self, int32_t s) except -1:
-        """Make sure a slot and a row of slab `s` will be free once room is made, by
-        growing now (before anything is evicted), so a failed allocation changes nothing."""
-        cdef Slab *slab = &self.slabs[s]
-        if slab.free_head == NO_ROW and slab.high_water == slab.capacity and slab.capacity < slab.max_rows:
-            self._grow_slab(s, <row_t>min(<Py_ssize_t>slab.max_rows,
-                                          max(<Py_ssize_t>FIRST_SLAB_ROWS, 2 * <Py_ssize_t>slab.capacity)))
+        """Make sure a free slot will exist once room is made, by growing the entry
+        table now, before anything is evicted, so a failed allocation changes nothing.
+        (Slab `s` reserved all its rows when it was added: making room frees a row.)"""
         if self.free_slot == NO_SLOT and self.entry_capacity < self.entry_limit:
             self._grow_entries(<slot_t>min(<Py_ssize_t>self.entry_limit,
                                            max(<Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>self.entry_capacity)))
@@ -775,8 +746,11 @@ cdef class SyncEmbeddingCache:
                 f"more than the whole budget of {self.budget_bytes} bytes "
                 f"(max_memory_mb={self.max_memory_mb_arg!r})")
         cdef double given = self._now_unlocked()
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             self._put_locked(&(<CacheKey>key).fingerprint, &src, self._now_locked(given))
+        finally:
+            embcache_lock_release(&self.lock)
 
     def get(self, key):
         """The vector stored under `key` as a new float32 array of shape (dim,),
@@ -789,7 +763,8 @@ cdef class SyncEmbeddingCache:
         cdef slot_t s
         cdef cnp.npy_intp dim
         cdef cnp.ndarray out
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             s = self._find(&(<CacheKey>key).fingerprint)
             if s == NO_SLOT:
                 self.misses += 1
@@ -808,6 +783,8 @@ cdef class SyncEmbeddingCache:
                 self._recency_unlink(s)
                 self._recency_push_head(s)
             return out
+        finally:
+            embcache_lock_release(&self.lock)
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
@@ -815,7 +792,8 @@ cdef class SyncEmbeddingCache:
             raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
         cdef double given = self._now_unlocked()
         cdef slot_t s
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             s = self._find(&(<CacheKey>key).fingerprint)
             if s == NO_SLOT:
                 return False
@@ -826,12 +804,15 @@ cdef class SyncEmbeddingCache:
             self.removals += 1
             self._discard(s)
             return True
+        finally:
+            embcache_lock_release(&self.lock)
 
     def clear(self):
         """Remove every entry. Statistics (hits, misses, ...) are kept. A cache
         without a fixed `dim` also returns its slabs' memory."""
         cdef slot_t i
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             memset(self.buckets, 0xff, (self.bucket_mask + 1) * sizeof(Bucket))
             self.free_slot = NO_SLOT
             for i in range(self.entry_capacity - 1, -1, -1):
@@ -842,12 +823,15 @@ cdef class SyncEmbeddingCache:
             self.size = 0
             self.used_bytes = 0
             if self.fixed_dim:
+                # keep the reservation, hand the written pages back to the OS
+                embcache_slab_discard(self.slabs[0].rows,
+                                      <size_t>self.slabs[0].high_water * <size_t>self.fixed_dim * 4)
                 self.slabs[0].high_water = 0
                 self.slabs[0].free_head = NO_ROW
                 self.slabs[0].used = 0
             else:
                 for i in range(self.n_slabs):
-                    free(self.slabs[i].rows)
+                    embcache_slab_release(self.slabs[i].rows, _slab_bytes(&self.slabs[i]))
                 self.n_slabs = 0
                 self.last_slab = -1
                 self.entry_limit = 0
@@ -856,13 +840,18 @@ cdef class SyncEmbeddingCache:
                 self.entry_capacity = 0
                 self.free_slot = NO_SLOT
                 self._resize_index(MIN_INDEX_CELLS)
+        finally:
+            embcache_lock_release(&self.lock)
 
     def __len__(self):
         """Live entries (expired ones are reclaimed first and not counted)."""
         cdef double given = self._now_unlocked()
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             self._purge_expired(self._now_locked(given))
             return self.size
+        finally:
+            embcache_lock_release(&self.lock)
 
     def __contains__(self, key):
         """Whether `key` has a live entry. No stats, no recency change."""
@@ -870,25 +859,32 @@ cdef class SyncEmbeddingCache:
             raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
         cdef double given = self._now_unlocked()
         cdef slot_t s
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             s = self._find(&(<CacheKey>key).fingerprint)
             if s == NO_SLOT:
                 return False
             return not (self.ttl > 0 and self._expired(s, self._now_locked(given)))
+        finally:
+            embcache_lock_release(&self.lock)
 
     def get_cache_info(self):
         """A CacheInfo snapshot: size, bounds, exact memory accounting and stats."""
         cdef double given = self._now_unlocked()
         cdef int32_t i
         cdef Py_ssize_t allocated
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             self._purge_expired(self._now_locked(given))
             allocated = (<Py_ssize_t>self.entry_capacity * sizeof(Entry)
                          + <Py_ssize_t>(self.bucket_mask + 1) * sizeof(Bucket)
                          + <Py_ssize_t>self.slab_capacity * sizeof(Slab))
             dims = []
+            reserved = 0
             for i in range(self.n_slabs):
-                allocated += <Py_ssize_t>self.slabs[i].capacity * self.slabs[i].dim * 4
+                # rows past high_water were never written, so never mapped in
+                allocated += <Py_ssize_t>self.slabs[i].high_water * self.slabs[i].dim * 4
+                reserved += <Py_ssize_t>_slab_bytes(&self.slabs[i])
                 if self.slabs[i].used:
                     dims.append(self.slabs[i].dim)
             size = self.size
@@ -896,6 +892,8 @@ cdef class SyncEmbeddingCache:
             hits, misses = self.hits, self.misses
             evictions, expirations = self.evictions, self.expirations
             puts, overwrites, removals = self.puts, self.overwrites, self.removals
+        finally:
+            embcache_lock_release(&self.lock)
         lookups = hits + misses
         return CacheInfo(
             size=size,
@@ -917,6 +915,7 @@ cdef class SyncEmbeddingCache:
             entry_overhead_bytes=ENTRY_OVERHEAD,
             memory_budget_bytes=self.budget_bytes,
             allocated_bytes=allocated,
+            reserved_bytes=reserved,
         )
 
     @property
@@ -950,8 +949,11 @@ cdef class SyncEmbeddingCache:
         """Walk every structure and raise AssertionError on the first broken
         invariant (index <-> lists <-> free slots <-> slab rows <-> accounting).
         O(capacity); for tests and debugging."""
-        with self.lock:
+        embcache_lock_acquire(&self.lock)
+        try:
             self._check_locked()
+        finally:
+            embcache_lock_release(&self.lock)
 
     cdef _check_locked(self):
         cdef slot_t s, prev, n
@@ -1036,7 +1038,7 @@ cdef class SyncEmbeddingCache:
         for i in range(self.n_slabs):
             slab = &self.slabs[i]
             _require(slab.used == len(rows_used[i]), f"slab {i}: used {slab.used} != {len(rows_used[i])} live rows")
-            _require(slab.high_water <= slab.capacity <= max(slab.max_rows, 0), f"slab {i}: capacity out of bounds")
+            _require(slab.high_water <= slab.capacity, f"slab {i}: high water past capacity")
             free_rows = set()
             r = slab.free_head
             while r != NO_ROW:
@@ -1046,7 +1048,7 @@ cdef class SyncEmbeddingCache:
                 r = (<row_t *>(slab.rows + <size_t>r * <size_t>slab.dim))[0]
             _require(len(free_rows) + slab.used == slab.high_water,
                      f"slab {i}: {len(free_rows)} free + {slab.used} used rows != high water {slab.high_water}")
-            entry_limit += slab.max_rows
+            entry_limit += slab.capacity
         _require(used == self.used_bytes, f"accounted {self.used_bytes} bytes, entries hold {used}")
         _require(self.used_bytes <= self.budget_bytes, "memory accounting exceeds the budget")
         _require(self.size <= self.max_entries, "more entries than max_entries")

@@ -15,9 +15,7 @@ class CacheInfo:
     Memory accounting is exact: ``memory_usage_bytes`` is the sum over live
     entries of ``dim * 4 + entry_overhead_bytes`` and never exceeds
     ``memory_budget_bytes`` (``max_memory_mb * 2**20``). ``allocated_bytes`` is
-    what the cache actually holds for slabs and tables, preallocated rows
-    included; with one dimension it never exceeds the budget plus a few
-    hundred bytes.
+    what the cache actually holds for slabs and tables.
     """
 
     size: int
@@ -50,3 +48,9 @@ class CacheInfo:
     """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
     memory_budget_bytes: int
     allocated_bytes: int
+    """Bytes held for the entry table, the index and the slab rows written so far:
+    the memory the cache occupies. With one dimension it never exceeds
+    ``memory_budget_bytes`` plus a small fixed overhead."""
+    reserved_bytes: int
+    """Address space reserved for slab rows (every row each dimension may need);
+    the kernel maps it in only as rows are written."""
