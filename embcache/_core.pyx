@@ -871,22 +871,26 @@ cdef class SyncEmbeddingCache:
     def get_cache_info(self):
         """A CacheInfo snapshot: size, bounds, exact memory accounting and stats."""
         cdef double given = self._now_unlocked()
-        cdef int32_t i
-        cdef Py_ssize_t allocated
+        cdef int32_t i, n_dims = 0
+        cdef Py_ssize_t allocated, reserved = 0, size, used
+        cdef unsigned long long hits, misses, evictions, expirations, puts, overwrites, removals
+        cdef dim_t *live_dims
+        # Only C values are gathered under the lock: creating Python objects there
+        # could start a garbage collection whose finalizers re-enter the cache.
         embcache_lock_acquire(&self.lock)
         try:
             self._purge_expired(self._now_locked(given))
             allocated = (<Py_ssize_t>self.entry_capacity * sizeof(Entry)
                          + <Py_ssize_t>(self.bucket_mask + 1) * sizeof(Bucket)
                          + <Py_ssize_t>self.slab_capacity * sizeof(Slab))
-            dims = []
-            reserved = 0
+            live_dims = <dim_t *>malloc((self.n_slabs + 1) * sizeof(dim_t))
             for i in range(self.n_slabs):
                 # rows past high_water were never written, so never mapped in
                 allocated += <Py_ssize_t>self.slabs[i].high_water * self.slabs[i].dim * 4
                 reserved += <Py_ssize_t>_slab_bytes(&self.slabs[i])
-                if self.slabs[i].used:
-                    dims.append(self.slabs[i].dim)
+                if self.slabs[i].used and live_dims != NULL:
+                    live_dims[n_dims] = self.slabs[i].dim
+                    n_dims += 1
             size = self.size
             used = self.used_bytes
             hits, misses = self.hits, self.misses
@@ -894,6 +898,10 @@ cdef class SyncEmbeddingCache:
             puts, overwrites, removals = self.puts, self.overwrites, self.removals
         finally:
             embcache_lock_release(&self.lock)
+        if live_dims == NULL:
+            raise MemoryError()
+        dims = sorted([live_dims[i] for i in range(n_dims)])
+        free(live_dims)
         lookups = hits + misses
         return CacheInfo(
             size=size,
@@ -911,7 +919,7 @@ cdef class SyncEmbeddingCache:
             removals=removals,
             ttl_seconds=self.ttl_arg,
             dim=self.fixed_dim or None,
-            dims=tuple(sorted(dims)),
+            dims=tuple(dims),
             entry_overhead_bytes=ENTRY_OVERHEAD,
             memory_budget_bytes=self.budget_bytes,
             allocated_bytes=allocated,
