@@ -6,7 +6,8 @@ nanoseconds, far less than a hop to a worker thread, and it never blocks on I/O.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import asyncio
+from typing import Any, Awaitable, Callable, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,13 @@ from embcache._core import CacheKey, SyncEmbeddingCache
 from embcache._info import CacheInfo
 
 __all__ = ["EmbeddingCache"]
+
+# A batch is copied in slices of about this many bytes, yielding to the event loop
+# between slices, so a large batch never holds the loop for more than about a
+# millisecond (row copies run at several GB/s).
+SLICE_BYTES = 2 << 20
+
+ComputeFn = Callable[[list[CacheKey]], Union[npt.ArrayLike, Awaitable[npt.ArrayLike]]]
 
 
 class EmbeddingCache:
@@ -25,7 +33,7 @@ class EmbeddingCache:
                    *, dim=None, clock=None)
     """
 
-    __slots__ = ("_sync", "_get", "_put")
+    __slots__ = ("_sync", "_get", "_put", "_flights")
 
     def __init__(
         self,
@@ -40,6 +48,7 @@ class EmbeddingCache:
         # bound once: the awaitable wrappers below then cost one attribute load
         self._get = self._sync.get
         self._put = self._sync.put
+        self._flights: Optional[Any] = None
 
     @property
     def sync(self) -> SyncEmbeddingCache:
@@ -53,6 +62,70 @@ class EmbeddingCache:
     async def get(self, key: CacheKey) -> Optional[npt.NDArray[np.float32]]:
         """A new float32 array for `key`, or None (see SyncEmbeddingCache.get)."""
         return self._get(key)  # type: ignore[no-any-return]
+
+    async def get_many(
+        self, keys: Sequence[CacheKey], out: Optional[npt.NDArray[np.float32]] = None
+    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """``(matrix, found)`` for `keys` (see SyncEmbeddingCache.get_many).
+
+        A batch larger than about 2 MiB of rows is copied in slices, yielding to
+        the event loop between them; other coroutines may then change the cache
+        between two slices (each key is still looked up exactly once).
+        """
+        keys = tuple(keys)
+        dim = self._sync.dim or (out.shape[1] if out is not None and out.ndim == 2 else 0)
+        if not dim:
+            dim = self._sync._live_dim(keys)
+        step = max(1, SLICE_BYTES // (4 * dim)) if dim else len(keys)
+        if len(keys) <= step:
+            return self._sync.get_many(keys, out)  # type: ignore[no-any-return]
+        if out is None:
+            out = np.empty((len(keys), dim), dtype=np.float32)
+        found = np.empty(len(keys), dtype=np.bool_)
+        get_many = self._sync.get_many
+        for start in range(0, len(keys), step):
+            stop = min(start + step, len(keys))
+            found[start:stop] = get_many(keys[start:stop], out[start:stop])[1]
+            if stop < len(keys):
+                await asyncio.sleep(0)
+        return out, found
+
+    async def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
+        """Store row i of `matrix` under keys[i] (see SyncEmbeddingCache.put_many).
+
+        The whole batch is validated before any row is stored, so a bad row
+        stores nothing; a large batch is validated and then stored in slices of
+        about 2 MiB, yielding to the event loop between them.
+        """
+        sync = self._sync
+        batch = sync._prepare_batch(keys, matrix)
+        if batch.n == 0:
+            return
+        step = max(1, SLICE_BYTES // (4 * int(np.shape(matrix)[1])))
+        slices = [(start, min(start + step, batch.n)) for start in range(0, batch.n, step)]
+        for phase in (sync._check_batch, sync._store_batch):
+            for start, stop in slices:
+                phase(batch, start, stop)
+                if len(slices) > 1:
+                    await asyncio.sleep(0)
+
+    async def get_or_compute(
+        self, keys: Sequence[CacheKey], compute: ComputeFn
+    ) -> npt.NDArray[np.float32]:
+        """The (len(keys), dim) float32 matrix for `keys`, computing only what is
+        missing with one call ``compute(missing_keys)`` (sync or async; it gets the
+        distinct missing keys in order and returns an (m, dim) array-like).
+
+        Single flight: a key another coroutine is already computing is awaited,
+        not computed again. If compute raises, nothing is stored, every waiter
+        for those keys gets the exception, and a later call tries again.
+        Cancelling a waiter cancels nothing else.
+        """
+        if self._flights is None:
+            from embcache._flight import AsyncFlights
+
+            self._flights = AsyncFlights()
+        return await self._flights.get_or_compute(self._sync, keys, compute)  # type: ignore[no-any-return]
 
     async def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""

@@ -2,6 +2,8 @@
 # Behaviour lives in _core.pyx; the typed public surface in _core.pyi.
 
 cimport cython
+cimport numpy as cnp
+from cpython.object cimport PyObject
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 # --- central typedefs -------------------------------------------------------
@@ -86,6 +88,13 @@ cdef class CacheKey:
     cdef readonly object chunk_id
     cdef Fingerprint fingerprint
 
+# Byte offset of CacheKey.fingerprint inside the object, so C loops over a
+# sequence of keys can read fingerprints without touching reference counts.
+cdef Py_ssize_t FINGERPRINT_OFFSET
+
+cdef inline const Fingerprint *_key_fingerprint(PyObject *key) noexcept nogil:
+    return <const Fingerprint *>(<char *>key + FINGERPRINT_OFFSET)
+
 
 @cython.final
 cdef class SyncEmbeddingCache:
@@ -97,6 +106,7 @@ cdef class SyncEmbeddingCache:
     cdef double ttl                 # seconds; <= 0 means entries never expire
     cdef dim_t fixed_dim            # 0 when any dimension is accepted
     cdef object clock               # None: the C monotonic clock
+    cdef object _flights            # single-flight registry for get_or_compute (embcache._flight)
     cdef bint c_clock               # clock is None
     cdef object max_memory_mb_arg   # as given, reported back by get_cache_info
     cdef object ttl_arg
@@ -138,7 +148,7 @@ cdef class SyncEmbeddingCache:
     cdef int _add_slab(self, dim_t dim) except -1
     cdef int _grow_entries(self, slot_t capacity) except -1
     cdef int _resize_index(self, size_t cells) except -1
-    cdef int _reserve(self, int32_t s) except -1
+    cdef int _reserve(self, Py_ssize_t count) except -1
 
     # index
     cdef size_t _find_cell(self, const Fingerprint *fp) noexcept nogil
@@ -161,5 +171,13 @@ cdef class SyncEmbeddingCache:
     cdef int32_t _slab_for(self, dim_t dim) noexcept nogil
     cdef double _now_locked(self, double given) noexcept nogil
     cdef double _now_unlocked(self) except? -1.0
-    cdef int _put_locked(self, const Fingerprint *fp, const Source *src, double now) except -1
+    cdef int32_t _prepare_put(self, dim_t dim, Py_ssize_t count) except -2
+    cdef void _store(self, const Fingerprint *fp, const Source *src, int32_t slab_index,
+                     double now) noexcept nogil
+    cdef void _store_rows(self, PyObject **keys, const Source *first, Py_ssize_t n,
+                          Py_ssize_t row_stride, int32_t slab_index, double now) noexcept nogil
+    cdef dim_t _batch_dim(self, PyObject **keys, Py_ssize_t n, double now,
+                          dim_t *dims, int *n_dims) noexcept nogil
+    cdef void _copy_out_rows(self, PyObject **keys, Py_ssize_t n, float32_t *matrix, dim_t dim,
+                             cnp.npy_bool *found, double now) noexcept nogil
     cdef _check_locked(self)

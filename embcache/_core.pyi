@@ -1,6 +1,6 @@
 """Typed surface of the Cython core (embcache._core)."""
 
-from typing import Callable, Optional, Tuple
+from typing import Callable, Optional, Sequence, Tuple
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,14 @@ class CacheKey:
     def __ne__(self, other: object) -> bool: ...
     def __reduce__(self) -> Tuple[type, Tuple[str, str, Optional[str]]]: ...
 
+class PutBatch:
+    """A put_many batch checked by SyncEmbeddingCache._prepare_batch (opaque)."""
+
+    @property
+    def n(self) -> int: ...
+    @property
+    def checked(self) -> int: ...
+
 class SyncEmbeddingCache:
     """Thread-safe, synchronous embedding cache (the core behind EmbeddingCache)."""
 
@@ -60,6 +68,25 @@ class SyncEmbeddingCache:
         """Store a float32 copy of `vector` (1-D, real, finite, non-empty)."""
     def get(self, key: CacheKey) -> Optional[npt.NDArray[np.float32]]:
         """A new float32 array of shape (dim,) owned by the caller, or None."""
+    def get_many(
+        self, keys: Sequence[CacheKey], out: Optional[npt.NDArray[np.float32]] = None
+    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """``(matrix, found)``: a C-contiguous float32 (len(keys), dim) matrix whose
+        miss rows are zero, and a bool (len(keys),) array. With `out`, rows are
+        written there and `out` is returned. Mixed dimensions -> ValueError."""
+    def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
+        """Store row i of `matrix` under keys[i]; validated whole before storing."""
+    def get_or_compute(
+        self,
+        keys: Sequence[CacheKey],
+        compute: Callable[[list[CacheKey]], npt.ArrayLike],
+    ) -> npt.NDArray[np.float32]:
+        """The (len(keys), dim) matrix for `keys`; `compute(missing_keys)` fills the
+        misses (called at most once, single flight across threads)."""
+    def _prepare_batch(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> PutBatch: ...
+    def _check_batch(self, batch: PutBatch, start: int, stop: int) -> None: ...
+    def _store_batch(self, batch: PutBatch, start: int, stop: int) -> None: ...
+    def _live_dim(self, keys: Sequence[CacheKey]) -> int: ...
     def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""
     def clear(self) -> None:

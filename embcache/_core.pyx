@@ -37,6 +37,8 @@ A user-supplied clock is read before the lock is taken.
 
 cimport cython
 cimport numpy as cnp
+from cpython.object cimport PyObject
+from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize
 from libc.math cimport INFINITY, fabs, fabsf, isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
@@ -222,6 +224,31 @@ cdef class CacheKey:
         return (CacheKey, (self.content_hash, self.model_version, self.chunk_id))
 
 
+cdef CacheKey _probe_key = CacheKey("probe", "probe")
+FINGERPRINT_OFFSET = <char *>&_probe_key.fingerprint - <char *><PyObject *>_probe_key
+_probe_key = None
+
+
+cdef tuple _key_tuple(object keys, str method):
+    """`keys` as a tuple of CacheKey (a tuple cannot change under a loop that has
+    dropped the GIL). KeyTypeError names the first item that is not a CacheKey."""
+    if type(keys) is CacheKey:
+        raise KeyTypeError(f"{method} takes a sequence of CacheKey, got a single CacheKey")
+    if isinstance(keys, (str, bytes)):
+        raise KeyTypeError(f"{method} takes a sequence of CacheKey, got {type(keys).__name__}")
+    cdef tuple seq
+    try:
+        seq = keys if type(keys) is tuple else tuple(keys)
+    except TypeError:
+        raise KeyTypeError(
+            f"{method} takes a sequence of CacheKey, got {type(keys).__name__}") from None
+    cdef Py_ssize_t i
+    for i in range(len(seq)):
+        if type(seq[i]) is not CacheKey:
+            raise KeyTypeError(f"keys[{i}] must be a CacheKey, got {type(seq[i]).__name__}")
+    return seq
+
+
 # --- vectors in -------------------------------------------------------------------
 
 cdef object _as_source(object vector, Source *src):
@@ -336,6 +363,35 @@ def _check_positive_number(value, str name):
     if math.isnan(value) or value <= 0:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
     return value
+
+
+cdef int _check_dim(SyncEmbeddingCache cache, dim_t dim, str what) except -1:
+    if cache.fixed_dim and dim != cache.fixed_dim:
+        raise DimensionMismatchError(f"{what} dim {dim}, but this cache stores dim {cache.fixed_dim}")
+    if dim * 4 + ENTRY_OVERHEAD > cache.budget_bytes:
+        raise EntryTooLargeError(
+            f"a vector of dim {dim} needs {dim * 4 + ENTRY_OVERHEAD} bytes with metadata, "
+            f"more than the whole budget of {cache.budget_bytes} bytes "
+            f"(max_memory_mb={cache.max_memory_mb_arg!r})")
+    return 0
+
+
+cdef _raise_mixed(const dim_t *dims, int n_dims):
+    named = ", ".join([str(dims[i]) for i in range(min(n_dims, 8))])
+    raise DimensionMismatchError(
+        f"the keys hold entries of {n_dims} different dimensions ({named}); "
+        "one batch must share one dimension")
+
+
+@cython.final
+cdef class PutBatch:
+    """A put_many batch that passed validation (opaque; see _prepare_batch)."""
+    cdef tuple keys
+    cdef object owner          # the array that owns first.data
+    cdef Source first          # row 0
+    cdef Py_ssize_t row_stride
+    cdef readonly Py_ssize_t n
+    cdef readonly Py_ssize_t checked   # rows [0, checked) passed _check_batch
 
 
 cdef inline size_t _slab_bytes(const Slab *slab) noexcept nogil:
@@ -623,13 +679,16 @@ cdef class SyncEmbeddingCache:
                 return i
         return -1
 
-    cdef int _reserve(self, int32_t s) except -1:
-        """Make sure a free slot will exist once room is made, by growing the entry
-        table now, before anything is evicted, so a failed allocation changes nothing.
-        (Slab `s` reserved all its rows when it was added: making room frees a row.)"""
-        if self.free_slot == NO_SLOT and self.entry_capacity < self.entry_limit:
+    cdef int _reserve(self, Py_ssize_t count) except -1:
+        """Grow the entry table now, before anything is evicted, so that `count`
+        new entries will find free slots (or the table is at its limit, where
+        making room frees one): a failed allocation then changes nothing.
+        Slabs need nothing: each reserved all its rows when it was added."""
+        cdef Py_ssize_t want = min(<Py_ssize_t>self.entry_limit, <Py_ssize_t>self.size + count)
+        if want > self.entry_capacity:
             self._grow_entries(<slot_t>min(<Py_ssize_t>self.entry_limit,
-                                           max(<Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>self.entry_capacity)))
+                                           max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS,
+                                               2 * <Py_ssize_t>self.entry_capacity)))
         return 0
 
     cdef inline double _now_locked(self, double given) noexcept nogil:
@@ -644,46 +703,48 @@ cdef class SyncEmbeddingCache:
             return _read_clock(self.clock)
         return 0.0
 
-    cdef int _put_locked(self, const Fingerprint *fp, const Source *src, double now) except -1:
+    cdef int32_t _prepare_put(self, dim_t dim, Py_ssize_t count) except -2:
+        """Everything a put of `count` vectors of `dim` may need to allocate, done
+        before anything changes: the slab for `dim` and enough free entry slots.
+        Returns the slab index. After it, _store cannot fail."""
+        cdef int32_t slab_index = self._slab_for(dim)
+        if slab_index < 0:
+            self._add_slab(dim)
+            slab_index = self.n_slabs - 1
+        self._reserve(count)
+        return slab_index
+
+    cdef void _store(self, const Fingerprint *fp, const Source *src, int32_t slab_index,
+                     double now) noexcept nogil:
+        """Store one validated vector (the slab and slots were prepared by _prepare_put)."""
         cdef dim_t dim = src.n
         cdef Py_ssize_t need = dim * 4 + ENTRY_OVERHEAD
         cdef size_t cell = self._find_cell(fp)
         cdef slot_t s = self.buckets[cell].slot
-        cdef int32_t slab_index
         cdef Entry *e
         cdef Slab *slab
         cdef row_t row
 
-        if s != NO_SLOT and self.slabs[self.entries[s].slab].dim == dim:
-            # same key, same dimension: rewrite the row in place
-            if self.ttl > 0 and self._expired(s, now):
-                self.expirations += 1
-            else:
-                self.overwrites += 1
-            _copy_in(self._row_ptr(s), src)
-            self.entries[s].expires_at = now + self.ttl if self.ttl > 0 else INFINITY
-            self._recency_unlink(s)
-            self._recency_push_head(s)
-            self._expiry_unlink(s)
-            self._expiry_push_tail(s)
-            self.puts += 1
-            return 0
-
-        slab_index = self._slab_for(dim)
-        if slab_index < 0:
-            self._add_slab(dim)
-            slab_index = self.n_slabs - 1
-        self._reserve(slab_index)
         if s != NO_SLOT:
-            # same key, new dimension (only when dim is not fixed): the old vector goes
             if self.ttl > 0 and self._expired(s, now):
                 self.expirations += 1
             else:
                 self.overwrites += 1
+            if self.entries[s].slab == slab_index:
+                # same key, same dimension: rewrite the row in place
+                _copy_in(self._row_ptr(s), src)
+                self.entries[s].expires_at = now + self.ttl if self.ttl > 0 else INFINITY
+                self._recency_unlink(s)
+                self._recency_push_head(s)
+                self._expiry_unlink(s)
+                self._expiry_push_tail(s)
+                self.puts += 1
+                return
+            # same key, new dimension (only when dim is not fixed): the old vector goes
             self._discard(s)
         self._make_room(need, now)
 
-        # take a slot and a row; _reserve and _make_room guarantee both exist
+        # take a slot and a row; _prepare_put and _make_room guarantee both exist
         s = self.free_slot
         self.free_slot = self.entries[s].recency_next
         slab = &self.slabs[slab_index]
@@ -712,7 +773,64 @@ cdef class SyncEmbeddingCache:
         self.size += 1
         self.used_bytes += need
         self.puts += 1
-        return 0
+
+    cdef void _store_rows(self, PyObject **keys, const Source *first, Py_ssize_t n,
+                          Py_ssize_t row_stride, int32_t slab_index, double now) noexcept nogil:
+        """put_many's loop: row i of a strided matrix under key i."""
+        cdef Source src = first[0]
+        cdef Py_ssize_t i
+        for i in range(n):
+            src.data = first.data + i * row_stride
+            self._store(_key_fingerprint(keys[i]), &src, slab_index, now)
+
+    cdef dim_t _batch_dim(self, PyObject **keys, Py_ssize_t n, double now,
+                          dim_t *dims, int *n_dims) noexcept nogil:
+        """get_many's first pass, which changes nothing: the dimension shared by the
+        live entries of `keys` (0 when none is live). Distinct dimensions found go to
+        `dims` (at most 8 are recorded) and their count to n_dims."""
+        cdef Py_ssize_t i
+        cdef slot_t s
+        cdef dim_t d
+        cdef int j
+        n_dims[0] = 0
+        for i in range(n):
+            s = self._find(_key_fingerprint(keys[i]))
+            if s == NO_SLOT or (self.ttl > 0 and self._expired(s, now)):
+                continue
+            d = self.slabs[self.entries[s].slab].dim
+            for j in range(n_dims[0]):
+                if dims[j] == d:
+                    break
+            else:
+                if n_dims[0] < 8:
+                    dims[n_dims[0]] = d
+                n_dims[0] += 1
+        return dims[0] if n_dims[0] else 0
+
+    cdef void _copy_out_rows(self, PyObject **keys, Py_ssize_t n, float32_t *matrix, dim_t dim,
+                             cnp.npy_bool *found, double now) noexcept nogil:
+        """get_many's second pass: copy hits (all of dimension `dim`), zero misses."""
+        cdef Py_ssize_t i
+        cdef slot_t s
+        cdef float32_t *dst
+        for i in range(n):
+            dst = matrix + <size_t>i * <size_t>dim
+            s = self._find(_key_fingerprint(keys[i]))
+            if s != NO_SLOT and self.ttl > 0 and self._expired(s, now):
+                self.expirations += 1
+                self._discard(s)
+                s = NO_SLOT
+            if s == NO_SLOT:
+                self.misses += 1
+                found[i] = 0
+                memset(dst, 0, <size_t>dim * 4)
+                continue
+            self.hits += 1
+            found[i] = 1
+            memcpy(dst, self._row_ptr(s), <size_t>dim * 4)
+            if self.recency_head != s:
+                self._recency_unlink(s)
+                self._recency_push_head(s)
 
     # -- public API --------------------------------------------------------------------
 
@@ -737,18 +855,13 @@ cdef class SyncEmbeddingCache:
         cdef Py_ssize_t bad = _first_unstorable(&src)
         if bad >= 0:
             raise _reject_value(owner, bad, &src)
-        if self.fixed_dim and src.n != self.fixed_dim:
-            raise DimensionMismatchError(
-                f"vector has dim {src.n}, but this cache stores dim {self.fixed_dim}")
-        if src.n * 4 + ENTRY_OVERHEAD > self.budget_bytes:
-            raise EntryTooLargeError(
-                f"a vector of dim {src.n} needs {src.n * 4 + ENTRY_OVERHEAD} bytes with metadata, "
-                f"more than the whole budget of {self.budget_bytes} bytes "
-                f"(max_memory_mb={self.max_memory_mb_arg!r})")
+        _check_dim(self, src.n, "vector has")
         cdef double given = self._now_unlocked()
+        cdef int32_t slab_index
         embcache_lock_acquire(&self.lock)
         try:
-            self._put_locked(&(<CacheKey>key).fingerprint, &src, self._now_locked(given))
+            slab_index = self._prepare_put(src.n, 1)
+            self._store(&(<CacheKey>key).fingerprint, &src, slab_index, self._now_locked(given))
         finally:
             embcache_lock_release(&self.lock)
 
@@ -785,6 +898,207 @@ cdef class SyncEmbeddingCache:
             return out
         finally:
             embcache_lock_release(&self.lock)
+
+    def get_many(self, keys, out=None):
+        """Look up many keys at once: returns ``(matrix, found)``.
+
+        `matrix` is a C-contiguous float32 array of shape (len(keys), dim) whose
+        row i is the vector of keys[i], or zeros when keys[i] missed; `found` is a
+        bool array of shape (len(keys),). Duplicated keys are fine; every key
+        counts as one hit or one miss, and hits become most recent. When nothing
+        fixes the dimension (no hit, no fixed `dim`, no `out`), matrix has shape
+        (len(keys), 0). With `out` (a writable, C-contiguous float32 array of shape
+        (len(keys), dim)) the rows are written there and `out` is returned.
+
+        Raises KeyTypeError for a key that is not a CacheKey, ValueError
+        (DimensionMismatchError) when live entries of several dimensions are
+        requested together (naming them) or `out` has the wrong dimension, and
+        TypeError/ValueError for a bad `out`; the cache is then unchanged.
+        Row copies of large batches run without the GIL.
+        """
+        cdef tuple seq = _key_tuple(keys, "get_many")
+        cdef Py_ssize_t n = len(seq)
+        cdef cnp.ndarray matrix = None
+        cdef dim_t out_dim = -1
+        if out is not None:
+            if not cnp.PyArray_Check(out):
+                raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+            matrix = <cnp.ndarray>out
+            if (cnp.PyArray_TYPE(matrix) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(matrix) != 2
+                    or not cnp.PyArray_IS_C_CONTIGUOUS(matrix) or not cnp.PyArray_ISWRITEABLE(matrix)):
+                raise TypeError(
+                    "out must be a writable, C-contiguous float32 array of shape (len(keys), dim); "
+                    f"got dtype {(<object>out).dtype}, shape {(<object>out).shape}")
+            if cnp.PyArray_DIM(matrix, 0) != n:
+                raise ValueError(f"out has {cnp.PyArray_DIM(matrix, 0)} rows for {n} keys")
+            out_dim = cnp.PyArray_DIM(matrix, 1)
+            if self.fixed_dim and out_dim != self.fixed_dim:
+                raise DimensionMismatchError(
+                    f"out has {out_dim} columns, but this cache stores dim {self.fixed_dim}")
+        cdef cnp.npy_intp n_keys = n
+        cdef cnp.ndarray found = cnp.PyArray_ZEROS(1, &n_keys, cnp.NPY_BOOL, 0)
+        cdef double given = self._now_unlocked()
+        cdef double now
+        cdef PyObject **items = PySequence_Fast_ITEMS(seq)
+        cdef dim_t dims[8]
+        cdef int n_dims = 0
+        cdef dim_t dim
+        cdef cnp.npy_intp shape[2]
+        embcache_lock_acquire(&self.lock)
+        try:
+            now = self._now_locked(given)
+            dim = self._batch_dim(items, n, now, dims, &n_dims)
+            if n_dims <= 1 and not (out_dim >= 0 and n_dims == 1 and dim != out_dim):
+                if matrix is None:
+                    shape[0] = n
+                    if not dim:
+                        dim = self.fixed_dim
+                    shape[1] = dim
+                    matrix = cnp.PyArray_EMPTY(2, shape, cnp.NPY_FLOAT32, 0)
+                else:
+                    dim = out_dim
+                if dim and <size_t>n * <size_t>dim * 4 >= GIL_FREE_COPY_BYTES:
+                    with nogil:
+                        self._copy_out_rows(items, n, <float32_t *>cnp.PyArray_DATA(matrix), dim,
+                                            <cnp.npy_bool *>cnp.PyArray_DATA(found), now)
+                else:
+                    self._copy_out_rows(items, n, <float32_t *>cnp.PyArray_DATA(matrix), dim,
+                                        <cnp.npy_bool *>cnp.PyArray_DATA(found), now)
+        finally:
+            embcache_lock_release(&self.lock)
+        if n_dims > 1:
+            _raise_mixed(dims, n_dims)
+        if out_dim >= 0 and n_dims == 1 and dim != out_dim:
+            raise DimensionMismatchError(f"out has {out_dim} columns, but the entries have dim {dim}")
+        return matrix, found
+
+    def put_many(self, keys, matrix):
+        """Store row i of `matrix` under keys[i], as if by put() in order.
+
+        `matrix` is any (len(keys), dim) real array-like (any real dtype, any
+        strides). Everything is validated before anything is stored, so a bad
+        row stores nothing; errors are those of put(), with the row named. Rows
+        are copied without the GIL when the batch is large.
+        """
+        cdef PutBatch batch = self._prepare_batch(keys, matrix)
+        self._check_batch(batch, 0, batch.n)
+        self._store_batch(batch, 0, batch.n)
+
+    def _prepare_batch(self, keys, matrix):
+        """Check a put_many batch's keys, shape, dtype and dimension, converting the
+        matrix if needed; its values are checked by _check_batch and it is stored by
+        _store_batch (the async facade runs both in slices). Stores nothing."""
+        cdef PutBatch batch = PutBatch.__new__(PutBatch)
+        batch.keys = _key_tuple(keys, "put_many")
+        cdef Py_ssize_t n = len(batch.keys)
+        batch.n = n
+        if cnp.PyArray_Check(matrix):
+            arr = matrix
+        elif isinstance(matrix, (str, bytes, bytearray)):
+            raise VectorTypeError(f"matrix must be a 2-D array-like of real numbers, got {type(matrix).__name__}")
+        else:
+            try:
+                arr = np.asarray(matrix)
+            except (TypeError, ValueError) as exc:
+                raise InvalidVectorError(
+                    f"matrix could not be read as a 2-D array of real numbers: {exc}") from None
+        cdef cnp.ndarray m = <cnp.ndarray>arr
+        cdef int type_num = cnp.PyArray_TYPE(m)
+        if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
+            raise VectorTypeError(
+                f"matrix must hold real numbers (integer or float dtype), got dtype {arr.dtype}")
+        if cnp.PyArray_NDIM(m) != 2:
+            raise InvalidVectorError(f"matrix must be 2-D (len(keys), dim), got shape {arr.shape}")
+        if cnp.PyArray_DIM(m, 0) != n:
+            raise InvalidVectorError(f"matrix has {cnp.PyArray_DIM(m, 0)} rows for {n} keys")
+        if n and cnp.PyArray_DIM(m, 1) == 0:
+            raise InvalidVectorError("matrix rows are empty; an embedding needs at least one value")
+        if (type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64) or not cnp.PyArray_ISALIGNED(m):
+            if type_num == cnp.NPY_LONGDOUBLE:
+                with np.errstate(over="ignore", invalid="ignore"):
+                    m = arr.astype(np.float64)
+            else:
+                m = arr.astype(np.float64)
+            type_num = cnp.NPY_FLOAT64
+        batch.owner = m
+        batch.first.data = <const char *>cnp.PyArray_DATA(m)
+        batch.first.n = cnp.PyArray_DIM(m, 1)
+        batch.first.stride = cnp.PyArray_STRIDE(m, 1)
+        batch.first.is_f64 = type_num == cnp.NPY_FLOAT64
+        batch.row_stride = cnp.PyArray_STRIDE(m, 0)
+        if n:
+            _check_dim(self, batch.first.n, "matrix rows have")
+        return batch
+
+    def _check_batch(self, PutBatch batch not None, Py_ssize_t start, Py_ssize_t stop):
+        """Check that rows [start, stop) hold only storable values; rows must be
+        checked in order, and only checked rows can be stored."""
+        if start != batch.checked or not start <= stop <= batch.n:
+            raise ValueError(f"rows [{start}, {stop}) do not continue the checked rows [0, {batch.checked})")
+        cdef Source row = batch.first
+        cdef Py_ssize_t i, bad
+        for i in range(start, stop):
+            row.data = batch.first.data + i * batch.row_stride
+            bad = _first_unstorable(&row)
+            if bad >= 0:
+                err = _reject_value(batch.owner[i], bad, &row)
+                raise type(err)(f"matrix row {i}: {err}")
+        batch.checked = stop
+
+    def _store_batch(self, PutBatch batch not None, Py_ssize_t start, Py_ssize_t stop):
+        """Store rows [start, stop) of a batch validated by _prepare_batch."""
+        if not (0 <= start <= stop <= batch.checked):
+            raise ValueError(f"rows [{start}, {stop}) are not among the checked rows [0, {batch.checked})")
+        if start == stop:
+            return
+        cdef Source first = batch.first
+        first.data = batch.first.data + start * batch.row_stride
+        cdef Py_ssize_t count = stop - start
+        cdef double given = self._now_unlocked()
+        cdef double now
+        cdef int32_t slab_index
+        cdef PyObject **items = PySequence_Fast_ITEMS(batch.keys) + start
+        embcache_lock_acquire(&self.lock)
+        try:
+            now = self._now_locked(given)
+            slab_index = self._prepare_put(first.n, count)
+            if <size_t>count * <size_t>first.n * 4 >= GIL_FREE_COPY_BYTES:
+                with nogil:
+                    self._store_rows(items, &first, count, batch.row_stride, slab_index, now)
+            else:
+                self._store_rows(items, &first, count, batch.row_stride, slab_index, now)
+        finally:
+            embcache_lock_release(&self.lock)
+
+    def _live_dim(self, keys):
+        """The dimension shared by the live entries of `keys`, 0 if none is live;
+        DimensionMismatchError if they differ. Changes nothing, counts nothing."""
+        cdef tuple seq = _key_tuple(keys, "get_many")
+        cdef double given = self._now_unlocked()
+        cdef dim_t dims[8]
+        cdef int n_dims = 0
+        cdef dim_t dim
+        embcache_lock_acquire(&self.lock)
+        try:
+            dim = self._batch_dim(PySequence_Fast_ITEMS(seq), len(seq), self._now_locked(given),
+                                  dims, &n_dims)
+        finally:
+            embcache_lock_release(&self.lock)
+        if n_dims > 1:
+            _raise_mixed(dims, n_dims)
+        return dim
+
+    def get_or_compute(self, keys, compute):
+        """The (len(keys), dim) float32 matrix for `keys`, computing only what is
+        missing: ``compute(missing_keys)`` is called at most once, with the
+        distinct missing keys in order, and must return an (m, dim) array-like;
+        its rows are stored. Single flight: a key another thread is already
+        computing is waited for, not computed again. If compute raises, nothing
+        is stored and every waiter for those keys gets the exception."""
+        if self._flights is None:
+            from embcache._flight import ThreadFlights
+            self._flights = ThreadFlights()
+        return self._flights.get_or_compute(self, keys, compute)
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
