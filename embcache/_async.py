@@ -7,7 +7,8 @@ nanoseconds, far less than a hop to a worker thread, and it never blocks on I/O.
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Awaitable, Callable, Optional, Sequence, Tuple, Union
+from collections.abc import Awaitable, Sequence
+from typing import Any, Callable, Union
 
 import numpy as np
 import numpy.typing as npt
@@ -38,17 +39,19 @@ class EmbeddingCache:
     def __init__(
         self,
         max_entries: int = 100_000,
-        ttl_seconds: Optional[float] = None,
+        ttl_seconds: float | None = None,
         max_memory_mb: float = 512.0,
         *,
-        dim: Optional[int] = None,
-        clock: Optional[Callable[[], float]] = None,
+        dim: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
-        self._sync = SyncEmbeddingCache(max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock)
+        self._sync = SyncEmbeddingCache(
+            max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock
+        )
         # bound once: the awaitable wrappers below then cost one attribute load
         self._get = self._sync.get
         self._put = self._sync.put
-        self._flights: Optional[Any] = None
+        self._flights: Any | None = None
 
     @property
     def sync(self) -> SyncEmbeddingCache:
@@ -59,13 +62,13 @@ class EmbeddingCache:
         """Store a float32 copy of `vector` under `key` (see SyncEmbeddingCache.put)."""
         self._put(key, vector)
 
-    async def get(self, key: CacheKey) -> Optional[npt.NDArray[np.float32]]:
+    async def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
         """A new float32 array for `key`, or None (see SyncEmbeddingCache.get)."""
-        return self._get(key)  # type: ignore[no-any-return]
+        return self._get(key)
 
     async def get_many(
-        self, keys: Sequence[CacheKey], out: Optional[npt.NDArray[np.float32]] = None
-    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """``(matrix, found)`` for `keys` (see SyncEmbeddingCache.get_many).
 
         A batch larger than about 2 MiB of rows is copied in slices, yielding to
@@ -78,7 +81,7 @@ class EmbeddingCache:
             dim = self._sync._live_dim(keys)
         step = max(1, SLICE_BYTES // (4 * dim)) if dim else len(keys)
         if len(keys) <= step:
-            return self._sync.get_many(keys, out)  # type: ignore[no-any-return]
+            return self._sync.get_many(keys, out)
         if out is None:
             out = np.empty((len(keys), dim), dtype=np.float32)
         found = np.empty(len(keys), dtype=np.bool_)
@@ -146,4 +149,4 @@ class EmbeddingCache:
         return key in self._sync
 
     def __repr__(self) -> str:
-        return "Embedding" + repr(self._sync)[len("SyncEmbedding"):]
+        return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]

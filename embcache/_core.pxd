@@ -35,7 +35,6 @@ cdef extern from "_lock.h":
 cdef extern from "_slab.h":
     void *embcache_slab_reserve(size_t nbytes) nogil
     void embcache_slab_release(void *p, size_t nbytes) nogil
-    void embcache_slab_discard(void *p, size_t nbytes) nogil
 
 
 cdef struct Fingerprint:
@@ -68,7 +67,8 @@ cdef struct Slab:
     dim_t dim                   # floats per row
     float32_t *rows             # capacity * dim floats, contiguous, reserved whole (_slab.h)
     row_t capacity              # rows this dimension may ever need (budget and max_entries)
-    row_t high_water            # rows [0, high_water) have been handed out at least once
+    row_t high_water            # rows [0, high_water) have been handed out since the last clear
+    row_t peak                  # the highest high_water before a clear (those pages stay mapped)
     row_t free_head             # freed rows, chained through their first 4 bytes
     row_t used                  # rows holding a live vector
 

@@ -1,6 +1,7 @@
 """Typed surface of the Cython core (embcache._core)."""
 
-from typing import Callable, Optional, Sequence, Tuple
+from collections.abc import Sequence
+from typing import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -24,22 +25,18 @@ class CacheKey:
     @property
     def model_version(self) -> str: ...
     @property
-    def chunk_id(self) -> Optional[str]: ...
-    def __init__(
-        self, content_hash: str, model_version: str, chunk_id: Optional[str] = None
-    ) -> None:
+    def chunk_id(self) -> str | None: ...
+    def __init__(self, content_hash: str, model_version: str, chunk_id: str | None = None) -> None:
         """TypeError for a field of the wrong type; ValueError for an empty
         content_hash or model_version."""
     @classmethod
-    def from_text(
-        cls, text: str, model_version: str, chunk_id: Optional[str] = None
-    ) -> "CacheKey":
+    def from_text(cls, text: str, model_version: str, chunk_id: str | None = None) -> CacheKey:
         """Key whose content_hash is the SHA-256 hex digest of `text` in UTF-8."""
-    def _fingerprint(self) -> Tuple[int, int]: ...
+    def _fingerprint(self) -> tuple[int, int]: ...
     def __hash__(self) -> int: ...
     def __eq__(self, other: object) -> bool: ...
     def __ne__(self, other: object) -> bool: ...
-    def __reduce__(self) -> Tuple[type, Tuple[str, str, Optional[str]]]: ...
+    def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]: ...
 
 class PutBatch:
     """A put_many batch checked by SyncEmbeddingCache._prepare_batch (opaque)."""
@@ -55,22 +52,22 @@ class SyncEmbeddingCache:
     def __init__(
         self,
         max_entries: int = 100_000,
-        ttl_seconds: Optional[float] = None,
+        ttl_seconds: float | None = None,
         max_memory_mb: float = 512.0,
         *,
-        dim: Optional[int] = None,
-        clock: Optional[Callable[[], float]] = None,
+        dim: int | None = None,
+        clock: Callable[[], float] | None = None,
     ) -> None:
         """max_entries: int >= 1; ttl_seconds: > 0 or None (never expire);
         max_memory_mb: > 0; dim: int >= 1 fixes the dimension and preallocates the
         slab; clock: zero-argument callable returning monotonic seconds."""
     def put(self, key: CacheKey, vector: npt.ArrayLike) -> None:
         """Store a float32 copy of `vector` (1-D, real, finite, non-empty)."""
-    def get(self, key: CacheKey) -> Optional[npt.NDArray[np.float32]]:
+    def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
         """A new float32 array of shape (dim,) owned by the caller, or None."""
     def get_many(
-        self, keys: Sequence[CacheKey], out: Optional[npt.NDArray[np.float32]] = None
-    ) -> Tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
         """``(matrix, found)``: a C-contiguous float32 (len(keys), dim) matrix whose
         miss rows are zero, and a bool (len(keys),) array. With `out`, rows are
         written there and `out` is returned. Mixed dimensions -> ValueError."""
@@ -98,9 +95,9 @@ class SyncEmbeddingCache:
     @property
     def max_memory_mb(self) -> float: ...
     @property
-    def ttl_seconds(self) -> Optional[float]: ...
+    def ttl_seconds(self) -> float | None: ...
     @property
-    def dim(self) -> Optional[int]: ...
+    def dim(self) -> int | None: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def _check_invariants(self) -> None:

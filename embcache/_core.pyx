@@ -492,6 +492,7 @@ cdef class SyncEmbeddingCache:
             raise MemoryError(
                 f"could not reserve {_slab_bytes(slab)} bytes for {slab.capacity} rows of dim {dim}")
         slab.high_water = 0
+        slab.peak = 0
         slab.free_head = NO_ROW
         slab.used = 0
         self.n_slabs += 1
@@ -1123,7 +1124,8 @@ cdef class SyncEmbeddingCache:
 
     def clear(self):
         """Remove every entry. Statistics (hits, misses, ...) are kept. A cache
-        without a fixed `dim` also returns its slabs' memory."""
+        with a fixed `dim` keeps its slab's memory for refilling; one without
+        returns its slabs to the OS."""
         cdef slot_t i
         embcache_lock_acquire(&self.lock)
         try:
@@ -1137,9 +1139,9 @@ cdef class SyncEmbeddingCache:
             self.size = 0
             self.used_bytes = 0
             if self.fixed_dim:
-                # keep the reservation, hand the written pages back to the OS
-                embcache_slab_discard(self.slabs[0].rows,
-                                      <size_t>self.slabs[0].high_water * <size_t>self.fixed_dim * 4)
+                # keep the written pages: refilling reuses warm memory, as a
+                # general-purpose allocator would (peak keeps them accounted)
+                self.slabs[0].peak = max(self.slabs[0].peak, self.slabs[0].high_water)
                 self.slabs[0].high_water = 0
                 self.slabs[0].free_head = NO_ROW
                 self.slabs[0].used = 0
@@ -1199,8 +1201,9 @@ cdef class SyncEmbeddingCache:
                          + <Py_ssize_t>self.slab_capacity * sizeof(Slab))
             live_dims = <dim_t *>malloc((self.n_slabs + 1) * sizeof(dim_t))
             for i in range(self.n_slabs):
-                # rows past high_water were never written, so never mapped in
-                allocated += <Py_ssize_t>self.slabs[i].high_water * self.slabs[i].dim * 4
+                # rows past the highest ever handed out were never written, so never mapped in
+                allocated += (<Py_ssize_t>max(self.slabs[i].peak, self.slabs[i].high_water)
+                              * self.slabs[i].dim * 4)
                 reserved += <Py_ssize_t>_slab_bytes(&self.slabs[i])
                 if self.slabs[i].used and live_dims != NULL:
                     live_dims[n_dims] = self.slabs[i].dim

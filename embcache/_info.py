@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Tuple
 
 __all__ = ["CacheInfo"]
 
@@ -39,10 +38,10 @@ class CacheInfo:
     """Puts that replaced a live entry of the same key."""
     removals: int
     """Live entries deleted by ``remove``."""
-    ttl_seconds: Optional[float]
-    dim: Optional[int]
+    ttl_seconds: float | None
+    dim: int | None
     """The fixed dimension, or None."""
-    dims: Tuple[int, ...]
+    dims: tuple[int, ...]
     """Dimensions that have live entries."""
     entry_overhead_bytes: int
     """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""

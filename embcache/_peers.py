@@ -12,7 +12,7 @@ Used by ``embcache check --compare`` and by the asv suites in benchmarks/.
 from __future__ import annotations
 
 import importlib.util
-from typing import Any, Callable, Dict, Optional, Protocol
+from typing import Any, Callable, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -27,7 +27,7 @@ class Peer(Protocol):
 
     def put(self, key: Any, vector: npt.NDArray[np.float32]) -> None: ...
 
-    def get(self, key: Any) -> Optional[npt.NDArray[np.float32]]: ...
+    def get(self, key: Any) -> npt.NDArray[np.float32] | None: ...
 
     def __len__(self) -> int: ...
 
@@ -45,7 +45,7 @@ class _MappingPeer:
     def put(self, key: Any, vector: npt.NDArray[np.float32]) -> None:
         self._map[key] = vector.copy()
 
-    def get(self, key: Any) -> Optional[npt.NDArray[np.float32]]:
+    def get(self, key: Any) -> npt.NDArray[np.float32] | None:
         found = self._get(key)
         return None if found is None else found.copy()
 
@@ -72,7 +72,7 @@ def _cachetools(capacity: int) -> Peer:
 
 
 # name -> (importable module, factory taking the capacity in entries)
-PEERS: Dict[str, "tuple[str, Callable[[int], Peer]]"] = {
+PEERS: dict[str, tuple[str, Callable[[int], Peer]]] = {
     "cachebox": ("cachebox", _cachebox),
     "lru-dict": ("lru", _lru_dict),
     "cachetools": ("cachetools", _cachetools),

@@ -67,20 +67,10 @@ static inline void embcache_slab_release(void *p, size_t bytes) {
     if (p != NULL) munmap(p, bytes == 0 ? 1 : bytes);
 }
 
-/* Hand the pages of [p, p + bytes) back to the OS; they read as zero after. */
-static inline void embcache_slab_discard(void *p, size_t bytes) {
-#if defined(MADV_DONTNEED)
-    if (p != NULL && bytes) (void)madvise(p, bytes, MADV_DONTNEED);
-#else
-    (void)p; (void)bytes;
-#endif
-}
-
 #else  /* no mmap */
 
 static inline void *embcache_slab_reserve(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 static inline void embcache_slab_release(void *p, size_t bytes) { (void)bytes; free(p); }
-static inline void embcache_slab_discard(void *p, size_t bytes) { (void)p; (void)bytes; }
 
 #endif
 
