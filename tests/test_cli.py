@@ -1,0 +1,281 @@
+"""Tests of the ``embcache check`` command (embcache/__main__.py, embcache/_check.py).
+
+Every run uses ``--quick``; timings are never asserted beyond the seed task's
+floors, which the command itself checks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from embcache import __version__, _check
+from embcache.__main__ import main
+from embcache._peers import PEERS, available_peers
+
+REPO = Path(__file__).resolve().parent.parent
+
+CRITERIA_NAMES = {
+    1: "put throughput",
+    2: "get throughput",
+    3: "memory estimation accuracy",
+    4: "concurrent access scales",
+    5: "10k-entry insert time",
+    6: "1k lookups on 10k entries",
+    7: "memory stays within limits",
+}
+FIGURE_KEYS = {
+    "put_new",
+    "get_hit",
+    "put_full",
+    "get_miss",
+    "bytes_per_entry",
+    "await_overhead",
+    "key_create",
+}
+
+
+def run_main(argv: list[str]) -> tuple[int, str, str]:
+    """Call main(argv) in-process; returns (exit status, stdout, stderr)."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse usage errors
+            code = exc.code if isinstance(exc.code, int) else 1
+    return code, out.getvalue(), err.getvalue()
+
+
+def table_rows(text: str) -> list[str]:
+    """The rows of the criteria table (after its header and rule, up to a blank line)."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith("#  criterion"))
+    rows: list[str] = []
+    for line in lines[start + 2 :]:
+        if not line.strip():
+            break
+        rows.append(line)
+    return rows
+
+
+def criterion_rows(table: str) -> dict[int, str]:
+    """The first table row of each criterion, by number."""
+    rows: dict[int, str] = {}
+    for line in table_rows(table):
+        head = line.split(" ", 1)[0]
+        if head.isdigit() and int(head) in CRITERIA_NAMES:
+            rows[int(head)] = line
+    return rows
+
+
+@pytest.fixture(scope="module")
+def compare_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, dict[str, Any]]:
+    """One quick run with --compare and --json PATH, shared by several tests."""
+    path = tmp_path_factory.mktemp("check") / "report.json"
+    code, out, _ = run_main(["check", "--quick", "--compare", "--json", str(path)])
+    return code, out, json.loads(path.read_text(encoding="utf-8"))
+
+
+def test_python_m_embcache_check_quick_passes() -> None:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    proc = subprocess.run(
+        [sys.executable, "-m", "embcache", "check", "--quick"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    rows = criterion_rows(proc.stdout)
+    assert sorted(rows) == list(CRITERIA_NAMES)
+    for number, name in CRITERIA_NAMES.items():
+        assert name in rows[number]
+    assert "FAIL" not in proc.stdout
+    assert "RESULT: PASS (7/7 criteria pass)" in proc.stdout
+    for header in ("criterion", "threshold", "measured", "verdict"):
+        assert header in proc.stdout.splitlines()[2]
+    # progress: one line per criterion on stderr (not a terminal here)
+    for number, name in CRITERIA_NAMES.items():
+        assert f"[{number}/7] {name}" in proc.stderr
+
+
+def test_main_console_entry_quick_passes() -> None:
+    code, out, err = run_main(["check", "--quick"])
+    assert code == 0, out + err
+    rows = table_rows(out)
+    assert len(rows) >= 7
+    for line in rows:
+        assert line.rstrip().endswith("PASS"), line
+    assert len(criterion_rows(out)) == 7
+    assert "ns per op" in out and "asyncio tasks" in out and "OS threads" in out
+    assert "[7/7] memory stays within limits" in err
+
+
+def test_console_script_declared() -> None:
+    tomllib = pytest.importorskip("tomllib")
+    meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
+    assert meta["project"]["scripts"]["embcache"] == "embcache.__main__:main"
+
+
+def test_json_to_stdout_parses_and_has_fields() -> None:
+    code, out, err = run_main(["check", "--quick", "--json", "-", "--dim", "384"])
+    assert code == 0, err
+    data = json.loads(out)  # stdout holds only the JSON; the table went to stderr
+    assert "RESULT: PASS" in err
+    assert data["passed"] is True and data["verdict"] == "PASS" and data["exit_code"] == 0
+    assert data["config"]["quick"] is True and data["config"]["dim"] == 384
+    machine = data["machine"]
+    for field in ("platform", "python", "numpy", "embcache", "cpu_count"):
+        assert field in machine
+    assert machine["embcache"] == __version__
+    assert [c["number"] for c in data["criteria"]] == list(CRITERIA_NAMES)
+    for crit in data["criteria"]:
+        assert crit["name"] == CRITERIA_NAMES[crit["number"]]
+        assert crit["verdict"] == "PASS" and crit["passed"] is True
+        assert crit["checks"]
+        for chk in crit["checks"]:
+            assert {"label", "threshold", "measured", "verdict", "value", "limit"} <= set(chk)
+            assert chk["verdict"] == "PASS"
+    assert data["comparison"] is None
+    accuracy = data["criteria"][2]["details"]
+    assert accuracy["exact"] is True
+    assert accuracy["memory_usage_bytes"] == 100 * (384 * 4 + accuracy["entry_overhead_bytes"])
+    scaling = data["criteria"][3]["details"]
+    assert set(scaling["asyncio_ns_per_op"]) == {"1", "2", "4", "8", "16"}
+    assert set(scaling["threads_ns_per_op"]) == {"1", "2", "4", "8", "16"}
+
+
+def test_compare_quick_runs(compare_report: tuple[int, str, dict[str, Any]]) -> None:
+    code, out, data = compare_report
+    assert code == 0
+    assert "comparison at dim 768" in out
+    assert "does not change the exit code" in out
+    cmp = data["comparison"]
+    assert cmp["goals_affect_exit_code"] is False
+    assert cmp["peers"] == available_peers()
+    assert set(cmp["missing_peers"]) == set(PEERS) - set(available_peers())
+    figures = {f["key"]: f for f in cmp["figures"]}
+    assert FIGURE_KEYS <= set(figures)
+    for key in FIGURE_KEYS:
+        fig = figures[key]
+        assert fig["embcache"] > 0 or key == "await_overhead"
+        assert fig["goal_verdict"] in ("PASS", "FAIL", "n/a")
+    assert (
+        figures["bytes_per_entry"]["embcache"]
+        == data["criteria"][2]["details"]["entry_overhead_bytes"]
+    )
+
+
+@pytest.mark.parametrize("peer", sorted(PEERS))
+def test_compare_measures_each_installed_peer(
+    peer: str, compare_report: tuple[int, str, dict[str, Any]]
+) -> None:
+    if peer not in available_peers():
+        pytest.skip(f"{peer} is not installed")
+    _, out, data = compare_report
+    assert peer in out.split("comparison at dim", 1)[1].splitlines()[2]  # a table column
+    for fig in data["comparison"]["figures"]:
+        if fig["goal_kind"] == "ratio":
+            assert fig["peers"][peer] > 0
+            assert fig["ratio"] is not None
+            assert fig["best_peer"] in data["comparison"]["peers"]
+
+
+def test_compare_without_peers(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_check, "available_peers", lambda: [])
+    code, out, err = run_main(["check", "--quick", "--compare", "--json", "-"])
+    assert code == 0, err
+    cmp = json.loads(out)["comparison"]
+    assert cmp["peers"] == [] and set(cmp["missing_peers"]) == set(PEERS)
+    for fig in cmp["figures"]:
+        if fig["goal_kind"] == "ratio":
+            assert fig["ratio"] is None and fig["goal_verdict"] == "n/a"
+
+
+def test_compare_goal_failures_do_not_change_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    impossible = {k: (label, 0.0, kind) for k, (label, _, kind) in _check.GOALS.items()}
+    monkeypatch.setattr(_check, "GOALS", impossible)
+    monkeypatch.setattr(_check, "available_peers", lambda: available_peers()[:1])
+    code, out, err = run_main(["check", "--quick", "--compare"])
+    assert code == 0, err
+    goal_lines = out.split("comparison at dim", 1)[1]
+    assert "FAIL" in goal_lines
+    assert "RESULT: PASS" in out
+
+
+def test_failing_criterion_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(_check, "SCALING_FACTOR", 0.0)  # no per-op ratio can be <= 0
+    code, out, err = run_main(["check", "--quick"])
+    assert code == 1, out + err
+    row = criterion_rows(out)[4]
+    assert row.rstrip().endswith("FAIL")
+    assert "RESULT: FAIL" in out and "failed: 4" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["frobnicate"],
+        ["check", "--bogus"],
+        ["check", "--dim", "0"],
+        ["check", "--dim", "abc"],
+        ["check", "--json"],
+        ["check", "extra"],
+    ],
+)
+def test_bad_arguments_exit_2_with_usage(argv: list[str]) -> None:
+    code, out, err = run_main(argv)
+    assert code == 2
+    assert "usage: embcache" in err
+    assert out == ""
+
+
+def test_bad_arguments_exit_2_from_python_m() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "embcache", "check", "--nope"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert "usage:" in proc.stderr
+
+
+def test_help_exits_0() -> None:
+    code, out, _ = run_main(["check", "--help"])
+    assert code == 0
+    for option in ("--quick", "--compare", "--json", "--dim"):
+        assert option in out
+
+
+class _Tty(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def test_progress_overwrites_line_on_a_terminal() -> None:
+    tty = _Tty()
+    progress = _check.Progress(tty)
+    progress.step("[1/7] put throughput")
+    progress.step("[2/7] get throughput")
+    progress.done()
+    text = tty.getvalue()
+    assert "\n" not in text
+    assert text.count("\r") == 3 and "[2/7] get throughput ..." in text
+    plain = io.StringIO()
+    progress = _check.Progress(plain)
+    progress.step("[1/7] put throughput")
+    progress.done()
+    assert plain.getvalue() == "[1/7] put throughput ...\n"
