@@ -1,0 +1,158 @@
+"""The same operations on embcache and on each peer LRU library, dim 768.
+
+param ``peer``: "embcache" (SyncEmbeddingCache, dim fixed) or a peer from
+embcache/_peers.py; a peer that is not installed is skipped (NotImplementedError
+in setup). Peers store and return private copies, as a correct embedding cache
+must: put is ``m[key] = vector.copy()`` and a hit returns ``m.get(key).copy()``,
+the adapters' operations written inline (see _util.peer_mapping: this spares the
+peers ~150 ns of Python method call per operation that embcache does not pay).
+
+Timing (see _util.py): 1000 operations per call, seconds reported **per
+operation**; setup runs before every call, untimed. Caches hold 10k entries
+(30 MB of vectors, well beyond L2). Lookups go in a fixed random order.
+
+* PutNew: put of a key not in the cache, into a cache with room (setup empties
+  the cache, whose memory the first fill already touched).
+* GetHit: get of a live key, returning a new array.
+* GetMiss: get of a key never inserted.
+* PutFull: put of a new key into a full cache: every put evicts the LRU entry.
+"""
+
+from __future__ import annotations
+
+from embcache import SyncEmbeddingCache
+
+from ._util import (
+    OPS,
+    PEER_NAMES,
+    PerOp,
+    make_keys,
+    make_vector,
+    memo,
+    peer_mapping,
+    require_peer,
+    shuffled,
+)
+
+DIM = 768
+ENTRIES = 10_000
+
+
+def _filled(peer, n_keys):
+    """A cache of ENTRIES capacity filled with keys 0..n_keys-1, and the vector;
+    for n_keys < ENTRIES, OPS more keys are put and removed again, so the memory
+    PutNew's puts will reuse has been touched."""
+    vector = make_vector(DIM)
+    if peer == "embcache":
+        cache = SyncEmbeddingCache(ENTRIES, None, 1024, dim=DIM)
+        for key in make_keys(n_keys):
+            cache.put(key, vector)
+    else:
+        cache = peer_mapping(peer, ENTRIES)
+        for key in make_keys(n_keys):
+            cache[key] = vector.copy()
+    if n_keys < ENTRIES:
+        extra = make_keys(OPS, start=ENTRIES)
+        for key in extra:
+            if peer == "embcache":
+                cache.put(key, vector)
+            else:
+                cache[key] = vector.copy()
+        for key in extra:
+            if peer == "embcache":
+                cache.remove(key)
+            else:
+                del cache[key]
+    assert len(cache) == min(n_keys, ENTRIES)
+    return cache, vector
+
+
+class _PeerOps(PerOp):
+    params = [PEER_NAMES]
+    param_names = ["peer"]
+
+    def _puts(self, peer):
+        cache, vector = self.cache, self.vector
+        if peer == "embcache":
+            put = cache.put
+            for key in self.keys:
+                put(key, vector)
+        else:
+            for key in self.keys:
+                cache[key] = vector.copy()
+
+    def _gets(self, peer):
+        if peer == "embcache":
+            get = self.cache.get
+            for key in self.keys:
+                get(key)
+        else:
+            get = self.cache.get
+            for key in self.keys:
+                found = get(key)
+                if found is not None:
+                    found.copy()
+
+
+class PutNew(_PeerOps):
+    """Put of a new key into a cache with room (5k of 10k entries live)."""
+
+    def setup(self, peer):
+        require_peer(peer)
+        self.cache, self.vector = memo(("PutNew", peer), lambda: _filled(peer, ENTRIES // 2))
+        self.keys = memo("PutNew.keys", lambda: make_keys(OPS, start=ENTRIES))
+        # take back the previous call's keys (untimed): their memory is then
+        # reused by the timed puts, already touched; a no-op on the first call
+        if peer == "embcache":
+            for key in self.keys:
+                self.cache.remove(key)
+        else:
+            for key in self.keys:
+                self.cache.pop(key, None)
+        assert len(self.cache) == ENTRIES // 2, len(self.cache)
+
+    def time_put_new(self, peer):
+        self._puts(peer)
+
+
+class GetHit(_PeerOps):
+    """Get of a live key (one of 10k), returning a new array."""
+
+    def setup(self, peer):
+        require_peer(peer)
+        self.cache, self.vector = memo(("GetHit", peer), lambda: _filled(peer, ENTRIES))
+        self.keys = memo("GetHit.keys", lambda: shuffled(make_keys(ENTRIES))[:OPS])
+
+    def time_get_hit(self, peer):
+        self._gets(peer)
+
+
+class GetMiss(_PeerOps):
+    """Get of a key never inserted, in a cache of 10k entries."""
+
+    def setup(self, peer):
+        require_peer(peer)
+        self.cache, self.vector = memo(("GetMiss", peer), lambda: _filled(peer, ENTRIES))
+        self.keys = memo("GetMiss.keys", lambda: shuffled(make_keys(OPS, start=10 * ENTRIES)))
+
+    def time_get_miss(self, peer):
+        self._gets(peer)
+
+
+class PutFull(_PeerOps):
+    """Put of a new key into a full cache: every put evicts one entry."""
+
+    def setup(self, peer):
+        require_peer(peer)
+        self.state = memo(
+            ("PutFull", peer),
+            lambda: dict(
+                zip(("cache", "vector"), _filled(peer, ENTRIES + OPS)), next_id=ENTRIES + OPS
+            ),
+        )
+        self.cache, self.vector = self.state["cache"], self.state["vector"]
+        self.keys = make_keys(OPS, start=self.state["next_id"])
+        self.state["next_id"] += OPS
+
+    def time_put_full(self, peer):
+        self._puts(peer)
