@@ -10,6 +10,7 @@ array([0.1, 0.2, 0.3], dtype=float32)
 
 from embcache._async import EmbeddingCache
 from embcache._core import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
+from embcache._embedder import CachedEmbedder, EmbedderStats
 from embcache._info import CacheInfo
 from embcache.errors import (
     DimensionMismatchError,
@@ -25,9 +26,11 @@ __version__ = "0.1.0"
 __all__ = [
     "CacheInfo",
     "CacheKey",
+    "CachedEmbedder",
     "DimensionMismatchError",
     "ENTRY_OVERHEAD_BYTES",
     "EmbcacheError",
+    "EmbedderStats",
     "EmbeddingCache",
     "EntryTooLargeError",
     "InvalidVectorError",

@@ -14,6 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache._flight import AsyncFlights
 from embcache._info import CacheInfo
 
 __all__ = ["EmbeddingCache"]
@@ -51,7 +52,7 @@ class EmbeddingCache:
         # bound once: the awaitable wrappers below then cost one attribute load
         self._get = self._sync.get
         self._put = self._sync.put
-        self._flights: Any | None = None
+        self._flights = AsyncFlights()
 
     @property
     def sync(self) -> SyncEmbeddingCache:
@@ -75,7 +76,7 @@ class EmbeddingCache:
         the event loop between them; other coroutines may then change the cache
         between two slices (each key is still looked up exactly once).
         """
-        keys = tuple(keys)
+        keys = self._sync._as_keys(keys)  # every key is checked before any slice runs
         dim = self._sync.dim or (out.shape[1] if out is not None and out.ndim == 2 else 0)
         if not dim:
             dim = self._sync._live_dim(keys)
@@ -124,11 +125,7 @@ class EmbeddingCache:
         for those keys gets the exception, and a later call tries again.
         Cancelling a waiter cancels nothing else.
         """
-        if self._flights is None:
-            from embcache._flight import AsyncFlights
-
-            self._flights = AsyncFlights()
-        return await self._flights.get_or_compute(self._sync, keys, compute)  # type: ignore[no-any-return]
+        return await self._flights.get_or_compute(self._sync, keys, compute)
 
     async def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""

@@ -108,6 +108,7 @@ cdef class SyncEmbeddingCache:
     cdef object clock               # None: the C monotonic clock
     cdef object _flights            # single-flight registry for get_or_compute (embcache._flight)
     cdef bint c_clock               # clock is None
+    cdef double last_now            # latest user-clock reading used (user clocks only)
     cdef object max_memory_mb_arg   # as given, reported back by get_cache_info
     cdef object ttl_arg
 

@@ -1,7 +1,7 @@
 """Typed surface of the Cython core (embcache._core)."""
 
 from collections.abc import Sequence
-from typing import Callable
+from typing import Callable, final
 
 import numpy as np
 import numpy.typing as npt
@@ -16,6 +16,7 @@ def hash_key() -> bytes:
 
 def _siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes: ...
 
+@final
 class CacheKey:
     """Immutable, hashable identity of one embedding: which content, which model,
     which chunk. ``None`` and ``""`` are different ``chunk_id`` values."""
@@ -34,10 +35,11 @@ class CacheKey:
         """Key whose content_hash is the SHA-256 hex digest of `text` in UTF-8."""
     def _fingerprint(self) -> tuple[int, int]: ...
     def __hash__(self) -> int: ...
-    def __eq__(self, other: object) -> bool: ...
-    def __ne__(self, other: object) -> bool: ...
+    def __eq__(self, other: object, /) -> bool: ...
+    def __ne__(self, other: object, /) -> bool: ...
     def __reduce__(self) -> tuple[type, tuple[str, str, str | None]]: ...
 
+@final
 class PutBatch:
     """A put_many batch checked by SyncEmbeddingCache._prepare_batch (opaque)."""
 
@@ -46,6 +48,7 @@ class PutBatch:
     @property
     def checked(self) -> int: ...
 
+@final
 class SyncEmbeddingCache:
     """Thread-safe, synchronous embedding cache (the core behind EmbeddingCache)."""
 
@@ -84,6 +87,7 @@ class SyncEmbeddingCache:
     def _check_batch(self, batch: PutBatch, start: int, stop: int) -> None: ...
     def _store_batch(self, batch: PutBatch, start: int, stop: int) -> None: ...
     def _live_dim(self, keys: Sequence[CacheKey]) -> int: ...
+    def _as_keys(self, keys: Sequence[CacheKey]) -> tuple[CacheKey, ...]: ...
     def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""
     def clear(self) -> None:

@@ -119,14 +119,13 @@ cdef inline double _monotonic() noexcept nogil:
 
 cdef double _read_clock(object clock) except? -1.0:
     value = clock()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)   # numpy scalars and the like
-        except (TypeError, ValueError):
-            raise TypeError(
-                f"clock() must return a number of seconds, got {type(value).__name__}"
-            ) from None
-    cdef double now = value
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"clock() must return a number of seconds, got {type(value).__name__}")
+    cdef double now
+    try:
+        now = float(value)
+    except OverflowError:
+        now = INFINITY
     if not isfinite(now):
         raise ValueError(f"clock() returned {now!r}; it must return finite seconds")
     return now
@@ -280,7 +279,8 @@ cdef object _as_source(object vector, Source *src):
         )
     if cnp.PyArray_DIM(arr, 0) == 0:
         raise InvalidVectorError("vector is empty; an embedding needs at least one value")
-    if (type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64) or not cnp.PyArray_ISALIGNED(arr):
+    if ((type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64)
+            or not cnp.PyArray_ISALIGNED(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
         if type_num == cnp.NPY_LONGDOUBLE:
             with np.errstate(over="ignore", invalid="ignore"):
                 arr = arr.astype(np.float64)   # overflow becomes inf, rejected below
@@ -337,7 +337,7 @@ cdef object _reject_value(object owner, Py_ssize_t i, const Source *src):
         return InvalidVectorError(
             f"vector[{i}] is {value}; embeddings must be finite (no NaN or infinity)")
     return InvalidVectorError(
-        f"vector[{i}] = {value!r} overflows float32 (largest finite is 3.4028235e+38)")
+        f"vector[{i}] = {float(value)!r} overflows float32 (largest finite is 3.4028235e+38)")
 
 
 cdef inline void _copy_rows(float32_t *dst, const float32_t *src, size_t nbytes) noexcept:
@@ -358,11 +358,17 @@ def _check_count(value, str name, Py_ssize_t low, Py_ssize_t high):
 
 
 def _check_positive_number(value, str name):
+    """`value` as given, once it is a real number > 0 (a number too large for a
+    float counts as infinity)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
         raise TypeError(f"{name} must be a number, got {type(value).__name__}")
-    if math.isnan(value) or value <= 0:
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if math.isnan(as_float) or as_float <= 0:
         raise ValueError(f"{name} must be a number > 0, got {value!r}")
-    return value
+    return value if as_float != math.inf else math.inf
 
 
 cdef int _check_dim(SyncEmbeddingCache cache, dim_t dim, str what) except -1:
@@ -442,6 +448,10 @@ cdef class SyncEmbeddingCache:
         self.ttl = 0.0 if ttl_seconds is None or ttl_seconds == math.inf else <double>ttl_seconds
         self.clock = clock
         self.c_clock = clock is None
+        # created here, not on first use, so that threads racing on a new cache
+        # share one registry (embcache._flight imports this module: import late)
+        from embcache._flight import ThreadFlights
+        self._flights = ThreadFlights()
         self.fixed_dim = dim_
         self.free_slot = NO_SLOT
         self.recency_head = self.recency_tail = NO_SLOT
@@ -697,6 +707,12 @@ cdef class SyncEmbeddingCache:
             return 0.0
         if self.c_clock:
             return _monotonic()
+        # A user clock is read before the lock is taken, so a thread may arrive
+        # here with an older reading than one already used: never go back in time
+        # (write order must stay expiry order).
+        if given < self.last_now:
+            return self.last_now
+        self.last_now = given
         return given
 
     cdef inline double _now_unlocked(self) except? -1.0:
@@ -1004,6 +1020,8 @@ cdef class SyncEmbeddingCache:
                 raise InvalidVectorError(
                     f"matrix could not be read as a 2-D array of real numbers: {exc}") from None
         cdef cnp.ndarray m = <cnp.ndarray>arr
+        if n == 0 and cnp.PyArray_SIZE(m) == 0:
+            arr = m = np.empty((0, 0), dtype=np.float32)     # an empty batch: nothing to do
         cdef int type_num = cnp.PyArray_TYPE(m)
         if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
             raise VectorTypeError(
@@ -1014,7 +1032,8 @@ cdef class SyncEmbeddingCache:
             raise InvalidVectorError(f"matrix has {cnp.PyArray_DIM(m, 0)} rows for {n} keys")
         if n and cnp.PyArray_DIM(m, 1) == 0:
             raise InvalidVectorError("matrix rows are empty; an embedding needs at least one value")
-        if (type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64) or not cnp.PyArray_ISALIGNED(m):
+        if ((type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64)
+                or not cnp.PyArray_ISALIGNED(m) or not cnp.PyArray_ISNOTSWAPPED(m)):
             if type_num == cnp.NPY_LONGDOUBLE:
                 with np.errstate(over="ignore", invalid="ignore"):
                     m = arr.astype(np.float64)
@@ -1071,6 +1090,10 @@ cdef class SyncEmbeddingCache:
         finally:
             embcache_lock_release(&self.lock)
 
+    def _as_keys(self, keys):
+        """`keys` as a tuple of CacheKey; KeyTypeError names the first bad item."""
+        return _key_tuple(keys, "get_many")
+
     def _live_dim(self, keys):
         """The dimension shared by the live entries of `keys`, 0 if none is live;
         DimensionMismatchError if they differ. Changes nothing, counts nothing."""
@@ -1096,9 +1119,6 @@ cdef class SyncEmbeddingCache:
         its rows are stored. Single flight: a key another thread is already
         computing is waited for, not computed again. If compute raises, nothing
         is stored and every waiter for those keys gets the exception."""
-        if self._flights is None:
-            from embcache._flight import ThreadFlights
-            self._flights = ThreadFlights()
         return self._flights.get_or_compute(self, keys, compute)
 
     def remove(self, key):

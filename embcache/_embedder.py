@@ -1,0 +1,370 @@
+"""CachedEmbedder: put an embcache in front of any embedding function.
+
+``embed(texts)`` keys each text by ``CacheKey.from_text(text, model_version)``,
+serves the hits from the cache, and sends only the distinct misses to the model,
+in batches of ``batch_size``, through the cache's single-flight
+``get_or_compute``: texts another caller is already embedding are awaited, not
+embedded twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import threading
+from collections.abc import Awaitable, Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Union
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._async import EmbeddingCache
+from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache._flight import AsyncFlights
+from embcache.errors import DimensionMismatchError, InvalidVectorError
+
+__all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]
+
+EmbedFn = Callable[[list[str]], Union[npt.ArrayLike, Awaitable[npt.ArrayLike]]]
+"""``embed_fn(texts)`` -> an (len(texts), dim) array-like, or an awaitable of one."""
+
+
+@dataclass(frozen=True)
+class EmbedderStats:
+    """What a CachedEmbedder saved, over every ``embed``/``embed_sync`` call that
+    returned (a call that raised is not counted).
+
+    Always ``texts_requested == texts_from_cache + texts_embedded``.
+    """
+
+    texts_requested: int
+    """Texts asked for, repeats included."""
+    texts_from_cache: int
+    """Texts answered without this embedder sending them to the model: cache
+    hits, repeats within one call, and texts that another concurrent call was
+    already embedding."""
+    texts_embedded: int
+    """Texts sent to the model (each distinct miss of a call once)."""
+    model_calls: int
+    """Calls made to ``embed_fn`` (one per batch)."""
+    model_calls_saved: int
+    """Model calls avoided: the sum over calls of ``ceil(len(texts) / batch_size)``
+    (the batches an uncached embedder would have made for the same input),
+    minus ``model_calls``. It is negative only in the rare case where a call had
+    to recompute texts because another call embedding them was cancelled."""
+
+
+def _is_async_callable(fn: object) -> bool:
+    """True for an ``async def`` function, a partial of one, or an object whose
+    ``__call__`` is one."""
+    call = getattr(type(fn), "__call__", None)  # noqa: B004 - the method, not callable()
+    return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
+
+
+async def _awaited(awaitable: Awaitable[Any]) -> Any:
+    return await awaitable
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True
+
+
+class _CallCounts:
+    """Model calls and texts sent by one embed call (its compute may run twice)."""
+
+    __slots__ = ("model_calls", "texts_embedded")
+
+    def __init__(self) -> None:
+        self.model_calls = 0
+        self.texts_embedded = 0
+
+
+class CachedEmbedder:
+    """A caching front for an embedding function.
+
+    ``embed_fn`` is any callable ``texts -> (len(texts), dim)`` array-like of real
+    numbers, sync or async (an ``async def``, or a callable returning an
+    awaitable): a sentence-transformers model's ``encode``, an HTTP client for a
+    hosted API. ``model_version`` (a non-empty str) goes into every key, so
+    vectors of different models never mix. ``cache`` is an EmbeddingCache (the
+    default: a new ``EmbeddingCache()``) or a SyncEmbeddingCache; ``batch_size``
+    (int >= 1) is the most texts sent to ``embed_fn`` in one call.
+
+    Results are float32 matrices in input order. A model answer of the wrong shape
+    or with NaN/inf raises ValueError and nothing of that call is cached.
+
+    Single flight: concurrent ``embed`` calls (tasks of one loop) never send the
+    same text to the model twice, nor do concurrent ``embed_sync`` calls (threads);
+    an ``embed`` and an ``embed_sync`` racing for one text may both embed it.
+    """
+
+    __slots__ = (
+        "_embed_fn",
+        "_model_version",
+        "_batch_size",
+        "_cache",
+        "_sync",
+        "_async_flights",
+        "_embed_is_async",
+        "_lock",
+        "_requested",
+        "_from_cache",
+        "_embedded",
+        "_model_calls",
+        "_calls_saved",
+    )
+
+    def __init__(
+        self,
+        embed_fn: EmbedFn,
+        model_version: str,
+        *,
+        cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+        batch_size: int = 256,
+    ) -> None:
+        if not callable(embed_fn):
+            raise TypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
+        if not isinstance(model_version, str):
+            raise TypeError(f"model_version must be a str, got {type(model_version).__name__}")
+        if not model_version:
+            raise ValueError("model_version must be a non-empty str")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if cache is None:
+            cache = EmbeddingCache()
+        if isinstance(cache, EmbeddingCache):
+            self._sync = cache.sync
+            self._async_flights: AsyncFlights | None = None
+        elif isinstance(cache, SyncEmbeddingCache):
+            self._sync = cache
+            self._async_flights = AsyncFlights()
+        else:
+            raise TypeError(
+                "cache must be an EmbeddingCache or a SyncEmbeddingCache, got "
+                + type(cache).__name__
+            )
+        self._cache = cache
+        self._embed_fn = embed_fn
+        self._model_version = model_version
+        self._batch_size = batch_size
+        self._embed_is_async = _is_async_callable(embed_fn)
+        self._lock = threading.Lock()
+        self._requested = 0
+        self._from_cache = 0
+        self._embedded = 0
+        self._model_calls = 0
+        self._calls_saved = 0
+
+    # -- properties --------------------------------------------------------------------
+
+    @property
+    def embed_fn(self) -> EmbedFn:
+        """The wrapped embedding function."""
+        return self._embed_fn
+
+    @property
+    def model_version(self) -> str:
+        """The model version every key of this embedder carries."""
+        return self._model_version
+
+    @property
+    def batch_size(self) -> int:
+        """The most texts sent to ``embed_fn`` in one call."""
+        return self._batch_size
+
+    @property
+    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
+        """The cache the vectors live in (as given, or the default EmbeddingCache)."""
+        return self._cache
+
+    @property
+    def stats(self) -> EmbedderStats:
+        """A snapshot of what this embedder requested, served and saved."""
+        with self._lock:
+            return EmbedderStats(
+                texts_requested=self._requested,
+                texts_from_cache=self._from_cache,
+                texts_embedded=self._embedded,
+                model_calls=self._model_calls,
+                model_calls_saved=self._calls_saved,
+            )
+
+    def key(self, text: str) -> CacheKey:
+        """The cache key of `text` under this embedder's model version."""
+        return CacheKey.from_text(text, self._model_version)
+
+    # -- embedding ---------------------------------------------------------------------
+
+    async def embed(self, texts: Iterable[str]) -> npt.NDArray[np.float32]:
+        """The (len(texts), dim) float32 matrix of `texts`, in input order.
+
+        Hits come from the cache; the distinct misses go to ``embed_fn`` in
+        batches of ``batch_size``, in order. A sync ``embed_fn`` runs in a worker
+        thread (``asyncio.to_thread``) so the event loop is not blocked; an async
+        one is awaited. An empty `texts` gives an empty (0, dim) matrix (dim 0 when
+        the cache has no fixed dimension).
+
+        TypeError for a `texts` that is a str or holds a non-str (naming its
+        index); ValueError when ``embed_fn`` answers with the wrong shape or
+        non-finite values (nothing of the call is cached then); whatever
+        ``embed_fn`` raises.
+        """
+        keys, text_of = self._keys(texts)
+        counts = _CallCounts()
+
+        async def compute(missing: list[CacheKey]) -> npt.NDArray[Any]:
+            batches = self._batches(missing, text_of)
+            return await self._embed_batches(batches, counts, in_thread=not self._embed_is_async)
+
+        if self._async_flights is not None:
+            matrix = await self._async_flights.get_or_compute(self._sync, keys, compute)
+        else:
+            assert isinstance(self._cache, EmbeddingCache)
+            matrix = await self._cache.get_or_compute(keys, compute)
+        self._record(len(keys), counts)
+        return matrix
+
+    def embed_sync(self, texts: Iterable[str]) -> npt.NDArray[np.float32]:
+        """``embed`` for scripts and threads: everything runs in the calling thread.
+
+        An async ``embed_fn`` is run to completion with ``asyncio.run``, which is
+        only possible when no event loop is running in this thread: otherwise
+        RuntimeError (use ``await embedder.embed(...)`` there). Single flight
+        holds across threads (through the cache's synchronous get_or_compute).
+        """
+        if self._embed_is_async and _loop_running():
+            raise RuntimeError(
+                "embed_sync cannot run an async embed_fn while an event loop is running "
+                "in this thread; use 'await embedder.embed(texts)' instead"
+            )
+        keys, text_of = self._keys(texts)
+        counts = _CallCounts()
+
+        def compute(missing: list[CacheKey]) -> npt.NDArray[Any]:
+            batches = self._batches(missing, text_of)
+            if self._embed_is_async:
+                return asyncio.run(self._embed_batches(batches, counts, in_thread=False))
+            parts = []
+            for start, batch in batches:
+                counts.model_calls += 1
+                counts.texts_embedded += len(batch)
+                result = self._embed_fn(batch)
+                if inspect.isawaitable(result):
+                    if _loop_running():
+                        if inspect.iscoroutine(result):
+                            result.close()  # never awaited: close it quietly
+                        raise RuntimeError(
+                            "embed_fn returned an awaitable, which embed_sync cannot await "
+                            "while an event loop is running in this thread; use "
+                            "'await embedder.embed(texts)' instead"
+                        )
+                    result = asyncio.run(_awaited(result))
+                parts.append(self._check_batch(result, len(batch), start))
+            return self._join(parts)
+
+        matrix = self._sync.get_or_compute(keys, compute)
+        self._record(len(keys), counts)
+        return matrix
+
+    # -- helpers -----------------------------------------------------------------------
+
+    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[CacheKey, str]]:
+        """The key of each text, and the text of each distinct key."""
+        if isinstance(texts, (str, bytes)):
+            raise TypeError(f"texts must be a sequence of str, not a single {type(texts).__name__}")
+        try:
+            items = list(texts)
+        except TypeError:
+            raise TypeError(
+                f"texts must be a sequence of str, got {type(texts).__name__}"
+            ) from None
+        key_of: dict[str, CacheKey] = {}
+        keys = []
+        for i, text in enumerate(items):
+            if not isinstance(text, str):
+                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+            key = key_of.get(text)
+            if key is None:
+                key = key_of[text] = CacheKey.from_text(text, self._model_version)
+            keys.append(key)
+        return keys, {k: t for t, k in key_of.items()}
+
+    def _batches(
+        self, missing: list[CacheKey], text_of: dict[CacheKey, str]
+    ) -> list[tuple[int, list[str]]]:
+        """The texts of `missing` in batches of batch_size, each with its offset."""
+        size = self._batch_size
+        return [
+            (start, [text_of[k] for k in missing[start : start + size]])
+            for start in range(0, len(missing), size)
+        ]
+
+    async def _embed_batches(
+        self, batches: list[tuple[int, list[str]]], counts: _CallCounts, *, in_thread: bool
+    ) -> npt.NDArray[Any]:
+        """Embed `batches` one after another; a sync embed_fn runs in a worker thread
+        when `in_thread`, and an awaitable answer is awaited."""
+        parts = []
+        for start, batch in batches:
+            counts.model_calls += 1
+            counts.texts_embedded += len(batch)
+            if in_thread:
+                result = await asyncio.to_thread(self._embed_fn, batch)
+            else:
+                result = self._embed_fn(batch)
+            if inspect.isawaitable(result):
+                result = await result
+            parts.append(self._check_batch(result, len(batch), start))
+        return self._join(parts)
+
+    @staticmethod
+    def _check_batch(result: Any, n_texts: int, start: int) -> npt.NDArray[Any]:
+        """The model's answer for one batch, checked for shape (values are checked
+        by get_or_compute once all batches are in)."""
+        try:
+            arr = np.asarray(result)
+        except (TypeError, ValueError) as exc:
+            raise InvalidVectorError(
+                f"embed_fn's answer for texts [{start}, {start + n_texts}) of the misses "
+                f"could not be read as an array: {exc}"
+            ) from None
+        if arr.ndim != 2 or arr.shape[0] != n_texts or arr.shape[1] == 0:
+            raise InvalidVectorError(
+                f"embed_fn must return an array of shape ({n_texts}, dim) for {n_texts} texts, "
+                f"got shape {arr.shape}"
+            )
+        return arr
+
+    @staticmethod
+    def _join(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
+        if len(parts) == 1:
+            return parts[0]
+        dims = sorted({int(p.shape[1]) for p in parts})
+        if len(dims) > 1:
+            raise DimensionMismatchError(
+                f"embed_fn returned vectors of several dimensions across batches: "
+                f"{', '.join(map(str, dims))}"
+            )
+        return np.concatenate(parts)
+
+    def _record(self, n_texts: int, counts: _CallCounts) -> None:
+        uncached_calls = -(-n_texts // self._batch_size)
+        with self._lock:
+            self._requested += n_texts
+            self._embedded += counts.texts_embedded
+            self._from_cache += n_texts - counts.texts_embedded
+            self._model_calls += counts.model_calls
+            self._calls_saved += uncached_calls - counts.model_calls
+
+    def __repr__(self) -> str:
+        return (
+            f"CachedEmbedder({self._embed_fn!r}, {self._model_version!r}, "
+            f"batch_size={self._batch_size})"
+        )

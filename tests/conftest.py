@@ -1,0 +1,110 @@
+"""Shared fixtures and helpers for the embcache test suite."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
+
+OVERHEAD = ENTRY_OVERHEAD_BYTES
+MIB = 2**20
+
+
+class FakeClock:
+    """A monotonic clock the tests move by hand: ``clock()`` reads it,
+    ``clock.advance(s)`` moves it forward. Counts how often it was read."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.now = float(start)
+        self.reads = 0
+
+    def __call__(self) -> float:
+        self.reads += 1
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        assert seconds >= 0, "a monotonic clock never goes back"
+        self.now += seconds
+
+
+def key(i: Any, model: str = "m", chunk: str | None = None) -> CacheKey:
+    """A short CacheKey for test number/name ``i``."""
+    return CacheKey(f"hash-{i}", model, chunk)
+
+
+def vec(i: float, dim: int = 4) -> np.ndarray:
+    """A float32 vector of ``dim`` values that encodes ``i`` (distinct per i)."""
+    return np.arange(dim, dtype=np.float32) + np.float32(i) * 1000.0
+
+
+def entry_bytes(dim: int) -> int:
+    """Accounted bytes of one live entry of dimension ``dim``."""
+    return dim * 4 + OVERHEAD
+
+
+@dataclasses.dataclass(frozen=True)
+class Snapshot:
+    info: dict[str, Any]
+    stored: dict[CacheKey, bytes | None]
+    length: int
+
+
+def snapshot(cache: Any, keys: Iterable[CacheKey] = ()) -> Snapshot:
+    """Everything observable about ``cache``: every CacheInfo field, ``len``, and
+    the exact bytes stored under each of ``keys`` (None when absent). Also checks
+    the internal invariants. Works on the facade too.
+
+    Reading the vectors takes one ``get`` per present key, which counts a hit and
+    refreshes recency among ``keys``; ``assert_unchanged`` compensates the hits.
+    """
+    sync = getattr(cache, "sync", cache)
+    sync._check_invariants()
+    info = dataclasses.asdict(sync.get_cache_info())
+    length = len(sync)
+    stored: dict[CacheKey, bytes | None] = {}
+    for k in keys:
+        stored[k] = None
+        if k in sync:
+            out = sync.get(k)
+            assert out is not None
+            stored[k] = out.tobytes()
+    return Snapshot(info=info, stored=stored, length=length)
+
+
+def assert_unchanged(cache: Any, before: Snapshot) -> None:
+    """The cache looks exactly as it did when ``before`` was taken."""
+    after = snapshot(cache, before.stored)
+    expected = dict(before.info)
+    # the reads made by ``snapshot(before)`` itself are the only allowed change
+    expected["hits"] += sum(v is not None for v in before.stored.values())
+    lookups = expected["hits"] + expected["misses"]
+    expected["hit_rate"] = expected["hits"] / lookups if lookups else 0.0
+    assert after.info == expected
+    assert after.stored == before.stored
+    assert after.length == before.length
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def cache() -> SyncEmbeddingCache:
+    """A roomy cache of any dimension."""
+    return SyncEmbeddingCache(max_entries=64, max_memory_mb=4.0)
+
+
+@pytest.fixture
+def filled() -> tuple[SyncEmbeddingCache, list[CacheKey]]:
+    """A cache of dim 4 holding keys 0..4 with vec(i)."""
+    c = SyncEmbeddingCache(max_entries=16, max_memory_mb=1.0, dim=4)
+    keys = [key(i) for i in range(5)]
+    for i, k in enumerate(keys):
+        c.put(k, vec(i))
+    return c, keys

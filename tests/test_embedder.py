@@ -1,0 +1,403 @@
+"""CachedEmbedder: a cache in front of any embedding function, sync or async,
+with a fake deterministic model that counts its calls and batch sizes."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import hashlib
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pytest
+
+from embcache import (
+    CacheKey,
+    EmbeddingCache,
+    InvalidVectorError,
+    SyncEmbeddingCache,
+)
+from embcache._embedder import CachedEmbedder, EmbedderStats
+
+TIMEOUT = 10.0
+DIM = 8
+
+
+def vector(text: str, dim: int = DIM) -> np.ndarray:
+    """The fake model's embedding of `text`: bytes of its SHA-256, scaled."""
+    digest = hashlib.sha256(text.encode()).digest()
+    return np.frombuffer(digest[:dim], dtype=np.uint8).astype(np.float32) / 255.0
+
+
+def expected(texts: list[str], dim: int = DIM) -> np.ndarray:
+    return np.stack([vector(t, dim) for t in texts]) if texts else np.zeros((0, dim), np.float32)
+
+
+class Model:
+    """A deterministic synchronous model that records every batch it gets."""
+
+    def __init__(self, dim: int = DIM, delay: float = 0.0) -> None:
+        self.dim = dim
+        self.delay = delay
+        self.batches: list[list[str]] = []
+        self.threads: set[int] = set()
+        self.lock = threading.Lock()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        with self.lock:
+            self.batches.append(list(texts))
+            self.threads.add(threading.get_ident())
+        if self.delay:
+            time.sleep(self.delay)
+        return np.stack([vector(t, self.dim) for t in texts]).astype(np.float64)
+
+    @property
+    def embedded(self) -> Counter[str]:
+        return Counter(t for b in self.batches for t in b)
+
+
+class AsyncModel(Model):
+    """The same model behind ``async def __call__``."""
+
+    async def __call__(self, texts: list[str]) -> np.ndarray:  # type: ignore[override]
+        self.batches.append(list(texts))
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return np.stack([vector(t, self.dim) for t in texts])
+
+
+def run(coro: Any) -> Any:
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, TIMEOUT)
+
+    return asyncio.run(bounded())
+
+
+TEXTS = ["alpha", "beta", "gamma", "alpha", "delta", "beta", "epsilon"]
+
+
+# --- sync and async models, both entry points -----------------------------------------------
+
+
+@pytest.mark.parametrize("model_cls", [Model, AsyncModel])
+@pytest.mark.parametrize("entry", ["embed", "embed_sync"])
+def test_embeds_in_input_order_and_caches(model_cls: type, entry: str) -> None:
+    model = model_cls()
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=2)
+
+    def call(texts: list[str]) -> np.ndarray:
+        if entry == "embed":
+            return run(embedder.embed(texts))  # type: ignore[no-any-return]
+        return embedder.embed_sync(texts)
+
+    m = call(TEXTS)
+    assert m.dtype == np.float32 and m.shape == (len(TEXTS), DIM) and m.flags.c_contiguous
+    np.testing.assert_array_equal(m, expected(TEXTS))
+    # only the distinct misses, in order, in batches of batch_size
+    assert model.batches == [["alpha", "beta"], ["gamma", "delta"], ["epsilon"]]
+    m = call(["epsilon", "zeta", "alpha"])
+    np.testing.assert_array_equal(m, expected(["epsilon", "zeta", "alpha"]))
+    assert model.batches[3:] == [["zeta"]]
+    call(TEXTS)
+    assert len(model.batches) == 4  # all hits: no model call
+    assert embedder.stats == EmbedderStats(
+        texts_requested=17,
+        texts_from_cache=11,
+        texts_embedded=6,
+        model_calls=4,
+        model_calls_saved=(4 + 2 + 4) - 4,
+    )
+
+
+def test_vectors_land_under_from_text_keys() -> None:
+    cache = EmbeddingCache()
+    embedder = CachedEmbedder(Model(), "fake-v1", cache=cache)
+    embedder.embed_sync(["hello"])
+    k = CacheKey.from_text("hello", "fake-v1")
+    assert embedder.key("hello") == k
+    np.testing.assert_array_equal(cache.sync.get(k), vector("hello"))
+    # a vector put by hand is served as a hit
+    cache.sync.put(CacheKey.from_text("manual", "fake-v1"), np.full(DIM, 3.0))
+    model = embedder.embed_fn
+    assert isinstance(model, Model)
+    np.testing.assert_array_equal(embedder.embed_sync(["manual"]), [np.full(DIM, 3.0)])
+    assert model.batches == [["hello"]]
+
+
+def test_model_versions_never_share_vectors() -> None:
+    cache = EmbeddingCache()
+    v1, v2 = Model(), Model(dim=3)
+    a = CachedEmbedder(v1, "model-a", cache=cache)
+    b = CachedEmbedder(v2, "model-b", cache=cache)
+    a.embed_sync(["same text"])
+    assert b.embed_sync(["same text"]).shape == (1, 3)
+    assert v2.batches == [["same text"]] and len(cache) == 2
+
+
+def test_sync_model_runs_off_the_event_loop() -> None:
+    model = Model(delay=0.15)
+    embedder = CachedEmbedder(model, "fake-v1")
+    ticks = 0
+
+    async def ticker(stop: asyncio.Event) -> None:
+        nonlocal ticks
+        while not stop.is_set():
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    async def main() -> np.ndarray:
+        stop = asyncio.Event()
+        task = asyncio.create_task(ticker(stop))
+        m = await embedder.embed(["slow", "model"])
+        stop.set()
+        await task
+        return m
+
+    loop_thread = threading.get_ident()
+    np.testing.assert_array_equal(run(main()), expected(["slow", "model"]))
+    assert ticks >= 5  # the loop kept running while the model worked
+    assert model.threads and loop_thread not in model.threads
+
+
+def test_callable_returning_an_awaitable() -> None:
+    amodel = AsyncModel()
+
+    def model(texts: list[str]) -> Any:  # a plain function handing back a coroutine
+        return amodel(texts)
+
+    embedder = CachedEmbedder(model, "fake-v1")
+    np.testing.assert_array_equal(run(embedder.embed(["a", "b"])), expected(["a", "b"]))
+    np.testing.assert_array_equal(embedder.embed_sync(["c", "a"]), expected(["c", "a"]))
+    assert amodel.batches == [["a", "b"], ["c"]]
+
+    async def inside_a_loop() -> None:
+        with pytest.raises(RuntimeError, match="cannot await"):
+            embedder.embed_sync(["d"])
+
+    run(inside_a_loop())
+    assert CacheKey.from_text("d", "fake-v1") not in embedder.cache
+
+
+def test_async_partial_is_recognised() -> None:
+    amodel = AsyncModel()
+
+    async def scaled(texts: list[str], factor: float) -> np.ndarray:
+        return await amodel(texts) * factor  # type: ignore[no-any-return]
+
+    embedder = CachedEmbedder(functools.partial(scaled, factor=2.0), "fake-v1")
+    np.testing.assert_array_equal(embedder.embed_sync(["x"]), expected(["x"]) * 2)
+
+
+def test_embed_sync_refuses_an_async_model_inside_a_running_loop() -> None:
+    model = AsyncModel()
+    embedder = CachedEmbedder(model, "fake-v1")
+
+    async def main() -> None:
+        with pytest.raises(RuntimeError, match="use 'await embedder.embed"):
+            embedder.embed_sync(["a"])
+
+    run(main())
+    assert model.batches == [] and embedder.stats.texts_requested == 0
+
+
+def test_a_sync_cache_serves_both_entry_points() -> None:
+    cache = SyncEmbeddingCache(dim=DIM)
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1", cache=cache)
+    assert embedder.cache is cache
+    np.testing.assert_array_equal(run(embedder.embed(["a", "b"])), expected(["a", "b"]))
+    np.testing.assert_array_equal(embedder.embed_sync(["b", "c"]), expected(["b", "c"]))
+    assert model.batches == [["a", "b"], ["c"]]
+    assert embedder.embed_sync([]).shape == (0, DIM)
+
+
+def test_empty_input() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1")
+    out = run(embedder.embed([]))
+    assert out.shape == (0, 0) and out.dtype == np.float32
+    assert embedder.embed_sync(()).shape == (0, 0)
+    assert CachedEmbedder(model, "v", cache=EmbeddingCache(dim=5)).embed_sync([]).shape == (0, 5)
+    assert model.batches == []
+    assert embedder.stats == EmbedderStats(0, 0, 0, 0, 0)
+
+
+def test_iterables_and_order_with_many_duplicates() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=3)
+    texts = [f"t{i % 7}" for i in range(50)]
+    m = embedder.embed_sync(t for t in texts)
+    np.testing.assert_array_equal(m, expected(texts))
+    assert model.batches == [["t0", "t1", "t2"], ["t3", "t4", "t5"], ["t6"]]
+    s = embedder.stats
+    assert (s.texts_requested, s.texts_embedded, s.texts_from_cache) == (50, 7, 43)
+    assert (s.model_calls, s.model_calls_saved) == (3, 17 - 3)
+
+
+# --- stats -------------------------------------------------------------------------------
+
+
+def test_stats_definition() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=2)
+    embedder.embed_sync(["a", "b", "a", "c"])  # misses a, b, c: calls [a, b], [c]
+    assert embedder.stats == EmbedderStats(4, 1, 3, 2, 0)
+    embedder.embed_sync(["a", "b", "c", "d"])  # miss d: one call instead of two
+    assert embedder.stats == EmbedderStats(8, 4, 4, 3, 1)
+    embedder.embed_sync(["a"] * 5)  # all hits: three calls saved
+    s = embedder.stats
+    assert s == EmbedderStats(13, 9, 4, 3, 4)
+    assert s.texts_requested == s.texts_from_cache + s.texts_embedded
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        s.model_calls = 0  # type: ignore[misc]
+
+
+def test_failed_calls_are_not_counted_and_cache_nothing() -> None:
+    class Flaky(Model):
+        def __init__(self) -> None:
+            super().__init__()
+            self.mode = "ok"
+
+        def __call__(self, texts: list[str]) -> np.ndarray:
+            out = super().__call__(texts)
+            if self.mode == "raise":
+                raise ConnectionError("model down")
+            if self.mode == "nan":
+                out[-1, 0] = np.nan
+            if self.mode == "short":
+                out = out[:-1]
+            if self.mode == "flat":
+                out = out.ravel()
+            if self.mode == "dims" and len(self.batches) % 2 == 0:
+                out = out[:, :4]
+            return out
+
+    model = Flaky()
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=2)
+    cache = embedder.cache
+    embedder.embed_sync(["warm"])
+    for mode, error, match in [
+        ("raise", ConnectionError, "model down"),
+        ("nan", InvalidVectorError, "NaN"),
+        ("short", InvalidVectorError, r"shape \(2, dim\)"),
+        ("flat", InvalidVectorError, r"shape \(2, dim\)"),
+        ("dims", ValueError, "several dimensions"),
+    ]:
+        model.mode = mode
+        with pytest.raises(error, match=match):
+            embedder.embed_sync(["warm", "a", "b", "c"])
+        with pytest.raises(error, match=match):
+            run(embedder.embed(["a", "b", "c", "warm"]))
+        assert len(cache) == 1, mode  # nothing of a failed call is cached
+    assert embedder.stats == EmbedderStats(1, 0, 1, 1, 0)
+    model.mode = "ok"
+    np.testing.assert_array_equal(embedder.embed_sync(["a", "warm"]), expected(["a", "warm"]))
+    assert len(cache) == 2
+
+
+# --- concurrency -----------------------------------------------------------------------------
+
+
+def test_concurrent_embeds_embed_each_text_once() -> None:
+    model = AsyncModel(delay=0.005)
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=4)
+    requests = [[f"text {(i * 7 + j) % 40}" for j in range(12)] for i in range(30)]
+
+    async def main() -> list[np.ndarray]:
+        return await asyncio.gather(*(embedder.embed(r) for r in requests))
+
+    results = run(main())
+    for r, m in zip(requests, results):
+        np.testing.assert_array_equal(m, expected(r))
+    distinct = {t for r in requests for t in r}
+    assert model.embedded == Counter(distinct)
+    assert all(len(b) <= 4 for b in model.batches)
+    s = embedder.stats
+    assert s.texts_embedded == len(distinct) and s.model_calls == len(model.batches)
+    assert s.texts_requested == 360 == s.texts_from_cache + s.texts_embedded
+
+
+def test_threads_embed_each_text_once() -> None:
+    model = Model(delay=0.003)
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=5)
+    embedder.embed_sync([])  # the cache's flights exist before the threads race
+    requests = [[f"t{(i * 3 + j) % 25}" for j in range(10)] for i in range(24)]
+    results: list[Any] = [None] * len(requests)
+
+    def worker(w: int) -> None:
+        for i in range(w, len(requests), 8):
+            results[i] = embedder.embed_sync(requests[i])
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+        assert not t.is_alive()
+    for r, m in zip(requests, results):
+        np.testing.assert_array_equal(m, expected(r))
+    assert model.embedded == Counter({t for r in requests for t in r})
+    assert embedder.stats.texts_requested == 240
+
+
+# --- bad input -------------------------------------------------------------------------------
+
+
+def test_texts_must_be_strings() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1")
+    with pytest.raises(TypeError, match=r"texts\[2\] must be a str, got int"):
+        embedder.embed_sync(["a", "b", 3])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match=r"texts\[0\] must be a str, got bytes"):
+        run(embedder.embed([b"a"]))  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="not a single str"):
+        embedder.embed_sync("abc")
+    with pytest.raises(TypeError, match="sequence of str, got int"):
+        embedder.embed_sync(5)  # type: ignore[arg-type]
+    assert model.batches == [] and embedder.stats.texts_requested == 0
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"embed_fn": None}, TypeError, "embed_fn must be callable"),
+        ({"model_version": ""}, ValueError, "non-empty"),
+        ({"model_version": 3}, TypeError, "model_version must be a str"),
+        ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": -4}, ValueError, "batch_size must be >= 1"),
+        ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
+        ({"batch_size": True}, TypeError, "batch_size must be an int"),
+        ({"batch_size": "8"}, TypeError, "batch_size must be an int"),
+        ({"cache": {}}, TypeError, "cache must be an EmbeddingCache or a SyncEmbeddingCache"),
+    ],
+)
+def test_constructor_checks(kwargs: dict[str, Any], error: type, match: str) -> None:
+    args: dict[str, Any] = {"embed_fn": Model(), "model_version": "v"}
+    args.update(kwargs)
+    embed_fn = args.pop("embed_fn")
+    model_version = args.pop("model_version")
+    with pytest.raises(error, match=match):
+        CachedEmbedder(embed_fn, model_version, **args)
+
+
+def test_properties_and_defaults() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1")
+    assert embedder.batch_size == 256 and embedder.model_version == "fake-v1"
+    assert embedder.embed_fn is model and isinstance(embedder.cache, EmbeddingCache)
+    assert "fake-v1" in repr(embedder)
+    texts = [f"t{i}" for i in range(600)]
+    embedder.embed_sync(texts)
+    assert [len(b) for b in model.batches] == [256, 256, 88]
+
+
+def test_exported_from_the_package() -> None:
+    import embcache
+
+    assert embcache.CachedEmbedder is CachedEmbedder
+    assert embcache.EmbedderStats is EmbedderStats
+    assert {"CachedEmbedder", "EmbedderStats"} <= set(embcache.__all__)

@@ -1,0 +1,46 @@
+"""Lint and type checks as part of the suite: ruff over the code, tests and
+benchmarks; mypy (strict, from pyproject.toml) over the package; stubtest of the
+typed surface of the Cython core against the built module."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+ALLOWLIST = Path(__file__).resolve().parent / "stubtest_allowlist.txt"
+
+
+def run_tool(module: str, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    if importlib.util.find_spec(module.split(".")[0]) is None:
+        pytest.skip(f"{module} is not installed")
+    return subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
+    assert result.returncode == 0, f"\n{result.stdout}\n{result.stderr}"
+
+
+def test_ruff() -> None:
+    paths = [p for p in ("embcache", "tests", "benchmarks") if (ROOT / p).exists()]
+    assert_clean(run_tool("ruff", "check", "--no-cache", "--output-format", "concise", *paths))
+
+
+@pytest.mark.slow
+def test_mypy() -> None:
+    assert_clean(run_tool("mypy", "embcache"))
+
+
+@pytest.mark.slow
+def test_stubtest() -> None:
+    assert_clean(run_tool("mypy.stubtest", "embcache._core", "--allowlist", str(ALLOWLIST)))
