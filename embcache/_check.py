@@ -163,7 +163,8 @@ class Figure:
     peers: dict[str, float]
     goal: float
     goal_kind: str
-    """"ratio": embcache / best peer <= goal; "absolute": embcache <= goal."""
+    """"ratio": embcache / best peer <= goal; "absolute": embcache <= goal;
+    "minimum": embcache >= goal; "info": no goal."""
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -186,6 +187,8 @@ class Figure:
         """Whether the DESIGN.md goal is met (None: not measurable here)."""
         if self.goal_kind == "absolute":
             return self.embcache <= self.goal
+        if self.goal_kind == "minimum":
+            return self.embcache >= self.goal
         ratio = self.ratio
         return None if ratio is None else ratio <= self.goal
 
@@ -1046,7 +1049,50 @@ GOALS: dict[str, tuple[str, float, str]] = {
     "bytes_per_entry": ("bytes/entry beyond payload", 128.0, "absolute"),
     "await_overhead": ("await get - get (ns)", 150.0, "absolute"),
     "key_create": ("CacheKey creation (ns)", 150.0, "absolute"),
+    "batch_get": ("batch get of 1,000 keys, per row", 0.25, "ratio"),
+    "batch_bandwidth": ("batch get payload, % of memcpy", 50.0, "minimum"),
 }
+
+BATCH = 1000
+
+
+def _measure_batch(
+    contenders: list[_Contender], inp: _Inputs, repeats: int
+) -> tuple[dict[str, Samples], Samples]:
+    """Per-row cost of fetching BATCH random keys into one (BATCH, dim) matrix:
+    embcache's get_many against each peer's loop of gets plus np.stack; and the
+    cost of a plain memcpy (np.copyto) of the same payload, per row."""
+    batch = inp.hit_keys[:BATCH]
+    per_row: dict[str, Samples] = {}
+    for c in contenders:
+        cache = c.factory(len(inp.put_pairs))
+        time_calls2(cache.put, inp.put_pairs)
+        samples = per_row[c.name] = Samples()
+        if c.name == "embcache":
+            get_many = cache.get_many
+            get_many(batch)
+            for _ in range(repeats):
+                with gc_paused():
+                    t0 = time.perf_counter_ns()
+                    get_many(batch)
+                    samples.add(time.perf_counter_ns() - t0, len(batch))
+        else:
+            get = cache.get
+            np.stack([get(k) for k in batch])
+            for _ in range(repeats):
+                with gc_paused():
+                    t0 = time.perf_counter_ns()
+                    np.stack([get(k) for k in batch])
+                    samples.add(time.perf_counter_ns() - t0, len(batch))
+        del cache
+    src = np.stack(inp.vectors * (BATCH // len(inp.vectors) + 1))[:BATCH]
+    dst = np.empty_like(src)
+    memcpy = Samples()
+    for _ in range(repeats * 3):
+        t0 = time.perf_counter_ns()
+        np.copyto(dst, src)
+        memcpy.add(time.perf_counter_ns() - t0, BATCH)
+    return per_row, memcpy
 
 
 def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
@@ -1057,7 +1103,7 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
     from embcache._peers import PEERS
 
     missing = [name for name in PEERS if name not in peers]
-    steps = 4
+    steps = 5
     progress.step(f"[compare 1/{steps}] building {ops:,} keys and vectors (dim {dim})")
     inp = _make_inputs(dim, ops)
 
@@ -1089,6 +1135,8 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
     progress.step(f"[compare 4/{steps}] await overhead, CacheKey creation")
     s_sync, s_async = asyncio.run(_await_overhead(inp, repeats))
     keys = _key_creation(ops, repeats)
+    progress.step(f"[compare 5/{steps}] batch get of {BATCH:,} keys, memcpy of the same bytes")
+    batch_rows, memcpy_rows = _measure_batch(contenders, inp, repeats)
     progress.done()
 
     by_name = {c.name: c for c in contenders}
@@ -1149,6 +1197,40 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
     )
     label, goal, kind = GOALS["key_create"]
     figures.append(Figure("key_create", label, "ns", keys.best, {}, goal, kind, keys.as_dict()))
+    label, goal, kind = GOALS["batch_get"]
+    figures.append(
+        Figure(
+            "batch_get",
+            label,
+            "ns/row",
+            batch_rows["embcache"].best,
+            {p: batch_rows[p].best for p in peers},
+            goal,
+            kind,
+            {name: smp.as_dict() for name, smp in batch_rows.items()},
+        )
+    )
+    row_bytes = dim * 4
+    get_many_gbs = row_bytes / batch_rows["embcache"].best
+    memcpy_gbs = row_bytes / memcpy_rows.best
+    label, goal, kind = GOALS["batch_bandwidth"]
+    figures.append(
+        Figure(
+            "batch_bandwidth",
+            label,
+            "%",
+            100.0 * get_many_gbs / memcpy_gbs,
+            {},
+            goal,
+            kind,
+            {
+                "get_many_GB_per_s": round(get_many_gbs, 3),
+                "memcpy_GB_per_s": round(memcpy_gbs, 3),
+                "memcpy": memcpy_rows.as_dict(),
+                "payload_bytes": BATCH * row_bytes,
+            },
+        )
+    )
     # informational: put of new keys into a brand-new cache, no goal
     cold = fig("put_new", "put_cold")
     cold.key, cold.label = "put_new_cold", "(put, new key, new cache)"
@@ -1165,7 +1247,9 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
         "cache for every contender, where embcache touches fresh slab pages.",
         f"bytes/entry: embcache = accounted entry_overhead_bytes (allocated per entry beyond "
         f"payload when full: {allocated:.1f} B); peers = tracemalloc.",
-        "batch get (get_many) is not measured: the batch API does not exist yet.",
+        f"batch get: embcache get_many({BATCH:,} random keys) into one matrix vs each peer's "
+        f"loop of {BATCH:,} gets + np.stack; % of memcpy = get_many payload bytes/s over "
+        "np.copyto of the same bytes (contiguous, same size), both best of repeats.",
         "Goals are not floors: a goal marked FAIL here does not change the exit code.",
     ]
     if missing:
@@ -1261,7 +1345,7 @@ def _format_comparison(cmp: Comparison) -> list[str]:
     peers = cmp.peers
     rows: list[list[str]] = []
     for f in cmp.figures:
-        fine = f.unit in ("ns", "bytes")
+        fine = f.unit in ("ns", "bytes", "%")
         cells = [f.label, _fmt_figure(f.embcache, fine)]
         cells += [_fmt_figure(f.peers[p], fine) if p in f.peers else "-" for p in peers]
         ratio = f.ratio
@@ -1270,6 +1354,8 @@ def _format_comparison(cmp: Comparison) -> list[str]:
             cells.append(f"<= {f.goal:.2f}x")
         elif f.goal_kind == "absolute":
             cells.append(f"<= {f.goal:.0f}")
+        elif f.goal_kind == "minimum":
+            cells.append(f">= {f.goal:.0f}")
         else:
             cells.append("")
         met = f.goal_met if f.goal_kind != "info" else None

@@ -3,13 +3,39 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+import os
+import subprocess
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+import embcache
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
+
+REPO = Path(__file__).resolve().parent.parent
+# The directory holding the embcache package these tests imported: the source
+# tree after an in-place build, site-packages after `pip install .`.
+PACKAGE_PARENT = Path(embcache.__file__).resolve().parent.parent
+
+
+def run_python(
+    args: Sequence[str], *, cwd: Path, timeout: float = 300
+) -> subprocess.CompletedProcess[str]:
+    """Run ``python ARGS`` in `cwd` so that it imports the same embcache as the
+    tests (a run from the source tree would otherwise find the uncompiled package
+    when the tests use an installed one)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(PACKAGE_PARENT), env.get("PYTHONPATH")) if p
+    )
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+
 
 OVERHEAD = ENTRY_OVERHEAD_BYTES
 MIB = 2**20

@@ -9,13 +9,11 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import run_python
 
 from embcache import __version__, _check
 from embcache.__main__ import main
@@ -84,17 +82,8 @@ def compare_report(tmp_path_factory: pytest.TempPathFactory) -> tuple[int, str, 
     return code, out, json.loads(path.read_text(encoding="utf-8"))
 
 
-def test_python_m_embcache_check_quick_passes() -> None:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
-    proc = subprocess.run(
-        [sys.executable, "-m", "embcache", "check", "--quick"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+def test_python_m_embcache_check_quick_passes(tmp_path: Path) -> None:
+    proc = run_python(["-m", "embcache", "check", "--quick"], cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     rows = criterion_rows(proc.stdout)
     assert sorted(rows) == list(CRITERIA_NAMES)
@@ -241,14 +230,8 @@ def test_bad_arguments_exit_2_with_usage(argv: list[str]) -> None:
     assert out == ""
 
 
-def test_bad_arguments_exit_2_from_python_m() -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "embcache", "check", "--nope"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def test_bad_arguments_exit_2_from_python_m(tmp_path: Path) -> None:
+    proc = run_python(["-m", "embcache", "check", "--nope"], cwd=tmp_path, timeout=60)
     assert proc.returncode == 2
     assert "usage:" in proc.stderr
 
