@@ -504,3 +504,36 @@ def test_async_facade_rejects_like_the_core() -> None:
         assert len(small) == 0
 
     asyncio.run(main())
+
+
+@pytest.mark.parametrize("bound", ["entries", "memory"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        np.array([1.0, np.nan, 3.0, 4.0], dtype=np.float32),
+        np.array([1.0, 2.0, 3.0, 1e39], dtype=np.float64),
+        np.array([np.inf, 2.0, 3.0, 4.0], dtype=np.float32)[::-1],
+    ],
+    ids=["nan-f32", "overflow-f64", "inf-strided"],
+)
+@pytest.mark.parametrize("overwrite", [False, True], ids=["new-key", "overwrite"])
+def test_rejected_put_into_a_full_cache_evicts_nothing(
+    bound: str, bad: np.ndarray, overwrite: bool
+) -> None:
+    """put checks values while copying them into a free row, before any entry is
+    replaced or evicted: a rejected put into a full cache keeps every entry, its
+    recency and the old vector of the key it tried to overwrite."""
+    if bound == "entries":
+        cache = SyncEmbeddingCache(3, None, 1, dim=4)
+    else:
+        cache = SyncEmbeddingCache(100, None, 3 * entry_bytes(4) / MIB, dim=4)
+    keys = [key(i) for i in range(3)]
+    for i, k in enumerate(keys):
+        cache.put(k, vec(i))
+    assert len(cache) == 3
+    before = snapshot(cache, [*keys, key("new")])
+    with pytest.raises(InvalidVectorError):
+        cache.put(keys[0] if overwrite else key("new"), bad)
+    assert_unchanged(cache, before)
+    cache.put(key("next"), vec(9))  # recency unchanged: the oldest entry goes
+    assert keys[0] not in cache and keys[1] in cache and keys[2] in cache
