@@ -250,47 +250,62 @@ cdef tuple _key_tuple(object keys, str method):
 
 # --- vectors in -------------------------------------------------------------------
 
-cdef object _as_source(object vector, Source *src):
-    """Describe `vector` as a strided float32/float64 run, converting only when it
-    is neither. Returns the object that owns the memory (keep it alive).
-    Raises VectorTypeError or InvalidVectorError; touches no cache state."""
+cdef cnp.ndarray _real_array(object data, int ndim, str what, str shape_hint):
+    """`data` as an aligned, native-order float32 or float64 array of `ndim`
+    dimensions: given as is when it already is one, else converted (float64 holds
+    every other real dtype exactly). Raises VectorTypeError for data that is not
+    real numbers and InvalidVectorError for the wrong number of dimensions;
+    touches no cache state."""
     cdef cnp.ndarray arr
-    if cnp.PyArray_Check(vector):
-        arr = <cnp.ndarray>vector
+    if cnp.PyArray_Check(data):
+        arr = <cnp.ndarray>data
+    elif isinstance(data, (str, bytes, bytearray)):
+        raise VectorTypeError(
+            f"{what} must be a {ndim}-D array-like of real numbers, got {type(data).__name__}")
     else:
-        if isinstance(vector, (str, bytes, bytearray)):
-            raise VectorTypeError(
-                f"vector must be a 1-D array-like of real numbers, got {type(vector).__name__}"
-            )
         try:
-            arr = np.asarray(vector)
+            arr = np.asarray(data)
         except (TypeError, ValueError) as exc:
             raise InvalidVectorError(
-                f"vector could not be read as a 1-D array of real numbers: {exc}"
-            ) from None
+                f"{what} could not be read as a {ndim}-D array of real numbers: {exc}") from None
     cdef int type_num = cnp.PyArray_TYPE(arr)
     if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
         raise VectorTypeError(
-            f"vector must hold real numbers (integer or float dtype), got dtype {(<object>arr).dtype}"
-        )
-    if cnp.PyArray_NDIM(arr) != 1:
-        raise InvalidVectorError(
-            f"vector must be 1-D, got shape {(<object>arr).shape}"
-        )
-    if cnp.PyArray_DIM(arr, 0) == 0:
-        raise InvalidVectorError("vector is empty; an embedding needs at least one value")
+            f"{what} must hold real numbers (integer or float dtype), got dtype {(<object>arr).dtype}")
+    if cnp.PyArray_NDIM(arr) != ndim:
+        raise InvalidVectorError(f"{what} must be {ndim}-D{shape_hint}, got shape {(<object>arr).shape}")
     if ((type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64)
             or not cnp.PyArray_ISALIGNED(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
         if type_num == cnp.NPY_LONGDOUBLE:
             with np.errstate(over="ignore", invalid="ignore"):
-                arr = arr.astype(np.float64)   # overflow becomes inf, rejected below
+                arr = arr.astype(np.float64)   # overflow becomes inf, rejected later
         else:
-            arr = arr.astype(np.float64)       # exact for every other real dtype
-        type_num = cnp.NPY_FLOAT64
+            arr = arr.astype(np.float64)
+    return arr
+
+
+cdef bint _is_empty(object data):
+    try:
+        return np.size(data) == 0
+    except (TypeError, ValueError):      # ragged: not empty, and _real_array will say why
+        return False
+
+
+cdef inline void _describe(cnp.ndarray arr, int axis, Source *src) noexcept:
+    """`src` = the values along `axis` of a _real_array result, starting at its data."""
     src.data = <const char *>cnp.PyArray_DATA(arr)
-    src.n = cnp.PyArray_DIM(arr, 0)
-    src.stride = cnp.PyArray_STRIDE(arr, 0)
-    src.is_f64 = type_num == cnp.NPY_FLOAT64
+    src.n = cnp.PyArray_DIM(arr, axis)
+    src.stride = cnp.PyArray_STRIDE(arr, axis)
+    src.is_f64 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT64
+
+
+cdef cnp.ndarray _as_source(object vector, Source *src):
+    """Describe `vector` as a strided float32/float64 run (see _real_array).
+    Returns the array that owns the memory: keep it alive while src is used."""
+    cdef cnp.ndarray arr = _real_array(vector, 1, "vector", "")
+    if cnp.PyArray_DIM(arr, 0) == 0:
+        raise InvalidVectorError("vector is empty; an embedding needs at least one value")
+    _describe(arr, 0, src)
     return arr
 
 
@@ -331,7 +346,7 @@ cdef void _copy_in(float32_t *row, const Source *src) noexcept nogil:
             row[i] = (<const float *>(src.data + i * src.stride))[0]
 
 
-cdef object _reject_value(object owner, Py_ssize_t i, const Source *src):
+cdef object _reject_value(object owner, Py_ssize_t i):
     value = owner[i]
     if math.isnan(value) or math.isinf(value):
         return InvalidVectorError(
@@ -349,7 +364,7 @@ cdef inline void _copy_rows(float32_t *dst, const float32_t *src, size_t nbytes)
         memcpy(dst, src, nbytes)
 
 
-def _check_count(value, str name, Py_ssize_t low, Py_ssize_t high):
+cdef object _check_count(object value, str name, Py_ssize_t low, Py_ssize_t high):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"{name} must be an int, got {type(value).__name__}")
     if value < low or value > high:
@@ -357,7 +372,7 @@ def _check_count(value, str name, Py_ssize_t low, Py_ssize_t high):
     return int(value)
 
 
-def _check_positive_number(value, str name):
+cdef object _check_positive_number(object value, str name):
     """`value` as given, once it is a real number > 0 (a number too large for a
     float counts as infinity)."""
     if isinstance(value, bool) or not isinstance(value, numbers.Real):
@@ -871,7 +886,7 @@ cdef class SyncEmbeddingCache:
         owner = _as_source(vector, &src)
         cdef Py_ssize_t bad = _first_unstorable(&src)
         if bad >= 0:
-            raise _reject_value(owner, bad, &src)
+            raise _reject_value(owner, bad)
         _check_dim(self, src.n, "vector has")
         cdef double given = self._now_unlocked()
         cdef int32_t slab_index
@@ -1009,42 +1024,15 @@ cdef class SyncEmbeddingCache:
         batch.keys = _key_tuple(keys, "put_many")
         cdef Py_ssize_t n = len(batch.keys)
         batch.n = n
-        if cnp.PyArray_Check(matrix):
-            arr = matrix
-        elif isinstance(matrix, (str, bytes, bytearray)):
-            raise VectorTypeError(f"matrix must be a 2-D array-like of real numbers, got {type(matrix).__name__}")
-        else:
-            try:
-                arr = np.asarray(matrix)
-            except (TypeError, ValueError) as exc:
-                raise InvalidVectorError(
-                    f"matrix could not be read as a 2-D array of real numbers: {exc}") from None
-        cdef cnp.ndarray m = <cnp.ndarray>arr
-        if n == 0 and cnp.PyArray_SIZE(m) == 0:
-            arr = m = np.empty((0, 0), dtype=np.float32)     # an empty batch: nothing to do
-        cdef int type_num = cnp.PyArray_TYPE(m)
-        if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
-            raise VectorTypeError(
-                f"matrix must hold real numbers (integer or float dtype), got dtype {arr.dtype}")
-        if cnp.PyArray_NDIM(m) != 2:
-            raise InvalidVectorError(f"matrix must be 2-D (len(keys), dim), got shape {arr.shape}")
+        if n == 0 and _is_empty(matrix):
+            matrix = np.empty((0, 0), dtype=np.float32)      # an empty batch: nothing to do
+        cdef cnp.ndarray m = _real_array(matrix, 2, "matrix", " (len(keys), dim)")
         if cnp.PyArray_DIM(m, 0) != n:
             raise InvalidVectorError(f"matrix has {cnp.PyArray_DIM(m, 0)} rows for {n} keys")
         if n and cnp.PyArray_DIM(m, 1) == 0:
             raise InvalidVectorError("matrix rows are empty; an embedding needs at least one value")
-        if ((type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64)
-                or not cnp.PyArray_ISALIGNED(m) or not cnp.PyArray_ISNOTSWAPPED(m)):
-            if type_num == cnp.NPY_LONGDOUBLE:
-                with np.errstate(over="ignore", invalid="ignore"):
-                    m = arr.astype(np.float64)
-            else:
-                m = arr.astype(np.float64)
-            type_num = cnp.NPY_FLOAT64
         batch.owner = m
-        batch.first.data = <const char *>cnp.PyArray_DATA(m)
-        batch.first.n = cnp.PyArray_DIM(m, 1)
-        batch.first.stride = cnp.PyArray_STRIDE(m, 1)
-        batch.first.is_f64 = type_num == cnp.NPY_FLOAT64
+        _describe(m, 1, &batch.first)
         batch.row_stride = cnp.PyArray_STRIDE(m, 0)
         if n:
             _check_dim(self, batch.first.n, "matrix rows have")
@@ -1061,7 +1049,7 @@ cdef class SyncEmbeddingCache:
             row.data = batch.first.data + i * batch.row_stride
             bad = _first_unstorable(&row)
             if bad >= 0:
-                err = _reject_value(batch.owner[i], bad, &row)
+                err = _reject_value(batch.owner[i], bad)
                 raise type(err)(f"matrix row {i}: {err}")
         batch.checked = stop
 
