@@ -428,8 +428,9 @@ cdef class SyncEmbeddingCache:
     SyncEmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
                        *, dim=None, clock=None)
 
-    Vectors are stored as float32 rows of a preallocated slab (one slab per
-    distinct dimension; with `dim` given, the whole slab is allocated here).
+    Vectors are stored as float32 rows of a slab, one per distinct dimension,
+    each reserving at once every row it may ever need (the OS maps pages in as
+    rows are written); with `dim` given, the slab and tables are set up here.
     Least-recently-used entries are evicted when `max_entries` or
     `max_memory_mb` would be exceeded; expired entries are reclaimed first.
     `ttl_seconds` expires an entry that long after its last write (None: never).
