@@ -76,17 +76,25 @@ class EmbeddingCache:
         the event loop between them; other coroutines may then change the cache
         between two slices (each key is still looked up exactly once).
         """
-        keys = self._sync._as_keys(keys)  # every key is checked before any slice runs
-        dim = self._sync.dim or (out.shape[1] if out is not None and out.ndim == 2 else 0)
+        sync = self._sync
+        # everything a slice could reject is checked before the first slice runs
+        keys = sync._as_keys(keys)
+        out_dim = sync._check_out(out, len(keys)) if out is not None else 0
+        live_dim = None
+        dim = sync.dim or out_dim
         if not dim:
-            dim = self._sync._live_dim(keys)
+            dim = live_dim = sync._live_dim(keys)
         step = max(1, SLICE_BYTES // (4 * dim)) if dim else len(keys)
         if len(keys) <= step:
-            return self._sync.get_many(keys, out)
+            return sync.get_many(keys, out)
+        if live_dim is None:
+            live_dim = sync._live_dim(keys)  # raises for mixed dimensions
+        if out_dim and live_dim and out_dim != live_dim:
+            return sync.get_many(keys, out)  # raises DimensionMismatchError, changes nothing
         if out is None:
             out = np.empty((len(keys), dim), dtype=np.float32)
         found = np.empty(len(keys), dtype=np.bool_)
-        get_many = self._sync.get_many
+        get_many = sync.get_many
         for start in range(0, len(keys), step):
             stop = min(start + step, len(keys))
             found[start:stop] = get_many(keys[start:stop], out[start:stop])[1]

@@ -284,11 +284,12 @@ cdef cnp.ndarray _real_array(object data, int ndim, str what, str shape_hint):
     return arr
 
 
-cdef bint _is_empty(object data):
-    try:
-        return np.size(data) == 0
-    except (TypeError, ValueError):      # ragged: not empty, and _real_array will say why
-        return False
+cdef bint _is_empty_sequence(object data):
+    """An empty list, tuple or 1-D array: no rows, and a width that cannot be known."""
+    if isinstance(data, (list, tuple)):
+        return len(data) == 0
+    return (cnp.PyArray_Check(data) and cnp.PyArray_NDIM(<cnp.ndarray>data) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>data, 0) == 0)
 
 
 cdef inline void _describe(cnp.ndarray arr, int axis, Source *src) noexcept:
@@ -954,20 +955,8 @@ cdef class SyncEmbeddingCache:
         cdef cnp.ndarray matrix = None
         cdef dim_t out_dim = -1
         if out is not None:
-            if not cnp.PyArray_Check(out):
-                raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+            out_dim = self._check_out(out, n)
             matrix = <cnp.ndarray>out
-            if (cnp.PyArray_TYPE(matrix) != cnp.NPY_FLOAT32 or cnp.PyArray_NDIM(matrix) != 2
-                    or not cnp.PyArray_IS_C_CONTIGUOUS(matrix) or not cnp.PyArray_ISWRITEABLE(matrix)):
-                raise TypeError(
-                    "out must be a writable, C-contiguous float32 array of shape (len(keys), dim); "
-                    f"got dtype {(<object>out).dtype}, shape {(<object>out).shape}")
-            if cnp.PyArray_DIM(matrix, 0) != n:
-                raise ValueError(f"out has {cnp.PyArray_DIM(matrix, 0)} rows for {n} keys")
-            out_dim = cnp.PyArray_DIM(matrix, 1)
-            if self.fixed_dim and out_dim != self.fixed_dim:
-                raise DimensionMismatchError(
-                    f"out has {out_dim} columns, but this cache stores dim {self.fixed_dim}")
         cdef cnp.npy_intp n_keys = n
         cdef cnp.ndarray found = cnp.PyArray_ZEROS(1, &n_keys, cnp.NPY_BOOL, 0)
         cdef double given = self._now_unlocked()
@@ -1025,8 +1014,8 @@ cdef class SyncEmbeddingCache:
         batch.keys = _key_tuple(keys, "put_many")
         cdef Py_ssize_t n = len(batch.keys)
         batch.n = n
-        if n == 0 and _is_empty(matrix):
-            matrix = np.empty((0, 0), dtype=np.float32)      # an empty batch: nothing to do
+        if n == 0 and _is_empty_sequence(matrix):
+            matrix = np.empty((0, 0), dtype=np.float32)      # put_many([], []): nothing to do
         cdef cnp.ndarray m = _real_array(matrix, 2, "matrix", " (len(keys), dim)")
         if cnp.PyArray_DIM(m, 0) != n:
             raise InvalidVectorError(f"matrix has {cnp.PyArray_DIM(m, 0)} rows for {n} keys")
@@ -1078,6 +1067,29 @@ cdef class SyncEmbeddingCache:
                 self._store_rows(items, &first, count, batch.row_stride, slab_index, now)
         finally:
             embcache_lock_release(&self.lock)
+
+    def _check_out(self, out, Py_ssize_t n):
+        """The dimension of a get_many `out` buffer for `n` keys, once it is a
+        writable, C-contiguous, native float32 (n, dim) array that fits the cache;
+        TypeError / ValueError (DimensionMismatchError) say what is wrong."""
+        if not cnp.PyArray_Check(out):
+            raise TypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        cdef cnp.ndarray arr = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISNOTSWAPPED(arr)
+                or cnp.PyArray_NDIM(arr) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or not cnp.PyArray_ISWRITEABLE(arr)):
+            raise TypeError(
+                "out must be a writable, C-contiguous, native-order float32 array of shape "
+                f"(len(keys), dim); got dtype {out.dtype}, shape {out.shape}, "
+                f"C-contiguous {bool(cnp.PyArray_IS_C_CONTIGUOUS(arr))}, "
+                f"writable {bool(cnp.PyArray_ISWRITEABLE(arr))}")
+        if cnp.PyArray_DIM(arr, 0) != n:
+            raise ValueError(f"out has {cnp.PyArray_DIM(arr, 0)} rows for {n} keys")
+        cdef dim_t out_dim = cnp.PyArray_DIM(arr, 1)
+        if self.fixed_dim and out_dim != self.fixed_dim:
+            raise DimensionMismatchError(
+                f"out has {out_dim} columns, but this cache stores dim {self.fixed_dim}")
+        return out_dim
 
     def _as_keys(self, keys):
         """`keys` as a tuple of CacheKey; KeyTypeError names the first bad item."""
