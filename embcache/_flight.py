@@ -253,6 +253,30 @@ def _validate(result: Any, n_keys: int, expected_dim: int | None, fixed_dim: int
     return rows
 
 
+class _Work:
+    """What one flight's owner does around its compute call, shared by the thread
+    and asyncio registries (only the call itself differs: awaited or not)."""
+
+    __slots__ = ("cache", "keys", "present", "todo", "dim")
+
+    def __init__(self, cache: _BatchCache, plan: _Plan, keys: list[CacheKey], stale: bool):
+        self.cache = cache
+        self.keys = keys
+        self.present: dict[int, Matrix] = {}
+        self.todo: list[CacheKey] = keys
+        self.dim = plan.hit_dim
+        if stale:  # another caller may have stored some of our keys meanwhile
+            self.present, self.todo, self.dim = _fetch_settled(cache, keys, self.dim)
+
+    def finish(self, result: Any) -> Matrix:
+        """Validate and store compute's `result` for `todo`; our flight's rows."""
+        computed = None
+        if self.todo:
+            computed = _validate(result, len(self.todo), self.dim, self.cache.dim)
+            self.cache.put_many(self.todo, computed)
+        return _own_rows(len(self.keys), self.present, computed)
+
+
 def _own_rows(n_ours: int, present: dict[int, Matrix], computed: Matrix | None) -> Matrix:
     """The rows of our flight, in claim order: stored-meanwhile rows and computed ones."""
     if not present and computed is not None:
@@ -415,13 +439,10 @@ class ThreadFlights:
         """Compute, validate and store our claimed keys, then settle our flight."""
         keys = [plan.misses[j] for j in ours]
         try:
-            present: dict[int, Matrix] = {}
-            todo, dim = keys, plan.hit_dim
-            if stale:
-                present, todo, dim = _fetch_settled(cache, keys, dim)
-            computed = None
-            if todo:
-                result = compute(list(todo))
+            work = _Work(cache, plan, keys, stale)
+            result = None
+            if work.todo:
+                result = compute(list(work.todo))
                 if inspect.isawaitable(result):
                     if inspect.iscoroutine(result):
                         result.close()  # never awaited: close it quietly
@@ -429,9 +450,7 @@ class ThreadFlights:
                         "compute returned an awaitable; the synchronous get_or_compute "
                         "cannot await it (use EmbeddingCache.get_or_compute)"
                     )
-                computed = _validate(result, len(todo), dim, cache.dim)
-                cache.put_many(todo, computed)
-            rows = _own_rows(len(keys), present, computed)
+            rows = work.finish(result)
         except Exception as exc:
             self._settle(flight, keys, error=exc)
             raise
@@ -606,18 +625,13 @@ class AsyncFlights:
     ) -> None:
         keys = [plan.misses[j] for j in ours]
         try:
-            present: dict[int, Matrix] = {}
-            todo, dim = keys, plan.hit_dim
-            if stale:
-                present, todo, dim = _fetch_settled(cache, keys, dim)
-            computed = None
-            if todo:
-                result = compute(list(todo))
+            work = _Work(cache, plan, keys, stale)
+            result = None
+            if work.todo:
+                result = compute(list(work.todo))
                 if inspect.isawaitable(result):
                     result = await result
-                computed = _validate(result, len(todo), dim, cache.dim)
-                cache.put_many(todo, computed)
-            rows = _own_rows(len(keys), present, computed)
+            rows = work.finish(result)
         except Exception as exc:
             self._settle(state, flight, keys, exc)
             raise
