@@ -17,29 +17,59 @@ its class docstring says otherwise:
 Expensive state (a filled cache, a million entries) is built once per process
 by :func:`memo` and reused by the setups that follow; building it also touches
 every page that the timed code will use, so page faults are never timed.
+
+Keys, vectors, the model string and the RNG seed are the shared workloads of
+embcache._tools.workloads (also used by ``embcache check`` and the tests); the
+timed loops comparing embcache with its peers are embcache._tools.peers.LOOPS.
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Hashable
 from time import perf_counter
 from typing import Any, Callable
 
-import numpy as np
+from embcache._tools.peers import LOOPS, available_peers, make_mapping
+from embcache._tools.workloads import (
+    MODEL,
+    RNG_SEED,
+    sha_key,
+    shuffled,
+    workload_key,
+    workload_keys,
+    workload_vector,
+)
 
-from embcache import CacheKey
+__all__ = [
+    "LOOPS",
+    "MODEL",
+    "OPS",
+    "PEER_NAMES",
+    "SEED",
+    "PerOp",
+    "make_key",
+    "make_keys",
+    "make_vector",
+    "memo",
+    "peer_mapping",
+    "require_peer",
+    "sha_key",
+    "shuffled",
+]
 
 OPS = 1000
 """Operations per timed call."""
 
-SEED = 20240528
-"""Seed of every random stream (numpy Generator)."""
-
-MODEL = "nomic-embed-text-v1.5"
+SEED = RNG_SEED
+"""Seed of every random stream (numpy Generator): embcache._tools.workloads.RNG_SEED."""
 
 PEER_NAMES = ["embcache", "cachebox", "lru-dict", "cachetools"]
 """The ``peer`` parameter. Stable: never reorder, only append."""
+
+# The shared workloads (embcache._tools.workloads), under the names the suites use.
+make_key = workload_key
+make_keys = workload_keys
+make_vector = workload_vector
 
 
 def per_op_timer() -> float:
@@ -54,31 +84,6 @@ class PerOp:
     repeat = (10, 40, 2.0)  # at least 10 samples, at most 40, stop after ~2 s
     warmup_time = 0.05
     timer = staticmethod(per_op_timer)
-
-
-def make_key(i: int, model: str = MODEL) -> CacheKey:
-    """The seed's ``create_test_key(id)``."""
-    return CacheKey(f"benchmark_key_{i}", model, f"chunk_{i % 100}")
-
-
-def make_keys(n: int, start: int = 0) -> list[CacheKey]:
-    return [make_key(i) for i in range(start, start + n)]
-
-
-def sha_key(i: int) -> CacheKey:
-    """A realistic key: a 64-hex SHA-256 content hash, a shared model string."""
-    return CacheKey(hashlib.sha256(b"%d" % i).hexdigest(), MODEL, f"chunk_{i % 100}")
-
-
-def make_vector(dim: int) -> np.ndarray:
-    """The seed's ``create_test_embedding(size)``: i / size, as float32."""
-    return np.arange(dim, dtype=np.float32) / np.float32(dim)
-
-
-def shuffled(items: list[Any], salt: int = 0) -> list[Any]:
-    """`items` in a fixed random order (lookups must not walk memory in order)."""
-    rng = np.random.default_rng(SEED + salt)
-    return [items[i] for i in rng.permutation(len(items))]
 
 
 _MEMO: dict[Hashable, Any] = {}
@@ -97,20 +102,12 @@ def require_peer(name: str) -> None:
     """Skip (asv: NotImplementedError in setup) when a peer is not installed."""
     if name == "embcache":
         return
-    from embcache._peers import available_peers
-
     if name not in available_peers():
         raise NotImplementedError(f"peer {name!r} is not installed")
 
 
 def peer_mapping(name: str, capacity: int) -> Any:
-    """The peer's underlying LRU mapping (``make_peer(...)._map``).
-
-    The timed loops copy in (``m[k] = v.copy()``) and out (``m.get(k).copy()``)
-    exactly as the adapters in embcache/_peers.py do, but inline: going through
-    the adapter's Python method costs a peer ~150 ns per operation that embcache
-    (a C method) does not pay, and the comparison must favour the peers, not us.
-    """
-    from embcache._peers import make_peer
-
-    return make_peer(name, capacity)._map  # type: ignore[attr-defined]
+    """The peer's LRU mapping, bounded to `capacity` entries: what the timed
+    loops ``LOOPS[name]`` (embcache._tools.peers, shared with ``embcache check
+    --compare``) run on, copying in (``m[k] = v.copy()``) and out inline."""
+    return make_mapping(name, capacity)

@@ -4,8 +4,9 @@ params ``impl`` x ``batch`` x ``dim``:
 
 * ``impl``: "embcache" (SyncEmbeddingCache.get_many / put_many, loops in C),
   "embcache-out" (get_many into a preallocated ``out=`` matrix: no allocation),
-  or a peer from embcache/_peers.py doing the same batch with a Python loop:
-  a lookup is ``np.stack([m.get(k).copy() for k in keys])``, a store is
+  or a peer from embcache/_tools/peers.py doing the same batch with a Python loop:
+  a lookup is ``np.stack([m.get(k).copy() for k in keys])`` (``get_matrix`` of
+  embcache._tools.peers.LOOPS, as in ``embcache check --compare``), a store is
   ``for k, row in zip(keys, matrix): m[k] = row.copy()``. A peer that is not
   installed is skipped (NotImplementedError in setup).
 * ``batch``: keys per call, 1 to 10,000.
@@ -25,7 +26,7 @@ import numpy as np
 
 from embcache import SyncEmbeddingCache
 
-from ._util import SEED, memo, peer_mapping, require_peer, sha_key
+from ._util import LOOPS, SEED, memo, peer_mapping, require_peer, sha_key
 
 ENTRIES = 20_000
 IMPLS = ["embcache", "embcache-out", "cachebox", "lru-dict", "cachetools"]
@@ -76,13 +77,10 @@ class GetMany(_Batch):
     """Fetch `batch` random keys into one (batch, dim) float32 matrix."""
 
     def time_get_many(self, impl: str, batch: int, dim: int) -> None:
-        if impl == "embcache":
-            self.cache.get_many(self.keys)  # type: ignore[attr-defined]
-        elif impl == "embcache-out":
+        if impl == "embcache-out":
             self.cache.get_many(self.keys, self.out)  # type: ignore[attr-defined]
         else:
-            get = self.cache.get  # type: ignore[attr-defined]
-            np.stack([get(k).copy() for k in self.keys])
+            LOOPS[impl].get_matrix(self.cache, self.keys)
 
 
 class PutMany(_Batch):

@@ -1,11 +1,16 @@
 """The same operations on embcache and on each peer LRU library, dim 768.
 
 param ``peer``: "embcache" (SyncEmbeddingCache, dim fixed) or a peer from
-embcache/_peers.py; a peer that is not installed is skipped (NotImplementedError
-in setup). Peers store and return private copies, as a correct embedding cache
-must: put is ``m[key] = vector.copy()`` and a hit returns ``m.get(key).copy()``,
-the adapters' operations written inline (see _util.peer_mapping: this spares the
-peers ~150 ns of Python method call per operation that embcache does not pay).
+embcache/_tools/peers.py; a peer that is not installed is skipped
+(NotImplementedError in setup). Peers store and return private copies, as a
+correct embedding cache must.
+
+The timed loops are ``LOOPS[peer]`` from embcache._tools.peers, the very
+functions ``embcache check --compare`` times: for a peer, put is
+``m[k] = v.copy()`` and get is ``x = m.get(k); x = None if x is None else
+x.copy()``, written inline in the loop (no adapter method per operation); for
+embcache, the bound ``put(k, v)`` and ``x = get(k)``. Both sides keep each
+result until the next operation replaces it. Puts go over (key, vector) pairs.
 
 Timing (see _util.py): 1000 operations per call, seconds reported **per
 operation**; setup runs before every call, untimed. Caches hold 10k entries
@@ -23,6 +28,7 @@ from __future__ import annotations
 from embcache import SyncEmbeddingCache
 
 from ._util import (
+    LOOPS,
     OPS,
     PEER_NAMES,
     PerOp,
@@ -72,26 +78,10 @@ class _PeerOps(PerOp):
     param_names = ["peer"]
 
     def _puts(self, peer):
-        cache, vector = self.cache, self.vector
-        if peer == "embcache":
-            put = cache.put
-            for key in self.keys:
-                put(key, vector)
-        else:
-            for key in self.keys:
-                cache[key] = vector.copy()
+        LOOPS[peer].puts(self.cache, self.pairs)
 
     def _gets(self, peer):
-        if peer == "embcache":
-            get = self.cache.get
-            for key in self.keys:
-                get(key)
-        else:
-            get = self.cache.get
-            for key in self.keys:
-                found = get(key)
-                if found is not None:
-                    found.copy()
+        LOOPS[peer].gets(self.cache, self.keys)
 
 
 class PutNew(_PeerOps):
@@ -101,6 +91,7 @@ class PutNew(_PeerOps):
         require_peer(peer)
         self.cache, self.vector = memo(("PutNew", peer), lambda: _filled(peer, ENTRIES // 2))
         self.keys = memo("PutNew.keys", lambda: make_keys(OPS, start=ENTRIES))
+        self.pairs = memo(("PutNew.pairs", peer), lambda: [(k, self.vector) for k in self.keys])
         # take back the previous call's keys (untimed): their memory is then
         # reused by the timed puts, already touched; a no-op on the first call
         if peer == "embcache":
@@ -152,6 +143,7 @@ class PutFull(_PeerOps):
         )
         self.cache, self.vector = self.state["cache"], self.state["vector"]
         self.keys = make_keys(OPS, start=self.state["next_id"])
+        self.pairs = [(k, self.vector) for k in self.keys]
         self.state["next_id"] += OPS
 
     def time_put_full(self, peer):

@@ -1,23 +1,29 @@
-"""Tests of the ``embcache check`` command (embcache/__main__.py, embcache/_check.py).
+"""Tests of the ``embcache check`` command (embcache/_tools/cli.py and the
+modules it runs; embcache/__main__.py for ``python -m embcache``).
 
-Every run uses ``--quick``; timings are never asserted beyond the seed task's
-floors, which the command itself checks.
+Every run uses ``--quick``; timings are never asserted beyond the criteria's
+own floors, which the command itself checks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+import importlib
 import io
 import json
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import run_python
 
-from embcache import __version__, _check
-from embcache.__main__ import main
-from embcache._peers import PEERS, available_peers
+from embcache import CacheKey, SyncEmbeddingCache, __version__
+from embcache._tools import compare, concurrency, report
+from embcache._tools.cli import main
+from embcache._tools.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, make_mapping
+from embcache._tools.workloads import comparison_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -113,7 +119,9 @@ def test_main_console_entry_quick_passes() -> None:
 def test_console_script_declared() -> None:
     tomllib = pytest.importorskip("tomllib")
     meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    assert meta["project"]["scripts"]["embcache"] == "embcache.__main__:main"
+    assert meta["project"]["scripts"]["embcache"] == "embcache._tools.cli:main"
+    # the wheel ships the tools subpackage, or the console script cannot import
+    assert "embcache._tools" in meta["tool"]["setuptools"]["packages"]
 
 
 def test_json_to_stdout_parses_and_has_fields() -> None:
@@ -181,7 +189,7 @@ def test_compare_measures_each_installed_peer(
 
 
 def test_compare_without_peers(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_check, "available_peers", lambda: [])
+    monkeypatch.setattr(compare, "available_peers", lambda: [])
     code, out, err = run_main(["check", "--quick", "--compare", "--json", "-"])
     assert code == 0, err
     cmp = json.loads(out)["comparison"]
@@ -192,9 +200,9 @@ def test_compare_without_peers(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_compare_goal_failures_do_not_change_exit_code(monkeypatch: pytest.MonkeyPatch) -> None:
-    impossible = {k: (label, 0.0, kind) for k, (label, _, kind) in _check.GOALS.items()}
-    monkeypatch.setattr(_check, "GOALS", impossible)
-    monkeypatch.setattr(_check, "available_peers", lambda: available_peers()[:1])
+    impossible = {k: dataclasses.replace(g, goal=0.0) for k, g in compare.GOALS.items()}
+    monkeypatch.setattr(compare, "GOALS", impossible)
+    monkeypatch.setattr(compare, "available_peers", lambda: available_peers()[:1])
     code, out, err = run_main(["check", "--quick", "--compare"])
     assert code == 0, err
     goal_lines = out.split("comparison at dim", 1)[1]
@@ -203,7 +211,7 @@ def test_compare_goal_failures_do_not_change_exit_code(monkeypatch: pytest.Monke
 
 
 def test_failing_criterion_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(_check, "SCALING_FACTOR", 0.0)  # no per-op ratio can be <= 0
+    monkeypatch.setattr(concurrency, "SCALING_FACTOR", 0.0)  # no per-op ratio can be <= 0
     code, out, err = run_main(["check", "--quick"])
     assert code == 1, out + err
     row = criterion_rows(out)[4]
@@ -250,7 +258,7 @@ class _Tty(io.StringIO):
 
 def test_progress_overwrites_line_on_a_terminal() -> None:
     tty = _Tty()
-    progress = _check.Progress(tty)
+    progress = report.Progress(tty)
     progress.step("[1/7] put throughput")
     progress.step("[2/7] get throughput")
     progress.done()
@@ -258,7 +266,95 @@ def test_progress_overwrites_line_on_a_terminal() -> None:
     assert "\n" not in text
     assert text.count("\r") == 3 and "[2/7] get throughput ..." in text
     plain = io.StringIO()
-    progress = _check.Progress(plain)
+    progress = report.Progress(plain)
     progress.step("[1/7] put throughput")
     progress.done()
     assert plain.getvalue() == "[1/7] put throughput ...\n"
+
+
+def test_report_explains_criteria_and_goals_in_users_words(
+    compare_report: tuple[int, str, dict[str, Any]],
+) -> None:
+    _, out, data = compare_report
+    # nothing refers to documents or tasks a user cannot see
+    help_code, help_out, _ = run_main(["check", "--help"])
+    assert help_code == 0
+    for text in (out, help_out, json.dumps(data)):
+        assert "seed" not in text.lower()
+        assert "DESIGN" not in text
+    assert "performance goals" in help_out
+    # every criterion says what it measures and what passes
+    assert "what each criterion measures:" in out
+    for crit in data["criteria"]:
+        assert len(crit["description"]) > 40
+        assert f"{crit['number']:>2} {crit['name']}: {crit['description']}" in out
+    assert "stores per second of 768-dim vectors" in out and "at least 1,000/s" in out
+    # every performance goal is named, with its bound, in the report itself
+    goals = out.split("performance goals", 1)[1]
+    for fig in data["comparison"]["figures"]:
+        if fig["goal_kind"] == "info":
+            assert fig["goal_text"] == "" and fig["goal_verdict"] == "n/a"
+            continue
+        assert fig["meaning"] and fig["goal_text"]
+        assert f"{fig['label']}: {fig['meaning']}; goal: {fig['goal_text']}." in goals
+
+
+def test_peer_loops_copy_in_and_out() -> None:
+    assert set(LOOPS) == {"embcache", *PEERS}
+    pairs = [(k, v.copy()) for k, v in comparison_inputs(8, 4).put_pairs]
+    for name in available_peers():
+        assert LOOPS[name] is MAPPING_LOOPS
+        m = make_mapping(name, 10)
+        MAPPING_LOOPS.puts(m, pairs)
+        assert len(m) == 4
+        key, vector = pairs[-1]
+        stored = m[key]
+        assert stored is not vector and (stored == vector).all()  # a private copy in
+        vector += 1.0
+        assert not (m[key] == vector).any()
+        last = MAPPING_LOOPS.gets(m, [k for k, _ in pairs])
+        assert isinstance(last, np.ndarray) and last is not m[key]  # a copy out
+        assert (last == m[key]).all()
+        assert MAPPING_LOOPS.gets(m, [pairs[0][0], CacheKey("absent", "m")]) is None
+        matrix = MAPPING_LOOPS.get_matrix(m, [k for k, _ in pairs])
+        assert isinstance(matrix, np.ndarray) and matrix.shape == (4, 8)
+    cache = SyncEmbeddingCache(10, None, 1, dim=8)
+    LOOPS["embcache"].puts(cache, pairs)
+    last = LOOPS["embcache"].gets(cache, [k for k, _ in pairs])
+    assert isinstance(last, np.ndarray) and (last == cache.get(pairs[-1][0])).all()
+    matrix, found = LOOPS["embcache"].get_matrix(cache, [k for k, _ in pairs])  # type: ignore[misc]
+    assert matrix.shape == (4, 8) and found.all()
+
+
+@pytest.mark.parametrize("peer", ["embcache", *sorted(PEERS)])
+def test_asv_peer_suite_runs_the_shared_loops(peer: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One call of each bench_peers benchmark, in process: the asv suite runs
+    (with the loops ``embcache check --compare`` times) for every contender."""
+    if peer != "embcache" and peer not in available_peers():
+        pytest.skip(f"{peer} is not installed")
+    monkeypatch.syspath_prepend(str(REPO))
+    bench_peers = pytest.importorskip("benchmarks.bench_peers")
+    # the suite memoizes filled caches per process: keep them for this test only
+    monkeypatch.setattr(importlib.import_module("benchmarks._util"), "_MEMO", {})
+    calls: list[str] = []
+    real = dict(LOOPS)
+    for name, loops in real.items():
+        monkeypatch.setitem(
+            LOOPS,
+            name,
+            dataclasses.replace(
+                loops,
+                puts=lambda c, p, f=loops.puts, n=name: (calls.append(f"{n}.puts"), f(c, p))[1],
+                gets=lambda c, k, f=loops.gets, n=name: (calls.append(f"{n}.gets"), f(c, k))[1],
+            ),
+        )
+    for cls, method in [
+        (bench_peers.PutNew, "time_put_new"),
+        (bench_peers.GetHit, "time_get_hit"),
+        (bench_peers.GetMiss, "time_get_miss"),
+        (bench_peers.PutFull, "time_put_full"),
+    ]:
+        bench = cls()
+        bench.setup(peer)
+        getattr(bench, method)(peer)
+    assert calls == [f"{peer}.puts", f"{peer}.gets", f"{peer}.gets", f"{peer}.puts"]

@@ -1,6 +1,7 @@
 """Timing and machine-state helpers for ``embcache check``.
 
-Every timed loop here is plain Python over pre-built inputs, run with the
+Every timed loop is plain Python over pre-built inputs (the loops themselves
+live in embcache._tools.peers, shared with the asv suites), run with the
 garbage collector paused and timed with ``time.perf_counter_ns``. The loop's
 own overhead (iterating a list, unpacking a tuple) is part of every figure, for
 embcache and for its peers alike: nothing is subtracted.
@@ -13,7 +14,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Awaitable, Iterator, Sequence
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from statistics import median
@@ -22,9 +23,8 @@ from typing import Any, Callable
 __all__ = [
     "Samples",
     "gc_paused",
-    "time_calls1",
-    "time_calls2",
-    "atime_calls1",
+    "timed",
+    "atimed",
     "rss_bytes",
     "machine_info",
 ]
@@ -71,32 +71,24 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-def time_calls1(fn: Callable[[Any], object], items: Sequence[Any]) -> int:
-    """Nanoseconds taken by ``fn(x)`` for every x in `items`, gc paused."""
+def timed(loop: Callable[..., object], *args: Any) -> int:
+    """Nanoseconds taken by one call of ``loop(*args)``, gc paused.
+
+    `loop` is a timed loop (see embcache._tools.peers): it runs every operation
+    inline, so the only call made here is the one around the whole loop.
+    """
     with gc_paused():
         t0 = time.perf_counter_ns()
-        for x in items:
-            fn(x)
+        loop(*args)
         t1 = time.perf_counter_ns()
     return t1 - t0
 
 
-def time_calls2(fn: Callable[[Any, Any], object], pairs: Sequence[tuple[Any, Any]]) -> int:
-    """Nanoseconds taken by ``fn(a, b)`` for every (a, b) in `pairs`, gc paused."""
+async def atimed(loop: Callable[..., Awaitable[object]], *args: Any) -> int:
+    """Nanoseconds taken by ``await loop(*args)``, gc paused."""
     with gc_paused():
         t0 = time.perf_counter_ns()
-        for a, b in pairs:
-            fn(a, b)
-        t1 = time.perf_counter_ns()
-    return t1 - t0
-
-
-async def atime_calls1(fn: Callable[[Any], Awaitable[object]], items: Sequence[Any]) -> int:
-    """Nanoseconds taken by ``await fn(x)`` for every x in `items`, gc paused."""
-    with gc_paused():
-        t0 = time.perf_counter_ns()
-        for x in items:
-            await fn(x)
+        await loop(*args)
         t1 = time.perf_counter_ns()
     return t1 - t0
 

@@ -1,0 +1,429 @@
+"""``embcache check --compare``: embcache side by side with the installed peer
+caches, against embcache's performance goals.
+
+Every contender runs the same timed loops as the asv suites (``LOOPS`` in
+embcache._tools.peers): the operation inline in the loop, no adapter method in
+between, results kept the same way on both sides. Inputs come from
+embcache._tools.workloads. Goals (:data:`GOALS`) are reported, never enforced:
+only the criteria decide the exit code.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import tracemalloc
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache, SyncEmbeddingCache
+from embcache._tools.measure import Samples, atimed, gc_paused, machine_info, timed
+from embcache._tools.peers import LOOPS, PEERS, Loops, available_peers, make_mapping
+from embcache._tools.report import Comparison, Figure, Progress
+from embcache._tools.workloads import (
+    MODEL,
+    CheckConfig,
+    ComparisonInputs,
+    Vector,
+    budget_mb,
+    comparison_inputs,
+)
+
+__all__ = ["BATCH", "GOALS", "Goal", "run_compare"]
+
+BATCH = 1000
+"""Keys per batch lookup."""
+
+
+@dataclass(frozen=True)
+class Goal:
+    """A performance goal: the figure's label, its bound, how the bound applies
+    ("ratio": embcache / fastest peer <= goal; "absolute": embcache <= goal;
+    "minimum": embcache >= goal), and what the figure measures ({dim}: the
+    dimension of the run)."""
+
+    label: str
+    goal: float
+    kind: str
+    meaning: str
+
+
+GOALS: dict[str, Goal] = {
+    "put_new": Goal(
+        "put, new key",
+        0.6,
+        "ratio",
+        "time to store a {dim}-dim vector under a new key in a cache with room",
+    ),
+    "get_hit": Goal(
+        "get hit (new array)",
+        0.6,
+        "ratio",
+        "time to look up a stored vector and return a new array the caller owns",
+    ),
+    "put_full": Goal(
+        "put into full cache (evicts)",
+        0.5,
+        "ratio",
+        "time to store under a new key in a full cache, which evicts the least recently used entry",
+    ),
+    "get_miss": Goal("get miss", 1.2, "ratio", "time to look up a key that is not in the cache"),
+    "bytes_per_entry": Goal(
+        "bytes/entry beyond payload",
+        128.0,
+        "absolute",
+        "memory each entry costs beyond the vector's own dim x 4 bytes",
+    ),
+    "await_overhead": Goal(
+        "await get - get (ns)",
+        150.0,
+        "absolute",
+        "what `await EmbeddingCache.get` adds to a hit over `SyncEmbeddingCache.get`",
+    ),
+    "key_create": Goal(
+        "CacheKey creation (ns)",
+        150.0,
+        "absolute",
+        "time to create a CacheKey from a 64-hex-digit content hash, a model and a chunk id",
+    ),
+    "batch_get": Goal(
+        "batch get of 1,000 keys, per row",
+        0.25,
+        "ratio",
+        "get_many of 1,000 random keys into one (1000, dim) matrix, per row, against each "
+        "peer's loop of gets plus np.stack",
+    ),
+    "batch_bandwidth": Goal(
+        "batch get payload, % of memcpy",
+        50.0,
+        "minimum",
+        "speed at which that get_many moves its payload, as a share of a plain memory copy "
+        "(np.copyto) of the same bytes",
+    ),
+}
+"""embcache's performance goals, by figure key."""
+
+
+class _Contender:
+    """One cache implementation under comparison: how to make an empty one, its
+    timed loops, and the samples measured so far."""
+
+    def __init__(self, name: str, new: Callable[[int], Any], loops: Loops) -> None:
+        self.name = name
+        self.new = new
+        self.loops = loops
+        self.put_new = Samples()
+        self.put_cold = Samples()
+        self.get_hit = Samples()
+        self.get_miss = Samples()
+        self.put_full = Samples()
+        self.warm: Any = None
+        """Cache reused (cleared) for embcache's warm put-new-key runs."""
+
+
+def _measure_round(c: _Contender, inp: ComparisonInputs, record: bool = True) -> None:
+    """One repeat of every per-op figure for contender `c` (a warm-up when not
+    `record`)."""
+    ops = len(inp.put_pairs)
+    puts, gets = c.loops.puts, c.loops.gets
+    put_new, put_cold, get_hit, get_miss, put_full = (
+        (c.put_new, c.put_cold, c.get_hit, c.get_miss, c.put_full)
+        if record
+        else (Samples(), Samples(), Samples(), Samples(), Samples())
+    )
+    # put, new key, on memory the cache already holds (warm): embcache reuses one
+    # cleared cache (its slab stays allocated); a peer is rebuilt, and its
+    # allocator reuses the memory the previous repeat freed.
+    if c.name == "embcache":
+        if c.warm is None:
+            c.warm = c.new(ops)
+            puts(c.warm, inp.put_pairs)
+        c.warm.clear()
+        cache = c.warm
+    else:
+        cache = c.new(ops)
+    put_new.add(timed(puts, cache, inp.put_pairs), ops)
+    if len(cache) != ops:
+        raise RuntimeError(f"{c.name}: put of new keys evicted ({len(cache)} != {ops})")
+    get_hit.add(timed(gets, cache, inp.hit_keys), ops)
+    get_miss.add(timed(gets, cache, inp.miss_keys), ops)
+    # put, new key, into a new cache (embcache: slab pages touched for the first time)
+    fresh = c.new(ops)
+    put_cold.add(timed(puts, fresh, inp.put_pairs), ops)
+    del fresh
+    # put into a full cache: every put evicts the least recently used entry
+    cap = len(inp.fill_pairs)
+    full = c.new(cap)
+    puts(full, inp.fill_pairs)
+    put_full.add(timed(puts, full, inp.put_pairs), ops)
+    if len(full) != cap:
+        raise RuntimeError(f"{c.name}: full cache has {len(full)} entries, expected {cap}")
+    del full
+
+
+def _peer_bytes_per_entry(name: str, dim: int, n: int, vectors: list[Vector]) -> float:
+    """Bytes a peer holds per entry beyond the dim*4 payload, from tracemalloc
+    around filling `n` entries (keys are built before tracing starts)."""
+    keys = [CacheKey(f"bytes_{i:08d}", MODEL, None) for i in range(n)]
+    pairs = [(k, vectors[i % len(vectors)]) for i, k in enumerate(keys)]
+    puts = LOOPS[name].puts
+    gc.collect()
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        mapping = make_mapping(name, n)
+        puts(mapping, pairs)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    if len(mapping) != n:
+        raise RuntimeError(f"{name}: holds {len(mapping)} of {n} entries")
+    return (after - before - n * dim * 4) / n
+
+
+def _embcache_allocated_per_entry(dim: int, n: int, vectors: list[Vector]) -> float:
+    """Bytes a full fixed-dim SyncEmbeddingCache of `n` entries allocates per
+    entry beyond the payload (slab rows, entry table, index)."""
+    cache = SyncEmbeddingCache(n, None, budget_mb(n, dim), dim=dim)
+    for i in range(n):
+        cache.put(CacheKey(f"bytes_{i:08d}", MODEL, None), vectors[i % len(vectors)])
+    info = cache.get_cache_info()
+    return (info.allocated_bytes - n * dim * 4) / n
+
+
+async def _await_gets(cache: EmbeddingCache, keys: list[CacheKey]) -> object:
+    """``x = await cache.get(k)`` for every k: the asyncio form of embcache_gets."""
+    get = cache.get
+    x = None
+    for k in keys:
+        x = await get(k)
+    return x
+
+
+async def _await_overhead(inp: ComparisonInputs, repeats: int) -> tuple[Samples, Samples]:
+    """Per-op ns of ``await EmbeddingCache.get`` and of the core's ``get`` on hits,
+    measured alternately in the same event loop."""
+    ops = len(inp.put_pairs)
+    cache = EmbeddingCache(ops, None, budget_mb(ops, inp.dim), dim=inp.dim)
+    for k, v in inp.put_pairs:
+        await cache.put(k, v)
+    sync_gets = LOOPS["embcache"].gets
+    s_sync, s_async = Samples(), Samples()
+    timed(sync_gets, cache.sync, inp.hit_keys)
+    await atimed(_await_gets, cache, inp.hit_keys)
+    for _ in range(repeats):
+        s_sync.add(timed(sync_gets, cache.sync, inp.hit_keys), ops)
+        s_async.add(await atimed(_await_gets, cache, inp.hit_keys), ops)
+    return s_sync, s_async
+
+
+def _key_creation(ops: int, repeats: int) -> Samples:
+    """Per-op ns of ``CacheKey(content_hash, model_version, chunk_id)`` with a
+    64-hex-digit content hash (the key is dropped at once, so its deallocation
+    is counted as well)."""
+    triples = [(f"{i:064x}", MODEL, f"chunk_{i % 100}") for i in range(ops)]
+    make = CacheKey
+    s = Samples()
+    for r in range(repeats + 1):
+        with gc_paused():
+            t0 = time.perf_counter_ns()
+            for a, b, c in triples:
+                make(a, b, c)
+            elapsed = time.perf_counter_ns() - t0
+        if r:  # the first pass is a warm-up
+            s.add(elapsed, ops)
+    return s
+
+
+def _measure_batch(
+    contenders: list[_Contender], inp: ComparisonInputs, repeats: int
+) -> tuple[dict[str, Samples], Samples]:
+    """Per-row cost of fetching BATCH random keys into one (BATCH, dim) matrix
+    (each contender's ``get_matrix`` loop); and the cost of a plain memcpy
+    (np.copyto) of the same payload, per row."""
+    batch = inp.hit_keys[:BATCH]
+    per_row: dict[str, Samples] = {}
+    for c in contenders:
+        cache = c.new(len(inp.put_pairs))
+        c.loops.puts(cache, inp.put_pairs)
+        samples = per_row[c.name] = Samples()
+        get_matrix = c.loops.get_matrix
+        get_matrix(cache, batch)
+        for _ in range(repeats):
+            samples.add(timed(get_matrix, cache, batch), len(batch))
+        del cache
+    src = np.stack(inp.vectors * (BATCH // len(inp.vectors) + 1))[:BATCH]
+    dst = np.empty_like(src)
+    memcpy = Samples()
+    for _ in range(repeats * 3):
+        t0 = time.perf_counter_ns()
+        np.copyto(dst, src)
+        memcpy.add(time.perf_counter_ns() - t0, BATCH)
+    return per_row, memcpy
+
+
+def _figure(
+    key: str, unit: str, embcache: float, peers: dict[str, float], dim: int, detail: dict[str, Any]
+) -> Figure:
+    """A figure with the label, bound and meaning of goal `key`."""
+    g = GOALS[key]
+    return Figure(
+        key, g.label, unit, embcache, peers, g.goal, g.kind, detail, g.meaning.format(dim=dim)
+    )
+
+
+def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
+    """Measure embcache and every installed peer side by side (ns/op, best of
+    repeats; repeats interleave the contenders so drift affects all alike)."""
+    dim, ops, repeats = cfg.dim, cfg.compare_ops, cfg.compare_repeats
+    peers = available_peers()
+    missing = [name for name in PEERS if name not in peers]
+    steps = 5
+    progress.step(f"[compare 1/{steps}] building {ops:,} keys and vectors (dim {dim})")
+    inp = comparison_inputs(dim, ops)
+
+    def new_embcache(capacity: int) -> SyncEmbeddingCache:
+        return SyncEmbeddingCache(capacity, None, budget_mb(capacity, dim), dim=dim)
+
+    def new_peer(name: str) -> Callable[[int], Any]:
+        return lambda capacity: make_mapping(name, capacity)
+
+    contenders = [_Contender("embcache", new_embcache, LOOPS["embcache"])]
+    contenders += [_Contender(p, new_peer(p), LOOPS[p]) for p in peers]
+    progress.step(
+        f"[compare 2/{steps}] put/get/miss/full-put: embcache vs {', '.join(peers) or 'no peers'}"
+        f", {repeats} repeats"
+    )
+    for c in contenders:  # warm-up round, not recorded
+        _measure_round(c, inp, record=False)
+    for _ in range(repeats):
+        for c in contenders:
+            _measure_round(c, inp)
+    contenders[0].warm = None
+    gc.collect()
+
+    progress.step(f"[compare 3/{steps}] bytes per entry")
+    n_bytes = cfg.compare_bytes_entries
+    peer_bytes = {p: _peer_bytes_per_entry(p, dim, n_bytes, inp.vectors) for p in peers}
+    allocated = _embcache_allocated_per_entry(dim, n_bytes, inp.vectors)
+
+    progress.step(f"[compare 4/{steps}] await overhead, CacheKey creation")
+    s_sync, s_async = asyncio.run(_await_overhead(inp, repeats))
+    keys = _key_creation(ops, repeats)
+    progress.step(f"[compare 5/{steps}] batch get of {BATCH:,} keys, memcpy of the same bytes")
+    batch_rows, memcpy_rows = _measure_batch(contenders, inp, repeats)
+    progress.done()
+
+    by_name = {c.name: c for c in contenders}
+
+    def per_op(key: str, attr: str) -> Figure:
+        samples = {name: getattr(by_name[name], attr) for name in ["embcache", *peers]}
+        return _figure(
+            key,
+            "ns/op",
+            samples["embcache"].best,
+            {p: samples[p].best for p in peers},
+            dim,
+            {name: s.as_dict() for name, s in samples.items()},
+        )
+
+    figures = [per_op(key, key) for key in ("put_new", "get_hit", "put_full", "get_miss")]
+    figures.append(
+        _figure(
+            "bytes_per_entry",
+            "bytes",
+            float(ENTRY_OVERHEAD_BYTES),
+            peer_bytes,
+            dim,
+            {
+                "embcache_source": "CacheInfo.entry_overhead_bytes (exact accounting)",
+                "embcache_allocated_per_entry": round(allocated, 2),
+                "peers_source": f"tracemalloc around filling {n_bytes:,} entries, minus payload",
+                "entries": n_bytes,
+            },
+        )
+    )
+    figures.append(
+        _figure(
+            "await_overhead",
+            "ns",
+            s_async.best - s_sync.best,
+            {},
+            dim,
+            {"await_get": s_async.as_dict(), "sync_get": s_sync.as_dict()},
+        )
+    )
+    figures.append(_figure("key_create", "ns", keys.best, {}, dim, keys.as_dict()))
+    figures.append(
+        _figure(
+            "batch_get",
+            "ns/row",
+            batch_rows["embcache"].best,
+            {p: batch_rows[p].best for p in peers},
+            dim,
+            {name: smp.as_dict() for name, smp in batch_rows.items()},
+        )
+    )
+    row_bytes = dim * 4
+    get_many_gbs = row_bytes / batch_rows["embcache"].best
+    memcpy_gbs = row_bytes / memcpy_rows.best
+    figures.append(
+        _figure(
+            "batch_bandwidth",
+            "%",
+            100.0 * get_many_gbs / memcpy_gbs,
+            {},
+            dim,
+            {
+                "get_many_GB_per_s": round(get_many_gbs, 3),
+                "memcpy_GB_per_s": round(memcpy_gbs, 3),
+                "memcpy": memcpy_rows.as_dict(),
+                "payload_bytes": BATCH * row_bytes,
+            },
+        )
+    )
+    # informational: put of new keys into a brand-new cache, no goal
+    cold = per_op("put_new", "put_cold")
+    cold.key, cold.label, cold.meaning = "put_new_cold", "(put, new key, new cache)", ""
+    cold.goal_kind, cold.goal = "info", 0.0
+    figures.append(cold)
+
+    notes = [
+        "ns/op: best of the repeats; each repeat times the whole pre-shuffled key list once, "
+        "gc disabled, loop overhead included for every contender (nothing subtracted).",
+        f"embcache is SyncEmbeddingCache(dim={dim}), called through its bound put/get methods; "
+        "peers copy vectors in and out inline in the timed loop (m[k] = v.copy(); "
+        "x = m.get(k); x = None if x is None else x.copy()), keyed by the same CacheKey objects; "
+        "the loops are those of the asv suite bench_peers (embcache._tools.peers).",
+        "put, new key: embcache reuses one cleared cache, peers are rebuilt each repeat "
+        "(allocator memory already warm); '(put, new key, new cache)' times a brand-new "
+        "cache for every contender, where embcache touches fresh slab pages.",
+        f"bytes/entry: embcache = accounted entry_overhead_bytes (allocated per entry beyond "
+        f"payload when full: {allocated:.1f} B); peers = tracemalloc.",
+        f"batch get: embcache get_many({BATCH:,} random keys) into one matrix vs each peer's "
+        f"loop of {BATCH:,} gets + np.stack; % of memcpy = get_many payload bytes/s over "
+        "np.copyto of the same bytes (contiguous, same size), both best of repeats.",
+        "Goals are not floors: a goal marked FAIL here does not change the exit code.",
+    ]
+    if missing:
+        notes.append("not installed, skipped: " + ", ".join(missing))
+    machine = machine_info()
+    load = machine["load_average"]
+    if load is not None:
+        notes.append(
+            f"load average at the end: {load[0]:.2f} (1 min) on {machine['cpu_count']} "
+            "CPUs; other busy processes inflate every figure, best-of-repeats only partly hides it."
+        )
+    return Comparison(
+        dim=dim,
+        ops=ops,
+        repeats=repeats,
+        peers=peers,
+        missing_peers=missing,
+        figures=figures,
+        method="best of repeats",
+        notes=notes,
+    )

@@ -1,0 +1,406 @@
+"""What ``embcache check`` measured, and how it is shown: the report's data
+(checks, criteria, comparison figures), the text tables, the JSON form, the
+progress lines and the number formats shared by the criteria."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, TextIO, Union
+
+from embcache._tools.workloads import CheckConfig
+
+__all__ = [
+    "Check",
+    "Comparison",
+    "Criterion",
+    "Figure",
+    "Progress",
+    "Report",
+    "fmt_bytes",
+    "fmt_int",
+    "fmt_seconds",
+    "format_report",
+    "report_to_json",
+    "verdict",
+]
+
+Number = Union[int, float]
+MIB = 2**20
+
+
+def verdict(passed: bool) -> str:
+    """PASS or FAIL."""
+    return "PASS" if passed else "FAIL"
+
+
+def fmt_int(x: Number) -> str:
+    """An integer with thousands separators."""
+    return f"{int(round(x)):,}"
+
+
+def fmt_seconds(s: float) -> str:
+    """Seconds, with units that keep small values readable."""
+    if s >= 1.0:
+        return f"{s:.3f} s"
+    if s >= 1e-3:
+        return f"{s * 1e3:.3f} ms"
+    return f"{s * 1e6:.1f} us"
+
+
+def fmt_bytes(n: Number) -> str:
+    """Bytes, in B, KiB or MiB."""
+    if abs(n) >= MIB:
+        return f"{n / MIB:.2f} MiB"
+    if abs(n) >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{int(n)} B"
+
+
+# --- data ---------------------------------------------------------------------------
+
+
+@dataclass
+class Check:
+    """One measured quantity against its threshold."""
+
+    label: str
+    threshold: str
+    measured: str
+    passed: bool
+    value: Any = None
+    limit: Any = None
+    unit: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form of this check."""
+        return {
+            "label": self.label,
+            "threshold": self.threshold,
+            "measured": self.measured,
+            "verdict": verdict(self.passed),
+            "passed": self.passed,
+            "value": self.value,
+            "limit": self.limit,
+            "unit": self.unit,
+        }
+
+
+@dataclass
+class Criterion:
+    """A pass/fail criterion: one or more checks, all must pass."""
+
+    number: int
+    name: str
+    description: str = ""
+    """What is measured and what passes, in a user's words."""
+    checks: list[Check] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True when every check of this criterion passed."""
+        return all(c.passed for c in self.checks)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form of this criterion."""
+        return {
+            "number": self.number,
+            "name": self.name,
+            "description": self.description,
+            "verdict": verdict(self.passed),
+            "passed": self.passed,
+            "checks": [c.as_dict() for c in self.checks],
+            "details": self.details,
+            "seconds": round(self.seconds, 3),
+        }
+
+
+@dataclass
+class Figure:
+    """One comparison figure: embcache's value, each peer's, and the goal."""
+
+    key: str
+    label: str
+    unit: str
+    embcache: float
+    peers: dict[str, float]
+    goal: float
+    goal_kind: str
+    """"ratio": embcache / best peer <= goal; "absolute": embcache <= goal;
+    "minimum": embcache >= goal; "info": no goal."""
+    detail: dict[str, Any] = field(default_factory=dict)
+    meaning: str = ""
+    """What the figure measures, in a user's words (the goal is added to it)."""
+
+    @property
+    def best_peer(self) -> str | None:
+        """The peer with the lowest value, or None without peers."""
+        if not self.peers:
+            return None
+        return min(self.peers, key=lambda name: self.peers[name])
+
+    @property
+    def ratio(self) -> float | None:
+        """embcache / best peer, or None when there is nothing to compare."""
+        best = self.best_peer
+        if best is None or self.peers[best] <= 0:
+            return None
+        return self.embcache / self.peers[best]
+
+    @property
+    def goal_met(self) -> bool | None:
+        """Whether the performance goal is met (None: not measurable here)."""
+        if self.goal_kind == "absolute":
+            return self.embcache <= self.goal
+        if self.goal_kind == "minimum":
+            return self.embcache >= self.goal
+        if self.goal_kind == "info":
+            return None
+        ratio = self.ratio
+        return None if ratio is None else ratio <= self.goal
+
+    @property
+    def goal_text(self) -> str:
+        """The goal in words ("" for an informational figure)."""
+        unit = {"ns": " ns", "ns/op": " ns", "bytes": " bytes", "%": "%"}.get(self.unit, "")
+        if self.goal_kind == "ratio":
+            return f"at most {self.goal:.2f}x the fastest peer's time"
+        if self.goal_kind == "absolute":
+            return f"at most {self.goal:,.0f}{unit}"
+        if self.goal_kind == "minimum":
+            return f"at least {self.goal:,.0f}{unit}"
+        return ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form of this figure."""
+        met = self.goal_met
+        return {
+            "key": self.key,
+            "label": self.label,
+            "meaning": self.meaning,
+            "unit": self.unit,
+            "embcache": round(self.embcache, 2),
+            "peers": {k: round(v, 2) for k, v in self.peers.items()},
+            "best_peer": self.best_peer,
+            "ratio": None if self.ratio is None else round(self.ratio, 4),
+            "goal": self.goal,
+            "goal_kind": self.goal_kind,
+            "goal_text": self.goal_text,
+            "goal_verdict": "n/a" if met is None else verdict(met),
+            "detail": self.detail,
+        }
+
+
+@dataclass
+class Comparison:
+    """Side-by-side figures of embcache and the installed peers."""
+
+    dim: int
+    ops: int
+    repeats: int
+    peers: list[str]
+    missing_peers: list[str]
+    figures: list[Figure]
+    method: str
+    notes: list[str]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form of the comparison."""
+        return {
+            "dim": self.dim,
+            "ops_per_run": self.ops,
+            "repeats": self.repeats,
+            "statistic": "best of repeats (ns/op); all samples in each figure's detail",
+            "peers": self.peers,
+            "missing_peers": self.missing_peers,
+            "method": self.method,
+            "notes": self.notes,
+            "goals_affect_exit_code": False,
+            "figures": [f.as_dict() for f in self.figures],
+        }
+
+
+@dataclass
+class Report:
+    """Everything one ``embcache check`` run measured."""
+
+    config: CheckConfig
+    criteria: list[Criterion]
+    machine: dict[str, Any]
+    comparison: Comparison | None = None
+    seconds: float = 0.0
+
+    @property
+    def passed(self) -> bool:
+        """True when every criterion passed (comparison goals do not count)."""
+        return all(c.passed for c in self.criteria)
+
+
+class Progress:
+    """Progress lines on a stream (stderr): one per step, or one overwritten
+    line when the stream is a terminal. ``None`` stream: silent."""
+
+    def __init__(self, stream: TextIO | None) -> None:
+        self._stream = stream
+        self._tty = bool(stream is not None and stream.isatty())
+        self._dirty = False
+
+    def step(self, text: str) -> None:
+        """Announce that the step described by `text` is starting."""
+        if self._stream is None:
+            return
+        if self._tty:
+            self._stream.write("\r\x1b[K" + text + " ...")
+            self._dirty = True
+        else:
+            self._stream.write(text + " ...\n")
+        self._stream.flush()
+
+    def done(self) -> None:
+        """Clear the overwritten line, if any."""
+        if self._stream is not None and self._tty and self._dirty:
+            self._stream.write("\r\x1b[K")
+            self._stream.flush()
+            self._dirty = False
+
+
+# --- text ---------------------------------------------------------------------------
+
+
+def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
+    """Rows as aligned text columns; indices in `right` are right-aligned."""
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+
+    def line(cells: list[str]) -> str:
+        parts = [
+            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
+        ]
+        return "  ".join(parts).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+
+
+def _format_scaling(crit: Criterion) -> list[str]:
+    """The per-worker-count table of the concurrent-access criterion."""
+    d = crit.details
+    workers = list(d["asyncio_ns_per_op"])
+    srows = [
+        ["asyncio tasks", *(f"{d['asyncio_ns_per_op'][w]:,.0f}" for w in workers)],
+        ["OS threads", *(f"{d['threads_ns_per_op'][w]:,.0f}" for w in workers)],
+    ]
+    return [
+        "",
+        f"concurrent access: ns per op, median of {d['rounds']['asyncio']} (tasks) / "
+        f"{d['rounds']['threads']} (threads) rounds; each worker puts a new key, then gets it,",
+        f"{d['ops_per_worker']['asyncio']} ops per asyncio task, "
+        f"{d['ops_per_worker']['threads']} per OS thread. Linear scaling = flat per-op cost;",
+        f"the {d['factor']:.0f}x bound leaves room for fixed per-round costs and scheduler "
+        "noise, and still catches contention that grows with the number of workers.",
+        *_table(["workers", *workers], srows, set(range(1, len(workers) + 1))),
+    ]
+
+
+def _format_criteria(report: Report) -> list[str]:
+    """The criteria table, what each criterion means, the scaling detail and
+    the overall verdict."""
+    rows: list[list[str]] = []
+    for crit in report.criteria:
+        for i, chk in enumerate(crit.checks):
+            label = f"{crit.name}: {chk.label}" if i == 0 else f"    {chk.label}"
+            number = str(crit.number) if i == 0 else ""
+            rows.append([number, label, chk.threshold, chk.measured, verdict(chk.passed)])
+    cfg = report.config
+    out = [
+        f"embcache check: does embcache meet its criteria on this machine? (dim {cfg.dim}"
+        f"{', quick' if cfg.quick else ''})",
+        "",
+        *_table(["#", "criterion", "threshold", "measured", "verdict"], rows, set()),
+        "",
+        "what each criterion measures:",
+    ]
+    for crit in report.criteria:
+        out.append(f"{crit.number:>2} {crit.name}: {crit.description}")
+    scaling = next((c for c in report.criteria if "asyncio_ns_per_op" in c.details), None)
+    if scaling is not None:
+        out += _format_scaling(scaling)
+    failed = [str(c.number) for c in report.criteria if not c.passed]
+    n = len(report.criteria)
+    if failed:
+        out += [
+            "",
+            f"RESULT: FAIL ({n - len(failed)}/{n} criteria pass; failed: {', '.join(failed)})",
+        ]
+    else:
+        out += ["", f"RESULT: PASS ({n}/{n} criteria pass)"]
+    out.append(f"(measured in {report.seconds:.1f} s)")
+    return out
+
+
+def _fmt_figure(x: float, fine: bool) -> str:
+    """A comparison value: one decimal for small ns/bytes figures, else whole."""
+    return f"{x:,.1f}" if fine and abs(x) < 100 else f"{x:,.0f}"
+
+
+def _format_comparison(cmp: Comparison) -> list[str]:
+    """The side-by-side table, the performance goals in words, and the notes."""
+    peers = cmp.peers
+    rows: list[list[str]] = []
+    for f in cmp.figures:
+        fine = f.unit in ("ns", "bytes", "%")
+        cells = [f.label, _fmt_figure(f.embcache, fine)]
+        cells += [_fmt_figure(f.peers[p], fine) if p in f.peers else "-" for p in peers]
+        ratio = f.ratio
+        cells.append("-" if ratio is None else f"{ratio:.2f} ({f.best_peer})")
+        if f.goal_kind == "ratio":
+            cells.append(f"<= {f.goal:.2f}x")
+        elif f.goal_kind == "absolute":
+            cells.append(f"<= {f.goal:.0f}")
+        elif f.goal_kind == "minimum":
+            cells.append(f">= {f.goal:.0f}")
+        else:
+            cells.append("")
+        met = f.goal_met
+        cells.append("" if f.goal_kind == "info" else ("n/a" if met is None else verdict(met)))
+        rows.append(cells)
+    header = ["figure", "embcache", *peers, "embcache/best peer", "goal", "goal met"]
+    right = set(range(1, 2 + len(peers)))
+    goals: list[str] = []
+    for f in cmp.figures:
+        if f.goal_kind != "info" and f.meaning:
+            goals.append(f"  {f.label}: {f.meaning}; goal: {f.goal_text}.")
+    return [
+        "",
+        f"comparison at dim {cmp.dim}: ns/op unless noted, lower is better; "
+        f"{cmp.ops:,} random-order keys per run, best of {cmp.repeats} runs",
+        "",
+        *_table(header, rows, right),
+        "",
+        "performance goals (reported only: they never change the exit code):",
+        *goals,
+        "",
+        *(f"note: {n}" for n in cmp.notes),
+    ]
+
+
+def format_report(report: Report) -> str:
+    """The human-readable report: criteria table and, if measured, comparison."""
+    lines = _format_criteria(report)
+    if report.comparison is not None:
+        lines += _format_comparison(report.comparison)
+    return "\n".join(lines) + "\n"
+
+
+def report_to_json(report: Report) -> dict[str, Any]:
+    """Everything in the report as JSON-serialisable data."""
+    return {
+        "tool": "embcache check",
+        "passed": report.passed,
+        "verdict": verdict(report.passed),
+        "exit_code": 0 if report.passed else 1,
+        "seconds": round(report.seconds, 3),
+        "config": report.config.as_dict(),
+        "machine": report.machine,
+        "criteria": [c.as_dict() for c in report.criteria],
+        "comparison": None if report.comparison is None else report.comparison.as_dict(),
+    }
