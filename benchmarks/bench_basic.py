@@ -1,21 +1,19 @@
-"""The seed task's criterion groups (reference/seed-task-028.md), ported to asv.
+"""The basic operations: put over embedding sizes, get hit and miss, and
+concurrent access from 1-16 asyncio tasks or OS threads.
 
 Timing (see _util.py): CachePut and CacheGet time a loop of 1000 operations per
 call and report seconds **per operation** (``timer = per_op_timer``); setup runs
 before every call and is never timed. ConcurrentAccess reports seconds per
-**batch** (all workers' 100 operations each), like criterion's per-iteration time.
+**batch** (all workers' 100 operations each).
 
-Differences from the seed, on purpose:
-
-* keys and vectors are built in setup, not inside the timed loop (the seed
-  formats a key and allocates a Vec per operation); CacheKey creation is timed
-  on its own in bench_core.KeyCreation;
-* the synchronous core is timed (one ``block_on`` per operation would time the
-  event loop, not the cache); the cost an ``await`` adds is bench_core.AwaitOverhead;
-* the cache is the seed's ``create_test_cache()`` (10k entries, 1 h TTL, 500 MB)
-  with ``dim`` fixed, as embcache recommends;
-* in ConcurrentAccess every get reads the key the same worker has just put (a
-  hit); in the seed all gets read keys never put (misses).
+* Keys and vectors are the shared workloads (embcache._tools.workloads), built
+  in setup, not inside the timed loop; CacheKey creation is timed on its own in
+  bench_core.KeyCreation.
+* The synchronous core is timed (running an event loop per operation would time
+  the loop, not the cache); the cost an ``await`` adds is bench_core.AwaitOverhead.
+* The cache holds 10k entries with a 1 h TTL and a 500 MB budget, ``dim`` fixed,
+  as embcache recommends.
+* In ConcurrentAccess every get reads the key the same worker has just put (a hit).
 """
 
 from __future__ import annotations
@@ -28,8 +26,8 @@ from embcache import EmbeddingCache, SyncEmbeddingCache
 from ._util import OPS, PerOp, make_keys, make_vector, memo, shuffled
 
 
-def _seed_cache(dim, cls=SyncEmbeddingCache):
-    """The seed's create_test_cache(): 10k entries, 1 hour TTL, 500 MB."""
+def _basic_cache(dim, cls=SyncEmbeddingCache):
+    """A cache of 10k entries, 1 hour TTL, 500 MB, dimension `dim` fixed."""
     return cls(10_000, 3600, 500, dim=dim)
 
 
@@ -46,7 +44,7 @@ class CachePut(PerOp):
 
     def setup(self, dim):
         def build():
-            cache = _seed_cache(dim)
+            cache = _basic_cache(dim)
             keys = make_keys(OPS)
             vector = make_vector(dim)
             for key in keys:  # fault in the slab rows and index cells
@@ -67,7 +65,7 @@ class CachePut(PerOp):
 class CacheGet(PerOp):
     """cache_get/hit and cache_get/miss: 1000 keys pre-populated at dim 768; hit
     looks all of them up in a fixed random order, miss looks up 1000 keys that
-    were never inserted (ids 10000.., like the seed), also shuffled. Each hit
+    were never inserted (ids 10000..), also shuffled. Each hit
     returns a new float32 array, dropped at once."""
 
     params = [["hit", "miss"]]
@@ -75,7 +73,7 @@ class CacheGet(PerOp):
 
     def setup(self, lookup):
         def build():
-            cache = _seed_cache(768)
+            cache = _basic_cache(768)
             vector = make_vector(768)
             for key in make_keys(OPS):
                 cache.put(key, vector)
@@ -115,13 +113,13 @@ class ConcurrentAccess:
     put a 768-d vector, odd: get the key just put), all sharing one cache.
 
     mode=asyncio: one EmbeddingCache, `workers` tasks created per call and
-    gathered on an event loop made once in setup (tokio::spawn on a runtime).
+    gathered on an event loop made once in setup.
     mode=threads: one SyncEmbeddingCache, `workers` jobs submitted per call to a
     ThreadPoolExecutor of `workers` threads started (and warmed) in setup.
 
     Reported: seconds per batch (workers x 100 operations), not per operation.
-    Keys are the seed's (worker * 1000 + i); after the first batch the puts
-    overwrite, as in the seed once criterion repeats the iteration."""
+    Keys are workload keys number worker * 1000 + i; after the first batch the
+    puts overwrite."""
 
     params = [["asyncio", "threads"], [1, 2, 4, 8, 16]]
     param_names = ["mode", "workers"]
@@ -134,9 +132,9 @@ class ConcurrentAccess:
             keys = [make_keys(100, start=w * 1000) for w in range(workers)]
             vector = make_vector(768)
             if mode == "asyncio":
-                cache = _seed_cache(768, EmbeddingCache)
+                cache = _basic_cache(768, EmbeddingCache)
                 return cache, keys, vector, asyncio.new_event_loop()
-            cache = _seed_cache(768)
+            cache = _basic_cache(768)
             pool = ThreadPoolExecutor(max_workers=workers)
             wait([pool.submit(_thread_worker, cache, k, vector) for k in keys])
             return cache, keys, vector, pool
