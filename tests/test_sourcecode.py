@@ -1,5 +1,5 @@
-"""Lint and type checks as part of the suite: ruff over the code, tests and
-benchmarks; mypy (strict, from pyproject.toml) over the package; stubtest of the
+"""Lint and type checks as part of the suite: ruff over the code, tests,
+benchmarks and tools; mypy (strict, from pyproject.toml) over the package; stubtest of the
 typed surface of the Cython core against the built module."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ def assert_clean(result: subprocess.CompletedProcess[str]) -> None:
 
 
 def test_ruff() -> None:
-    paths = [p for p in ("embcache", "tests", "benchmarks") if (ROOT / p).exists()]
+    paths = [p for p in ("embcache", "tests", "benchmarks", "tools") if (ROOT / p).exists()]
     assert_clean(run_tool("ruff", "check", "--no-cache", "--output-format", "concise", *paths))
 
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Check in headless Chromium that the published asv dashboard renders offline.
 
-Serves the html dir (``.asv/html``, written by ``benchmarks/publish_offline.py``)
+Serves the html dir (``.asv/html``, written by ``tools/publish_offline.py``)
 from ``http.server`` on 127.0.0.1 (a random free port) and loads it in headless
 Chromium with every host name other than 127.0.0.1 made unresolvable, so a page
 that still needs a CDN fails here exactly as it would on a machine without
@@ -24,8 +24,8 @@ internet. It then checks, and exits non-zero naming what failed:
 
 Usage::
 
-    python benchmarks/publish_offline.py         # publish + make self-contained
-    python benchmarks/check_dashboard.py         # ~5 s; needs Debian's chromium
+    python tools/publish_offline.py         # publish + make self-contained
+    python tools/check_dashboard.py         # ~5 s; needs Debian's chromium
 
 Exit status: 0 all checks passed; 1 a check failed; 2 nothing to check (no
 published dashboard, no results, or no Chromium found).
@@ -342,7 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (args.html_dir / "index.html").is_file() or not (args.html_dir / "index.json").is_file():
         print(
             f"check_dashboard: no published dashboard in {args.html_dir} "
-            "(run benchmarks/publish_offline.py)",
+            "(run tools/publish_offline.py)",
             file=sys.stderr,
         )
         return 2

@@ -3,7 +3,7 @@
 # when any gated benchmark got slower by more than FACTOR (and the change is
 # statistically significant by asv's test on the recorded samples).
 #
-#   benchmarks/regression_gate.sh [BASE]
+#   tools/regression_gate.sh [BASE]
 #
 # BASE defaults to the merge-base of $GATE_BRANCH (main) and HEAD; on main itself
 # (merge-base == HEAD) it is HEAD~1. Both commits are built into asv's virtualenv
@@ -27,7 +27,7 @@ ASV="${GATE_ASV:-asv}"
 # Fast (one process each, setup < 1 s), embcache-only, single-operation loops.
 # Left out on purpose: thread/asyncio concurrency (scheduler noise of +-15%),
 # the 1M-entry scaling (setup time), peers (not our code), track_/peakmem_.
-BENCH="${GATE_BENCH:-^bench_peers\.\w+\.time_\w+\('embcache'\)\$|^bench_seed\.Cache(Get|Put)\.|^bench_core\.(EvictionChurn|AwaitOverhead|KeyCreation)\.}"
+BENCH="${GATE_BENCH:-^bench_peers\.\w+\.time_\w+\('embcache'\)\$|^bench_basic\.Cache(Get|Put)\.|^bench_core\.(EvictionChurn|AwaitOverhead|KeyCreation)\.}"
 
 if [ "$#" -gt 1 ]; then
     echo "usage: $0 [BASE]" >&2

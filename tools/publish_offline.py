@@ -44,8 +44,8 @@ and the package that provides it. It prints every replacement it made.
 
 Usage::
 
-    python benchmarks/publish_offline.py               # asv publish + rewrite
-    python benchmarks/publish_offline.py --no-publish  # rewrite an existing html dir
+    python tools/publish_offline.py               # asv publish + rewrite
+    python tools/publish_offline.py --no-publish  # rewrite an existing html dir
 
 Exit status: 0 on success, 1 when a required file is missing or a remote URL is
 left, 2 on usage errors, or asv's own exit status when ``asv publish`` fails.
@@ -76,7 +76,7 @@ HTTP = re.compile(r"^\s*(?:https?:)?//", re.IGNORECASE)
 # other. Works with flot 0.8 and 4.x (hooks.processDatapoints runs before the
 # axis ranges are computed).
 ORDERBARS_SHIM = """\
-/* jquery.flot.orderBars substitute written by embcache's benchmarks/publish_offline.py.
+/* jquery.flot.orderBars substitute written by embcache's tools/publish_offline.py.
  * No system package ships flot-orderbars; this implements its one option:
  * series.bars.order = k shifts series k so that bars of all ordered series sit
  * side by side around each x value (each bar keeps series.bars.barWidth). */
@@ -125,7 +125,7 @@ ORDERBARS_SHIM = """\
 # background rect unstyled (black, hiding the labels) unless the page styles it; flot's
 # own examples use this rule. Linked only when the vendored flot has the SVG legend.
 FLOT4_CSS = """\
-/* Written by embcache's benchmarks/publish_offline.py: styles flot 4's SVG legend
+/* Written by embcache's tools/publish_offline.py: styles flot 4's SVG legend
  * (asv's templates target flot 0.8, whose legend was an HTML table). */
 .legendLayer .background {
     fill: rgba(255, 255, 255, 0.85);
@@ -380,7 +380,7 @@ def rewrite_page(page: Path, ctx: Context) -> list[str]:
             return new + (m.group("close") or "")
         raise PublishError(
             f"{where}: no local substitute known for <{name} {key}={url!r}>; "
-            "add a rule to benchmarks/publish_offline.py"
+            "add a rule to tools/publish_offline.py"
         )
 
     new_text = TAG.sub(replace, text)
