@@ -1,0 +1,169 @@
+"""Layering rules of the package (see the design notes): layers point one way
+(core <- facade <- embedder; tools above everything), and no module reaches
+into another's underscore names.
+
+(a) every runtime module imports and works with embcache._tools blocked;
+(b) no code in the package reads an underscore attribute (``x._name``, not
+    dunder) of anything but ``self`` or ``cls``;
+(c) importing embcache does not import embcache._tools.
+"""
+
+from __future__ import annotations
+
+import ast
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_python
+
+SOURCES = REPO / "embcache"
+RUNTIME_MODULES = {
+    "embcache",
+    "embcache._core",
+    "embcache._async",
+    "embcache._flight",
+    "embcache._embedder",
+    "embcache.errors",
+    "embcache._info",
+}
+"""Modules that must be among the discovered ones (discovery is not vacuous)."""
+
+BLOCKED_RUN = textwrap.dedent(
+    """
+    import importlib, importlib.abc, json, pkgutil, sys
+
+    class BlockTools(importlib.abc.MetaPathFinder):
+        def find_spec(self, name, path=None, target=None):
+            if name == "embcache._tools" or name.startswith("embcache._tools."):
+                raise ImportError(f"blocked by the layer test: {name}")
+            return None
+
+    sys.meta_path.insert(0, BlockTools())
+
+    import numpy as np
+    import embcache
+
+    def skipped(name):
+        return name.split(".")[1] in ("_tools", "__main__")
+
+    def on_error(name):
+        if not skipped(name):
+            raise ImportError(f"cannot import package {name}")
+
+    names = ["embcache"] + sorted(
+        info.name
+        for info in pkgutil.walk_packages(embcache.__path__, "embcache.", onerror=on_error)
+        if not skipped(info.name)
+    )
+    for name in names:
+        importlib.import_module(name)
+
+    # and the runtime works: the core, the asyncio facade, the embedder
+    import asyncio
+    from embcache import CacheKey, CachedEmbedder, EmbeddingCache, SyncEmbeddingCache
+
+    sync = SyncEmbeddingCache(100, 3600, 1, dim=4)
+    key = CacheKey.from_text("hello", "model-v1")
+    sync.put(key, [1, 2, 3, 4])
+    assert sync.get(key).tolist() == [1.0, 2.0, 3.0, 4.0]
+    matrix, found = sync.get_many([key, CacheKey("absent", "model-v1")])
+    assert found.tolist() == [True, False] and matrix.shape == (2, 4)
+    assert sync.get_cache_info().size == 1
+
+    async def main():
+        cache = EmbeddingCache(100, None, 1, dim=4)
+        await cache.put(key, np.ones(4))
+        assert (await cache.get(key)).tolist() == [1.0] * 4
+        other = CacheKey("b", "m")
+        got = await cache.get_or_compute([key, other], lambda ks: np.zeros((len(ks), 4)))
+        assert got.shape == (2, 4)
+        embedder = CachedEmbedder(
+            lambda texts: np.ones((len(texts), 4)), "model-v1", cache=EmbeddingCache(100, None, 1)
+        )
+        assert (await embedder.embed(["a", "b", "a"])).shape == (3, 4)
+
+    asyncio.run(main())
+    tools = sorted(n for n in sys.modules if n.startswith("embcache._tools"))
+    print(json.dumps({"imported": names, "tools": tools}))
+    """
+)
+
+
+def test_runtime_works_with_tools_blocked(tmp_path: Path) -> None:
+    proc = run_python(["-c", BLOCKED_RUN], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    imported = set(result["imported"])
+    assert RUNTIME_MODULES <= imported, sorted(RUNTIME_MODULES - imported)
+    assert not any(n.startswith(("embcache._tools", "embcache.__main__")) for n in imported)
+    assert result["tools"] == []
+
+
+def test_importing_embcache_does_not_import_tools(tmp_path: Path) -> None:
+    code = (
+        "import json, sys, embcache\n"
+        "print(json.dumps(sorted(n for n in sys.modules if n.startswith('embcache'))))"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    assert "embcache._core" in loaded  # the import really happened
+    assert [n for n in loaded if n.startswith("embcache._tools")] == []
+
+
+def _is_private(attr: str) -> bool:
+    """An underscore name that is not a dunder."""
+    return attr.startswith("_") and not (attr.startswith("__") and attr.endswith("__"))
+
+
+def private_accesses(path: Path, root: Path = SOURCES.parent) -> list[str]:
+    """``file:line: expr`` (file relative to `root`) for every ``x._name`` in
+    `path` whose ``x`` is not the plain name ``self`` or ``cls``."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if not (isinstance(node, ast.Attribute) and _is_private(node.attr)):
+            continue
+        if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+            continue
+        found.append((node.lineno, node.col_offset, ast.unparse(node)))
+    rel = path.relative_to(root).as_posix()
+    return [f"{rel}:{line}: {expr}" for line, _, expr in sorted(found)]
+
+
+PY_FILES = sorted(SOURCES.rglob("*.py"))
+
+
+def test_scan_sees_the_package() -> None:
+    names = {p.relative_to(SOURCES).as_posix() for p in PY_FILES}
+    assert {"__init__.py", "_async.py", "_tools/cli.py"} <= names
+
+
+def test_scan_flags_foreign_private_attributes(tmp_path: Path) -> None:
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import os\n"
+        "class A:\n"
+        "    def f(self, other):\n"
+        "        self._ok = self.__dict__\n"
+        "        return other._bad, self._ok.__len__, obj.attr._deep, cls._fine\n"
+        "os._exit(0)\n",
+        encoding="utf-8",
+    )
+    assert private_accesses(sample, tmp_path) == [
+        "sample.py:5: other._bad",
+        "sample.py:5: obj.attr._deep",
+        "sample.py:6: os._exit",
+    ]
+
+
+@pytest.mark.parametrize("path", PY_FILES, ids=lambda p: p.relative_to(SOURCES).as_posix())
+def test_no_underscore_attribute_of_another_object(path: Path) -> None:
+    offenders = private_accesses(path)
+    assert not offenders, (
+        f"{len(offenders)} access(es) to an underscore attribute of an object other than "
+        "self/cls (make the name public, or move the code to the class that owns it):\n  "
+        + "\n  ".join(offenders)
+    )
