@@ -1,5 +1,6 @@
-# Declarations of the core: the C layout of the cache and its key.
-# Behaviour lives in _core.pyx; the typed public surface in _core.pyi.
+# Declarations of the core: its C types, the Table struct and the classes' fields.
+# Behaviour lives in _core.pyx and the files it includes (the map is at its top);
+# the typed public surface in _core.pyi.
 
 cimport cython
 cimport numpy as cnp
@@ -8,18 +9,25 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 # --- central typedefs -------------------------------------------------------
 ctypedef float float32_t
-ctypedef int32_t slot_t        # index of an entry slot in the entry table
-ctypedef int32_t row_t         # index of a row in a slab
-ctypedef Py_ssize_t dim_t      # length of a vector
+ctypedef int32_t slot_t        # an entry's place in the entry table
+ctypedef int32_t row_t         # a row of a slab
+ctypedef Py_ssize_t dim_t      # floats per vector
 
 cdef extern from "_siphash.h":
     ctypedef struct embcache_sip_state:
         pass
     void embcache_sip_init(embcache_sip_state *s, uint64_t k0, uint64_t k1, int out128) noexcept nogil
     void embcache_sip_update(embcache_sip_state *s, const void *data, size_t n) noexcept nogil
-    void embcache_sip_update_u64(embcache_sip_state *s, uint64_t x) noexcept nogil
     void embcache_sip_final(embcache_sip_state *s, uint64_t out[2]) noexcept nogil
 
+cdef extern from "_blake2b.h":
+    ctypedef struct embcache_blake2b_state:
+        pass
+    int embcache_blake2b_init(embcache_blake2b_state *s, size_t outlen, const void *key,
+                              size_t keylen) noexcept nogil
+    void embcache_blake2b_update(embcache_blake2b_state *s, const void *data, size_t n) noexcept nogil
+    void embcache_blake2b_update_u64le(embcache_blake2b_state *s, uint64_t x) noexcept nogil
+    void embcache_blake2b_final(embcache_blake2b_state *s, void *out) noexcept nogil
 
 cdef extern from "_kernels.h":
     int embcache_f32_all_finite(const float *p, size_t n) noexcept nogil
@@ -33,52 +41,18 @@ cdef extern from "_lock.h":
     void embcache_lock_release(embcache_lock *l) noexcept
 
 cdef extern from "_slab.h":
-    void *embcache_slab_reserve(size_t nbytes) nogil
-    void embcache_slab_release(void *p, size_t nbytes) nogil
+    void *embcache_slab_reserve(size_t nbytes) noexcept nogil
+    void embcache_slab_release(void *p, size_t nbytes) noexcept nogil
 
 
-cdef struct Fingerprint:
-    uint64_t lo
-    uint64_t hi
+# --- keys -------------------------------------------------------------------
 
-
-cdef struct Entry:
-    # 48 bytes. A free slot keeps only recency_next, as the free-slot chain.
-    uint64_t fp_lo
-    uint64_t fp_hi
-    double expires_at           # clock seconds; +inf when the cache has no TTL
-    slot_t recency_prev         # towards the most recently used entry
-    slot_t recency_next         # towards the least recently used entry
-    slot_t expiry_prev          # towards the oldest write
-    slot_t expiry_next          # towards the newest write
-    int32_t slab                # which slab (dimension) holds the vector
-    row_t row                   # the row in that slab
-
-
-cdef struct Bucket:
-    # One cell of the open-addressing index. `tag` is the low 32 bits of the
-    # fingerprint: its low bits give the home cell, so probing and deletion
-    # never read the entry table to place a cell.
-    uint32_t tag
-    slot_t slot                 # NO_SLOT marks an empty cell
-
-
-cdef struct Slab:
-    dim_t dim                   # floats per row
-    float32_t *rows             # capacity * dim floats, contiguous, reserved whole (_slab.h)
-    row_t capacity              # rows this dimension may ever need (budget and max_entries)
-    row_t high_water            # rows [0, high_water) have been handed out since the last clear
-    row_t peak                  # the highest high_water before a clear (those pages stay mapped)
-    row_t free_head             # freed rows, chained through their first 4 bytes
-    row_t used                  # rows holding a live vector
-
-
-cdef struct Source:
-    # A vector to store, described in place: a strided run of float32 or float64.
-    const char *data
-    Py_ssize_t n                # elements
-    Py_ssize_t stride           # bytes between elements
-    bint is_f64                 # float64 source, else float32
+cdef struct KeyId:
+    # What the table knows of a key. `digest` is BLAKE2b-256 of the key's
+    # canonical encoding (stable everywhere); `hash` is SipHash-2-4 of the
+    # digest under the secret per-process key (index position and tag).
+    uint64_t hash
+    uint64_t digest[4]
 
 
 @cython.final
@@ -86,99 +60,153 @@ cdef class CacheKey:
     cdef readonly str content_hash
     cdef readonly str model_version
     cdef readonly object chunk_id
-    cdef Fingerprint fingerprint
+    cdef KeyId ident
 
-# Byte offset of CacheKey.fingerprint inside the object, so C loops over a
-# sequence of keys can read fingerprints without touching reference counts.
-cdef Py_ssize_t FINGERPRINT_OFFSET
+# Byte offset of CacheKey.ident inside the object, so C loops over a tuple of
+# keys read identities without touching reference counts.
+cdef Py_ssize_t KEY_IDENT_OFFSET
 
-cdef inline const Fingerprint *_key_fingerprint(PyObject *key) noexcept nogil:
-    return <const Fingerprint *>(<char *>key + FINGERPRINT_OFFSET)
+cdef inline const KeyId *key_ident(PyObject *key) noexcept nogil:
+    return <const KeyId *>(<char *>key + KEY_IDENT_OFFSET)
 
+
+# --- vectors ----------------------------------------------------------------
+
+cdef struct Source:
+    # Values to store, described in place: a strided run of float32 or float64.
+    const char *data
+    Py_ssize_t n                # elements
+    Py_ssize_t stride           # bytes between elements
+    bint is_f64                 # float64 source, else float32
+
+
+# --- the table --------------------------------------------------------------
+
+cdef struct Entry:
+    # 64 bytes: one cache line (the entry table is 64-byte aligned). A free
+    # slot keeps only recency_next, as the free-slot chain.
+    uint64_t digest[4]
+    double expires_at           # clock seconds; +inf when the cache has no TTL
+    slot_t recency_prev         # policy links; for LRU towards the most recent
+    slot_t recency_next         # ... and towards the least recent
+    slot_t expiry_prev          # towards the oldest write
+    slot_t expiry_next          # towards the newest write
+    int32_t slab                # which slab (dimension) holds the vector
+    row_t row                   # its row in that slab
+
+
+cdef struct Cell:
+    # One cell of the open-addressing index. `tag` is the low 32 bits of the
+    # key's hash: its low bits give the home cell, so probing and deletion
+    # never read the entry table to place a cell.
+    uint32_t tag
+    slot_t slot                 # NO_SLOT marks an empty cell
+
+
+cdef struct Slab:
+    dim_t dim                   # floats per row
+    float32_t *rows             # capacity * dim floats, reserved whole (_slab.h)
+    row_t capacity              # rows this dimension may ever need (budget and max_entries)
+    row_t high_water            # rows [0, high_water) handed out since the last clear
+    row_t peak                  # the highest high_water before a clear (those pages stay mapped)
+    row_t free_row_head         # freed rows, chained through their first 4 bytes
+    row_t used                  # rows holding a live vector
+
+
+cdef struct Stats:
+    unsigned long long hits
+    unsigned long long misses
+    unsigned long long evictions
+    unsigned long long expirations
+    unsigned long long puts
+    unsigned long long overwrites
+    unsigned long long removals
+
+
+cdef struct Table:
+    # limits
+    slot_t max_entries
+    Py_ssize_t memory_budget_bytes
+    double ttl_seconds          # <= 0: entries never expire
+    dim_t dim                   # the fixed dimension; 0 when any is accepted
+    bint user_clock             # times come from a Python clock, read before locking
+    double last_now             # latest user-clock reading used
+    int policy                  # POLICY_LRU (see _policy.pxi)
+
+    # entry table and its free-slot chain
+    Entry *entries
+    slot_t entry_capacity
+    slot_t entry_limit          # entry_capacity never grows past this
+    slot_t free_slot_head
+    slot_t size
+
+    # open-addressing index: power-of-two cells, linear probing, backward-shift deletion
+    Cell *cells
+    size_t cell_mask
+
+    # slabs, one per distinct dimension
+    Slab *slabs
+    int32_t n_slabs
+    int32_t slab_capacity
+    int32_t last_slab           # the slab the last put used
+
+    # intrusive lists: recency (head = most recent) and expiry (head = oldest write)
+    slot_t recency_head
+    slot_t recency_tail
+    slot_t expiry_head
+    slot_t expiry_tail
+
+    Py_ssize_t used_bytes       # sum over live entries of dim * 4 + ENTRY_OVERHEAD
+    Stats stats
+
+
+# --- the classes ----------------------------------------------------------------
 
 @cython.final
 cdef class SyncEmbeddingCache:
     cdef embcache_lock lock         # see _lock.h; taken and dropped with the GIL held
-
-    # limits
-    cdef slot_t max_entries
-    cdef Py_ssize_t budget_bytes
-    cdef double ttl                 # seconds; <= 0 means entries never expire
-    cdef dim_t fixed_dim            # 0 when any dimension is accepted
+    cdef Table table
     cdef object clock               # None: the C monotonic clock
-    cdef object _flights            # single-flight registry for get_or_compute (embcache._flight)
-    cdef bint c_clock               # clock is None
-    cdef double last_now            # latest user-clock reading used (user clocks only)
-    cdef object max_memory_mb_arg   # as given, reported back by get_cache_info
-    cdef object ttl_arg
+    cdef object max_memory_mb_arg   # the limits as given, reported back as given
+    cdef object ttl_seconds_arg
+    cdef readonly object flights    # the single-flight registry (set_flights_factory)
 
-    # entry table and its free-slot chain
-    cdef Entry *entries
-    cdef slot_t entry_capacity
-    cdef slot_t entry_limit         # entry_capacity never grows past this
-    cdef slot_t free_slot
-    cdef slot_t size
+    cdef double now_unlocked(self) except? -1.0
+    cdef double now_locked(self, double given) noexcept nogil
+    cdef int check_dim(self, dim_t dim, str what) except -1
+    cdef dim_t check_out(self, object out, Py_ssize_t n) except -1
+    cdef dim_t decide_dim(self, tuple keys, dim_t out_dim) except -1
+    cdef int read_rows(self, tuple keys, Py_ssize_t start, Py_ssize_t stop, cnp.ndarray matrix,
+                       cnp.ndarray found) except -1
+    cdef int store_matrix(self, tuple keys, Py_ssize_t start, Py_ssize_t stop,
+                          const Source *first, Py_ssize_t row_stride) except -1
 
-    # open-addressing index (power-of-two cells, linear probing, backward-shift deletion)
-    cdef Bucket *buckets
-    cdef size_t bucket_mask
 
-    # slabs, one per distinct dimension
-    cdef Slab *slabs
-    cdef int32_t n_slabs
-    cdef int32_t slab_capacity
-    cdef int32_t last_slab          # the slab the last put used
+@cython.final
+cdef class PutBatch:
+    cdef readonly SyncEmbeddingCache cache
+    cdef readonly tuple keys
+    cdef readonly Py_ssize_t n
+    cdef readonly dim_t dim
+    cdef readonly Py_ssize_t taken
+    cdef readonly str what
+    cdef object source              # the caller's data, read as a real 2-D array
+    cdef object private             # (n, dim) float32 C-contiguous, owned by the batch
 
-    # intrusive lists: recency (head = most recent) and expiry (head = oldest write)
-    cdef slot_t recency_head
-    cdef slot_t recency_tail
-    cdef slot_t expiry_head
-    cdef slot_t expiry_tail
+    @staticmethod
+    cdef PutBatch create(SyncEmbeddingCache cache, object keys, object matrix, str what,
+                         object dim)
 
-    # accounting and stats
-    cdef Py_ssize_t used_bytes
-    cdef unsigned long long hits
-    cdef unsigned long long misses
-    cdef unsigned long long evictions
-    cdef unsigned long long expirations
-    cdef unsigned long long puts
-    cdef unsigned long long overwrites
-    cdef unsigned long long removals
 
-    # growth: only until the bounds are reached, never in the steady state
-    cdef int _add_slab(self, dim_t dim) except -1
-    cdef int _grow_entries(self, slot_t capacity) except -1
-    cdef int _resize_index(self, size_t cells) except -1
-    cdef int _reserve(self, Py_ssize_t count) except -1
+@cython.final
+cdef class GetBatch:
+    cdef readonly SyncEmbeddingCache cache
+    cdef readonly tuple keys
+    cdef readonly Py_ssize_t n
+    cdef readonly dim_t dim
+    cdef readonly object matrix
+    cdef readonly object found
+    cdef Py_ssize_t done            # keys [0, done) have been read
 
-    # index
-    cdef size_t _find_cell(self, const Fingerprint *fp) noexcept nogil
-    cdef slot_t _find(self, const Fingerprint *fp) noexcept nogil
-    cdef void _index_delete(self, size_t hole) noexcept nogil
-
-    # intrusive lists
-    cdef void _recency_unlink(self, slot_t s) noexcept nogil
-    cdef void _recency_push_head(self, slot_t s) noexcept nogil
-    cdef void _expiry_unlink(self, slot_t s) noexcept nogil
-    cdef void _expiry_push_tail(self, slot_t s) noexcept nogil
-
-    # entries and the eviction policy
-    cdef bint _expired(self, slot_t s, double now) noexcept nogil
-    cdef float32_t *_row_ptr(self, slot_t s) noexcept nogil
-    cdef void _discard(self, slot_t s) noexcept nogil
-    cdef slot_t _victim(self, double now) noexcept nogil
-    cdef void _make_room(self, Py_ssize_t need, double now) noexcept nogil
-    cdef void _purge_expired(self, double now) noexcept nogil
-    cdef int32_t _slab_for(self, dim_t dim) noexcept nogil
-    cdef double _now_locked(self, double given) noexcept nogil
-    cdef double _now_unlocked(self) except? -1.0
-    cdef int32_t _prepare_put(self, dim_t dim, Py_ssize_t count) except -2
-    cdef void _store(self, const Fingerprint *fp, const Source *src, int32_t slab_index,
-                     double now) noexcept nogil
-    cdef void _store_rows(self, PyObject **keys, const Source *first, Py_ssize_t n,
-                          Py_ssize_t row_stride, int32_t slab_index, double now) noexcept nogil
-    cdef dim_t _batch_dim(self, PyObject **keys, Py_ssize_t n, double now,
-                          dim_t *dims, int *n_dims) noexcept nogil
-    cdef void _copy_out_rows(self, PyObject **keys, Py_ssize_t n, float32_t *matrix, dim_t dim,
-                             cnp.npy_bool *found, double now) noexcept nogil
-    cdef _check_locked(self)
+    @staticmethod
+    cdef GetBatch create(SyncEmbeddingCache cache, object keys, object out)

@@ -1,7 +1,7 @@
 """Typed surface of the Cython core (embcache._core)."""
 
 from collections.abc import Sequence
-from typing import Callable, final
+from typing import Any, Callable, final
 
 import numpy as np
 import numpy.typing as npt
@@ -12,9 +12,20 @@ ENTRY_OVERHEAD_BYTES: int
 """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
 
 def hash_key() -> bytes:
-    """The 16-byte SipHash key this process uses for key fingerprints."""
+    """The 16-byte SipHash key this process uses to place keys in the index."""
 
-def _siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes: ...
+def siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes:
+    """SipHash-2-4 of `data` under the 16-byte `key`, 64- or 128-bit output."""
+
+def blake2b(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
+    """BLAKE2b (RFC 7693) of `data`: the implementation behind CacheKey.digest."""
+
+def as_key_tuple(keys: object, caller: str) -> tuple[CacheKey, ...]:
+    """`keys` as a tuple of CacheKey; KeyTypeError (naming `caller`) otherwise."""
+
+def set_flights_factory(factory: Callable[[], Any]) -> None:
+    """Give every SyncEmbeddingCache created from now on ``factory()`` as its
+    single-flight registry (``flights``)."""
 
 @final
 class CacheKey:
@@ -27,13 +38,15 @@ class CacheKey:
     def model_version(self) -> str: ...
     @property
     def chunk_id(self) -> str | None: ...
+    @property
+    def digest(self) -> bytes:
+        """32 bytes, BLAKE2b-256 of the canonical encoding; stable everywhere."""
     def __init__(self, content_hash: str, model_version: str, chunk_id: str | None = None) -> None:
-        """TypeError for a field of the wrong type; ValueError for an empty
+        """KeyTypeError for a field of the wrong type; InvalidKeyError for an empty
         content_hash or model_version."""
     @classmethod
     def from_text(cls, text: str, model_version: str, chunk_id: str | None = None) -> CacheKey:
         """Key whose content_hash is the SHA-256 hex digest of `text` in UTF-8."""
-    def _fingerprint(self) -> tuple[int, int]: ...
     def __hash__(self) -> int: ...
     def __eq__(self, other: object, /) -> bool: ...
     def __ne__(self, other: object, /) -> bool: ...
@@ -41,12 +54,54 @@ class CacheKey:
 
 @final
 class PutBatch:
-    """A put_many batch checked by SyncEmbeddingCache._prepare_batch (opaque)."""
+    """Rows to store under keys, checked by SyncEmbeddingCache.put_batch and
+    bound to that cache; ``take`` checks values into a private copy, ``store``
+    stores taken rows."""
 
+    @property
+    def cache(self) -> SyncEmbeddingCache: ...
+    @property
+    def keys(self) -> tuple[CacheKey, ...]: ...
     @property
     def n(self) -> int: ...
     @property
-    def checked(self) -> int: ...
+    def dim(self) -> int: ...
+    @property
+    def taken(self) -> int: ...
+    @property
+    def what(self) -> str: ...
+    @property
+    def rows(self) -> npt.NDArray[np.float32]:
+        """The private (n, dim) float32 copy, read-only; rows [0, taken) valid."""
+    def take(self, start: int = 0, stop: int | None = None) -> None:
+        """Check rows [start, stop) into the private copy, continuing from ``taken``."""
+    def store(self, start: int = 0, stop: int | None = None) -> None:
+        """Store taken rows [start, stop) into the batch's cache."""
+    def __len__(self) -> int: ...
+
+@final
+class GetBatch:
+    """Keys to look up, checked by SyncEmbeddingCache.get_batch and bound to that
+    cache; ``read`` looks keys up into ``matrix`` and ``found``."""
+
+    @property
+    def cache(self) -> SyncEmbeddingCache: ...
+    @property
+    def keys(self) -> tuple[CacheKey, ...]: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def matrix(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def found(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def read_count(self) -> int:
+        """Keys looked up so far."""
+    def read(self, start: int = 0, stop: int | None = None) -> None:
+        """Look up keys [start, stop) into their rows, continuing from the last read."""
+    def __len__(self) -> int: ...
 
 @final
 class SyncEmbeddingCache:
@@ -64,6 +119,9 @@ class SyncEmbeddingCache:
         """max_entries: int >= 1; ttl_seconds: > 0 or None (never expire);
         max_memory_mb: > 0; dim: int >= 1 fixes the dimension and preallocates the
         slab; clock: zero-argument callable returning monotonic seconds."""
+    @property
+    def flights(self) -> Any:
+        """The single-flight registry behind get_or_compute (None if none is set)."""
     def put(self, key: CacheKey, vector: npt.ArrayLike) -> None:
         """Store a float32 copy of `vector` (1-D, real, finite, non-empty)."""
     def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
@@ -75,20 +133,27 @@ class SyncEmbeddingCache:
         miss rows are zero, and a bool (len(keys),) array. With `out`, rows are
         written there and `out` is returned. Mixed dimensions -> ValueError."""
     def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
-        """Store row i of `matrix` under keys[i]; validated whole before storing."""
+        """Store row i of `matrix` under keys[i]; checked whole before storing."""
+    def put_batch(
+        self,
+        keys: Sequence[CacheKey],
+        matrix: npt.ArrayLike,
+        *,
+        what: str = "matrix",
+        dim: int | None = None,
+    ) -> PutBatch:
+        """A PutBatch bound to this cache; keys, shape and dimension checked now."""
+    def get_batch(
+        self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
+    ) -> GetBatch:
+        """A GetBatch bound to this cache; keys, `out` and dimension checked now."""
     def get_or_compute(
         self,
         keys: Sequence[CacheKey],
-        compute: Callable[[list[CacheKey]], npt.ArrayLike],
+        compute: Callable[[list[CacheKey]], Any],
     ) -> npt.NDArray[np.float32]:
         """The (len(keys), dim) matrix for `keys`; `compute(missing_keys)` fills the
-        misses (called at most once, single flight across threads)."""
-    def _prepare_batch(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> PutBatch: ...
-    def _check_batch(self, batch: PutBatch, start: int, stop: int) -> None: ...
-    def _store_batch(self, batch: PutBatch, start: int, stop: int) -> None: ...
-    def _live_dim(self, keys: Sequence[CacheKey]) -> int: ...
-    def _check_out(self, out: object, n: int) -> int: ...
-    def _as_keys(self, keys: Sequence[CacheKey]) -> tuple[CacheKey, ...]: ...
+        misses (called at most once, single flight)."""
     def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""
     def clear(self) -> None:
@@ -96,13 +161,17 @@ class SyncEmbeddingCache:
     def get_cache_info(self) -> CacheInfo:
         """A consistent snapshot of size, bounds, memory and statistics."""
     @property
-    def max_entries(self) -> int: ...
+    def max_entries(self) -> int:
+        """The bound on the number of entries."""
     @property
-    def max_memory_mb(self) -> float: ...
+    def max_memory_mb(self) -> float:
+        """The memory budget in MiB, as given."""
     @property
-    def ttl_seconds(self) -> float | None: ...
+    def ttl_seconds(self) -> float | None:
+        """Seconds an entry lives after its last write, or None."""
     @property
-    def dim(self) -> int | None: ...
+    def dim(self) -> int | None:
+        """The fixed vector dimension, or None."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def _check_invariants(self) -> None:

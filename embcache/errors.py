@@ -1,13 +1,37 @@
 """Exceptions raised by embcache.
 
-Each one subclasses the built-in a caller would expect (TypeError or
-ValueError), so ``except ValueError`` keeps working, and EmbcacheError, so
-``except EmbcacheError`` catches everything the cache rejects.
+Every error embcache raises for input it rejects subclasses both EmbcacheError
+and the built-in a caller would expect (TypeError or ValueError), so
+``except ValueError`` and ``except EmbcacheError`` both keep working:
+
+==========================  ===========  ==========================================
+class                       built-in     raised for
+==========================  ===========  ==========================================
+ArgumentTypeError           TypeError    an argument of the wrong type: constructor
+                                         limits, ``clock``, ``out=``, ``compute``,
+                                         ``CachedEmbedder`` arguments
+ArgumentValueError          ValueError   an argument out of range
+KeyTypeError                TypeError    a key that is not a CacheKey, or a CacheKey
+                                         field of the wrong type
+InvalidKeyError             ValueError   an empty CacheKey field
+VectorTypeError             TypeError    a vector that does not hold real numbers
+InvalidVectorError          ValueError   a vector of the wrong shape, empty, or
+                                         holding NaN / infinity / float32 overflow
+DimensionMismatchError      ValueError   a dimension other than the one required
+EntryTooLargeError          ValueError   one entry larger than the whole budget
+==========================  ===========  ==========================================
+
+Errors that are not about the caller's input keep their built-in type:
+MemoryError when memory cannot be had, RuntimeError for a ``get_or_compute``
+that would wait on itself, and whatever a user's ``compute`` or clock raises.
 """
 
 __all__ = [
     "EmbcacheError",
+    "ArgumentTypeError",
+    "ArgumentValueError",
     "KeyTypeError",
+    "InvalidKeyError",
     "VectorTypeError",
     "InvalidVectorError",
     "DimensionMismatchError",
@@ -19,21 +43,34 @@ class EmbcacheError(Exception):
     """Base class of the errors embcache raises for rejected input."""
 
 
-class KeyTypeError(EmbcacheError, TypeError):
-    """A key is not a CacheKey."""
+class ArgumentTypeError(EmbcacheError, TypeError):
+    """An argument has the wrong type (a limit, a clock, ``out=``, ``compute``...)."""
 
 
-class VectorTypeError(EmbcacheError, TypeError):
-    """A vector does not hold real numbers (strings, objects, complex, bool)."""
+class ArgumentValueError(EmbcacheError, ValueError):
+    """An argument has the right type but a value out of range."""
 
 
-class InvalidVectorError(EmbcacheError, ValueError):
+class KeyTypeError(ArgumentTypeError):
+    """A key is not a CacheKey, or a CacheKey field has the wrong type."""
+
+
+class InvalidKeyError(ArgumentValueError):
+    """A CacheKey field that must be a non-empty str is empty."""
+
+
+class VectorTypeError(ArgumentTypeError):
+    """A vector does not hold real numbers (strings, objects, complex, bool), or
+    is missing (None)."""
+
+
+class InvalidVectorError(ArgumentValueError):
     """A vector has the wrong shape, is empty, or holds NaN, infinity or values
     that overflow float32."""
 
 
 class DimensionMismatchError(InvalidVectorError):
-    """A vector's dimension differs from the cache's fixed ``dim``."""
+    """A vector's dimension differs from the one the cache or the batch requires."""
 
 
 class EntryTooLargeError(InvalidVectorError):

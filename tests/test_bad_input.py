@@ -261,7 +261,7 @@ BAD_VECTOR_TYPES = [
     ([1, "a", 2, 3], "dtype <U"),
     (np.array([1.0, 2.0, 3.0, 4.0], dtype=object), "dtype object"),
     ([object()] * 4, "dtype object"),
-    (None, "dtype object"),
+    (None, "is missing \\(got None\\)"),
     ({"a": 1}, "dtype object"),
     (np.array(["2020-01-01"] * 4, dtype="datetime64[D]"), "dtype datetime64"),
     (np.arange(4).astype("timedelta64[s]"), "dtype timedelta64"),
@@ -275,7 +275,7 @@ def test_put_rejects_non_numeric_vectors(busy, bad: Any, message: str) -> None: 
     c, keys, _ = busy
     before = snapshot(c, keys)
     for k in (keys[3], key("new")):           # existing key and new key
-        with pytest.raises(VectorTypeError, match=f"vector must .*{message}"):
+        with pytest.raises(VectorTypeError, match=f"vector .*{message}"):
             c.put(k, bad)
     assert_unchanged(c, before)
 

@@ -51,7 +51,7 @@ def test_value_equality_and_hash() -> None:
     assert a == b
     assert not (a != b)
     assert hash(a) == hash(b)
-    assert a._fingerprint() == b._fingerprint()
+    assert a.digest == b.digest
     assert len({a, b}) == 1
     assert {a: 1}[b] == 1
 
@@ -70,14 +70,14 @@ def test_any_field_difference_makes_another_key(other: CacheKey) -> None:
     k = CacheKey("h", "m", "c")
     assert k != other
     assert not (k == other)
-    assert k._fingerprint() != other._fingerprint()
+    assert k.digest != other.digest
 
 
 def test_none_and_empty_chunk_are_different_keys() -> None:
     a = CacheKey("h", "m", None)
     b = CacheKey("h", "m", "")
     assert a != b
-    assert a._fingerprint() != b._fingerprint()
+    assert a.digest != b.digest
     assert len({a, b}) == 2
 
 
@@ -96,7 +96,7 @@ def test_none_and_empty_chunk_are_different_keys() -> None:
 def test_field_boundaries_never_collide(left: tuple, right: tuple) -> None:
     a, b = CacheKey(*left), CacheKey(*right)
     assert a != b
-    assert a._fingerprint() != b._fingerprint()
+    assert a.digest != b.digest
 
 
 def test_not_equal_to_other_types() -> None:
@@ -107,10 +107,11 @@ def test_not_equal_to_other_types() -> None:
     assert k.__eq__(("h", "m", "c")) is NotImplemented
 
 
-def test_fingerprint_shape() -> None:
-    lo, hi = CacheKey("h", "m")._fingerprint()
-    assert isinstance(lo, int) and isinstance(hi, int)
-    assert 0 <= lo < 2**64 and 0 <= hi < 2**64
+def test_digest_is_32_read_only_bytes() -> None:
+    k = CacheKey("h", "m")
+    assert isinstance(k.digest, bytes) and len(k.digest) == 32
+    with pytest.raises(AttributeError):
+        k.digest = b"x" * 32  # type: ignore[misc]
 
 
 def test_hash_is_a_valid_python_hash() -> None:
@@ -125,7 +126,7 @@ def test_pickle_round_trip() -> None:
         for proto in range(pickle.HIGHEST_PROTOCOL + 1):
             back = pickle.loads(pickle.dumps(k, protocol=proto))
             assert back == k
-            assert back._fingerprint() == k._fingerprint()
+            assert back.digest == k.digest
             assert back.chunk_id == k.chunk_id
             assert type(back) is CacheKey
 
@@ -174,6 +175,6 @@ def test_equality_matches_field_equality(h1, m1, c1, h2, m2, c2) -> None:  # typ
     a, b = CacheKey(h1, m1, c1), CacheKey(h2, m2, c2)
     same = (h1, m1, c1) == (h2, m2, c2)
     assert (a == b) is same
-    assert (a._fingerprint() == b._fingerprint()) is same
+    assert (a.digest == b.digest) is same
     if same:
         assert hash(a) == hash(b)

@@ -1,0 +1,221 @@
+# Intake: the one place where callers' vectors, matrices and arguments are read
+# and judged.
+#
+# Owns: converting array-likes to real arrays (once), the rules a storable
+# vector obeys and their messages (one per rule, every message starting with
+# what the data is: "vector", "matrix", "compute's result", ...), copying values into a
+# row, and checking constructor-style arguments. Touches no cache state.
+
+# The largest double that rounds to a finite float32 is just below this.
+DEF F32_ROUND_LIMIT = 3.4028235677973366e38
+DEF F32_MAX = 3.4028234663852886e38
+
+# numpy before 1.24 reads ragged input with a warning (and an object array) where
+# later versions raise ValueError: make the old warning an error too.
+_RaggedWarning = getattr(np, "exceptions", np).VisibleDeprecationWarning
+cdef bint RAGGED_WARNS = tuple(int(p) for p in np.__version__.split(".")[:2]) < (1, 24)
+
+
+cdef cnp.ndarray as_array(object data):
+    if not RAGGED_WARNS:
+        return np.asarray(data)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", _RaggedWarning)
+        return np.asarray(data)
+
+
+cdef cnp.ndarray read_real(object data, int ndim, str what, str shape_hint):
+    """`data` as an aligned, native-order float32 or float64 ndarray of `ndim`
+    dimensions, converting only when it is not one already (float64 holds every
+    other real dtype exactly). VectorTypeError for data that is not real numbers
+    (or missing), InvalidVectorError for the wrong number of dimensions."""
+    cdef cnp.ndarray arr
+    if data is None:
+        raise VectorTypeError(f"{what} is missing (got None); it must be a {ndim}-D "
+                              "array-like of real numbers")
+    if isinstance(data, (str, bytes, bytearray)):
+        raise VectorTypeError(
+            f"{what} must be a {ndim}-D array-like of real numbers, got {type(data).__name__}")
+    if cnp.PyArray_Check(data):
+        if type(data) is not np.ndarray and isinstance(data, (np.matrix, np.ma.MaskedArray)):
+            raise VectorTypeError(
+                f"{what} must be a {ndim}-D array-like of real numbers, got "
+                f"{type(data).__module__}.{type(data).__name__} (pass numpy.asarray(...) of "
+                "the values you mean)")
+        arr = <cnp.ndarray>data
+    else:
+        try:
+            arr = as_array(data)
+        except (TypeError, ValueError, _RaggedWarning) as exc:
+            raise InvalidVectorError(
+                f"{what} could not be read as a {ndim}-D array of real numbers: {exc}") from None
+    cdef int type_num = cnp.PyArray_TYPE(arr)
+    if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
+        raise VectorTypeError(
+            f"{what} must hold real numbers (integer or float dtype), got dtype "
+            f"{(<object>arr).dtype}")
+    if cnp.PyArray_NDIM(arr) != ndim:
+        raise InvalidVectorError(
+            f"{what} must be {ndim}-D{shape_hint}, got shape {(<object>arr).shape}")
+    if ((type_num != cnp.NPY_FLOAT32 and type_num != cnp.NPY_FLOAT64)
+            or not cnp.PyArray_ISALIGNED(arr) or not cnp.PyArray_ISNOTSWAPPED(arr)):
+        if type_num == cnp.NPY_LONGDOUBLE:
+            with np.errstate(over="ignore", invalid="ignore"):
+                arr = arr.astype(np.float64)   # overflow becomes inf, rejected later
+        else:
+            arr = arr.astype(np.float64)
+    return arr
+
+
+cdef bint is_empty_sequence(object data):
+    """An empty list, tuple or 1-D array: no rows, and a width that cannot be known."""
+    if isinstance(data, (list, tuple)):
+        return len(data) == 0
+    return (cnp.PyArray_Check(data) and cnp.PyArray_NDIM(<cnp.ndarray>data) == 1
+            and cnp.PyArray_DIM(<cnp.ndarray>data, 0) == 0)
+
+
+cdef inline void describe(cnp.ndarray arr, int axis, Source *src) noexcept:
+    """`src` = the values along `axis` of a read_real result, starting at its data."""
+    src.data = <const char *>cnp.PyArray_DATA(arr)
+    src.n = cnp.PyArray_DIM(arr, axis)
+    src.stride = cnp.PyArray_STRIDE(arr, axis)
+    src.is_f64 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT64
+
+
+cdef cnp.ndarray read_vector(object vector, Source *src):
+    """A put() vector: 1-D, non-empty, described in `src` (values not yet checked).
+    Returns the array that owns the memory: keep it alive while src is used."""
+    cdef cnp.ndarray arr = read_real(vector, 1, "vector", "")
+    if cnp.PyArray_DIM(arr, 0) == 0:
+        raise InvalidVectorError("vector is empty; an embedding needs at least one value")
+    describe(arr, 0, src)
+    return arr
+
+
+cdef cnp.ndarray read_matrix(object matrix, Py_ssize_t n_rows, str what, Source *first,
+                             Py_ssize_t *row_stride):
+    """A batch's (n_rows, dim) matrix, its first row described in `first` and the
+    byte step between rows in row_stride (values not yet checked). With no rows,
+    an empty list / tuple / 1-D array is accepted too (dim 0)."""
+    if n_rows == 0 and is_empty_sequence(matrix):
+        matrix = np.empty((0, 0), dtype=np.float32)
+    cdef cnp.ndarray m = read_real(matrix, 2, what, " (len(keys), dim)")
+    if cnp.PyArray_DIM(m, 0) != n_rows:
+        raise InvalidVectorError(
+            f"{what} has {cnp.PyArray_DIM(m, 0)} rows for {n_rows} keys")
+    if n_rows and cnp.PyArray_DIM(m, 1) == 0:
+        raise InvalidVectorError(f"{what} rows are empty; an embedding needs at least one value")
+    describe(m, 1, first)
+    row_stride[0] = cnp.PyArray_STRIDE(m, 0)
+    return m
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t first_unstorable(const Source *src) noexcept nogil:
+    """Index of the first value that is NaN, infinite, or (float64) overflows
+    float32; -1 when every value can be stored."""
+    cdef Py_ssize_t i
+    if not src.is_f64 and src.stride == 4:
+        if embcache_f32_all_finite(<const float *>src.data, <size_t>src.n):
+            return -1
+    elif src.is_f64 and src.stride == 8:
+        if embcache_f64_all_storable(<const double *>src.data, <size_t>src.n):
+            return -1
+    for i in range(src.n):    # strided input, or finding the culprit
+        if src.is_f64:
+            if not (fabs((<const double *>(src.data + i * src.stride))[0]) < F32_ROUND_LIMIT):
+                return i
+        elif not (fabsf((<const float *>(src.data + i * src.stride))[0]) <= F32_MAX):
+            return i
+    return -1
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef void copy_in(float32_t *row, const Source *src) noexcept nogil:
+    """Row = the values of `src` as float32 (checked storable beforehand)."""
+    cdef Py_ssize_t i
+    if not src.is_f64 and src.stride == 4:
+        memcpy(row, src.data, <size_t>src.n * 4)
+    elif src.is_f64 and src.stride == 8:
+        embcache_f64_to_f32(row, <const double *>src.data, <size_t>src.n)
+    elif src.is_f64:
+        for i in range(src.n):
+            row[i] = <float32_t>(<const double *>(src.data + i * src.stride))[0]
+    else:
+        for i in range(src.n):
+            row[i] = (<const float *>(src.data + i * src.stride))[0]
+
+
+cdef object unstorable_error(str where, const Source *src, Py_ssize_t i):
+    """The InvalidVectorError for value i of `src` (found by first_unstorable);
+    `where` locates it, e.g. "vector[3]" or "matrix[2, 3]" (row 2, element 3)."""
+    cdef double value
+    if src.is_f64:
+        value = (<const double *>(src.data + i * src.stride))[0]
+    else:
+        value = (<const float *>(src.data + i * src.stride))[0]
+    if isnan(value) or isinf(value):
+        return InvalidVectorError(
+            f"{where} is {value}; embeddings must be finite (no NaN or infinity)")
+    return InvalidVectorError(
+        f"{where} = {value!r} overflows float32 (largest finite is 3.4028235e+38)")
+
+
+cdef int check_rows(const Source *first, Py_ssize_t row_stride, Py_ssize_t start,
+                    Py_ssize_t stop, str what) except -1:
+    """Every value of rows [start, stop) storable, else the error naming row and element."""
+    cdef Source row = first[0]
+    cdef Py_ssize_t i, bad
+    for i in range(start, stop):
+        row.data = first.data + i * row_stride
+        bad = first_unstorable(&row)
+        if bad >= 0:
+            raise unstorable_error(f"{what}[{i}, {bad}]", &row, bad)
+    return 0
+
+
+# --- arguments --------------------------------------------------------------------
+
+cdef object as_count(object value, str name, Py_ssize_t low, Py_ssize_t high):
+    """`value` as a Python int in [low, high]: an int or numpy integer, never a bool."""
+    if isinstance(value, (bool, np.bool_)):
+        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
+    try:
+        number = operator.index(value)
+    except TypeError:
+        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}") from None
+    if number < low or number > high:
+        raise ArgumentValueError(f"{name} must be between {low} and {high}, got {number}")
+    return number
+
+
+cdef object as_positive_number(object value, str name):
+    """`value` as a float > 0 (a number too large for a float counts as infinity)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(f"{name} must be a number, got {type(value).__name__}")
+    try:
+        as_float = float(value)
+    except OverflowError:
+        as_float = math.inf
+    if math.isnan(as_float) or as_float <= 0:
+        raise ArgumentValueError(f"{name} must be a number > 0, got {value!r}")
+    return as_float
+
+
+cdef double read_clock(object clock) except? -1.0:
+    """One reading of a user clock, as finite seconds."""
+    value = clock()
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise ArgumentTypeError(
+            f"clock() must return a number of seconds, got {type(value).__name__}")
+    cdef double now
+    try:
+        now = float(value)
+    except OverflowError:
+        now = INFINITY
+    if not isfinite(now):
+        raise ArgumentValueError(f"clock() returned {now!r}; it must return finite seconds")
+    return now

@@ -1,0 +1,182 @@
+# Keys: CacheKey, its stable digest and its per-process hash, and key sequences.
+#
+# Owns: the secret per-process SipHash key, the canonical encoding of a key
+# (DESIGN.md "Key identity"), CacheKey and as_key_tuple. Nothing here touches
+# a cache.
+
+# A key's canonical encoding, fed to BLAKE2b piece by piece (nothing is built in
+# a buffer): for content_hash then model_version, the UTF-8 length as u64 LE and
+# the UTF-8 bytes; then for chunk_id one byte 0x00 if it is None, else 0x01, its
+# length as u64 LE and its bytes.
+DEF DIGEST_BYTES = 32
+
+# Index positions come from SipHash-2-4 of the digest under a key drawn once per
+# process, so keys chosen by an attacker cannot be made to collide in the index.
+# It never leaves the process: snapshots and tiers name entries by digest.
+_HASH_KEY = os.urandom(16)
+cdef uint64_t K0 = int.from_bytes(_HASH_KEY[:8], "little")
+cdef uint64_t K1 = int.from_bytes(_HASH_KEY[8:], "little")
+
+
+def hash_key() -> bytes:
+    """The 16-byte SipHash key this process uses to place keys in the index."""
+    return _HASH_KEY
+
+
+def siphash24(bytes key not None, bytes data not None, bint out128=False) -> bytes:
+    """SipHash-2-4 of `data` under the 16-byte `key` (64- or 128-bit output),
+    serialized little-endian as in the specification's test vectors."""
+    cdef embcache_sip_state s
+    cdef uint64_t out[2]
+    if len(key) != 16:
+        raise ArgumentValueError("a SipHash key is 16 bytes")
+    embcache_sip_init(&s, int.from_bytes(key[:8], "little"),
+                      int.from_bytes(key[8:], "little"), out128)
+    embcache_sip_update(&s, <const char *>data, len(data))
+    embcache_sip_final(&s, out)
+    result = out[0].to_bytes(8, "little")
+    if out128:
+        result += out[1].to_bytes(8, "little")
+    return result
+
+
+def blake2b(bytes data not None, int digest_size=64, bytes key not None=b"") -> bytes:
+    """BLAKE2b (RFC 7693) of `data`: `digest_size` bytes (1-64), keyed by `key`
+    (at most 64 bytes). The implementation behind CacheKey.digest."""
+    cdef embcache_blake2b_state s
+    cdef unsigned char out[64]
+    if embcache_blake2b_init(&s, digest_size, <const char *>key, len(key)) != 0:
+        raise ArgumentValueError("BLAKE2b takes a digest_size of 1-64 and a key of at most 64 bytes")
+    embcache_blake2b_update(&s, <const char *>data, len(data))
+    embcache_blake2b_final(&s, out)
+    return out[:digest_size]
+
+
+cdef inline uint64_t digest_hash(const uint64_t *digest) noexcept nogil:
+    """A key's place in the index: SipHash-2-4 of its digest under the process key."""
+    cdef embcache_sip_state s
+    cdef uint64_t out[2]
+    embcache_sip_init(&s, K0, K1, 0)
+    embcache_sip_update(&s, digest, DIGEST_BYTES)
+    embcache_sip_final(&s, out)
+    return out[0]
+
+
+cdef inline int absorb_str(embcache_blake2b_state *s, str text) except -1:
+    cdef Py_ssize_t n
+    cdef const char *utf8 = PyUnicode_AsUTF8AndSize(text, &n)
+    embcache_blake2b_update_u64le(s, <uint64_t>n)
+    embcache_blake2b_update(s, utf8, <size_t>n)
+    return 0
+
+
+cdef inline str required_field(object value, str name):
+    if not isinstance(value, str):
+        raise KeyTypeError(f"CacheKey {name} must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidKeyError(f"CacheKey {name} must be a non-empty str")
+    return <str>value
+
+
+@cython.final
+cdef class CacheKey:
+    """Immutable, hashable identity of one embedding: which content, which model,
+    which chunk.
+
+    `content_hash` and `model_version` are non-empty strings; `chunk_id` is a
+    string or None (None and "" are different keys). `digest` is BLAKE2b-256 of
+    the key's length-prefixed UTF-8 encoding, so ("a:b", "c") and ("a", "b:c")
+    never meet; it is the same in every process, machine and release.
+    """
+
+    def __cinit__(self, content_hash, model_version, chunk_id=None):
+        self.content_hash = required_field(content_hash, "content_hash")
+        self.model_version = required_field(model_version, "model_version")
+        if chunk_id is not None and not isinstance(chunk_id, str):
+            raise KeyTypeError(
+                f"CacheKey chunk_id must be a str or None, got {type(chunk_id).__name__}")
+        self.chunk_id = chunk_id
+
+        cdef embcache_blake2b_state b
+        cdef unsigned char tag
+        embcache_blake2b_init(&b, DIGEST_BYTES, NULL, 0)
+        absorb_str(&b, self.content_hash)
+        absorb_str(&b, self.model_version)
+        tag = 0 if chunk_id is None else 1
+        embcache_blake2b_update(&b, &tag, 1)
+        if chunk_id is not None:
+            absorb_str(&b, <str>chunk_id)
+        embcache_blake2b_final(&b, self.ident.digest)
+        self.ident.hash = digest_hash(self.ident.digest)
+
+    @classmethod
+    def from_text(cls, text, model_version, chunk_id=None):
+        """Key for `text` embedded by `model_version`: content_hash is the SHA-256
+        hex digest of the text's UTF-8 encoding."""
+        if not isinstance(text, str):
+            raise KeyTypeError(f"text must be a str, got {type(text).__name__}")
+        return CacheKey(hashlib.sha256(text.encode("utf-8")).hexdigest(),
+                        model_version, chunk_id)
+
+    @property
+    def digest(self):
+        """32 bytes: BLAKE2b-256 of the key's canonical encoding, stable across
+        processes, machines and releases (it names the entry outside the process)."""
+        return (<char *>self.ident.digest)[:DIGEST_BYTES]
+
+    def __hash__(self):
+        cdef Py_hash_t h = <Py_hash_t>self.ident.hash
+        return -2 if h == -1 else h
+
+    def __eq__(self, other):
+        if type(other) is not CacheKey:
+            return NotImplemented
+        return digests_equal(self.ident.digest, (<CacheKey>other).ident.digest)
+
+    def __ne__(self, other):
+        if type(other) is not CacheKey:
+            return NotImplemented
+        return not digests_equal(self.ident.digest, (<CacheKey>other).ident.digest)
+
+    def __repr__(self):
+        return (f"CacheKey(content_hash={self.content_hash!r}, "
+                f"model_version={self.model_version!r}, chunk_id={self.chunk_id!r})")
+
+    def __reduce__(self):
+        return (CacheKey, (self.content_hash, self.model_version, self.chunk_id))
+
+
+cdef inline bint digests_equal(const uint64_t *a, const uint64_t *b) noexcept nogil:
+    return ((a[0] ^ b[0]) | (a[1] ^ b[1]) | (a[2] ^ b[2]) | (a[3] ^ b[3])) == 0
+
+
+cdef CacheKey _probe_key = CacheKey("probe", "probe")
+KEY_IDENT_OFFSET = <char *>&_probe_key.ident - <char *><PyObject *>_probe_key
+_probe_key = None
+
+
+def as_key_tuple(keys, str caller not None):
+    """`keys` as a tuple of CacheKey (a tuple cannot change under a loop that has
+    dropped the GIL). KeyTypeError, naming `caller`, for a single key, a string
+    or a non-iterable, and naming the first item that is not a CacheKey."""
+    if type(keys) is CacheKey:
+        raise KeyTypeError(f"{caller} takes a sequence of CacheKey, got a single CacheKey")
+    if isinstance(keys, (str, bytes)):
+        raise KeyTypeError(f"{caller} takes a sequence of CacheKey, got {type(keys).__name__}")
+    cdef tuple seq
+    try:
+        seq = keys if type(keys) is tuple else tuple(keys)
+    except TypeError:
+        raise KeyTypeError(
+            f"{caller} takes a sequence of CacheKey, got {type(keys).__name__}") from None
+    cdef Py_ssize_t i
+    for i in range(len(seq)):
+        if type(seq[i]) is not CacheKey:
+            raise KeyTypeError(f"keys[{i}] must be a CacheKey, got {type(seq[i]).__name__}")
+    return seq
+
+
+cdef inline int check_key(object key) except -1:
+    if type(key) is not CacheKey:
+        raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+    return 0
