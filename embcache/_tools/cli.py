@@ -28,8 +28,9 @@ __all__ = ["build_parser", "main", "run"]
 CHECK_DESCRIPTION = """\
 Measure on this machine whether embcache meets its criteria, and print each
 criterion with its threshold, the measured value and a verdict:
-(1) put throughput: stores per second of DIM-dim vectors, at least 1,000/s;
-(2) get throughput: lookups per second, at least 5,000/s;
+(1) put throughput: stores per second of DIM-dim vectors (see --dim), more
+than 1,000/s;
+(2) get throughput: lookups per second, more than 5,000/s;
 (3) memory estimation: reported memory within +-50% of the vectors' bytes,
 and exact;
 (4) concurrent access: the cost per operation with 16 asyncio tasks or 16 OS

@@ -40,9 +40,9 @@ MIB = 2**20
 
 DESCRIPTIONS: dict[int, str] = {
     1: "stores per second of {dim}-dim vectors under new keys through the asyncio "
-    "EmbeddingCache (each key built in the loop, after 1,000 warm-up stores); at least 1,000/s",
+    "EmbeddingCache (each key built in the loop, after 1,000 warm-up stores); more than 1,000/s",
     2: "lookups per second of the 1,000 vectors just stored (each returns a new array); "
-    "at least 5,000/s, and every lookup finds its vector",
+    "more than 5,000/s, and every lookup finds its vector",
     3: "after storing 100 vectors of {dim} floats, the reported memory_usage_mb is within "
     "+-50% of the vectors' own bytes, and memory_usage_bytes is exactly dim x 4 plus the "
     "documented per-entry overhead for each entry",
