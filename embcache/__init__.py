@@ -8,14 +8,19 @@
 array([0.1, 0.2, 0.3], dtype=float32)
 """
 
+# first: attaches the single-flight registry to every cache the core creates
+import embcache._flight  # noqa: F401  isort: skip
 from embcache._async import EmbeddingCache
-from embcache._core import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
+from embcache._core import ENTRY_OVERHEAD_BYTES, CacheKey, GetBatch, PutBatch, SyncEmbeddingCache
 from embcache._embedder import CachedEmbedder, EmbedderStats
 from embcache._info import CacheInfo
 from embcache.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
     DimensionMismatchError,
     EmbcacheError,
     EntryTooLargeError,
+    InvalidKeyError,
     InvalidVectorError,
     KeyTypeError,
     VectorTypeError,
@@ -24,6 +29,8 @@ from embcache.errors import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "ArgumentTypeError",
+    "ArgumentValueError",
     "CacheInfo",
     "CacheKey",
     "CachedEmbedder",
@@ -33,8 +40,11 @@ __all__ = [
     "EmbedderStats",
     "EmbeddingCache",
     "EntryTooLargeError",
+    "GetBatch",
+    "InvalidKeyError",
     "InvalidVectorError",
     "KeyTypeError",
+    "PutBatch",
     "SyncEmbeddingCache",
     "VectorTypeError",
     "__version__",

@@ -20,7 +20,6 @@
 #if PY_VERSION_HEX >= 0x030d0000 && !defined(Py_LIMITED_API)
 
 typedef PyMutex embcache_lock;
-#define EMBCACHE_LOCK_INIT(l) memset(&(l), 0, sizeof(PyMutex))
 static inline void embcache_lock_acquire(embcache_lock *l) { PyMutex_Lock(l); }
 static inline void embcache_lock_release(embcache_lock *l) { PyMutex_Unlock(l); }
 
