@@ -14,7 +14,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, SyncEmbeddingCache
-from embcache._flight import AsyncFlights
+from embcache._flight import flights_of
 from embcache._info import CacheInfo
 
 __all__ = ["EmbeddingCache"]
@@ -24,7 +24,21 @@ __all__ = ["EmbeddingCache"]
 # millisecond (row copies run at several GB/s).
 SLICE_BYTES = 2 << 20
 
+# Batches of at most this many keys go to the core in one call whatever their
+# dimension (a slice would cost more than it saves).
+SMALL_KEYS = 64
+
 ComputeFn = Callable[[list[CacheKey]], Union[npt.ArrayLike, Awaitable[npt.ArrayLike]]]
+
+
+def _small(keys: Sequence[CacheKey], dim: int) -> bool:
+    """True for a batch the core handles in one call: few keys, or few bytes at a
+    known dimension (and for a `keys` without a length, which the core rejects)."""
+    try:
+        n = len(keys)
+    except TypeError:
+        return True
+    return n <= SMALL_KEYS or (dim > 0 and n * 4 * dim <= SLICE_BYTES)
 
 
 class EmbeddingCache:
@@ -52,7 +66,7 @@ class EmbeddingCache:
         # bound once: the awaitable wrappers below then cost one attribute load
         self._get = self._sync.get
         self._put = self._sync.put
-        self._flights = AsyncFlights()
+        self._flights = flights_of(self._sync)
 
     @property
     def sync(self) -> SyncEmbeddingCache:
@@ -74,52 +88,52 @@ class EmbeddingCache:
 
         A batch larger than about 2 MiB of rows is copied in slices, yielding to
         the event loop between them; other coroutines may then change the cache
-        between two slices (each key is still looked up exactly once).
+        between two slices (each key is still looked up exactly once). Anything
+        wrong with the arguments is raised before the first slice, so a call that
+        raises has changed no recency and counted nothing.
         """
         sync = self._sync
-        # everything a slice could reject is checked before the first slice runs
-        keys = sync._as_keys(keys)
-        out_dim = sync._check_out(out, len(keys)) if out is not None else 0
-        live_dim = None
-        dim = sync.dim or out_dim
-        if not dim:
-            dim = live_dim = sync._live_dim(keys)
-        step = max(1, SLICE_BYTES // (4 * dim)) if dim else len(keys)
-        if len(keys) <= step:
+        known = sync.dim or (out.shape[1] if isinstance(out, np.ndarray) and out.ndim == 2 else 0)
+        if _small(keys, known):
             return sync.get_many(keys, out)
-        if live_dim is None:
-            live_dim = sync._live_dim(keys)  # raises for mixed dimensions
-        if out_dim and live_dim and out_dim != live_dim:
-            return sync.get_many(keys, out)  # raises DimensionMismatchError, changes nothing
-        if out is None:
-            out = np.empty((len(keys), dim), dtype=np.float32)
-        found = np.empty(len(keys), dtype=np.bool_)
-        get_many = sync.get_many
-        for start in range(0, len(keys), step):
-            stop = min(start + step, len(keys))
-            found[start:stop] = get_many(keys[start:stop], out[start:stop])[1]
-            if stop < len(keys):
+        batch = sync.get_batch(keys, out)
+        n = batch.n
+        step = max(1, SLICE_BYTES // (4 * batch.dim)) if batch.dim else n
+        for start in range(0, n, step):
+            stop = min(start + step, n)
+            batch.read(start, stop)
+            if stop < n:
                 await asyncio.sleep(0)
-        return out, found
+        return batch.matrix, batch.found
 
     async def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
         """Store row i of `matrix` under keys[i] (see SyncEmbeddingCache.put_many).
 
         The whole batch is validated before any row is stored, so a bad row
-        stores nothing; a large batch is validated and then stored in slices of
-        about 2 MiB, yielding to the event loop between them.
+        stores nothing. A large batch is first taken (converted and validated) in
+        slices of about 2 MiB into a private copy, then stored from that copy in
+        slices, yielding to the event loop between slices: what was taken is what
+        is stored, whatever the caller's buffer holds by then.
         """
         sync = self._sync
-        batch = sync._prepare_batch(keys, matrix)
-        if batch.n == 0:
+        if _small(keys, sync.dim or 0):
+            sync.put_many(keys, matrix)
             return
-        step = max(1, SLICE_BYTES // (4 * int(np.shape(matrix)[1])))
-        slices = [(start, min(start + step, batch.n)) for start in range(0, batch.n, step)]
-        for phase in (sync._check_batch, sync._store_batch):
-            for start, stop in slices:
-                phase(batch, start, stop)
-                if len(slices) > 1:
-                    await asyncio.sleep(0)
+        batch = sync.put_batch(keys, matrix)
+        n = batch.n
+        step = max(1, SLICE_BYTES // (4 * batch.dim)) if batch.dim else n
+        if n <= step:
+            batch.take()
+            batch.store()
+            return
+        slices = [(start, min(start + step, n)) for start in range(0, n, step)]
+        for start, stop in slices:
+            batch.take(start, stop)
+            await asyncio.sleep(0)
+        for start, stop in slices:
+            batch.store(start, stop)
+            if stop < n:
+                await asyncio.sleep(0)
 
     async def get_or_compute(
         self, keys: Sequence[CacheKey], compute: ComputeFn
@@ -128,12 +142,13 @@ class EmbeddingCache:
         missing with one call ``compute(missing_keys)`` (sync or async; it gets the
         distinct missing keys in order and returns an (m, dim) array-like).
 
-        Single flight: a key another coroutine is already computing is awaited,
-        not computed again. If compute raises, nothing is stored, every waiter
-        for those keys gets the exception, and a later call tries again.
-        Cancelling a waiter cancels nothing else.
+        Single flight, shared with every caller on the same SyncEmbeddingCache
+        (threads, other event loops, CachedEmbedders): a key someone is already
+        computing is awaited, not computed again. If compute raises, nothing is
+        stored, every waiter for those keys gets the exception, and a later call
+        tries again. Cancelling a waiter cancels nothing else.
         """
-        return await self._flights.get_or_compute(self._sync, keys, compute)
+        return await self._flights.get_or_compute_async(self._sync, keys, compute)
 
     async def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""

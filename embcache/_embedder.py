@@ -2,9 +2,11 @@
 
 ``embed(texts)`` keys each text by ``CacheKey.from_text(text, model_version)``,
 serves the hits from the cache, and sends only the distinct misses to the model,
-in batches of ``batch_size``, through the cache's single-flight
-``get_or_compute``: texts another caller is already embedding are awaited, not
-embedded twice.
+in batches of ``batch_size``, through the cache's one single-flight registry
+(``embcache._flight``): texts another caller on the same cache is already
+embedding (any embedder, thread or event loop) are waited for, not embedded
+twice. Each model answer becomes one PutBatch, converted and validated once by
+the core; the registry stores them together once every batch is in.
 """
 
 from __future__ import annotations
@@ -20,9 +22,9 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._async import EmbeddingCache
-from embcache._core import CacheKey, SyncEmbeddingCache
-from embcache._flight import AsyncFlights
-from embcache.errors import DimensionMismatchError, InvalidVectorError
+from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
+from embcache._flight import Flights, flights_of
+from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]
 
@@ -96,11 +98,14 @@ class CachedEmbedder:
     (int >= 1) is the most texts sent to ``embed_fn`` in one call.
 
     Results are float32 matrices in input order. A model answer of the wrong shape
-    or with NaN/inf raises ValueError and nothing of that call is cached.
+    or with NaN/inf raises ValueError (InvalidVectorError) and nothing of that call
+    is cached; the message names the answer as ``embed_fn(misses[i:j])`` (the
+    call's distinct uncached texts i to j, in input order) and the bad value by
+    row and element, e.g. ``embed_fn(misses[256:512])[3, 17] is nan``.
 
-    Single flight: concurrent ``embed`` calls (tasks of one loop) never send the
-    same text to the model twice, nor do concurrent ``embed_sync`` calls (threads);
-    an ``embed`` and an ``embed_sync`` racing for one text may both embed it.
+    Single flight: no text is sent to the model twice at once by callers sharing
+    one cache (the SyncEmbeddingCache behind it): concurrent ``embed`` calls on any
+    event loop, ``embed_sync`` calls in any thread, and other embedders.
     """
 
     __slots__ = (
@@ -109,7 +114,7 @@ class CachedEmbedder:
         "_batch_size",
         "_cache",
         "_sync",
-        "_async_flights",
+        "_flights",
         "_embed_is_async",
         "_lock",
         "_requested",
@@ -128,32 +133,35 @@ class CachedEmbedder:
         batch_size: int = 256,
     ) -> None:
         if not callable(embed_fn):
-            raise TypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
+            raise ArgumentTypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
         if not isinstance(model_version, str):
-            raise TypeError(f"model_version must be a str, got {type(model_version).__name__}")
+            raise ArgumentTypeError(
+                f"model_version must be a str, got {type(model_version).__name__}"
+            )
         if not model_version:
-            raise ValueError("model_version must be a non-empty str")
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-            raise TypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
+            raise ArgumentValueError("model_version must be a non-empty str")
+        if isinstance(batch_size, (bool, np.bool_)) or not isinstance(
+            batch_size, (int, np.integer)
+        ):
+            raise ArgumentTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
-            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+            raise ArgumentValueError(f"batch_size must be >= 1, got {batch_size}")
         if cache is None:
             cache = EmbeddingCache()
         if isinstance(cache, EmbeddingCache):
             self._sync = cache.sync
-            self._async_flights: AsyncFlights | None = None
         elif isinstance(cache, SyncEmbeddingCache):
             self._sync = cache
-            self._async_flights = AsyncFlights()
         else:
-            raise TypeError(
+            raise ArgumentTypeError(
                 "cache must be an EmbeddingCache or a SyncEmbeddingCache, got "
                 + type(cache).__name__
             )
         self._cache = cache
+        self._flights: Flights = flights_of(self._sync)
         self._embed_fn = embed_fn
         self._model_version = model_version
-        self._batch_size = batch_size
+        self._batch_size = int(batch_size)
         self._embed_is_async = _is_async_callable(embed_fn)
         self._lock = threading.Lock()
         self._requested = 0
@@ -211,23 +219,22 @@ class CachedEmbedder:
         one is awaited. An empty `texts` gives an empty (0, dim) matrix (dim 0 when
         the cache has no fixed dimension).
 
-        TypeError for a `texts` that is a str or holds a non-str (naming its
-        index); ValueError when ``embed_fn`` answers with the wrong shape or
-        non-finite values (nothing of the call is cached then); whatever
-        ``embed_fn`` raises.
+        ArgumentTypeError (a TypeError) for a `texts` that is a str or holds a
+        non-str (naming its index); InvalidVectorError (a ValueError) when
+        ``embed_fn`` answers with the wrong shape or non-finite values (nothing of
+        the call is cached then); whatever ``embed_fn`` raises.
         """
         keys, text_of = self._keys(texts)
         counts = _CallCounts()
 
-        async def compute(missing: list[CacheKey]) -> npt.NDArray[Any]:
-            batches = self._batches(missing, text_of)
-            return await self._embed_batches(batches, counts, in_thread=not self._embed_is_async)
+        async def compute(missing: list[CacheKey]) -> list[PutBatch]:
+            return await self._embed_batches(
+                missing, text_of, counts, in_thread=not self._embed_is_async
+            )
 
-        if self._async_flights is not None:
-            matrix = await self._async_flights.get_or_compute(self._sync, keys, compute)
-        else:
-            assert isinstance(self._cache, EmbeddingCache)
-            matrix = await self._cache.get_or_compute(keys, compute)
+        matrix = await self._flights.get_or_compute_async(
+            self._sync, keys, compute, what="embed_fn"
+        )
         self._record(len(keys), counts)
         return matrix
 
@@ -236,8 +243,8 @@ class CachedEmbedder:
 
         An async ``embed_fn`` is run to completion with ``asyncio.run``, which is
         only possible when no event loop is running in this thread: otherwise
-        RuntimeError (use ``await embedder.embed(...)`` there). Single flight
-        holds across threads (through the cache's synchronous get_or_compute).
+        RuntimeError (use ``await embedder.embed(...)`` there). Texts another
+        caller on the same cache is embedding are waited for (this thread blocks).
         """
         if self._embed_is_async and _loop_running():
             raise RuntimeError(
@@ -247,12 +254,11 @@ class CachedEmbedder:
         keys, text_of = self._keys(texts)
         counts = _CallCounts()
 
-        def compute(missing: list[CacheKey]) -> npt.NDArray[Any]:
-            batches = self._batches(missing, text_of)
+        def compute(missing: list[CacheKey]) -> list[PutBatch]:
             if self._embed_is_async:
-                return asyncio.run(self._embed_batches(batches, counts, in_thread=False))
-            parts = []
-            for start, batch in batches:
+                return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
+            parts: list[PutBatch] = []
+            for start, batch_keys, batch in self._batches(missing, text_of):
                 counts.model_calls += 1
                 counts.texts_embedded += len(batch)
                 result = self._embed_fn(batch)
@@ -266,10 +272,10 @@ class CachedEmbedder:
                             "'await embedder.embed(texts)' instead"
                         )
                     result = asyncio.run(_awaited(result))
-                parts.append(self._check_batch(result, len(batch), start))
-            return self._join(parts)
+                parts.append(self._take(batch_keys, result, start, parts))
+            return parts
 
-        matrix = self._sync.get_or_compute(keys, compute)
+        matrix = self._flights.get_or_compute(self._sync, keys, compute, what="embed_fn")
         self._record(len(keys), counts)
         return matrix
 
@@ -278,18 +284,20 @@ class CachedEmbedder:
     def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[CacheKey, str]]:
         """The key of each text, and the text of each distinct key."""
         if isinstance(texts, (str, bytes)):
-            raise TypeError(f"texts must be a sequence of str, not a single {type(texts).__name__}")
+            raise ArgumentTypeError(
+                f"texts must be a sequence of str, not a single {type(texts).__name__}"
+            )
         try:
             items = list(texts)
         except TypeError:
-            raise TypeError(
+            raise ArgumentTypeError(
                 f"texts must be a sequence of str, got {type(texts).__name__}"
             ) from None
         key_of: dict[str, CacheKey] = {}
         keys = []
         for i, text in enumerate(items):
             if not isinstance(text, str):
-                raise TypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+                raise ArgumentTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
             key = key_of.get(text)
             if key is None:
                 key = key_of[text] = CacheKey.from_text(text, self._model_version)
@@ -298,21 +306,27 @@ class CachedEmbedder:
 
     def _batches(
         self, missing: list[CacheKey], text_of: dict[CacheKey, str]
-    ) -> list[tuple[int, list[str]]]:
-        """The texts of `missing` in batches of batch_size, each with its offset."""
+    ) -> list[tuple[int, list[CacheKey], list[str]]]:
+        """`missing` in batches of batch_size: each one's offset, keys and texts."""
         size = self._batch_size
-        return [
-            (start, [text_of[k] for k in missing[start : start + size]])
-            for start in range(0, len(missing), size)
-        ]
+        batches = []
+        for start in range(0, len(missing), size):
+            batch_keys = missing[start : start + size]
+            batches.append((start, batch_keys, [text_of[k] for k in batch_keys]))
+        return batches
 
     async def _embed_batches(
-        self, batches: list[tuple[int, list[str]]], counts: _CallCounts, *, in_thread: bool
-    ) -> npt.NDArray[Any]:
-        """Embed `batches` one after another; a sync embed_fn runs in a worker thread
-        when `in_thread`, and an awaitable answer is awaited."""
-        parts = []
-        for start, batch in batches:
+        self,
+        missing: list[CacheKey],
+        text_of: dict[CacheKey, str],
+        counts: _CallCounts,
+        *,
+        in_thread: bool,
+    ) -> list[PutBatch]:
+        """Embed `missing` batch after batch; a sync embed_fn runs in a worker
+        thread when `in_thread`, and an awaitable answer is awaited."""
+        parts: list[PutBatch] = []
+        for start, batch_keys, batch in self._batches(missing, text_of):
             counts.model_calls += 1
             counts.texts_embedded += len(batch)
             if in_thread:
@@ -321,38 +335,23 @@ class CachedEmbedder:
                 result = self._embed_fn(batch)
             if inspect.isawaitable(result):
                 result = await result
-            parts.append(self._check_batch(result, len(batch), start))
-        return self._join(parts)
+            parts.append(self._take(batch_keys, result, start, parts))
+        return parts
 
-    @staticmethod
-    def _check_batch(result: Any, n_texts: int, start: int) -> npt.NDArray[Any]:
-        """The model's answer for one batch, checked for shape (values are checked
-        by get_or_compute once all batches are in)."""
-        try:
-            arr = np.asarray(result)
-        except (TypeError, ValueError) as exc:
-            raise InvalidVectorError(
-                f"embed_fn's answer for texts [{start}, {start + n_texts}) of the misses "
-                f"could not be read as an array: {exc}"
-            ) from None
-        if arr.ndim != 2 or arr.shape[0] != n_texts or arr.shape[1] == 0:
-            raise InvalidVectorError(
-                f"embed_fn must return an array of shape ({n_texts}, dim) for {n_texts} texts, "
-                f"got shape {arr.shape}"
-            )
-        return arr
-
-    @staticmethod
-    def _join(parts: list[npt.NDArray[Any]]) -> npt.NDArray[Any]:
-        if len(parts) == 1:
-            return parts[0]
-        dims = sorted({int(p.shape[1]) for p in parts})
-        if len(dims) > 1:
-            raise DimensionMismatchError(
-                f"embed_fn returned vectors of several dimensions across batches: "
-                f"{', '.join(map(str, dims))}"
-            )
-        return np.concatenate(parts)
+    def _take(
+        self, keys: list[CacheKey], result: Any, start: int, before: list[PutBatch]
+    ) -> PutBatch:
+        """The model's answer for one batch, converted and validated by the core
+        (shape, dimension against the cache's and the earlier batches', values);
+        stored later by the registry, with the other batches."""
+        batch = self._sync.put_batch(
+            keys,
+            result,
+            what=f"embed_fn(misses[{start}:{start + len(keys)}])",
+            dim=before[0].dim if before else None,
+        )
+        batch.take()
+        return batch
 
     def _record(self, n_texts: int, counts: _CallCounts) -> None:
         uncached_calls = -(-n_texts // self._batch_size)

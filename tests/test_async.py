@@ -6,12 +6,19 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import inspect
+from typing import Any, Callable
 
 import numpy as np
 import pytest
 from conftest import FakeClock, key, vec
 
-from embcache import CacheInfo, EmbeddingCache, SyncEmbeddingCache
+from embcache import (
+    CacheInfo,
+    DimensionMismatchError,
+    EmbeddingCache,
+    InvalidVectorError,
+    SyncEmbeddingCache,
+)
 
 
 def run(coro):  # type: ignore[no-untyped-def]
@@ -30,10 +37,18 @@ def test_constructor_same_signature_and_defaults() -> None:
     assert isinstance(c.sync, SyncEmbeddingCache)
     info = c.sync.get_cache_info()
     assert (info.max_entries, info.ttl_seconds, info.max_memory_mb, info.dim) == (
-        100_000, None, 512.0, None)
+        100_000,
+        None,
+        512.0,
+        None,
+    )
     c2 = EmbeddingCache(7, 30.0, 2.0, dim=5, clock=FakeClock())
     assert (c2.sync.max_entries, c2.sync.ttl_seconds, c2.sync.max_memory_mb, c2.sync.dim) == (
-        7, 30.0, 2.0, 5)
+        7,
+        30.0,
+        2.0,
+        5,
+    )
     with pytest.raises(TypeError):
         EmbeddingCache(7, 30.0, 2.0, 5)  # type: ignore[misc]
 
@@ -129,7 +144,8 @@ def test_same_results_as_the_core_for_one_script() -> None:
             else:
                 results.append(len(facade))
         assert dataclasses.asdict(await facade.get_cache_info()) == dataclasses.asdict(
-            core.get_cache_info())
+            core.get_cache_info()
+        )
         facade.sync._check_invariants()
         return results
 
@@ -224,3 +240,113 @@ def test_repr_and_slots() -> None:
     assert "max_entries=3" in repr(c)
     with pytest.raises(AttributeError):
         c.extra = 1  # type: ignore[attr-defined]
+
+
+# --- large batches in slices: what another coroutine can and cannot change -------------------
+
+BIG_DIM = 384
+BIG_N = 6000  # about 9 MiB of float32 rows: several 2 MiB slices
+
+
+async def _meddle(action: Callable[[], object], turns: int = 1) -> None:
+    """Run `action` after `turns` turns of the loop (inside a sliced call)."""
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    action()
+
+
+@pytest.mark.parametrize("source", ["array", "list"])
+def test_async_put_many_stores_what_it_took(source: str) -> None:
+    """A NaN written into rows of the caller's buffer that were already taken
+    (between slices) is not stored: the batch stores its own copy."""
+    keys = [key(i) for i in range(BIG_N)]
+    matrix = np.random.default_rng(0).standard_normal((BIG_N, BIG_DIM)).astype(np.float32)
+    original = matrix.copy()
+    given: Any = matrix if source == "array" else [list(r) for r in matrix[:3000]]
+    n = BIG_N if source == "array" else 3000
+
+    def poison() -> None:
+        if source == "array":
+            matrix[0, 0] = np.nan
+        else:
+            given[0][0] = float("nan")
+
+    async def main() -> None:
+        cache = EmbeddingCache(BIG_N, max_memory_mb=40.0)
+        meddler = asyncio.create_task(_meddle(poison))
+        await cache.put_many(keys[:n], given)
+        await meddler
+        assert len(cache) == n
+        stored = await cache.get(keys[0])
+        assert stored is not None
+        np.testing.assert_array_equal(stored, original[0])
+        got, found = await cache.get_many(keys[:n])
+        assert found.all() and np.isfinite(got).all()
+        cache.sync._check_invariants()
+
+    run(main())
+
+
+def test_async_put_many_rejects_a_nan_written_before_its_row_was_taken() -> None:
+    keys = [key(i) for i in range(BIG_N)]
+    matrix = np.ones((BIG_N, BIG_DIM), np.float32)
+
+    def poison() -> None:
+        matrix[-1, 7] = np.nan
+
+    async def main() -> None:
+        cache = EmbeddingCache(BIG_N, max_memory_mb=40.0)
+        meddler = asyncio.create_task(_meddle(poison))
+        with pytest.raises(InvalidVectorError, match=rf"^matrix\[{BIG_N - 1}, 7\] is nan"):
+            await cache.put_many(keys, matrix)
+        await meddler
+        assert len(cache) == 0
+        cache.sync._check_invariants()
+
+    run(main())
+
+
+def test_async_get_many_of_mixed_dims_raises_before_anything_changes() -> None:
+    keys = [key(i) for i in range(BIG_N)]
+
+    async def main() -> None:
+        cache = EmbeddingCache(BIG_N + 1, max_memory_mb=40.0)  # full after these puts
+        await cache.put_many(keys, np.ones((BIG_N, BIG_DIM), np.float32))
+        await cache.put(key("small"), vec(1, 5))
+        before = dataclasses.asdict(await cache.get_cache_info())
+        with pytest.raises(DimensionMismatchError):
+            await cache.get_many([*keys, key("small")])
+        assert dataclasses.asdict(await cache.get_cache_info()) == before
+        # recency untouched: keys[0] is still the least recent entry, evicted first
+        await cache.put(key("new"), vec(2, BIG_DIM))
+        assert keys[0] not in cache and keys[1] in cache and len(cache) == BIG_N + 1
+
+    run(main())
+
+
+@pytest.mark.parametrize("with_out", [False, True])
+def test_async_get_many_reads_an_entry_changed_between_slices_as_a_miss(with_out: bool) -> None:
+    """Another coroutine giving a key of a later slice another dimension makes it
+    a miss (counted once), not an error after earlier slices were read."""
+    keys = [key(i) for i in range(BIG_N)]
+    data = np.random.default_rng(1).standard_normal((BIG_N, BIG_DIM)).astype(np.float32)
+
+    async def main() -> None:
+        cache = EmbeddingCache(BIG_N + 1, max_memory_mb=40.0)
+        await cache.put_many(keys, data)
+        before = await cache.get_cache_info()
+        out = np.zeros((BIG_N, BIG_DIM), np.float32) if with_out else None
+
+        def change() -> None:
+            cache.sync.put(keys[-1], vec(1, 5))
+
+        meddler = asyncio.create_task(_meddle(change))
+        got, found = await cache.get_many(keys, out=out)
+        await meddler
+        assert found[:-1].all() and not found[-1]
+        np.testing.assert_array_equal(got[:-1], data[:-1])
+        assert not got[-1].any()
+        after = await cache.get_cache_info()
+        assert (after.hits - before.hits, after.misses - before.misses) == (BIG_N - 1, 1)
+
+    run(main())

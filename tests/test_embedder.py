@@ -17,11 +17,14 @@ import pytest
 
 from embcache import (
     CacheKey,
+    DimensionMismatchError,
+    EmbcacheError,
     EmbeddingCache,
     InvalidVectorError,
     SyncEmbeddingCache,
 )
 from embcache._embedder import CachedEmbedder, EmbedderStats
+from embcache.errors import ArgumentTypeError
 
 TIMEOUT = 10.0
 DIM = 8
@@ -256,6 +259,9 @@ def test_stats_definition() -> None:
         s.model_calls = 0  # type: ignore[misc]
 
 
+# the model's answer for misses [start, stop) of a call is named embed_fn(misses[start:stop])
+
+
 def test_failed_calls_are_not_counted_and_cache_nothing() -> None:
     class Flaky(Model):
         def __init__(self) -> None:
@@ -282,10 +288,10 @@ def test_failed_calls_are_not_counted_and_cache_nothing() -> None:
     embedder.embed_sync(["warm"])
     for mode, error, match in [
         ("raise", ConnectionError, "model down"),
-        ("nan", InvalidVectorError, "NaN"),
-        ("short", InvalidVectorError, r"shape \(2, dim\)"),
-        ("flat", InvalidVectorError, r"shape \(2, dim\)"),
-        ("dims", ValueError, "several dimensions"),
+        ("nan", InvalidVectorError, r"^embed_fn\(misses\[0:2\]\)\[1, 0\] is nan"),
+        ("short", InvalidVectorError, r"^embed_fn\(misses\[0:2\]\) has 1 rows for 2 keys"),
+        ("flat", InvalidVectorError, r"^embed_fn\(misses\[0:2\]\) must be 2-D .*shape \(16,\)"),
+        ("dims", DimensionMismatchError, r"^embed_fn\(misses\[2:3\]\) has dim 8, .* dim 4"),
     ]:
         model.mode = mode
         with pytest.raises(error, match=match):
@@ -344,13 +350,136 @@ def test_threads_embed_each_text_once() -> None:
     assert embedder.stats.texts_requested == 240
 
 
+def in_threads(*fns: Any) -> list[Any]:
+    """Run each fn in its own thread, started together; their results."""
+    out: list[Any] = [None] * len(fns)
+    start = threading.Barrier(len(fns))
+
+    def target(i: int) -> None:
+        start.wait(TIMEOUT)
+        try:
+            out[i] = fns[i]()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out[i] = exc
+
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+        assert not t.is_alive(), "hung"
+    return out
+
+
+TWENTY = [f"shared {i}" for i in range(20)]
+
+
+@pytest.mark.parametrize("entry", ["embed", "embed_sync"])
+def test_two_embedders_over_one_sync_cache_embed_each_text_once(entry: str) -> None:
+    """Embedders over one SyncEmbeddingCache share its one registry, whichever
+    entry point and thread they are called from."""
+    cache = SyncEmbeddingCache()
+    model = Model(delay=0.02)
+    first = CachedEmbedder(model, "fake-v1", cache=cache, batch_size=8)
+    second = CachedEmbedder(model, "fake-v1", cache=cache, batch_size=8)
+
+    def call(embedder: CachedEmbedder) -> Any:
+        if entry == "embed":
+            return lambda: run(embedder.embed(TWENTY))
+        return lambda: embedder.embed_sync(TWENTY)
+
+    results = in_threads(call(first), call(second), call(first), call(second))
+    for m in results:
+        np.testing.assert_array_equal(m, expected(TWENTY))
+    assert model.embedded == Counter(TWENTY)
+    assert first.stats.texts_embedded + second.stats.texts_embedded == 20
+
+
+def test_two_embedders_on_one_loop_embed_each_text_once() -> None:
+    cache = SyncEmbeddingCache()
+    model = AsyncModel(delay=0.01)
+    first = CachedEmbedder(model, "fake-v1", cache=cache)
+    second = CachedEmbedder(model, "fake-v1", cache=cache)
+
+    async def main() -> list[np.ndarray]:
+        return await asyncio.gather(first.embed(TWENTY), second.embed(TWENTY[::-1]))
+
+    a, b = run(main())
+    np.testing.assert_array_equal(a, expected(TWENTY))
+    np.testing.assert_array_equal(b, expected(TWENTY[::-1]))
+    assert model.embedded == Counter(TWENTY)
+
+
+@pytest.mark.parametrize("cache_kind", ["async", "sync"])
+def test_embed_and_embed_sync_racing_embed_once(cache_kind: str) -> None:
+    cache: Any = EmbeddingCache() if cache_kind == "async" else SyncEmbeddingCache()
+    model = Model(delay=0.02)
+    embedder = CachedEmbedder(model, "fake-v1", cache=cache)
+    results = in_threads(
+        lambda: run(embedder.embed(["one text", "a"])),
+        lambda: embedder.embed_sync(["one text", "b"]),
+        lambda: embedder.embed_sync(["one text"]),
+    )
+    np.testing.assert_array_equal(results[0], expected(["one text", "a"]))
+    np.testing.assert_array_equal(results[1], expected(["one text", "b"]))
+    np.testing.assert_array_equal(results[2], expected(["one text"]))
+    assert model.embedded["one text"] == 1
+
+
+def test_embedder_and_get_or_compute_share_flights() -> None:
+    """A plain get_or_compute on the cache waits for the embedder's model call."""
+    cache = EmbeddingCache()
+    gate = threading.Event()
+
+    def slow_model(texts: list[str]) -> np.ndarray:
+        assert gate.wait(TIMEOUT)
+        return expected(texts)
+
+    embedder = CachedEmbedder(slow_model, "fake-v1", cache=cache)
+    calls: list[list[CacheKey]] = []
+
+    def other(keys: list[CacheKey]) -> np.ndarray:
+        calls.append(keys)
+        return np.zeros((len(keys), DIM))
+
+    def get_or_compute() -> np.ndarray:
+        while cache.sync.flights.in_flight() == 0:
+            time.sleep(0.001)
+        threading.Timer(0.02, gate.set).start()
+        return cache.sync.get_or_compute([embedder.key("x")], other)
+
+    a, b = in_threads(lambda: embedder.embed_sync(["x"]), get_or_compute)
+    np.testing.assert_array_equal(a, expected(["x"]))
+    np.testing.assert_array_equal(b, expected(["x"]))
+    assert calls == []
+
+
+@pytest.mark.parametrize("entry", ["embed", "embed_sync"])
+def test_model_errors_name_embed_fn_the_batch_row_and_element(entry: str) -> None:
+    def model(texts: list[str]) -> np.ndarray:
+        out = expected(texts)
+        if len(texts) == 1:  # the second batch
+            out[0, 5] = np.nan
+        return out
+
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=3)
+    texts = ["a", "b", "c", "d"]
+    match = r"^embed_fn\(misses\[3:4\]\)\[0, 5\] is nan"
+    with pytest.raises(InvalidVectorError, match=match):
+        if entry == "embed":
+            run(embedder.embed(texts))
+        else:
+            embedder.embed_sync(texts)
+    assert len(embedder.cache) == 0
+
+
 # --- bad input -------------------------------------------------------------------------------
 
 
 def test_texts_must_be_strings() -> None:
     model = Model()
     embedder = CachedEmbedder(model, "fake-v1")
-    with pytest.raises(TypeError, match=r"texts\[2\] must be a str, got int"):
+    with pytest.raises(ArgumentTypeError, match=r"texts\[2\] must be a str, got int"):
         embedder.embed_sync(["a", "b", 3])  # type: ignore[list-item]
     with pytest.raises(TypeError, match=r"texts\[0\] must be a str, got bytes"):
         run(embedder.embed([b"a"]))  # type: ignore[list-item]
@@ -366,6 +495,8 @@ def test_texts_must_be_strings() -> None:
     [
         ({"embed_fn": None}, TypeError, "embed_fn must be callable"),
         ({"model_version": ""}, ValueError, "non-empty"),
+        ({"batch_size": np.bool_(True)}, TypeError, "batch_size must be an int"),
+        ({"batch_size": np.int64(0)}, ValueError, "batch_size must be >= 1"),
         ({"model_version": 3}, TypeError, "model_version must be a str"),
         ({"batch_size": 0}, ValueError, "batch_size must be >= 1"),
         ({"batch_size": -4}, ValueError, "batch_size must be >= 1"),
@@ -380,8 +511,17 @@ def test_constructor_checks(kwargs: dict[str, Any], error: type, match: str) -> 
     args.update(kwargs)
     embed_fn = args.pop("embed_fn")
     model_version = args.pop("model_version")
-    with pytest.raises(error, match=match):
+    with pytest.raises(error, match=match) as info:
         CachedEmbedder(embed_fn, model_version, **args)
+    assert isinstance(info.value, EmbcacheError)
+
+
+def test_numpy_integers_are_batch_sizes() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1", batch_size=np.int32(2))
+    assert embedder.batch_size == 2 and type(embedder.batch_size) is int
+    embedder.embed_sync(["a", "b", "c"])
+    assert [len(b) for b in model.batches] == [2, 1]
 
 
 def test_properties_and_defaults() -> None:

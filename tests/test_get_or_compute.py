@@ -30,7 +30,7 @@ from embcache import (
     SyncEmbeddingCache,
     VectorTypeError,
 )
-from embcache._flight import AsyncFlights, ThreadFlights
+from embcache._flight import flights_of
 
 TIMEOUT = 10.0  # seconds; only reached when something hangs
 DIM = 4
@@ -120,11 +120,9 @@ def stats(cache: Any) -> tuple[int, int]:
     return info.hits, info.misses
 
 
-def no_keys_in_flight(cache: EmbeddingCache) -> bool:
-    """No key of the async cache is registered as being computed."""
-    flights = cache._flights
-    assert flights is None or isinstance(flights, AsyncFlights)
-    return flights is None or all(not state.registry for state in flights._loops.values())
+def no_keys_in_flight(cache: EmbeddingCache | SyncEmbeddingCache) -> bool:
+    """No key of the cache is registered as being computed."""
+    return flights_of(getattr(cache, "sync", cache)).in_flight() == 0
 
 
 def not_stuck(cache: SyncEmbeddingCache, keys: list[CacheKey]) -> bool:
@@ -342,7 +340,7 @@ def test_async_waiters_get_the_owners_validation_error() -> None:
         await asyncio.sleep(0.01)
         gate.set()
         for task in (owner, waiter):
-            with pytest.raises(InvalidVectorError, match=r"shape \(2, dim\)"):
+            with pytest.raises(InvalidVectorError, match=r"^compute has 1 rows for 2 keys"):
                 await task
         assert len(cache) == 0 and no_keys_in_flight(cache)
 
@@ -826,21 +824,46 @@ def test_thread_computes_waiting_on_each_other_raise_instead_of_deadlocking(
 # --- bad input ------------------------------------------------------------------------------
 
 
+# every message names compute (the core's `what`) first; the missing keys are key(1), key(2)
 BAD_RESULTS = [
-    (lambda n: np.ones(n), InvalidVectorError, "shape"),
-    (lambda n: np.ones((n + 1, DIM)), InvalidVectorError, r"shape \(\d+, dim\)"),
-    (lambda n: np.ones((max(n - 1, 0), DIM)), InvalidVectorError, "shape"),
-    (lambda n: np.ones((n, 0)), InvalidVectorError, "empty rows"),
-    (lambda n: np.ones((n, DIM, 1)), InvalidVectorError, "shape"),
-    (lambda n: np.full((n, DIM), np.nan), InvalidVectorError, "NaN"),
-    (lambda n: np.full((n, DIM), -np.inf), InvalidVectorError, "infinity"),
-    (lambda n: np.full((n, DIM), 1e300), InvalidVectorError, "float32 range"),
-    (lambda n: np.ones((n, DIM), dtype=complex), VectorTypeError, "complex"),
-    (lambda n: np.ones((n, DIM), dtype=bool), VectorTypeError, "bool"),
-    (lambda n: np.array([["a"] * DIM] * n), VectorTypeError, "dtype"),
-    (lambda n: "vectors", VectorTypeError, "str"),
-    (lambda n: None, VectorTypeError, "dtype object"),
-    (lambda n: [[1.0, 2.0], [3.0]], InvalidVectorError, "could not be read"),
+    (lambda n: np.ones(n), InvalidVectorError, r"^compute must be 2-D .*got shape \(2,\)"),
+    (lambda n: np.ones((n + 1, DIM)), InvalidVectorError, r"^compute has 3 rows for 2 keys"),
+    (
+        lambda n: np.ones((max(n - 1, 0), DIM)),
+        InvalidVectorError,
+        r"^compute has 1 rows for 2 keys",
+    ),
+    (lambda n: np.ones((n, 0)), InvalidVectorError, r"^compute rows are empty"),
+    (
+        lambda n: np.ones((n, DIM, 1)),
+        InvalidVectorError,
+        r"^compute must be 2-D .*got shape \(2, 4, 1\)",
+    ),
+    (lambda n: np.full((n, DIM), np.nan), InvalidVectorError, r"^compute\[0, 0\] is nan"),
+    (lambda n: np.full((n, DIM), -np.inf), InvalidVectorError, r"^compute\[0, 0\] is -inf"),
+    (
+        lambda n: np.full((n, DIM), 1e300),
+        InvalidVectorError,
+        r"^compute\[0, 0\] = 1e\+300 overflows float32",
+    ),
+    (
+        lambda n: np.ones((n, DIM), dtype=complex),
+        VectorTypeError,
+        r"^compute must hold real numbers .*complex",
+    ),
+    (
+        lambda n: np.ones((n, DIM), dtype=bool),
+        VectorTypeError,
+        r"^compute must hold real numbers .*bool",
+    ),
+    (
+        lambda n: np.array([["a"] * DIM] * n),
+        VectorTypeError,
+        r"^compute must hold real numbers .*dtype",
+    ),
+    (lambda n: "vectors", VectorTypeError, r"^compute must be a 2-D array-like .*got str"),
+    (lambda n: None, VectorTypeError, r"^compute is missing \(got None\)"),
+    (lambda n: [[1.0, 2.0], [3.0]], InvalidVectorError, r"^compute could not be read"),
 ]
 
 
@@ -863,19 +886,23 @@ def test_one_bad_row_stores_no_row(sync: SyncEmbeddingCache) -> None:
         out[-1, 2] = math.nan
         return out
 
-    with pytest.raises(InvalidVectorError, match="row 2"):
+    with pytest.raises(InvalidVectorError, match=r"^compute\[2, 2\] is nan"):
         sync.get_or_compute([key(1), key(2), key(3)], compute)
     assert len(sync) == 0
 
 
 def test_dimension_mismatches() -> None:
     fixed = SyncEmbeddingCache(dim=DIM)
-    with pytest.raises(DimensionMismatchError, match=f"dim 3, but this cache stores dim {DIM}"):
+    with pytest.raises(
+        DimensionMismatchError, match=f"^compute has dim 3, but this cache stores dim {DIM}"
+    ):
         fixed.get_or_compute([key(1)], Recorder(dim=3))
     assert len(fixed) == 0
     loose = SyncEmbeddingCache()
     loose.put(key(0), vec(0))
-    with pytest.raises(DimensionMismatchError, match="the hits in this batch have dim 4"):
+    with pytest.raises(
+        DimensionMismatchError, match="^compute has dim 5, but this batch needs dim 4"
+    ):
         loose.get_or_compute([key(0), key(1)], Recorder(dim=5))
     assert len(loose) == 1
     # with no hit in the batch, another dimension is fine in a cache without fixed dim
@@ -986,18 +1013,18 @@ def test_random_batches_match_a_dict_model(
     sync_cache._check_invariants()
 
 
-def test_flights_objects_are_standalone() -> None:
-    """ThreadFlights / AsyncFlights work over any cache object with get_many/put_many."""
-    cache = SyncEmbeddingCache()
-    flights = ThreadFlights()
-    m = flights.get_or_compute(cache, [key(1), key(1)], Recorder())
+def test_one_registry_serves_threads_and_tasks() -> None:
+    """The sync and async entry points of one cache share its registry."""
+    cache = EmbeddingCache()
+    flights = flights_of(cache.sync)
+    m = cache.sync.get_or_compute([key(1), key(1)], Recorder())
     np.testing.assert_array_equal(m, rows([key(1), key(1)]))
     assert flights.in_flight() == 0
 
     async def main() -> None:
-        aflights = AsyncFlights()
-        m = await aflights.get_or_compute(cache, [key(2), key(1)], Recorder())
+        compute = Recorder()
+        m = await cache.get_or_compute([key(2), key(1)], compute)
         np.testing.assert_array_equal(m, rows([key(2), key(1)]))
-        assert aflights.in_flight() == 0
+        assert compute.calls == [[key(2)]] and flights.in_flight() == 0
 
     run(main())
