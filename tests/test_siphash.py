@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from siphash_vectors import VECTORS_64, VECTORS_128
 
-from embcache._core import siphash24, hash_key
+from embcache._core import hash_key, siphash24
 
 SPEC_KEY = bytes(range(16))
 
