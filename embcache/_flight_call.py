@@ -174,7 +174,7 @@ class Work:
         """compute's answer as taken PutBatch objects covering ``todo`` in order."""
         cache, todo = self.cache, self.todo
         if not (type(result) is list and result and isinstance(result[0], PutBatch)):
-            batch = cache.put_batch(todo, result, what=what, dim=self.dim)
+            batch = cache.put_batch(todo, result, what=f"{what}(missing)", dim=self.dim)
             batch.take()
             return [batch]
         # batches the caller's compute made itself (CachedEmbedder: one per model call)

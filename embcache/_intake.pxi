@@ -3,7 +3,7 @@
 #
 # Owns: converting array-likes to real arrays (once), the rules a storable
 # vector obeys and their messages (one per rule, every message starting with
-# what the data is: "vector", "matrix", "compute's result", ...), copying values into a
+# what the data is: "vector", "matrix", "compute(missing)", ...), copying values into a
 # row, and checking constructor-style arguments. Touches no cache state.
 
 # The largest double that rounds to a finite float32 is just below this.

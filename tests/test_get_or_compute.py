@@ -35,6 +35,9 @@ from embcache._flight import flights_of
 TIMEOUT = 10.0  # seconds; only reached when something hangs
 DIM = 4
 
+# what error messages call the result of compute(missing_keys)
+OUT = r"^compute\(missing\)"
+
 
 def number(k: CacheKey) -> int:
     """i of key(i)."""
@@ -340,7 +343,7 @@ def test_async_waiters_get_the_owners_validation_error() -> None:
         await asyncio.sleep(0.01)
         gate.set()
         for task in (owner, waiter):
-            with pytest.raises(InvalidVectorError, match=r"^compute has 1 rows for 2 keys"):
+            with pytest.raises(InvalidVectorError, match=OUT + r" has 1 rows for 2 keys"):
                 await task
         assert len(cache) == 0 and no_keys_in_flight(cache)
 
@@ -826,44 +829,44 @@ def test_thread_computes_waiting_on_each_other_raise_instead_of_deadlocking(
 
 # every message names compute (the core's `what`) first; the missing keys are key(1), key(2)
 BAD_RESULTS = [
-    (lambda n: np.ones(n), InvalidVectorError, r"^compute must be 2-D .*got shape \(2,\)"),
-    (lambda n: np.ones((n + 1, DIM)), InvalidVectorError, r"^compute has 3 rows for 2 keys"),
+    (lambda n: np.ones(n), InvalidVectorError, OUT + r" must be 2-D .*got shape \(2,\)"),
+    (lambda n: np.ones((n + 1, DIM)), InvalidVectorError, OUT + r" has 3 rows for 2 keys"),
     (
         lambda n: np.ones((max(n - 1, 0), DIM)),
         InvalidVectorError,
-        r"^compute has 1 rows for 2 keys",
+        OUT + r" has 1 rows for 2 keys",
     ),
-    (lambda n: np.ones((n, 0)), InvalidVectorError, r"^compute rows are empty"),
+    (lambda n: np.ones((n, 0)), InvalidVectorError, OUT + r" rows are empty"),
     (
         lambda n: np.ones((n, DIM, 1)),
         InvalidVectorError,
-        r"^compute must be 2-D .*got shape \(2, 4, 1\)",
+        OUT + r" must be 2-D .*got shape \(2, 4, 1\)",
     ),
-    (lambda n: np.full((n, DIM), np.nan), InvalidVectorError, r"^compute\[0, 0\] is nan"),
-    (lambda n: np.full((n, DIM), -np.inf), InvalidVectorError, r"^compute\[0, 0\] is -inf"),
+    (lambda n: np.full((n, DIM), np.nan), InvalidVectorError, OUT + r"\[0, 0\] is nan"),
+    (lambda n: np.full((n, DIM), -np.inf), InvalidVectorError, OUT + r"\[0, 0\] is -inf"),
     (
         lambda n: np.full((n, DIM), 1e300),
         InvalidVectorError,
-        r"^compute\[0, 0\] = 1e\+300 overflows float32",
+        OUT + r"\[0, 0\] = 1e\+300 overflows float32",
     ),
     (
         lambda n: np.ones((n, DIM), dtype=complex),
         VectorTypeError,
-        r"^compute must hold real numbers .*complex",
+        OUT + r" must hold real numbers .*complex",
     ),
     (
         lambda n: np.ones((n, DIM), dtype=bool),
         VectorTypeError,
-        r"^compute must hold real numbers .*bool",
+        OUT + r" must hold real numbers .*bool",
     ),
     (
         lambda n: np.array([["a"] * DIM] * n),
         VectorTypeError,
-        r"^compute must hold real numbers .*dtype",
+        OUT + r" must hold real numbers .*dtype",
     ),
-    (lambda n: "vectors", VectorTypeError, r"^compute must be a 2-D array-like .*got str"),
-    (lambda n: None, VectorTypeError, r"^compute is missing \(got None\)"),
-    (lambda n: [[1.0, 2.0], [3.0]], InvalidVectorError, r"^compute could not be read"),
+    (lambda n: "vectors", VectorTypeError, OUT + r" must be a 2-D array-like .*got str"),
+    (lambda n: None, VectorTypeError, OUT + r" is missing \(got None\)"),
+    (lambda n: [[1.0, 2.0], [3.0]], InvalidVectorError, OUT + r" could not be read"),
 ]
 
 
@@ -886,7 +889,7 @@ def test_one_bad_row_stores_no_row(sync: SyncEmbeddingCache) -> None:
         out[-1, 2] = math.nan
         return out
 
-    with pytest.raises(InvalidVectorError, match=r"^compute\[2, 2\] is nan"):
+    with pytest.raises(InvalidVectorError, match=OUT + r"\[2, 2\] is nan"):
         sync.get_or_compute([key(1), key(2), key(3)], compute)
     assert len(sync) == 0
 
@@ -894,14 +897,14 @@ def test_one_bad_row_stores_no_row(sync: SyncEmbeddingCache) -> None:
 def test_dimension_mismatches() -> None:
     fixed = SyncEmbeddingCache(dim=DIM)
     with pytest.raises(
-        DimensionMismatchError, match=f"^compute has dim 3, but this cache stores dim {DIM}"
+        DimensionMismatchError, match=OUT + rf" has dim 3, but this cache stores dim {DIM}"
     ):
         fixed.get_or_compute([key(1)], Recorder(dim=3))
     assert len(fixed) == 0
     loose = SyncEmbeddingCache()
     loose.put(key(0), vec(0))
     with pytest.raises(
-        DimensionMismatchError, match="^compute has dim 5, but this batch needs dim 4"
+        DimensionMismatchError, match=OUT + r" has dim 5, but this batch needs dim 4"
     ):
         loose.get_or_compute([key(0), key(1)], Recorder(dim=5))
     assert len(loose) == 1
