@@ -73,12 +73,13 @@ cdef inline int absorb_str(embcache_blake2b_state *s, str text) except -1:
 cdef inline str required_field(object value, str name):
     if not isinstance(value, str):
         raise KeyTypeError(f"CacheKey {name} must be a str, got {type(value).__name__}")
-    if not value:
+    if PyUnicode_GET_LENGTH(value) == 0:
         raise InvalidKeyError(f"CacheKey {name} must be a non-empty str")
     return <str>value
 
 
 @cython.final
+@cython.freelist(256)      # keys are made by the thousand and dropped as fast
 cdef class CacheKey:
     """Immutable, hashable identity of one embedding: which content, which model,
     which chunk.

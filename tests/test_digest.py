@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import hashlib
 import struct
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
+from conftest import run_python
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -69,12 +69,13 @@ def test_hash_is_siphash_of_the_digest_under_the_process_key() -> None:
         assert hash(k) == (-2 if h == -1 else h)
 
 
-def test_digest_is_the_same_in_another_process_and_the_hash_is_not() -> None:
+def test_digest_is_the_same_in_another_process_and_the_hash_is_not(tmp_path: Path) -> None:
     code = (
         "from embcache import CacheKey; k = CacheKey('a', 'b', 'c'); "
         "print(k.digest.hex(), hash(k))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    out = run_python(["-c", code], cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
     digest_hex, other_hash = out.stdout.split()
     k = CacheKey("a", "b", "c")
     assert digest_hex == k.digest.hex()
