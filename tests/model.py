@@ -124,6 +124,10 @@ class ModelCache:
         self._discard(k)
         return True
 
+    def peek(self, k: Hashable, now: float) -> np.ndarray | None:
+        """The live vector of `k`, changing nothing (a batch deciding its dimension)."""
+        return self.vectors[k] if self.contains(k, now) else None
+
     def contains(self, k: Hashable, now: float) -> bool:
         return k in self.vectors and not self._expired(k, now)
 

@@ -135,6 +135,42 @@ class CacheMachine(RuleBasedStateMachine):
             assert got.tobytes() == want.tobytes()
             got[:] = 12345.0          # the caller owns it: this must not reach the cache
 
+    @rule(ks=st.lists(keys, min_size=1, max_size=4), dim=st.sampled_from(DIMS),
+          seed=st.integers(-50, 50), cut=st.integers(0, 4), pause=pauses)
+    def put_batch_in_slices(self, ks: list[CacheKey], dim: int, seed: int, cut: int,
+                            pause: float) -> None:
+        self.clock.advance(pause)
+        if self.fixed_dim is not None:
+            dim = self.fixed_dim
+        rows = np.stack([make_vector(dim, seed + i, "f64")[1] for i in range(len(ks))])
+        cut = min(cut, len(ks))
+        batch = self.cache.put_batch(ks, rows.astype(np.float64))
+        batch.take(0, cut)
+        batch.take(cut)
+        batch.store(0, cut)
+        batch.store(cut)
+        for k, row in zip(ks, rows):
+            self.model.put(k, row, self.now)
+
+    @rule(ks=st.lists(keys, min_size=1, max_size=4), cut=st.integers(0, 4), pause=pauses)
+    def get_batch_in_slices(self, ks: list[CacheKey], cut: int, pause: float) -> None:
+        self.clock.advance(pause)
+        live = {k: self.model.peek(k, self.now) for k in ks}
+        dims = {len(v) for v in live.values() if v is not None}
+        if len(dims) > 1:
+            with pytest.raises(DimensionMismatchError):
+                self.cache.get_batch(ks)
+            return
+        batch = self.cache.get_batch(ks)
+        cut = min(cut, len(ks))
+        batch.read(0, cut)
+        batch.read(cut)
+        for i, k in enumerate(ks):
+            want = self.model.get(k, self.now)
+            assert bool(batch.found[i]) is (want is not None)
+            if want is not None:
+                assert batch.matrix[i].tobytes() == want.tobytes()
+
     @rule(k=keys)
     def remove(self, k: CacheKey) -> None:
         assert self.cache.remove(k) is self.model.remove(k, self.now)
