@@ -274,21 +274,23 @@ cdef class SyncEmbeddingCache:
         cdef cnp.ndarray out = None
         cdef Table *t = &self.table
         embcache_lock_acquire(&self.lock)
-        s = find_live(t, &(<CacheKey>key).ident, self.now_locked(given))
-        if s == NO_SLOT:
-            t.stats.misses += 1
-            policy_on_miss(t, &(<CacheKey>key).ident)
+        try:
+            s = find_live(t, &(<CacheKey>key).ident, self.now_locked(given))
+            if s == NO_SLOT:
+                t.stats.misses += 1
+                policy_on_miss(t, &(<CacheKey>key).ident)
+                return None
+            # The one object built under the lock: numpy arrays are not tracked by
+            # the garbage collector, so allocating one cannot run code that
+            # re-enters; if it fails (MemoryError), the finally drops the lock.
+            dim = dim_of(t, s)
+            out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
+            copy_rows(<float32_t *>cnp.PyArray_DATA(out), row_of(t, s), <size_t>dim * 4)
+            t.stats.hits += 1
+            policy_on_hit(t, s)
+            return out
+        finally:
             embcache_lock_release(&self.lock)
-            return None
-        # The one object built under the lock: numpy arrays are not tracked by the
-        # garbage collector, so allocating one cannot run code that re-enters.
-        dim = dim_of(t, s)
-        out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
-        copy_rows(<float32_t *>cnp.PyArray_DATA(out), row_of(t, s), <size_t>dim * 4)
-        t.stats.hits += 1
-        policy_on_hit(t, s)
-        embcache_lock_release(&self.lock)
-        return out
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
