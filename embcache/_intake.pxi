@@ -30,19 +30,21 @@ cdef cnp.ndarray read_real(object data, int ndim, str what, str shape_hint):
     other real dtype exactly). VectorTypeError for data that is not real numbers
     (or missing), InvalidVectorError for the wrong number of dimensions."""
     cdef cnp.ndarray arr
-    if data is None:
-        raise VectorTypeError(f"{what} is missing (got None); it must be a {ndim}-D "
-                              "array-like of real numbers")
-    if isinstance(data, (str, bytes, bytearray)):
-        raise VectorTypeError(
-            f"{what} must be a {ndim}-D array-like of real numbers, got {type(data).__name__}")
-    if cnp.PyArray_Check(data):
-        if type(data) is not np.ndarray and isinstance(data, (np.matrix, np.ma.MaskedArray)):
+    if cnp.PyArray_CheckExact(data):
+        arr = <cnp.ndarray>data
+    elif cnp.PyArray_Check(data):
+        if isinstance(data, (np.matrix, np.ma.MaskedArray)):
             raise VectorTypeError(
                 f"{what} must be a {ndim}-D array-like of real numbers, got "
                 f"{type(data).__module__}.{type(data).__name__} (pass numpy.asarray(...) of "
                 "the values you mean)")
         arr = <cnp.ndarray>data
+    elif data is None:
+        raise VectorTypeError(f"{what} is missing (got None); it must be a {ndim}-D "
+                              "array-like of real numbers")
+    elif isinstance(data, (str, bytes, bytearray)):
+        raise VectorTypeError(
+            f"{what} must be a {ndim}-D array-like of real numbers, got {type(data).__name__}")
     else:
         try:
             arr = as_array(data)
