@@ -275,7 +275,11 @@ cdef class SyncEmbeddingCache:
         cdef Table *t = &self.table
         embcache_lock_acquire(&self.lock)
         try:
-            s = find_live(t, &(<CacheKey>key).ident, self.now_locked(given))
+            s = find(t, &(<CacheKey>key).ident)
+            if s != NO_SLOT and t.ttl_seconds > 0 and expired(t, s, self.now_locked(given)):
+                t.stats.expirations += 1
+                discard(t, s)
+                s = NO_SLOT
             if s == NO_SLOT:
                 t.stats.misses += 1
                 policy_on_miss(t, &(<CacheKey>key).ident)
