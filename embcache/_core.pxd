@@ -19,6 +19,7 @@ cdef extern from "_siphash.h":
     void embcache_sip_init(embcache_sip_state *s, uint64_t k0, uint64_t k1, int out128) noexcept nogil
     void embcache_sip_update(embcache_sip_state *s, const void *data, size_t n) noexcept nogil
     void embcache_sip_final(embcache_sip_state *s, uint64_t out[2]) noexcept nogil
+    uint64_t embcache_siphash24_32(uint64_t k0, uint64_t k1, const void *data) noexcept nogil
 
 cdef extern from "_blake2b.h":
     ctypedef struct embcache_blake2b_state:

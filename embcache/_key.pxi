@@ -54,12 +54,7 @@ def blake2b(bytes data not None, int digest_size=64, bytes key not None=b"") -> 
 
 cdef inline uint64_t digest_hash(const uint64_t *digest) noexcept nogil:
     """A key's place in the index: SipHash-2-4 of its digest under the process key."""
-    cdef embcache_sip_state s
-    cdef uint64_t out[2]
-    embcache_sip_init(&s, K0, K1, 0)
-    embcache_sip_update(&s, digest, DIGEST_BYTES)
-    embcache_sip_final(&s, out)
-    return out[0]
+    return embcache_siphash24_32(K0, K1, digest)
 
 
 cdef inline int absorb_str(embcache_blake2b_state *s, str text) except -1:

@@ -102,4 +102,19 @@ static inline void embcache_sip_final(embcache_sip_state *s, uint64_t out[2]) {
     }
 }
 
+/* SipHash-2-4-64 of exactly 32 bytes (a key's digest), the same function as
+ * init/update/final over those bytes, without the streaming bookkeeping: this
+ * runs for every key created and every entry removed. */
+static inline uint64_t embcache_siphash24_32(uint64_t k0, uint64_t k1, const void *data) {
+    const unsigned char *p = (const unsigned char *)data;
+    embcache_sip_state s;
+    int i;
+    embcache_sip_init(&s, k0, k1, 0);
+    for (i = 0; i < 4; i++) embcache_sip_compress(&s, embcache_load64_le(p + 8 * i));
+    embcache_sip_compress(&s, (uint64_t)32 << 56);
+    s.v2 ^= 0xff;
+    for (i = 0; i < 4; i++) EMBCACHE_SIPROUND(&s);
+    return s.v0 ^ s.v1 ^ s.v2 ^ s.v3;
+}
+
 #endif /* EMBCACHE_SIPHASH_H */
