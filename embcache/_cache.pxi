@@ -52,7 +52,8 @@ cdef class SyncEmbeddingCache:
 
     Vectors are stored as float32 rows of a slab, one per distinct dimension,
     each reserving at once every row it may ever need (the OS maps pages in as
-    rows are written); with `dim` given, the slab and tables are set up here.
+    rows are written); with `dim` given, that slab is reserved here. The entry
+    table and the index grow with use, so large bounds cost nothing up front.
     When `max_entries` or `max_memory_mb` would be exceeded, expired entries go
     first, then least-recently-used ones. `ttl_seconds` expires an entry that
     long after its last write (None: never). `clock` is a zero-argument callable
@@ -70,7 +71,7 @@ cdef class SyncEmbeddingCache:
             if ttl == INFINITY:
                 ttl = 0.0
         mb = as_positive_number(max_memory_mb, "max_memory_mb")
-        if mb == math.inf or mb * 1048576.0 > 2.0 ** 62:
+        if mb >= 2.0 ** 42:
             raise ArgumentValueError(f"max_memory_mb must be finite and below 2**42, got {max_memory_mb!r}")
         cdef dim_t dim_ = 0
         if dim is not None:
@@ -89,13 +90,13 @@ cdef class SyncEmbeddingCache:
         self.max_memory_mb_arg = max_memory_mb
         self.ttl_seconds_arg = ttl_seconds
         table_init(&self.table, <slot_t>max_entries_, budget, ttl, dim_, clock is not None)
-        if dim_:
-            if add_slab(&self.table, dim_) < 0:
-                raise MemoryError(f"could not reserve the slab for vectors of dim {dim_}")
-            if grow_entries(&self.table, self.table.entry_limit) != 0:
-                raise MemoryError(f"could not allocate {self.table.entry_limit} entry slots")
-        elif resize_index(&self.table, MIN_INDEX_CELLS) != 0:
+        # The tables start small and grow with use (up to the bounds), whatever the
+        # limits: a huge max_entries costs nothing until entries arrive. A fixed
+        # dim's slab reserves its address space now; pages map in as rows are written.
+        if resize_index(&self.table, MIN_INDEX_CELLS) != 0:
             raise MemoryError()
+        if dim_ and add_slab(&self.table, dim_) < 0:
+            raise MemoryError(f"could not reserve the slab for vectors of dim {dim_}")
         # made here, not on first use, so threads racing on a new cache share one
         if _flights_factory is not None:
             self.flights = _flights_factory()
@@ -248,17 +249,28 @@ cdef class SyncEmbeddingCache:
         """
         check_key(key)
         cdef Source src
-        owner = read_vector(vector, &src)
-        cdef Py_ssize_t bad = first_unstorable(&src)
+        owner = read_vector(vector, &src)     # keeps the memory src points at alive
+        cdef bint long_copy = <size_t>src.n * 4 >= GIL_FREE_COPY_BYTES
+        cdef Py_ssize_t bad
+        if long_copy:
+            with nogil:
+                bad = first_unstorable(&src)
+        else:
+            bad = first_unstorable(&src)
         if bad >= 0:
             raise unstorable_error(f"vector[{bad}]", &src, bad)
         self.check_dim(src.n, "vector")
         cdef double given = self.now_unlocked()
         cdef int32_t slab_index
+        cdef const KeyId *k = &(<CacheKey>key).ident
         embcache_lock_acquire(&self.lock)
         slab_index = prepare_put(&self.table, src.n, 1)
         if slab_index >= 0:
-            store(&self.table, &(<CacheKey>key).ident, &src, slab_index, self.now_locked(given))
+            if long_copy:
+                with nogil:
+                    store(&self.table, k, &src, slab_index, self.now_locked(given))
+            else:
+                store(&self.table, k, &src, slab_index, self.now_locked(given))
         embcache_lock_release(&self.lock)
         if slab_index < 0:
             raise MemoryError(f"could not allocate room for a vector of dim {src.n}")
