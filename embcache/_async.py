@@ -136,7 +136,7 @@ class EmbeddingCache:
                 await asyncio.sleep(0)
 
     async def get_or_compute(
-        self, keys: Sequence[CacheKey], compute: ComputeFn
+        self, keys: Sequence[CacheKey], compute: ComputeFn, *, timeout: float | None = None
     ) -> npt.NDArray[np.float32]:
         """The (len(keys), dim) float32 matrix for `keys`, computing only what is
         missing with one call ``compute(missing_keys)`` (sync or async; it gets the
@@ -147,8 +147,15 @@ class EmbeddingCache:
         computing is awaited, not computed again. If compute raises, nothing is
         stored, every waiter for those keys gets the exception, and a later call
         tries again. Cancelling a waiter cancels nothing else.
+
+        ``timeout`` (seconds > 0, or None: no limit) bounds the call: waiting for
+        keys another caller computes raises FlightTimeoutError (a TimeoutError)
+        when it is up, leaving that computation to go on; an async compute of this
+        call still running then is cancelled (nothing of it is stored, its keys
+        go to the callers waiting for them) and FlightTimeoutError is raised. A
+        sync compute is not interrupted.
         """
-        return await self._flights.get_or_compute_async(self._sync, keys, compute)
+        return await self._flights.get_or_compute_async(self._sync, keys, compute, timeout=timeout)
 
     async def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""

@@ -23,7 +23,7 @@ import numpy.typing as npt
 
 from embcache._async import EmbeddingCache
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
-from embcache._flight import Flights, flights_of
+from embcache._flight import Flights, check_timeout, flights_of
 from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]
@@ -64,6 +64,16 @@ def _is_async_callable(fn: object) -> bool:
     return inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(call)
 
 
+def _no_stop_iteration(embed_fn: EmbedFn, batch: list[str]) -> Any:
+    """``embed_fn(batch)``, with a StopIteration raised as RuntimeError from it: a
+    StopIteration cannot cross a future or a coroutine (asyncio.to_thread would
+    never finish), and PEP 479 would turn it into a puzzling error anyway."""
+    try:
+        return embed_fn(batch)
+    except StopIteration as exc:
+        raise RuntimeError("embed_fn raised StopIteration") from exc
+
+
 async def _awaited(awaitable: Awaitable[Any]) -> Any:
     return await awaitable
 
@@ -95,7 +105,12 @@ class CachedEmbedder:
     hosted API. ``model_version`` (a non-empty str) goes into every key, so
     vectors of different models never mix. ``cache`` is an EmbeddingCache (the
     default: a new ``EmbeddingCache()``) or a SyncEmbeddingCache; ``batch_size``
-    (int >= 1) is the most texts sent to ``embed_fn`` in one call.
+    (int >= 1) is the most texts sent to ``embed_fn`` in one call. ``timeout``
+    (seconds > 0, or None: no limit) bounds each ``embed`` / ``embed_sync`` call as
+    ``get_or_compute``'s does: waiting for texts another caller is embedding
+    raises FlightTimeoutError (a TimeoutError) once it is up, and so does an
+    ``embed`` whose own model calls outlast it (they are cancelled; a sync
+    ``embed_fn`` already running in its worker thread finishes, unused).
 
     Results are float32 matrices in input order. A model answer of the wrong shape
     or with NaN/inf raises ValueError (InvalidVectorError) and nothing of that call
@@ -112,6 +127,7 @@ class CachedEmbedder:
         "_embed_fn",
         "_model_version",
         "_batch_size",
+        "_timeout",
         "_cache",
         "_sync",
         "_flights",
@@ -131,6 +147,7 @@ class CachedEmbedder:
         *,
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
         batch_size: int = 256,
+        timeout: float | None = None,
     ) -> None:
         if not callable(embed_fn):
             raise ArgumentTypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
@@ -146,6 +163,7 @@ class CachedEmbedder:
             raise ArgumentTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ArgumentValueError(f"batch_size must be >= 1, got {batch_size}")
+        self._timeout = check_timeout(timeout)
         if cache is None:
             cache = EmbeddingCache()
         if isinstance(cache, EmbeddingCache):
@@ -186,6 +204,11 @@ class CachedEmbedder:
     def batch_size(self) -> int:
         """The most texts sent to ``embed_fn`` in one call."""
         return self._batch_size
+
+    @property
+    def timeout(self) -> float | None:
+        """The time limit of each embed / embed_sync call in seconds (None: none)."""
+        return self._timeout
 
     @property
     def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
@@ -233,7 +256,7 @@ class CachedEmbedder:
             )
 
         matrix = await self._flights.get_or_compute_async(
-            self._sync, keys, compute, what="embed_fn"
+            self._sync, keys, compute, what="embed_fn", timeout=self._timeout
         )
         self._record(len(keys), counts)
         return matrix
@@ -275,7 +298,9 @@ class CachedEmbedder:
                 parts.append(self._take(batch_keys, result, start, parts))
             return parts
 
-        matrix = self._flights.get_or_compute(self._sync, keys, compute, what="embed_fn")
+        matrix = self._flights.get_or_compute(
+            self._sync, keys, compute, what="embed_fn", timeout=self._timeout
+        )
         self._record(len(keys), counts)
         return matrix
 
@@ -330,9 +355,9 @@ class CachedEmbedder:
             counts.model_calls += 1
             counts.texts_embedded += len(batch)
             if in_thread:
-                result = await asyncio.to_thread(self._embed_fn, batch)
+                result = await asyncio.to_thread(_no_stop_iteration, self._embed_fn, batch)
             else:
-                result = self._embed_fn(batch)
+                result = _no_stop_iteration(self._embed_fn, batch)
             if inspect.isawaitable(result):
                 result = await result
             parts.append(self._take(batch_keys, result, start, parts))

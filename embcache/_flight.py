@@ -42,8 +42,20 @@ Invariants:
     (a task of the event loop it runs, or a call lower in its own stack);
   * the flights lock is never held while user code or the cache runs.
 
-If compute raises an ``Exception``, the flight settles with that error: every
-waiter raises it and nothing is stored. If the owner dies of anything else
+If compute raises an ``Exception``, the flight settles with that error and
+nothing is stored: the owner raises it, and every waiter raises its own copy
+(same type, ``__cause__`` the owner's exception), so no two callers share one
+exception object and the owner's traceback is never extended by a waiter. A
+``StopIteration`` out of compute is raised as ``RuntimeError("compute raised
+StopIteration")`` from it (as PEP 479 does for generators): left alone it would
+turn into a puzzling error of the coroutine or future machinery.
+
+``timeout`` (seconds, or None: no limit) bounds one call: a caller still waiting
+for another's flight when it expires raises FlightTimeoutError (a TimeoutError)
+and stops waiting, leaving that flight to its owner. An owner's own compute is
+user code and is not interrupted, except that an asyncio owner's awaited
+compute is cancelled when the time is up: its flight is then abandoned (below)
+and the owner raises FlightTimeoutError. If the owner dies of anything else
 (``CancelledError``, ``KeyboardInterrupt``), the flight is *abandoned*: its keys
 leave the registry and the waiters claim them again (one becomes the owner).
 """
@@ -51,10 +63,15 @@ leave the registry and the waiters claim them again (one becomes the owner).
 from __future__ import annotations
 
 import asyncio
+import copy
 import inspect
+import math
+import numbers
+import sys
 import threading
-from collections.abc import Hashable, Sequence
-from typing import Callable
+import time
+from collections.abc import Awaitable, Hashable, Sequence
+from typing import Any, Callable
 
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple, set_flights_factory
 from embcache._flight_call import (
@@ -66,9 +83,111 @@ from embcache._flight_call import (
     check_compute,
     is_async_function,
 )
-from embcache.errors import ArgumentTypeError
+from embcache.errors import ArgumentTypeError, ArgumentValueError, EmbcacheError
 
-__all__ = ["Compute", "Flights", "flights_of"]
+__all__ = ["Compute", "FlightTimeoutError", "Flights", "flights_of"]
+
+
+class FlightTimeoutError(EmbcacheError, TimeoutError):
+    """get_or_compute ran out of its ``timeout``: waiting for keys another caller
+    is computing (that flight goes on), or awaiting its own async compute (which
+    is cancelled; nothing of it is stored)."""
+
+
+def check_timeout(timeout: object) -> float | None:
+    """`timeout` as a float of seconds > 0 (inf: no limit), or None.
+
+    ArgumentTypeError for a bool or a non-number, ArgumentValueError for NaN or
+    a value <= 0."""
+    if timeout is None:
+        return None
+    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
+        raise ArgumentTypeError(
+            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
+        )
+    seconds = float(timeout)
+    if math.isnan(seconds) or seconds <= 0:
+        raise ArgumentValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
+    return seconds
+
+
+def _deadline(timeout: float | None) -> float | None:
+    return None if timeout is None else time.monotonic() + timeout
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _wait_timeout(timeout: float | None) -> FlightTimeoutError:
+    return FlightTimeoutError(
+        f"get_or_compute: timed out after {timeout} s waiting for keys another caller "
+        "is computing (that computation goes on)"
+    )
+
+
+def _compute_timeout(what: str, timeout: float | None) -> FlightTimeoutError:
+    return FlightTimeoutError(
+        f"get_or_compute: {what} did not finish within the timeout of {timeout} s "
+        "(it was cancelled; nothing of it is stored)"
+    )
+
+
+def _stop_iteration(what: str, exc: StopIteration) -> RuntimeError:
+    error = RuntimeError(f"{what} raised StopIteration")
+    error.__cause__ = exc
+    return error
+
+
+class _ComputeTimeout(FlightTimeoutError):
+    """Internal: an owner's awaited compute outlasted the call's timeout."""
+
+
+async def _bounded(
+    awaitable: Awaitable[Any], deadline: float, what: str, timeout: float | None
+) -> Any:
+    """Await `awaitable` until `deadline` at most (then cancel it: _ComputeTimeout).
+    A TimeoutError of compute's own passes through unchanged."""
+    remaining = _remaining(deadline)
+    if sys.version_info >= (3, 11):
+        scope = asyncio.timeout(remaining)
+        try:
+            async with scope:
+                return await awaitable
+        except TimeoutError:
+            if scope.expired():
+                raise _ComputeTimeout(what) from None
+            raise
+    else:  # pragma: no cover - Python < 3.11
+        try:
+            return await asyncio.wait_for(awaitable, remaining)
+        except asyncio.TimeoutError:
+            if time.monotonic() >= deadline:
+                raise _ComputeTimeout(what) from None
+            raise
+
+
+def _waiter_copy(error: BaseException) -> BaseException:
+    """A fresh exception of the same type as `error` for one waiter (its own
+    traceback, ``__cause__`` set by the raise); `error` itself when it cannot be
+    copied (an exception class whose constructor rejects its own args)."""
+    new: BaseException | None = None
+    try:
+        new = copy.copy(error)
+    except Exception:
+        try:
+            new = type(error).__new__(type(error), *error.args)
+            new.__dict__.update(getattr(error, "__dict__", {}))
+        except Exception:
+            new = None
+    if new is None or new is error or type(new) is not type(error):
+        return error
+    new.__traceback__ = None
+    new.__context__ = None
+    notes = getattr(error, "__notes__", None)
+    if isinstance(notes, list):
+        new.__notes__ = list(notes)
+    return new
 
 
 class _Flight:
@@ -168,6 +287,7 @@ class Flights:
         compute: Compute,
         *,
         what: str = "compute",
+        timeout: float | None = None,
     ) -> Matrix:
         """The (len(keys), dim) float32 matrix for `keys` of `cache` (the cache this
         registry belongs to), in input order; blocks the calling thread.
@@ -178,17 +298,25 @@ class Flights:
         array-like of real numbers, converted and validated whole by
         ``cache.put_batch`` before anything is stored (errors name `what`), or a
         list of taken PutBatch objects of `cache` holding exactly those keys in
-        order. Keys another caller is computing are waited for.
+        order. Keys another caller is computing are waited for, for at most
+        `timeout` seconds from the start of the call (None: no limit); our own
+        compute is not interrupted.
 
         Raises KeyTypeError for a key that is not a CacheKey; ArgumentTypeError
         when `compute` is not callable or is (or returns) an awaitable;
         InvalidVectorError / DimensionMismatchError (ValueError) when its result
         is not storable, in which case nothing is stored; RuntimeError when the
-        wait would never end (compute asking for its own keys); and whatever
-        compute or the flight this call waited on raised. ``compute`` is called
+        wait would never end (compute asking for its own keys), or when compute
+        raised StopIteration (chained from it); FlightTimeoutError (a
+        TimeoutError) when a wait outlasts `timeout` (ArgumentTypeError /
+        ArgumentValueError for a `timeout` that is not a number > 0 or None);
+        and whatever compute or the flight this call waited on raised (a
+        waiter raises a copy of the owner's exception, chained from it). ``compute`` is called
         once more only if a caller computing keys this call waits for stops
         without an outcome (cancelled, KeyboardInterrupt).
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         check_compute(compute, what)
         if is_async_function(compute):
             raise ArgumentTypeError(
@@ -201,6 +329,7 @@ class Flights:
         if all_found(found):
             return matrix
         plan = Plan(matrix, found, seq)
+        deadline = _deadline(timeout)
         me = threading.get_ident()
         pending = list(range(len(plan.misses)))
         retry = False
@@ -210,7 +339,7 @@ class Flights:
                 self._fly(cache, plan, flight, ours, compute, stale or retry, what)
             pending = []
             for other, items in waits.items():
-                self._block_on(other, me)
+                self._block_on(other, me, deadline, timeout)
                 self._collect(plan, other, items, pending)
             retry = True  # someone may have stored the abandoned keys since
         return plan.assemble()
@@ -222,6 +351,7 @@ class Flights:
         compute: Compute,
         *,
         what: str = "compute",
+        timeout: float | None = None,
     ) -> Matrix:
         """As get_or_compute, for a task of the running loop: waits are awaited,
         and ``compute`` may be sync or async (an awaitable result is awaited; a
@@ -230,8 +360,12 @@ class Flights:
         Cancelling a caller that waits for another's keys cancels nothing else.
         Cancelling the caller that is computing them removes its keys from flight;
         its waiters then claim them again (one of them computes), so no key stays
-        stuck and no waiter sees a CancelledError that is not its own.
+        stuck and no waiter sees a CancelledError that is not its own. With a
+        `timeout`, an awaited compute still running when it expires is cancelled
+        that way, and this call raises FlightTimeoutError.
         """
+        if timeout is not None:
+            timeout = check_timeout(timeout)
         check_compute(compute, what)
         seq = as_key_tuple(keys, "get_or_compute")
         epoch = self._epoch
@@ -239,6 +373,7 @@ class Flights:
         if all_found(found):
             return matrix
         plan = Plan(matrix, found, seq)
+        deadline = _deadline(timeout)
         loop = asyncio.get_running_loop()
         me: Hashable = asyncio.current_task() or object()
         thread = threading.get_ident()
@@ -247,10 +382,12 @@ class Flights:
         while pending:
             flight, ours, waits, stale = self._claim(plan, pending, me, thread, loop, epoch)
             if flight is not None:
-                await self._fly_async(cache, plan, flight, ours, compute, stale or retry, what)
+                await self._fly_async(
+                    cache, plan, flight, ours, compute, stale or retry, what, deadline, timeout
+                )
             pending = []
             for other, items in waits.items():
-                await self._await(other, me, thread, loop)
+                await self._await(other, me, thread, loop, deadline, timeout)
                 self._collect(plan, other, items, pending)
             retry = True
         return plan.assemble()
@@ -315,6 +452,10 @@ class Flights:
                         "cannot await it (use EmbeddingCache.get_or_compute)"
                     )
             rows = work.finish(result, what)
+        except StopIteration as exc:
+            error = _stop_iteration(what, exc)
+            self._settle(flight, keys, error=error)
+            raise error from exc
         except Exception as exc:
             self._settle(flight, keys, error=exc)
             raise
@@ -334,8 +475,11 @@ class Flights:
         compute: Compute,
         stale: bool,
         what: str,
+        deadline: float | None,
+        timeout: float | None,
     ) -> None:
-        """_fly for a task: an awaitable result of compute is awaited."""
+        """_fly for a task: an awaitable result of compute is awaited (cancelled
+        if still running at `deadline`: the flight is abandoned)."""
         keys = [plan.misses[j] for j in ours]
         try:
             work = Work(cache, plan.hit_dim, keys, stale)
@@ -343,8 +487,21 @@ class Flights:
             if work.todo:
                 result = compute(list(work.todo))
                 if inspect.isawaitable(result):
-                    result = await result
+                    if deadline is None:
+                        result = await result
+                    else:
+                        result = await _bounded(result, deadline, what, timeout)
             rows = work.finish(result, what)
+        except StopIteration as exc:
+            error = _stop_iteration(what, exc)
+            self._settle(flight, keys, error=error)
+            raise error from exc
+        except FlightTimeoutError as exc:
+            if isinstance(exc, _ComputeTimeout):  # ours: abandon the flight, like a cancel
+                self._settle(flight, keys)
+                raise _compute_timeout(what, timeout) from None
+            self._settle(flight, keys, error=exc)
+            raise
         except Exception as exc:
             self._settle(flight, keys, error=exc)
             raise
@@ -382,8 +539,12 @@ class Flights:
     ) -> None:
         """Take the rows of a settled flight; re-raise its error; queue its keys
         again if it was abandoned."""
-        if flight.error is not None:
-            raise flight.error
+        error = flight.error
+        if error is not None:
+            own = _waiter_copy(error)
+            if own is error:
+                raise error
+            raise own from error
         rows = flight.rows
         if rows is None:
             pending.extend(j for j, _ in items)
@@ -422,8 +583,11 @@ class Flights:
                 if nxt is not None:
                     todo.append(nxt)
 
-    def _block_on(self, flight: _Flight, me: int) -> None:
-        """Block this thread until `flight` settles (RuntimeError if it never would)."""
+    def _block_on(
+        self, flight: _Flight, me: int, deadline: float | None, timeout: float | None
+    ) -> None:
+        """Block this thread until `flight` settles (RuntimeError if it never would;
+        FlightTimeoutError if it has not by `deadline`)."""
         with self._lock:
             if flight.done:
                 return
@@ -433,7 +597,8 @@ class Flights:
             flight.wakeups.append(wake)
             self._waiting[me] = flight
         try:
-            settled.wait()
+            if not settled.wait(_remaining(deadline)) and not flight.done:
+                raise _wait_timeout(timeout)
         finally:
             with self._lock:
                 del self._waiting[me]
@@ -441,10 +606,17 @@ class Flights:
                     flight.wakeups.remove(wake)
 
     async def _await(
-        self, flight: _Flight, me: Hashable, thread: int, loop: asyncio.AbstractEventLoop
+        self,
+        flight: _Flight,
+        me: Hashable,
+        thread: int,
+        loop: asyncio.AbstractEventLoop,
+        deadline: float | None,
+        timeout: float | None,
     ) -> None:
-        """Wait, without blocking the loop, until `flight` settles. Cancelling this
-        wait leaves the flight alone (the future awaited is this waiter's own)."""
+        """Wait, without blocking the loop, until `flight` settles (FlightTimeoutError
+        if it has not by `deadline`). Cancelling this wait, or its timing out,
+        leaves the flight alone (the future awaited is this waiter's own)."""
         with self._lock:
             if flight.done:
                 return
@@ -454,7 +626,16 @@ class Flights:
             flight.wakeups.append(wake)
             self._waiting[me] = flight
         try:
-            await future
+            if deadline is None:
+                await future
+            else:
+                handle = loop.call_at(loop.time() + (_remaining(deadline) or 0.0), _resolve, future)
+                try:
+                    await future
+                finally:
+                    handle.cancel()
+                if not flight.done:
+                    raise _wait_timeout(timeout)
         finally:
             with self._lock:
                 del self._waiting[me]

@@ -208,7 +208,7 @@ def test_a_thread_waiter_gets_the_error_of_a_task_owner() -> None:
         return cache.sync.get_or_compute([key(1)], Counting())
 
     a, b = in_threads(lambda: run(cache.get_or_compute([key(1)], failing)), thread_waiter)
-    assert isinstance(a, Boom) and b is a
+    assert isinstance(a, Boom) and type(b) is Boom and b is not a and b.__cause__ is a
     assert len(cache) == 0 and cache.sync.flights.in_flight() == 0
 
 
