@@ -13,6 +13,7 @@ import embcache._flight  # noqa: F401  isort: skip
 from embcache._async import EmbeddingCache
 from embcache._core import ENTRY_OVERHEAD_BYTES, CacheKey, GetBatch, PutBatch, SyncEmbeddingCache
 from embcache._embedder import CachedEmbedder, EmbedderStats
+from embcache._flight import FlightTimeoutError
 from embcache._info import CacheInfo
 from embcache.errors import (
     ArgumentTypeError,
@@ -40,6 +41,7 @@ __all__ = [
     "EmbedderStats",
     "EmbeddingCache",
     "EntryTooLargeError",
+    "FlightTimeoutError",
     "GetBatch",
     "InvalidKeyError",
     "InvalidVectorError",

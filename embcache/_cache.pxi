@@ -395,17 +395,20 @@ cdef class SyncEmbeddingCache:
         ``read()`` looks keys up (in slices if wanted)."""
         return GetBatch.create(self, keys, out)
 
-    def get_or_compute(self, keys, compute):
+    def get_or_compute(self, keys, compute, *, timeout=None):
         """The (len(keys), dim) float32 matrix for `keys`, computing only what is
         missing: ``compute(missing_keys)`` is called at most once, with the
         distinct missing keys in order, and must return an (m, dim) array-like;
         its rows are stored. Single flight: a key another caller is already
         computing is waited for, not computed again. If compute raises, nothing
-        is stored and every waiter for those keys gets the exception."""
+        is stored and every waiter for those keys gets (a copy of) the exception.
+        `timeout` (seconds, or None) bounds the whole call: a caller still waiting
+        then raises FlightTimeoutError (a TimeoutError); a compute running in
+        this thread is never interrupted."""
         if self.flights is None:
             raise RuntimeError("get_or_compute needs embcache's single-flight registry: "
                                "import embcache before creating caches")
-        return self.flights.get_or_compute(self, keys, compute)
+        return self.flights.get_or_compute(self, keys, compute, timeout=timeout)
 
     # -- the whole cache -------------------------------------------------------------
 
@@ -512,8 +515,10 @@ cdef class SyncEmbeddingCache:
         """Walk every structure and raise AssertionError on the first broken
         invariant (index <-> policy <-> expiry list <-> free slots <-> slab rows <->
         accounting). O(capacity); for tests and debugging."""
+        cdef Violation v
+        cdef int broken
         embcache_lock_acquire(&self.lock)
-        try:
-            check_table(&self.table)
-        finally:
-            embcache_lock_release(&self.lock)
+        broken = check_table(&self.table, &v)
+        embcache_lock_release(&self.lock)
+        if broken:
+            raise AssertionError(VIOLATIONS[v.code].format(a=v.a, b=v.b, c=v.c))

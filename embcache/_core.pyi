@@ -151,6 +151,8 @@ class SyncEmbeddingCache:
         self,
         keys: Sequence[CacheKey],
         compute: Callable[[list[CacheKey]], Any],
+        *,
+        timeout: float | None = None,
     ) -> npt.NDArray[np.float32]:
         """The (len(keys), dim) matrix for `keys`; `compute(missing_keys)` fills the
         misses (called at most once, single flight)."""

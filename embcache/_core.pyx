@@ -55,7 +55,7 @@ from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_GET_LENGTH
 from libc.math cimport INFINITY, fabs, fabsf, isfinite, isinf, isnan
 from libc.stdint cimport int32_t, uint32_t, uint64_t
-from libc.stdlib cimport free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, realloc
 from libc.string cimport memcpy, memset
 from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
@@ -95,8 +95,8 @@ DEF POLICY_LRU = 0
 
 include "_key.pxi"
 include "_intake.pxi"
+include "_invariants.pxi"
 include "_policy.pxi"
 include "_table.pxi"
-include "_invariants.pxi"
 include "_cache.pxi"
 include "_batch.pxi"

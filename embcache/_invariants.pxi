@@ -1,111 +1,218 @@
 # The invariant walker: checks every structure of a Table against the others.
 #
 # Owns: check_table (called by SyncEmbeddingCache._check_invariants, for tests and
-# debugging; O(capacity), with Python objects, under the cache lock) and the
-# invariants listed at the top of _core.pyx. The policy walks its own links
-# (check_policy in _policy.pxi).
+# debugging; O(capacity)) and the invariants listed at the top of _core.pyx. The
+# walk runs under the cache lock in C only (scratch memory from malloc, no Python
+# object, so no garbage collection can re-enter the cache); the first broken
+# invariant is recorded as a Violation and its message built after the lock is
+# dropped. The policy walks its own links (check_policy in _policy.pxi).
 
 # state of each slot during the walk
 DEF UNSEEN = 0
 DEF ON_POLICY = 1       # reached through the policy's links
 DEF FREE = 2            # on the free-slot chain
 DEF LIVE = 3            # reached through the policy's links and the expiry list
+# state of each slab row
+DEF ROW_UNSEEN = 0
+DEF ROW_USED = 1
+DEF ROW_FREE = 2
 
 
-cdef inline int require(bint condition, message) except -1:
-    if not condition:
-        raise AssertionError(message)
-    return 0
+cdef struct Violation:
+    int code                    # 0: none; else one of the messages in VIOLATIONS
+    long long a, b, c
 
 
-cdef int check_table(const Table *t) except -1:
+# code -> message, with {a} {b} {c} from the Violation
+VIOLATIONS = {
+    1: "recency list reaches slot {a} outside [0, {b})",
+    2: "recency list visits slot {a} twice",
+    3: "slot {a}: recency_prev broken",
+    4: "recency_tail is not the last slot of the list",
+    5: "recency list holds {a} entries, size is {b}",
+    6: "expiry list holds slot {a} that the policy does not",
+    7: "slot {a}: expiry_prev broken",
+    8: "expiry list is not in expiry order (at slot {a})",
+    9: "expiry_tail is not the last slot of the list",
+    10: "expiry list holds {a} entries, size is {b}",
+    11: "free-slot chain holds slot {a} that is live or repeated",
+    12: "{a} free + {b} live slots != capacity {c}",
+    13: "index cell {a} points at slot {b} that is not live",
+    14: "index cell {a}: tag is not the hash of slot {b}'s digest",
+    15: "index cell {a} unreachable from its home {b}",
+    16: "index holds {a} cells, size is {b}",
+    17: "index has fewer than 2 cells per entry slot",
+    18: "entry table is not 64-byte aligned",
+    19: "slot {a} names slab {b}",
+    20: "slot {a} names row {b} past high water",
+    21: "row {b} of slab {a} used twice",
+    22: "slot {a} is not found by its digest",
+    23: "slab {a}: used {b} != {c} live rows",
+    24: "slab {a}: high water past capacity",
+    25: "slab {a}: free-row chain is broken at row {b}",
+    26: "slab {a}: {b} free + used rows != high water {c}",
+    27: "accounted {a} bytes, entries hold {b}",
+    28: "memory accounting exceeds the budget",
+    29: "more entries than max_entries",
+    30: "entry_limit is stale",
+    31: "entry table larger than its limit",
+    32: "no memory for the invariant walk",
+}
+
+
+cdef inline int fail(Violation *v, int code, long long a=0, long long b=0,
+                     long long c=0) noexcept nogil:
+    v.code = code
+    v.a = a
+    v.b = b
+    v.c = c
+    return 1
+
+
+cdef int check_lists(const Table *t, unsigned char *state, Violation *v) noexcept nogil:
+    """Policy links, expiry list and free-slot chain; marks each slot's state."""
     cdef slot_t s, prev, n
-    cdef size_t c, home, k
-    cdef Py_ssize_t used = 0
-    cdef int32_t i
-    cdef const Entry *e
-    cdef const Slab *slab
-    cdef KeyId key
     cdef slot_t cap = t.entry_capacity
-    state = bytearray(cap)
-    check_policy(t, state)
-    # expiry list: the same entries, in non-decreasing expiry order
+    if check_policy(t, state, v):
+        return 1
     n = 0
     prev = NO_SLOT
     s = t.expiry_head
     while s != NO_SLOT:
-        require(0 <= s < cap and state[s] == ON_POLICY,
-                f"expiry list holds slot {s} that the policy does not")
-        require(t.entries[s].expiry_prev == prev, f"slot {s}: expiry_prev broken")
-        if prev != NO_SLOT:
-            require(t.entries[prev].expires_at <= t.entries[s].expires_at,
-                    "expiry list is not in expiry order")
+        if not (0 <= s < cap and state[s] == ON_POLICY):
+            return fail(v, 6, s)
+        if t.entries[s].expiry_prev != prev:
+            return fail(v, 7, s)
+        if prev != NO_SLOT and t.entries[prev].expires_at > t.entries[s].expires_at:
+            return fail(v, 8, s)
         state[s] = LIVE
         n += 1
         prev = s
         s = t.entries[s].expiry_next
-    require(t.expiry_tail == prev, "expiry_tail is not the last slot of the list")
-    require(n == t.size, f"expiry list holds {n} entries, size is {t.size}")
-    # free slots
-    s = t.free_slot_head
+    if t.expiry_tail != prev:
+        return fail(v, 9)
+    if n != t.size:
+        return fail(v, 10, n, t.size)
     n = 0
+    s = t.free_slot_head
     while s != NO_SLOT:
-        require(0 <= s < cap and state[s] == UNSEEN,
-                f"free-slot chain holds slot {s} that is live or repeated")
+        if not (0 <= s < cap and state[s] == UNSEEN):
+            return fail(v, 11, s)
         state[s] = FREE
         n += 1
         s = t.entries[s].recency_next
-    require(n + t.size == cap, f"{n} free + {t.size} live slots != capacity {cap}")
-    # index
-    n = 0
+    if n + t.size != cap:
+        return fail(v, 12, n, t.size, cap)
+    return 0
+
+
+cdef int check_index(const Table *t, const unsigned char *state, Violation *v) noexcept nogil:
+    cdef size_t c, home, k
+    cdef slot_t s, n = 0
     for c in range(t.cell_mask + 1):
         s = t.cells[c].slot
         if s == NO_SLOT:
             continue
         n += 1
-        require(0 <= s < cap and state[s] == LIVE, f"index cell {c} points at slot {s} that is not live")
-        require(t.cells[c].tag == <uint32_t>digest_hash(t.entries[s].digest),
-                f"index cell {c}: tag is not the hash of slot {s}'s digest")
+        if not (0 <= s < t.entry_capacity and state[s] == LIVE):
+            return fail(v, 13, <long long>c, s)
+        if t.cells[c].tag != <uint32_t>digest_hash(t.entries[s].digest):
+            return fail(v, 14, <long long>c, s)
         home = t.cells[c].tag & t.cell_mask
         k = home
         while k != c:
-            require(t.cells[k].slot != NO_SLOT, f"index cell {c} unreachable from its home {home}")
+            if t.cells[k].slot == NO_SLOT:
+                return fail(v, 15, <long long>c, <long long>home)
             k = (k + 1) & t.cell_mask
-    require(n == t.size, f"index holds {n} cells, size is {t.size}")
-    require(2 * <size_t>cap <= t.cell_mask + 1, "index has fewer than 2 cells per entry slot")
-    require((<size_t>t.entries) % ENTRY_ALIGN == 0, "entry table is not 64-byte aligned")
-    # slabs: rows used by live entries, the free-row chains, accounting
-    rows_used = [set() for _ in range(t.n_slabs)]
-    for s in range(cap):
+    if n != t.size:
+        return fail(v, 16, n, t.size)
+    if 2 * <size_t>t.entry_capacity > t.cell_mask + 1:
+        return fail(v, 17)
+    if (<size_t>t.entries) % ENTRY_ALIGN != 0:
+        return fail(v, 18)
+    return 0
+
+
+cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *rows,
+                     const size_t *first_row, Violation *v) noexcept nogil:
+    """Rows of live entries, free-row chains and the accounting. `rows` holds one
+    state byte per row handed out, slab i's from first_row[i]."""
+    cdef slot_t s
+    cdef int32_t i
+    cdef row_t r, n_free
+    cdef Py_ssize_t used = 0, n_used
+    cdef Py_ssize_t entry_limit = 0
+    cdef const Entry *e
+    cdef const Slab *slab
+    cdef KeyId key
+    for s in range(t.entry_capacity):
         if state[s] != LIVE:
             continue
         e = &t.entries[s]
-        require(0 <= e.slab < t.n_slabs, f"slot {s} names slab {e.slab}")
-        require(0 <= e.row < t.slabs[e.slab].high_water, f"slot {s} names row {e.row} past high water")
-        require(e.row not in rows_used[e.slab], f"row {e.row} of slab {e.slab} used twice")
-        rows_used[e.slab].add(e.row)
+        if not 0 <= e.slab < t.n_slabs:
+            return fail(v, 19, s, e.slab)
+        if not 0 <= e.row < t.slabs[e.slab].high_water:
+            return fail(v, 20, s, e.row)
+        if rows[first_row[e.slab] + e.row] != ROW_UNSEEN:
+            return fail(v, 21, e.slab, e.row)
+        rows[first_row[e.slab] + e.row] = ROW_USED
         used += entry_bytes(t.slabs[e.slab].dim)
         memcpy(key.digest, e.digest, sizeof(key.digest))
         key.hash = digest_hash(e.digest)
-        require(find(t, &key) == s, f"slot {s} is not found by its digest")
-    entry_limit = 0
+        if find(t, &key) != s:
+            return fail(v, 22, s)
     for i in range(t.n_slabs):
         slab = &t.slabs[i]
-        require(slab.used == len(rows_used[i]), f"slab {i}: used {slab.used} != {len(rows_used[i])} live rows")
-        require(slab.high_water <= slab.capacity, f"slab {i}: high water past capacity")
-        free_rows = set()
+        n_used = 0
+        for r in range(slab.high_water):
+            n_used += rows[first_row[i] + r] == ROW_USED
+        if slab.used != n_used:
+            return fail(v, 23, i, slab.used, n_used)
+        if slab.high_water > slab.capacity:
+            return fail(v, 24, i)
+        n_free = 0
         r = slab.free_row_head
         while r != NO_ROW:
-            require(0 <= r < slab.high_water and r not in free_rows and r not in rows_used[i],
-                    f"slab {i}: free-row chain is broken at row {r}")
-            free_rows.add(r)
+            if not (0 <= r < slab.high_water and rows[first_row[i] + r] == ROW_UNSEEN):
+                return fail(v, 25, i, r)
+            rows[first_row[i] + r] = ROW_FREE
+            n_free += 1
             r = (<row_t *>(slab.rows + <size_t>r * <size_t>slab.dim))[0]
-        require(len(free_rows) + slab.used == slab.high_water,
-                f"slab {i}: {len(free_rows)} free + {slab.used} used rows != high water {slab.high_water}")
+        if n_free + slab.used != slab.high_water:
+            return fail(v, 26, i, n_free, slab.high_water)
         entry_limit += slab.capacity
-    require(used == t.used_bytes, f"accounted {t.used_bytes} bytes, entries hold {used}")
-    require(t.used_bytes <= t.memory_budget_bytes, "memory accounting exceeds the budget")
-    require(t.size <= t.max_entries, "more entries than max_entries")
-    require(t.entry_limit == min(entry_limit, t.max_entries), "entry_limit is stale")
-    require(t.entry_capacity <= t.entry_limit, "entry table larger than its limit")
+    if used != t.used_bytes:
+        return fail(v, 27, t.used_bytes, used)
+    if t.used_bytes > t.memory_budget_bytes:
+        return fail(v, 28)
+    if t.size > t.max_entries:
+        return fail(v, 29)
+    if t.entry_limit != min(entry_limit, <Py_ssize_t>t.max_entries):
+        return fail(v, 30)
+    if t.entry_capacity > t.entry_limit:
+        return fail(v, 31)
     return 0
+
+
+cdef int check_table(const Table *t, Violation *v) noexcept nogil:
+    """Walk every structure; 0 when all invariants hold, else 1 with `v` set."""
+    cdef unsigned char *state = <unsigned char *>calloc(<size_t>t.entry_capacity + 1, 1)
+    cdef size_t *first_row = <size_t *>malloc((<size_t>t.n_slabs + 1) * sizeof(size_t))
+    cdef unsigned char *rows = NULL
+    cdef size_t total = 0
+    cdef int32_t i
+    cdef int broken
+    if state != NULL and first_row != NULL:
+        for i in range(t.n_slabs):
+            first_row[i] = total
+            total += <size_t>t.slabs[i].high_water
+        rows = <unsigned char *>calloc(total + 1, 1)
+    if state == NULL or first_row == NULL or rows == NULL:
+        broken = fail(v, 32)
+    else:
+        broken = (check_lists(t, state, v) or check_index(t, state, v)
+                  or check_slabs(t, state, rows, first_row, v))
+    free(state)
+    free(first_row)
+    free(rows)
+    return broken

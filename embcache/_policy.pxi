@@ -71,21 +71,27 @@ cdef inline bint policy_admit(Table *t, const KeyId *k, Py_ssize_t need,
     return True
 
 
-cdef int check_policy(const Table *t, bytearray state) except -1:
-    """The policy's part of the invariant walk: every live slot on the recency list
-    exactly once, links consistent. Marks each live slot 1 in `state`."""
+cdef int check_policy(const Table *t, unsigned char *state, Violation *v) noexcept nogil:
+    """The policy's part of the invariant walk (_invariants.pxi): every live slot
+    on the recency list exactly once, links consistent. Marks each live slot
+    ON_POLICY in `state`; 1 with `v` set when something is broken."""
     cdef slot_t s = t.recency_head
     cdef slot_t prev = NO_SLOT
     cdef slot_t n = 0
     cdef slot_t cap = t.entry_capacity
     while s != NO_SLOT:
-        require(0 <= s < cap, f"recency list reaches slot {s} outside [0, {cap})")
-        require(state[s] == 0, f"recency list visits slot {s} twice")
-        require(t.entries[s].recency_prev == prev, f"slot {s}: recency_prev broken")
-        state[s] = 1
+        if not 0 <= s < cap:
+            return fail(v, 1, s, cap)
+        if state[s] != UNSEEN:
+            return fail(v, 2, s)
+        if t.entries[s].recency_prev != prev:
+            return fail(v, 3, s)
+        state[s] = ON_POLICY
         n += 1
         prev = s
         s = t.entries[s].recency_next
-    require(t.recency_tail == prev, "recency_tail is not the last slot of the list")
-    require(n == t.size, f"recency list holds {n} entries, size is {t.size}")
+    if t.recency_tail != prev:
+        return fail(v, 4)
+    if n != t.size:
+        return fail(v, 5, n, t.size)
     return 0

@@ -3,12 +3,14 @@ before use, a put that stalls every other thread, limits the messages promise.""
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import key
+from conftest import key, run_python
 from test_leak import rss_bytes
 
 from embcache import ArgumentValueError, SyncEmbeddingCache
@@ -70,3 +72,67 @@ def test_a_long_put_lets_other_threads_run() -> None:
         inside += sum(begin + margin < s < end - margin for s in stamps)
     assert inside > 0, "no other thread ran while put copied 128 MiB"
     assert np.array_equal(c.get(key(2))[:8], np.ones(8, np.float32))
+
+
+WALK_UNDER_GC = """
+import gc
+from embcache import CacheKey, SyncEmbeddingCache
+cache = SyncEmbeddingCache(5000, None, 64)
+keys = [CacheKey(str(i), "m") for i in range(5000)]
+for k in keys:
+    cache.put(k, [1.0, 2.0, 3.0])
+calls = []
+
+class Finalizer:
+    def __init__(self):
+        self.me = self  # a cycle: only the garbage collector frees it
+    def __del__(self):
+        calls.append(cache.get(keys[0]))  # re-enters the cache from a finalizer
+
+gc.set_threshold(1)
+for _ in range(50):
+    for _ in range(20):
+        Finalizer()
+    cache._check_invariants()
+gc.set_threshold(700)
+gc.collect()
+print("ok", len(calls) > 0)
+"""
+
+
+def test_invariant_walk_builds_nothing_a_finalizer_could_deadlock_on(tmp_path: Path) -> None:
+    # The walker once built Python objects under the cache lock: a collection it
+    # triggered ran a finalizer that called the cache, which waited for the lock
+    # its own thread held, forever.
+    try:
+        out = run_python(["-c", WALK_UNDER_GC], cwd=tmp_path, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("the invariant walk deadlocked with a finalizer that uses the cache")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["ok", "True"]
+
+
+def test_sync_get_or_compute_takes_a_timeout() -> None:
+    from embcache import FlightTimeoutError
+
+    c = SyncEmbeddingCache(10, None, 1)
+    release = threading.Event()
+
+    def slow(keys: list) -> np.ndarray:
+        release.wait(30)
+        return np.ones((len(keys), 3))
+
+    owner = threading.Thread(target=lambda: c.get_or_compute([key(1)], slow))
+    owner.start()
+    try:
+        deadline = time.monotonic() + 10
+        while c.flights.in_flight() == 0 and time.monotonic() < deadline:
+            time.sleep(0.001)
+        with pytest.raises(FlightTimeoutError) as e:
+            c.get_or_compute([key(1)], slow, timeout=0.05)
+        assert isinstance(e.value, TimeoutError)
+    finally:
+        release.set()
+        owner.join()
+    assert c.get(key(1)) is not None  # the owner's flight went on and stored its rows
+    c._check_invariants()
