@@ -24,7 +24,7 @@ cdef struct Violation:
 
 
 # code -> message, with {a} {b} {c} from the Violation
-VIOLATIONS = {
+cdef dict VIOLATIONS = {
     1: "recency list reaches slot {a} outside [0, {b})",
     2: "recency list visits slot {a} twice",
     3: "slot {a}: recency_prev broken",
