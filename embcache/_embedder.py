@@ -23,7 +23,8 @@ import numpy.typing as npt
 
 from embcache._async import EmbeddingCache
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
-from embcache._flight import Flights, check_timeout, flights_of
+from embcache._flight import Flights, flights_of
+from embcache._flight_errors import check_timeout
 from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]

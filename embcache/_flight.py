@@ -63,15 +63,10 @@ leave the registry and the waiters claim them again (one becomes the owner).
 from __future__ import annotations
 
 import asyncio
-import copy
 import inspect
-import math
-import numbers
-import sys
 import threading
-import time
-from collections.abc import Awaitable, Hashable, Sequence
-from typing import Any, Callable
+from collections.abc import Hashable, Sequence
+from typing import Callable
 
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple, set_flights_factory
 from embcache._flight_call import (
@@ -83,111 +78,25 @@ from embcache._flight_call import (
     check_compute,
     is_async_function,
 )
-from embcache.errors import ArgumentTypeError, ArgumentValueError, EmbcacheError
+from embcache._flight_errors import (
+    ComputeTimeout,
+    FlightTimeoutError,
+    bounded,
+    check_timeout,
+    compute_timeout_error,
+    cycle_error,
+    deadline_after,
+    loop_error,
+    reentry_error,
+    seconds_left,
+    stack_error,
+    stop_iteration_error,
+    wait_timeout_error,
+    waiter_copy,
+)
+from embcache.errors import ArgumentTypeError
 
 __all__ = ["Compute", "FlightTimeoutError", "Flights", "flights_of"]
-
-
-class FlightTimeoutError(EmbcacheError, TimeoutError):
-    """get_or_compute ran out of its ``timeout``: waiting for keys another caller
-    is computing (that flight goes on), or awaiting its own async compute (which
-    is cancelled; nothing of it is stored)."""
-
-
-def check_timeout(timeout: object) -> float | None:
-    """`timeout` as a float of seconds > 0 (inf: no limit), or None.
-
-    ArgumentTypeError for a bool or a non-number, ArgumentValueError for NaN or
-    a value <= 0."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise ArgumentTypeError(
-            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
-        )
-    seconds = float(timeout)
-    if math.isnan(seconds) or seconds <= 0:
-        raise ArgumentValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-    return seconds
-
-
-def _deadline(timeout: float | None) -> float | None:
-    return None if timeout is None else time.monotonic() + timeout
-
-
-def _remaining(deadline: float | None) -> float | None:
-    return None if deadline is None else max(0.0, deadline - time.monotonic())
-
-
-def _wait_timeout(timeout: float | None) -> FlightTimeoutError:
-    return FlightTimeoutError(
-        f"get_or_compute: timed out after {timeout} s waiting for keys another caller "
-        "is computing (that computation goes on)"
-    )
-
-
-def _compute_timeout(what: str, timeout: float | None) -> FlightTimeoutError:
-    return FlightTimeoutError(
-        f"get_or_compute: {what} did not finish within the timeout of {timeout} s "
-        "(it was cancelled; nothing of it is stored)"
-    )
-
-
-def _stop_iteration(what: str, exc: StopIteration) -> RuntimeError:
-    error = RuntimeError(f"{what} raised StopIteration")
-    error.__cause__ = exc
-    return error
-
-
-class _ComputeTimeout(FlightTimeoutError):
-    """Internal: an owner's awaited compute outlasted the call's timeout."""
-
-
-async def _bounded(
-    awaitable: Awaitable[Any], deadline: float, what: str, timeout: float | None
-) -> Any:
-    """Await `awaitable` until `deadline` at most (then cancel it: _ComputeTimeout).
-    A TimeoutError of compute's own passes through unchanged."""
-    remaining = _remaining(deadline)
-    if sys.version_info >= (3, 11):
-        scope = asyncio.timeout(remaining)
-        try:
-            async with scope:
-                return await awaitable
-        except TimeoutError:
-            if scope.expired():
-                raise _ComputeTimeout(what) from None
-            raise
-    else:  # pragma: no cover - Python < 3.11
-        try:
-            return await asyncio.wait_for(awaitable, remaining)
-        except asyncio.TimeoutError:
-            if time.monotonic() >= deadline:
-                raise _ComputeTimeout(what) from None
-            raise
-
-
-def _waiter_copy(error: BaseException) -> BaseException:
-    """A fresh exception of the same type as `error` for one waiter (its own
-    traceback, ``__cause__`` set by the raise); `error` itself when it cannot be
-    copied (an exception class whose constructor rejects its own args)."""
-    new: BaseException | None = None
-    try:
-        new = copy.copy(error)
-    except Exception:
-        try:
-            new = type(error).__new__(type(error), *error.args)
-            new.__dict__.update(getattr(error, "__dict__", {}))
-        except Exception:
-            new = None
-    if new is None or new is error or type(new) is not type(error):
-        return error
-    new.__traceback__ = None
-    new.__context__ = None
-    notes = getattr(error, "__notes__", None)
-    if isinstance(notes, list):
-        new.__notes__ = list(notes)
-    return new
 
 
 class _Flight:
@@ -206,36 +115,6 @@ class _Flight:
         self.rows: Matrix | None = None
         self.error: BaseException | None = None
         self.wakeups: list[Callable[[], None]] = []
-
-
-def _reentry_error(key: CacheKey) -> RuntimeError:
-    return RuntimeError(
-        f"get_or_compute was asked for {key!r} from inside the compute that is computing it; "
-        "compute must not depend on its own keys (this would wait forever)"
-    )
-
-
-def _cycle_error() -> RuntimeError:
-    return RuntimeError(
-        "get_or_compute would deadlock: computes of different callers wait for each "
-        "other's keys; compute must not depend on keys that depend on it"
-    )
-
-
-def _loop_error() -> RuntimeError:
-    return RuntimeError(
-        "get_or_compute would deadlock: the keys it waits for are being computed by an "
-        "asyncio task of the event loop running in this thread, which cannot run while "
-        "this thread waits; await EmbeddingCache.get_or_compute from that loop instead"
-    )
-
-
-def _stack_error() -> RuntimeError:
-    return RuntimeError(
-        "get_or_compute would deadlock: the keys it waits for are being computed by a "
-        "synchronous get_or_compute lower in this thread's stack, whose compute is "
-        "running this call; compute must not depend on its own keys"
-    )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -329,7 +208,7 @@ class Flights:
         if all_found(found):
             return matrix
         plan = Plan(matrix, found, seq)
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         me = threading.get_ident()
         pending = list(range(len(plan.misses)))
         retry = False
@@ -373,7 +252,7 @@ class Flights:
         if all_found(found):
             return matrix
         plan = Plan(matrix, found, seq)
-        deadline = _deadline(timeout)
+        deadline = deadline_after(timeout)
         loop = asyncio.get_running_loop()
         me: Hashable = asyncio.current_task() or object()
         thread = threading.get_ident()
@@ -418,7 +297,7 @@ class Flights:
                     continue
                 other, r = entry
                 if other.owner == me:
-                    raise _reentry_error(misses[j])
+                    raise reentry_error(misses[j])
                 waits.setdefault(other, []).append((j, r))
             flight = None
             if ours:
@@ -453,7 +332,7 @@ class Flights:
                     )
             rows = work.finish(result, what)
         except StopIteration as exc:
-            error = _stop_iteration(what, exc)
+            error = stop_iteration_error(what, exc)
             self._settle(flight, keys, error=error)
             raise error from exc
         except Exception as exc:
@@ -490,16 +369,16 @@ class Flights:
                     if deadline is None:
                         result = await result
                     else:
-                        result = await _bounded(result, deadline, what, timeout)
+                        result = await bounded(result, deadline, what, timeout)
             rows = work.finish(result, what)
         except StopIteration as exc:
-            error = _stop_iteration(what, exc)
+            error = stop_iteration_error(what, exc)
             self._settle(flight, keys, error=error)
             raise error from exc
         except FlightTimeoutError as exc:
-            if isinstance(exc, _ComputeTimeout):  # ours: abandon the flight, like a cancel
+            if isinstance(exc, ComputeTimeout):  # ours: abandon the flight, like a cancel
                 self._settle(flight, keys)
-                raise _compute_timeout(what, timeout) from None
+                raise compute_timeout_error(what, timeout) from None
             self._settle(flight, keys, error=exc)
             raise
         except Exception as exc:
@@ -541,7 +420,7 @@ class Flights:
         again if it was abandoned."""
         error = flight.error
         if error is not None:
-            own = _waiter_copy(error)
+            own = waiter_copy(error)
             if own is error:
                 raise error
             raise own from error
@@ -569,12 +448,12 @@ class Flights:
                 continue
             seen.add(id(link))
             if link.owner == me:
-                raise _cycle_error()
+                raise cycle_error()
             if link.thread == thread:
                 if link.loop is None:
-                    raise _stack_error()
+                    raise stack_error()
                 if blocking:
-                    raise _loop_error()
+                    raise loop_error()
             nxt = self._waiting.get(link.owner)
             if nxt is not None:
                 todo.append(nxt)
@@ -597,8 +476,8 @@ class Flights:
             flight.wakeups.append(wake)
             self._waiting[me] = flight
         try:
-            if not settled.wait(_remaining(deadline)) and not flight.done:
-                raise _wait_timeout(timeout)
+            if not settled.wait(seconds_left(deadline)) and not flight.done:
+                raise wait_timeout_error(timeout)
         finally:
             with self._lock:
                 del self._waiting[me]
@@ -629,13 +508,14 @@ class Flights:
             if deadline is None:
                 await future
             else:
-                handle = loop.call_at(loop.time() + (_remaining(deadline) or 0.0), _resolve, future)
+                wait = seconds_left(deadline) or 0.0
+                handle = loop.call_at(loop.time() + wait, _resolve, future)
                 try:
                     await future
                 finally:
                     handle.cancel()
                 if not flight.done:
-                    raise _wait_timeout(timeout)
+                    raise wait_timeout_error(timeout)
         finally:
             with self._lock:
                 del self._waiting[me]
