@@ -171,6 +171,7 @@ cdef class SyncEmbeddingCache:
     cdef object max_memory_mb_arg   # the limits as given, reported back as given
     cdef object ttl_seconds_arg
     cdef readonly object flights    # the single-flight registry (set_flights_factory)
+    cdef object __weakref__         # the fork hooks find live caches through a WeakSet
 
     cdef double now_unlocked(self) except? -1.0
     cdef double now_locked(self, double given) noexcept nogil

@@ -34,7 +34,9 @@ Invariants (checked by check_table, _invariants.pxi):
 Locking: one lock per cache (_lock.h), held for each table operation and never
 across Python code, apart from allocating the array get() returns (numpy arrays
 are not GC-tracked, so that allocation cannot run a finalizer that re-enters the
-cache). A user-supplied clock is read before the lock is taken.
+cache). A user-supplied clock is read before the lock is taken. Around fork()
+the forking thread holds every cache's lock, so the child never inherits one
+mid-operation (_cache.pxi).
 
 Where things are:
   _core.pxd          typedefs, C declarations, the Table struct, the classes' fields
@@ -60,12 +62,14 @@ from libc.string cimport memcpy, memset
 from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 
+import gc
 import hashlib
 import math
 import numbers
 import operator
 import os
 import warnings
+import weakref
 
 import numpy as np
 

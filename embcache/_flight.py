@@ -64,7 +64,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
 import threading
+import weakref
 from collections.abc import Hashable, Sequence
 from typing import Callable
 
@@ -153,6 +155,29 @@ class Flights:
         self._registry: dict[CacheKey, tuple[_Flight, int]] = {}
         self._waiting: dict[Hashable, _Flight] = {}
         self._epoch = 0
+
+    def after_fork_in_child(self) -> None:
+        """In a forked child: a fresh lock (another thread may have held this one
+        at the fork), and every flight whose owner was another thread (which does
+        not exist here) abandoned, so its keys are claimed and computed again
+        instead of waited for forever. Flights of the forking thread go on."""
+        self._lock = threading.Lock()
+        me = threading.get_ident()
+        orphans: dict[int, _Flight] = {}
+        for key, (flight, _) in list(self._registry.items()):
+            if flight.thread != me:
+                orphans[id(flight)] = flight
+                del self._registry[key]
+        self._waiting = {
+            caller: flight
+            for caller, flight in self._waiting.items()
+            if not isinstance(caller, int) or caller == me
+        }
+        for flight in orphans.values():
+            flight.done = True
+            wakeups, flight.wakeups = flight.wakeups, []
+            for wake in wakeups:
+                wake()
 
     def in_flight(self) -> int:
         """How many keys are being computed right now (for tests and monitoring)."""
@@ -523,6 +548,24 @@ class Flights:
                     flight.wakeups.remove(wake)
 
 
+_ALL_FLIGHTS: weakref.WeakSet[Flights] = weakref.WeakSet()
+
+
+def _new_flights() -> Flights:
+    flights = Flights()
+    _ALL_FLIGHTS.add(flights)
+    return flights
+
+
+def _after_fork_in_child() -> None:
+    for flights in list(_ALL_FLIGHTS):
+        flights.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 def flights_of(cache: SyncEmbeddingCache) -> Flights:
     """The single-flight registry of `cache`."""
     flights = cache.flights
@@ -534,4 +577,4 @@ def flights_of(cache: SyncEmbeddingCache) -> Flights:
     return flights
 
 
-set_flights_factory(Flights)
+set_flights_factory(_new_flights)
