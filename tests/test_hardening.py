@@ -136,3 +136,14 @@ def test_sync_get_or_compute_takes_a_timeout() -> None:
         owner.join()
     assert c.get(key(1)) is not None  # the owner's flight went on and stored its rows
     c._check_invariants()
+
+
+@pytest.mark.parametrize("dim", [1, 4, 768])
+def test_allocated_bytes_of_a_one_entry_cache_is_the_budget_plus_256(dim: int) -> None:
+    from embcache import ENTRY_OVERHEAD_BYTES
+
+    c = SyncEmbeddingCache(1, None, (dim * 4 + ENTRY_OVERHEAD_BYTES) / 2**20, dim=dim)
+    c.put(key(1), np.ones(dim))
+    info = c.get_cache_info()
+    assert info.memory_usage_bytes == info.memory_budget_bytes
+    assert info.allocated_bytes <= info.memory_budget_bytes + 256
