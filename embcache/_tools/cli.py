@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -43,15 +44,40 @@ Exits 0 when every criterion passes, 1 otherwise. Progress goes to stderr.
 """
 
 
-def _positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
+MAX_DIM = 2**20
+"""The largest --dim: a 4 MiB vector; the check puts thousands of them."""
+
+
+def _dim(text: str) -> int:
+    """argparse type: an integer from 1 to :data:`MAX_DIM`."""
     try:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    if value > MAX_DIM:
+        raise argparse.ArgumentTypeError(f"must be <= {MAX_DIM:,} (2**20), got {value:,}")
     return value
+
+
+def _json_path(text: str) -> str:
+    """argparse type: '-' or a file path whose folder exists and is writable
+    (checked before anything is measured)."""
+    if text == "-":
+        return text
+    if not text:
+        raise argparse.ArgumentTypeError("empty path (use '-' for stdout)")
+    folder = os.path.dirname(os.path.abspath(text))
+    if os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a directory, not a file")
+    if not os.path.isdir(folder):
+        raise argparse.ArgumentTypeError(f"folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise argparse.ArgumentTypeError(f"folder {folder} is not writable")
+    if os.path.exists(text) and not os.access(text, os.W_OK):
+        raise argparse.ArgumentTypeError(f"{text} is not writable")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,14 +107,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument(
         "--json",
         metavar="PATH",
+        type=_json_path,
         help="write all results as JSON to PATH ('-' for stdout; the table then goes to stderr)",
     )
     check.add_argument(
         "--dim",
-        type=_positive_int,
+        type=_dim,
         default=DIM,
         metavar="N",
-        help=f"embedding dimension of the vectors stored (default: {DIM})",
+        help=f"embedding dimension of the vectors stored, 1 to {MAX_DIM:,} (default: {DIM})",
     )
     check.set_defaults(func=_cmd_check)
     return parser
