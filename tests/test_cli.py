@@ -19,9 +19,10 @@ import numpy as np
 import pytest
 from conftest import run_python
 
-from embcache import CacheKey, SyncEmbeddingCache, __version__
-from embcache._tools import compare, concurrency, report
+from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache, __version__
+from embcache._tools import cli, compare, concurrency, report
 from embcache._tools.cli import main
+from embcache._tools.criteria import MIN_RATIO_DIM
 from embcache._tools.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, make_mapping
 from embcache._tools.workloads import comparison_inputs
 
@@ -227,6 +228,7 @@ def test_failing_criterion_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
         ["check", "--bogus"],
         ["check", "--dim", "0"],
         ["check", "--dim", "abc"],
+        ["check", "--dim", str(2**20 + 1)],
         ["check", "--json"],
         ["check", "extra"],
     ],
@@ -236,6 +238,67 @@ def test_bad_arguments_exit_2_with_usage(argv: list[str]) -> None:
     assert code == 2
     assert "usage: embcache" in err
     assert out == ""
+
+
+def test_dim_upper_bound_is_a_usage_error() -> None:
+    code, out, err = run_main(["check", "--dim", str(2**20 + 1)])
+    assert code == 2 and out == ""
+    assert "--dim: must be <= 1,048,576 (2**20)" in err
+    assert "Traceback" not in err
+
+
+def _no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make any measurement fail the test: usage errors come first."""
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("measured before the usage error")
+
+    monkeypatch.setattr(cli, "run_check", refuse)
+    monkeypatch.setattr(cli, "run_compare", refuse)
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [("missing/dir/x.json", "does not exist"), (".", "is a directory")],
+)
+def test_unusable_json_path_is_a_usage_error_before_measuring(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, message: str
+) -> None:
+    _no_measuring(monkeypatch)
+    code, out, err = run_main(["check", "--quick", "--json", str(tmp_path / where)])
+    assert code == 2 and out == ""
+    assert "usage: embcache" in err and "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and "--json" in error_lines[0] and message in error_lines[0]
+
+
+def test_unusable_json_path_from_python_m(tmp_path: Path) -> None:
+    target = tmp_path / "missing" / "x.json"
+    proc = run_python(["-m", "embcache", "check", "--json", str(target)], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 2
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.stdout == ""
+
+
+@pytest.mark.parametrize("dim", [3, 4096, 100_000])
+def test_quick_passes_at_small_and_large_dims(dim: int) -> None:
+    """Every cache the check builds has room for what its criterion puts at
+    `dim` (budgets derive from dim*4 + ENTRY_OVERHEAD_BYTES), and a check that
+    cannot hold at `dim` says why instead of failing the run."""
+    code, out, err = run_main(["check", "--quick", "--dim", str(dim), "--json", "-"])
+    assert code == 0, err
+    data = json.loads(out)
+    assert data["passed"] is True and data["config"]["dim"] == dim
+    hits = [c for crit in data["criteria"] for c in crit["checks"] if c["unit"] == "hits"]
+    assert hits and all(c["value"] == c["limit"] for c in hits)
+    ratio = data["criteria"][2]["checks"][0]
+    if dim < MIN_RATIO_DIM:
+        assert ratio["verdict"] == "n/a" and ratio["applicable"] is False
+        assert f"{ENTRY_OVERHEAD_BYTES} B overhead" in ratio["not_applicable_reason"]
+        assert f"not applicable at dim {dim}" in err and "n/a" in err
+    else:
+        assert ratio["verdict"] == "PASS" and ratio["applicable"] is True
+    assert data["criteria"][2]["checks"][1]["verdict"] == "PASS"  # exact bytes, any dim
 
 
 def test_bad_arguments_exit_2_from_python_m(tmp_path: Path) -> None:

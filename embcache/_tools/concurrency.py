@@ -18,7 +18,7 @@ import numpy as np
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
 from embcache._tools.measure import gc_paused
 from embcache._tools.report import Check, Criterion
-from embcache._tools.workloads import CheckConfig, workload_key
+from embcache._tools.workloads import CheckConfig, budget_mb, workload_key
 
 __all__ = [
     "OPS_PER_THREAD",
@@ -66,12 +66,18 @@ def _worker_keys(workers: int, ops: int) -> list[list[tuple[CacheKey, CacheKey]]
     ]
 
 
+def _room_for(keys: list[list[tuple[CacheKey, CacheKey]]], dim: int) -> float:
+    """A budget (MB) holding every key any round puts, at `dim`: a get that
+    misses its own put would be an eviction, not a concurrency fault."""
+    return budget_mb(sum(len(pairs) for pairs in keys), dim)
+
+
 async def _scaling_tasks(dim: int, rounds: int) -> dict[int, list[float]]:
     """Per-op ns of each round, per worker count, with asyncio tasks sharing one
     EmbeddingCache; worker counts are interleaved round by round."""
-    cache = EmbeddingCache(10_000, 3600, 500)
-    embedding = np.full(dim, 0.25, dtype=np.float32)
     keys = _worker_keys(max(WORKER_COUNTS), OPS_PER_WORKER)
+    cache = EmbeddingCache(10_000, 3600, _room_for(keys, dim))
+    embedding = np.full(dim, 0.25, dtype=np.float32)
     put, get = cache.put, cache.get
 
     async def worker(pairs: list[tuple[CacheKey, CacheKey]]) -> int:
@@ -103,9 +109,9 @@ def _scaling_threads(dim: int, rounds: int) -> dict[int, list[float]]:
     SyncEmbeddingCache. Threads are started outside the timing and released
     together by a barrier; a round lasts from the first thread's start to the
     last thread's finish."""
-    cache = SyncEmbeddingCache(10_000, 3600, 500)
-    embedding = np.full(dim, 0.25, dtype=np.float32)
     keys = _worker_keys(max(WORKER_COUNTS), OPS_PER_THREAD)
+    cache = SyncEmbeddingCache(10_000, 3600, _room_for(keys, dim))
+    embedding = np.full(dim, 0.25, dtype=np.float32)
     put, get = cache.put, cache.get
 
     def run_round(w: int) -> float:

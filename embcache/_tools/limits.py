@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import math
 from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
 
-from embcache import CacheKey, EmbeddingCache
+from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache
 from embcache._tools.measure import rss_bytes
 from embcache._tools.report import Check, Criterion, fmt_bytes
 from embcache._tools.workloads import CheckConfig
@@ -43,11 +44,31 @@ RSS_SLACK_BYTES = 16 * 2**20
 RSS_STEADY_BYTES = 4 * 2**20
 
 
+MIXED_DIMS = (64, 128, 384, 768, 1536, 3072)
+"""The dimensions the mixed-dimension cache takes, besides the run's own."""
+MIN_ENTRIES = 16
+"""The fewest of the largest vectors a budget must hold, so that filling it
+evicts by the policy rather than by a single vector nearly filling the cache."""
+
+
+def entry_bytes(dim: int) -> int:
+    """What one entry of `dim` float32 costs in a cache's accounting."""
+    return dim * 4 + ENTRY_OVERHEAD_BYTES
+
+
+def limit_budget_mb(cfg: CheckConfig) -> float:
+    """The budget (MB) of both caches: the configured one, raised to a whole
+    number of MiB holding :data:`MIN_ENTRIES` of the largest vector at large dims."""
+    need = MIN_ENTRIES * entry_bytes(max(cfg.dim, *MIXED_DIMS)) / MIB
+    return max(cfg.limit_budget_mb, float(math.ceil(need)))
+
+
 def describe(cfg: CheckConfig) -> str:
     """The criterion in a user's words."""
     return (
-        f"two caches with a {cfg.limit_budget_mb:g} MB budget (one taking vectors of mixed "
-        f"dimensions, one fixed at {cfg.dim}) are fed {cfg.limit_fill_factor}x their budget; "
+        f"two caches with a {limit_budget_mb(cfg):g} MB budget (one taking vectors of mixed "
+        f"dimensions, one fixed at {cfg.dim}) are fed {cfg.limit_fill_factor}x their budget "
+        "(counting each entry as its vector's bytes plus the documented per-entry overhead); "
         "after every put the accounted memory is within the budget and old entries were "
         f"evicted, the fixed-dimension cache allocates at most {fmt_bytes(ALLOCATED_SLACK_BYTES)} "
         "over its budget, and the process's resident memory grows by at most twice the budgets "
@@ -75,8 +96,8 @@ async def _overfill(
     cache: EmbeddingCache, vectors: list[Vector], more_bytes: int, run: _LimitRun
 ) -> None:
     """Put vectors (cycling through `vectors`) under new keys until `more_bytes`
-    more payload went in, checking the accounting after every put; accumulates
-    into `run`."""
+    more went in (each put counting as the entry's accounted bytes), checking the
+    accounting after every put; accumulates into `run`."""
     run.budget = (await cache.get_cache_info()).memory_budget_bytes
     target = run.pushed_bytes + more_bytes
     n_vec = len(vectors)
@@ -86,7 +107,7 @@ async def _overfill(
         await cache.put(CacheKey(f"limit_{i}", "limits-v1", None), vec)
         info = await cache.get_cache_info()
         run.puts += 1
-        run.pushed_bytes += vec.nbytes
+        run.pushed_bytes += vec.nbytes + ENTRY_OVERHEAD_BYTES
         run.max_used = max(run.max_used, info.memory_usage_bytes)
         run.max_allocated = max(run.max_allocated, info.allocated_bytes)
         run.max_size = max(run.max_size, info.size)
@@ -116,12 +137,12 @@ async def _memory_limits(cfg: CheckConfig) -> _LimitsResult:
     `limit_fill_factor` times its budget, in two halves, reading the process
     RSS before, between the halves and at the end (both caches alive)."""
     rng = np.random.default_rng(7)
-    dims = sorted({64, 128, 384, 768, 1536, 3072, cfg.dim})
+    dims = sorted({*MIXED_DIMS, cfg.dim})
     mixed_vectors = [rng.standard_normal(d).astype(np.float32) for d in dims for _ in range(4)]
     order = rng.permutation(len(mixed_vectors))
     mixed_vectors = [mixed_vectors[int(j)] for j in order]
     fixed_vectors = [rng.standard_normal(cfg.dim).astype(np.float32) for _ in range(16)]
-    budget_mb = cfg.limit_budget_mb
+    budget_mb = limit_budget_mb(cfg)
     half = int(budget_mb * MIB) * cfg.limit_fill_factor // 2
     gc.collect()
     rss0 = rss_bytes()

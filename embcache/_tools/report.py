@@ -70,6 +70,19 @@ class Check:
     value: Any = None
     limit: Any = None
     unit: str = ""
+    not_applicable: str | None = None
+    """Why this check cannot be meaningful in this run (e.g. at this dimension),
+    in plain words; such a check shows "n/a", and does not fail its criterion."""
+
+    @property
+    def verdict(self) -> str:
+        """PASS, FAIL, or n/a for a check that does not apply to this run."""
+        return "n/a" if self.not_applicable is not None else verdict(self.passed)
+
+    @property
+    def counts(self) -> bool:
+        """True when this check passed or does not apply."""
+        return self.not_applicable is not None or self.passed
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form of this check."""
@@ -77,8 +90,10 @@ class Check:
             "label": self.label,
             "threshold": self.threshold,
             "measured": self.measured,
-            "verdict": verdict(self.passed),
+            "verdict": self.verdict,
             "passed": self.passed,
+            "applicable": self.not_applicable is None,
+            "not_applicable_reason": self.not_applicable,
             "value": self.value,
             "limit": self.limit,
             "unit": self.unit,
@@ -99,8 +114,8 @@ class Criterion:
 
     @property
     def passed(self) -> bool:
-        """True when every check of this criterion passed."""
-        return all(c.passed for c in self.checks)
+        """True when every check of this criterion passed or does not apply."""
+        return all(c.counts for c in self.checks)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON form of this criterion."""
@@ -309,7 +324,7 @@ def _format_criteria(report: Report) -> list[str]:
         for i, chk in enumerate(crit.checks):
             label = f"{crit.name}: {chk.label}" if i == 0 else f"    {chk.label}"
             number = str(crit.number) if i == 0 else ""
-            rows.append([number, label, chk.threshold, chk.measured, verdict(chk.passed)])
+            rows.append([number, label, chk.threshold, chk.measured, chk.verdict])
     cfg = report.config
     out = [
         f"embcache check: does embcache meet its criteria on this machine? (dim {cfg.dim}"
@@ -321,6 +336,15 @@ def _format_criteria(report: Report) -> list[str]:
     ]
     for crit in report.criteria:
         out.append(f"{crit.number:>2} {crit.name}: {crit.description}")
+    not_applicable = [
+        (crit.number, chk)
+        for crit in report.criteria
+        for chk in crit.checks
+        if chk.not_applicable is not None
+    ]
+    if not_applicable:
+        out += ["", f"not applicable at dim {cfg.dim} (n/a does not fail the run):"]
+        out += [f"{n:>2} {chk.label}: {chk.not_applicable}" for n, chk in not_applicable]
     scaling = next((c for c in report.criteria if "asyncio_ns_per_op" in c.details), None)
     if scaling is not None:
         out += _format_scaling(scaling)
