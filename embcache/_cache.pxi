@@ -548,6 +548,17 @@ cdef class SyncEmbeddingCache:
                 f"memory={self.table.used_bytes} of {self.table.memory_budget_bytes} bytes, "
                 f"ttl_seconds={self.ttl_seconds_arg!r}, dim={self.table.dim or None})")
 
+    def _probe_lengths(self):
+        """``(mean, longest)`` cells a lookup of a live key visits (1.0 is every key
+        in its home cell); for tests and benchmarks of hostile key sets."""
+        cdef size_t total, longest
+        cdef slot_t size
+        embcache_lock_acquire(&self.lock)
+        probe_lengths(&self.table, &total, &longest)
+        size = self.table.size
+        embcache_lock_release(&self.lock)
+        return (<double>total / size if size else 0.0), longest
+
     def _check_invariants(self):
         """Walk every structure and raise AssertionError on the first broken
         invariant (index <-> policy <-> expiry list <-> free slots <-> slab rows <->

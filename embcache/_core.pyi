@@ -176,5 +176,7 @@ class SyncEmbeddingCache:
         """The fixed vector dimension, or None."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
+    def _probe_lengths(self) -> tuple[float, int]:
+        """(mean, longest) index cells a lookup of a live key visits (tests)."""
     def _check_invariants(self) -> None:
         """Raise AssertionError if any internal invariant is broken (tests, debugging)."""

@@ -279,6 +279,21 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     t.free_slot_head = s
 
 
+cdef void probe_lengths(const Table *t, size_t *total, size_t *longest) noexcept nogil:
+    """Over live entries: the sum and the maximum of the cells a lookup of each
+    visits (1 when it sits in its home cell). For tests of hostile key sets."""
+    cdef size_t c, home, n
+    total[0] = longest[0] = 0
+    for c in range(t.cell_mask + 1):
+        if t.cells[c].slot == NO_SLOT:
+            continue
+        home = t.cells[c].tag & t.cell_mask
+        n = ((c - home) & t.cell_mask) + 1
+        total[0] += n
+        if n > longest[0]:
+            longest[0] = n
+
+
 cdef void make_room(Table *t, Py_ssize_t need, double now) noexcept nogil:
     """Evict (the policy's victims, expired entries first) until one more entry of
     `need` bytes fits both bounds."""
