@@ -5,6 +5,7 @@ another key's vector can never pass unnoticed."""
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import threading
 import time
@@ -385,3 +386,114 @@ def test_user_clock_read_outside_the_lock_keeps_expiry_order() -> None:
     assert len(cache) == 0
     assert cache.get_cache_info().expirations == 2
     cache._check_invariants()
+
+
+def mixed_worker(cache: SyncEmbeddingCache, seed: int, ops: int, done: list[int],
+                 errors: list[BaseException], start: threading.Barrier) -> None:
+    """put / get / remove / get_many / put_many / get_or_compute (a third of the
+    computes fail) over keys of four dimensions; every vector read is checked."""
+    rng = np.random.default_rng(1000 + seed)
+    ids = rng.integers(0, N_KEYS, ops)
+    kinds = rng.random(ops)
+    start.wait()
+    try:
+        for n in range(ops):
+            i = int(ids[n])
+            kind = kinds[n]
+            if kind < 0.35:
+                cache.put(KEYS[i], encode(i, n % 4000))
+            elif kind < 0.70:
+                out = cache.get(KEYS[i])
+                if out is not None:
+                    check(i, out)
+            elif kind < 0.78:
+                cache.remove(KEYS[i])
+            elif kind < 0.86:
+                same = [(i + 4 * j) % N_KEYS for j in range(3)]  # one dimension
+                matrix, found = cache.get_many([KEYS[j] for j in same])
+                for j, row, hit in zip(same, matrix, found):
+                    if hit:
+                        check(j, row)
+            elif kind < 0.92:
+                same = [(i + 4 * j) % N_KEYS for j in range(3)]
+                cache.put_many([KEYS[j] for j in same], np.stack([encode(j, 1) for j in same]))
+            else:
+                same = [(i + 4 * j) % N_KEYS for j in range(2)]
+                by_key = {KEYS[j]: j for j in same}
+                fail = n % 3 == 0
+
+                def compute(
+                    missing: list[CacheKey], fail: bool = fail, by_key: dict = by_key
+                ) -> np.ndarray:
+                    if fail:
+                        raise LookupError("compute failed on purpose")
+                    return np.stack([encode(by_key[k], 2) for k in missing])
+
+                try:
+                    rows = cache.get_or_compute([KEYS[j] for j in same], compute)
+                except LookupError:
+                    pass
+                else:
+                    for j, row in zip(same, rows):
+                        check(j, row)
+            done[seed] = n
+    except BaseException as exc:  # reported by the main thread
+        errors.append(exc)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+@pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
+def test_sixteen_threads_every_operation_and_a_fork_in_the_middle() -> None:
+    cache = SyncEmbeddingCache(24, None, 0.004)  # both bounds bite: constant eviction
+    n_threads, ops = 16, 200_000
+    done = [0] * n_threads
+    errors: list[BaseException] = []
+    start = threading.Barrier(n_threads + 1)
+    threads = [
+        threading.Thread(target=mixed_worker, args=(cache, s, ops, done, errors, start))
+        for s in range(n_threads)
+    ]
+    for t in threads:
+        t.start()
+    start.wait()
+    deadline = time.monotonic() + 300
+    while sum(done) < n_threads * ops // 2 and not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pid = os.fork()
+    if pid == 0:  # the child: the cache must be usable, then leave without pytest
+        code = 1
+        try:
+            cache.put(KEYS[0], encode(0, 7))
+            check(0, cache.get(KEYS[0]))
+            rows = cache.get_or_compute([KEYS[1]], lambda m: np.stack([encode(1, 3)]))
+            check(1, rows[0])
+            cache._check_invariants()
+            code = 0
+        finally:
+            os._exit(code)
+    status = None
+    child_deadline = time.monotonic() + 30
+    while time.monotonic() < child_deadline:
+        finished, status = os.waitpid(pid, os.WNOHANG)
+        if finished:
+            break
+        time.sleep(0.01)
+    else:
+        os.kill(pid, 9)
+        os.waitpid(pid, 0)
+    for t in threads:
+        t.join(timeout=300)
+        assert not t.is_alive(), "a worker thread hung (deadlock?)"
+    if errors:
+        raise errors[0]
+    assert status is not None and os.waitstatus_to_exitcode(status) == 0, "the forked child failed"
+    info = cache.get_cache_info()
+    assert info.evictions > 10_000
+    assert info.size <= 24 and info.memory_usage_bytes <= info.memory_budget_bytes
+    assert cache.flights.in_flight() == 0
+    cache._check_invariants()
+    for i, k in enumerate(KEYS):
+        out = cache.get(k)
+        if out is not None:
+            check(i, out)
