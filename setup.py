@@ -2,6 +2,8 @@
 
 Set EMBCACHE_DEBUG=1 to build with bounds checks, wraparound, line tracing and
 assertions turned back on (slower, for debugging and coverage).
+Set EMBCACHE_SANITIZE=1 to build with AddressSanitizer and UndefinedBehaviorSanitizer
+(UBSan fatal); see tools/sanitize.sh for how to run the tests against such a build.
 """
 import os
 
@@ -10,6 +12,12 @@ from Cython.Build import cythonize
 from setuptools import Extension, setup
 
 DEBUG = os.environ.get("EMBCACHE_DEBUG", "") not in ("", "0")
+SANITIZE = os.environ.get("EMBCACHE_SANITIZE", "") not in ("", "0")
+SANITIZE_FLAGS = [
+    "-fsanitize=address,undefined",
+    "-fno-omit-frame-pointer",
+    "-fno-sanitize-recover=undefined",
+]
 
 directives = {
     "language_level": 3,
@@ -33,7 +41,9 @@ extensions = [
         ["embcache/_core.pyx"],
         include_dirs=[numpy.get_include(), "embcache"],
         define_macros=macros,
-        extra_compile_args=["-O0", "-g"] if DEBUG else ["-O3"],
+        extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3"])
+        + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else []),
+        extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
     )
 ]
 
