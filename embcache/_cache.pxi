@@ -41,9 +41,19 @@ def _unlock_caches_after_fork():
         gc.enable()
 
 
+def _reset_locks_in_child():
+    # the parent's waiters do not exist here: every lock is simply free
+    cdef SyncEmbeddingCache cache
+    for cache in _held_for_fork:
+        embcache_lock_reset(&cache.lock)
+    _held_for_fork.clear()
+    if _gc_was_enabled:
+        gc.enable()
+
+
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_lock_caches_for_fork, after_in_parent=_unlock_caches_after_fork,
-                        after_in_child=_unlock_caches_after_fork)
+                        after_in_child=_reset_locks_in_child)
 
 
 def set_flights_factory(factory):
@@ -179,8 +189,9 @@ cdef class SyncEmbeddingCache:
     cdef dim_t check_out(self, object out, Py_ssize_t n) except -1:
         """The columns of a get_many `out` buffer for `n` keys, once it is a writable,
         C-contiguous, native float32 (n, dim) array that fits the cache."""
-        if not cnp.PyArray_Check(out):
-            raise ArgumentTypeError(f"out must be a numpy.ndarray, got {type(out).__name__}")
+        if not cnp.PyArray_CheckExact(out):
+            raise ArgumentTypeError(f"out must be a numpy.ndarray (not a subclass), got "
+                                    f"{type(out).__module__}.{type(out).__name__}")
         cdef cnp.ndarray arr = <cnp.ndarray>out
         if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISNOTSWAPPED(arr)
                 or cnp.PyArray_NDIM(arr) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
@@ -287,6 +298,7 @@ cdef class SyncEmbeddingCache:
         check_key(key)
         cdef Source src
         owner = read_vector(vector, &src)     # keeps the memory src points at alive
+        self.check_dim(src.n, "vector")       # before any pass over the values
         cdef bint long_copy = <size_t>src.n * 4 >= GIL_FREE_COPY_BYTES
         cdef Py_ssize_t bad
         if long_copy:
@@ -296,7 +308,6 @@ cdef class SyncEmbeddingCache:
             bad = first_unstorable(&src)
         if bad >= 0:
             raise unstorable_error(f"vector[{bad}]", &src, bad)
-        self.check_dim(src.n, "vector")
         cdef double given = self.now_unlocked()
         cdef int32_t slab_index
         cdef const KeyId *k = &(<CacheKey>key).ident
@@ -413,8 +424,8 @@ cdef class SyncEmbeddingCache:
         owner = read_matrix(matrix, n, "matrix", &first, &row_stride)
         if n == 0:
             return
-        check_rows(&first, row_stride, 0, n, "matrix")
         self.check_dim(first.n, "matrix")
+        check_rows(&first, row_stride, 0, n, "matrix")
         self.store_matrix(seq, 0, n, &first, row_stride)
 
     def put_batch(self, keys, matrix, *, str what not None="matrix", dim=None):
@@ -481,12 +492,12 @@ cdef class SyncEmbeddingCache:
         purge_expired(t, self.now_locked(given))
         allocated = (<Py_ssize_t>t.entry_capacity * sizeof(Entry)
                      + <Py_ssize_t>(t.cell_mask + 1) * sizeof(Cell)
-                     + <Py_ssize_t>t.slab_capacity * sizeof(Slab))
+                     + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t)))
         live_dims = <dim_t *>malloc((t.n_slabs + 1) * sizeof(dim_t))
         for i in range(t.n_slabs):
-            # rows past the highest ever handed out were never written, so never mapped in
-            allocated += (<Py_ssize_t>max(t.slabs[i].peak, t.slabs[i].high_water)
-                          * t.slabs[i].dim * 4)
+            # rows past the highest ever handed out were never written, so never
+            # mapped in; written ones are resident in whole pages
+            allocated += <Py_ssize_t>embcache_slab_resident(written_bytes(&t.slabs[i]))
             reserved += <Py_ssize_t>slab_bytes(&t.slabs[i])
             if t.slabs[i].used and live_dims != NULL:
                 live_dims[n_dims] = t.slabs[i].dim

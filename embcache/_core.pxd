@@ -40,10 +40,14 @@ cdef extern from "_lock.h":
         pass
     void embcache_lock_acquire(embcache_lock *l) noexcept
     void embcache_lock_release(embcache_lock *l) noexcept
+    void embcache_lock_reset(embcache_lock *l) noexcept
 
 cdef extern from "_slab.h":
     void *embcache_slab_reserve(size_t nbytes) noexcept nogil
     void embcache_slab_release(void *p, size_t nbytes) noexcept nogil
+    void embcache_slab_fill_huge(void *p, size_t before, size_t filled) noexcept nogil
+    void embcache_slab_forget(void *p, size_t nbytes) noexcept nogil
+    size_t embcache_slab_resident(size_t nbytes) noexcept nogil
 
 
 # --- keys -------------------------------------------------------------------
@@ -150,6 +154,7 @@ cdef struct Table:
     int32_t n_slabs
     int32_t slab_capacity
     int32_t last_slab           # the slab the last put used
+    int32_t *dim_cells          # dim -> slab: open addressing, 2 * slab_capacity cells, -1 empty
 
     # intrusive lists: recency (head = most recent) and expiry (head = oldest write)
     slot_t recency_head

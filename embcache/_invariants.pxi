@@ -57,6 +57,7 @@ cdef dict VIOLATIONS = {
     30: "entry_limit is stale",
     31: "entry table larger than its limit",
     32: "no memory for the invariant walk",
+    33: "slab {a} (dim {b}) is not found by its dimension",
 }
 
 
@@ -170,6 +171,8 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
             return fail(v, 23, i, slab.used, n_used)
         if slab.high_water > slab.capacity:
             return fail(v, 24, i)
+        if slab_for(t, slab.dim) != i:
+            return fail(v, 33, i, slab.dim)
         n_free = 0
         r = slab.free_row_head
         while r != NO_ROW:

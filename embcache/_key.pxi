@@ -73,6 +73,11 @@ cdef inline str required_field(object value, str name):
     return <str>value
 
 
+cdef object not_utf8(str name, object exc):
+    return InvalidKeyError(f"CacheKey {name} is not valid text: it holds a lone surrogate, "
+                           f"which has no UTF-8 encoding ({exc})")
+
+
 @cython.final
 @cython.freelist(256)      # keys are made by the thousand and dropped as fast
 cdef class CacheKey:
@@ -96,12 +101,21 @@ cdef class CacheKey:
         cdef embcache_blake2b_state b
         cdef unsigned char tag
         embcache_blake2b_init(&b, DIGEST_BYTES, NULL, 0)
-        absorb_str(&b, self.content_hash)
-        absorb_str(&b, self.model_version)
+        try:
+            absorb_str(&b, self.content_hash)
+        except UnicodeEncodeError as exc:
+            raise not_utf8("content_hash", exc) from None
+        try:
+            absorb_str(&b, self.model_version)
+        except UnicodeEncodeError as exc:
+            raise not_utf8("model_version", exc) from None
         tag = 0 if chunk_id is None else 1
         embcache_blake2b_update(&b, &tag, 1)
         if chunk_id is not None:
-            absorb_str(&b, <str>chunk_id)
+            try:
+                absorb_str(&b, <str>chunk_id)
+            except UnicodeEncodeError as exc:
+                raise not_utf8("chunk_id", exc) from None
         embcache_blake2b_final(&b, self.ident.digest)
         self.ident.hash = digest_hash(self.ident.digest)
 
@@ -111,8 +125,12 @@ cdef class CacheKey:
         hex digest of the text's UTF-8 encoding."""
         if not isinstance(text, str):
             raise KeyTypeError(f"text must be a str, got {type(text).__name__}")
-        return CacheKey(hashlib.sha256(text.encode("utf-8")).hexdigest(),
-                        model_version, chunk_id)
+        try:
+            data = text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidKeyError(f"text holds a lone surrogate, which has no UTF-8 encoding "
+                                  f"({exc})") from None
+        return CacheKey(hashlib.sha256(data).hexdigest(), model_version, chunk_id)
 
     @property
     def digest(self):

@@ -2,41 +2,50 @@
  * The cache lock.
  *
  * Python 3.13+: PyMutex, one compare-and-swap each way; it parks the thread
- * (dropping the GIL if held) when contended, and is correct without a GIL.
+ * (dropping the GIL if held) when contended, hands the lock over to a waiter
+ * that has waited too long, and is correct without a GIL.
  *
  * Before 3.13 every interpreter has a GIL, and the cache only ever takes and
- * drops its lock while holding the GIL. A flag guarded by the GIL is then a
- * complete mutex: nobody else can test or set it between our test and our set.
- * The flag stays set while the holder runs a long copy without the GIL; a thread
- * that finds it set gives up the GIL and yields until the holder, back under
- * the GIL, clears it. The uncontended path is a load and two stores, where
- * PyThread_type_lock would cost two atomic operations and a clock read.
+ * drops its lock while holding the GIL, so plain fields guarded by the GIL make
+ * a complete mutex. It is a ticket lock: each acquirer draws the next ticket
+ * and waits (giving up the GIL and yielding) until its ticket is served, so
+ * waiters are served in order. A plain flag would starve a waiter: a thread
+ * that calls the cache in a loop drops the GIL only inside its GIL-free copies,
+ * while it holds the lock, and takes the lock again as soon as it is free.
+ * The uncontended path is two loads and two stores.
+ *
+ * embcache_lock_reset makes a lock free without releasing it, for a forked
+ * child: its only thread is the one that forked, and it holds every cache lock
+ * (see the fork hooks in _cache.pxi); waiters of the parent do not exist there.
  */
 #ifndef EMBCACHE_LOCK_H
 #define EMBCACHE_LOCK_H
 
 #include <Python.h>
+#include <string.h>
 
 #if PY_VERSION_HEX >= 0x030d0000 && !defined(Py_LIMITED_API)
 
 typedef PyMutex embcache_lock;
 static inline void embcache_lock_acquire(embcache_lock *l) { PyMutex_Lock(l); }
 static inline void embcache_lock_release(embcache_lock *l) { PyMutex_Unlock(l); }
+static inline void embcache_lock_reset(embcache_lock *l) { memset(l, 0, sizeof(*l)); }
 
 #else
 
 #include <sched.h>
 
-typedef struct { int held; } embcache_lock;
+typedef struct { unsigned long next; unsigned long serving; } embcache_lock;
 static inline void embcache_lock_acquire(embcache_lock *l) {
-    while (l->held) {
+    unsigned long ticket = l->next++;
+    while (l->serving != ticket) {
         Py_BEGIN_ALLOW_THREADS
         sched_yield();
         Py_END_ALLOW_THREADS
     }
-    l->held = 1;
 }
-static inline void embcache_lock_release(embcache_lock *l) { l->held = 0; }
+static inline void embcache_lock_release(embcache_lock *l) { l->serving++; }
+static inline void embcache_lock_reset(embcache_lock *l) { l->next = l->serving = 0; }
 
 #endif
 

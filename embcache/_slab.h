@@ -3,15 +3,22 @@
  *
  * A slab reserves room for every row its dimension may ever need (bounded by
  * the memory budget), but the kernel maps pages only as rows are first
- * written, so resident memory follows the rows in use, not the reservation.
+ * written, so resident memory follows the rows written, not the reservation.
  * MAP_NORESERVE keeps a large budget from being refused up front by overcommit
- * accounting. Reservations of 2 MiB or more are aligned to 2 MiB and advised
- * for transparent huge pages: filling a slab then faults once per 2 MiB rather
- * than once per 4 KiB (at dim 768, three rows in four would fault), and random
- * lookups across a large slab miss the TLB far less. A slab that never moves
- * needs no copy on growth and keeps row pointers stable.
+ * accounting. A slab that never moves needs no copy on growth and keeps row
+ * pointers stable.
  *
- * Where mmap is unavailable, a plain calloc stands in.
+ * Huge pages: a reservation of 2 MiB or more is aligned to 2 MiB and advised
+ * NOT to use transparent huge pages, so that one written row costs one 4 KiB
+ * page, never a whole 2 MiB one the accounting cannot see. Each 2 MiB chunk is
+ * advised for huge pages once rows fill it completely (embcache_slab_fill_huge):
+ * the kernel may then back it by one huge page (fewer TLB misses on lookups)
+ * without any memory becoming resident that is not written.
+ *
+ * embcache_slab_forget returns a range's pages to the OS (they read back as
+ * zeros), for slabs whose rows are all free.
+ *
+ * Where mmap is unavailable, a plain calloc stands in (no advice, no forgetting).
  */
 #ifndef EMBCACHE_SLAB_H
 #define EMBCACHE_SLAB_H
@@ -57,8 +64,8 @@ static inline void *embcache_slab_reserve(size_t bytes) {
         if (map_end > end) munmap((void *)end, (size_t)(map_end - end));
         start = (char *)s;
     }
-#if defined(MADV_HUGEPAGE)
-    (void)madvise(start, bytes & ~(EMBCACHE_HUGE_PAGE - 1), MADV_HUGEPAGE);  /* advice only */
+#if defined(MADV_NOHUGEPAGE)
+    (void)madvise(start, bytes, MADV_NOHUGEPAGE);  /* advice only */
 #endif
     return start;
 }
@@ -67,10 +74,39 @@ static inline void embcache_slab_release(void *p, size_t bytes) {
     if (p != NULL) munmap(p, bytes == 0 ? 1 : bytes);
 }
 
+/* Rows now fill bytes [0, filled) of the slab at p, up from [0, before): advise
+ * the 2 MiB chunks completed in between for huge pages. */
+static inline void embcache_slab_fill_huge(void *p, size_t before, size_t filled) {
+#if defined(MADV_HUGEPAGE)
+    size_t from = before & ~(EMBCACHE_HUGE_PAGE - 1);
+    size_t to = filled & ~(EMBCACHE_HUGE_PAGE - 1);
+    if (to > from && ((uintptr_t)p & (EMBCACHE_HUGE_PAGE - 1)) == 0)
+        (void)madvise((char *)p + from, to - from, MADV_HUGEPAGE);
+#else
+    (void)p; (void)before; (void)filled;
+#endif
+}
+
+/* Give the pages of bytes [0, bytes) of the slab at p back to the OS. */
+static inline void embcache_slab_forget(void *p, size_t bytes) {
+    if (bytes) (void)madvise(p, bytes, MADV_DONTNEED);
+}
+
+/* The memory resident for bytes [0, bytes) written of a slab: whole pages. */
+static inline size_t embcache_slab_resident(size_t bytes) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    return (bytes + page - 1) / page * page;
+}
+
 #else  /* no mmap */
 
 static inline void *embcache_slab_reserve(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
 static inline void embcache_slab_release(void *p, size_t bytes) { (void)bytes; free(p); }
+static inline void embcache_slab_fill_huge(void *p, size_t before, size_t filled) {
+    (void)p; (void)before; (void)filled;
+}
+static inline void embcache_slab_forget(void *p, size_t bytes) { (void)p; (void)bytes; }
+static inline size_t embcache_slab_resident(size_t bytes) { return bytes; }
 
 #endif
 

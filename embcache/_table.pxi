@@ -46,6 +46,21 @@ cdef void release_slabs(Table *t) noexcept nogil:
     t.n_slabs = 0
     t.last_slab = -1
     t.entry_limit = 0
+    if t.dim_cells != NULL:
+        memset(t.dim_cells, 0xff, 2 * <size_t>t.slab_capacity * sizeof(int32_t))
+
+
+cdef inline size_t dim_home(dim_t dim, size_t mask) noexcept nogil:
+    return (<size_t>(<uint64_t>dim * 0x9E3779B97F4A7C15ULL >> 32)) & mask
+
+
+cdef void index_slab(Table *t, int32_t i) noexcept nogil:
+    """Enter slab i in the dim -> slab cells (there is always a free cell)."""
+    cdef size_t mask = 2 * <size_t>t.slab_capacity - 1
+    cdef size_t c = dim_home(t.slabs[i].dim, mask)
+    while t.dim_cells[c] != -1:
+        c = (c + 1) & mask
+    t.dim_cells[c] = i
 
 
 cdef void table_free(Table *t) noexcept nogil:
@@ -53,6 +68,8 @@ cdef void table_free(Table *t) noexcept nogil:
         release_slabs(t)
         free(t.slabs)
         t.slabs = NULL
+    free(t.dim_cells)
+    t.dim_cells = NULL
     free(t.entries)
     t.entries = NULL
     free(t.cells)
@@ -67,13 +84,24 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     cdef Slab *grown
     cdef int32_t cap
     cdef Slab *slab
+    cdef int32_t *cells
+    cdef int32_t i
     if t.n_slabs == t.slab_capacity:
         cap = 4 if t.slab_capacity == 0 else 2 * t.slab_capacity
+        cells = <int32_t *>malloc(2 * <size_t>cap * sizeof(int32_t))
+        if cells == NULL:
+            return -1
         grown = <Slab *>realloc(t.slabs, cap * sizeof(Slab))
         if grown == NULL:
+            free(cells)
             return -1
+        memset(cells, 0xff, 2 * <size_t>cap * sizeof(int32_t))
+        free(t.dim_cells)
+        t.dim_cells = cells
         t.slabs = grown
         t.slab_capacity = cap
+        for i in range(t.n_slabs):
+            index_slab(t, i)
     slab = &t.slabs[t.n_slabs]
     slab.dim = dim
     slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries, t.memory_budget_bytes // entry_bytes(dim))
@@ -84,6 +112,7 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     slab.peak = 0
     slab.free_row_head = NO_ROW
     slab.used = 0
+    index_slab(t, t.n_slabs)
     t.n_slabs += 1
     t.entry_limit = <slot_t>min(<Py_ssize_t>t.max_entries, <Py_ssize_t>t.entry_limit + slab.capacity)
     return t.n_slabs - 1
@@ -148,14 +177,21 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
     return 0
 
 
-cdef int32_t slab_for(Table *t, dim_t dim) noexcept nogil:
+cdef int32_t slab_for(const Table *t, dim_t dim) noexcept nogil:
+    """The slab of `dim`, or -1: the last put's slab, else one probe of the dim cells."""
+    cdef size_t mask, c
     cdef int32_t i
     if t.last_slab >= 0 and t.slabs[t.last_slab].dim == dim:
         return t.last_slab
-    for i in range(t.n_slabs):
-        if t.slabs[i].dim == dim:
+    if t.dim_cells == NULL:
+        return -1
+    mask = 2 * <size_t>t.slab_capacity - 1
+    c = dim_home(dim, mask)
+    while True:
+        i = t.dim_cells[c]
+        if i == -1 or t.slabs[i].dim == dim:
             return i
-    return -1
+        c = (c + 1) & mask
 
 
 cdef int32_t prepare_put(Table *t, dim_t dim, Py_ssize_t count) noexcept nogil:
@@ -277,6 +313,26 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     t.size -= 1
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
+    if e.slab != t.last_slab:   # the last put's slab is likely refilled at once
+        forget_if_empty(t, e.slab)
+
+
+cdef inline size_t written_bytes(const Slab *slab) noexcept nogil:
+    """Bytes of the slab's rows written since it was reserved or forgotten."""
+    return <size_t>max(slab.peak, slab.high_water) * <size_t>slab.dim * 4
+
+
+cdef void forget_if_empty(Table *t, int32_t i) noexcept nogil:
+    """A slab of a cache without a fixed dim whose rows are all free gives its
+    pages back to the OS (a dimension that fell out of use costs no memory; its
+    address space stays reserved for when it returns)."""
+    cdef Slab *slab = &t.slabs[i]
+    if t.dim or slab.used or not written_bytes(slab):
+        return
+    embcache_slab_forget(slab.rows, embcache_slab_resident(written_bytes(slab)))
+    slab.high_water = 0
+    slab.peak = 0
+    slab.free_row_head = NO_ROW
 
 
 cdef void probe_lengths(const Table *t, size_t *total, size_t *longest) noexcept nogil:
@@ -336,6 +392,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     cdef Entry *e
     cdef Slab *slab
     cdef row_t row
+    cdef int32_t previous
 
     if s != NO_SLOT:
         if expired(t, s, now):
@@ -367,8 +424,15 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     else:
         row = slab.high_water
         slab.high_water += 1
+        if slab.high_water > slab.peak:
+            embcache_slab_fill_huge(slab.rows, <size_t>row * <size_t>dim * 4,
+                                    <size_t>slab.high_water * <size_t>dim * 4)
     slab.used += 1
-    t.last_slab = slab_index
+    if t.last_slab != slab_index:
+        previous = t.last_slab
+        t.last_slab = slab_index
+        if previous >= 0:
+            forget_if_empty(t, previous)
 
     e = &t.entries[s]
     memcpy(e.digest, k.digest, sizeof(e.digest))

@@ -65,11 +65,17 @@ def test_key_missing_and_extra_arguments() -> None:
 
 
 def test_key_surrogates_rejected_cleanly() -> None:
-    # a lone surrogate has no UTF-8 encoding: a ValueError, not a crash
-    with pytest.raises(ValueError, match="surrogate"):
-        CacheKey("\ud800", "m")
-    with pytest.raises(ValueError, match="surrogate"):
-        CacheKey("h", "m", "\udfff")
+    # a lone surrogate has no UTF-8 encoding: an InvalidKeyError naming the field
+    # (once the built-in UnicodeEncodeError, which no EmbcacheError handler caught)
+    from embcache import EmbcacheError, InvalidKeyError
+
+    for args, field in [(("\ud800", "m"), "content_hash"), (("h", "\ud800"), "model_version"),
+                        (("h", "m", "\udfff"), "chunk_id")]:
+        with pytest.raises(InvalidKeyError, match=f"{field} .*lone surrogate") as e:
+            CacheKey(*args)
+        assert isinstance(e.value, EmbcacheError) and isinstance(e.value, ValueError)
+    with pytest.raises(InvalidKeyError, match="text holds a lone surrogate"):
+        CacheKey.from_text("x\ud800", "m")
 
 
 @pytest.mark.parametrize("bad", [None, 1, b"text", bytearray(b"t"), ["t"], 1.0], ids=repr)

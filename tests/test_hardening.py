@@ -3,6 +3,7 @@ before use, a put that stalls every other thread, limits the messages promise.""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -13,7 +14,12 @@ import pytest
 from conftest import key, run_python
 from test_leak import rss_bytes
 
-from embcache import ArgumentValueError, SyncEmbeddingCache
+from embcache import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    DimensionMismatchError,
+    SyncEmbeddingCache,
+)
 
 
 def test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front() -> None:
@@ -138,12 +144,39 @@ def test_sync_get_or_compute_takes_a_timeout() -> None:
     c._check_invariants()
 
 
-@pytest.mark.parametrize("dim", [1, 4, 768])
-def test_allocated_bytes_of_a_one_entry_cache_is_the_budget_plus_256(dim: int) -> None:
+@pytest.mark.parametrize("dim", [1, 4, 768, 2000])
+def test_allocated_bytes_of_a_one_entry_cache_is_the_budget_plus_a_page_and_288(dim: int) -> None:
     from embcache import ENTRY_OVERHEAD_BYTES
 
     c = SyncEmbeddingCache(1, None, (dim * 4 + ENTRY_OVERHEAD_BYTES) / 2**20, dim=dim)
     c.put(key(1), np.ones(dim))
     info = c.get_cache_info()
     assert info.memory_usage_bytes == info.memory_budget_bytes
-    assert info.allocated_bytes <= info.memory_budget_bytes + 256
+    # the written row is resident as whole pages; the smallest index and slab table
+    assert info.allocated_bytes <= info.memory_budget_bytes + os.sysconf("SC_PAGESIZE") + 288
+
+
+def test_a_wrong_dimension_is_rejected_before_the_values_are_scanned() -> None:
+    # found by fuzzing: 2**31 broadcast values took seconds to be scanned first
+    c = SyncEmbeddingCache(6, None, 0.01, dim=3)
+    huge = np.broadcast_to(np.float32(0.5), (2**31 + 3,))
+    start = time.perf_counter()
+    with pytest.raises(DimensionMismatchError):
+        c.put(key(1), huge)
+    with pytest.raises(DimensionMismatchError):
+        c.put_many([key(1)], huge[: 2**20].reshape(1, -1))
+    assert time.perf_counter() - start < 0.5
+    assert len(c) == 0
+
+
+def test_out_must_be_a_plain_ndarray() -> None:
+    import warnings
+
+    c = SyncEmbeddingCache(6, None, 0.01, dim=3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", PendingDeprecationWarning)
+        m = np.matrix(np.zeros((1, 3), np.float32))
+    with pytest.raises(ArgumentTypeError, match="not a subclass"):
+        c.get_many([key(1)], out=m)
+    with pytest.raises(ArgumentTypeError, match="not a subclass"):
+        c.get_batch([key(1)], out=np.ma.masked_array(np.zeros((1, 3), np.float32)))

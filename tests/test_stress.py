@@ -497,3 +497,31 @@ def test_sixteen_threads_every_operation_and_a_fork_in_the_middle() -> None:
         out = cache.get(k)
         if out is not None:
             check(i, out)
+
+
+def test_a_waiter_is_not_starved_by_a_thread_looping_on_long_copies() -> None:
+    # Before 3.13 the lock was a flag: a thread calling get_many in a loop drops
+    # the GIL only inside its GIL-free copy, with the lock held, and retakes the
+    # lock as soon as it is free, so another thread could wait forever.
+    dim = 4096
+    c = SyncEmbeddingCache(300, None, 64, dim=dim)
+    keys = [key(i) for i in range(256)]
+    c.put_many(keys, np.ones((256, dim), np.float32))  # each get_many copies 4 MiB
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            c.get_many(keys)
+
+    t = threading.Thread(target=loop)
+    t.start()
+    try:
+        start = time.monotonic()
+        for i in range(200):
+            c.put(key(("waiter", i)), np.zeros(dim, np.float32))
+        elapsed = time.monotonic() - start
+    finally:
+        stop.set()
+        t.join()
+    assert elapsed < 30, f"200 puts waited {elapsed:.1f} s for the lock"
+    c._check_invariants()
