@@ -497,7 +497,7 @@ cdef class SyncEmbeddingCache:
         for i in range(t.n_slabs):
             # rows past the highest ever handed out were never written, so never
             # mapped in; written ones are resident in whole pages
-            allocated += <Py_ssize_t>embcache_slab_resident(written_bytes(&t.slabs[i]))
+            allocated += <Py_ssize_t>resident_bytes(t, &t.slabs[i])
             reserved += <Py_ssize_t>slab_bytes(&t.slabs[i])
             if t.slabs[i].used and live_dims != NULL:
                 live_dims[n_dims] = t.slabs[i].dim

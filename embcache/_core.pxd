@@ -43,11 +43,11 @@ cdef extern from "_lock.h":
     void embcache_lock_reset(embcache_lock *l) noexcept
 
 cdef extern from "_slab.h":
-    void *embcache_slab_reserve(size_t nbytes) noexcept nogil
+    void *embcache_slab_reserve(size_t nbytes, int huge) noexcept nogil
     void embcache_slab_release(void *p, size_t nbytes) noexcept nogil
-    void embcache_slab_fill_huge(void *p, size_t before, size_t filled) noexcept nogil
+    void embcache_slab_grow(void *p, size_t reserved, size_t before, size_t filled) noexcept nogil
     void embcache_slab_forget(void *p, size_t nbytes) noexcept nogil
-    size_t embcache_slab_resident(size_t nbytes) noexcept nogil
+    size_t embcache_slab_resident(size_t written, size_t reserved, int huge) noexcept nogil
 
 
 # --- keys -------------------------------------------------------------------

@@ -48,9 +48,9 @@ class CacheInfo:
     memory_budget_bytes: int
     allocated_bytes: int
     """Bytes held for the entry table, the index and the slab rows written so far:
-    the memory the cache occupies. With one dimension it never exceeds
-    ``memory_budget_bytes`` by more than 256 bytes (the smallest index and slab
-    table). Huge-page rounding is not counted (README, "Memory accounting")."""
+    resident, in whole pages (2 MiB ones where huge pages are used). With one
+    dimension it exceeds ``memory_budget_bytes`` by at most one page and 288
+    bytes of tables (README, "Memory accounting")."""
     reserved_bytes: int
     """Address space reserved for slab rows (every row each dimension may need);
     the kernel maps it in only as rows are written."""

@@ -8,12 +8,14 @@
  * accounting. A slab that never moves needs no copy on growth and keeps row
  * pointers stable.
  *
- * Huge pages: a reservation of 2 MiB or more is aligned to 2 MiB and advised
- * NOT to use transparent huge pages, so that one written row costs one 4 KiB
- * page, never a whole 2 MiB one the accounting cannot see. Each 2 MiB chunk is
- * advised for huge pages once rows fill it completely (embcache_slab_fill_huge):
- * the kernel may then back it by one huge page (fewer TLB misses on lookups)
- * without any memory becoming resident that is not written.
+ * Huge pages: a reservation of 2 MiB or more is aligned to 2 MiB. The slab of
+ * a cache's fixed dimension is advised for transparent huge pages whole: filling
+ * it faults once per 2 MiB rather than once per 4 KiB, and lookups miss the TLB
+ * far less. Other slabs are advised against huge pages at first, so that a
+ * dimension with a few rows costs a few 4 KiB pages, never a whole 2 MiB one;
+ * once a slab's rows pass its first 2 MiB, each further chunk is advised for
+ * huge pages as rows enter it (embcache_slab_grow). The table counts a slab's
+ * resident memory with that rounding (embcache_slab_resident).
  *
  * embcache_slab_forget returns a range's pages to the OS (they read back as
  * zeros), for slabs whose rows are all free.
@@ -44,8 +46,9 @@
 #define MAP_NORESERVE 0
 #endif
 
-/* Reserve `bytes` of zero-filled, lazily mapped memory; NULL on failure. */
-static inline void *embcache_slab_reserve(size_t bytes) {
+/* Reserve `bytes` of zero-filled, lazily mapped memory, advised for huge pages
+ * whole when `huge`; NULL on failure. */
+static inline void *embcache_slab_reserve(size_t bytes, int huge) {
     int flags = MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE;
     size_t extra = bytes >= EMBCACHE_HUGE_PAGE ? EMBCACHE_HUGE_PAGE : 0;
     char *base, *start;
@@ -64,8 +67,8 @@ static inline void *embcache_slab_reserve(size_t bytes) {
         if (map_end > end) munmap((void *)end, (size_t)(map_end - end));
         start = (char *)s;
     }
-#if defined(MADV_NOHUGEPAGE)
-    (void)madvise(start, bytes, MADV_NOHUGEPAGE);  /* advice only */
+#if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
+    (void)madvise(start, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);  /* advice only */
 #endif
     return start;
 }
@@ -74,16 +77,22 @@ static inline void embcache_slab_release(void *p, size_t bytes) {
     if (p != NULL) munmap(p, bytes == 0 ? 1 : bytes);
 }
 
-/* Rows now fill bytes [0, filled) of the slab at p, up from [0, before): advise
- * the 2 MiB chunks completed in between for huge pages. */
-static inline void embcache_slab_fill_huge(void *p, size_t before, size_t filled) {
+/* Rows written to the slab at p (`reserved` bytes) grew from [0, before) to
+ * [0, filled): advise the 2 MiB chunks they entered, past the first one, for
+ * huge pages. The chunk holding byte `before` was entered already unless
+ * `before` starts it. Nothing beyond the reservation is ever advised. */
+static inline void embcache_slab_grow(void *p, size_t reserved, size_t before, size_t filled) {
 #if defined(MADV_HUGEPAGE)
-    size_t from = before & ~(EMBCACHE_HUGE_PAGE - 1);
-    size_t to = filled & ~(EMBCACHE_HUGE_PAGE - 1);
-    if (to > from && ((uintptr_t)p & (EMBCACHE_HUGE_PAGE - 1)) == 0)
+    const size_t chunk = EMBCACHE_HUGE_PAGE;
+    size_t from = (before + chunk - 1) & ~(chunk - 1);   /* first chunk starting at or after */
+    size_t to = (filled + chunk - 1) & ~(chunk - 1);
+    size_t end = reserved & ~(chunk - 1);
+    if (from < chunk) from = chunk;
+    if (to > end) to = end;
+    if (reserved >= chunk && to > from && ((uintptr_t)p & (chunk - 1)) == 0)
         (void)madvise((char *)p + from, to - from, MADV_HUGEPAGE);
 #else
-    (void)p; (void)before; (void)filled;
+    (void)p; (void)reserved; (void)before; (void)filled;
 #endif
 }
 
@@ -92,21 +101,33 @@ static inline void embcache_slab_forget(void *p, size_t bytes) {
     if (bytes) (void)madvise(p, bytes, MADV_DONTNEED);
 }
 
-/* The memory resident for bytes [0, bytes) written of a slab: whole pages. */
-static inline size_t embcache_slab_resident(size_t bytes) {
+/* The memory resident at most for bytes [0, written) of a slab of `reserved`
+ * bytes (huge: advised whole): whole pages, and whole 2 MiB chunks where huge
+ * pages are advised. */
+static inline size_t embcache_slab_resident(size_t written, size_t reserved, int huge) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    return (bytes + page - 1) / page * page;
+    size_t pages = (written + page - 1) / page * page;
+    size_t chunks = (written + EMBCACHE_HUGE_PAGE - 1) & ~(EMBCACHE_HUGE_PAGE - 1);
+    size_t whole = (reserved + page - 1) / page * page;
+    if (reserved < EMBCACHE_HUGE_PAGE || !(huge || written > EMBCACHE_HUGE_PAGE)) return pages;
+    return chunks < whole ? chunks : whole;
 }
 
 #else  /* no mmap */
 
-static inline void *embcache_slab_reserve(size_t bytes) { return calloc(bytes ? bytes : 1, 1); }
+static inline void *embcache_slab_reserve(size_t bytes, int huge) {
+    (void)huge;
+    return calloc(bytes ? bytes : 1, 1);
+}
 static inline void embcache_slab_release(void *p, size_t bytes) { (void)bytes; free(p); }
-static inline void embcache_slab_fill_huge(void *p, size_t before, size_t filled) {
-    (void)p; (void)before; (void)filled;
+static inline void embcache_slab_grow(void *p, size_t reserved, size_t before, size_t filled) {
+    (void)p; (void)reserved; (void)before; (void)filled;
 }
 static inline void embcache_slab_forget(void *p, size_t bytes) { (void)p; (void)bytes; }
-static inline size_t embcache_slab_resident(size_t bytes) { return bytes; }
+static inline size_t embcache_slab_resident(size_t written, size_t reserved, int huge) {
+    (void)reserved; (void)huge;
+    return written;
+}
 
 #endif
 

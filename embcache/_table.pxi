@@ -105,7 +105,7 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     slab = &t.slabs[t.n_slabs]
     slab.dim = dim
     slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries, t.memory_budget_bytes // entry_bytes(dim))
-    slab.rows = <float32_t *>embcache_slab_reserve(slab_bytes(slab))
+    slab.rows = <float32_t *>embcache_slab_reserve(slab_bytes(slab), t.dim != 0)
     if slab.rows == NULL:
         return -1
     slab.high_water = 0
@@ -322,6 +322,11 @@ cdef inline size_t written_bytes(const Slab *slab) noexcept nogil:
     return <size_t>max(slab.peak, slab.high_water) * <size_t>slab.dim * 4
 
 
+cdef inline size_t resident_bytes(const Table *t, const Slab *slab) noexcept nogil:
+    """What the slab's written rows hold resident at most (page and huge-page rounding)."""
+    return embcache_slab_resident(written_bytes(slab), slab_bytes(slab), t.dim != 0)
+
+
 cdef void forget_if_empty(Table *t, int32_t i) noexcept nogil:
     """A slab of a cache without a fixed dim whose rows are all free gives its
     pages back to the OS (a dimension that fell out of use costs no memory; its
@@ -329,7 +334,7 @@ cdef void forget_if_empty(Table *t, int32_t i) noexcept nogil:
     cdef Slab *slab = &t.slabs[i]
     if t.dim or slab.used or not written_bytes(slab):
         return
-    embcache_slab_forget(slab.rows, embcache_slab_resident(written_bytes(slab)))
+    embcache_slab_forget(slab.rows, resident_bytes(t, slab))
     slab.high_water = 0
     slab.peak = 0
     slab.free_row_head = NO_ROW
@@ -425,8 +430,8 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
         row = slab.high_water
         slab.high_water += 1
         if slab.high_water > slab.peak:
-            embcache_slab_fill_huge(slab.rows, <size_t>row * <size_t>dim * 4,
-                                    <size_t>slab.high_water * <size_t>dim * 4)
+            embcache_slab_grow(slab.rows, slab_bytes(slab), <size_t>row * <size_t>dim * 4,
+                               <size_t>slab.high_water * <size_t>dim * 4)
     slab.used += 1
     if t.last_slab != slab_index:
         previous = t.last_slab
