@@ -17,6 +17,9 @@
 #   GATE_BRANCH  branch whose merge-base is the default BASE (default main)
 #   GATE_ASV     asv command (default "asv")
 #
+# A slowdown found by the first measurement is measured again, with the second
+# run's samples appended to the first's; the gate fails only if it holds then.
+#
 # Exit status: 0 no significant slowdown; 1 a slowdown (or a benchmark that
 # failed on HEAD only); 2 usage or setup error.
 set -euo pipefail
@@ -52,9 +55,18 @@ if [ ! -f "${HOME}/.asv-machine.json" ]; then
 fi
 
 echo "gate: base ${BASE_SHA:0:8} -> head ${HEAD_SHA:0:8}, factor ${FACTOR}, bench /${BENCH}/"
+# A slowdown must survive a second measurement: on a shared 2-core VM one run of
+# identical builds has shown a 1.65x "regression" (67.5+-20 ns against 40.9 ns).
+# The second attempt appends its samples to the first's, and asv decides on all.
 set +e
 $ASV continuous --factor "$FACTOR" --bench "$BENCH" --show-stderr "$BASE_SHA" "$HEAD_SHA"
 status=$?
+if [ "$status" -ne 0 ]; then
+    echo "gate: slower on the first measurement; measuring again (samples appended)"
+    $ASV continuous --append-samples --factor "$FACTOR" --bench "$BENCH" --show-stderr \
+        "$BASE_SHA" "$HEAD_SHA"
+    status=$?
+fi
 set -e
 if [ "$status" -ne 0 ]; then
     echo "gate: FAILED (asv continuous exit $status): a gated benchmark is more than ${FACTOR}x" \
