@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import os
 import subprocess
 import sys
-from collections.abc import Iterable, Sequence
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -134,3 +136,38 @@ def filled() -> tuple[SyncEmbeddingCache, list[CacheKey]]:
     for i, k in enumerate(keys):
         c.put(k, vec(i))
     return c, keys
+
+
+TIMEOUT = 10.0
+"""Seconds a concurrency test waits for anything before calling it hung."""
+
+
+def in_threads(*fns: Callable[[], Any]) -> list[Any]:
+    """Run each fn in its own thread, started together; their results (or the
+    exceptions they raised). A thread still running after TIMEOUT fails the test."""
+    out: list[Any] = [None] * len(fns)
+    start = threading.Barrier(len(fns))
+
+    def target(i: int) -> None:
+        start.wait(TIMEOUT)
+        try:
+            out[i] = fns[i]()
+        except BaseException as exc:  # noqa: BLE001 - handed to the test
+            out[i] = exc
+
+    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(fns))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(TIMEOUT)
+        assert not t.is_alive(), "hung"
+    return out
+
+
+def run(coro: Any) -> Any:
+    """asyncio.run(coro), failing with TimeoutError after TIMEOUT instead of hanging."""
+
+    async def bounded() -> Any:
+        return await asyncio.wait_for(coro, TIMEOUT)
+
+    return asyncio.run(bounded())

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import TIMEOUT, in_threads, run
 
 from embcache import (
     CacheKey,
@@ -26,7 +27,6 @@ from embcache import (
 from embcache._embedder import CachedEmbedder, EmbedderStats
 from embcache.errors import ArgumentTypeError
 
-TIMEOUT = 10.0
 DIM = 8
 
 
@@ -71,13 +71,6 @@ class AsyncModel(Model):
         if self.delay:
             await asyncio.sleep(self.delay)
         return np.stack([vector(t, self.dim) for t in texts])
-
-
-def run(coro: Any) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, TIMEOUT)
-
-    return asyncio.run(bounded())
 
 
 TEXTS = ["alpha", "beta", "gamma", "alpha", "delta", "beta", "epsilon"]
@@ -348,27 +341,6 @@ def test_threads_embed_each_text_once() -> None:
         np.testing.assert_array_equal(m, expected(r))
     assert model.embedded == Counter({t for r in requests for t in r})
     assert embedder.stats.texts_requested == 240
-
-
-def in_threads(*fns: Any) -> list[Any]:
-    """Run each fn in its own thread, started together; their results."""
-    out: list[Any] = [None] * len(fns)
-    start = threading.Barrier(len(fns))
-
-    def target(i: int) -> None:
-        start.wait(TIMEOUT)
-        try:
-            out[i] = fns[i]()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out[i] = exc
-
-    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-        assert not t.is_alive(), "hung"
-    return out
 
 
 TWENTY = [f"shared {i}" for i in range(20)]

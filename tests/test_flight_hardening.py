@@ -21,7 +21,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from conftest import key, vec
+from conftest import TIMEOUT, in_threads, key, run, vec
 
 from embcache import (
     CachedEmbedder,
@@ -33,7 +33,6 @@ from embcache import (
 from embcache._flight import Flights, FlightTimeoutError
 from embcache.errors import ArgumentTypeError, ArgumentValueError
 
-TIMEOUT = 10.0
 DIM = 4
 N_WAITERS = 5
 
@@ -74,31 +73,6 @@ async def await_until(cond: Callable[[], bool]) -> None:
     while not cond():
         assert time.monotonic() < end, "condition never met"
         await asyncio.sleep(0.001)
-
-
-def in_threads(*fns: Callable[[], Any]) -> list[Any]:
-    out: list[Any] = [None] * len(fns)
-
-    def target(i: int) -> None:
-        try:
-            out[i] = fns[i]()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out[i] = exc
-
-    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-        assert not t.is_alive(), "hung"
-    return out
-
-
-def run(coro: Any) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, TIMEOUT)
-
-    return asyncio.run(bounded())
 
 
 class Boom(ValueError):

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 import pytest
-from conftest import key, vec
+from conftest import TIMEOUT, in_threads, key, run, vec
 
 from embcache import (
     CachedEmbedder,
@@ -27,7 +27,6 @@ from embcache import (
 )
 from embcache._flight import Flights, flights_of
 
-TIMEOUT = 10.0
 DIM = 4
 
 # what error messages call the result of compute(missing_keys)
@@ -60,32 +59,6 @@ class Counting:
         if self.delay:
             time.sleep(self.delay)
         return rows(keys)
-
-
-def in_threads(*fns: Callable[[], Any]) -> list[Any]:
-    """Run each fn in its own thread; their results (or raised exceptions)."""
-    out: list[Any] = [None] * len(fns)
-
-    def target(i: int) -> None:
-        try:
-            out[i] = fns[i]()
-        except BaseException as exc:  # noqa: BLE001 - handed to the test
-            out[i] = exc
-
-    threads = [threading.Thread(target=target, args=(i,), daemon=True) for i in range(len(fns))]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(TIMEOUT)
-        assert not t.is_alive(), "hung"
-    return out
-
-
-def run(coro: Any) -> Any:
-    async def bounded() -> Any:
-        return await asyncio.wait_for(coro, TIMEOUT)
-
-    return asyncio.run(bounded())
 
 
 # --- one registry per cache -----------------------------------------------------------------
