@@ -121,7 +121,7 @@ class Work:
     (``present``) and left out of ``todo``.
     """
 
-    __slots__ = ("cache", "keys", "present", "todo", "dim")
+    __slots__ = ("cache", "keys", "present", "todo", "dim", "computed", "computed_keys")
 
     def __init__(
         self, cache: SyncEmbeddingCache, hit_dim: int | None, keys: list[CacheKey], stale: bool
@@ -131,8 +131,30 @@ class Work:
         self.present: dict[int, Matrix] = {}
         self.todo: list[CacheKey] = keys
         self.dim = hit_dim
+        self.computed: Matrix | None = None
+        """After finish: the rows computed for ``computed_keys`` (None: none)."""
+        self.computed_keys: list[CacheKey] = []
         if stale:
             self._fetch_settled()
+
+    def adopt(self, rows: Matrix, found: npt.NDArray[np.bool_]) -> None:
+        """Take the rows a shared tier found for ``todo`` (row i for todo[i] where
+        found[i]): store them in the cache, count them present, compute the rest."""
+        hits = found.tolist()
+        if not any(hits):
+            return
+        got = [k for k, hit in zip(self.todo, hits) if hit]
+        try:
+            batch = self.cache.put_batch(got, rows[found], what="tier rows", dim=self.dim)
+            batch.take()
+        except ValueError:  # rows this cache cannot hold (budget): compute them instead
+            return
+        batch.store()
+        self.dim = batch.dim
+        position = {k: r for r, k in enumerate(self.keys)}
+        for key, row in zip(got, batch.rows):
+            self.present[position[key]] = row
+        self.todo = [k for k, hit in zip(self.todo, hits) if not hit]
 
     def _fetch_settled(self) -> None:
         """Read our keys stored meanwhile. Only reached after a race (or a retry);
@@ -168,6 +190,8 @@ class Work:
             else:
                 computed = np.concatenate([b.rows for b in batches])
                 computed.flags.writeable = False
+            self.computed = computed
+            self.computed_keys = list(self.todo)
         return self._own_rows(computed)
 
     def _batches(self, result: Any, what: str) -> list[PutBatch]:

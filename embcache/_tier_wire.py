@@ -1,0 +1,197 @@
+"""The shared tier's wire format: how a vector is written as a Redis value, how
+a CacheKey names it, and the validation of what comes back.
+
+A value is a 12-byte header and the payload::
+
+    offset  size  field
+    0       4     magic      b"EMBC"
+    4       1     version    1
+    5       1     dtype      1 = float32, little-endian
+    6       2     reserved   0 (u16 LE)
+    8       4     dim        >= 1 (u32 LE)
+    12      4*dim payload    dim float32, little-endian
+
+A Redis key is ``prefix ":" model ":" digest``: `model` is the key's
+model_version, UTF-8, with every byte outside ``[A-Za-z0-9._-]`` written as
+``%XX`` (so it holds no ``:``, no glob character and no ``{`` or ``}`` that
+would make a cluster hash tag), and `digest` the 64 lowercase hex digits of
+``CacheKey.digest`` (which already covers every field of the key). Reading a
+key from its right end recovers digest, model and prefix, so two different
+(prefix, key) pairs never share a Redis key, and every vector of one model
+under one prefix matches ``prefix ":" model ":"`` followed by exactly 64
+characters (the pattern ``drop_model`` scans for).
+
+Nothing here talks to Redis; embcache.redis does.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._core import CacheKey
+from embcache.errors import ArgumentTypeError, ArgumentValueError
+
+__all__ = [
+    "DIGEST_HEX",
+    "HEADER",
+    "MAGIC",
+    "VERSION",
+    "Decoded",
+    "check_positive_seconds",
+    "decode_values",
+    "encode_rows",
+    "header_for",
+    "key_prefix",
+    "model_pattern",
+    "quote_model",
+    "redis_key",
+]
+
+MAGIC = b"EMBC"
+VERSION = 1
+DTYPE_FLOAT32_LE = 1
+HEADER = struct.Struct("<4sBBHI")
+"""magic, version, dtype, reserved, dim."""
+DIGEST_HEX = 64
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_LE_F32 = np.dtype("<f4")
+
+
+def header_for(dim: int) -> bytes:
+    """The 12-byte header of a value of dimension `dim`."""
+    return HEADER.pack(MAGIC, VERSION, DTYPE_FLOAT32_LE, 0, dim)
+
+
+def quote_model(model_version: str) -> bytes:
+    """`model_version` as it appears in a Redis key (see the module docstring)."""
+    raw = model_version.encode("utf-8", "surrogatepass")
+    if all(b in _SAFE for b in raw):
+        return raw
+    return b"".join(bytes((b,)) if b in _SAFE else b"%%%02X" % b for b in raw)
+
+
+def key_prefix(prefix: bytes, model_version: str) -> bytes:
+    """``prefix ":" model ":"``: what every Redis key of that model starts with."""
+    return prefix + b":" + quote_model(model_version) + b":"
+
+
+def model_pattern(prefix: bytes, model_version: str) -> bytes:
+    """The SCAN MATCH pattern of exactly that model's keys (prefix bytes glob-escaped)."""
+    escaped = b"".join(b"\\" + bytes((b,)) if b in b"*?[]\\" else bytes((b,)) for b in prefix)
+    return escaped + b":" + quote_model(model_version) + b":" + b"?" * DIGEST_HEX
+
+
+def redis_key(prefix: bytes, key: CacheKey) -> bytes:
+    """The Redis key of `key` under `prefix`."""
+    return key_prefix(prefix, key.model_version) + key.digest.hex().encode("ascii")
+
+
+def encode_rows(matrix: npt.NDArray[np.float32]) -> list[bytes]:
+    """One value per row of a float32 (m, dim) `matrix`."""
+    m, dim = matrix.shape
+    length = HEADER.size + 4 * dim
+    buf = np.empty((m, length), dtype=np.uint8)
+    buf[:, : HEADER.size] = np.frombuffer(header_for(dim), dtype=np.uint8)
+    buf[:, HEADER.size :] = np.ascontiguousarray(matrix, dtype=_LE_F32).view(np.uint8)
+    raw = buf.tobytes()
+    return [raw[i * length : (i + 1) * length] for i in range(m)]
+
+
+class Decoded:
+    """Values read for a batch of keys, validated: ``matrix`` (m, dim) float32
+    whose row i holds value i when ``found[i]``, else zeros; ``errors`` counts
+    the values present but invalid (foreign bytes, a wrong length or dimension,
+    a non-finite element), which are misses."""
+
+    __slots__ = ("matrix", "found", "errors")
+
+    def __init__(
+        self, matrix: npt.NDArray[np.float32], found: npt.NDArray[np.bool_], errors: int
+    ) -> None:
+        self.matrix = matrix
+        self.found = found
+        self.errors = errors
+
+
+def _dim_of(value: bytes) -> int:
+    """The dimension a value declares, if its header and length are right; else 0."""
+    if len(value) < HEADER.size + 4:
+        return 0
+    magic, version, dtype, reserved, dim = HEADER.unpack_from(value)
+    if magic != MAGIC or version != VERSION or dtype != DTYPE_FLOAT32_LE or reserved != 0:
+        return 0
+    if dim < 1 or len(value) != HEADER.size + 4 * dim:
+        return 0
+    return int(dim)
+
+
+def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
+    """Validate `values` (bytes, or None for an absent key, as Redis answered) for
+    a batch of dimension `dim` (None: the dimension of the first valid value).
+
+    Every value of the batch's length is checked in one vectorised pass (its
+    header bytes, then finiteness); the rest are invalid. Never raises for any
+    value contents."""
+    n = len(values)
+    errors = 0
+    if dim is None:
+        for value in values:
+            if value is None:
+                continue
+            if type(value) is bytes:
+                d = _dim_of(value)
+                if d:
+                    dim = d
+                    break
+    if dim is None:
+        present = sum(value is not None for value in values)
+        return Decoded(np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=np.bool_), present)
+    length = HEADER.size + 4 * dim
+    good: list[int] = []
+    chunks: list[bytes] = []
+    for i, value in enumerate(values):
+        if value is None:
+            continue
+        if type(value) is bytes and len(value) == length:
+            good.append(i)
+            chunks.append(value)
+        else:
+            errors += 1
+    matrix = np.zeros((n, dim), dtype=np.float32)
+    found = np.zeros(n, dtype=np.bool_)
+    if good:
+        raw = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(good), length)
+        header = np.frombuffer(header_for(dim), dtype=np.uint8)
+        ok = (raw[:, : HEADER.size] == header).all(axis=1)
+        payload = raw[:, HEADER.size :].view(_LE_F32)
+        ok &= np.isfinite(payload).all(axis=1)
+        rows = np.asarray(good, dtype=np.intp)
+        if ok.all():
+            matrix[rows] = payload
+            found[rows] = True
+        else:
+            errors += int(len(ok) - ok.sum())
+            matrix[rows[ok]] = payload[ok]
+            found[rows[ok]] = True
+    return Decoded(matrix, found, errors)
+
+
+def check_positive_seconds(value: object, name: str, *, allow_none: bool) -> float | None:
+    """`value` as float seconds > 0 and finite (or None when allowed): TypeError
+    for a bool or a non-number, ValueError otherwise (both EmbcacheError)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        expected = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ArgumentValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return seconds
