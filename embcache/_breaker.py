@@ -37,7 +37,7 @@ class Breaker:
 
     @property
     def state(self) -> str:
-        """"closed", "open" (calls are skipped) or "half-open" (the next call is a trial)."""
+        """ "closed", "open" (calls are skipped) or "half-open" (the next call is a trial)."""
         if self.failures < self.threshold:
             return "closed"
         if self.trial or self.clock() < self.open_until:

@@ -55,9 +55,7 @@ try:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError(
-        "embcache.redis needs redis-py >= 5: pip install \"embcache[redis]\""
-    ) from exc
+    raise ImportError('embcache.redis needs redis-py >= 5: pip install "embcache[redis]"') from exc
 
 __all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierStats"]
 
@@ -450,4 +448,3 @@ async def _timeout_compat(seconds: float) -> AsyncIterator[None]:  # pragma: no 
         raise
     finally:
         handle.cancel()
-

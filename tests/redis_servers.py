@@ -218,4 +218,3 @@ __all__ = [
     "redis_server",
     "require_redis",
 ]
-

@@ -17,20 +17,11 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis_servers
 from conftest import run_python
-from redis_servers import (  # noqa: F401  (fixtures)
-    HOST,
-    RedisCluster,
-    RedisServer,
-    flushed_cluster,
-    flushed_server,
-    free_port,
-    redis_cluster,
-    redis_server,
-    require_redis,
-)
+from redis_servers import HOST, RedisCluster, RedisServer, free_port, require_redis
 
-from embcache import CacheKey, CachedEmbedder, EmbeddingCache, InvalidVectorError
+from embcache import CachedEmbedder, CacheKey, EmbeddingCache, InvalidVectorError
 
 pytest.importorskip("redis", reason='redis-py is not installed (pip install "embcache[redis]")')
 from redis.asyncio import Redis  # noqa: E402
@@ -38,6 +29,12 @@ from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster  # noqa: E40
 
 from embcache._tier_wire import encode_rows  # noqa: E402
 from embcache.redis import FAILURES_TO_OPEN, RedisTier  # noqa: E402
+
+# the session's servers (pytest finds fixtures by their name in this module)
+redis_server = redis_servers.redis_server
+redis_cluster = redis_servers.redis_cluster
+flushed_server = redis_servers.flushed_server
+flushed_cluster = redis_servers.flushed_cluster
 
 DIM = 8
 RNG = np.random.default_rng(10)
