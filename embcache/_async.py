@@ -111,11 +111,11 @@ class EmbeddingCache:
         vector = self._get(key)
         if vector is not None or self._tier is None:
             return vector
-        rows, found = await self._tier.fetch((key,), self._sync.dim)
-        if not found[0]:
+        rows, index = await self._tier.fetch((key,), self._sync.dim)
+        if not len(index):
             return None
+        hit: npt.NDArray[np.float32] = rows[0].copy()
         self._fill((key,), rows)
-        hit: npt.NDArray[np.float32] = rows[0]
         return hit
 
     def _fill(self, keys: Sequence[CacheKey], rows: npt.NDArray[np.float32]) -> None:
@@ -136,21 +136,40 @@ class EmbeddingCache:
         tier = self._tier
         assert tier is not None
         seq = as_key_tuple(keys, "get_many")
+        n = len(seq)
         miss = np.flatnonzero(~found)
+        dim = self._sync.dim or (int(matrix.shape[1]) or None)
+        if len(miss) == n and len(set(seq)) == n:  # all missed, all distinct: no mapping
+            rows, index = await tier.fetch(seq, dim)
+            if not len(index):
+                return matrix, found
+            if matrix.shape[1] != rows.shape[1]:  # nothing fixed the dimension before
+                matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
+            if len(index) == n:
+                np.copyto(matrix, rows)
+                found[:] = True
+                self._fill(seq, matrix)
+            else:
+                matrix[index] = rows
+                found[index] = True
+                self._fill([seq[i] for i in index.tolist()], rows)
+            return matrix, found
         slot: dict[CacheKey, int] = {}
         for i in miss.tolist():
             slot.setdefault(seq[i], len(slot))
         wanted = list(slot)
-        dim = self._sync.dim or (int(matrix.shape[1]) or None)
-        rows, got = await tier.fetch(wanted, dim)
-        if not all_found(~got):
-            if matrix.shape[1] != rows.shape[1]:  # nothing fixed the dimension before
-                matrix = np.zeros((len(seq), rows.shape[1]), dtype=np.float32)
-            at = np.fromiter((slot[seq[i]] for i in miss.tolist()), dtype=np.intp, count=len(miss))
-            take = got[at]
-            matrix[miss[take]] = rows[at[take]]
-            found[miss[take]] = True
-            self._fill([k for k, g in zip(wanted, got.tolist()) if g], rows[got])
+        rows, index = await tier.fetch(wanted, dim)
+        if not len(index):
+            return matrix, found
+        if matrix.shape[1] != rows.shape[1]:
+            matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
+        row_of = np.full(len(wanted), -1, dtype=np.intp)
+        row_of[index] = np.arange(len(index))
+        at = row_of[np.fromiter((slot[seq[i]] for i in miss.tolist()), np.intp, len(miss))]
+        take = at >= 0
+        matrix[miss[take]] = rows[at[take]]
+        found[miss[take]] = True
+        self._fill([wanted[j] for j in index.tolist()], rows)
         return matrix, found
 
     async def get_many(

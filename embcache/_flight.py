@@ -402,10 +402,10 @@ class Flights:
             if tier is not None and work.todo:
                 fetch = tier.fetch(work.todo, work.dim or cache.dim)
                 if deadline is None:
-                    rows, found = await fetch
+                    rows, index = await fetch
                 else:
-                    rows, found = await bounded(fetch, deadline, what, timeout)
-                work.adopt(rows, found)
+                    rows, index = await bounded(fetch, deadline, what, timeout)
+                work.adopt(rows, index)
             result = None
             if work.todo:
                 result = compute(list(work.todo))

@@ -137,15 +137,16 @@ class Work:
         if stale:
             self._fetch_settled()
 
-    def adopt(self, rows: Matrix, found: npt.NDArray[np.bool_]) -> None:
-        """Take the rows a shared tier found for ``todo`` (row i for todo[i] where
-        found[i]): store them in the cache, count them present, compute the rest."""
-        hits = found.tolist()
-        if not any(hits):
+    def adopt(self, rows: Matrix, index: npt.NDArray[np.intp]) -> None:
+        """Take the rows a shared tier found for ``todo`` (row r for
+        todo[index[r]]): store them in the cache, count them present, and leave
+        only the rest to compute."""
+        if not len(index):
             return
-        got = [k for k, hit in zip(self.todo, hits) if hit]
+        hits = index.tolist()
+        got = [self.todo[i] for i in hits]
         try:
-            batch = self.cache.put_batch(got, rows[found], what="tier rows", dim=self.dim)
+            batch = self.cache.put_batch(got, rows, what="tier rows", dim=self.dim)
             batch.take()
         except ValueError:  # rows this cache cannot hold (budget): compute them instead
             return
@@ -154,7 +155,8 @@ class Work:
         position = {k: r for r, k in enumerate(self.keys)}
         for key, row in zip(got, batch.rows):
             self.present[position[key]] = row
-        self.todo = [k for k, hit in zip(self.todo, hits) if not hit]
+        found = set(hits)
+        self.todo = [k for i, k in enumerate(self.todo) if i not in found]
 
     def _fetch_settled(self) -> None:
         """Read our keys stored meanwhile. Only reached after a race (or a retry);

@@ -38,10 +38,11 @@ class Tier(Protocol):
 
     async def fetch(
         self, keys: Sequence[CacheKey], dim: int | None
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """``(matrix, found)`` for distinct `keys`, in one round trip (per node):
-        rows of dimension `dim` (None: that of the first valid value found; 0
-        columns when nothing was found); anything else is a miss."""
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """``(rows, index)`` for distinct `keys`, in one round trip (per node): row
+        r (float32, read-only, possibly a view) is the vector of ``keys[index[r]]``
+        (index ascending); rows have dimension `dim` (None: that of the first
+        valid value); any other value is a miss."""
 
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the validated float32 `matrix` under keys[i], pipelined."""

@@ -105,19 +105,26 @@ def encode_rows(matrix: npt.NDArray[np.float32]) -> list[bytes]:
 
 
 class Decoded:
-    """Values read for a batch of keys, validated: ``matrix`` (m, dim) float32
-    whose row i holds value i when ``found[i]``, else zeros; ``errors`` counts
-    the values present but invalid (foreign bytes, a wrong length or dimension,
-    a non-finite element), which are misses."""
+    """Values read for a batch of keys, validated: ``rows`` (k, dim) float32,
+    read-only (it may view the bytes received), row r holding value
+    ``index[r]`` (ascending positions in the batch); ``errors`` counts the
+    values present but invalid (foreign bytes, a wrong length or dimension, a
+    non-finite element), which are misses like absent ones."""
 
-    __slots__ = ("matrix", "found", "errors")
+    __slots__ = ("rows", "index", "errors")
 
     def __init__(
-        self, matrix: npt.NDArray[np.float32], found: npt.NDArray[np.bool_], errors: int
+        self, rows: npt.NDArray[np.float32], index: npt.NDArray[np.intp], errors: int
     ) -> None:
-        self.matrix = matrix
-        self.found = found
+        self.rows = rows
+        self.index = index
         self.errors = errors
+
+
+_NO_INDEX = np.empty(0, dtype=np.intp)
+_ONE_INDEX = np.zeros(1, dtype=np.intp)
+_ONE_INDEX.flags.writeable = False
+_NO_INDEX.flags.writeable = False
 
 
 def _dim_of(value: bytes) -> int:
@@ -132,6 +139,25 @@ def _dim_of(value: bytes) -> int:
     return int(dim)
 
 
+def _none(dim: int | None, errors: int) -> Decoded:
+    return Decoded(np.empty((0, dim or 0), dtype=np.float32), _NO_INDEX, errors)
+
+
+def _decode_one(value: object, dim: int | None) -> Decoded:
+    """decode_values for one value, without the vectorised machinery."""
+    if value is None:
+        return _none(dim, 0)
+    if type(value) is not bytes:
+        return _none(dim, 1)
+    d = _dim_of(value)
+    if not d or (dim is not None and d != dim):
+        return _none(dim, 1)
+    row = np.frombuffer(value, dtype=_LE_F32, offset=HEADER.size).reshape(1, d)
+    if not np.isfinite(row).all():
+        return _none(dim, 1)
+    return Decoded(row, _ONE_INDEX, 0)
+
+
 def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
     """Validate `values` (bytes, or None for an absent key, as Redis answered) for
     a batch of dimension `dim` (None: the dimension of the first valid value).
@@ -139,20 +165,18 @@ def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
     Every value of the batch's length is checked in one vectorised pass (its
     header bytes, then finiteness); the rest are invalid. Never raises for any
     value contents."""
-    n = len(values)
+    if len(values) == 1:
+        return _decode_one(values[0], dim)
     errors = 0
     if dim is None:
         for value in values:
-            if value is None:
-                continue
             if type(value) is bytes:
                 d = _dim_of(value)
                 if d:
                     dim = d
                     break
     if dim is None:
-        present = sum(value is not None for value in values)
-        return Decoded(np.zeros((n, 0), dtype=np.float32), np.zeros(n, dtype=np.bool_), present)
+        return _none(None, sum(value is not None for value in values))
     length = HEADER.size + 4 * dim
     good: list[int] = []
     chunks: list[bytes] = []
@@ -164,23 +188,17 @@ def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
             chunks.append(value)
         else:
             errors += 1
-    matrix = np.zeros((n, dim), dtype=np.float32)
-    found = np.zeros(n, dtype=np.bool_)
-    if good:
-        raw = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(good), length)
-        header = np.frombuffer(header_for(dim), dtype=np.uint8)
-        ok = (raw[:, : HEADER.size] == header).all(axis=1)
-        payload = raw[:, HEADER.size :].view(_LE_F32)
-        ok &= np.isfinite(payload).all(axis=1)
-        rows = np.asarray(good, dtype=np.intp)
-        if ok.all():
-            matrix[rows] = payload
-            found[rows] = True
-        else:
-            errors += int(len(ok) - ok.sum())
-            matrix[rows[ok]] = payload[ok]
-            found[rows[ok]] = True
-    return Decoded(matrix, found, errors)
+    if not good:
+        return _none(dim, errors)
+    raw = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(good), length)
+    ok = (raw[:, : HEADER.size] == np.frombuffer(header_for(dim), dtype=np.uint8)).all(axis=1)
+    rows = raw[:, HEADER.size :].view(_LE_F32)
+    ok &= np.isfinite(rows).all(axis=1)
+    index = np.asarray(good, dtype=np.intp)
+    if not ok.all():
+        errors += int(len(ok) - ok.sum())
+        rows, index = rows[ok], index[ok]
+    return Decoded(rows, index, errors)
 
 
 def check_positive_seconds(value: object, name: str, *, allow_none: bool) -> float | None:

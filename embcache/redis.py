@@ -30,6 +30,7 @@ RedisTier, like its client, belongs to the event loop it is used on.
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import sys
 from collections.abc import AsyncIterator, Awaitable, Sequence
@@ -43,6 +44,7 @@ import numpy.typing as npt
 from embcache._breaker import Breaker
 from embcache._core import CacheKey
 from embcache._tier_wire import (
+    DIGEST_HEX,
     check_positive_seconds,
     decode_values,
     encode_rows,
@@ -227,32 +229,33 @@ class RedisTier:
         return key_prefix(self._prefix_bytes, key.model_version) + key.digest.hex().encode()
 
     def _keys(self, keys: Sequence[CacheKey]) -> list[bytes]:
+        """The Redis keys of `keys` (redis_key of each, without its checks)."""
+        n = len(keys)
+        hexed = binascii.hexlify(b"".join([k.digest for k in keys]))
+        models = [k.model_version for k in keys]
+        spans = range(0, DIGEST_HEX * n, DIGEST_HEX)
         prefix = self._prefix_bytes
-        heads: dict[str, bytes] = {}
-        out = []
-        for key in keys:
-            model = key.model_version
-            head = heads.get(model)
-            if head is None:
-                head = heads[model] = key_prefix(prefix, model)
-            out.append(head + key.digest.hex().encode())
-        return out
+        if models.count(models[0]) == n:  # one model: the usual batch
+            head = key_prefix(prefix, models[0])
+            return [head + hexed[i : i + DIGEST_HEX] for i in spans]
+        heads = {m: key_prefix(prefix, m) for m in set(models)}
+        return [heads[m] + hexed[i : i + DIGEST_HEX] for m, i in zip(models, spans)]
 
     # -- the tier protocol (called by EmbeddingCache) ----------------------------------
 
     async def fetch(
         self, keys: Sequence[CacheKey], dim: int | None
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """``(matrix, found)`` for distinct `keys`: one MGET (on a cluster, one MGET
-        per hash slot, pipelined per node, the nodes in parallel). Rows must have
-        dimension `dim` (None: that of the first valid value). Never raises for
-        a Redis failure or a bad value: those are misses."""
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """``(rows, index)`` for distinct `keys`: row r is the vector of
+        ``keys[index[r]]`` (rows read-only, of dimension `dim`, or None: that of
+        the first valid value). One MGET (on a cluster, one MGET per hash slot,
+        pipelined per node, the nodes in parallel). Never raises for a Redis
+        failure or a bad value: those are misses."""
         n = len(keys)
         if n == 0 or not self._breaker.allow():
             self._misses += n
-            if n:
-                self._skipped += n
-            return np.zeros((n, dim or 0), dtype=np.float32), np.zeros(n, dtype=np.bool_)
+            self._skipped += n
+            return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
         rkeys = self._keys(keys)
         try:
             async with self._bounded():
@@ -266,14 +269,14 @@ class RedisTier:
         except Exception as exc:
             self._failed("fetch", exc)
             self._misses += n
-            return np.zeros((n, dim or 0), dtype=np.float32), np.zeros(n, dtype=np.bool_)
+            return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
         self._breaker.succeeded()
         decoded = decode_values(values, dim)
-        hits = int(decoded.found.sum()) if n > 1 else int(decoded.found[0])
+        hits = len(decoded.index)
         self._hits += hits
         self._misses += n - hits
         self._errors += decoded.errors
-        return decoded.matrix, decoded.found
+        return decoded.rows, decoded.index
 
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the float32 `matrix` under keys[i] in one pipeline of

@@ -48,8 +48,15 @@ def rows_of(n: int, dim: int = DIM) -> np.ndarray:
     return RNG.standard_normal((n, dim)).astype(np.float32)
 
 
+# Tests that do not test faults give Redis plenty of time: on a loaded machine a
+# pipeline of thousands of writes can outlast the default 0.25 s, and a write
+# that times out is (by design) dropped, which those tests would misread.
+GENEROUS = 5.0
+
+
 @asynccontextmanager
 async def tier_on(server: RedisServer, **kw: Any) -> AsyncIterator[RedisTier]:
+    kw.setdefault("timeout_seconds", GENEROUS)
     client = Redis(host=HOST, port=server.port)
     try:
         yield RedisTier(client, **kw)
@@ -59,6 +66,7 @@ async def tier_on(server: RedisServer, **kw: Any) -> AsyncIterator[RedisTier]:
 
 @asynccontextmanager
 async def tier_on_cluster(cluster: RedisCluster, **kw: Any) -> AsyncIterator[RedisTier]:
+    kw.setdefault("timeout_seconds", GENEROUS)
     client = AsyncRedisCluster(host=HOST, port=cluster.nodes[0].port)
     try:
         yield RedisTier(client, **kw)

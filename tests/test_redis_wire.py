@@ -123,11 +123,13 @@ def test_value_layout() -> None:
 def test_round_trip_of_many_rows() -> None:
     rows = np.random.default_rng(1).standard_normal((50, 768)).astype(np.float32)
     decoded = decode_values(encode_rows(rows), 768)
-    assert decoded.found.all() and decoded.errors == 0
-    assert np.array_equal(decoded.matrix, rows)
+    assert decoded.index.tolist() == list(range(50)) and decoded.errors == 0
+    assert np.array_equal(decoded.rows, rows)
     # dimension learnt from the values
     decoded = decode_values([None, *encode_rows(rows[:2])], None)
-    assert decoded.found.tolist() == [False, True, True] and decoded.matrix.shape == (3, 768)
+    assert decoded.index.tolist() == [1, 2] and np.array_equal(decoded.rows, rows[:2])
+    one = decode_values(encode_rows(rows[3:4]), None)
+    assert one.index.tolist() == [0] and np.array_equal(one.rows, rows[3:4])
 
 
 def _bad_values(dim: int) -> dict[str, bytes]:
@@ -159,14 +161,20 @@ def test_every_invalid_value_is_a_counted_miss(name: str) -> None:
     bad = _bad_values(4)[name]
     good = encode_rows(np.full((1, 4), 2.0, dtype=np.float32))[0]
     decoded = decode_values([good, bad, None], 4)
-    assert decoded.found.tolist() == [True, False, False]
-    assert decoded.errors == 1
-    assert decoded.matrix[0].tolist() == [2.0] * 4 and not decoded.matrix[1:].any()
+    assert decoded.index.tolist() == [0] and decoded.errors == 1
+    assert decoded.rows.tolist() == [[2.0] * 4]
+    decoded = decode_values([None, bad, good], None)  # the first valid value sets the dim
+    expected = [1] if name == "other dim" else [2]  # (a valid value, of another dim)
+    assert decoded.index.tolist() == expected and decoded.errors == 1
+    for dim in (None, 4):
+        alone = decode_values([bad], dim)  # the one-value path
+        assert len(alone.index) == 0 and alone.errors == 1
 
 
 def test_non_bytes_values_are_misses() -> None:
     decoded = decode_values(["text", 12, [1, 2], None], None)
-    assert not decoded.found.any() and decoded.errors == 3
+    assert len(decoded.index) == 0 and decoded.errors == 3
+    assert decode_values(["text"], 4).errors == 1
 
 
 @given(
@@ -176,9 +184,8 @@ def test_non_bytes_values_are_misses() -> None:
 @settings(max_examples=300, deadline=None)
 def test_decoding_never_raises(values: list[bytes | None], dim: int | None) -> None:
     decoded = decode_values(values, dim)
-    assert decoded.found.shape == (len(values),)
-    assert decoded.errors + int(decoded.found.sum()) == sum(v is not None for v in values)
-    assert np.isfinite(decoded.matrix).all()
+    assert decoded.errors + len(decoded.index) == sum(v is not None for v in values)
+    assert len(decoded.rows) == len(decoded.index) and np.isfinite(decoded.rows).all()
 
 
 # -- circuit breaker -------------------------------------------------------------------
