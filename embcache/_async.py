@@ -114,8 +114,8 @@ class EmbeddingCache:
         rows, index = await self._tier.fetch((key,), self._sync.dim)
         if not len(index):
             return None
-        hit: npt.NDArray[np.float32] = rows[0].copy()
         self._fill((key,), rows)
+        hit: npt.NDArray[np.float32] = rows[0]  # a view of the tier's new array
         return hit
 
     def _fill(self, keys: Sequence[CacheKey], rows: npt.NDArray[np.float32]) -> None:
@@ -131,8 +131,10 @@ class EmbeddingCache:
         keys: Sequence[CacheKey],
         matrix: npt.NDArray[np.float32],
         found: npt.NDArray[np.bool_],
+        own: bool,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """get_many's misses from the tier (its distinct keys in one call)."""
+        """get_many's misses from the tier (its distinct keys in one call); with
+        `own` (no ``out``), the tier's new array may be returned as the matrix."""
         tier = self._tier
         assert tier is not None
         seq = as_key_tuple(keys, "get_many")
@@ -146,9 +148,12 @@ class EmbeddingCache:
             if matrix.shape[1] != rows.shape[1]:  # nothing fixed the dimension before
                 matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
             if len(index) == n:
-                np.copyto(matrix, rows)
+                if own:  # the tier's rows are new, in order, complete: they are the answer
+                    matrix = rows
+                else:
+                    np.copyto(matrix, rows)
                 found[:] = True
-                self._fill(seq, matrix)
+                self._fill(seq, rows)
             else:
                 matrix[index] = rows
                 found[index] = True
@@ -202,7 +207,7 @@ class EmbeddingCache:
             matrix, found = batch.matrix, batch.found
         if self._tier is None or all_found(found):
             return matrix, found
-        return await self._read_through(keys, matrix, found)
+        return await self._read_through(keys, matrix, found, out is None)
 
     async def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
         """Store row i of `matrix` under keys[i] (see SyncEmbeddingCache.put_many).

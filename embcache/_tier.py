@@ -40,7 +40,7 @@ class Tier(Protocol):
         self, keys: Sequence[CacheKey], dim: int | None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
         """``(rows, index)`` for distinct `keys`, in one round trip (per node): row
-        r (float32, read-only, possibly a view) is the vector of ``keys[index[r]]``
+        r of the new C-contiguous float32 `rows` is the vector of ``keys[index[r]]``
         (index ascending); rows have dimension `dim` (None: that of the first
         valid value); any other value is a miss."""
 

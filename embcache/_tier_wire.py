@@ -105,9 +105,9 @@ def encode_rows(matrix: npt.NDArray[np.float32]) -> list[bytes]:
 
 
 class Decoded:
-    """Values read for a batch of keys, validated: ``rows`` (k, dim) float32,
-    read-only (it may view the bytes received), row r holding value
-    ``index[r]`` (ascending positions in the batch); ``errors`` counts the
+    """Values read for a batch of keys, validated: ``rows`` (k, dim), a new
+    C-contiguous float32 array, row r holding value ``index[r]`` (ascending
+    positions in the batch); ``errors`` counts the
     values present but invalid (foreign bytes, a wrong length or dimension, a
     non-finite element), which are misses like absent ones."""
 
@@ -152,22 +152,40 @@ def _decode_one(value: object, dim: int | None) -> Decoded:
     d = _dim_of(value)
     if not d or (dim is not None and d != dim):
         return _none(dim, 1)
-    row = np.frombuffer(value, dtype=_LE_F32, offset=HEADER.size).reshape(1, d)
+    row = np.frombuffer(value, dtype=_LE_F32, offset=HEADER.size).astype(np.float32)
     if not np.isfinite(row).all():
         return _none(dim, 1)
-    return Decoded(row, _ONE_INDEX, 0)
+    return Decoded(row.reshape(1, d), _ONE_INDEX, 0)
+
+
+def _candidates(values: Sequence[object], length: int) -> tuple[list[int] | None, int]:
+    """The positions of the values that are bytes of `length` (None: all of
+    them), and how many present values are not."""
+    try:
+        if set(map(len, values)) == {length}:  # type: ignore[arg-type]
+            return None, 0
+    except TypeError:  # a None (absent key) among them
+        pass
+    good: list[int] = []
+    present = 0
+    for i, value in enumerate(values):
+        if value is not None:
+            present += 1
+            if type(value) is bytes and len(value) == length:
+                good.append(i)
+    return good, present - len(good)
 
 
 def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
     """Validate `values` (bytes, or None for an absent key, as Redis answered) for
     a batch of dimension `dim` (None: the dimension of the first valid value).
 
-    Every value of the batch's length is checked in one vectorised pass (its
-    header bytes, then finiteness); the rest are invalid. Never raises for any
-    value contents."""
+    The values of the batch's length are joined, their headers compared and
+    their payloads copied into one new, native float32 matrix (``rows``, owned
+    by the caller) and checked for finiteness, all in vectorised passes; every
+    other value is invalid. Never raises for any value contents."""
     if len(values) == 1:
         return _decode_one(values[0], dim)
-    errors = 0
     if dim is None:
         for value in values:
             if type(value) is bytes:
@@ -178,25 +196,28 @@ def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
     if dim is None:
         return _none(None, sum(value is not None for value in values))
     length = HEADER.size + 4 * dim
-    good: list[int] = []
-    chunks: list[bytes] = []
-    for i, value in enumerate(values):
-        if value is None:
-            continue
-        if type(value) is bytes and len(value) == length:
-            good.append(i)
-            chunks.append(value)
-        else:
-            errors += 1
-    if not good:
+    good, errors = _candidates(values, length)
+    chunks = values if good is None else [values[i] for i in good]
+    try:
+        joined = b"".join(chunks)  # type: ignore[arg-type]
+    except TypeError:  # a non-bytes value of the right length (never from redis-py)
+        good = [
+            i for i in (range(len(values)) if good is None else good) if type(values[i]) is bytes
+        ]
+        errors += len(chunks) - len(good)
+        chunks = [values[i] for i in good]
+        joined = b"".join(chunks)  # type: ignore[arg-type]
+    k = len(chunks)
+    if not k:
         return _none(dim, errors)
-    raw = np.frombuffer(b"".join(chunks), dtype=np.uint8).reshape(len(good), length)
+    raw = np.frombuffer(joined, dtype=np.uint8).reshape(k, length)
     ok = (raw[:, : HEADER.size] == np.frombuffer(header_for(dim), dtype=np.uint8)).all(axis=1)
-    rows = raw[:, HEADER.size :].view(_LE_F32)
+    rows = np.empty((k, dim), dtype=np.float32)
+    np.copyto(rows, raw[:, HEADER.size :].view(_LE_F32))
     ok &= np.isfinite(rows).all(axis=1)
-    index = np.asarray(good, dtype=np.intp)
+    index = np.arange(k, dtype=np.intp) if good is None else np.asarray(good, dtype=np.intp)
     if not ok.all():
-        errors += int(len(ok) - ok.sum())
+        errors += int(k - ok.sum())
         rows, index = rows[ok], index[ok]
     return Decoded(rows, index, errors)
 

@@ -246,9 +246,9 @@ class RedisTier:
     async def fetch(
         self, keys: Sequence[CacheKey], dim: int | None
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
-        """``(rows, index)`` for distinct `keys`: row r is the vector of
-        ``keys[index[r]]`` (rows read-only, of dimension `dim`, or None: that of
-        the first valid value). One MGET (on a cluster, one MGET per hash slot,
+        """``(rows, index)`` for distinct `keys`: row r of the new float32 `rows`
+        is the vector of ``keys[index[r]]`` (rows of dimension `dim`, or None:
+        that of the first valid value). One MGET (on a cluster, one MGET per hash slot,
         pipelined per node, the nodes in parallel). Never raises for a Redis
         failure or a bad value: those are misses."""
         n = len(keys)

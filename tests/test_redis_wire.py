@@ -175,6 +175,10 @@ def test_non_bytes_values_are_misses() -> None:
     decoded = decode_values(["text", 12, [1, 2], None], None)
     assert len(decoded.index) == 0 and decoded.errors == 3
     assert decode_values(["text"], 4).errors == 1
+    length = HEADER.size + 16  # of the right length, but not bytes
+    mixed = decode_values(["x" * length, encode_rows(np.ones((1, 4), np.float32))[0]], 4)
+    assert mixed.index.tolist() == [1] and mixed.errors == 1
+    assert decode_values([bytearray(length)] * 2, 4).errors == 2
 
 
 @given(
