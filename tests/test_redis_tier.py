@@ -7,6 +7,7 @@ drop_model, CachedEmbedder, and two processes sharing vectors."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import textwrap
 import time
@@ -620,3 +621,42 @@ def test_two_processes_share_vectors(flushed_server: RedisServer, tmp_path: Path
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"tier_hits": 200, "size": 200}
     assert np.array_equal(np.load(out), computed)
+
+
+# -- embcache check --compare ----------------------------------------------------------
+
+
+def test_check_compare_redis_rows(
+    flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embcache._tools.redis_compare import run_redis_compare
+    from embcache._tools.redis_peers import available_contenders
+    from embcache._tools.report import Progress
+    from embcache._tools.workloads import CheckConfig
+
+    monkeypatch.setenv("EMBCACHE_REDIS_URL", flushed_server.url)
+    cfg = dataclasses.replace(CheckConfig.make(quick=True, dim=64), compare_repeats=1)
+    part = run_redis_compare(cfg, Progress(None))
+    figures = {f.key: f for f in part.figures}
+    peers = [p for p in available_contenders() if p != "embcache"]
+    assert part.peers == peers and "mget" in peers
+    for peer in peers:
+        fig = figures[f"redis_batch_vs_{peer}"]
+        assert fig.embcache > 0 and fig.peers[peer] > 0 and fig.goal_met is not None
+    assert figures["redis_dead_added"].goal_kind == "absolute"
+    assert figures["redis_dead_added"].embcache < 50_000 * 20  # generous: a loaded machine
+    assert "EMBCACHE_REDIS_URL" in " ".join(part.notes)
+    assert int(flushed_server.cli("dbsize")) > 0  # the contenders really used this server
+
+
+def test_check_compare_without_a_server_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
+    from embcache._tools import redis_peers
+    from embcache._tools.redis_compare import run_redis_compare
+    from embcache._tools.report import Progress
+    from embcache._tools.workloads import CheckConfig
+
+    monkeypatch.delenv("EMBCACHE_REDIS_URL", raising=False)
+    monkeypatch.setattr(redis_peers.shutil, "which", lambda name: None)
+    part = run_redis_compare(CheckConfig.make(quick=True, dim=8), Progress(None))
+    assert part.figures == [] and part.peers == []
+    assert "no Redis server" in part.notes[0] and "redis-server" in part.notes[0]

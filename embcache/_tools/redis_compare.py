@@ -129,7 +129,8 @@ def run_redis_compare(cfg: CheckConfig, progress: Progress) -> RedisComparison:
     try:
         progress.step(f"[compare redis] filling {', '.join(names)} with {BATCH:,} vectors")
         texts, rows = workload(BATCH, dim)
-        contenders = [make_contender(n, loop, url, texts, rows) for n in names]
+        for n in names:
+            contenders.append(make_contender(n, loop, url, texts, rows))
         progress.step(f"[compare redis] batch and single reads, {repeats} repeats")
         batch, single = _measure_peers(contenders, repeats)
         progress.step("[compare redis] dead-Redis and live-tier overheads")

@@ -32,6 +32,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import warnings
 from collections.abc import Coroutine
 from typing import Any
 
@@ -194,7 +195,8 @@ class EmbcacheContender(Contender):
             await get(key)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if hasattr(self, "client"):
+            await self.client.aclose()
 
 
 class MgetContender(Contender):
@@ -218,7 +220,8 @@ class MgetContender(Contender):
             await get(key)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if hasattr(self, "client"):
+            await self.client.aclose()
 
 
 class RedisvlContender(Contender):
@@ -246,7 +249,8 @@ class RedisvlContender(Contender):
             await aget(text, MODEL)
 
     async def close(self) -> None:
-        await self.client.aclose()
+        if hasattr(self, "client"):
+            await self.client.aclose()
 
 
 class LangchainContender(Contender):
@@ -255,8 +259,11 @@ class LangchainContender(Contender):
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
         import redis
         from langchain_classic.embeddings import CacheBackedEmbeddings
-        from langchain_community.storage import RedisStore
         from langchain_core.embeddings import Embeddings
+
+        with warnings.catch_warnings():  # langchain-community warns that it is being sunset
+            warnings.simplefilter("ignore", DeprecationWarning)
+            from langchain_community.storage import RedisStore
 
         vectors = {t: row.tolist() for t, row in zip(texts, rows)}
 
@@ -292,7 +299,8 @@ class LangchainContender(Contender):
             embed([text])
 
     async def close(self) -> None:
-        self.client.close()
+        if hasattr(self, "client"):
+            self.client.close()
 
 
 _CLASSES: dict[str, type[Contender]] = {
@@ -308,7 +316,11 @@ def make_contender(
 ) -> Contender:
     """Contender `name` on `loop`, filled with `texts` -> `rows` on the server at `url`."""
     contender = _CLASSES[name](loop, url)
-    contender.run(contender.fill(texts, rows))
+    try:
+        contender.run(contender.fill(texts, rows))
+    except BaseException:
+        contender.run(contender.close())
+        raise
     return contender
 
 
