@@ -56,7 +56,7 @@ CONTENDERS = ("embcache", "redisvl", "langchain", "mget")
 _MODULES = {
     "embcache": ("redis",),
     "redisvl": ("redis", "redisvl"),
-    "langchain": ("redis", "langchain_community", "langchain_classic"),
+    "langchain": ("redis", "langchain_community", "langchain_core"),
     "mget": ("redis",),
 }
 
@@ -258,8 +258,12 @@ class LangchainContender(Contender):
 
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
         import redis
-        from langchain_classic.embeddings import CacheBackedEmbeddings
         from langchain_core.embeddings import Embeddings
+
+        try:  # LangChain 1.x moved it to langchain-classic (a langchain-community dependency)
+            from langchain_classic.embeddings import CacheBackedEmbeddings
+        except ImportError:  # pragma: no cover - LangChain 0.3
+            from langchain.embeddings import CacheBackedEmbeddings  # type: ignore[no-redef,import-not-found,unused-ignore]
 
         with warnings.catch_warnings():  # langchain-community warns that it is being sunset
             warnings.simplefilter("ignore", DeprecationWarning)
