@@ -660,3 +660,102 @@ def test_check_compare_without_a_server_says_why(monkeypatch: pytest.MonkeyPatch
     part = run_redis_compare(CheckConfig.make(quick=True, dim=8), Progress(None))
     assert part.figures == [] and part.peers == []
     assert "no Redis server" in part.notes[0] and "redis-server" in part.notes[0]
+
+
+# -- bad input with a tier, call timeouts, a random workload against a model ----------
+
+
+def test_bad_input_with_a_tier_reaches_neither_tier(flushed_server: RedisServer) -> None:
+    async def main() -> None:
+        async with tier_on(flushed_server) as tier:
+            cache = new_cache(tier)
+            mgets = await command_calls(tier.client, "mget")
+            with pytest.raises(TypeError):
+                await cache.get("key")  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                await cache.get_many([CacheKey("a", "m"), None])  # type: ignore[list-item]
+            with pytest.raises(TypeError):
+                await cache.get_or_compute(keys_of(2), "not callable")  # type: ignore[arg-type]
+            with pytest.raises(TypeError):
+                await cache.get_or_compute([1, 2], Counting())  # type: ignore[list-item]
+            with pytest.raises(ValueError):
+                await cache.get_or_compute(keys_of(2), Counting(), timeout=-1)
+            with pytest.raises(ValueError):  # compute answers the wrong dimension
+                await cache.get_or_compute(keys_of(2), Counting(dim=DIM + 1))
+            assert await command_calls(tier.client, "mget") == mgets + 1  # only the last one
+            assert await tier.client.dbsize() == 0 and len(cache) == 0
+            assert (await cache.get_many([]))[0].shape == (0, DIM)
+            assert (await cache.get_or_compute([], Counting())).shape == (0, DIM)
+
+    run(main())
+
+
+def test_call_timeout_bounds_the_tier_fetch(flushed_server: RedisServer) -> None:
+    from embcache import FlightTimeoutError
+
+    async def main() -> None:
+        async with tier_on(flushed_server, timeout_seconds=5.0) as tier:
+            cache = new_cache(tier)
+            pauser = Redis(host=HOST, port=flushed_server.port)
+            try:
+                await pauser.execute_command("CLIENT", "PAUSE", "500", "ALL")
+                t0 = time.perf_counter()
+                with pytest.raises(FlightTimeoutError):
+                    await cache.get_or_compute(keys_of(3), Counting(), timeout=0.1)
+                assert time.perf_counter() - t0 < 0.45
+                await pauser.execute_command("CLIENT", "UNPAUSE")
+            finally:
+                await pauser.aclose()
+            compute = Counting()  # nothing was stuck in flight: the keys are computed now
+            await cache.get_or_compute(keys_of(3), compute)
+            assert compute.computed == 3 and tier.stats.breaker == "closed"
+
+    run(main())
+
+
+def test_random_workload_matches_a_model(flushed_server: RedisServer) -> None:
+    """Two caches (two 'processes') over one tier, small enough to evict, random
+    operations, every answer checked against a model. As in real use, a key's
+    vector is the same whoever writes it (same content, same model): another
+    process's in-process tier is not invalidated by a write."""
+    rng = np.random.default_rng(7)
+
+    async def main() -> None:
+        async with tier_on(flushed_server) as tier:
+            caches = [EmbeddingCache(40, None, 4, dim=DIM, tier=tier) for _ in range(2)]
+            written: set[CacheKey] = set()
+            universe = keys_of(120)
+            for step in range(400):
+                cache = caches[int(rng.integers(2))]
+                op = int(rng.integers(5))
+                picked = [universe[int(i)] for i in rng.integers(len(universe), size=8)]
+                if op == 0:
+                    await cache.put(picked[0], _row_for(picked[0]))
+                    written.add(picked[0])
+                elif op == 1:
+                    await cache.put_many(picked, np.stack([_row_for(k) for k in picked]))
+                    written.update(picked)
+                elif op == 2:
+                    got = await cache.get(picked[0])
+                    assert (got is None) == (picked[0] not in written), step
+                    if got is not None:
+                        assert np.array_equal(got, _row_for(picked[0])), step
+                elif op == 3:
+                    matrix, found = await cache.get_many(picked)
+                    for k, row, hit in zip(picked, matrix, found.tolist()):
+                        assert hit == (k in written), step
+                        assert np.array_equal(row, _row_for(k) if hit else np.zeros(DIM)), step
+                else:
+                    compute = Counting()
+                    matrix = await cache.get_or_compute(picked, compute)
+                    assert not set(written) & {k for c in compute.calls for k in c}, step
+                    written.update(picked)
+                    for k, row in zip(picked, matrix):
+                        assert np.array_equal(row, _row_for(k)), step
+            assert tier.stats.errors == 0 and tier.stats.hits > 0
+            infos = [await c.get_cache_info() for c in caches]
+            assert sum(info.evictions for info in infos) > 0
+            for cache in caches:
+                cache.sync._check_invariants()
+
+    run(main())
