@@ -536,6 +536,10 @@ def test_cluster_batches_span_every_node_without_crossslot(flushed_cluster: Redi
             assert sum(int(n.cli("dbsize")) for n in flushed_cluster.nodes) == 50
             assert await tier.drop_model("m-v1") == 0
             assert tier.stats.errors == 0
+        # a brand-new cluster client (no slot map yet) finds every primary too
+        async with tier_on_cluster(flushed_cluster) as fresh:
+            assert await fresh.drop_model("m-v2") == 50
+            assert sum(int(n.cli("dbsize")) for n in flushed_cluster.nodes) == 0
 
     run(main())
 
