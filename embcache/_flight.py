@@ -295,7 +295,15 @@ class Flights:
             flight, ours, waits, stale = self._claim(plan, pending, me, thread, loop, epoch)
             if flight is not None:
                 await self._fly_async(
-                    cache, plan, flight, ours, compute, stale or retry, what, deadline, timeout,
+                    cache,
+                    plan,
+                    flight,
+                    ours,
+                    compute,
+                    stale or retry,
+                    what,
+                    deadline,
+                    timeout,
                     tier,
                 )
             pending = []
