@@ -42,7 +42,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._breaker import Breaker
-from embcache._core import CacheKey
+from embcache._core import CacheKey, as_key_tuple
 from embcache._tier_wire import (
     DIGEST_HEX,
     check_positive_seconds,
@@ -250,7 +250,15 @@ class RedisTier:
         is the vector of ``keys[index[r]]`` (rows of dimension `dim`, or None:
         that of the first valid value). One MGET (on a cluster, one MGET per hash slot,
         pipelined per node, the nodes in parallel). Never raises for a Redis
-        failure or a bad value: those are misses."""
+        failure or a bad value: those are misses (KeyTypeError for a key that
+        is not a CacheKey, ArgumentTypeError / ArgumentValueError for a `dim`
+        that is not an int >= 1 or None)."""
+        keys = as_key_tuple(keys, "RedisTier.fetch")
+        if dim is not None:
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+                raise ArgumentTypeError(f"dim must be an int or None, got {type(dim).__name__}")
+            if dim < 1:
+                raise ArgumentValueError(f"dim must be >= 1 or None, got {dim}")
         n = len(keys)
         if n == 0 or not self._breaker.allow():
             self._misses += n
@@ -281,7 +289,19 @@ class RedisTier:
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the float32 `matrix` under keys[i] in one pipeline of
         ``SET key value [PX ttl]`` (grouped per node on a cluster). Never raises
-        for a Redis failure (counted in errors)."""
+        for a Redis failure (counted in errors). KeyTypeError for a key that is
+        not a CacheKey; ArgumentTypeError / ArgumentValueError (nothing written)
+        unless `matrix` is a float32 ndarray of shape (len(keys), dim >= 1) with
+        finite values."""
+        keys = as_key_tuple(keys, "RedisTier.store")
+        if not isinstance(matrix, np.ndarray) or matrix.dtype != np.float32:
+            raise ArgumentTypeError("matrix must be a float32 numpy array")
+        if matrix.ndim != 2 or matrix.shape[0] != len(keys) or matrix.shape[1] < 1:
+            raise ArgumentValueError(
+                f"matrix must have shape ({len(keys)}, dim >= 1), got {matrix.shape}"
+            )
+        if not np.isfinite(matrix).all():
+            raise ArgumentValueError("matrix holds NaN or infinite values")
         if not len(keys) or not self._breaker.allow():
             return
         values = encode_rows(matrix)
@@ -306,7 +326,8 @@ class RedisTier:
 
     async def delete(self, keys: Sequence[CacheKey]) -> int:
         """Delete `keys` from Redis (UNLINK); how many existed (0 on a failure,
-        counted in errors)."""
+        counted in errors; KeyTypeError for a key that is not a CacheKey)."""
+        keys = as_key_tuple(keys, "RedisTier.delete")
         if not len(keys) or not self._breaker.allow():
             return 0
         rkeys = self._keys(keys)

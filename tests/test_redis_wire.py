@@ -380,3 +380,50 @@ def test_importing_embcache_does_not_import_redis(tmp_path: Path) -> None:
     proc = run_python(["-c", code], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == "[]"
+
+
+# -- the tier protocol's own argument checks (no server: they fail before Redis) -------
+
+
+@pytest.mark.parametrize("keys", [["k"], [None], "abc", 5, [CacheKey("a", "m"), b"x"]])
+def test_protocol_methods_want_cachekeys(keys: object) -> None:
+    t = tier()
+    row = np.ones((1, 4), dtype=np.float32)
+    for call in (t.fetch(keys, 4), t.store(keys, row), t.delete(keys)):  # type: ignore[arg-type]
+        with pytest.raises(TypeError):
+            asyncio.run(call)
+
+
+@pytest.mark.parametrize(
+    "matrix",
+    [
+        [[1.0, 2.0]],
+        np.ones((1, 4)),  # float64
+        np.ones(4, dtype=np.float32),
+        np.ones((2, 4), dtype=np.float32),
+        np.ones((1, 0), dtype=np.float32),
+        np.array([[1.0, np.nan]], dtype=np.float32),
+        np.array([[np.inf, 1.0]], dtype=np.float32),
+    ],
+    ids=["list", "float64", "1-D", "rows", "dim0", "nan", "inf"],
+)
+def test_store_checks_its_matrix(matrix: object) -> None:
+    t = tier()
+    with pytest.raises((TypeError, ValueError)):
+        asyncio.run(t.store([CacheKey("a", "m")], matrix))  # type: ignore[arg-type]
+    assert t.stats.errors == 0  # rejected before any Redis call
+
+
+@pytest.mark.parametrize("dim", [0, -1, True, 1.5, "4"])
+def test_fetch_checks_dim(dim: object) -> None:
+    with pytest.raises((TypeError, ValueError)):
+        asyncio.run(tier().fetch([CacheKey("a", "m")], dim))  # type: ignore[arg-type]
+
+
+def test_protocol_methods_accept_empty_input_without_redis() -> None:
+    t = tier()
+    rows, index = asyncio.run(t.fetch([], 4))
+    assert rows.shape == (0, 4) and len(index) == 0
+    asyncio.run(t.store([], np.ones((0, 4), dtype=np.float32)))
+    assert asyncio.run(t.delete([])) == 0
+    assert t.stats.errors == 0
