@@ -88,7 +88,7 @@ class TierStats:
     errors: int
     """Failed Redis calls (timeouts included) plus values that failed validation."""
     skipped: int
-    """Keys not asked of Redis because the breaker was open."""
+    """Keys not read, written or deleted because the breaker was open."""
     breaker: str
     """"closed", "open" or "half-open"."""
     breaker_opened: int
@@ -302,7 +302,10 @@ class RedisTier:
             )
         if not np.isfinite(matrix).all():
             raise ArgumentValueError("matrix holds NaN or infinite values")
-        if not len(keys) or not self._breaker.allow():
+        if not len(keys):
+            return
+        if not self._breaker.allow():
+            self._skipped += len(keys)
             return
         values = encode_rows(matrix)
         rkeys = self._keys(keys)
@@ -328,7 +331,10 @@ class RedisTier:
         """Delete `keys` from Redis (UNLINK); how many existed (0 on a failure,
         counted in errors; KeyTypeError for a key that is not a CacheKey)."""
         keys = as_key_tuple(keys, "RedisTier.delete")
-        if not len(keys) or not self._breaker.allow():
+        if not len(keys):
+            return 0
+        if not self._breaker.allow():
+            self._skipped += len(keys)
             return 0
         rkeys = self._keys(keys)
         try:

@@ -430,8 +430,11 @@ def test_dead_redis_keeps_serving_then_the_breaker_skips_it() -> None:
             stats = tier.stats
             assert stats.errors == FAILURES_TO_OPEN and stats.breaker == "open"
             assert stats.skipped >= 3
+            skipped = stats.skipped
+            await cache.put(CacheKey("while-open", "m"), rows_of(1)[0])  # write skipped
+            assert tier.stats.skipped == skipped + 1 and tier.stats.errors == FAILURES_TO_OPEN
             info = await cache.get_cache_info()
-            assert info.tier_errors == FAILURES_TO_OPEN and info.size == 5
+            assert info.tier_errors == FAILURES_TO_OPEN and info.size == 6
             # an open breaker costs no network time
             t0 = time.perf_counter()
             for _ in range(200):
