@@ -16,7 +16,8 @@ then little-endian float32: embcache._tier_wire); keys are
 ``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
 ``tier_errors``.
 
-Faults: every Redis call is bounded by `timeout_seconds`; a failure (refused,
+Faults: every Redis call is bounded by `timeout_seconds` (a batch past CALL_BYTES
+goes in several calls); a failure (refused,
 reset, timeout, an error reply) is counted and answered as a miss, never raised.
 After FAILURES_TO_OPEN failures in a row the tier is skipped for
 `cooldown_seconds` (the circuit breaker is open: calls cost a clock read), then
@@ -45,6 +46,7 @@ from embcache._breaker import Breaker
 from embcache._core import CacheKey, as_key_tuple
 from embcache._tier_wire import (
     DIGEST_HEX,
+    HEADER,
     check_positive_seconds,
     decode_values,
     encode_rows,
@@ -63,6 +65,10 @@ __all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierStats"]
 
 FAILURES_TO_OPEN = 3
 """Failed Redis calls in a row that open the circuit breaker."""
+
+CALL_BYTES = 8 << 20
+"""About the most vector bytes one Redis call moves: a larger batch is read or
+written in several calls (one after another), each bounded by timeout_seconds."""
 
 SCAN_COUNT = 1000
 """Keys asked per SCAN step (and deleted per UNLINK) by drop_model."""
@@ -249,7 +255,8 @@ class RedisTier:
         """``(rows, index)`` for distinct `keys`: row r of the new float32 `rows`
         is the vector of ``keys[index[r]]`` (rows of dimension `dim`, or None:
         that of the first valid value). One MGET (on a cluster, one MGET per hash slot,
-        pipelined per node, the nodes in parallel). Never raises for a Redis
+        pipelined per node, the nodes in parallel) per CALL_BYTES of values; a
+        failed call leaves its keys and the later ones missed. Never raises for a Redis
         failure or a bad value: those are misses (KeyTypeError for a key that
         is not a CacheKey, ArgumentTypeError / ArgumentValueError for a `dim`
         that is not an int >= 1 or None)."""
@@ -265,20 +272,25 @@ class RedisTier:
             self._skipped += n
             return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
         rkeys = self._keys(keys)
+        values: list[Any] = []
         try:
-            async with self._bounded():
-                if self._cluster:
-                    values = await self._cluster_mget(rkeys)
-                else:
-                    values = await self._client.mget(rkeys)
+            for start, stop in self._spans(n, dim):
+                async with self._bounded():
+                    if self._cluster:
+                        values += await self._cluster_mget(rkeys[start:stop])
+                    else:
+                        values += await self._client.mget(rkeys[start:stop])
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
         except Exception as exc:
             self._failed("fetch", exc)
-            self._misses += n
-            return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
-        self._breaker.succeeded()
+            if not values:
+                self._misses += n
+                return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
+            values += [None] * (n - len(values))  # the spans read before the failure count
+        else:
+            self._breaker.succeeded()
         decoded = decode_values(values, dim)
         hits = len(decoded.index)
         self._hits += hits
@@ -288,7 +300,8 @@ class RedisTier:
 
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the float32 `matrix` under keys[i] in one pipeline of
-        ``SET key value [PX ttl]`` (grouped per node on a cluster). Never raises
+        ``SET key value [PX ttl]`` (grouped per node on a cluster) per CALL_BYTES
+        of values, stopping at the first failed one. Never raises
         for a Redis failure (counted in errors). KeyTypeError for a key that is
         not a CacheKey; ArgumentTypeError / ArgumentValueError (nothing written)
         unless `matrix` is a float32 ndarray of shape (len(keys), dim >= 1) with
@@ -311,14 +324,15 @@ class RedisTier:
         rkeys = self._keys(keys)
         px = self._px
         try:
-            async with self._bounded():
-                pipe = self._client.pipeline(transaction=False)
-                for rkey, value in zip(rkeys, values):
-                    pipe.set(rkey, value, px=px)
-                results = await pipe.execute(raise_on_error=False)
-            error = next((r for r in results if isinstance(r, BaseException)), None)
-            if error is not None:
-                raise error
+            for start, stop in self._spans(len(keys), matrix.shape[1]):
+                async with self._bounded():
+                    pipe = self._client.pipeline(transaction=False)
+                    for i in range(start, stop):
+                        pipe.set(rkeys[i], values[i], px=px)
+                    results = await pipe.execute(raise_on_error=False)
+                error = next((r for r in results if isinstance(r, BaseException)), None)
+                if error is not None:
+                    raise error
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
@@ -408,6 +422,15 @@ class RedisTier:
                 return deleted
 
     # -- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _spans(n: int, dim: int | None) -> list[tuple[int, int]]:
+        """[start, stop) ranges of a batch of `n` values of dimension `dim`, each
+        about CALL_BYTES at most: one Redis call (and one timeout) each."""
+        per = max(1, CALL_BYTES // (HEADER.size + 4 * (dim or 768)))
+        if n <= per:
+            return [(0, n)]
+        return [(start, min(start + per, n)) for start in range(0, n, per)]
 
     async def _call(self, awaitable: Awaitable[T]) -> T:
         async with self._bounded():

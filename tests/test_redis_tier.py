@@ -840,3 +840,28 @@ def test_many_tasks_on_a_cluster(flushed_cluster: RedisCluster) -> None:
             assert tier.stats.errors == 0
 
     run(main())
+
+
+def test_large_batches_go_in_several_bounded_calls(
+    flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import embcache.redis
+
+    monkeypatch.setattr(embcache.redis, "CALL_BYTES", 100 * (12 + 4 * DIM))  # 100 values
+
+    async def main() -> None:
+        async with tier_on(flushed_server) as tier:
+            keys, rows = keys_of(250), rows_of(250)
+            await new_cache(tier).put_many(keys, rows)
+            assert await tier.client.dbsize() == 250
+            mgets = await command_calls(tier.client, "mget")
+            cache = new_cache(tier)
+            matrix, found = await cache.get_many(keys + keys_of(5, start=900))
+            assert await command_calls(tier.client, "mget") == mgets + 3  # 100 + 100 + 55
+            assert found.tolist() == [True] * 250 + [False] * 5
+            assert np.array_equal(matrix[:250], rows)
+            compute = Counting()
+            got = await new_cache(tier).get_or_compute(keys_of(260), compute)
+            assert compute.computed == 10 and np.array_equal(got[:250], rows)
+
+    run(main())
