@@ -16,9 +16,9 @@ then little-endian float32: embcache._tier_wire); keys are
 ``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
 ``tier_errors``.
 
-Faults: every Redis call is bounded by `timeout_seconds` (a batch past CALL_BYTES
-goes in several calls); a failure (refused,
-reset, timeout, an error reply) is counted and answered as a miss, never raised.
+Faults: every Redis call is bounded by `timeout_seconds` (a batch past
+CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
+reply) is counted and answered as a miss, never raised.
 After FAILURES_TO_OPEN failures in a row the tier is skipped for
 `cooldown_seconds` (the circuit breaker is open: calls cost a clock read), then
 one call tries Redis again. ``drop_model`` is the exception: an explicit
