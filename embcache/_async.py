@@ -131,10 +131,9 @@ class EmbeddingCache:
         keys: Sequence[CacheKey],
         matrix: npt.NDArray[np.float32],
         found: npt.NDArray[np.bool_],
-        own: bool,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """get_many's misses from the tier (its distinct keys in one call); with
-        `own` (no ``out``), the tier's new array may be returned as the matrix."""
+        """get_many's misses from the tier (its distinct keys in one call), into
+        `matrix` (whose miss rows the core zero-filled) when it has a dimension."""
         tier = self._tier
         assert tier is not None
         seq = as_key_tuple(keys, "get_many")
@@ -142,22 +141,25 @@ class EmbeddingCache:
         miss = np.flatnonzero(~found)
         dim = self._sync.dim or (int(matrix.shape[1]) or None)
         if len(miss) == n and len(set(seq)) == n:  # all missed, all distinct: no mapping
-            rows, index = await tier.fetch(seq, dim)
+            if dim is not None:  # straight into the matrix (its miss rows are zero)
+                _, index = await tier.fetch(seq, dim, out=matrix)
+                if len(index) == n:
+                    found[:] = True
+                    self._fill(seq, matrix)
+                elif len(index):
+                    found[index] = True
+                    self._fill([seq[i] for i in index.tolist()], matrix[index])
+                return matrix, found
+            rows, index = await tier.fetch(seq, None)
             if not len(index):
                 return matrix, found
-            if matrix.shape[1] != rows.shape[1]:  # nothing fixed the dimension before
-                matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
-            if len(index) == n:
-                if own:  # the tier's rows are new, in order, complete: they are the answer
-                    matrix = rows
-                else:
-                    np.copyto(matrix, rows)
-                found[:] = True
-                self._fill(seq, rows)
+            if len(index) == n:  # the tier's new rows, in order and complete: the answer
+                matrix = rows
             else:
+                matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
                 matrix[index] = rows
-                found[index] = True
-                self._fill([seq[i] for i in index.tolist()], rows)
+            found[index] = True
+            self._fill([seq[i] for i in index.tolist()], rows)
             return matrix, found
         slot: dict[CacheKey, int] = {}
         for i in miss.tolist():
@@ -207,7 +209,7 @@ class EmbeddingCache:
             matrix, found = batch.matrix, batch.found
         if self._tier is None or all_found(found):
             return matrix, found
-        return await self._read_through(keys, matrix, found, out is None)
+        return await self._read_through(keys, matrix, found)
 
     async def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
         """Store row i of `matrix` under keys[i] (see SyncEmbeddingCache.put_many).

@@ -37,12 +37,17 @@ class Tier(Protocol):
     """The shared tier's side of the facade's contract."""
 
     async def fetch(
-        self, keys: Sequence[CacheKey], dim: int | None
+        self,
+        keys: Sequence[CacheKey],
+        dim: int | None,
+        out: npt.NDArray[np.float32] | None = None,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
         """``(rows, index)`` for distinct `keys`, in one round trip (per node): row
         r of the new C-contiguous float32 `rows` is the vector of ``keys[index[r]]``
         (index ascending); rows have dimension `dim` (None: that of the first
-        valid value); any other value is a miss."""
+        valid value); any other value is a miss. With `out` (zero-filled,
+        (len(keys), dim)), the vector of keys[i] goes to out[i], and `rows` is
+        `out`."""
 
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the validated float32 `matrix` under keys[i], pipelined."""

@@ -176,14 +176,22 @@ def _candidates(values: Sequence[object], length: int) -> tuple[list[int] | None
     return good, present - len(good)
 
 
-def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
+def decode_values(
+    values: Sequence[object], dim: int | None, out: npt.NDArray[np.float32] | None = None
+) -> Decoded:
     """Validate `values` (bytes, or None for an absent key, as Redis answered) for
     a batch of dimension `dim` (None: the dimension of the first valid value).
 
     The values of the batch's length are joined, their headers compared and
     their payloads copied into one new, native float32 matrix (``rows``, owned
     by the caller) and checked for finiteness, all in vectorised passes; every
-    other value is invalid. Never raises for any value contents."""
+    other value is invalid. Never raises for any value contents.
+
+    With `out` (a zero-filled, C-contiguous float32 (len(values), dim) array),
+    valid value i is written to ``out[i]`` instead, the rows of the others stay
+    zero, and ``rows`` is `out` itself (row i for value i)."""
+    if out is not None:
+        return _decode_into(values, dim, out)
     if len(values) == 1:
         return _decode_one(values[0], dim)
     if dim is None:
@@ -220,6 +228,34 @@ def decode_values(values: Sequence[object], dim: int | None) -> Decoded:
         errors += int(k - ok.sum())
         rows, index = rows[ok], index[ok]
     return Decoded(rows, index, errors)
+
+
+def _decode_into(
+    values: Sequence[object], dim: int | None, out: npt.NDArray[np.float32]
+) -> Decoded:
+    """decode_values with `out`: when every value is present and of the right
+    length (the usual batch), straight into `out`, with no matrix in between."""
+    length = HEADER.size + 4 * int(out.shape[1])
+    good, errors = (None, 0) if len(values) == 1 else _candidates(values, length)
+    if good is None and len(values) > 1:
+        try:
+            joined = b"".join(values)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(values), length)
+            header = np.frombuffer(header_for(int(out.shape[1])), dtype=np.uint8)
+            ok = (raw[:, : HEADER.size] == header).all(axis=1)
+            np.copyto(out, raw[:, HEADER.size :].view(_LE_F32))
+            ok &= np.isfinite(out).all(axis=1)
+            if ok.all():
+                return Decoded(out, np.arange(len(values), dtype=np.intp), 0)
+            bad = ~ok
+            out[bad] = 0.0
+            return Decoded(out, np.flatnonzero(ok), int(bad.sum()))
+    decoded = decode_values(values, dim)
+    out[decoded.index] = decoded.rows
+    return Decoded(out, decoded.index, decoded.errors)
 
 
 def check_positive_seconds(value: object, name: str, *, allow_none: bool) -> float | None:

@@ -250,16 +250,23 @@ class RedisTier:
     # -- the tier protocol (called by EmbeddingCache) ----------------------------------
 
     async def fetch(
-        self, keys: Sequence[CacheKey], dim: int | None
+        self,
+        keys: Sequence[CacheKey],
+        dim: int | None,
+        out: npt.NDArray[np.float32] | None = None,
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
         """``(rows, index)`` for distinct `keys`: row r of the new float32 `rows`
         is the vector of ``keys[index[r]]`` (rows of dimension `dim`, or None:
         that of the first valid value). One MGET (on a cluster, one MGET per hash slot,
         pipelined per node, the nodes in parallel) per CALL_BYTES of values; a
-        failed call leaves its keys and the later ones missed. Never raises for a Redis
-        failure or a bad value: those are misses (KeyTypeError for a key that
-        is not a CacheKey, ArgumentTypeError / ArgumentValueError for a `dim`
-        that is not an int >= 1 or None)."""
+        failed call leaves its keys and the later ones missed. With `out` (a
+        zero-filled C-contiguous float32 (len(keys), dim) array), the vector of
+        keys[i] is written to out[i] instead and `rows` is `out`.
+
+        Never raises for a Redis failure or a bad value: those are misses
+        (KeyTypeError for a key that is not a CacheKey, ArgumentTypeError /
+        ArgumentValueError for a `dim` that is not an int >= 1 or None, or an
+        `out` that does not fit)."""
         keys = as_key_tuple(keys, "RedisTier.fetch")
         if dim is not None:
             if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
@@ -267,10 +274,22 @@ class RedisTier:
             if dim < 1:
                 raise ArgumentValueError(f"dim must be >= 1 or None, got {dim}")
         n = len(keys)
+        if out is not None:
+            if not (
+                isinstance(out, np.ndarray)
+                and out.dtype == np.float32
+                and out.flags.c_contiguous
+                and out.flags.writeable
+                and out.shape == (n, dim)
+            ):
+                raise ArgumentValueError(
+                    f"out must be a writable C-contiguous float32 array of shape ({n}, {dim})"
+                )
+        nothing = out if out is not None else np.empty((0, dim or 0), dtype=np.float32)
         if n == 0 or not self._breaker.allow():
             self._misses += n
             self._skipped += n
-            return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
+            return nothing, np.empty(0, dtype=np.intp)
         rkeys = self._keys(keys)
         values: list[Any] = []
         try:
@@ -287,11 +306,11 @@ class RedisTier:
             self._failed("fetch", exc)
             if not values:
                 self._misses += n
-                return np.empty((0, dim or 0), dtype=np.float32), np.empty(0, dtype=np.intp)
+                return nothing, np.empty(0, dtype=np.intp)
             values += [None] * (n - len(values))  # the spans read before the failure count
         else:
             self._breaker.succeeded()
-        decoded = decode_values(values, dim)
+        decoded = decode_values(values, dim, out)
         hits = len(decoded.index)
         self._hits += hits
         self._misses += n - hits

@@ -427,3 +427,45 @@ def test_protocol_methods_accept_empty_input_without_redis() -> None:
     asyncio.run(t.store([], np.ones((0, 4), dtype=np.float32)))
     assert asyncio.run(t.delete([])) == 0
     assert t.stats.errors == 0
+
+
+def test_decoding_into_out() -> None:
+    rows = np.random.default_rng(2).standard_normal((6, 4)).astype(np.float32)
+    values: list[bytes | None] = list(encode_rows(rows))
+    out = np.zeros((6, 4), dtype=np.float32)
+    decoded = decode_values(values, 4, out)
+    assert decoded.rows is out and decoded.index.tolist() == list(range(6))
+    assert np.array_equal(out, rows)
+    # every value present and of the right length, two of them bad: their rows zero
+    bad = dict(_bad_values(4))
+    values[1], values[4] = bad["nan"], bad["bad magic"]
+    out = np.zeros((6, 4), dtype=np.float32)
+    decoded = decode_values(values, 4, out)
+    assert decoded.index.tolist() == [0, 2, 3, 5] and decoded.errors == 2
+    assert not out[[1, 4]].any() and np.array_equal(out[[0, 2, 3, 5]], rows[[0, 2, 3, 5]])
+    # absent and short values: the general path, still into out
+    values[2], values[3] = None, b"short"
+    out = np.zeros((6, 4), dtype=np.float32)
+    decoded = decode_values(values, 4, out)
+    assert decoded.index.tolist() == [0, 5] and decoded.errors == 3
+    assert not out[1:5].any() and np.array_equal(out[[0, 5]], rows[[0, 5]])
+    one = np.zeros((1, 4), dtype=np.float32)
+    assert decode_values(encode_rows(rows[:1]), 4, one).index.tolist() == [0]
+    assert np.array_equal(one, rows[:1])
+
+
+@pytest.mark.parametrize(
+    "out",
+    [
+        np.zeros((2, 4), dtype=np.float64),
+        np.zeros((3, 4), dtype=np.float32),
+        np.zeros((2, 5), dtype=np.float32),
+        np.zeros((4, 4), dtype=np.float32)[::2],
+        [[0.0] * 4] * 2,
+    ],
+    ids=["float64", "rows", "dim", "strided", "list"],
+)
+def test_fetch_checks_out(out: object) -> None:
+    keys = [CacheKey("a", "m"), CacheKey("b", "m")]
+    with pytest.raises(ValueError, match="out"):
+        asyncio.run(tier().fetch(keys, 4, out))  # type: ignore[arg-type]
