@@ -54,3 +54,12 @@ class CacheInfo:
     reserved_bytes: int
     """Address space reserved for slab rows (every row each dimension may need);
     the kernel maps it in only as rows are written."""
+    tier_hits: int = 0
+    """Keys the shared tier (``EmbeddingCache(..., tier=)``) answered; 0 without a
+    tier, and always 0 from SyncEmbeddingCache, which has none."""
+    tier_misses: int = 0
+    """Keys asked of the tier and not answered (absent, invalid, or skipped
+    while the tier is failing); 0 without a tier."""
+    tier_errors: int = 0
+    """Failed tier calls (timeouts included) plus values that failed validation;
+    0 without a tier."""
