@@ -46,7 +46,7 @@ class EmbeddingCache:
     ``async def`` operations. ``len(cache)`` and ``key in cache`` stay synchronous.
 
     EmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                   *, dim=None, clock=None)
+                   *, dim=None, clock=None, policy="lru")
     """
 
     __slots__ = ("_sync", "_get", "_put", "_flights")
@@ -59,9 +59,10 @@ class EmbeddingCache:
         *,
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
+        policy: str = "lru",
     ) -> None:
         self._sync = SyncEmbeddingCache(
-            max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock
+            max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock, policy=policy
         )
         # bound once: the awaitable wrappers below then cost one attribute load
         self._get = self._sync.get

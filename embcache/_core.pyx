@@ -97,6 +97,7 @@ DEF ENTRY_ALIGN = 64             # the entry table is aligned to cache lines
 DEF NAMED_DIMS = 8               # distinct dimensions a batch lookup's error names
 DEF GIL_FREE_COPY_BYTES = 262144 # longer copies run without the GIL (lock still held)
 DEF POLICY_LRU = 0
+DEF POLICY_TINYLFU = 1
 
 include "_key.pxi"
 include "_intake.pxi"
