@@ -216,7 +216,7 @@ def test_loop_slightly_larger_than_the_cache() -> None:
 
 def test_remove_clear_len_contains_under_tinylfu() -> None:
     cache = SyncEmbeddingCache(50, dim=4, policy="tinylfu")
-    for round_ in range(3):
+    for _ in range(3):
         for i in range(80):
             if cache.get(key(i)) is None:
                 cache.put(key(i), vec(i))
