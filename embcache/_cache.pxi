@@ -314,7 +314,11 @@ cdef class SyncEmbeddingCache:
         dtype, any strides); the caller may reuse its buffer at once. Overwriting
         a key replaces the vector, renews its TTL and makes it most recent. When
         the cache is full (entries or memory), expired entries go first, then
-        least-recently-used ones. A rejected call leaves the cache unchanged:
+        the policy's victims: least-recently-used ones under "lru"; under
+        "tinylfu" the new key always enters the admission window, and the
+        window's oldest entry either displaces colder main-region entries or is
+        itself evicted (an admission rejection, counted in CacheInfo, never an
+        error). A rejected call leaves the cache unchanged:
         KeyTypeError for a key that is not a CacheKey, VectorTypeError for data
         that is not real numbers, InvalidVectorError for a vector that is not
         1-D, is empty, or holds NaN/inf, DimensionMismatchError for a dimension

@@ -304,3 +304,28 @@ def test_hit_rate_goals_hold_loosely(name: str) -> None:
     optimum = hit_rate(name, "belady")
     assert tinylfu <= optimum
     assert tinylfu >= lru + (0.05 if name == "zipf" else 0.5)
+
+
+def test_tinylfu_caches_free_their_sketch_and_slot_words() -> None:
+    """Each cache holds a 1 MiB sketch (default max_entries) that its finalizer frees."""
+    import gc
+
+    def statm_rss() -> int:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * 4096
+
+    def make_and_drop() -> None:
+        for _ in range(30):
+            c = SyncEmbeddingCache(policy="tinylfu")
+            for i in range(3000):
+                k = key(i)
+                if c.get(k) is None:
+                    c.put(k, vec(i, 8))
+            del c
+
+    make_and_drop()
+    gc.collect()
+    before = statm_rss()
+    make_and_drop()                      # 30 x (1 MiB sketch, touched by the halvings)
+    gc.collect()
+    assert statm_rss() - before < 8 * 2**20
