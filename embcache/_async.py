@@ -55,7 +55,7 @@ class EmbeddingCache:
     ``async def`` operations. ``len(cache)`` and ``key in cache`` stay synchronous.
 
     EmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                   *, dim=None, clock=None, tier=None)
+                   *, dim=None, clock=None, policy="lru", tier=None)
 
     ``tier``: a shared second tier (embcache.redis.RedisTier), or None. With one,
     ``get``, ``get_many`` and ``get_or_compute`` ask the tier for what the
@@ -65,6 +65,8 @@ class EmbeddingCache:
     ``clear`` clears the in-process cache only. The tier never raises for its
     own failures: they are misses, counted in ``get_cache_info().tier_errors``.
     ``SyncEmbeddingCache`` (``.sync``) and its methods never use the tier.
+
+    ``policy``: ``"lru"`` or ``"tinylfu"`` (W-TinyLFU), as for SyncEmbeddingCache.
     """
 
     __slots__ = ("_sync", "_get", "_put", "_flights", "_tier")
@@ -77,11 +79,12 @@ class EmbeddingCache:
         *,
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
+        policy: str = "lru",
         tier: Tier | None = None,
     ) -> None:
         self._tier = check_tier(tier)
         self._sync = SyncEmbeddingCache(
-            max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock
+            max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock, policy=policy
         )
         # bound once: the awaitable wrappers below then cost one attribute load
         self._get = self._sync.get

@@ -9,6 +9,10 @@
 
 cdef object _flights_factory = None
 
+# policy= names -> POLICY_* kinds (_policy.pxi), and back
+cdef dict POLICIES = {"lru": POLICY_LRU, "tinylfu": POLICY_TINYLFU}
+cdef tuple POLICY_NAMES = ("lru", "tinylfu")
+
 # --- fork ---------------------------------------------------------------------------
 # A fork while another thread is inside a cache operation (a long copy runs
 # without the GIL) would hand the child a lock held forever by a thread that does
@@ -94,21 +98,25 @@ cdef class SyncEmbeddingCache:
     """Thread-safe, synchronous embedding cache: the core behind EmbeddingCache.
 
     SyncEmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                       *, dim=None, clock=None)
+                       *, dim=None, clock=None, policy="lru")
 
     Vectors are stored as float32 rows of a slab, one per distinct dimension,
     each reserving at once every row it may ever need (the OS maps pages in as
     rows are written); with `dim` given, that slab is reserved here. The entry
     table and the index grow with use, so large bounds cost nothing up front.
     When `max_entries` or `max_memory_mb` would be exceeded, expired entries go
-    first, then least-recently-used ones. `ttl_seconds` expires an entry that
+    first, then the policy's victims: least-recently-used ones under
+    ``policy="lru"``; under ``policy="tinylfu"`` (W-TinyLFU: an admission window,
+    a segmented main region and a frequency sketch, README "Eviction policy")
+    the window's oldest entry enters the main region only if it was accessed
+    more often than the entries it would displace. `ttl_seconds` expires an entry that
     long after its last write (None: never). `clock` is a zero-argument callable
     returning monotonic seconds (tests); by default the C monotonic clock is read.
     Bad arguments raise ArgumentTypeError / ArgumentValueError.
     """
 
     def __cinit__(self, max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                  *, dim=None, clock=None):
+                  *, dim=None, clock=None, policy="lru"):
         # the Table is zeroed with the object, so __dealloc__ is safe from here on
         cdef Py_ssize_t max_entries_ = as_count(max_entries, "max_entries", 1, MAX_SLOTS)
         cdef double ttl = 0.0
@@ -127,15 +135,29 @@ cdef class SyncEmbeddingCache:
                 raise ArgumentTypeError(
                     f"clock must be a callable returning seconds, got {type(clock).__name__}")
             read_clock(clock)     # fail now, not at the first put
+        if not isinstance(policy, str):
+            raise ArgumentTypeError(f"policy must be a str, got {type(policy).__name__}")
+        if policy not in POLICIES:
+            raise ArgumentValueError(
+                f"policy must be one of {', '.join(map(repr, POLICIES))}, got {policy!r}")
+        cdef int policy_kind = POLICIES[policy]
         cdef Py_ssize_t budget = <Py_ssize_t>math.floor(mb * 1048576.0)
-        if dim_ and entry_bytes(dim_) > budget:
+        cdef Py_ssize_t fixed = 0, per_entry = 0
+        if policy_kind == POLICY_TINYLFU:
+            fixed = <Py_ssize_t>(sketch_words_for(
+                tinylfu_capacity(<slot_t>max_entries_, budget, dim_), budget) * 8)
+            per_entry = POLICY_SLOT_BYTES
+        if dim_ and entry_bytes(dim_) + per_entry + fixed > budget:
             raise EntryTooLargeError(
                 f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim_} "
-                f"({entry_bytes(dim_)} bytes with metadata)")
+                f"({entry_bytes(dim_) + per_entry} bytes with metadata"
+                + (f", after the policy's {fixed} bytes)" if fixed else ")"))
         self.clock = clock
         self.max_memory_mb_arg = max_memory_mb
         self.ttl_seconds_arg = ttl_seconds
         table_init(&self.table, <slot_t>max_entries_, budget, ttl, dim_, clock is not None)
+        if policy_init(&self.table, policy_kind) != 0:
+            raise MemoryError("could not allocate the W-TinyLFU frequency sketch")
         # The tables start small and grow with use (up to the bounds), whatever the
         # limits: a huge max_entries costs nothing until entries arrive. A fixed
         # dim's slab reserves its address space now; pages map in as rows are written.
@@ -179,11 +201,15 @@ cdef class SyncEmbeddingCache:
         if self.table.dim and dim != self.table.dim:
             raise DimensionMismatchError(
                 f"{what} has dim {dim}, but this cache stores dim {self.table.dim}")
-        if entry_bytes(dim) > self.table.memory_budget_bytes:
+        cdef Py_ssize_t need = entry_bytes(dim) + self.table.policy_entry_bytes
+        cdef Py_ssize_t room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
+        if need > room:
             raise EntryTooLargeError(
-                f"{what}: a vector of dim {dim} needs {entry_bytes(dim)} bytes with metadata, "
-                f"more than the whole budget of {self.table.memory_budget_bytes} bytes "
-                f"(max_memory_mb={self.max_memory_mb_arg!r})")
+                f"{what}: a vector of dim {dim} needs {need} bytes with metadata, "
+                f"more than the whole budget of {room} bytes "
+                f"(max_memory_mb={self.max_memory_mb_arg!r}"
+                + (f", less the policy's {self.table.policy_fixed_bytes} bytes)"
+                   if self.table.policy_fixed_bytes else ")"))
         return 0
 
     cdef dim_t check_out(self, object out, Py_ssize_t n) except -1:
@@ -288,7 +314,11 @@ cdef class SyncEmbeddingCache:
         dtype, any strides); the caller may reuse its buffer at once. Overwriting
         a key replaces the vector, renews its TTL and makes it most recent. When
         the cache is full (entries or memory), expired entries go first, then
-        least-recently-used ones. A rejected call leaves the cache unchanged:
+        the policy's victims: least-recently-used ones under "lru"; under
+        "tinylfu" the new key always enters the admission window, and the
+        window's oldest entry either displaces colder main-region entries or is
+        itself evicted (an admission rejection, counted in CacheInfo, never an
+        error). A rejected call leaves the cache unchanged:
         KeyTypeError for a key that is not a CacheKey, VectorTypeError for data
         that is not real numbers, InvalidVectorError for a vector that is not
         1-D, is empty, or holds NaN/inf, DimensionMismatchError for a dimension
@@ -485,6 +515,7 @@ cdef class SyncEmbeddingCache:
         cdef int32_t i, n_dims = 0
         cdef Py_ssize_t allocated, reserved = 0, size, used
         cdef Stats stats
+        cdef unsigned long long rejections
         cdef dim_t *live_dims
         # Only C values are gathered under the lock: creating Python objects there
         # could start a garbage collection whose finalizers re-enter the cache.
@@ -492,7 +523,8 @@ cdef class SyncEmbeddingCache:
         purge_expired(t, self.now_locked(given))
         allocated = (<Py_ssize_t>t.entry_capacity * sizeof(Entry)
                      + <Py_ssize_t>(t.cell_mask + 1) * sizeof(Cell)
-                     + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t)))
+                     + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t))
+                     + policy_allocated_bytes(t))
         live_dims = <dim_t *>malloc((t.n_slabs + 1) * sizeof(dim_t))
         for i in range(t.n_slabs):
             # the kernel says which of the pages the written rows may hold are in
@@ -504,6 +536,7 @@ cdef class SyncEmbeddingCache:
         size = t.size
         used = t.used_bytes
         stats = t.stats
+        rejections = t.admission_rejections
         embcache_lock_release(&self.lock)
         if live_dims == NULL:
             raise MemoryError()
@@ -527,10 +560,13 @@ cdef class SyncEmbeddingCache:
             ttl_seconds=self.ttl_seconds_arg,
             dim=t.dim or None,
             dims=tuple(dims),
-            entry_overhead_bytes=ENTRY_OVERHEAD,
+            entry_overhead_bytes=ENTRY_OVERHEAD + t.policy_entry_bytes,
             memory_budget_bytes=t.memory_budget_bytes,
             allocated_bytes=allocated,
             reserved_bytes=reserved,
+            policy=POLICY_NAMES[t.policy],
+            admission_rejections=rejections,
+            policy_bytes=t.policy_fixed_bytes,
         )
 
     @property
@@ -549,6 +585,11 @@ cdef class SyncEmbeddingCache:
         return self.ttl_seconds_arg
 
     @property
+    def policy(self):
+        """The eviction policy: "lru" or "tinylfu"."""
+        return POLICY_NAMES[self.table.policy]
+
+    @property
     def dim(self):
         """The fixed vector dimension, or None when any dimension is accepted."""
         return self.table.dim or None
@@ -556,7 +597,8 @@ cdef class SyncEmbeddingCache:
     def __repr__(self):
         return (f"SyncEmbeddingCache(size={self.table.size}, max_entries={self.table.max_entries}, "
                 f"memory={self.table.used_bytes} of {self.table.memory_budget_bytes} bytes, "
-                f"ttl_seconds={self.ttl_seconds_arg!r}, dim={self.table.dim or None})")
+                f"ttl_seconds={self.ttl_seconds_arg!r}, dim={self.table.dim or None}, "
+                f"policy={POLICY_NAMES[self.table.policy]!r})")
 
     def _probe_lengths(self):
         """``(mean, longest)`` cells a lookup of a live key visits (1.0 is every key

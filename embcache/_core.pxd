@@ -138,7 +138,7 @@ cdef struct Table:
     dim_t dim                   # the fixed dimension; 0 when any is accepted
     bint user_clock             # times come from a Python clock, read before locking
     double last_now             # latest user-clock reading used
-    int policy                  # POLICY_LRU (see _policy.pxi)
+    int policy                  # POLICY_LRU or POLICY_TINYLFU (see _policy.pxi)
 
     # entry table and its free-slot chain
     Entry *entries
@@ -164,8 +164,30 @@ cdef struct Table:
     slot_t expiry_head
     slot_t expiry_tail
 
-    Py_ssize_t used_bytes       # sum over live entries of dim * 4 + ENTRY_OVERHEAD
+    Py_ssize_t used_bytes       # policy_fixed_bytes + sum over live entries of entry_bytes(dim)
+                                #   + policy_entry_bytes
     Stats stats
+
+    # the policy's own state (_policy.pxi); all zero / NO_SLOT under POLICY_LRU
+    Py_ssize_t policy_entry_bytes   # accounted per live entry beyond ENTRY_OVERHEAD
+    Py_ssize_t policy_fixed_bytes   # accounted once (the frequency sketch)
+    uint32_t *policy_slots      # per entry slot: key bits << 2 | segment (W-TinyLFU)
+    slot_t policy_slot_capacity
+    slot_t segment_head[3]      # WINDOW, PROBATION, PROTECTED: most recent first
+    slot_t segment_tail[3]
+    slot_t segment_size[3]
+    slot_t policy_capacity      # entries the segment shares are measured against
+    slot_t window_max           # the window's share (moves by hill climbing)
+    slot_t protected_max        # the protected segment's share of the main region
+    uint64_t *sketch            # count-min sketch: 16 four-bit counters per word
+    size_t sketch_words         # a power of two, >= 8 (one 64-byte block)
+    unsigned long long sketch_added   # increments since the last halving
+    unsigned long long sketch_period  # halve every this many increments
+    unsigned long long climb_hits     # accesses of the current hill-climbing sample
+    unsigned long long climb_misses
+    double climb_previous_rate  # hit rate of the previous sample
+    double climb_step           # entries the window moves by next (signed)
+    unsigned long long admission_rejections
 
 
 # --- the classes ----------------------------------------------------------------

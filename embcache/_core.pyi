@@ -115,10 +115,12 @@ class SyncEmbeddingCache:
         *,
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
+        policy: str = "lru",
     ) -> None:
         """max_entries: int >= 1; ttl_seconds: > 0 or None (never expire);
         max_memory_mb: > 0; dim: int >= 1 fixes the dimension and preallocates the
-        slab; clock: zero-argument callable returning monotonic seconds."""
+        slab; clock: zero-argument callable returning monotonic seconds;
+        policy: "lru" or "tinylfu" (W-TinyLFU admission)."""
     @property
     def flights(self) -> Any:
         """The single-flight registry behind get_or_compute (None if none is set)."""
@@ -174,6 +176,9 @@ class SyncEmbeddingCache:
     @property
     def dim(self) -> int | None:
         """The fixed vector dimension, or None."""
+    @property
+    def policy(self) -> str:
+        """The eviction policy: "lru" or "tinylfu"."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def _probe_lengths(self) -> tuple[float, int]:

@@ -13,21 +13,27 @@ Data structures (one Table)::
 
     tag = low 32 bits of SipHash-2-4(digest) under the secret process key; home cell = tag & mask
     recency list: recency_head (most recent) <-> ... <-> recency_tail   (the LRU policy's links)
+    W-TinyLFU (policy="tinylfu") uses the same links for three LRU segments,
+      segment_head[WINDOW | PROBATION | PROTECTED] <-> ... <-> segment_tail[...],
+      with policy_slots[slot] = 30 key-hash bits << 2 | segment, and a count-min
+      sketch (uint64 words of sixteen 4-bit counters, _sketch.pxi)
     expiry list:  expiry_head (oldest write, next to expire) <-> ... <-> expiry_tail (newest)
     free slots:   free_slot_head -> recency_next -> ... -> NO_SLOT
 
 Invariants (checked by check_table, _invariants.pxi):
-  * every live slot sits in exactly one index cell, on the policy's links and in
-    the expiry list; every other slot of [0, entry_capacity) is on the free-slot
-    chain;
+  * every live slot sits in exactly one index cell, on the policy's links (one
+    list for LRU; exactly one segment, tagged so, for W-TinyLFU, with the window
+    and protected segments within their shares) and in the expiry list; every
+    other slot of [0, entry_capacity) is on the free-slot chain;
   * an occupied cell is reachable from its home cell without crossing an empty
     cell (deletion shifts cells back: no tombstones), and its tag is the hash of
     its entry's digest;
   * each slab's rows are dense: [0, used) are each the row of exactly one live
     entry, which the row names as its owner, but for at most one hole below the
     last row; used <= written <= capacity;
-  * used_bytes == sum over live entries of (dim * 4 + ENTRY_OVERHEAD_BYTES)
-    <= memory_budget_bytes, and size <= max_entries;
+  * used_bytes == policy_fixed_bytes (the sketch; 0 for LRU) + sum over live
+    entries of (dim * 4 + ENTRY_OVERHEAD_BYTES + policy_entry_bytes (4 for
+    W-TinyLFU, else 0)) <= memory_budget_bytes, and size <= max_entries;
   * with one TTL for the whole cache, write order is expiry order: expires_at is
     non-decreasing from expiry_head to expiry_tail, so the head is the only entry
     that ever needs checking before a live entry is evicted.
@@ -44,7 +50,9 @@ Where things are:
   _key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
   _intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
   _table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
-  _policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks (LRU)
+  _policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
+                     LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
+  _sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
   _invariants.pxi    the invariant walker
   _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
@@ -97,6 +105,7 @@ DEF ENTRY_ALIGN = 64             # the entry table is aligned to cache lines
 DEF NAMED_DIMS = 8               # distinct dimensions a batch lookup's error names
 DEF GIL_FREE_COPY_BYTES = 262144 # longer copies run without the GIL (lock still held)
 DEF POLICY_LRU = 0
+DEF POLICY_TINYLFU = 1
 
 include "_key.pxi"
 include "_intake.pxi"

@@ -11,8 +11,8 @@ __all__ = ["CacheInfo"]
 class CacheInfo:
     """A consistent snapshot, taken under the cache's lock.
 
-    Memory accounting is exact: ``memory_usage_bytes`` is the sum over live
-    entries of ``dim * 4 + entry_overhead_bytes`` and never exceeds
+    Memory accounting is exact: ``memory_usage_bytes`` is ``policy_bytes`` plus
+    the sum over live entries of ``dim * 4 + entry_overhead_bytes`` and never exceeds
     ``memory_budget_bytes`` (``max_memory_mb * 2**20``). ``allocated_bytes`` is
     what the cache actually holds for slabs and tables.
     """
@@ -29,7 +29,7 @@ class CacheInfo:
     hit_rate: float
     """``hits / (hits + misses)``; 0.0 before any lookup."""
     evictions: int
-    """Live entries evicted to make room (least recently used first)."""
+    """Live entries evicted to make room (the policy's victims)."""
     expirations: int
     """Expired entries reclaimed (on lookup, on put, or to make room)."""
     puts: int
@@ -54,6 +54,15 @@ class CacheInfo:
     reserved_bytes: int
     """Address space reserved for slab rows (every row each dimension may need);
     the kernel maps it in only as rows are written."""
+    policy: str
+    """The eviction policy: ``"lru"`` or ``"tinylfu"`` (W-TinyLFU)."""
+    admission_rejections: int
+    """W-TinyLFU only: candidates (the admission window's oldest entry) evicted
+    because they were accessed less often than the main-region entries they
+    would have displaced; each is also counted in ``evictions``. 0 under LRU."""
+    policy_bytes: int
+    """Bytes the policy holds once per cache, counted in ``memory_usage_bytes``:
+    the W-TinyLFU frequency sketch (README, "Eviction policy"); 0 under LRU."""
     tier_hits: int = 0
     """Keys the shared tier (``EmbeddingCache(..., tier=)``) answered; 0 without a
     tier, and always 0 from SyncEmbeddingCache, which has none."""

@@ -57,6 +57,14 @@ cdef dict VIOLATIONS = {
     31: "entry table larger than its limit",
     32: "no memory for the invariant walk",
     33: "slab {a} (dim {b}) is not found by its dimension",
+    34: "slot {a} is tagged segment {b} but sits on segment {c}",
+    35: "slot {a}: the policy's key bits are not its digest's hash",
+    36: "segment {a} holds {b} entries, its size says {c}",
+    37: "W-TinyLFU table has entries on the LRU recency list",
+    38: "window share {a} outside [1, capacity - 1]",
+    39: "window ({a}) or protected ({b}) segment over its share",
+    40: "protected share {a} is not 80% of the main region",
+    41: "frequency sketch is malformed (size, halving count or accounting)",
 }
 
 
@@ -159,7 +167,7 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
         rows[first_row[e.slab] + e.row] = ROW_USED
         if owner_at(slab, e.row)[0] != s:
             return fail(v, 26, e.slab, e.row, s)
-        used += entry_bytes(slab.dim)
+        used += entry_bytes(slab.dim) + t.policy_entry_bytes
         memcpy(key.digest, e.digest, sizeof(key.digest))
         key.hash = digest_hash(e.digest)
         if find(t, &key) != s:
@@ -179,6 +187,7 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
         if slab_for(t, slab.dim) != i:
             return fail(v, 33, i, slab.dim)
         entry_limit += slab.capacity
+    used += t.policy_fixed_bytes
     if used != t.used_bytes:
         return fail(v, 27, t.used_bytes, used)
     if t.used_bytes > t.memory_budget_bytes:

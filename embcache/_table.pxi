@@ -85,6 +85,7 @@ cdef void table_free(Table *t) noexcept nogil:
         t.slabs = NULL
     free(t.dim_cells)
     t.dim_cells = NULL
+    policy_free(t)
     free(t.entries)
     t.entries = NULL
     free(t.cells)
@@ -164,6 +165,8 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
     while cells < 2 * <size_t>capacity:
         cells *= 2
     if cells > t.cell_mask + 1 and resize_index(t, cells) != 0:
+        return -1
+    if policy_reserve(t, capacity) != 0:
         return -1
     if posix_memalign(&memory, ENTRY_ALIGN, <size_t>capacity * sizeof(Entry)) != 0:
         return -1
@@ -376,7 +379,7 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     policy_on_remove(t, s)
     expiry_unlink(t, s)
     release_row(t, slab, e.row)
-    t.used_bytes -= entry_bytes(slab.dim)
+    t.used_bytes -= entry_bytes(slab.dim) + t.policy_entry_bytes
     t.size -= 1
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
@@ -403,7 +406,7 @@ cdef void make_room(Table *t, Py_ssize_t need, double now) noexcept nogil:
     `need` bytes fits both bounds."""
     cdef slot_t victim
     while t.size >= t.max_entries or t.used_bytes + need > t.memory_budget_bytes:
-        victim = policy_victim(t, now)
+        victim = policy_victim(t, need, now)
         if expired(t, victim, now):
             t.stats.expirations += 1
         else:
@@ -434,7 +437,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
                 double now) noexcept nogil:
     """Store one checked vector (its slab and slots made ready by prepare_put)."""
     cdef dim_t dim = src.n
-    cdef Py_ssize_t need = entry_bytes(dim)
+    cdef Py_ssize_t need = entry_bytes(dim) + t.policy_entry_bytes
     cdef size_t cell = find_cell(t, k)
     cdef slot_t s = t.cells[cell].slot
     cdef Entry *e
@@ -479,7 +482,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     e.slab = slab_index
     e.row = row
     copy_in(row_at(slab, row), src)
-    policy_on_insert(t, s)
+    policy_on_insert(t, s, k)
     expiry_push_tail(t, s)
     # cells may have shifted while room was made: probe again for a free cell
     cell = find_cell(t, k)
@@ -564,7 +567,8 @@ cdef void clear_table(Table *t) noexcept nogil:
     t.recency_head = t.recency_tail = NO_SLOT
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.size = 0
-    t.used_bytes = 0
+    t.used_bytes = t.policy_fixed_bytes
+    policy_clear(t)
     if t.dim:
         t.slabs[0].used = 0
         t.slabs[0].hole = NO_ROW

@@ -1,9 +1,11 @@
 """A tiny pure-Python model of the cache contract, for the stateful tests.
 
-Two ordered dicts carry the whole policy: ``recency`` (least recently used
-first) and ``writes`` (oldest write first, which with one TTL for the whole
-cache and a monotonic clock is also expiry order). Byte accounting uses
-ENTRY_OVERHEAD_BYTES exactly as the contract states.
+``writes`` (oldest write first, which with one TTL for the whole cache and a
+monotonic clock is also expiry order) and the policy carry the whole state. The
+policy is an object with the core's hooks (on_hit / on_insert / on_remove /
+on_miss / victim): LruPolicy here, one ordered dict in recency order;
+TinyLfuPolicy in tests/model_tinylfu.py. Byte accounting uses
+ENTRY_OVERHEAD_BYTES plus the policy's bytes exactly as the contract states.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,36 +31,71 @@ class ModelStats:
     removals: int = 0
 
 
+class LruPolicy:
+    """LRU: ``recency`` holds keys least recently used first."""
+
+    name = "lru"
+    entry_bytes = 0
+    fixed_bytes = 0
+    rejections = 0
+
+    def __init__(self) -> None:
+        self.recency: OrderedDict[Hashable, None] = OrderedDict()
+
+    def reset(self) -> None:
+        self.recency.clear()
+
+    def on_hit(self, k: Hashable) -> None:
+        self.recency.move_to_end(k)
+
+    def on_insert(self, k: Hashable) -> None:
+        self.recency[k] = None
+
+    def on_remove(self, k: Hashable) -> None:
+        del self.recency[k]
+
+    def on_miss(self, k: Hashable) -> None:
+        pass
+
+    def victim(self, cache: ModelCache, need: int) -> Hashable:
+        return next(iter(self.recency))
+
+
 @dataclass
 class ModelCache:
     max_entries: int
     budget_bytes: int
     ttl: float | None = None
+    policy: Any = field(default_factory=LruPolicy)
     stats: ModelStats = field(default_factory=ModelStats)
     vectors: dict[Hashable, np.ndarray] = field(default_factory=dict)
     expires_at: dict[Hashable, float] = field(default_factory=dict)
-    recency: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)
     writes: OrderedDict[Hashable, None] = field(default_factory=OrderedDict)
     used_bytes: int = 0
 
+    def __post_init__(self) -> None:
+        self.used_bytes = self.policy.fixed_bytes
+
     # -- helpers ---------------------------------------------------------------------
 
-    @staticmethod
-    def entry_bytes(dim: int) -> int:
-        return dim * 4 + ENTRY_OVERHEAD_BYTES
+    def entry_bytes(self, dim: int) -> int:
+        return dim * 4 + ENTRY_OVERHEAD_BYTES + self.policy.entry_bytes
 
     def _expired(self, k: Hashable, now: float) -> bool:
         return self.ttl is not None and self.expires_at[k] <= now
 
     def _discard(self, k: Hashable) -> None:
         self.used_bytes -= self.entry_bytes(len(self.vectors[k]))
-        del self.vectors[k], self.expires_at[k], self.recency[k], self.writes[k]
+        self.policy.on_remove(k)
+        del self.vectors[k], self.expires_at[k], self.writes[k]
 
     def _write(self, k: Hashable, vector: np.ndarray, now: float) -> None:
+        if k in self.vectors:
+            self.policy.on_hit(k)
+        else:
+            self.policy.on_insert(k)
         self.vectors[k] = vector.copy()
         self.expires_at[k] = now + self.ttl if self.ttl is not None else float("inf")
-        self.recency[k] = None
-        self.recency.move_to_end(k)
         self.writes[k] = None
         self.writes.move_to_end(k)
 
@@ -90,7 +128,7 @@ class ModelCache:
             self._discard(k)
         while len(self.vectors) >= self.max_entries or self.used_bytes + need > self.budget_bytes:
             head = next(iter(self.writes))
-            victim = head if self._expired(head, now) else next(iter(self.recency))
+            victim = head if self._expired(head, now) else self.policy.victim(self, need)
             if self._expired(victim, now):
                 self.stats.expirations += 1
             else:
@@ -103,14 +141,16 @@ class ModelCache:
     def get(self, k: Hashable, now: float) -> np.ndarray | None:
         if k not in self.vectors:
             self.stats.misses += 1
+            self.policy.on_miss(k)
             return None
         if self._expired(k, now):
             self.stats.expirations += 1
             self.stats.misses += 1
             self._discard(k)
+            self.policy.on_miss(k)
             return None
         self.stats.hits += 1
-        self.recency.move_to_end(k)
+        self.policy.on_hit(k)
         return self.vectors[k].copy()
 
     def remove(self, k: Hashable, now: float) -> bool:
@@ -134,6 +174,8 @@ class ModelCache:
     def clear(self) -> None:
         for k in list(self.vectors):
             self._discard(k)
+        self.policy.reset()
+        self.used_bytes = self.policy.fixed_bytes
 
     def len(self, now: float) -> int:
         self._purge(now)
@@ -157,4 +199,8 @@ class ModelCache:
             "overwrites": self.stats.overwrites,
             "removals": self.stats.removals,
             "dims": tuple(sorted({len(v) for v in self.vectors.values()})),
+            "entry_overhead_bytes": ENTRY_OVERHEAD_BYTES + self.policy.entry_bytes,
+            "policy": self.policy.name,
+            "admission_rejections": self.policy.rejections,
+            "policy_bytes": self.policy.fixed_bytes,
         }

@@ -1,6 +1,7 @@
 """Stateful property test: the real SyncEmbeddingCache and the pure-Python model
 in tests/model.py receive the same random operations and must give the same
-answers and the same statistics after every step."""
+answers and the same statistics after every step, under both policies (LRU, and
+W-TinyLFU against tests/model_tinylfu.py)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,8 @@ from hypothesis.stateful import (
     precondition,
     rule,
 )
-from model import ModelCache
+from model import LruPolicy, ModelCache
+from model_tinylfu import TinyLfuPolicy
 
 from embcache import (
     ENTRY_OVERHEAD_BYTES,
@@ -59,7 +61,23 @@ def make_vector(dim: int, seed: int, form: str) -> tuple[object, np.ndarray]:
 forms = st.sampled_from(["f32", "f64", "list", "reversed", "strided"])
 
 
+def make_policy(policy: str, max_entries: int, budget: int,
+                dim: int | None) -> LruPolicy | TinyLfuPolicy:
+    if policy == "lru":
+        return LruPolicy()
+    return TinyLfuPolicy(max_entries, budget, dim)
+
+
+def smallest_budget(policy: str) -> int:
+    """Bytes that hold one entry of the largest dimension the machine uses."""
+    need = ENTRY_OVERHEAD_BYTES + max(DIMS) * 4
+    if policy == "tinylfu":
+        need += 4 + 64           # the policy word per entry, the smallest sketch
+    return need
+
+
 class CacheMachine(RuleBasedStateMachine):
+    POLICY = "lru"
     cache: SyncEmbeddingCache
     model: ModelCache
     clock: FakeClock
@@ -68,21 +86,23 @@ class CacheMachine(RuleBasedStateMachine):
 
     @initialize(
         max_entries=st.integers(1, 5),
-        budget=st.integers(ENTRY_OVERHEAD_BYTES + 64 * 4, 1000),
+        extra_budget=st.integers(0, 650),
         ttl=st.sampled_from([None, 1.0, 2.5, 4.0, math.inf]),
         fixed_dim=st.sampled_from([None, None, None, 3, 16]),
     )
-    def setup(self, max_entries: int, budget: int, ttl: float | None,
+    def setup(self, max_entries: int, extra_budget: int, ttl: float | None,
               fixed_dim: int | None) -> None:
+        budget = smallest_budget(self.POLICY) + extra_budget
         self.clock = FakeClock(100.0)
         self.rotation = 0
         self.fixed_dim = fixed_dim
         # budget / 2**20 is exact in binary, so the byte budget is exactly `budget`
         self.cache = SyncEmbeddingCache(max_entries, ttl, budget / MIB, dim=fixed_dim,
-                                        clock=self.clock)
+                                        clock=self.clock, policy=self.POLICY)
         assert self.cache.get_cache_info().memory_budget_bytes == budget
         model_ttl = None if ttl is None or ttl == math.inf else ttl
-        self.model = ModelCache(max_entries, budget, model_ttl)
+        self.model = ModelCache(max_entries, budget, model_ttl,
+                                policy=make_policy(self.POLICY, max_entries, budget, fixed_dim))
 
     @property
     def now(self) -> float:
@@ -222,19 +242,35 @@ CacheMachine.TestCase.settings = settings(
 TestCacheMachine = CacheMachine.TestCase
 
 
+class TinyLfuCacheMachine(CacheMachine):
+    """The same machine with policy="tinylfu": the model predicts every segment
+    move, sketch count and hill-climbing step, so every eviction and rejection."""
+
+    POLICY = "tinylfu"
+
+
+# half the examples of the LRU machine: each W-TinyLFU step costs the model more
+TinyLfuCacheMachine.TestCase.settings = settings(
+    CacheMachine.TestCase.settings, max_examples=500)
+TestTinyLfuCacheMachine = TinyLfuCacheMachine.TestCase
+
+
+@pytest.mark.parametrize("policy", ["lru", "tinylfu"])
 @pytest.mark.parametrize(
     ("seed", "ttl", "fixed_dim"),
     [(0, None, None), (1, 7.0, None), (2, None, 32), (3, 5.0, 32), (4, 3.0, None)],
 )
 def test_long_random_walk_matches_model(seed: int, ttl: float | None,
-                                        fixed_dim: int | None) -> None:
+                                        fixed_dim: int | None, policy: str) -> None:
     """Bigger caches than the state machine reaches: the entry table, the index
     and the slabs grow past their first sizes while keys come and go."""
     rng = np.random.default_rng(seed)
     clock = FakeClock()
     max_entries, budget = 300, 120_000
-    cache = SyncEmbeddingCache(max_entries, ttl, budget / MIB, dim=fixed_dim, clock=clock)
-    model = ModelCache(max_entries, budget, ttl)
+    cache = SyncEmbeddingCache(max_entries, ttl, budget / MIB, dim=fixed_dim, clock=clock,
+                               policy=policy)
+    model = ModelCache(max_entries, budget, ttl,
+                       policy=make_policy(policy, max_entries, budget, fixed_dim))
     walk_keys = [CacheKey(f"walk-{i}", "m", None if i % 2 else str(i)) for i in range(700)]
     dims = [fixed_dim] if fixed_dim else [4, 32, 200]
     n_steps = 60_000
