@@ -35,6 +35,14 @@ cdef extern from "_kernels.h":
     int embcache_f64_all_storable(const double *p, size_t n) noexcept nogil
     void embcache_f64_to_f32(float *dst, const double *src, size_t n) noexcept nogil
 
+cdef extern from "_checksum.h":
+    ctypedef struct embcache_mix_state:
+        pass
+    void embcache_mix_init(embcache_mix_state *s, uint64_t seed) noexcept nogil
+    void embcache_mix_update(embcache_mix_state *s, const void *data, size_t n) noexcept nogil
+    uint64_t embcache_mix_final(const embcache_mix_state *s) noexcept nogil
+    uint64_t embcache_mix64(const void *data, size_t n, uint64_t seed) noexcept nogil
+
 cdef extern from "_lock.h":
     ctypedef struct embcache_lock:
         pass
