@@ -7,7 +7,10 @@ nanoseconds, far less than a hop to a worker thread, and it never blocks on I/O.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -16,8 +19,24 @@ import numpy.typing as npt
 from embcache._core import CacheKey, SyncEmbeddingCache
 from embcache._flight import flights_of
 from embcache._info import CacheInfo
+from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["EmbeddingCache"]
+
+log = logging.getLogger("embcache")
+
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+
+class _Unset:
+    """The type of UNSET: a snapshot-limit keyword that was not given."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""A load / open keyword not given: the snapshot's recorded limit is used."""
 
 # A batch is copied in slices of about this many bytes, yielding to the event loop
 # between slices, so a large batch never holds the loop for more than about a
@@ -169,6 +188,93 @@ class EmbeddingCache:
         """A CacheInfo snapshot of size, bounds, memory and statistics."""
         return self._sync.get_cache_info()
 
+    # -- snapshots -------------------------------------------------------------------
+
+    async def save(self, path: PathLike) -> int:
+        """Write every live entry to the snapshot file `path` and return how many
+        (see SyncEmbeddingCache.save: atomic, checksummed). The work runs in a
+        worker thread, so the event loop goes on serving; the cache lock is held
+        only in short steps, so gets and puts go on too."""
+        return await asyncio.to_thread(self._sync.save, path)
+
+    @classmethod
+    async def load(
+        cls,
+        path: PathLike,
+        *,
+        max_entries: int = UNSET,
+        ttl_seconds: float | None = UNSET,
+        max_memory_mb: float = UNSET,
+        dim: int | None = UNSET,
+        clock: Callable[[], float] | None = None,
+    ) -> EmbeddingCache:
+        """A new EmbeddingCache holding the snapshot file `path` (see
+        SyncEmbeddingCache.load for the keywords and errors); read and verified
+        in a worker thread, so the event loop is not blocked."""
+        kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
+        sync = await asyncio.to_thread(SyncEmbeddingCache.load, path, clock=clock, **kwargs)
+        return cls._around(sync, clock)
+
+    @classmethod
+    def _around(cls, sync: SyncEmbeddingCache, clock: Callable[[], float] | None) -> EmbeddingCache:
+        """A facade, made by the constructor with `sync`'s limits, whose core is
+        then `sync` (a freshly loaded one)."""
+        self = cls(sync.max_entries, sync.ttl_seconds, sync.max_memory_mb, dim=sync.dim,
+                   clock=clock)
+        self._sync = sync
+        self._get = sync.get
+        self._put = sync.put
+        self._flights = flights_of(sync)
+        return self
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: PathLike,
+        *,
+        max_entries: int = UNSET,
+        ttl_seconds: float | None = UNSET,
+        max_memory_mb: float = UNSET,
+        dim: int | None = UNSET,
+        clock: Callable[[], float] | None = None,
+        save_every: float | None = None,
+    ) -> AsyncIterator[EmbeddingCache]:
+        """Warm start for a service: ``async with EmbeddingCache.open(path, ...) as
+        cache:``. On entry the snapshot at `path` is loaded if the file exists
+        (the keywords given override its limits, as for load), else a new cache
+        is made from the keywords (the constructor's defaults for the others).
+        Every `save_every` seconds (None: never) the cache is saved to `path` in
+        the background, and once more on exit, also when the body raised. A
+        periodic save that fails (a full disk, say) is logged on the
+        ``embcache`` logger and retried at the next period; the save on exit
+        raises. A snapshot that exists but is invalid raises SnapshotError: move
+        it away to start empty."""
+        if save_every is not None:
+            if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
+                raise ArgumentTypeError(
+                    f"save_every must be a number of seconds or None, got "
+                    f"{type(save_every).__name__}")
+            if not save_every > 0 or save_every == float("inf"):
+                raise ArgumentValueError(
+                    f"save_every must be a finite number of seconds > 0, got {save_every!r}")
+        kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
+        try:
+            cache = await cls.load(path, clock=clock, **kwargs)
+        except FileNotFoundError:
+            cache = cls(clock=clock, **kwargs)
+        saver = None
+        if save_every is not None:
+            saver = asyncio.ensure_future(_save_every(cache, path, save_every))
+        try:
+            yield cache
+        finally:
+            if saver is not None:
+                saver.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await saver
+            await cache.save(path)
+
     def __len__(self) -> int:
         return len(self._sync)
 
@@ -177,3 +283,28 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
+
+
+def _given(
+    max_entries: Any, ttl_seconds: Any, max_memory_mb: Any, dim: Any
+) -> dict[str, Any]:
+    """The snapshot-limit keywords that were given (not UNSET)."""
+    given = {
+        "max_entries": max_entries,
+        "ttl_seconds": ttl_seconds,
+        "max_memory_mb": max_memory_mb,
+        "dim": dim,
+    }
+    return {k: v for k, v in given.items() if v is not UNSET}
+
+
+async def _save_every(cache: EmbeddingCache, path: PathLike, seconds: float) -> None:
+    """EmbeddingCache.open's background task: save every `seconds`, logging failures."""
+    while True:
+        await asyncio.sleep(seconds)
+        try:
+            n = await cache.save(path)
+        except OSError as exc:
+            log.warning("embcache: periodic snapshot to %r failed: %s", path, exc)
+        else:
+            log.debug("embcache: saved %d entries to %r", n, path)

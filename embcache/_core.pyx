@@ -62,6 +62,7 @@ from libc.math cimport INFINITY, fabs, fabsf, isfinite, isinf, isnan
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
+from posix.fcntl cimport POSIX_FADV_SEQUENTIAL, POSIX_FADV_WILLNEED, posix_fadvise
 from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport off_t

@@ -33,6 +33,7 @@
 DEF SNAP_HEADER_BYTES = 128
 DEF SNAP_HEADER_SUMMED = 120      # the header checksum covers bytes [0, 120)
 DEF SNAP_IO_BYTES = 4194304       # read / write buffer; rows copied per lock hold
+DEF SNAP_READ_AHEAD = 33554432    # a load asks the OS for the next 32 MiB while it works
 DEF SNAP_SEED_HEADER = 1
 DEF SNAP_SEED_GROUPS = 2
 DEF SNAP_SEED_ENTRIES = 3
@@ -90,7 +91,7 @@ cdef struct ExpiryRank:
     slot_t slot
 
 
-class SnapshotFormatError(Exception):
+class _SnapshotFormatError(Exception):
     """Internal: a malformed snapshot, re-raised as SnapshotError naming the file."""
 
 
@@ -605,10 +606,10 @@ cdef int finish_load(Table *t, const SnapRecord *recs, Py_ssize_t n,
 
 
 cdef bytes read_section(int fd, uint64_t offset, uint64_t nbytes, str what):
-    """`nbytes` at `offset` (inside the file: checked by the caller), or SnapshotFormatError."""
+    """`nbytes` at `offset` (inside the file: checked by the caller), or _SnapshotFormatError."""
     data = os.pread(fd, <Py_ssize_t>nbytes, <Py_ssize_t>offset) if nbytes else b""
     if <uint64_t>len(data) != nbytes:
-        raise SnapshotFormatError(f"the file ended inside the {what} section (it shrank while "
+        raise _SnapshotFormatError(f"the file ended inside the {what} section (it shrank while "
                                   "being read)")
     return data
 
@@ -629,7 +630,7 @@ cdef SyncEmbeddingCache snapshot_load(object path, object max_entries, object tt
             raise SnapshotError(f"cannot load snapshot {source!r}: not a regular file")
         try:
             return load_fd(fd, st.st_size, max_entries, ttl_seconds, max_memory_mb, dim, clock)
-        except SnapshotFormatError as exc:
+        except _SnapshotFormatError as exc:
             raise SnapshotError(f"cannot load snapshot {source!r}: {exc}") from None
     finally:
         os.close(fd)
@@ -637,7 +638,7 @@ cdef SyncEmbeddingCache snapshot_load(object path, object max_entries, object tt
 
 cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, object ttl_arg,
                                 object mb_arg, object dim_arg, object clock):
-    bad = SnapshotFormatError
+    bad = _SnapshotFormatError
     if size == 0:
         raise bad("the file is empty")
     if size < SNAP_HEADER_BYTES:
@@ -825,6 +826,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         buf = <char *>malloc(cap)
         if buf == NULL:
             raise MemoryError("not enough memory for the snapshot's read buffer")
+        posix_fadvise(fd, SNAP_HEADER_BYTES, <off_t>blocks_bytes, POSIX_FADV_SEQUENTIAL)
         for g in range(n_groups):
             row_bytes = groups[g].dim * 4
             block = groups[g].count * row_bytes
@@ -835,6 +837,9 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                 if want > block - pos:
                     want = block - pos
                 with nogil:
+                    # the disk reads ahead while this buffer is checked and stored
+                    posix_fadvise(fd, <off_t>(offset + pos + want), SNAP_READ_AHEAD,
+                                  POSIX_FADV_WILLNEED)
                     got = read_at(fd, buf, want, offset + pos)
                     finite = False
                     if got == <Py_ssize_t>want:
@@ -862,8 +867,12 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         if t.size != n_kept:
             raise bad(f"{n_kept - t.size} entries repeat another entry's key digest")
         embcache_lock_acquire(&cache.lock)
-        with nogil:
-            failed = finish_load(t, recs, n, keep, expires, n_groups > 1, ranks)
+        if n_groups > 1 or t.ttl_seconds > 0:
+            with nogil:
+                failed = finish_load(t, recs, n, keep, expires, n_groups > 1, ranks)
+        else:
+            # one group stored least recent first, no TTL: order and expiries are right
+            memset(&t.stats, 0, sizeof(Stats))
         embcache_lock_release(&cache.lock)
         if failed:
             raise bad("an entry went missing while loading")
