@@ -5,6 +5,7 @@
 cimport cython
 cimport numpy as cnp
 from cpython.object cimport PyObject
+from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 # --- central typedefs -------------------------------------------------------
@@ -42,6 +43,16 @@ cdef extern from "_checksum.h":
     void embcache_mix_update(embcache_mix_state *s, const void *data, size_t n) noexcept nogil
     uint64_t embcache_mix_final(const embcache_mix_state *s) noexcept nogil
     uint64_t embcache_mix64(const void *data, size_t n, uint64_t seed) noexcept nogil
+
+cdef extern from "_snapio.h":
+    ctypedef struct embcache_reader:
+        pass
+    int EMBCACHE_READER_SHORT
+    int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
+                              size_t chunk, char *buf0, char *buf1) noexcept nogil
+    char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len) noexcept nogil
+    void embcache_reader_release(embcache_reader *r) noexcept nogil
+    void embcache_reader_stop(embcache_reader *r) noexcept nogil
 
 cdef extern from "_lock.h":
     ctypedef struct embcache_lock:

@@ -49,7 +49,7 @@ Where things are:
   _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
   _siphash.h _blake2b.h _kernels.h _lock.h _slab.h   C: hashes, vector kernels, lock, slab memory
-  _checksum.h        C: the snapshot checksum (mix64 v1)
+  _checksum.h _snapio.h   C: the snapshot checksum (mix64 v1), double-buffered reading
 """
 
 cimport cython
@@ -62,7 +62,7 @@ from libc.math cimport INFINITY, fabs, fabsf, isfinite, isinf, isnan
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
-from posix.fcntl cimport POSIX_FADV_SEQUENTIAL, POSIX_FADV_WILLNEED, posix_fadvise
+from posix.fcntl cimport POSIX_FADV_SEQUENTIAL, posix_fadvise
 from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport off_t

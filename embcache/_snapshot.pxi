@@ -33,7 +33,6 @@
 DEF SNAP_HEADER_BYTES = 128
 DEF SNAP_HEADER_SUMMED = 120      # the header checksum covers bytes [0, 120)
 DEF SNAP_IO_BYTES = 4194304       # read / write buffer; rows copied per lock hold
-DEF SNAP_READ_AHEAD = 33554432    # a load asks the OS for the next 32 MiB while it works
 DEF SNAP_SEED_HEADER = 1
 DEF SNAP_SEED_GROUPS = 2
 DEF SNAP_SEED_ENTRIES = 3
@@ -736,7 +735,10 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef Py_ssize_t n = <Py_ssize_t>n_entries, i, j, bad_record, rows, n_kept = 0
     cdef uint32_t g
     cdef uint64_t esum, offset, pos, block, want, row_bytes
-    cdef Py_ssize_t got
+    cdef Py_ssize_t got_entries
+    cdef ptrdiff_t got
+    cdef char *chunk
+    cdef embcache_reader reader
     cdef size_t cap
     cdef double wall_now, now, given
     cdef embcache_mix_state mix
@@ -758,16 +760,16 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                 or expires == NULL or order == NULL or ranks == NULL):
             raise MemoryError(f"not enough memory to read {n_entries} snapshot entries")
         with nogil:
-            got = read_at(fd, <char *>recs, <size_t>n_entries * sizeof(SnapRecord) + 8,
-                          entries_offset)
-            if got == <Py_ssize_t>(n_entries * sizeof(SnapRecord) + 8):
+            got_entries = read_at(fd, <char *>recs, <size_t>n_entries * sizeof(SnapRecord) + 8,
+                                  entries_offset)
+            if got_entries == <Py_ssize_t>(n_entries * sizeof(SnapRecord) + 8):
                 memcpy(&esum, (<char *>recs) + n_entries * sizeof(SnapRecord), 8)
                 ok = bytes_checksum(<const unsigned char *>recs,
                                         <size_t>n_entries * sizeof(SnapRecord),
                                         SNAP_SEED_ENTRIES) == esum
-        if got < 0:
-            raise OSError(-got, os.strerror(-got))
-        if got != <Py_ssize_t>(n_entries * sizeof(SnapRecord) + 8):
+        if got_entries < 0:
+            raise OSError(-got_entries, os.strerror(-got_entries))
+        if got_entries != <Py_ssize_t>(n_entries * sizeof(SnapRecord) + 8):
             raise bad("the file ended inside the entries section (it shrank while being read)")
         if not ok:
             raise bad("the entries section fails its checksum (corrupt)")
@@ -823,43 +825,50 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
             row_bytes = groups[g].dim * 4
             if row_bytes > cap:
                 cap = row_bytes
-        buf = <char *>malloc(cap)
+        buf = <char *>malloc(2 * cap)
         if buf == NULL:
-            raise MemoryError("not enough memory for the snapshot's read buffer")
+            raise MemoryError("not enough memory for the snapshot's read buffers")
         posix_fadvise(fd, SNAP_HEADER_BYTES, <off_t>blocks_bytes, POSIX_FADV_SEQUENTIAL)
         for g in range(n_groups):
             row_bytes = groups[g].dim * 4
             block = groups[g].count * row_bytes
-            want = (cap // row_bytes) * row_bytes
             embcache_mix_init(&mix, SNAP_SEED_BLOCK + g)
-            pos = 0
-            while pos < block:
-                if want > block - pos:
-                    want = block - pos
-                with nogil:
-                    # the disk reads ahead while this buffer is checked and stored
-                    posix_fadvise(fd, <off_t>(offset + pos + want), SNAP_READ_AHEAD,
-                                  POSIX_FADV_WILLNEED)
-                    got = read_at(fd, buf, want, offset + pos)
-                    finite = False
-                    if got == <Py_ssize_t>want:
-                        embcache_mix_update(&mix, buf, want)
-                        finite = embcache_f32_all_finite(<const float *>buf, want // 4) != 0
-                if got < 0:
-                    raise OSError(-got, os.strerror(-got))
-                if got != <Py_ssize_t>want:
-                    raise bad("the file ended inside a vector block (it shrank while being read)")
-                if not finite:
-                    raise bad(f"a vector of dim {groups[g].dim} holds NaN or infinity")
-                rows = <Py_ssize_t>(want // row_bytes)
-                if kept[g]:
-                    embcache_lock_acquire(&cache.lock)
+            # a reader thread fills one buffer while this one is checked and stored
+            failed = embcache_reader_start(&reader, fd, offset, block,
+                                           (cap // row_bytes) * row_bytes, buf, buf + cap)
+            if failed:
+                raise OSError(failed, f"cannot start the snapshot reader: {os.strerror(failed)}")
+            try:
+                pos = 0
+                while pos < block:
                     with nogil:
-                        store_block_rows(t, recs, keep, order, j, rows, buf,
-                                         <dim_t>groups[g].dim, slab_index[g], now)
-                    embcache_lock_release(&cache.lock)
-                j += rows
-                pos += want
+                        chunk = embcache_reader_next(&reader, &got)
+                        finite = False
+                        if got > 0:
+                            embcache_mix_update(&mix, chunk, <size_t>got)
+                            finite = embcache_f32_all_finite(<const float *>chunk,
+                                                             <size_t>got // 4) != 0
+                    if got == -EMBCACHE_READER_SHORT:
+                        raise bad("the file ended inside a vector block (it shrank while "
+                                  "being read)")
+                    if got < 0:
+                        raise OSError(-got, os.strerror(-got))
+                    if not finite:
+                        raise bad(f"a vector of dim {groups[g].dim} holds NaN or infinity")
+                    rows = <Py_ssize_t>(<uint64_t>got // row_bytes)
+                    if kept[g]:
+                        embcache_lock_acquire(&cache.lock)
+                        with nogil:
+                            store_block_rows(t, recs, keep, order, j, rows, chunk,
+                                             <dim_t>groups[g].dim, slab_index[g], now)
+                        embcache_lock_release(&cache.lock)
+                    with nogil:
+                        embcache_reader_release(&reader)
+                    j += rows
+                    pos += <uint64_t>got
+            finally:
+                with nogil:
+                    embcache_reader_stop(&reader)
             if embcache_mix_final(&mix) != groups[g].checksum:
                 raise bad(f"the block of vectors of dim {groups[g].dim} fails its checksum "
                           "(corrupt)")
