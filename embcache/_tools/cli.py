@@ -124,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="folder (on the disk to measure) for the snapshot-bandwidth files, removed "
         "after (default: the system's temporary folder)",
     )
+    check.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="drop the OS page cache before each snapshot-bandwidth read, so reads come from "
+        "the disk (root on Linux; affects the whole machine)",
+    )
     check.set_defaults(func=_cmd_check)
     return parser
 
@@ -133,6 +139,7 @@ def run(
     compare: bool,
     progress_stream: TextIO | None,
     snapshot_dir: str | None = None,
+    drop_caches: bool = False,
 ) -> Report:
     """Run the criteria (and the comparison when asked) and return the report;
     progress goes to `progress_stream` (None: silent). Snapshot bandwidth beside
@@ -141,7 +148,7 @@ def run(
     t0 = time.perf_counter()
     criteria = run_check(cfg, progress)
     seconds = time.perf_counter() - t0
-    snapshot = run_snapshot_check(cfg.quick, snapshot_dir, progress)
+    snapshot = run_snapshot_check(cfg.quick, snapshot_dir, progress, drop_caches)
     comparison = run_compare(cfg, progress) if compare else None
     return Report(cfg, criteria, machine_info(), comparison, seconds, snapshot)
 
@@ -149,8 +156,13 @@ def run(
 def _cmd_check(args: argparse.Namespace) -> int:
     """Run ``embcache check`` with parsed arguments; returns the exit status."""
     cfg = CheckConfig.make(quick=args.quick, dim=args.dim)
-    report = run(cfg, compare=args.compare, progress_stream=sys.stderr,
-                 snapshot_dir=args.snapshot_dir)
+    report = run(
+        cfg,
+        compare=args.compare,
+        progress_stream=sys.stderr,
+        snapshot_dir=args.snapshot_dir,
+        drop_caches=args.drop_caches,
+    )
     text = format_report(report)
     json_to_stdout = args.json == "-"
     (sys.stderr if json_to_stdout else sys.stdout).write(text)

@@ -12,9 +12,10 @@ In one folder, in one run, interleaved round by round (best of the rounds):
 * beside them, what a plain Python cache would write: ``pickle`` (protocol 5) of a
   ``dict`` of key -> array, and ``np.savez`` of the same vectors, both fsynced.
 
-Before every read the page cache is dropped (``/proc/sys/vm/drop_caches``) when
-the process may (root on Linux); the report says whether it could. Ratios are
-embcache's GiB/s over dd's. Informational: never part of the exit code.
+With ``drop=True`` (``embcache check --drop-caches``) the page cache is dropped
+before every read (``/proc/sys/vm/drop_caches``: root on Linux, and it affects the
+whole machine), so reads come from the disk; the report says whether it was.
+Ratios are embcache's GiB/s over dd's. Informational: never part of the exit code.
 """
 
 from __future__ import annotations
@@ -103,11 +104,17 @@ def _fsync_path(path: str) -> None:
 
 
 def measure_snapshot_bandwidth(
-    folder: str | None, nbytes: int, rounds: int, peers: bool, progress: Progress | None = None
+    folder: str | None,
+    nbytes: int,
+    rounds: int,
+    peers: bool,
+    progress: Progress | None = None,
+    drop: bool = False,
 ) -> dict[str, Any]:
     """Bytes/s of dd write/read, embcache save/load and (with `peers`) pickle and
     np.savez save/load, best of `rounds` interleaved rounds, in a scratch folder
-    made inside `folder` (None: the system's temporary folder)."""
+    made inside `folder` (None: the system's temporary folder); with `drop`, the
+    page cache is dropped before every read when permitted."""
     work = tempfile.mkdtemp(prefix="embcache-snapshot-", dir=folder)
     try:
         mib = max(1, nbytes // MIB)
@@ -119,7 +126,10 @@ def measure_snapshot_bandwidth(
         dd_file = os.path.join(work, "dd.bin")
         snap = os.path.join(work, "cache.snap")
         best: dict[str, float] = {}
-        dropped = True
+        dropped = drop
+
+        def drop_page_cache_if_asked() -> bool:
+            return drop and drop_page_cache()
 
         def keep(name: str, value: float | None) -> None:
             if value is not None:
@@ -138,9 +148,9 @@ def measure_snapshot_bandwidth(
                 _dd(["if=/dev/zero", f"of={dd_file}", "bs=1M", f"count={mib}", "conv=fsync"]),
             )
             keep("embcache_save", _rate(vector_bytes, lambda: cache.save(snap)))
-            dropped = drop_page_cache() and dropped
+            dropped = drop_page_cache_if_asked() and dropped
             keep("dd_read", _dd([f"if={dd_file}", "of=/dev/null", "bs=1M"]))
-            dropped = drop_page_cache() and dropped
+            dropped = drop_page_cache_if_asked() and dropped
             keep("embcache_load", _rate(vector_bytes, load_once))
             loaded = holder.pop()
             if len(loaded) != len(keys):
@@ -176,10 +186,10 @@ def measure_snapshot_bandwidth(
 
             for _ in range(rounds):
                 keep("pickle_save", _rate(vector_bytes, pickle_save))
-                dropped = drop_page_cache() and dropped
+                dropped = drop_page_cache_if_asked() and dropped
                 keep("pickle_load", _rate(vector_bytes, pickle_load))
                 keep("npz_save", _rate(vector_bytes, npz_save))
-                dropped = drop_page_cache() and dropped
+                dropped = drop_page_cache_if_asked() and dropped
                 keep("npz_load", _rate(vector_bytes, npz_load))
             del as_dict, matrix
         if progress:
@@ -204,12 +214,14 @@ def measure_snapshot_bandwidth(
         shutil.rmtree(work, ignore_errors=True)
 
 
-def run_snapshot_check(quick: bool, folder: str | None, progress: Progress) -> dict[str, Any]:
+def run_snapshot_check(
+    quick: bool, folder: str | None, progress: Progress, drop: bool = False
+) -> dict[str, Any]:
     """The snapshot figures of one ``embcache check``: 256 MiB, 3 rounds, with
     pickle and npz; with `quick`, 16 MiB, 1 round, embcache and dd only."""
     if quick:
-        return measure_snapshot_bandwidth(folder, 16 * MIB, 1, False, progress)
-    return measure_snapshot_bandwidth(folder, 256 * MIB, 3, True, progress)
+        return measure_snapshot_bandwidth(folder, 16 * MIB, 1, False, progress, drop)
+    return measure_snapshot_bandwidth(folder, 256 * MIB, 3, True, progress, drop)
 
 
 def format_snapshot(result: dict[str, Any]) -> list[str]:
