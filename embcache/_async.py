@@ -264,15 +264,17 @@ class EmbeddingCache:
         except FileNotFoundError:
             cache = cls(clock=clock, **kwargs)
         saver = None
+        stop = asyncio.Event()
         if save_every is not None:
-            saver = asyncio.ensure_future(_save_every(cache, path, save_every))
+            saver = asyncio.ensure_future(_save_every(cache, path, save_every, stop))
         try:
             yield cache
         finally:
             if saver is not None:
-                saver.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await saver
+                # not cancelled: a periodic save under way finishes first, so it can
+                # never land after (and over) the final one
+                stop.set()
+                await saver
             await cache.save(path)
 
     def __len__(self) -> int:
@@ -298,10 +300,17 @@ def _given(
     return {k: v for k, v in given.items() if v is not UNSET}
 
 
-async def _save_every(cache: EmbeddingCache, path: PathLike, seconds: float) -> None:
-    """EmbeddingCache.open's background task: save every `seconds`, logging failures."""
+async def _save_every(
+    cache: EmbeddingCache, path: PathLike, seconds: float, stop: asyncio.Event
+) -> None:
+    """EmbeddingCache.open's background task: save every `seconds` until `stop`
+    is set, logging failures."""
     while True:
-        await asyncio.sleep(seconds)
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+            return
+        except asyncio.TimeoutError:
+            pass
         try:
             n = await cache.save(path)
         except OSError as exc:

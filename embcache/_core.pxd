@@ -49,8 +49,9 @@ cdef extern from "_snapio.h":
         pass
     int EMBCACHE_READER_SHORT
     int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
-                              size_t chunk, char *buf0, char *buf1) noexcept nogil
-    char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len) noexcept nogil
+                              size_t chunk, char *buf0, char *buf1,
+                              embcache_mix_state *mix) noexcept nogil
+    char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len, int *finite) noexcept nogil
     void embcache_reader_release(embcache_reader *r) noexcept nogil
     void embcache_reader_stop(embcache_reader *r) noexcept nogil
 

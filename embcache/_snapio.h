@@ -1,16 +1,18 @@
 /*
  * Double-buffered sequential reading for snapshot loads.
  *
- * A reader thread fills one buffer with pread() while the loading thread
- * checks and stores the other, so the disk (or, from the page cache, the
- * kernel's copy) and the loader's work overlap. Two buffers, handed back and
- * forth under one mutex and one condition variable; no Python anywhere (the
- * loader calls these without the GIL).
+ * A reader thread fills one buffer with pread() and checks it (the block's
+ * running checksum, every float finite) while the loading thread stores the
+ * other, so the disk (or, from the page cache, the kernel's copy), the checks
+ * and the stores overlap. Two buffers, handed back and forth under one mutex and
+ * one condition variable; no Python anywhere (the loader calls these without the
+ * GIL). The checksum state belongs to the reader until embcache_reader_stop.
  *
- *   embcache_reader_start(r, fd, offset, nbytes, chunk, buf0, buf1)   0 or an errno
- *   p = embcache_reader_next(r, &len)   the next filled buffer (in file order);
+ *   embcache_reader_start(r, fd, offset, nbytes, chunk, buf0, buf1, mix)   0 or an errno
+ *   p = embcache_reader_next(r, &len, &finite)   the next filled buffer (file order);
  *                                       len < 0: -errno of a failed read, or
- *                                       -EMBCACHE_READER_SHORT at an early end of file
+ *                                       -EMBCACHE_READER_SHORT at an early end of file;
+ *                                       finite: 0 if a value is NaN or infinite
  *   embcache_reader_release(r)          that buffer may be refilled
  *   embcache_reader_stop(r)             stop and join (also after an error; idempotent)
  */
@@ -25,6 +27,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include "_checksum.h"
+#include "_kernels.h"
+
 #define EMBCACHE_READER_SHORT 100000
 
 typedef struct {
@@ -34,7 +39,9 @@ typedef struct {
     size_t chunk;
     char *buf[2];
     ptrdiff_t len[2];          /* bytes in a full buffer, or -errno / -SHORT */
+    int finite[2];
     int full[2];
+    embcache_mix_state *mix;   /* absorbs every byte read, in file order */
     int next;                  /* the buffer the consumer takes next */
     int stop;
     int started;
@@ -77,6 +84,11 @@ static void *embcache_reader_main(void *arg) {
         pthread_mutex_unlock(&r->mu);
 
         len = embcache_reader_fill(r->fd, r->buf[slot], n, offset);
+        if (len > 0) {
+            embcache_mix_update(r->mix, r->buf[slot], (size_t)len);
+            r->finite[slot] = embcache_f32_all_finite((const float *)r->buf[slot],
+                                                     (size_t)len / 4);
+        }
 
         pthread_mutex_lock(&r->mu);
         r->len[slot] = len;
@@ -90,7 +102,7 @@ static void *embcache_reader_main(void *arg) {
 }
 
 static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
-                                 size_t chunk, char *buf0, char *buf1) {
+                                 size_t chunk, char *buf0, char *buf1, embcache_mix_state *mix) {
     int err;
     memset(r, 0, sizeof(*r));
     r->fd = fd;
@@ -99,6 +111,7 @@ static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, ui
     r->chunk = chunk;
     r->buf[0] = buf0;
     r->buf[1] = buf1;
+    r->mix = mix;
     if ((err = pthread_mutex_init(&r->mu, NULL)) != 0) return err;
     if ((err = pthread_cond_init(&r->cv, NULL)) != 0) {
         pthread_mutex_destroy(&r->mu);
@@ -113,13 +126,14 @@ static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, ui
     return 0;
 }
 
-static char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len) {
+static char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len, int *finite) {
     int slot;
     pthread_mutex_lock(&r->mu);
     slot = r->next;
     while (!r->full[slot])
         pthread_cond_wait(&r->cv, &r->mu);
     *len = r->len[slot];
+    *finite = r->finite[slot];
     pthread_mutex_unlock(&r->mu);
     return r->buf[slot];
 }

@@ -745,7 +745,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef SyncEmbeddingCache cache
     cdef Table *t
     cdef int failed
-    cdef bint finite
+    cdef int all_finite = 0
     cdef bint ok = False
     try:
         recs = <SnapRecord *>malloc(<size_t>n_entries * sizeof(SnapRecord) + 8)
@@ -833,27 +833,22 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
             row_bytes = groups[g].dim * 4
             block = groups[g].count * row_bytes
             embcache_mix_init(&mix, SNAP_SEED_BLOCK + g)
-            # a reader thread fills one buffer while this one is checked and stored
+            # a reader thread reads and checks one buffer while this one is stored
             failed = embcache_reader_start(&reader, fd, offset, block,
-                                           (cap // row_bytes) * row_bytes, buf, buf + cap)
+                                           (cap // row_bytes) * row_bytes, buf, buf + cap, &mix)
             if failed:
                 raise OSError(failed, f"cannot start the snapshot reader: {os.strerror(failed)}")
             try:
                 pos = 0
                 while pos < block:
                     with nogil:
-                        chunk = embcache_reader_next(&reader, &got)
-                        finite = False
-                        if got > 0:
-                            embcache_mix_update(&mix, chunk, <size_t>got)
-                            finite = embcache_f32_all_finite(<const float *>chunk,
-                                                             <size_t>got // 4) != 0
+                        chunk = embcache_reader_next(&reader, &got, &all_finite)
                     if got == -EMBCACHE_READER_SHORT:
                         raise bad("the file ended inside a vector block (it shrank while "
                                   "being read)")
                     if got < 0:
                         raise OSError(-got, os.strerror(-got))
-                    if not finite:
+                    if not all_finite:
                         raise bad(f"a vector of dim {groups[g].dim} holds NaN or infinity")
                     rows = <Py_ssize_t>(<uint64_t>got // row_bytes)
                     if kept[g]:
