@@ -24,6 +24,7 @@ from embcache.errors import (
     InvalidKeyError,
     InvalidVectorError,
     KeyTypeError,
+    SnapshotError,
     VectorTypeError,
 )
 
@@ -47,6 +48,7 @@ __all__ = [
     "InvalidVectorError",
     "KeyTypeError",
     "PutBatch",
+    "SnapshotError",
     "SyncEmbeddingCache",
     "VectorTypeError",
     "__version__",

@@ -13,8 +13,11 @@ what is stored or computed is written to both. The tier is duck-typed
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
-from collections.abc import Awaitable, Sequence
+import logging
+import os
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Callable, Union
 
 import numpy as np
@@ -25,8 +28,24 @@ from embcache._flight import flights_of
 from embcache._flight_call import all_found
 from embcache._info import CacheInfo
 from embcache._tier import Tier, check_tier
+from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = ["EmbeddingCache"]
+
+log = logging.getLogger("embcache")
+
+PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
+
+
+class _Unset:
+    """The type of UNSET: a snapshot-limit keyword that was not given."""
+
+    def __repr__(self) -> str:
+        return "UNSET"
+
+
+UNSET: Any = _Unset()
+"""A load / open keyword not given: the snapshot's recorded limit is used."""
 
 # A batch is copied in slices of about this many bytes, yielding to the event loop
 # between slices, so a large batch never holds the loop for more than about a
@@ -308,6 +327,106 @@ class EmbeddingCache:
             info, tier_hits=counts.hits, tier_misses=counts.misses, tier_errors=counts.errors
         )
 
+    # -- snapshots -------------------------------------------------------------------
+
+    async def save(self, path: PathLike) -> int:
+        """Write every live entry to the snapshot file `path` and return how many
+        (see SyncEmbeddingCache.save: atomic, checksummed). The work runs in a
+        worker thread, so the event loop goes on serving; the cache lock is held
+        only in short steps, so gets and puts go on too."""
+        return await asyncio.to_thread(self._sync.save, path)
+
+    @classmethod
+    async def load(
+        cls,
+        path: PathLike,
+        *,
+        max_entries: int = UNSET,
+        ttl_seconds: float | None = UNSET,
+        max_memory_mb: float = UNSET,
+        dim: int | None = UNSET,
+        clock: Callable[[], float] | None = None,
+        policy: str = "lru",
+        tier: Tier | None = None,
+    ) -> EmbeddingCache:
+        """A new EmbeddingCache holding the snapshot file `path` (see
+        SyncEmbeddingCache.load for the keywords and errors), over `tier` as the
+        constructor's; read and verified in a worker thread, so the event loop is
+        not blocked."""
+        check_tier(tier)
+        kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
+        sync = await asyncio.to_thread(
+            SyncEmbeddingCache.load, path, clock=clock, policy=policy, **kwargs
+        )
+        return cls._around(sync, clock, tier)
+
+    @classmethod
+    def _around(
+        cls, sync: SyncEmbeddingCache, clock: Callable[[], float] | None, tier: Tier | None
+    ) -> EmbeddingCache:
+        """A facade, made by the constructor with `sync`'s limits, whose core is
+        then `sync` (a freshly loaded one)."""
+        self = cls(sync.max_entries, sync.ttl_seconds, sync.max_memory_mb, dim=sync.dim,
+                   clock=clock, policy=sync.policy, tier=tier)
+        self._sync = sync
+        self._get = sync.get
+        self._put = sync.put
+        self._flights = flights_of(sync)
+        return self
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def open(
+        cls,
+        path: PathLike,
+        *,
+        max_entries: int = UNSET,
+        ttl_seconds: float | None = UNSET,
+        max_memory_mb: float = UNSET,
+        dim: int | None = UNSET,
+        clock: Callable[[], float] | None = None,
+        policy: str = "lru",
+        tier: Tier | None = None,
+        save_every: float | None = None,
+    ) -> AsyncIterator[EmbeddingCache]:
+        """Warm start for a service: ``async with EmbeddingCache.open(path, ...) as
+        cache:``. On entry the snapshot at `path` is loaded if the file exists
+        (the keywords given override its limits, as for load), else a new cache
+        is made from the keywords (the constructor's defaults for the others);
+        `clock`, `policy` and `tier` are the constructor's.
+        Every `save_every` seconds (None: never) the cache is saved to `path` in
+        the background, and once more on exit, also when the body raised. A
+        periodic save that fails (a full disk, say) is logged on the
+        ``embcache`` logger and retried at the next period; the save on exit
+        raises. A snapshot that exists but is invalid raises SnapshotError: move
+        it away to start empty."""
+        if save_every is not None:
+            if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
+                raise ArgumentTypeError(
+                    f"save_every must be a number of seconds or None, got "
+                    f"{type(save_every).__name__}")
+            if not save_every > 0 or save_every == float("inf"):
+                raise ArgumentValueError(
+                    f"save_every must be a finite number of seconds > 0, got {save_every!r}")
+        kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
+        try:
+            cache = await cls.load(path, clock=clock, policy=policy, tier=tier, **kwargs)
+        except FileNotFoundError:
+            cache = cls(clock=clock, policy=policy, tier=tier, **kwargs)
+        saver = None
+        stop = asyncio.Event()
+        if save_every is not None:
+            saver = asyncio.ensure_future(_save_every(cache, path, save_every, stop))
+        try:
+            yield cache
+        finally:
+            if saver is not None:
+                # not cancelled: a periodic save under way finishes first, so it can
+                # never land after (and over) the final one
+                stop.set()
+                await saver
+            await cache.save(path)
+
     def __len__(self) -> int:
         return len(self._sync)
 
@@ -316,3 +435,35 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
+
+
+def _given(
+    max_entries: Any, ttl_seconds: Any, max_memory_mb: Any, dim: Any
+) -> dict[str, Any]:
+    """The snapshot-limit keywords that were given (not UNSET)."""
+    given = {
+        "max_entries": max_entries,
+        "ttl_seconds": ttl_seconds,
+        "max_memory_mb": max_memory_mb,
+        "dim": dim,
+    }
+    return {k: v for k, v in given.items() if v is not UNSET}
+
+
+async def _save_every(
+    cache: EmbeddingCache, path: PathLike, seconds: float, stop: asyncio.Event
+) -> None:
+    """EmbeddingCache.open's background task: save every `seconds` until `stop`
+    is set, logging failures."""
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), seconds)
+            return
+        except asyncio.TimeoutError:
+            pass
+        try:
+            n = await cache.save(path)
+        except OSError as exc:
+            log.warning("embcache: periodic snapshot to %r failed: %s", path, exc)
+        else:
+            log.debug("embcache: saved %d entries to %r", n, path)

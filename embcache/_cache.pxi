@@ -569,6 +569,46 @@ cdef class SyncEmbeddingCache:
             policy_bytes=t.policy_fixed_bytes,
         )
 
+    # -- snapshots (_snapshot.pxi) ------------------------------------------------------
+
+    def save(self, path):
+        """Write every live entry to the snapshot file `path`; returns how many.
+
+        The file names each entry by its stable ``CacheKey.digest`` and keeps its
+        vector, its remaining TTL (as a wall-clock expiry) and the recency order;
+        the limits are recorded too. It is written to a temporary file in the same
+        folder, fsynced and renamed over `path` (the folder fsynced after), so a
+        crash or a full disk leaves the previous snapshot intact; a failure raises
+        OSError and leaves no temporary file. The cache lock is held only in short
+        steps (rows are copied ~4 MiB at a time, file writes and checksums run
+        without the lock and the GIL): other threads keep using the cache, and an
+        entry they remove or rewrite meanwhile is left out or saved as rewritten.
+        """
+        return snapshot_save(self, path)
+
+    @classmethod
+    def load(cls, path, *, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET,
+             dim=UNSET, clock=None, policy="lru"):
+        """A new cache holding the entries of the snapshot file `path`.
+
+        Every keyword is optional: a limit not given is the one the snapshot
+        recorded (``ttl_seconds=None`` / ``dim=None`` given explicitly mean no
+        TTL / any dimension). Entries whose expiry passed while on disk are
+        dropped; the rest keep their remaining TTL (cut to `ttl_seconds` if that
+        is shorter; a snapshot without TTL loaded with one gives every entry a
+        fresh TTL) and their recency order. When the limits are smaller, the most
+        recent entries that fit are kept. Statistics start at zero. `clock` and
+        `policy` are the constructor's (the snapshot records neither; under
+        "tinylfu" the loaded entries start with an empty frequency sketch).
+
+        Everything is checked before a cache is returned: SnapshotError (a
+        ValueError) says what is wrong with an empty, truncated, corrupt, foreign
+        or other-version file, FileNotFoundError for a missing one,
+        DimensionMismatchError when `dim` differs from the snapshot's vectors,
+        and the constructor's errors for bad limits.
+        """
+        return snapshot_load(path, max_entries, ttl_seconds, max_memory_mb, dim, clock, policy)
+
     @property
     def max_entries(self):
         """The bound on the number of entries."""

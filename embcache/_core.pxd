@@ -5,6 +5,7 @@
 cimport cython
 cimport numpy as cnp
 from cpython.object cimport PyObject
+from libc.stddef cimport ptrdiff_t
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 
 # --- central typedefs -------------------------------------------------------
@@ -34,6 +35,25 @@ cdef extern from "_kernels.h":
     int embcache_f32_all_finite(const float *p, size_t n) noexcept nogil
     int embcache_f64_all_storable(const double *p, size_t n) noexcept nogil
     void embcache_f64_to_f32(float *dst, const double *src, size_t n) noexcept nogil
+
+cdef extern from "_checksum.h":
+    ctypedef struct embcache_mix_state:
+        pass
+    void embcache_mix_init(embcache_mix_state *s, uint64_t seed) noexcept nogil
+    void embcache_mix_update(embcache_mix_state *s, const void *data, size_t n) noexcept nogil
+    uint64_t embcache_mix_final(const embcache_mix_state *s) noexcept nogil
+    uint64_t embcache_mix64(const void *data, size_t n, uint64_t seed) noexcept nogil
+
+cdef extern from "_snapio.h":
+    ctypedef struct embcache_reader:
+        pass
+    int EMBCACHE_READER_SHORT
+    int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
+                              size_t chunk, char *buf0, char *buf1,
+                              embcache_mix_state *mix) noexcept nogil
+    char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len, int *finite) noexcept nogil
+    void embcache_reader_release(embcache_reader *r) noexcept nogil
+    void embcache_reader_stop(embcache_reader *r) noexcept nogil
 
 cdef extern from "_lock.h":
     ctypedef struct embcache_lock:

@@ -1,7 +1,9 @@
 """Typed surface of the Cython core (embcache._core)."""
 
+import os
+import struct
 from collections.abc import Sequence
-from typing import Any, Callable, final
+from typing import Any, Callable, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -10,6 +12,24 @@ from embcache._info import CacheInfo
 
 ENTRY_OVERHEAD_BYTES: int
 """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
+
+_Path: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
+
+SNAPSHOT_MAGIC: bytes
+"""The first 8 bytes of every snapshot file: ``b"EMBCSNAP"``."""
+SNAPSHOT_VERSION: int
+"""The snapshot format version this build writes and reads."""
+SNAPSHOT_BYTE_ORDER: int
+"""The byte-order mark of the header (0x01020304, stored little-endian)."""
+SNAPSHOT_DIGEST_SCHEME: int
+"""1: entries are named by BLAKE2b-256 of the canonical key encoding."""
+SNAPSHOT_CHECKSUM_SCHEME: int
+"""1: sections are checksummed with mix64 v1."""
+SNAPSHOT_HEADER: struct.Struct
+"""The header's first 120 bytes; its mix64 checksum (seed 1) follows as a u64."""
+
+def snapshot_checksum(data: bytes | bytearray | memoryview, seed: int = 0) -> int:
+    """The snapshot checksum (mix64 v1) of `data` under `seed`."""
 
 def hash_key() -> bytes:
     """The 16-byte SipHash key this process uses to place keys in the index."""
@@ -164,6 +184,24 @@ class SyncEmbeddingCache:
         """Remove every entry; statistics are kept."""
     def get_cache_info(self) -> CacheInfo:
         """A consistent snapshot of size, bounds, memory and statistics."""
+    def save(self, path: _Path) -> int:
+        """Write every live entry to the snapshot file `path` (atomically, with
+        checksums); returns how many were written."""
+    @classmethod
+    def load(
+        cls,
+        path: _Path,
+        *,
+        max_entries: int = ...,
+        ttl_seconds: float | None = ...,
+        max_memory_mb: float = ...,
+        dim: int | None = ...,
+        clock: Callable[[], float] | None = None,
+        policy: str = "lru",
+    ) -> SyncEmbeddingCache:
+        """A new cache holding the snapshot file `path`; a limit not given is the
+        recorded one. SnapshotError for a malformed file, FileNotFoundError for a
+        missing one."""
     @property
     def max_entries(self) -> int:
         """The bound on the number of entries."""

@@ -54,9 +54,11 @@ Where things are:
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
   _sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
   _invariants.pxi    the invariant walker
+  _snapshot.pxi      snapshots: the file format, atomic save, verified load (README "Snapshots")
   _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
   _siphash.h _blake2b.h _kernels.h _lock.h _slab.h   C: hashes, vector kernels, lock, slab memory
+  _checksum.h _snapio.h   C: the snapshot checksum (mix64 v1), double-buffered reading
 """
 
 cimport cython
@@ -64,12 +66,16 @@ cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_GET_LENGTH
+from libc.errno cimport EINTR, EIO, EISDIR, ENOENT, errno
 from libc.math cimport INFINITY, fabs, fabsf, isfinite, isinf, isnan
 from libc.stdint cimport int32_t, uint32_t, uint64_t
-from libc.stdlib cimport calloc, free, malloc, realloc
+from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
+from posix.fcntl cimport POSIX_FADV_SEQUENTIAL, posix_fadvise
 from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
+from posix.types cimport off_t
+from posix.unistd cimport pread, write
 
 import gc
 import hashlib
@@ -77,6 +83,10 @@ import math
 import numbers
 import operator
 import os
+import stat
+import struct
+import sys
+import time
 import warnings
 import weakref
 
@@ -91,6 +101,7 @@ from embcache.errors import (
     InvalidKeyError,
     InvalidVectorError,
     KeyTypeError,
+    SnapshotError,
     VectorTypeError,
 )
 
@@ -112,5 +123,6 @@ include "_intake.pxi"
 include "_invariants.pxi"
 include "_policy.pxi"
 include "_table.pxi"
+include "_snapshot.pxi"
 include "_cache.pxi"
 include "_batch.pxi"

@@ -258,6 +258,35 @@ cdef inline slot_t policy_victim(Table *t, Py_ssize_t need, double now) noexcept
     return tinylfu_victim(t, need)
 
 
+# --- the order entries would go in (for snapshots) -------------------------------------
+# LRU: oldest to newest. W-TinyLFU: probation, then protected, then the window, each
+# oldest to newest, so that refilling a cache in this order puts the hottest last.
+
+cdef inline slot_t segment_tail_from(const Table *t, int k) noexcept nogil:
+    """The oldest entry of the first non-empty segment from the k-th in walk order
+    (probation, protected, window)."""
+    cdef slot_t s
+    while k < 3:
+        s = t.segment_tail[(k + 1) % 3]
+        if s != NO_SLOT:
+            return s
+        k += 1
+    return NO_SLOT
+
+
+cdef inline slot_t policy_walk_first(const Table *t) noexcept nogil:
+    if t.policy == POLICY_LRU:
+        return t.recency_tail
+    return segment_tail_from(t, 0)
+
+
+cdef inline slot_t policy_walk_next(const Table *t, slot_t s) noexcept nogil:
+    cdef slot_t newer = t.entries[s].recency_prev
+    if newer != NO_SLOT or t.policy == POLICY_LRU:
+        return newer
+    return segment_tail_from(t, (segment_of(t, s) + 2) % 3 + 1)
+
+
 cdef inline bint policy_admit(Table *t, const KeyId *k, Py_ssize_t need,
                               double now) noexcept nogil:
     # W-TinyLFU admits every new key to its window; the candidate for the main

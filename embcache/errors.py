@@ -19,6 +19,9 @@ InvalidVectorError          ValueError   a vector of the wrong shape, empty, or
                                          holding NaN / infinity / float32 overflow
 DimensionMismatchError      ValueError   a dimension other than the one required
 EntryTooLargeError          ValueError   one entry larger than the whole budget
+SnapshotError               ValueError   a snapshot file that is not a valid, intact
+                                         snapshot (truncated, corrupt, foreign,
+                                         another format version)
 ==========================  ===========  ==========================================
 
 Errors that are not about the caller's input keep their built-in type:
@@ -36,6 +39,7 @@ __all__ = [
     "InvalidVectorError",
     "DimensionMismatchError",
     "EntryTooLargeError",
+    "SnapshotError",
 ]
 
 
@@ -75,3 +79,9 @@ class DimensionMismatchError(InvalidVectorError):
 
 class EntryTooLargeError(InvalidVectorError):
     """One entry would need more memory than the cache's whole budget."""
+
+
+class SnapshotError(EmbcacheError, ValueError):
+    """A snapshot file cannot be loaded: empty, truncated, corrupt (a checksum
+    fails), foreign (not an embcache snapshot), of another format version, or
+    internally inconsistent. The message says which; nothing was built."""

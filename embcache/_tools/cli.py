@@ -22,6 +22,7 @@ from embcache._tools.compare import run_compare
 from embcache._tools.criteria import run_check
 from embcache._tools.measure import machine_info
 from embcache._tools.report import Progress, Report, format_report, report_to_json
+from embcache._tools.snapshot_bandwidth import run_snapshot_check
 from embcache._tools.workloads import DIM, CheckConfig
 
 __all__ = ["build_parser", "main", "run"]
@@ -117,25 +118,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help=f"embedding dimension of the vectors stored, 1 to {MAX_DIM:,} (default: {DIM})",
     )
+    check.add_argument(
+        "--snapshot-dir",
+        metavar="DIR",
+        help="folder (on the disk to measure) for the snapshot-bandwidth files, removed "
+        "after (default: the system's temporary folder)",
+    )
+    check.add_argument(
+        "--drop-caches",
+        action="store_true",
+        help="drop the OS page cache before each snapshot-bandwidth read, so reads come from "
+        "the disk (root on Linux; affects the whole machine)",
+    )
     check.set_defaults(func=_cmd_check)
     return parser
 
 
-def run(cfg: CheckConfig, compare: bool, progress_stream: TextIO | None) -> Report:
+def run(
+    cfg: CheckConfig,
+    compare: bool,
+    progress_stream: TextIO | None,
+    snapshot_dir: str | None = None,
+    drop_caches: bool = False,
+) -> Report:
     """Run the criteria (and the comparison when asked) and return the report;
-    progress goes to `progress_stream` (None: silent)."""
+    progress goes to `progress_stream` (None: silent). Snapshot bandwidth beside
+    dd's is measured in `snapshot_dir` (None: the temporary folder)."""
     progress = Progress(progress_stream)
     t0 = time.perf_counter()
     criteria = run_check(cfg, progress)
     seconds = time.perf_counter() - t0
+    snapshot = run_snapshot_check(cfg.quick, snapshot_dir, progress, drop_caches)
     comparison = run_compare(cfg, progress) if compare else None
-    return Report(cfg, criteria, machine_info(), comparison, seconds)
+    return Report(cfg, criteria, machine_info(), comparison, seconds, snapshot)
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """Run ``embcache check`` with parsed arguments; returns the exit status."""
     cfg = CheckConfig.make(quick=args.quick, dim=args.dim)
-    report = run(cfg, compare=args.compare, progress_stream=sys.stderr)
+    report = run(
+        cfg,
+        compare=args.compare,
+        progress_stream=sys.stderr,
+        snapshot_dir=args.snapshot_dir,
+        drop_caches=args.drop_caches,
+    )
     text = format_report(report)
     json_to_stdout = args.json == "-"
     (sys.stderr if json_to_stdout else sys.stdout).write(text)

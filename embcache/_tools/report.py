@@ -245,6 +245,8 @@ class Report:
     machine: dict[str, Any]
     comparison: Comparison | None = None
     seconds: float = 0.0
+    snapshot: dict[str, Any] | None = None
+    """Snapshot bandwidth beside dd's (embcache._tools.snapshot_bandwidth); informational."""
 
     @property
     def passed(self) -> bool:
@@ -410,6 +412,10 @@ def _format_comparison(cmp: Comparison) -> list[str]:
 def format_report(report: Report) -> str:
     """The human-readable report: criteria table and, if measured, comparison."""
     lines = _format_criteria(report)
+    if report.snapshot is not None:
+        from embcache._tools.snapshot_bandwidth import format_snapshot
+
+        lines += format_snapshot(report.snapshot)
     if report.comparison is not None:
         lines += _format_comparison(report.comparison)
     return "\n".join(lines) + "\n"
@@ -427,4 +433,5 @@ def report_to_json(report: Report) -> dict[str, Any]:
         "machine": report.machine,
         "criteria": [c.as_dict() for c in report.criteria],
         "comparison": None if report.comparison is None else report.comparison.as_dict(),
+        "snapshot": report.snapshot,
     }

@@ -23,9 +23,12 @@ needs atheris.
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
+import shutil
 import sys
+import tempfile
 from decimal import Decimal
 from fractions import Fraction
 
@@ -40,11 +43,13 @@ if __name__ == "__main__" and atheris is not None and "--random" not in sys.argv
     with atheris.instrument_imports(include=["embcache"]):
         import embcache
         from embcache import CacheKey, SyncEmbeddingCache
-        from embcache.errors import EmbcacheError
+        from embcache._core import snapshot_checksum
+        from embcache.errors import EmbcacheError, SnapshotError
 else:
     import embcache  # noqa: F401
     from embcache import CacheKey, SyncEmbeddingCache
-    from embcache.errors import EmbcacheError
+    from embcache._core import snapshot_checksum
+    from embcache.errors import EmbcacheError, SnapshotError
 
 MAX_OPS = 48
 
@@ -461,8 +466,10 @@ class Harness:
     def op(self) -> None:
         d = self.d
         c = self.cache
-        kind = d.int_in(0, 19)
-        if kind <= 2:  # put
+        kind = d.int_in(0, 20)
+        if kind == 20:
+            self.snapshot_op()
+        elif kind <= 2:  # put
             k, ok = self.key()
             v, exp = make_vector(d, self.vec_dim())
             c.put(k, v)
@@ -555,6 +562,65 @@ class Harness:
                     self.clock_raises = False
         else:
             self.hostile_batch_args()
+
+    def snapshot_op(self) -> None:
+        """Save the cache, mutate the file (or not), load it: the load must return
+        a consistent cache whose every hit agrees with the model, or raise
+        SnapshotError (an unmutated file must load). Sometimes the loaded cache
+        replaces the harness's cache for the operations that follow."""
+        d = self.d
+        path = os.path.join(_snapshot_dir(), "fuzz.snap")
+        saved = self.cache.save(path)
+        with open(path, "rb") as f:
+            original = f.read()
+        data = bytearray(original)
+        mode = d.int_in(0, 6)
+        if mode == 1:  # bit flips
+            for _ in range(d.int_in(1, 4)):
+                data[d.int_in(0, len(data) - 1)] ^= 1 << d.int_in(0, 7)
+        elif mode == 2:  # truncation
+            del data[d.int_in(0, len(data)) :]
+        elif mode in (3, 4):  # a header count / offset / limit forged (4: re-checksummed)
+            at = d.pick([28, 32, 40, 48, 56, 64, 72, 80, 88, 96, 104])
+            width = 4 if at == 28 else 8
+            value = d.pick([0, 1, 2, 3, 2**31, 2**32 - 1, 2**40, 2**63, 2**64 - 1])
+            data[at : at + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
+            if mode == 4:
+                data[120:128] = snapshot_checksum(bytes(data[:120]), 1).to_bytes(8, "little")
+        elif mode == 5 and len(data) > 256:  # two 48-byte runs swapped
+            a = d.int_in(128, len(data) - 48)
+            b = d.int_in(128, len(data) - 48)
+            ra, rb = bytes(data[a : a + 48]), bytes(data[b : b + 48])
+            data[b : b + 48] = ra
+            data[a : a + 48] = rb
+        elif mode == 6:
+            data += bytes(d.int_in(1, 8))
+        kwargs = {}
+        if d.int_in(0, 3) == 0:
+            name = d.pick(["max_entries", "max_memory_mb", "ttl_seconds", "dim"])
+            kwargs[name] = d.pick([None, 1, 2, 0, -1, 0.5, 1e-6, "x", 2**70, math.nan])
+        with open(path, "wb") as f:
+            f.write(data)
+        clock = self.clock if self.clock_ok else None
+        try:
+            loaded = SyncEmbeddingCache.load(path, clock=clock, **kwargs)
+        except SnapshotError:
+            if bytes(data) == original:
+                raise AssertionError(
+                    f"an intact snapshot of {saved} entries was rejected"
+                ) from None
+            return
+        finally:
+            os.unlink(path)
+        loaded._check_invariants()
+        if bytes(data) == original and not kwargs and len(loaded) > saved:
+            raise AssertionError(f"loaded {len(loaded)} entries from a snapshot of {saved}")
+        for k in self.keys:
+            if k in loaded:
+                self.check_hit(k, loaded.get(k), "loaded snapshot")
+        if not kwargs and bytes(data) == original and d.bool():
+            self.cache = loaded
+            self.pending_put = self.pending_get = None
 
     def check_memory(self) -> None:
         """Every live entry is a key of the model: count them (``in`` changes no
@@ -658,6 +724,9 @@ class Harness:
             if isinstance(m, np.ndarray) and m.flags.writeable and m.size and m.size < 100 \
                     and m.dtype.kind == "f" and type(m) is np.ndarray:
                 m[...] = 99.0  # take copied; our expected values stay the old ones
+                if isinstance(exp, list):
+                    # ... for the rows taken; later takes read the 99s
+                    self.pending_put = (pb, ks, exp[: pb.taken] + [UNKNOWN] * (len(exp) - pb.taken))
 
     def get_batch_op(self) -> None:
         d = self.d
@@ -808,6 +877,17 @@ class Harness:
             c.get_many(d.pick(self.keys))  # a single key, not a sequence
             raise AssertionError("get_many accepted a bare CacheKey")
         self.check_memory()
+
+
+_SNAPSHOT_DIR: list[str] = []
+
+
+def _snapshot_dir() -> str:
+    """A private folder for the snapshot operation's files (removed at exit)."""
+    if not _SNAPSHOT_DIR:
+        _SNAPSHOT_DIR.append(tempfile.mkdtemp(prefix="embcache-fuzz-"))
+        atexit.register(shutil.rmtree, _SNAPSHOT_DIR[0], True)
+    return _SNAPSHOT_DIR[0]
 
 
 def _short(x) -> str:
