@@ -72,7 +72,9 @@ def test_field_boundaries_never_meet(a: str, b: str, p: str, q: str) -> None:
     x = ModelIdentity(a, dim=1, prompt=p, extra={"k": q})
     y = ModelIdentity(a, dim=1, prompt=p + q, extra={"k": ""})
     assert (x.model_version == y.model_version) == (q == "")
-    assert ModelIdentity(a, dim=1, revision=b).model_version != ModelIdentity(a, dim=1).model_version
+    assert (
+        ModelIdentity(a, dim=1, revision=b).model_version != ModelIdentity(a, dim=1).model_version
+    )
 
 
 def test_extra_is_sorted_and_hashable() -> None:
@@ -189,7 +191,9 @@ def test_read_off_the_model(model_dir: Path) -> None:
         ModelIdentity.from_sentence_transformer(model, precision="int8"),
         ModelIdentity.from_sentence_transformer(model, name="other"),
         ModelIdentity.from_sentence_transformer(model, revision="abc123"),
-        ModelIdentity.from_sentence_transformer(FakeSentenceTransformer(str(model_dir), normalize=False)),
+        ModelIdentity.from_sentence_transformer(
+            FakeSentenceTransformer(str(model_dir), normalize=False)
+        ),
     ]
     versions = {v.model_version for v in variants} | {ident.model_version}
     assert len(versions) == len(variants) + 1
@@ -249,7 +253,9 @@ def test_bad_arguments(model_dir: Path, kwargs: dict[str, Any], error: type, mat
     assert isinstance(info.value, EmbcacheError)
 
 
-@pytest.mark.parametrize("model", [object(), None, "all-MiniLM-L6-v2", type("E", (), {"encode": 1})()])
+@pytest.mark.parametrize(
+    "model", [object(), None, "all-MiniLM-L6-v2", type("E", (), {"encode": 1})()]
+)
 def test_not_a_sentence_transformer(model: Any) -> None:
     with pytest.raises(TypeError, match="model must be a SentenceTransformer"):
         ModelIdentity.from_sentence_transformer(model)
