@@ -27,6 +27,7 @@ from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache._flight import Flights, flights_of
 from embcache._flight_call import all_found
 from embcache._flight_errors import check_timeout
+from embcache._info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
 from embcache.identity import ModelIdentity
 
@@ -287,6 +288,12 @@ class CachedEmbedder:
                 model_calls=self._model_calls,
                 model_calls_saved=self._calls_saved,
             )
+
+    def get_cache_info(self) -> CacheInfo:
+        """The cache's CacheInfo, synchronously, whichever kind of cache this is
+        (``await embedder.cache.get_cache_info()`` is the same for an
+        EmbeddingCache)."""
+        return self._sync.get_cache_info()
 
     def key(self, text: str) -> CacheKey:
         """The cache key of `text` under this embedder's model version

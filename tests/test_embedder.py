@@ -572,3 +572,11 @@ def test_a_model_identity_as_model_version() -> None:
     assert embedder.model_version == ident.model_version and embedder.identity is ident
     embedder.embed_sync(["x"])
     assert CacheKey.from_text("x", ident.model_version) in embedder.cache
+
+
+def test_get_cache_info_is_synchronous_for_both_caches() -> None:
+    for cache in (EmbeddingCache(), SyncEmbeddingCache()):
+        embedder = CachedEmbedder(Model(), "fake-v1", cache=cache)
+        embedder.embed_sync(["a", "b"])
+        info = embedder.get_cache_info()
+        assert info.size == 2 and info.misses == 2 and info.max_entries == 100_000
