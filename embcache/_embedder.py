@@ -208,7 +208,8 @@ class CachedEmbedder:
             model_version = identity.model_version
         if not isinstance(model_version, str):
             raise ArgumentTypeError(
-                f"model_version must be a str, got {type(model_version).__name__}"
+                "model_version must be a str or a ModelIdentity, got "
+                + type(model_version).__name__
             )
         if not model_version:
             raise ArgumentValueError("model_version must be a non-empty str")
