@@ -319,12 +319,27 @@ class CachedEmbedder:
         ``embed_fn`` answers with the wrong shape or non-finite values (nothing of
         the call is cached then); whatever ``embed_fn`` raises.
         """
-        keys, key_of = self._keys(texts)
-        epoch = self._flights.epoch
-        matrix, found = self._look_up(keys)
-        if found is None:
-            self._record_hits(len(keys))
-            return matrix
+        if type(texts) is list and len(texts) == 1 and type(texts[0]) is str:
+            # one text (a query): the shortest path to a hit
+            text = texts[0]
+            key = _text_key(text, self._model_version)
+            epoch = self._flights.epoch
+            row = self._sync.get(key)
+            if row is not None:
+                with self._lock:
+                    self._requested += 1
+                    self._from_cache += 1
+                    self._calls_saved += 1
+                return row[None]
+            keys, key_of = [key], {text: key}
+            matrix, found = self._missed_one()
+        else:
+            keys, key_of = self._keys(texts)
+            epoch = self._flights.epoch
+            matrix, found = self._look_up(keys)
+            if found is None:
+                self._record_hits(len(keys))
+                return matrix
         counts = _CallCounts()
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
@@ -356,12 +371,27 @@ class CachedEmbedder:
                 "embed_sync cannot run an async embed_fn while an event loop is running "
                 "in this thread; use 'await embedder.embed(texts)' instead"
             )
-        keys, key_of = self._keys(texts)
-        epoch = self._flights.epoch
-        matrix, found = self._look_up(keys)
-        if found is None:
-            self._record_hits(len(keys))
-            return matrix
+        if type(texts) is list and len(texts) == 1 and type(texts[0]) is str:
+            # one text (a query): the shortest path to a hit
+            text = texts[0]
+            key = _text_key(text, self._model_version)
+            epoch = self._flights.epoch
+            row = self._sync.get(key)
+            if row is not None:
+                with self._lock:
+                    self._requested += 1
+                    self._from_cache += 1
+                    self._calls_saved += 1
+                return row[None]
+            keys, key_of = [key], {text: key}
+            matrix, found = self._missed_one()
+        else:
+            keys, key_of = self._keys(texts)
+            epoch = self._flights.epoch
+            matrix, found = self._look_up(keys)
+            if found is None:
+                self._record_hits(len(keys))
+                return matrix
         counts = _CallCounts()
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
@@ -441,8 +471,8 @@ class CachedEmbedder:
         if len(keys) == 1:
             row = sync.get(keys[0])
             if row is not None:
-                return row.reshape(1, -1), None
-            return np.zeros((1, sync.dim or 0), dtype=np.float32), np.zeros(1, dtype=np.bool_)
+                return row[None], None
+            return self._missed_one()
         matrix, found = sync.get_many(keys)
         if all_found(found):
             return matrix, None
@@ -496,6 +526,10 @@ class CachedEmbedder:
         )
         batch.take()
         return batch
+
+    def _missed_one(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The lookup result of one missed key, for the single-flight registry."""
+        return np.zeros((1, self._sync.dim or 0), dtype=np.float32), np.zeros(1, dtype=np.bool_)
 
     def _record_hits(self, n_texts: int) -> None:
         with self._lock:
