@@ -336,10 +336,11 @@ class CachedEmbedder:
         else:
             keys, key_of = self._keys(texts)
             epoch = self._flights.epoch
-            matrix, found = self._look_up(keys)
-            if found is None:
+            matrix, missed = self._look_up(keys)
+            if missed is None:
                 self._record_hits(len(keys))
                 return matrix
+            found = missed
         counts = _CallCounts()
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
@@ -388,10 +389,11 @@ class CachedEmbedder:
         else:
             keys, key_of = self._keys(texts)
             epoch = self._flights.epoch
-            matrix, found = self._look_up(keys)
-            if found is None:
+            matrix, missed = self._look_up(keys)
+            if missed is None:
                 self._record_hits(len(keys))
                 return matrix
+            found = missed
         counts = _CallCounts()
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
