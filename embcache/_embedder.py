@@ -12,6 +12,7 @@ the core; the registry stores them together once every batch is in.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import inspect
 import threading
 from collections.abc import Awaitable, Iterable
@@ -24,8 +25,11 @@ import numpy.typing as npt
 from embcache._async import EmbeddingCache
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache._flight import Flights, flights_of
+from embcache._flight_call import all_found
 from embcache._flight_errors import check_timeout
-from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache._info import CacheInfo
+from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
+from embcache.identity import ModelIdentity
 
 __all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]
 
@@ -58,6 +62,34 @@ class EmbedderStats:
     to recompute texts because another call embedding them was cancelled."""
 
 
+_sha256 = hashlib.sha256
+
+
+def _text_key(text: str, model_version: str) -> CacheKey:
+    """``CacheKey.from_text(text, model_version)``, built the cheaper way: the
+    SHA-256 hex digest of the UTF-8 text (hashlib), then the key from it."""
+    try:
+        data = text.encode()
+    except UnicodeEncodeError as exc:
+        raise InvalidKeyError(
+            f"text holds a lone surrogate, which has no UTF-8 encoding ({exc})"
+        ) from None
+    return CacheKey(_sha256(data).hexdigest(), model_version)
+
+
+def _sentence_transformer_of(embed_fn: object) -> Any:
+    """The model whose bound ``encode`` `embed_fn` is, if it looks like a
+    sentence-transformers model (duck-typed: nothing is imported); else None."""
+    owner = getattr(embed_fn, "__self__", None)
+    if getattr(embed_fn, "__name__", None) != "encode" or owner is None:
+        return None
+    if hasattr(owner, "get_embedding_dimension") or hasattr(
+        owner, "get_sentence_embedding_dimension"
+    ):
+        return owner
+    return None
+
+
 def _is_async_callable(fn: object) -> bool:
     """True for an ``async def`` function, a partial of one, or an object whose
     ``__call__`` is one."""
@@ -87,6 +119,11 @@ def _loop_running() -> bool:
     return True
 
 
+def _texts_of(key_of: dict[str, CacheKey]) -> dict[CacheKey, str]:
+    """The text of each key (only needed for the misses)."""
+    return {k: t for t, k in key_of.items()}
+
+
 class _CallCounts:
     """Model calls and texts sent by one embed call (its compute may run twice)."""
 
@@ -103,8 +140,12 @@ class CachedEmbedder:
     ``embed_fn`` is any callable ``texts -> (len(texts), dim)`` array-like of real
     numbers, sync or async (an ``async def``, or a callable returning an
     awaitable): a sentence-transformers model's ``encode``, an HTTP client for a
-    hosted API. ``model_version`` (a non-empty str) goes into every key, so
-    vectors of different models never mix. ``cache`` is an EmbeddingCache (the
+    hosted API. ``model_version`` goes into every key, so vectors of different
+    models never mix: a non-empty str, or a ``ModelIdentity`` (its
+    ``model_version``: name, revision, dimension, dtype, normalisation, prompt);
+    left out (None) only for a sentence-transformers model's own ``encode``,
+    whose identity is then read off the model
+    (``ModelIdentity.from_sentence_transformer``). ``cache`` is an EmbeddingCache (the
     default: a new ``EmbeddingCache()``) or a SyncEmbeddingCache; ``batch_size``
     (int >= 1) is the most texts sent to ``embed_fn`` in one call. ``timeout``
     (seconds > 0, or None: no limit) bounds each ``embed`` / ``embed_sync`` call as
@@ -127,6 +168,7 @@ class CachedEmbedder:
     __slots__ = (
         "_embed_fn",
         "_model_version",
+        "_identity",
         "_batch_size",
         "_timeout",
         "_cache",
@@ -144,7 +186,7 @@ class CachedEmbedder:
     def __init__(
         self,
         embed_fn: EmbedFn,
-        model_version: str,
+        model_version: str | ModelIdentity | None = None,
         *,
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
         batch_size: int = 256,
@@ -152,9 +194,22 @@ class CachedEmbedder:
     ) -> None:
         if not callable(embed_fn):
             raise ArgumentTypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
+        identity: ModelIdentity | None = None
+        if model_version is None:
+            model = _sentence_transformer_of(embed_fn)
+            if model is None:
+                raise ArgumentTypeError(
+                    "model_version is required (a str or a ModelIdentity) unless embed_fn is "
+                    "a sentence-transformers model's encode"
+                )
+            model_version = identity = ModelIdentity.from_sentence_transformer(model)
+        if isinstance(model_version, ModelIdentity):
+            identity = model_version
+            model_version = identity.model_version
         if not isinstance(model_version, str):
             raise ArgumentTypeError(
-                f"model_version must be a str, got {type(model_version).__name__}"
+                "model_version must be a str or a ModelIdentity, got "
+                + type(model_version).__name__
             )
         if not model_version:
             raise ArgumentValueError("model_version must be a non-empty str")
@@ -180,6 +235,7 @@ class CachedEmbedder:
         self._flights: Flights = flights_of(self._sync)
         self._embed_fn = embed_fn
         self._model_version = model_version
+        self._identity = identity
         self._batch_size = int(batch_size)
         self._embed_is_async = _is_async_callable(embed_fn)
         self._lock = threading.Lock()
@@ -200,6 +256,12 @@ class CachedEmbedder:
     def model_version(self) -> str:
         """The model version every key of this embedder carries."""
         return self._model_version
+
+    @property
+    def identity(self) -> ModelIdentity | None:
+        """The ModelIdentity the model version was derived from (None when a plain
+        str was given)."""
+        return self._identity
 
     @property
     def batch_size(self) -> int:
@@ -228,9 +290,18 @@ class CachedEmbedder:
                 model_calls_saved=self._calls_saved,
             )
 
+    def get_cache_info(self) -> CacheInfo:
+        """The cache's CacheInfo, synchronously, whichever kind of cache this is
+        (``await embedder.cache.get_cache_info()`` is the same for an
+        EmbeddingCache)."""
+        return self._sync.get_cache_info()
+
     def key(self, text: str) -> CacheKey:
-        """The cache key of `text` under this embedder's model version."""
-        return CacheKey.from_text(text, self._model_version)
+        """The cache key of `text` under this embedder's model version
+        (``CacheKey.from_text(text, model_version)``)."""
+        if not isinstance(text, str):
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
+        return _text_key(text, self._model_version)
 
     # -- embedding ---------------------------------------------------------------------
 
@@ -248,18 +319,45 @@ class CachedEmbedder:
         ``embed_fn`` answers with the wrong shape or non-finite values (nothing of
         the call is cached then); whatever ``embed_fn`` raises.
         """
-        keys, text_of = self._keys(texts)
+        if type(texts) is list and len(texts) == 1 and type(texts[0]) is str:
+            # one text (a query): the shortest path to a hit
+            text = texts[0]
+            key = _text_key(text, self._model_version)
+            epoch = self._flights.epoch
+            row = self._sync.get(key)
+            if row is not None:
+                with self._lock:
+                    self._requested += 1
+                    self._from_cache += 1
+                    self._calls_saved += 1
+                return row[None]
+            keys, key_of = [key], {text: key}
+            matrix, found = self._missed_one()
+        else:
+            keys, key_of = self._keys(texts)
+            epoch = self._flights.epoch
+            matrix, missed = self._look_up(keys)
+            if missed is None:
+                self._record_hits(len(keys))
+                return matrix
+            found = missed
         counts = _CallCounts()
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, text_of, counts, in_thread=not self._embed_is_async
+                missing, _texts_of(key_of), counts, in_thread=not self._embed_is_async
             )
 
         # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
         tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
         matrix = await self._flights.get_or_compute_async(
-            self._sync, keys, compute, what="embed_fn", timeout=self._timeout, tier=tier
+            self._sync,
+            keys,
+            compute,
+            what="embed_fn",
+            timeout=self._timeout,
+            tier=tier,
+            looked_up=(epoch, matrix, found),
         )
         self._record(len(keys), counts)
         return matrix
@@ -277,10 +375,32 @@ class CachedEmbedder:
                 "embed_sync cannot run an async embed_fn while an event loop is running "
                 "in this thread; use 'await embedder.embed(texts)' instead"
             )
-        keys, text_of = self._keys(texts)
+        if type(texts) is list and len(texts) == 1 and type(texts[0]) is str:
+            # one text (a query): the shortest path to a hit
+            text = texts[0]
+            key = _text_key(text, self._model_version)
+            epoch = self._flights.epoch
+            row = self._sync.get(key)
+            if row is not None:
+                with self._lock:
+                    self._requested += 1
+                    self._from_cache += 1
+                    self._calls_saved += 1
+                return row[None]
+            keys, key_of = [key], {text: key}
+            matrix, found = self._missed_one()
+        else:
+            keys, key_of = self._keys(texts)
+            epoch = self._flights.epoch
+            matrix, missed = self._look_up(keys)
+            if missed is None:
+                self._record_hits(len(keys))
+                return matrix
+            found = missed
         counts = _CallCounts()
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
+            text_of = _texts_of(key_of)
             if self._embed_is_async:
                 return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
             parts: list[PutBatch] = []
@@ -302,35 +422,66 @@ class CachedEmbedder:
             return parts
 
         matrix = self._flights.get_or_compute(
-            self._sync, keys, compute, what="embed_fn", timeout=self._timeout
+            self._sync,
+            keys,
+            compute,
+            what="embed_fn",
+            timeout=self._timeout,
+            looked_up=(epoch, matrix, found),
         )
         self._record(len(keys), counts)
         return matrix
 
     # -- helpers -----------------------------------------------------------------------
 
-    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[CacheKey, str]]:
-        """The key of each text, and the text of each distinct key."""
-        if isinstance(texts, (str, bytes)):
+    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[str, CacheKey]]:
+        """The key of each text, and the key of each distinct text (the hot path:
+        one dict probe per text, one SHA-256 and one CacheKey per distinct text)."""
+        if type(texts) is list or type(texts) is tuple:
+            items: Any = texts
+        elif isinstance(texts, (str, bytes)):
             raise ArgumentTypeError(
                 f"texts must be a sequence of str, not a single {type(texts).__name__}"
             )
-        try:
-            items = list(texts)
-        except TypeError:
-            raise ArgumentTypeError(
-                f"texts must be a sequence of str, got {type(texts).__name__}"
-            ) from None
+        else:
+            try:
+                items = list(texts)
+            except TypeError:
+                raise ArgumentTypeError(
+                    f"texts must be a sequence of str, got {type(texts).__name__}"
+                ) from None
+        model_version = self._model_version
         key_of: dict[str, CacheKey] = {}
-        keys = []
-        for i, text in enumerate(items):
-            if not isinstance(text, str):
-                raise ArgumentTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
-            key = key_of.get(text)
+        get = key_of.get
+        keys: list[CacheKey] = []
+        append = keys.append
+        for text in items:
+            if type(text) is not str and not isinstance(text, str):
+                raise ArgumentTypeError(
+                    f"texts[{len(keys)}] must be a str, got {type(text).__name__}"
+                )
+            key = get(text)
             if key is None:
-                key = key_of[text] = CacheKey.from_text(text, self._model_version)
-            keys.append(key)
-        return keys, {k: t for t, k in key_of.items()}
+                key = key_of[text] = _text_key(text, model_version)
+            append(key)
+        return keys, key_of
+
+    def _look_up(
+        self, keys: list[CacheKey]
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_] | None]:
+        """One lookup of `keys`, counted once in the cache's statistics: the rows
+        and None when every key is a hit, else ``(matrix, found)`` for the
+        single-flight registry to finish (it does not look them up again)."""
+        sync = self._sync
+        if len(keys) == 1:
+            row = sync.get(keys[0])
+            if row is not None:
+                return row[None], None
+            return self._missed_one()
+        matrix, found = sync.get_many(keys)
+        if all_found(found):
+            return matrix, None
+        return matrix, found
 
     def _batches(
         self, missing: list[CacheKey], text_of: dict[CacheKey, str]
@@ -380,6 +531,16 @@ class CachedEmbedder:
         )
         batch.take()
         return batch
+
+    def _missed_one(self) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """The lookup result of one missed key, for the single-flight registry."""
+        return np.zeros((1, self._sync.dim or 0), dtype=np.float32), np.zeros(1, dtype=np.bool_)
+
+    def _record_hits(self, n_texts: int) -> None:
+        with self._lock:
+            self._requested += n_texts
+            self._from_cache += n_texts
+            self._calls_saved += -(-n_texts // self._batch_size)
 
     def _record(self, n_texts: int, counts: _CallCounts) -> None:
         uncached_calls = -(-n_texts // self._batch_size)

@@ -70,6 +70,9 @@ import weakref
 from collections.abc import Hashable, Sequence
 from typing import Callable
 
+import numpy as np
+import numpy.typing as npt
+
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple, set_flights_factory
 from embcache._flight_call import (
     Compute,
@@ -99,7 +102,11 @@ from embcache._flight_errors import (
 from embcache._tier import Tier
 from embcache.errors import ArgumentTypeError
 
-__all__ = ["Compute", "FlightTimeoutError", "Flights", "flights_of"]
+__all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "flights_of"]
+
+Lookup = tuple[int, Matrix, npt.NDArray[np.bool_]]
+"""``(epoch, matrix, found)``: a caller's own ``cache.get_many(keys)`` of exactly
+the keys it passes, with ``Flights.epoch`` as read before that lookup."""
 
 
 class _Flight:
@@ -180,6 +187,13 @@ class Flights:
             for wake in wakeups:
                 wake()
 
+    @property
+    def epoch(self) -> int:
+        """How many flights have settled with rows so far. A caller that looks its
+        keys up itself reads this first and passes it with its lookup
+        (``looked_up=``), so that a flight settling in between is noticed."""
+        return self._epoch
+
     def in_flight(self) -> int:
         """How many keys are being computed right now (for tests and monitoring)."""
         with self._lock:
@@ -193,6 +207,7 @@ class Flights:
         *,
         what: str = "compute",
         timeout: float | None = None,
+        looked_up: Lookup | None = None,
     ) -> Matrix:
         """The (len(keys), dim) float32 matrix for `keys` of `cache` (the cache this
         registry belongs to), in input order; blocks the calling thread.
@@ -205,7 +220,10 @@ class Flights:
         list of taken PutBatch objects of `cache` holding exactly those keys in
         order. Keys another caller is computing are waited for, for at most
         `timeout` seconds from the start of the call (None: no limit); our own
-        compute is not interrupted.
+        compute is not interrupted. With ``looked_up`` (a ``Lookup``: the
+        caller's own ``cache.get_many`` of exactly `keys` and the ``epoch`` read
+        before it), that lookup is used instead of a second one, so the cache's
+        statistics count each key once.
 
         Raises KeyTypeError for a key that is not a CacheKey; ArgumentTypeError
         when `compute` is not callable or is (or returns) an awaitable;
@@ -229,8 +247,11 @@ class Flights:
                 "it (use EmbeddingCache.get_or_compute)"
             )
         seq = as_key_tuple(keys, "get_or_compute")
-        epoch = self._epoch
-        matrix, found = cache.get_many(seq)
+        if looked_up is None:
+            epoch = self._epoch
+            matrix, found = cache.get_many(seq)
+        else:
+            epoch, matrix, found = looked_up
         if all_found(found):
             return matrix
         plan = Plan(matrix, found, seq)
@@ -258,6 +279,7 @@ class Flights:
         what: str = "compute",
         timeout: float | None = None,
         tier: Tier | None = None,
+        looked_up: Lookup | None = None,
     ) -> Matrix:
         """As get_or_compute, for a task of the running loop: waits are awaited,
         and ``compute`` may be sync or async (an awaitable result is awaited; a
@@ -280,8 +302,11 @@ class Flights:
             timeout = check_timeout(timeout)
         check_compute(compute, what)
         seq = as_key_tuple(keys, "get_or_compute")
-        epoch = self._epoch
-        matrix, found = cache.get_many(seq)
+        if looked_up is None:
+            epoch = self._epoch
+            matrix, found = cache.get_many(seq)
+        else:
+            epoch, matrix, found = looked_up
         if all_found(found):
             return matrix
         plan = Plan(matrix, found, seq)

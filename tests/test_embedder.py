@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 import pytest
 from conftest import TIMEOUT, in_threads, run
+from hypothesis import given
+from hypothesis import strategies as st
 
 from embcache import (
     CacheKey,
     DimensionMismatchError,
     EmbcacheError,
     EmbeddingCache,
+    InvalidKeyError,
     InvalidVectorError,
     SyncEmbeddingCache,
 )
@@ -513,3 +516,84 @@ def test_exported_from_the_package() -> None:
     assert embcache.CachedEmbedder is CachedEmbedder
     assert embcache.EmbedderStats is EmbedderStats
     assert {"CachedEmbedder", "EmbedderStats"} <= set(embcache.__all__)
+
+
+# --- keys, exact statistics, model identity ----------------------------------------------------
+
+
+@given(st.lists(st.text(max_size=40), max_size=12))
+def test_keys_are_from_text_keys(texts: list[str]) -> None:
+    texts = [t for t in texts if not any("\ud800" <= c <= "\udfff" for c in t)]
+    embedder = CachedEmbedder(Model(), "fake-v1")
+    assert [embedder.key(t) for t in texts] == [CacheKey.from_text(t, "fake-v1") for t in texts]
+    m = embedder.embed_sync(texts)
+    for t, row in zip(texts, m):
+        np.testing.assert_array_equal(
+            embedder.cache.sync.get(CacheKey.from_text(t, "fake-v1")), row
+        )
+
+
+@pytest.mark.parametrize("entry", ["embed", "embed_sync"])
+def test_the_cache_counts_each_lookup_once(entry: str) -> None:
+    embedder = CachedEmbedder(Model(), "fake-v1")
+
+    def call(texts: list[str]) -> np.ndarray:
+        return run(embedder.embed(texts)) if entry == "embed" else embedder.embed_sync(texts)
+
+    info = lambda: embedder.cache.sync.get_cache_info()  # noqa: E731
+    call(["a"])  # one miss
+    assert (info().hits, info().misses) == (0, 1)
+    call(["a"])  # one hit
+    assert (info().hits, info().misses) == (1, 1)
+    call(["a", "b", "c", "b"])  # a hit, then b, c, b missed in one lookup
+    assert (info().hits, info().misses) == (2, 4)
+    call(["b", "c"])
+    assert (info().hits, info().misses) == (4, 4)
+
+
+def test_lone_surrogates_are_rejected() -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "fake-v1")
+    with pytest.raises(InvalidKeyError, match="lone surrogate") as info:
+        embedder.embed_sync(["fine", "\ud800"])
+    assert isinstance(info.value, ValueError)
+    with pytest.raises(ValueError, match="lone surrogate"):
+        embedder.key("\udfff")
+    with pytest.raises(TypeError, match="text must be a str"):
+        embedder.key(b"x")  # type: ignore[arg-type]
+    assert model.batches == [] and len(embedder.cache) == 0
+
+
+def test_a_model_identity_as_model_version() -> None:
+    from embcache.identity import ModelIdentity
+
+    ident = ModelIdentity("fake", dim=DIM, normalized=True)
+    embedder = CachedEmbedder(Model(), ident)
+    assert embedder.model_version == ident.model_version and embedder.identity is ident
+    embedder.embed_sync(["x"])
+    assert CacheKey.from_text("x", ident.model_version) in embedder.cache
+
+
+def test_get_cache_info_is_synchronous_for_both_caches() -> None:
+    for cache in (EmbeddingCache(), SyncEmbeddingCache()):
+        embedder = CachedEmbedder(Model(), "fake-v1", cache=cache)
+        embedder.embed_sync(["a", "b"])
+        info = embedder.get_cache_info()
+        assert info.size == 2 and info.misses == 2 and info.max_entries == 100_000
+
+
+def test_flights_take_the_callers_lookup() -> None:
+    """Flights.get_or_compute(looked_up=...) does not look the keys up again."""
+    cache = SyncEmbeddingCache(dim=DIM)
+    flights = cache.flights
+    keys = [CacheKey.from_text(t, "v") for t in ("a", "b")]
+    cache.put(keys[0], np.ones(DIM))
+    epoch = flights.epoch
+    matrix, found = cache.get_many(keys)
+    out = flights.get_or_compute(
+        cache, keys, lambda missing: np.zeros((len(missing), DIM)), looked_up=(epoch, matrix, found)
+    )
+    np.testing.assert_array_equal(out, [np.ones(DIM), np.zeros(DIM)])
+    info = cache.get_cache_info()
+    assert (info.hits, info.misses) == (1, 1)
+    assert flights.epoch == epoch + 1

@@ -5,7 +5,9 @@ into another's underscore names.
 (a) every runtime module imports and works with embcache._tools blocked;
 (b) no code in the package reads an underscore attribute (``x._name``, not
     dunder) of anything but ``self`` or ``cls``;
-(c) importing embcache does not import embcache._tools.
+(c) importing embcache does not import embcache._tools;
+(d) importing embcache imports no framework (LangChain, LlamaIndex,
+    sentence-transformers, torch) and none of the adapters over them.
 """
 
 from __future__ import annotations
@@ -27,12 +29,14 @@ RUNTIME_MODULES = {
     "embcache._embedder",
     "embcache.errors",
     "embcache._info",
+    "embcache.identity",
+    "embcache.sentence_transformers",
 }
 """Modules that must be among the discovered ones (discovery is not vacuous)."""
 
 BLOCKED_RUN = textwrap.dedent(
     """
-    import importlib, importlib.abc, json, pkgutil, sys
+    import importlib, importlib.abc, importlib.util, json, pkgutil, sys
 
     class BlockTools(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
@@ -45,8 +49,20 @@ BLOCKED_RUN = textwrap.dedent(
     import numpy as np
     import embcache
 
+    # adapters whose framework is an optional extra not installed here
+    OPTIONAL = {"embcache.langchain": "langchain_core", "embcache.llamaindex": "llama_index.core"}
+
+    def framework_missing(name):
+        needs = OPTIONAL.get(name)
+        if needs is None:
+            return False
+        try:
+            return importlib.util.find_spec(needs) is None
+        except ModuleNotFoundError:
+            return True
+
     def skipped(name):
-        return name.split(".")[1] in ("_tools", "__main__")
+        return name.split(".")[1] in ("_tools", "__main__") or framework_missing(name)
 
     def on_error(name):
         if not skipped(name):
@@ -111,6 +127,44 @@ def test_importing_embcache_does_not_import_tools(tmp_path: Path) -> None:
     loaded = json.loads(proc.stdout)
     assert "embcache._core" in loaded  # the import really happened
     assert [n for n in loaded if n.startswith("embcache._tools")] == []
+
+
+FRAMEWORKS = (
+    "langchain_core",
+    "langchain",
+    "langchain_classic",
+    "llama_index",
+    "sentence_transformers",
+    "transformers",
+    "torch",
+)
+ADAPTERS = ("embcache.langchain", "embcache.llamaindex", "embcache.sentence_transformers")
+
+
+def test_importing_embcache_imports_no_framework(tmp_path: Path) -> None:
+    code = (
+        "import json, sys, embcache, embcache.identity\n"
+        "print(json.dumps(sorted(n.split('.')[0] if not n.startswith('embcache') else n\n"
+        "                        for n in sys.modules)))"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    assert "embcache.identity" in loaded
+    assert not loaded & set(FRAMEWORKS), sorted(loaded & set(FRAMEWORKS))
+    assert not loaded & set(ADAPTERS), sorted(loaded & set(ADAPTERS))
+
+
+def test_the_sentence_transformers_helper_imports_no_framework(tmp_path: Path) -> None:
+    """It reads the model through its own attributes (duck-typed)."""
+    code = (
+        "import json, sys, embcache.sentence_transformers\n"
+        "print(json.dumps(sorted({n.split('.')[0] for n in sys.modules})))"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout))
+    assert not loaded & set(FRAMEWORKS), sorted(loaded & set(FRAMEWORKS))
 
 
 def _is_private(attr: str) -> bool:
