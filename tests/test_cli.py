@@ -10,15 +10,19 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import importlib
+import importlib.metadata
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import needs_source_tree, run_python
 
+import embcache
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache, __version__
 from embcache._tools import cli, compare, concurrency, report
 from embcache._tools.cli import main
@@ -117,12 +121,49 @@ def test_main_console_entry_quick_passes() -> None:
     assert "[7/7] memory stays within limits" in err
 
 
+@needs_source_tree
 def test_console_script_declared() -> None:
     tomllib = pytest.importorskip("tomllib")
     meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
     assert meta["project"]["scripts"]["embcache"] == "embcache._tools.cli:main"
-    # the wheel ships the tools subpackage, or the console script cannot import
-    assert "embcache._tools" in meta["tool"]["setuptools"]["packages"]
+    # the wheel ships every subpackage (the console script needs embcache._tools)
+    assert meta["tool"]["setuptools"]["packages"]["find"]["include"] == ["embcache", "embcache.*"]
+
+
+def _installed_distribution() -> importlib.metadata.Distribution | None:
+    """The embcache distribution the tests imported, if it was installed (not an
+    in-place build, which has no metadata)."""
+    try:
+        dist = importlib.metadata.distribution("embcache")
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    files = dist.files or []
+    init = next((f for f in files if f.as_posix() == "embcache/__init__.py"), None)
+    if (
+        init is None
+        or Path(str(dist.locate_file(init))).resolve() != Path(embcache.__file__).resolve()
+    ):
+        return None
+    return dist
+
+
+def test_installed_console_script_runs(tmp_path: Path) -> None:
+    """The installed package declares the console script, ships what it imports,
+    and the script on PATH (beside the interpreter) runs."""
+    dist = _installed_distribution()
+    if dist is None:
+        pytest.skip("embcache is not installed (an in-place build has no console script)")
+    scripts = [ep for ep in dist.entry_points if ep.group == "console_scripts"]
+    assert [(ep.name, ep.value) for ep in scripts] == [("embcache", "embcache._tools.cli:main")]
+    shipped = {f.as_posix() for f in dist.files or []}
+    assert {"embcache/_tools/cli.py", "embcache/py.typed", "embcache/_core.pyi"} <= shipped
+    assert not [f for f in shipped if f.endswith(".c")], "generated C shipped in the wheel"
+    script = Path(sys.executable).parent / "embcache"
+    proc = subprocess.run(
+        [str(script), "--version"], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"embcache {__version__}"
 
 
 def test_json_to_stdout_parses_and_has_fields() -> None:

