@@ -57,6 +57,11 @@ NO_SOURCE_REASON = (
 needs_source_tree = pytest.mark.skipif(not SOURCE_TREE, reason=NO_SOURCE_REASON)
 
 
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which embcache (and numpy) the run tests: an installed wheel or a source tree."""
+    return f"embcache {embcache.__version__} from {PACKAGE_PARENT}, numpy {np.__version__}"
+
+
 def pytest_configure(config: pytest.Config) -> None:
     """The suite's settings wherever it runs: the repository's pyproject.toml
     sets them too, but a copy of tests/ run against an installed wheel has no

@@ -63,6 +63,11 @@ def run_main(argv: list[str]) -> tuple[int, str, str]:
     return code, out.getvalue(), err.getvalue()
 
 
+def flat(text: str) -> str:
+    """`text` with every run of whitespace made one space (undoes the report's wrapping)."""
+    return " ".join(text.split())
+
+
 def table_rows(text: str) -> list[str]:
     """The rows of the criteria table (after its header and rule, up to a blank line)."""
     lines = text.splitlines()
@@ -114,8 +119,10 @@ def test_main_console_entry_quick_passes() -> None:
     assert code == 0, out + err
     rows = table_rows(out)
     assert len(rows) >= 7
-    for line in rows:
-        assert line.rstrip().endswith("PASS"), line
+    # a row's verdict is on its first line; wrapped cells continue below it
+    verdicts = [line.rstrip().rsplit(" ", 1)[-1] for line in rows if line.rstrip().endswith("S")]
+    assert verdicts and set(verdicts) == {"PASS"}
+    assert "FAIL" not in "\n".join(rows)
     assert len(criterion_rows(out)) == 7
     assert "ns per op" in out and "asyncio tasks" in out and "OS threads" in out
     assert "[7/7] memory stays within limits" in err
@@ -198,7 +205,7 @@ def test_compare_quick_runs(compare_report: tuple[int, str, dict[str, Any]]) -> 
     code, out, data = compare_report
     assert code == 0
     assert "comparison at dim 768" in out
-    assert "does not change the exit code" in out
+    assert "does not change the exit code" in flat(out)
     cmp = data["comparison"]
     assert cmp["goals_affect_exit_code"] is False
     assert cmp["peers"] == available_peers()
@@ -222,7 +229,9 @@ def test_compare_measures_each_installed_peer(
     if peer not in available_peers():
         pytest.skip(f"{peer} is not installed")
     _, out, data = compare_report
-    assert peer in out.split("comparison at dim", 1)[1].splitlines()[2]  # a table column
+    section = out.split("comparison at dim", 1)[1].splitlines()
+    header = next(line for line in section if line.startswith("figure "))
+    assert peer in header  # a table column
     for fig in data["comparison"]["figures"]:
         if fig["goal_kind"] == "ratio":
             assert fig["peers"][peer] > 0
@@ -262,23 +271,84 @@ def test_failing_criterion_exits_1(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.parametrize(
-    "argv",
+    ("argv", "named"),
     [
-        [],
-        ["frobnicate"],
-        ["check", "--bogus"],
-        ["check", "--dim", "0"],
-        ["check", "--dim", "abc"],
-        ["check", "--dim", str(2**20 + 1)],
-        ["check", "--json"],
-        ["check", "extra"],
+        (["frobnicate"], "'frobnicate'"),
+        (["--bogus"], "--bogus"),
+        (["check", "--bogus"], "--bogus"),
+        (["check", "--dim", "0"], "--dim"),
+        (["check", "--dim", "abc"], "--dim"),
+        (["check", "--dim", str(2**20 + 1)], "--dim"),
+        (["check", "--json"], "--json"),
+        (["check", "extra"], "extra"),
+        (["check", "--quick=yes"], "--quick"),
     ],
 )
-def test_bad_arguments_exit_2_with_usage(argv: list[str]) -> None:
+def test_bad_arguments_exit_2_with_usage_naming_the_argument(argv: list[str], named: str) -> None:
     code, out, err = run_main(argv)
     assert code == 2
     assert "usage: embcache" in err
     assert out == ""
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1 and named in error_lines[0], err
+    assert "Traceback" not in err
+
+
+def test_embcache_alone_prints_help_and_exits_0() -> None:
+    code, out, err = run_main([])
+    assert code == 0 and err == ""
+    assert out.startswith("usage: embcache")
+    assert "check" in out and "--version" in out
+
+
+def test_version() -> None:
+    code, out, err = run_main(["--version"])
+    assert code == 0 and err == ""
+    assert out == f"embcache {__version__}\n"
+
+
+def test_report_fits_100_columns_and_wide_does_not_wrap() -> None:
+    code, out, err = run_main(["check", "--quick", "--compare"])
+    assert code == 0, err
+    too_wide = [line for line in out.splitlines() if len(line) > 100]
+    assert too_wide == []
+    code, wide, err = run_main(["check", "--quick", "--compare", "--wide"])
+    assert code == 0, err
+    assert max(len(line) for line in wide.splitlines()) > 100  # the long rows, unwrapped
+    # the same rows and words either way
+    assert len(criterion_rows(wide)) == len(criterion_rows(out)) == 7
+    assert flat(wide.split("what each criterion measures:")[1].split("concurrent access:")[0]) == (
+        flat(out.split("what each criterion measures:")[1].split("concurrent access:")[0])
+    )
+
+
+def test_wrapped_table_keeps_columns_aligned() -> None:
+    lines = report._table(
+        ["#", "criterion", "measured", "verdict"],
+        [["1", "a rather long label " * 6, "12,345 ops/s", "PASS"], ["", "    short", "1", "PASS"]],
+        set(),
+        width=60,
+    )
+    assert all(len(line) <= 60 for line in lines)
+    assert lines[2].startswith("1  a rather long") and lines[2].endswith("PASS")
+    verdict_col = lines[0].index("verdict")
+    assert all(line[verdict_col:] in ("PASS", "") for line in lines[2:])
+    assert lines[-1].split()[:1] == ["short"] and lines[-1].startswith("       short")
+
+
+def test_compare_without_peers_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(compare, "available_peers", lambda: [])
+    monkeypatch.setattr(cli, "available_peers", lambda: [])
+    code, out, err = run_main(["check", "--quick", "--compare"])
+    assert code == 0, err
+    for text in (err, out):
+        assert "no peer cache is installed" in flat(text)
+        assert "pip install cachebox lru-dict cachetools" in flat(text)
+    assert cli.missing_peers_note(["cachetools"]) == (
+        "--compare: cachebox, lru-dict not installed (compared with cachetools only); "
+        + cli.PEERS_HINT
+    )
+    assert cli.missing_peers_note(list(PEERS)) is None
 
 
 def test_dim_upper_bound_is_a_usage_error() -> None:
@@ -391,8 +461,8 @@ def test_report_explains_criteria_and_goals_in_users_words(
     assert "what each criterion measures:" in out
     for crit in data["criteria"]:
         assert len(crit["description"]) > 40
-        assert f"{crit['number']:>2} {crit['name']}: {crit['description']}" in out
-    assert "stores per second of 768-dim vectors" in out and "more than 1,000/s" in out
+        assert f"{crit['number']:>2} {crit['name']}: {flat(crit['description'])}" in flat(out)
+    assert "stores per second of 768-dim vectors" in flat(out) and "more than 1,000/s" in out
     # every performance goal is named, with its bound, in the report itself
     goals = out.split("performance goals", 1)[1]
     for fig in data["comparison"]["figures"]:
@@ -400,7 +470,7 @@ def test_report_explains_criteria_and_goals_in_users_words(
             assert fig["goal_text"] == "" and fig["goal_verdict"] == "n/a"
             continue
         assert fig["meaning"] and fig["goal_text"]
-        assert f"{fig['label']}: {fig['meaning']}; goal: {fig['goal_text']}." in goals
+        assert f"{fig['label']}: {fig['meaning']}; goal: {fig['goal_text']}." in flat(goals)
 
 
 def test_peer_loops_copy_in_and_out() -> None:
@@ -436,6 +506,8 @@ def test_asv_peer_suite_runs_the_shared_loops(peer: str, monkeypatch: pytest.Mon
     (with the loops ``embcache check --compare`` times) for every contender."""
     if peer != "embcache" and peer not in available_peers():
         pytest.skip(f"{peer} is not installed")
+    if not (REPO / "benchmarks" / "bench_peers.py").is_file():
+        pytest.skip(f"the asv suite is not beside the tests ({REPO / 'benchmarks'})")
     monkeypatch.syspath_prepend(str(REPO))
     bench_peers = pytest.importorskip("benchmarks.bench_peers")
     # the suite memoizes filled caches per process: keep them for this test only

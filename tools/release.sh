@@ -131,7 +131,9 @@ log "twine check"
 summary=$out/summary.txt
 printf '%-58s %9s  %s\n' "file" "bytes" "tests" >"$summary"
 printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" "(see the sdist row below)" >>"$summary"
-floor=$(sed -n 's/.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml" | head -1)
+# the numpy floor the package claims: dependencies = ["numpy>=X.Y", ...]
+floor=$(sed -n 's/^dependencies = \[.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml")
+[ -n "$floor" ] || { echo "release.sh: no numpy floor found in pyproject.toml dependencies" >&2; exit 1; }
 sdist_venv=""
 for v in $pythons; do
     py=$(find_python "$v")
