@@ -144,7 +144,7 @@ for v in $pythons; do
     "$venv/bin/python" -m pip install --quiet --upgrade pip
     pins=()
     if [ "$v" = "$lowest" ] && [ -n "$floor" ]; then
-        pins=("numpy==$floor.*")
+        pins=("numpy==$floor")  # PEP 440: 1.22 means 1.22.0
     fi
     if in_list "$v" "$full"; then
         log "CPython $v: fresh venv, pip install \"$(basename "$whl")[test]\" ${pins[*]:-}"
