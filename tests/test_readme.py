@@ -42,9 +42,8 @@ RUN_BY: dict[str, str] = {
     # Benchmarks
     "asv machine --yes": CI,
     "asv run --python=same --quick": CI,
-    "asv run --python=same --set-commit-hash \"$(git rev-parse HEAD)\" -b '^bench_peers\\.GetHit\\.'": (
-        CI
-    ),
+    'asv run --python=same --set-commit-hash "$(git rev-parse HEAD)" '
+    "-b '^bench_peers\\.GetHit\\.'": CI,
     "bash tools/regression_gate.sh": CI,
     "python tools/publish_offline.py": CI,
     "python tools/check_dashboard.py": CI,
@@ -186,7 +185,7 @@ def test_wheel_name_in_readme_is_what_release_builds() -> None:
     script = release.read_text(encoding="utf-8")
     # the script installs each wheel exactly that way, with and without [test]
     assert '"$whl[test]"' in script and 'pip install --quiet "$whl"' in script
-    assert "auditwheel\" repair" in script
+    assert 'auditwheel" repair' in script
 
 
 def test_release_script_defaults_are_documented() -> None:

@@ -23,7 +23,9 @@ def run_tool(
     module: str, *args: str, cwd: Path = ROOT, timeout: float = 300
 ) -> subprocess.CompletedProcess[str]:
     if importlib.util.find_spec(module.split(".")[0]) is None:
-        pytest.skip(f"{module} is not installed")
+        pytest.skip(
+            f"{module} is not installed (the test extra installs mypy on Python >= 3.10 only)"
+        )
     return run_python(["-m", module, *args], cwd=cwd, timeout=timeout)
 
 
