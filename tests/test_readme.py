@@ -55,13 +55,14 @@ RUN_BY: dict[str, str] = {
     # Development
     'pip install Cython numpy "setuptools>=77"': CI,
     'pip install --no-build-isolation -e ".[test]"': CI,
-    "python setup.py build_ext --inplace": CI,
+    "python setup.py build_ext --inplace": "tools/sanitize.sh",
     "bash tools/sanitize.sh": CI,
     "python tools/fuzz/fuzz_cache.py --random --seconds 10": CI,
     "bash .ci/run": "tests/test_readme.py::test_ci_script_is_what_the_readme_names",
 }
 
 PLACEHOLDER = re.compile(r"[A-Z][A-Z_]{2,}")
+ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
 
 
 def readme_commands(text: str) -> list[str]:
@@ -107,7 +108,10 @@ def file_commands(path: Path) -> list[list[str]]:
                 current.append(w)
         if current:
             out.append(current)
-    return out
+    # a leading VAR=value only sets the command's environment
+    return [
+        words[next(i for i, w in enumerate(words + [""]) if not ENV.match(w)) :] for words in out
+    ]
 
 
 def word_matches(readme_word: str, word: str) -> bool:
@@ -165,6 +169,7 @@ def test_matcher_is_not_vacuous() -> None:
     assert runs("python EMBCACHE/tools/x.py", ["python", "/tmp/clone/tools/x.py"])
     assert not runs("python EMBCACHE/tools/x.py", ["python", "tools/y.py"])
     assert readme_commands("```sh\na && b   # note\ncd x && c\n```\n") == ["a", "b", "c"]
+    assert runs("python setup.py build_ext", ["python", "setup.py", "-q", "build_ext"])
 
 
 def test_wheel_name_in_readme_is_what_release_builds() -> None:
