@@ -171,7 +171,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
     json_to_stdout = args.json == "-"
     out = sys.stderr if json_to_stdout else sys.stdout
     out.write(text)
-    if note is not None:
+    if note is not None and out is sys.stdout:  # said on stderr at the start, too
         out.write("\n" + note + "\n")
     if args.json is not None:
         payload = json.dumps(report_to_json(report), indent=2) + "\n"
