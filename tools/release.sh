@@ -56,6 +56,8 @@ while [ "$#" -gt 0 ]; do
 done
 [ "$full_set" = 1 ] || full=$pythons
 test_timeout=${RELEASE_TEST_TIMEOUT:-1800}
+newest_full=""
+for v in $full; do newest_full=$v; done
 oldest=${pythons%% *}
 [ -n "$lowest" ] || lowest=$oldest
 mkdir -p "$out"
@@ -148,8 +150,6 @@ printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" \
 # the numpy floor the package claims: dependencies = ["numpy>=X.Y", ...]
 floor=$(sed -n 's/^dependencies = \[.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml")
 [ -n "$floor" ] || { echo "release.sh: no numpy floor found in pyproject.toml dependencies" >&2; exit 1; }
-newest_full=""
-for v in $full; do newest_full=$v; done
 failed=""
 for v in $pythons; do
     py=$(find_python "$v")
@@ -179,7 +179,7 @@ for v in $pythons; do
         fi
         log "CPython $v: the whole test suite in $where, numpy $numpy_version"
         set +e
-        (cd "$run" && PATH="$venv/bin:$PATH" timeout -k 30 "$test_timeout" nice pytest -ra -p no:cacheprovider \
+        (cd "$run" && PATH="$venv/bin:$PATH" timeout -k 30 "$test_timeout" nice pytest -ra --durations=15 -p no:cacheprovider \
             "${args[@]}") >"$out/pytest-$v.log" 2>&1
         status=$?
         set -e
