@@ -189,7 +189,7 @@ def test_wheel_name_in_readme_is_what_release_builds() -> None:
         pytest.skip(f"tools/release.sh is not beside the tests ({release})")
     script = release.read_text(encoding="utf-8")
     # the script installs each wheel exactly that way, with and without [test]
-    assert '"$whl[test]"' in script and 'pip install --quiet "$whl"' in script
+    assert '"${whl}[test]"' in script and 'pip install --quiet "$whl"' in script
     assert 'auditwheel" repair' in script
 
 

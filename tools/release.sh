@@ -164,7 +164,7 @@ for v in $pythons; do
     fi
     if in_list "$v" "$full"; then
         log "CPython $v: fresh venv, pip install \"$(basename "$whl")[test]\" ${pins[*]:-}"
-        quiet "$venv/bin/python" -m pip install --quiet "$whl[test]" "${pins[@]}"
+        quiet "$venv/bin/python" -m pip install --quiet "${whl}[test]" "${pins[@]}"
         numpy_version=$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)')
         if [ "$v" = "$newest_full" ]; then
             run=$unpacked
