@@ -341,6 +341,9 @@ def test_compare_without_peers_says_what_to_install(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(cli, "available_peers", lambda: [])
     code, out, err = run_main(["check", "--quick", "--compare"])
     assert code == 0, err
+    # progress: every criterion and every comparison step announces itself as it starts
+    for step in [f"[{n}/7] " for n in range(1, 8)] + [f"[compare {n}/5] " for n in range(1, 6)]:
+        assert step in err
     for text in (err, out):
         assert "no peer cache is installed" in flat(text)
         assert "pip install cachebox lru-dict cachetools" in flat(text)
