@@ -347,6 +347,7 @@ def test_compare_without_peers_says_what_to_install(monkeypatch: pytest.MonkeyPa
     for text in (err, out):
         assert "no peer cache is installed" in flat(text)
         assert "pip install cachebox lru-dict cachetools" in flat(text)
+    assert all(len(line) <= 100 for line in (err + out).splitlines())
     assert cli.missing_peers_note(["cachetools"]) == (
         "--compare: cachebox, lru-dict not installed (compared with cachetools only); "
         + cli.PEERS_HINT

@@ -22,7 +22,7 @@ import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, needs_source_tree
 
 README = REPO / "README.md"
 CI = ".ci/run"
@@ -60,6 +60,9 @@ RUN_BY: dict[str, str] = {
     "python tools/fuzz/fuzz_cache.py --random --seconds 10": CI,
     "bash .ci/run": "tests/test_readme.py::test_ci_script_is_what_the_readme_names",
 }
+
+# README.md, .ci/run and tools/ sit beside tests/ in a clone or an unpacked sdist only
+pytestmark = needs_source_tree
 
 PLACEHOLDER = re.compile(r"[A-Z][A-Z_]{2,}")
 ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")

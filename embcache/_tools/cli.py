@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import TextIO
@@ -164,6 +165,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     """Run ``embcache check`` with parsed arguments; returns the exit status."""
     cfg = CheckConfig.make(quick=args.quick, dim=args.dim)
     note = missing_peers_note(available_peers()) if args.compare else None
+    if note is not None and not args.wide:
+        note = "\n".join(textwrap.wrap(note, WIDTH, break_on_hyphens=False))
     if note is not None:
         print(note, file=sys.stderr)
     report = run(cfg, compare=args.compare, progress_stream=sys.stderr)
