@@ -2,20 +2,29 @@
 
 Single operations run inline on the event loop: a core call costs a few hundred
 nanoseconds, far less than a hop to a worker thread, and it never blocks on I/O.
+
+With a shared tier (``tier=``, e.g. embcache.redis.RedisTier) the in-process
+core stays the first tier: a hit never touches the tier; what it misses is
+asked of the tier (one call per batch) and what the tier has fills the core;
+what is stored or computed is written to both. The tier is duck-typed
+(embcache._tier.Tier), so this module never imports redis.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Union
 
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple
 from embcache._flight import flights_of
+from embcache._flight_call import all_found
 from embcache._info import CacheInfo
+from embcache._tier import Tier, check_tier
 
 __all__ = ["EmbeddingCache"]
 
@@ -46,10 +55,19 @@ class EmbeddingCache:
     ``async def`` operations. ``len(cache)`` and ``key in cache`` stay synchronous.
 
     EmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                   *, dim=None, clock=None)
+                   *, dim=None, clock=None, tier=None)
+
+    ``tier``: a shared second tier (embcache.redis.RedisTier), or None. With one,
+    ``get``, ``get_many`` and ``get_or_compute`` ask the tier for what the
+    in-process cache misses (one round trip per call) and store what it has in
+    the in-process cache (counted as puts there); ``put``, ``put_many`` and
+    computed rows are written to the tier too; ``remove`` deletes from both;
+    ``clear`` clears the in-process cache only. The tier never raises for its
+    own failures: they are misses, counted in ``get_cache_info().tier_errors``.
+    ``SyncEmbeddingCache`` (``.sync``) and its methods never use the tier.
     """
 
-    __slots__ = ("_sync", "_get", "_put", "_flights")
+    __slots__ = ("_sync", "_get", "_put", "_flights", "_tier")
 
     def __init__(
         self,
@@ -59,7 +77,9 @@ class EmbeddingCache:
         *,
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
+        tier: Tier | None = None,
     ) -> None:
+        self._tier = check_tier(tier)
         self._sync = SyncEmbeddingCache(
             max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock
         )
@@ -73,13 +93,91 @@ class EmbeddingCache:
         """The synchronous core this facade wraps (same entries, same stats)."""
         return self._sync
 
+    @property
+    def tier(self) -> Tier | None:
+        """The shared second tier, or None."""
+        return self._tier
+
     async def put(self, key: CacheKey, vector: npt.ArrayLike) -> None:
-        """Store a float32 copy of `vector` under `key` (see SyncEmbeddingCache.put)."""
+        """Store a float32 copy of `vector` under `key` (see SyncEmbeddingCache.put);
+        with a tier, then write it there too (a rejected vector goes nowhere)."""
         self._put(key, vector)
+        if self._tier is not None:
+            await self._tier.store((key,), np.asarray(vector, dtype=np.float32).reshape(1, -1))
 
     async def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
-        """A new float32 array for `key`, or None (see SyncEmbeddingCache.get)."""
-        return self._get(key)
+        """A new float32 array for `key`, or None (see SyncEmbeddingCache.get);
+        with a tier, an in-process miss is looked up there (and kept in-process)."""
+        vector = self._get(key)
+        if vector is not None or self._tier is None:
+            return vector
+        rows, index = await self._tier.fetch((key,), self._sync.dim)
+        if not len(index):
+            return None
+        self._fill((key,), rows)
+        hit: npt.NDArray[np.float32] = rows[0]  # a view of the tier's new array
+        return hit
+
+    def _fill(self, keys: Sequence[CacheKey], rows: npt.NDArray[np.float32]) -> None:
+        """Keep rows the tier had in the in-process cache; a row it cannot hold
+        (too large for its budget) is still returned, just not kept."""
+        try:
+            self._sync.put_many(keys, rows)
+        except ValueError:
+            pass
+
+    async def _read_through(
+        self,
+        keys: Sequence[CacheKey],
+        matrix: npt.NDArray[np.float32],
+        found: npt.NDArray[np.bool_],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """get_many's misses from the tier (its distinct keys in one call), into
+        `matrix` (whose miss rows the core zero-filled) when it has a dimension."""
+        tier = self._tier
+        assert tier is not None
+        seq = as_key_tuple(keys, "get_many")
+        n = len(seq)
+        miss = np.flatnonzero(~found)
+        dim = self._sync.dim or (int(matrix.shape[1]) or None)
+        if len(miss) == n and len(set(seq)) == n:  # all missed, all distinct: no mapping
+            if dim is not None:  # straight into the matrix (its miss rows are zero)
+                _, index = await tier.fetch(seq, dim, out=matrix)
+                if len(index) == n:
+                    found[:] = True
+                    self._fill(seq, matrix)
+                elif len(index):
+                    found[index] = True
+                    self._fill([seq[i] for i in index.tolist()], matrix[index])
+                return matrix, found
+            rows, index = await tier.fetch(seq, None)
+            if not len(index):
+                return matrix, found
+            if len(index) == n:  # the tier's new rows, in order and complete: the answer
+                matrix = rows
+            else:
+                matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
+                matrix[index] = rows
+            found[index] = True
+            self._fill([seq[i] for i in index.tolist()], rows)
+            return matrix, found
+        slot: dict[CacheKey, int] = {}
+        for i in miss.tolist():
+            slot.setdefault(seq[i], len(slot))
+        wanted = list(slot)
+        rows, index = await tier.fetch(wanted, dim)
+        if not len(index):
+            return matrix, found
+        if matrix.shape[1] != rows.shape[1]:
+            matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
+        row_of = np.full(len(wanted), -1, dtype=np.intp)
+        row_of[index] = np.arange(len(index))
+        at = row_of[np.fromiter((slot[seq[i]] for i in miss.tolist()), np.intp, len(miss))]
+        take = at >= 0
+        matrix[miss[take]] = rows[at[take]]
+        found[miss[take]] = True
+        self._fill([wanted[j] for j in index.tolist()], rows)
+        return matrix, found
 
     async def get_many(
         self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
@@ -91,20 +189,27 @@ class EmbeddingCache:
         between two slices (each key is still looked up exactly once). Anything
         wrong with the arguments is raised before the first slice, so a call that
         raises has changed no recency and counted nothing.
+
+        With a tier, the keys missed in-process are then asked of the tier in
+        one call; a row found there is returned (found True) and kept in-process.
         """
         sync = self._sync
         known = sync.dim or (out.shape[1] if isinstance(out, np.ndarray) and out.ndim == 2 else 0)
         if _small(keys, known):
-            return sync.get_many(keys, out)
-        batch = sync.get_batch(keys, out)
-        n = batch.n
-        step = max(1, SLICE_BYTES // (4 * batch.dim)) if batch.dim else n
-        for start in range(0, n, step):
-            stop = min(start + step, n)
-            batch.read(start, stop)
-            if stop < n:
-                await asyncio.sleep(0)
-        return batch.matrix, batch.found
+            matrix, found = sync.get_many(keys, out)
+        else:
+            batch = sync.get_batch(keys, out)
+            n = batch.n
+            step = max(1, SLICE_BYTES // (4 * batch.dim)) if batch.dim else n
+            for start in range(0, n, step):
+                stop = min(start + step, n)
+                batch.read(start, stop)
+                if stop < n:
+                    await asyncio.sleep(0)
+            matrix, found = batch.matrix, batch.found
+        if self._tier is None or all_found(found):
+            return matrix, found
+        return await self._read_through(keys, matrix, found)
 
     async def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
         """Store row i of `matrix` under keys[i] (see SyncEmbeddingCache.put_many).
@@ -114,10 +219,17 @@ class EmbeddingCache:
         slices of about 2 MiB into a private copy, then stored from that copy in
         slices, yielding to the event loop between slices: what was taken is what
         is stored, whatever the caller's buffer holds by then.
+
+        With a tier, the rows are then written there in one pipeline.
         """
         sync = self._sync
         if _small(keys, sync.dim or 0):
             sync.put_many(keys, matrix)
+            if self._tier is not None:
+                seq = as_key_tuple(keys, "put_many")
+                if seq:
+                    rows = np.asarray(matrix, dtype=np.float32).reshape(len(seq), -1)
+                    await self._tier.store(seq, rows)
             return
         batch = sync.put_batch(keys, matrix)
         n = batch.n
@@ -125,6 +237,8 @@ class EmbeddingCache:
         if n <= step:
             batch.take()
             batch.store()
+            if self._tier is not None:
+                await self._tier.store(batch.keys, batch.rows)
             return
         slices = [(start, min(start + step, n)) for start in range(0, n, step)]
         for start, stop in slices:
@@ -134,6 +248,8 @@ class EmbeddingCache:
             batch.store(start, stop)
             if stop < n:
                 await asyncio.sleep(0)
+        if self._tier is not None:
+            await self._tier.store(batch.keys, batch.rows)
 
     async def get_or_compute(
         self, keys: Sequence[CacheKey], compute: ComputeFn, *, timeout: float | None = None
@@ -154,20 +270,40 @@ class EmbeddingCache:
         call still running then is cancelled (nothing of it is stored, its keys
         go to the callers waiting for them) and FlightTimeoutError is raised. A
         sync compute is not interrupted.
+
+        With a tier, the caller computing a set of keys first asks the tier for
+        them (one call) and computes only what the tier lacks; the computed rows
+        are written to the tier in one pipeline. Single flight covers both
+        tiers: callers waiting for those keys wait for the tier's answer too.
         """
-        return await self._flights.get_or_compute_async(self._sync, keys, compute, timeout=timeout)
+        return await self._flights.get_or_compute_async(
+            self._sync, keys, compute, timeout=timeout, tier=self._tier
+        )
 
     async def remove(self, key: CacheKey) -> bool:
-        """Delete `key`; True if a live entry was removed."""
-        return self._sync.remove(key)
+        """Delete `key` (from the tier too); True if a live entry was removed from
+        either."""
+        removed = self._sync.remove(key)
+        if self._tier is not None:
+            removed = bool(await self._tier.delete((key,))) or removed
+        return removed
 
     async def clear(self) -> None:
-        """Remove every entry (statistics are kept)."""
+        """Remove every entry of the in-process cache (statistics are kept; the
+        tier is left alone: see RedisTier.drop_model)."""
         self._sync.clear()
 
     async def get_cache_info(self) -> CacheInfo:
-        """A CacheInfo snapshot of size, bounds, memory and statistics."""
-        return self._sync.get_cache_info()
+        """A CacheInfo snapshot of size, bounds, memory and statistics; with a
+        tier, ``tier_hits``, ``tier_misses`` and ``tier_errors`` are the tier's
+        counts (zeros without one)."""
+        info = self._sync.get_cache_info()
+        if self._tier is None:
+            return info
+        counts = self._tier.counts()
+        return dataclasses.replace(
+            info, tier_hits=counts.hits, tier_misses=counts.misses, tier_errors=counts.errors
+        )
 
     def __len__(self) -> int:
         return len(self._sync)

@@ -495,9 +495,8 @@ cdef class SyncEmbeddingCache:
                      + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t)))
         live_dims = <dim_t *>malloc((t.n_slabs + 1) * sizeof(dim_t))
         for i in range(t.n_slabs):
-            # rows past the highest ever handed out were never written, so never
-            # mapped in; written ones are resident in whole pages
-            allocated += <Py_ssize_t>resident_bytes(t, &t.slabs[i])
+            # the kernel says which of the pages the written rows may hold are in
+            allocated += <Py_ssize_t>resident_bytes(&t.slabs[i])
             reserved += <Py_ssize_t>slab_bytes(&t.slabs[i])
             if t.slabs[i].used and live_dims != NULL:
                 live_dims[n_dims] = t.slabs[i].dim

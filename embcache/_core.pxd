@@ -45,9 +45,8 @@ cdef extern from "_lock.h":
 cdef extern from "_slab.h":
     void *embcache_slab_reserve(size_t nbytes, int huge) noexcept nogil
     void embcache_slab_release(void *p, size_t nbytes) noexcept nogil
-    void embcache_slab_grow(void *p, size_t reserved, size_t before, size_t filled) noexcept nogil
-    void embcache_slab_forget(void *p, size_t nbytes) noexcept nogil
-    size_t embcache_slab_resident(size_t written, size_t reserved, int huge) noexcept nogil
+    void embcache_slab_trim(void *p, size_t reserved, size_t keep, size_t written) noexcept nogil
+    size_t embcache_slab_resident(const void *p, size_t written, size_t reserved) noexcept nogil
 
 
 # --- keys -------------------------------------------------------------------
@@ -109,13 +108,16 @@ cdef struct Cell:
 
 
 cdef struct Slab:
-    dim_t dim                   # floats per row
-    float32_t *rows             # capacity * dim floats, reserved whole (_slab.h)
+    # Rows are dense: [0, used) hold live vectors, but for at most one hole. A
+    # row is the vector's dim floats followed by its owner's slot (a freed row is
+    # refilled by the slab's last row, which needs to know whose it is).
+    dim_t dim                   # floats per vector
+    size_t stride               # bytes per row: dim * 4 + sizeof(slot_t)
+    char *rows                  # capacity rows, reserved whole (_slab.h)
     row_t capacity              # rows this dimension may ever need (budget and max_entries)
-    row_t high_water            # rows [0, high_water) handed out since the last clear
-    row_t peak                  # the highest high_water before a clear (those pages stay mapped)
-    row_t free_row_head         # freed rows, chained through their first 4 bytes
-    row_t used                  # rows holding a live vector
+    row_t used                  # rows [0, used) are live, but for `hole`
+    row_t hole                  # NO_ROW, or the one free row below used - 1
+    row_t written               # rows [0, written) may be resident (used <= written)
 
 
 cdef struct Stats:

@@ -5,10 +5,10 @@ Data structures (one Table)::
 
     cells (Cell[2^k])            entries (Entry[capacity], 64 B)       slabs (Slab[n], one per dim)
     +-------+------+             +------------------------------+      +-------------------------+
-    | tag32 | slot |---------->  | digest (32 B)   expires_at   |      | dim=768  rows --------> float32[capacity][768]
-    +-------+------+             | recency_prev / recency_next  |      | free_row_head (chain
-    | empty |  -1  |             | expiry_prev  / expiry_next   |      |   through freed rows)   |
-    +-------+------+             | slab, row -------------------+----> | used, high_water, ...   |
+    | tag32 | slot |---------->  | digest (32 B)   expires_at   |      | dim=768  rows --------> [capacity] x (float32[768], owner slot)
+    +-------+------+             | recency_prev / recency_next  |      | used: rows [0, used) live|
+    | empty |  -1  |             | expiry_prev  / expiry_next   |      | hole: one free row or -1 |
+    +-------+------+             | slab, row -------------------+----> | written: maybe resident  |
                                  +------------------------------+      +-------------------------+
 
     tag = low 32 bits of SipHash-2-4(digest) under the secret process key; home cell = tag & mask
@@ -23,8 +23,9 @@ Invariants (checked by check_table, _invariants.pxi):
   * an occupied cell is reachable from its home cell without crossing an empty
     cell (deletion shifts cells back: no tombstones), and its tag is the hash of
     its entry's digest;
-  * each slab's rows [0, high_water) are used by exactly one live entry or on its
-    free-row chain;
+  * each slab's rows are dense: [0, used) are each the row of exactly one live
+    entry, which the row names as its owner, but for at most one hole below the
+    last row; used <= written <= capacity;
   * used_bytes == sum over live entries of (dim * 4 + ENTRY_OVERHEAD_BYTES)
     <= memory_budget_bytes, and size <= max_entries;
   * with one TTL for the whole cache, write order is expiry order: expires_at is
@@ -89,7 +90,7 @@ cnp.import_array()
 
 # --- constants shared by the included files ----------------------------------------
 DEF NO_SLOT = -1                 # no entry slot: end of a list, an empty cell
-DEF NO_ROW = -1                  # end of a free-row chain
+DEF NO_ROW = -1                  # no row: a slab without a hole
 DEF MIN_INDEX_CELLS = 16
 DEF FIRST_ENTRY_SLOTS = 64
 DEF ENTRY_ALIGN = 64             # the entry table is aligned to cache lines

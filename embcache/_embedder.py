@@ -256,8 +256,10 @@ class CachedEmbedder:
                 missing, text_of, counts, in_thread=not self._embed_is_async
             )
 
+        # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
+        tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
         matrix = await self._flights.get_or_compute_async(
-            self._sync, keys, compute, what="embed_fn", timeout=self._timeout
+            self._sync, keys, compute, what="embed_fn", timeout=self._timeout, tier=tier
         )
         self._record(len(keys), counts)
         return matrix

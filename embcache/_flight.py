@@ -96,6 +96,7 @@ from embcache._flight_errors import (
     wait_timeout_error,
     waiter_copy,
 )
+from embcache._tier import Tier
 from embcache.errors import ArgumentTypeError
 
 __all__ = ["Compute", "FlightTimeoutError", "Flights", "flights_of"]
@@ -256,10 +257,17 @@ class Flights:
         *,
         what: str = "compute",
         timeout: float | None = None,
+        tier: Tier | None = None,
     ) -> Matrix:
         """As get_or_compute, for a task of the running loop: waits are awaited,
         and ``compute`` may be sync or async (an awaitable result is awaited; a
         sync compute runs on the loop, so wrap blocking work in asyncio.to_thread).
+
+        With a shared `tier` (embcache._tier.Tier), the owner of a flight asks the
+        tier for its claimed keys first (one call, within the deadline), keeps
+        what it has in `cache`, computes only the rest and writes the computed
+        rows to the tier once its flight has settled: waiters get the tier's
+        rows through the flight, so a key is fetched or computed once per cache.
 
         Cancelling a caller that waits for another's keys cancels nothing else.
         Cancelling the caller that is computing them removes its keys from flight;
@@ -287,7 +295,16 @@ class Flights:
             flight, ours, waits, stale = self._claim(plan, pending, me, thread, loop, epoch)
             if flight is not None:
                 await self._fly_async(
-                    cache, plan, flight, ours, compute, stale or retry, what, deadline, timeout
+                    cache,
+                    plan,
+                    flight,
+                    ours,
+                    compute,
+                    stale or retry,
+                    what,
+                    deadline,
+                    timeout,
+                    tier,
                 )
             pending = []
             for other, items in waits.items():
@@ -381,12 +398,22 @@ class Flights:
         what: str,
         deadline: float | None,
         timeout: float | None,
+        tier: Tier | None = None,
     ) -> None:
         """_fly for a task: an awaitable result of compute is awaited (cancelled
-        if still running at `deadline`: the flight is abandoned)."""
+        if still running at `deadline`: the flight is abandoned). With a `tier`,
+        the keys it has are taken from it instead of computed, and computed rows
+        are written to it after the flight settles."""
         keys = [plan.misses[j] for j in ours]
         try:
             work = Work(cache, plan.hit_dim, keys, stale)
+            if tier is not None and work.todo:
+                fetch = tier.fetch(work.todo, work.dim or cache.dim)
+                if deadline is None:
+                    rows, index = await fetch
+                else:
+                    rows, index = await bounded(fetch, deadline, what, timeout)
+                work.adopt(rows, index)
             result = None
             if work.todo:
                 result = compute(list(work.todo))
@@ -415,6 +442,8 @@ class Flights:
         self._settle(flight, keys, rows=rows)
         for r, j in enumerate(ours):
             plan.sources[j] = (rows, r)
+        if tier is not None and work.computed is not None:
+            await tier.store(work.computed_keys, work.computed)
 
     def _settle(
         self,

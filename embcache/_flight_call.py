@@ -121,7 +121,7 @@ class Work:
     (``present``) and left out of ``todo``.
     """
 
-    __slots__ = ("cache", "keys", "present", "todo", "dim")
+    __slots__ = ("cache", "keys", "present", "todo", "dim", "computed", "computed_keys")
 
     def __init__(
         self, cache: SyncEmbeddingCache, hit_dim: int | None, keys: list[CacheKey], stale: bool
@@ -131,8 +131,32 @@ class Work:
         self.present: dict[int, Matrix] = {}
         self.todo: list[CacheKey] = keys
         self.dim = hit_dim
+        self.computed: Matrix | None = None
+        """After finish: the rows computed for ``computed_keys`` (None: none)."""
+        self.computed_keys: list[CacheKey] = []
         if stale:
             self._fetch_settled()
+
+    def adopt(self, rows: Matrix, index: npt.NDArray[np.intp]) -> None:
+        """Take the rows a shared tier found for ``todo`` (row r for
+        todo[index[r]]): store them in the cache, count them present, and leave
+        only the rest to compute."""
+        if not len(index):
+            return
+        hits = index.tolist()
+        got = [self.todo[i] for i in hits]
+        try:
+            batch = self.cache.put_batch(got, rows, what="tier rows", dim=self.dim)
+            batch.take()
+        except ValueError:  # rows this cache cannot hold (budget): compute them instead
+            return
+        batch.store()
+        self.dim = batch.dim
+        position = {k: r for r, k in enumerate(self.keys)}
+        for key, row in zip(got, batch.rows):
+            self.present[position[key]] = row
+        found = set(hits)
+        self.todo = [k for i, k in enumerate(self.todo) if i not in found]
 
     def _fetch_settled(self) -> None:
         """Read our keys stored meanwhile. Only reached after a race (or a retry);
@@ -168,6 +192,8 @@ class Work:
             else:
                 computed = np.concatenate([b.rows for b in batches])
                 computed.flags.writeable = False
+            self.computed = computed
+            self.computed_keys = list(self.todo)
         return self._own_rows(computed)
 
     def _batches(self, result: Any, what: str) -> list[PutBatch]:

@@ -47,10 +47,19 @@ class CacheInfo:
     """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
     memory_budget_bytes: int
     allocated_bytes: int
-    """Bytes held for the entry table, the index and the slab rows written so far:
-    resident, in whole pages (2 MiB ones where huge pages are used). With one
-    dimension it exceeds ``memory_budget_bytes`` by at most one page and 288
-    bytes of tables (README, "Memory accounting")."""
+    """Bytes held resident for the entry table, the index and the slab rows (the
+    pages the kernel has mapped in, huge pages whole). It exceeds
+    ``memory_budget_bytes`` by at most a fixed overhead (README, "Memory
+    accounting")."""
     reserved_bytes: int
     """Address space reserved for slab rows (every row each dimension may need);
     the kernel maps it in only as rows are written."""
+    tier_hits: int = 0
+    """Keys the shared tier (``EmbeddingCache(..., tier=)``) answered; 0 without a
+    tier, and always 0 from SyncEmbeddingCache, which has none."""
+    tier_misses: int = 0
+    """Keys asked of the tier and not answered (absent, invalid, or skipped
+    while the tier is failing); 0 without a tier."""
+    tier_errors: int = 0
+    """Failed tier calls (timeouts included) plus values that failed validation;
+    0 without a tier."""

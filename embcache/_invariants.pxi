@@ -15,7 +15,6 @@ DEF LIVE = 3            # reached through the policy's links and the expiry list
 # state of each slab row
 DEF ROW_UNSEEN = 0
 DEF ROW_USED = 1
-DEF ROW_FREE = 2
 
 
 cdef struct Violation:
@@ -44,13 +43,13 @@ cdef dict VIOLATIONS = {
     17: "index has fewer than 2 cells per entry slot",
     18: "entry table is not 64-byte aligned",
     19: "slot {a} names slab {b}",
-    20: "slot {a} names row {b} past high water",
+    20: "slot {a} names row {b}, not a live row of its slab",
     21: "row {b} of slab {a} used twice",
     22: "slot {a} is not found by its digest",
     23: "slab {a}: used {b} != {c} live rows",
-    24: "slab {a}: high water past capacity",
-    25: "slab {a}: free-row chain is broken at row {b}",
-    26: "slab {a}: {b} free + used rows != high water {c}",
+    24: "slab {a}: used {b} / written {c} rows out of order or past capacity",
+    25: "slab {a}: hole {b} is not a free row below the last",
+    26: "slab {a}: row {b} does not name its owner slot {c}",
     27: "accounted {a} bytes, entries hold {b}",
     28: "memory accounting exceeds the budget",
     29: "more entries than max_entries",
@@ -136,11 +135,11 @@ cdef int check_index(const Table *t, const unsigned char *state, Violation *v) n
 
 cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *rows,
                      const size_t *first_row, Violation *v) noexcept nogil:
-    """Rows of live entries, free-row chains and the accounting. `rows` holds one
-    state byte per row handed out, slab i's from first_row[i]."""
+    """Rows of live entries, dense slabs and the accounting. `rows` holds one state
+    byte per row below each slab's `used`, slab i's from first_row[i]."""
     cdef slot_t s
     cdef int32_t i
-    cdef row_t r, n_free
+    cdef row_t r
     cdef Py_ssize_t used = 0, n_used
     cdef Py_ssize_t entry_limit = 0
     cdef const Entry *e
@@ -152,37 +151,33 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
         e = &t.entries[s]
         if not 0 <= e.slab < t.n_slabs:
             return fail(v, 19, s, e.slab)
-        if not 0 <= e.row < t.slabs[e.slab].high_water:
+        slab = &t.slabs[e.slab]
+        if not 0 <= e.row < slab.used or e.row == slab.hole:
             return fail(v, 20, s, e.row)
         if rows[first_row[e.slab] + e.row] != ROW_UNSEEN:
             return fail(v, 21, e.slab, e.row)
         rows[first_row[e.slab] + e.row] = ROW_USED
-        used += entry_bytes(t.slabs[e.slab].dim)
+        if owner_at(slab, e.row)[0] != s:
+            return fail(v, 26, e.slab, e.row, s)
+        used += entry_bytes(slab.dim)
         memcpy(key.digest, e.digest, sizeof(key.digest))
         key.hash = digest_hash(e.digest)
         if find(t, &key) != s:
             return fail(v, 22, s)
     for i in range(t.n_slabs):
         slab = &t.slabs[i]
+        if not 0 <= slab.used <= slab.written <= slab.capacity:
+            return fail(v, 24, i, slab.used, slab.written)
+        if slab.hole != NO_ROW and not (0 <= slab.hole < slab.used - 1
+                                        and rows[first_row[i] + slab.hole] == ROW_UNSEEN):
+            return fail(v, 25, i, slab.hole)
         n_used = 0
-        for r in range(slab.high_water):
+        for r in range(slab.used):
             n_used += rows[first_row[i] + r] == ROW_USED
-        if slab.used != n_used:
-            return fail(v, 23, i, slab.used, n_used)
-        if slab.high_water > slab.capacity:
-            return fail(v, 24, i)
+        if n_used != slab.used - (slab.hole != NO_ROW):
+            return fail(v, 23, i, slab.used - (slab.hole != NO_ROW), n_used)
         if slab_for(t, slab.dim) != i:
             return fail(v, 33, i, slab.dim)
-        n_free = 0
-        r = slab.free_row_head
-        while r != NO_ROW:
-            if not (0 <= r < slab.high_water and rows[first_row[i] + r] == ROW_UNSEEN):
-                return fail(v, 25, i, r)
-            rows[first_row[i] + r] = ROW_FREE
-            n_free += 1
-            r = (<row_t *>(slab.rows + <size_t>r * <size_t>slab.dim))[0]
-        if n_free + slab.used != slab.high_water:
-            return fail(v, 26, i, n_free, slab.high_water)
         entry_limit += slab.capacity
     if used != t.used_bytes:
         return fail(v, 27, t.used_bytes, used)
@@ -208,7 +203,7 @@ cdef int check_table(const Table *t, Violation *v) noexcept nogil:
     if state != NULL and first_row != NULL:
         for i in range(t.n_slabs):
             first_row[i] = total
-            total += <size_t>t.slabs[i].high_water
+            total += <size_t>t.slabs[i].used
         rows = <unsigned char *>calloc(total + 1, 1)
     if state == NULL or first_row == NULL or rows == NULL:
         broken = fail(v, 32)

@@ -7,12 +7,17 @@
  *
  * Before 3.13 every interpreter has a GIL, and the cache only ever takes and
  * drops its lock while holding the GIL, so plain fields guarded by the GIL make
- * a complete mutex. It is a ticket lock: each acquirer draws the next ticket
- * and waits (giving up the GIL and yielding) until its ticket is served, so
- * waiters are served in order. A plain flag would starve a waiter: a thread
- * that calls the cache in a loop drops the GIL only inside its GIL-free copies,
- * while it holds the lock, and takes the lock again as soon as it is free.
- * The uncontended path is two loads and two stores.
+ * a complete mutex: whoever holds the GIL and finds the lock free takes it. The
+ * lock can only be found held while its holder is in a GIL-free copy; a waiter
+ * then gives up the GIL and yields until the lock is free. That alone would
+ * starve a waiter: a thread that calls the cache in a loop drops the GIL only
+ * inside its GIL-free copies, while it holds the lock, and takes the lock again
+ * as soon as it is free. So a waiter that has yielded HEIR_AFTER times names
+ * itself the heir, and a free lock is then taken by the heir alone. (A strict
+ * ticket order for every waiter convoys instead: a waiter whose turn has come
+ * but who has no GIL blocks every thread that has it, each of which joins the
+ * queue, and the slowdown feeds itself.) The uncontended path is two loads and
+ * a store.
  *
  * embcache_lock_reset makes a lock free without releasing it, for a forked
  * child: its only thread is the one that forked, and it holds every cache lock
@@ -35,17 +40,31 @@ static inline void embcache_lock_reset(embcache_lock *l) { memset(l, 0, sizeof(*
 
 #include <sched.h>
 
-typedef struct { unsigned long next; unsigned long serving; } embcache_lock;
+#define EMBCACHE_LOCK_HEIR_AFTER 8
+
+typedef struct { int locked; unsigned long heir; } embcache_lock;
 static inline void embcache_lock_acquire(embcache_lock *l) {
-    unsigned long ticket = l->next++;
-    while (l->serving != ticket) {
+    unsigned long me;
+    int yields = 0;
+    if (!l->locked && !l->heir) {
+        l->locked = 1;
+        return;
+    }
+    me = PyThread_get_thread_ident();
+    for (;;) {
+        if (!l->locked && (!l->heir || l->heir == me)) {
+            l->locked = 1;
+            if (l->heir == me) l->heir = 0;
+            return;
+        }
+        if (++yields >= EMBCACHE_LOCK_HEIR_AFTER && !l->heir) l->heir = me;
         Py_BEGIN_ALLOW_THREADS
         sched_yield();
         Py_END_ALLOW_THREADS
     }
 }
-static inline void embcache_lock_release(embcache_lock *l) { l->serving++; }
-static inline void embcache_lock_reset(embcache_lock *l) { l->next = l->serving = 0; }
+static inline void embcache_lock_release(embcache_lock *l) { l->locked = 0; }
+static inline void embcache_lock_reset(embcache_lock *l) { l->locked = 0; l->heir = 0; }
 
 #endif
 

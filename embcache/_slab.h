@@ -11,14 +11,19 @@
  * Huge pages: a reservation of 2 MiB or more is aligned to 2 MiB. The slab of
  * a cache's fixed dimension is advised for transparent huge pages whole: filling
  * it faults once per 2 MiB rather than once per 4 KiB, and lookups miss the TLB
- * far less. Other slabs are advised against huge pages at first, so that a
- * dimension with a few rows costs a few 4 KiB pages, never a whole 2 MiB one;
- * once a slab's rows pass its first 2 MiB, each further chunk is advised for
- * huge pages as rows enter it (embcache_slab_grow). The table counts a slab's
- * resident memory with that rounding (embcache_slab_resident).
+ * far less. The slabs of a cache that takes any dimension are advised against
+ * huge pages: a dimension with a few rows costs a few 4 KiB pages, never a
+ * whole 2 MiB one, and each slab's resident memory ends within a page of its
+ * live rows (with huge pages, every dimension in use could hold up to 2 MiB
+ * past its rows).
  *
- * embcache_slab_forget returns a range's pages to the OS (they read back as
- * zeros), for slabs whose rows are all free.
+ * embcache_slab_trim returns the pages past a slab's live rows to the OS (they
+ * read back as zeros), 4 KiB at a time: a huge page cut by the boundary is
+ * split, and its chunk advised against huge pages so that the kernel does not
+ * gather it whole again behind the cache's back.
+ *
+ * embcache_slab_resident asks the kernel (mincore) what part of a range is
+ * resident, so the table reports what it holds, huge-page rounding included.
  *
  * Where mmap is unavailable, a plain calloc stands in (no advice, no forgetting).
  */
@@ -77,40 +82,56 @@ static inline void embcache_slab_release(void *p, size_t bytes) {
     if (p != NULL) munmap(p, bytes == 0 ? 1 : bytes);
 }
 
-/* Rows written to the slab at p (`reserved` bytes) grew from [0, before) to
- * [0, filled): advise the 2 MiB chunks they entered, past the first one, for
- * huge pages. The chunk holding byte `before` was entered already unless
- * `before` starts it. Nothing beyond the reservation is ever advised. */
-static inline void embcache_slab_grow(void *p, size_t reserved, size_t before, size_t filled) {
-#if defined(MADV_HUGEPAGE)
-    const size_t chunk = EMBCACHE_HUGE_PAGE;
-    size_t from = (before + chunk - 1) & ~(chunk - 1);   /* first chunk starting at or after */
-    size_t to = (filled + chunk - 1) & ~(chunk - 1);
-    size_t end = reserved & ~(chunk - 1);
-    if (from < chunk) from = chunk;
-    if (to > end) to = end;
-    if (reserved >= chunk && to > from && ((uintptr_t)p & (chunk - 1)) == 0)
-        (void)madvise((char *)p + from, to - from, MADV_HUGEPAGE);
-#else
-    (void)p; (void)reserved; (void)before; (void)filled;
-#endif
-}
-
-/* Give the pages of bytes [0, bytes) of the slab at p back to the OS. */
-static inline void embcache_slab_forget(void *p, size_t bytes) {
-    if (bytes) (void)madvise(p, bytes, MADV_DONTNEED);
-}
-
-/* The memory resident at most for bytes [0, written) of a slab of `reserved`
- * bytes (huge: advised whole): whole pages, and whole 2 MiB chunks where huge
- * pages are advised. */
-static inline size_t embcache_slab_resident(size_t written, size_t reserved, int huge) {
+static inline size_t embcache_page_round(size_t n) {
     size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    size_t pages = (written + page - 1) / page * page;
+    return (n + page - 1) / page * page;
+}
+
+/* The end of what may be resident for bytes [0, written) of a slab of
+ * `reserved` bytes: the 2 MiB chunk holding the last byte may be whole. */
+static inline size_t embcache_slab_extent(size_t written, size_t reserved) {
+    size_t end = embcache_page_round(reserved);
     size_t chunks = (written + EMBCACHE_HUGE_PAGE - 1) & ~(EMBCACHE_HUGE_PAGE - 1);
-    size_t whole = (reserved + page - 1) / page * page;
-    if (reserved < EMBCACHE_HUGE_PAGE || !(huge || written > EMBCACHE_HUGE_PAGE)) return pages;
-    return chunks < whole ? chunks : whole;
+    return chunks < end ? chunks : end;
+}
+
+/* Give back the pages of the slab at p from byte `keep` (rounded up to a page)
+ * to the end of what rows [0, written) may hold resident. */
+static inline void embcache_slab_trim(void *p, size_t reserved, size_t keep, size_t written) {
+    const size_t chunk = EMBCACHE_HUGE_PAGE;
+    size_t from = embcache_page_round(keep);
+    size_t to = embcache_slab_extent(written, reserved);
+    if (to <= from) return;
+#if defined(MADV_NOHUGEPAGE)
+    if ((from & (chunk - 1)) && reserved >= chunk && ((uintptr_t)p & (chunk - 1)) == 0) {
+        size_t start = from & ~(chunk - 1);
+        size_t stop = start + chunk <= embcache_page_round(reserved)
+                      ? start + chunk : embcache_page_round(reserved);
+        (void)madvise((char *)p + start, stop - start, MADV_NOHUGEPAGE);
+    }
+#endif
+    (void)madvise((char *)p + from, to - from, MADV_DONTNEED);
+}
+
+/* Bytes of the slab at p resident now, of those rows [0, written) may hold
+ * (`reserved`: the slab's size). Asks the kernel page by page (mincore); where
+ * it cannot say, counts every page up to the extent. */
+static inline size_t embcache_slab_resident(const void *p, size_t written, size_t reserved) {
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t end = embcache_slab_extent(written, reserved);
+    size_t at, n, i, resident = 0;
+#if defined(__APPLE__)
+    char vec[4096];
+#else
+    unsigned char vec[4096];
+#endif
+    for (at = 0; at < end; at += n * page) {
+        n = (end - at) / page;
+        if (n > sizeof(vec)) n = sizeof(vec);
+        if (mincore((char *)p + at, n * page, vec) != 0) return end;
+        for (i = 0; i < n; i++) resident += (size_t)(vec[i] & 1) * page;
+    }
+    return resident;
 }
 
 #else  /* no mmap */
@@ -120,12 +141,11 @@ static inline void *embcache_slab_reserve(size_t bytes, int huge) {
     return calloc(bytes ? bytes : 1, 1);
 }
 static inline void embcache_slab_release(void *p, size_t bytes) { (void)bytes; free(p); }
-static inline void embcache_slab_grow(void *p, size_t reserved, size_t before, size_t filled) {
-    (void)p; (void)reserved; (void)before; (void)filled;
+static inline void embcache_slab_trim(void *p, size_t reserved, size_t keep, size_t written) {
+    (void)p; (void)reserved; (void)keep; (void)written;
 }
-static inline void embcache_slab_forget(void *p, size_t bytes) { (void)p; (void)bytes; }
-static inline size_t embcache_slab_resident(size_t written, size_t reserved, int huge) {
-    (void)reserved; (void)huge;
+static inline size_t embcache_slab_resident(const void *p, size_t written, size_t reserved) {
+    (void)p; (void)reserved;
     return written;
 }
 

@@ -9,15 +9,30 @@
 # failure having changed nothing, and the caller raises MemoryError.
 
 
-# Bytes of metadata accounted to each live entry: its Entry row plus the most
-# index cells one entry can cost (the index keeps 2 to 4 cells per entry slot).
-ENTRY_OVERHEAD_BYTES = sizeof(Entry) + 4 * sizeof(Cell)
+# Bytes of metadata accounted to each live entry: its Entry row, the most index
+# cells one entry can cost (the index keeps 2 to 4 cells per entry slot) and the
+# owner slot its vector's row carries.
+ENTRY_OVERHEAD_BYTES = sizeof(Entry) + 4 * sizeof(Cell) + sizeof(slot_t)
 cdef Py_ssize_t ENTRY_OVERHEAD = ENTRY_OVERHEAD_BYTES
 cdef slot_t MAX_SLOTS = 2 ** 31 - 2
 
 
+# A slab gives back the pages past its live rows once they come to this much
+# (a margin, so that a slab that shrinks and grows a little keeps its pages).
+DEF TRIM_BYTES = 262144
+
+
 cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
-    return <size_t>slab.capacity * <size_t>slab.dim * sizeof(float32_t)
+    return <size_t>slab.capacity * slab.stride
+
+
+cdef inline float32_t *row_at(const Slab *slab, row_t r) noexcept nogil:
+    return <float32_t *>(slab.rows + <size_t>r * slab.stride)
+
+
+cdef inline slot_t *owner_at(const Slab *slab, row_t r) noexcept nogil:
+    """The slot of the entry whose vector is in row r: the row's last 4 bytes."""
+    return <slot_t *>(slab.rows + <size_t>r * slab.stride + <size_t>slab.dim * 4)
 
 
 cdef inline Py_ssize_t entry_bytes(dim_t dim) noexcept nogil:
@@ -104,14 +119,14 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
             index_slab(t, i)
     slab = &t.slabs[t.n_slabs]
     slab.dim = dim
+    slab.stride = <size_t>dim * sizeof(float32_t) + sizeof(slot_t)
     slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries, t.memory_budget_bytes // entry_bytes(dim))
-    slab.rows = <float32_t *>embcache_slab_reserve(slab_bytes(slab), t.dim != 0)
+    slab.rows = <char *>embcache_slab_reserve(slab_bytes(slab), t.dim != 0)
     if slab.rows == NULL:
         return -1
-    slab.high_water = 0
-    slab.peak = 0
-    slab.free_row_head = NO_ROW
     slab.used = 0
+    slab.hole = NO_ROW
+    slab.written = 0
     index_slab(t, t.n_slabs)
     t.n_slabs += 1
     t.entry_limit = <slot_t>min(<Py_ssize_t>t.max_entries, <Py_ssize_t>t.entry_limit + slab.capacity)
@@ -277,9 +292,7 @@ cdef inline bint expired(const Table *t, slot_t s, double now) noexcept nogil:
 
 
 cdef inline float32_t *row_of(const Table *t, slot_t s) noexcept nogil:
-    cdef const Entry *e = &t.entries[s]
-    cdef const Slab *slab = &t.slabs[e.slab]
-    return slab.rows + <size_t>e.row * <size_t>slab.dim
+    return row_at(&t.slabs[t.entries[s].slab], t.entries[s].row)
 
 
 cdef inline dim_t dim_of(const Table *t, slot_t s) noexcept nogil:
@@ -297,6 +310,63 @@ cdef inline size_t cell_of_slot(const Table *t, slot_t s) noexcept nogil:
     return i
 
 
+# --- slab rows: dense, so resident memory follows the live rows ------------------------
+
+cdef inline size_t resident_bytes(const Slab *slab) noexcept nogil:
+    """What the slab holds resident, as the kernel counts it (huge pages whole)."""
+    return embcache_slab_resident(slab.rows, <size_t>slab.written * slab.stride, slab_bytes(slab))
+
+
+cdef row_t take_row(Slab *slab, slot_t s) noexcept nogil:
+    """A row for entry s: the hole if there is one, else the next row past the
+    live ones (mapped in as it is first written)."""
+    cdef row_t row = slab.hole
+    if row != NO_ROW:
+        slab.hole = NO_ROW
+    else:
+        row = slab.used
+        slab.used += 1
+        if slab.used > slab.written:
+            slab.written = slab.used
+    owner_at(slab, row)[0] = s
+    return row
+
+
+cdef void release_row(Table *t, Slab *slab, row_t r) noexcept nogil:
+    """Free row r. The first row freed below the last one stays a hole, which the
+    next row taken fills (a full cache's put then copies nothing extra); a second
+    is filled by the last row, so the live rows stay dense."""
+    cdef row_t last = slab.used - 1
+    cdef slot_t mover
+    if r != last:
+        if slab.hole == NO_ROW:
+            slab.hole = r
+            return
+        mover = owner_at(slab, last)[0]
+        memcpy(row_at(slab, r), row_at(slab, last), slab.stride)   # the owner slot moves too
+        t.entries[mover].row = r
+    slab.used = last
+    if slab.hole != NO_ROW and slab.hole == slab.used - 1:
+        slab.hole = NO_ROW
+        slab.used -= 1
+
+
+cdef void trim(Table *t, int32_t i) noexcept nogil:
+    """Give back the pages of slab i past its live rows: all of them once the slab
+    is empty (in a cache without a fixed dim, unless the last put used it: a
+    dimension that fell out of use costs no memory), else when they come to
+    TRIM_BYTES."""
+    cdef Slab *slab = &t.slabs[i]
+    if slab.written == slab.used:
+        return
+    if ((slab.used or t.dim or i == t.last_slab)
+            and <size_t>(slab.written - slab.used) * slab.stride < TRIM_BYTES):
+        return
+    embcache_slab_trim(slab.rows, slab_bytes(slab), <size_t>slab.used * slab.stride,
+                       <size_t>slab.written * slab.stride)
+    slab.written = slab.used
+
+
 cdef void discard(Table *t, slot_t s) noexcept nogil:
     """Remove live entry `s` from the index, the policy, the expiry list, its slab
     and the accounting."""
@@ -305,39 +375,12 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     index_delete(t, cell_of_slot(t, s))
     policy_on_remove(t, s)
     expiry_unlink(t, s)
-    # the freed row carries the free-row chain in its first float's bytes
-    (<row_t *>(slab.rows + <size_t>e.row * <size_t>slab.dim))[0] = slab.free_row_head
-    slab.free_row_head = e.row
-    slab.used -= 1
+    release_row(t, slab, e.row)
     t.used_bytes -= entry_bytes(slab.dim)
     t.size -= 1
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
-    if e.slab != t.last_slab:   # the last put's slab is likely refilled at once
-        forget_if_empty(t, e.slab)
-
-
-cdef inline size_t written_bytes(const Slab *slab) noexcept nogil:
-    """Bytes of the slab's rows written since it was reserved or forgotten."""
-    return <size_t>max(slab.peak, slab.high_water) * <size_t>slab.dim * 4
-
-
-cdef inline size_t resident_bytes(const Table *t, const Slab *slab) noexcept nogil:
-    """What the slab's written rows hold resident at most (page and huge-page rounding)."""
-    return embcache_slab_resident(written_bytes(slab), slab_bytes(slab), t.dim != 0)
-
-
-cdef void forget_if_empty(Table *t, int32_t i) noexcept nogil:
-    """A slab of a cache without a fixed dim whose rows are all free gives its
-    pages back to the OS (a dimension that fell out of use costs no memory; its
-    address space stays reserved for when it returns)."""
-    cdef Slab *slab = &t.slabs[i]
-    if t.dim or slab.used or not written_bytes(slab):
-        return
-    embcache_slab_forget(slab.rows, resident_bytes(t, slab))
-    slab.high_water = 0
-    slab.peak = 0
-    slab.free_row_head = NO_ROW
+    trim(t, e.slab)
 
 
 cdef void probe_lengths(const Table *t, size_t *total, size_t *longest) noexcept nogil:
@@ -423,28 +466,19 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     s = t.free_slot_head
     t.free_slot_head = t.entries[s].recency_next
     slab = &t.slabs[slab_index]
-    if slab.free_row_head != NO_ROW:
-        row = slab.free_row_head
-        slab.free_row_head = (<row_t *>(slab.rows + <size_t>row * <size_t>dim))[0]
-    else:
-        row = slab.high_water
-        slab.high_water += 1
-        if slab.high_water > slab.peak:
-            embcache_slab_grow(slab.rows, slab_bytes(slab), <size_t>row * <size_t>dim * 4,
-                               <size_t>slab.high_water * <size_t>dim * 4)
-    slab.used += 1
+    row = take_row(slab, s)
     if t.last_slab != slab_index:
         previous = t.last_slab
         t.last_slab = slab_index
         if previous >= 0:
-            forget_if_empty(t, previous)
+            trim(t, previous)
 
     e = &t.entries[s]
     memcpy(e.digest, k.digest, sizeof(e.digest))
     e.expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
     e.slab = slab_index
     e.row = row
-    copy_in(slab.rows + <size_t>row * <size_t>dim, src)
+    copy_in(row_at(slab, row), src)
     policy_on_insert(t, s)
     expiry_push_tail(t, s)
     # cells may have shifted while room was made: probe again for a free cell
@@ -519,7 +553,7 @@ cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matr
 
 cdef void clear_table(Table *t) noexcept nogil:
     """Forget every entry. A fixed-dim table keeps its slab's written pages for
-    refilling (peak keeps them accounted); otherwise slabs go back to the OS and
+    refilling (still counted as resident); otherwise slabs go back to the OS and
     the tables shrink to their first size."""
     cdef slot_t i
     memset(t.cells, 0xff, (t.cell_mask + 1) * sizeof(Cell))
@@ -532,10 +566,8 @@ cdef void clear_table(Table *t) noexcept nogil:
     t.size = 0
     t.used_bytes = 0
     if t.dim:
-        t.slabs[0].peak = max(t.slabs[0].peak, t.slabs[0].high_water)
-        t.slabs[0].high_water = 0
-        t.slabs[0].free_row_head = NO_ROW
         t.slabs[0].used = 0
+        t.slabs[0].hole = NO_ROW
     else:
         release_slabs(t)
         free(t.entries)

@@ -15,6 +15,7 @@ import io
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +25,7 @@ from conftest import needs_source_tree, run_python
 
 import embcache
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache, __version__
-from embcache._tools import cli, compare, concurrency, report
+from embcache._tools import cli, compare, concurrency, redis_compare, report
 from embcache._tools.cli import main
 from embcache._tools.criteria import MIN_RATIO_DIM
 from embcache._tools.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, make_mapping
@@ -88,6 +89,15 @@ def criterion_rows(table: str) -> dict[int, str]:
         if head.isdigit() and int(head) in CRITERIA_NAMES:
             rows[int(head)] = line
     return rows
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_redis_rows() -> Iterator[None]:
+    """--compare here without its Redis rows (they need a server and seconds of
+    peers; tests/test_redis_tier.py covers them)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(redis_compare, "available_contenders", lambda: [])
+        yield
 
 
 @pytest.fixture(scope="module")

@@ -49,6 +49,8 @@ RUN_BY: dict[str, str] = {
     "python tools/check_dashboard.py": CI,
     "python EMBCACHE/tools/publish_offline.py": CI,
     "python EMBCACHE/tools/check_dashboard.py --html-dir OTHER/.asv/html --benchmark BENCHMARK": CI,
+    # Redis tier
+    'pip install "embcache[redis]"': "tests/test_readme.py::test_extras_the_readme_installs_exist",
     # Release build
     "bash tools/release.sh": "tests/test_readme.py::test_release_script_defaults_are_documented",
     'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9': CI,
@@ -220,3 +222,35 @@ def test_ci_script_is_what_the_readme_names() -> None:
     if not ci.is_file():
         pytest.skip(f".ci/run is not beside the tests ({ci})")
     assert ci.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")
+
+
+def test_extras_the_readme_installs_exist() -> None:
+    """Every ``pip install "embcache[EXTRA]"`` of the README names an extra of the
+    installed distribution, and what that extra needs is installed here (the test
+    extra includes it), so the command resolves to packages the suite has run with."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    extras = sorted(
+        set(
+            re.findall(
+                r'pip install "embcache\[([a-z0-9-]+)\]"', README.read_text(encoding="utf-8")
+            )
+        )
+    )
+    assert extras, "the README installs no extra"
+    try:
+        dist = importlib.metadata.distribution("embcache")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("embcache is not installed (an in-place build has no metadata)")
+    provided = dist.metadata.get_all("Provides-Extra") or []
+    for extra in extras:
+        assert extra in provided, f"embcache has no extra {extra!r} (it has {provided})"
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or not req.marker.evaluate({"extra": extra}):
+                continue
+            if req.marker.evaluate({"extra": ""}):
+                continue  # a base dependency, not the extra's
+            importlib.metadata.version(req.name)  # raises when not installed

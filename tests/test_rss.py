@@ -69,11 +69,6 @@ def test_resident_memory_stays_within_the_budget(tmp_path: Path, work: str) -> N
     assert abs(peak - allocated) <= SLACK, "allocated_bytes is not what is resident"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open (issue 8): while a new dimension takes over, the old dimension's slab keeps "
-    "its freed rows resident until its last entry goes (RSS up to ~1.4x the budget)",
-)
 def test_resident_memory_of_phased_dimensions_stays_within_the_budget(tmp_path: Path) -> None:
     peak, allocated, used, budget = measure(tmp_path, "phased")
     assert peak <= budget + SLACK, f"phased: RSS grew {peak / 2**20:.1f} MiB for {BUDGET_MB} MiB"

@@ -22,6 +22,7 @@ import numpy as np
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache, SyncEmbeddingCache
 from embcache._tools.measure import Samples, atimed, gc_paused, machine_info, timed
 from embcache._tools.peers import LOOPS, PEERS, Loops, available_peers, make_mapping
+from embcache._tools.redis_compare import run_redis_compare
 from embcache._tools.report import Comparison, Figure, Progress
 from embcache._tools.workloads import (
     MODEL,
@@ -315,6 +316,7 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
     keys = _key_creation(ops, repeats)
     progress.step(f"[compare 5/{steps}] batch get of {BATCH:,} keys, memcpy of the same bytes")
     batch_rows, memcpy_rows = _measure_batch(contenders, inp, repeats)
+    redis_part = run_redis_compare(cfg, progress)  # Redis tier rows, when a server is there
     progress.done()
 
     by_name = {c.name: c for c in contenders}
@@ -410,6 +412,8 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
     ]
     if missing:
         notes.append("not installed, skipped: " + ", ".join(missing))
+    figures += redis_part.figures
+    notes += redis_part.notes
     machine = machine_info()
     load = machine["load_average"]
     if load is not None:
@@ -421,7 +425,7 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
         dim=dim,
         ops=ops,
         repeats=repeats,
-        peers=peers,
+        peers=peers + redis_part.peers,
         missing_peers=missing,
         figures=figures,
         method="best of repeats",

@@ -1,0 +1,272 @@
+"""The shared tier's wire format: how a vector is written as a Redis value, how
+a CacheKey names it, and the validation of what comes back.
+
+A value is a 12-byte header and the payload::
+
+    offset  size  field
+    0       4     magic      b"EMBC"
+    4       1     version    1
+    5       1     dtype      1 = float32, little-endian
+    6       2     reserved   0 (u16 LE)
+    8       4     dim        >= 1 (u32 LE)
+    12      4*dim payload    dim float32, little-endian
+
+A Redis key is ``prefix ":" model ":" digest``: `model` is the key's
+model_version, UTF-8, with every byte outside ``[A-Za-z0-9._-]`` written as
+``%XX`` (so it holds no ``:``, no glob character and no ``{`` or ``}`` that
+would make a cluster hash tag), and `digest` the 64 lowercase hex digits of
+``CacheKey.digest`` (which already covers every field of the key). Reading a
+key from its right end recovers digest, model and prefix, so two different
+(prefix, key) pairs never share a Redis key, and every vector of one model
+under one prefix matches ``prefix ":" model ":"`` followed by exactly 64
+characters (the pattern ``drop_model`` scans for).
+
+Nothing here talks to Redis; embcache.redis does.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import struct
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._core import CacheKey
+from embcache.errors import ArgumentTypeError, ArgumentValueError
+
+__all__ = [
+    "DIGEST_HEX",
+    "HEADER",
+    "MAGIC",
+    "VERSION",
+    "Decoded",
+    "check_positive_seconds",
+    "decode_values",
+    "encode_rows",
+    "header_for",
+    "key_prefix",
+    "model_pattern",
+    "quote_model",
+    "redis_key",
+]
+
+MAGIC = b"EMBC"
+VERSION = 1
+DTYPE_FLOAT32_LE = 1
+HEADER = struct.Struct("<4sBBHI")
+"""magic, version, dtype, reserved, dim."""
+DIGEST_HEX = 64
+
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
+_LE_F32 = np.dtype("<f4")
+
+
+def header_for(dim: int) -> bytes:
+    """The 12-byte header of a value of dimension `dim`."""
+    return HEADER.pack(MAGIC, VERSION, DTYPE_FLOAT32_LE, 0, dim)
+
+
+def quote_model(model_version: str) -> bytes:
+    """`model_version` as it appears in a Redis key (see the module docstring)."""
+    raw = model_version.encode("utf-8", "surrogatepass")
+    if all(b in _SAFE for b in raw):
+        return raw
+    return b"".join(bytes((b,)) if b in _SAFE else b"%%%02X" % b for b in raw)
+
+
+def key_prefix(prefix: bytes, model_version: str) -> bytes:
+    """``prefix ":" model ":"``: what every Redis key of that model starts with."""
+    return prefix + b":" + quote_model(model_version) + b":"
+
+
+def model_pattern(prefix: bytes, model_version: str) -> bytes:
+    """The SCAN MATCH pattern of exactly that model's keys (prefix bytes glob-escaped)."""
+    escaped = b"".join(b"\\" + bytes((b,)) if b in b"*?[]\\" else bytes((b,)) for b in prefix)
+    return escaped + b":" + quote_model(model_version) + b":" + b"?" * DIGEST_HEX
+
+
+def redis_key(prefix: bytes, key: CacheKey) -> bytes:
+    """The Redis key of `key` under `prefix`."""
+    return key_prefix(prefix, key.model_version) + key.digest.hex().encode("ascii")
+
+
+def encode_rows(matrix: npt.NDArray[np.float32]) -> list[bytes]:
+    """One value per row of a float32 (m, dim) `matrix`."""
+    m, dim = matrix.shape
+    length = HEADER.size + 4 * dim
+    buf = np.empty((m, length), dtype=np.uint8)
+    buf[:, : HEADER.size] = np.frombuffer(header_for(dim), dtype=np.uint8)
+    buf[:, HEADER.size :] = np.ascontiguousarray(matrix, dtype=_LE_F32).view(np.uint8)
+    raw = buf.tobytes()
+    return [raw[i * length : (i + 1) * length] for i in range(m)]
+
+
+class Decoded:
+    """Values read for a batch of keys, validated: ``rows`` (k, dim), a new
+    C-contiguous float32 array, row r holding value ``index[r]`` (ascending
+    positions in the batch); ``errors`` counts the
+    values present but invalid (foreign bytes, a wrong length or dimension, a
+    non-finite element), which are misses like absent ones."""
+
+    __slots__ = ("rows", "index", "errors")
+
+    def __init__(
+        self, rows: npt.NDArray[np.float32], index: npt.NDArray[np.intp], errors: int
+    ) -> None:
+        self.rows = rows
+        self.index = index
+        self.errors = errors
+
+
+_NO_INDEX = np.empty(0, dtype=np.intp)
+_ONE_INDEX = np.zeros(1, dtype=np.intp)
+_ONE_INDEX.flags.writeable = False
+_NO_INDEX.flags.writeable = False
+
+
+def _dim_of(value: bytes) -> int:
+    """The dimension a value declares, if its header and length are right; else 0."""
+    if len(value) < HEADER.size + 4:
+        return 0
+    magic, version, dtype, reserved, dim = HEADER.unpack_from(value)
+    if magic != MAGIC or version != VERSION or dtype != DTYPE_FLOAT32_LE or reserved != 0:
+        return 0
+    if dim < 1 or len(value) != HEADER.size + 4 * dim:
+        return 0
+    return int(dim)
+
+
+def _none(dim: int | None, errors: int) -> Decoded:
+    return Decoded(np.empty((0, dim or 0), dtype=np.float32), _NO_INDEX, errors)
+
+
+def _decode_one(value: object, dim: int | None) -> Decoded:
+    """decode_values for one value, without the vectorised machinery."""
+    if value is None:
+        return _none(dim, 0)
+    if type(value) is not bytes:
+        return _none(dim, 1)
+    d = _dim_of(value)
+    if not d or (dim is not None and d != dim):
+        return _none(dim, 1)
+    row = np.frombuffer(value, dtype=_LE_F32, offset=HEADER.size).astype(np.float32)
+    if not np.isfinite(row).all():
+        return _none(dim, 1)
+    return Decoded(row.reshape(1, d), _ONE_INDEX, 0)
+
+
+def _candidates(values: Sequence[object], length: int) -> tuple[list[int] | None, int]:
+    """The positions of the values that are bytes of `length` (None: all of
+    them), and how many present values are not."""
+    try:
+        if set(map(len, values)) == {length}:  # type: ignore[arg-type]
+            return None, 0
+    except TypeError:  # a None (absent key) among them
+        pass
+    good: list[int] = []
+    present = 0
+    for i, value in enumerate(values):
+        if value is not None:
+            present += 1
+            if type(value) is bytes and len(value) == length:
+                good.append(i)
+    return good, present - len(good)
+
+
+def decode_values(
+    values: Sequence[object], dim: int | None, out: npt.NDArray[np.float32] | None = None
+) -> Decoded:
+    """Validate `values` (bytes, or None for an absent key, as Redis answered) for
+    a batch of dimension `dim` (None: the dimension of the first valid value).
+
+    The values of the batch's length are joined, their headers compared and
+    their payloads copied into one new, native float32 matrix (``rows``, owned
+    by the caller) and checked for finiteness, all in vectorised passes; every
+    other value is invalid. Never raises for any value contents.
+
+    With `out` (a zero-filled, C-contiguous float32 (len(values), dim) array),
+    valid value i is written to ``out[i]`` instead, the rows of the others stay
+    zero, and ``rows`` is `out` itself (row i for value i)."""
+    if out is not None:
+        return _decode_into(values, dim, out)
+    if len(values) == 1:
+        return _decode_one(values[0], dim)
+    if dim is None:
+        for value in values:
+            if type(value) is bytes:
+                d = _dim_of(value)
+                if d:
+                    dim = d
+                    break
+    if dim is None:
+        return _none(None, sum(value is not None for value in values))
+    length = HEADER.size + 4 * dim
+    good, errors = _candidates(values, length)
+    chunks = values if good is None else [values[i] for i in good]
+    try:
+        joined = b"".join(chunks)  # type: ignore[arg-type]
+    except TypeError:  # a non-bytes value of the right length (never from redis-py)
+        good = [
+            i for i in (range(len(values)) if good is None else good) if type(values[i]) is bytes
+        ]
+        errors += len(chunks) - len(good)
+        chunks = [values[i] for i in good]
+        joined = b"".join(chunks)  # type: ignore[arg-type]
+    k = len(chunks)
+    if not k:
+        return _none(dim, errors)
+    raw = np.frombuffer(joined, dtype=np.uint8).reshape(k, length)
+    ok = (raw[:, : HEADER.size] == np.frombuffer(header_for(dim), dtype=np.uint8)).all(axis=1)
+    rows = np.empty((k, dim), dtype=np.float32)
+    np.copyto(rows, raw[:, HEADER.size :].view(_LE_F32))
+    ok &= np.isfinite(rows).all(axis=1)
+    index = np.arange(k, dtype=np.intp) if good is None else np.asarray(good, dtype=np.intp)
+    if not ok.all():
+        errors += int(k - ok.sum())
+        rows, index = rows[ok], index[ok]
+    return Decoded(rows, index, errors)
+
+
+def _decode_into(
+    values: Sequence[object], dim: int | None, out: npt.NDArray[np.float32]
+) -> Decoded:
+    """decode_values with `out`: when every value is present and of the right
+    length (the usual batch), straight into `out`, with no matrix in between."""
+    length = HEADER.size + 4 * int(out.shape[1])
+    good, errors = (None, 0) if len(values) == 1 else _candidates(values, length)
+    if good is None and len(values) > 1:
+        try:
+            joined = b"".join(values)  # type: ignore[arg-type]
+        except TypeError:
+            pass
+        else:
+            raw = np.frombuffer(joined, dtype=np.uint8).reshape(len(values), length)
+            header = np.frombuffer(header_for(int(out.shape[1])), dtype=np.uint8)
+            ok = (raw[:, : HEADER.size] == header).all(axis=1)
+            np.copyto(out, raw[:, HEADER.size :].view(_LE_F32))
+            ok &= np.isfinite(out).all(axis=1)
+            if ok.all():
+                return Decoded(out, np.arange(len(values), dtype=np.intp), 0)
+            bad = ~ok
+            out[bad] = 0.0
+            return Decoded(out, np.flatnonzero(ok), int(bad.sum()))
+    decoded = decode_values(values, dim)
+    out[decoded.index] = decoded.rows
+    return Decoded(out, decoded.index, decoded.errors)
+
+
+def check_positive_seconds(value: object, name: str, *, allow_none: bool) -> float | None:
+    """`value` as float seconds > 0 and finite (or None when allowed): TypeError
+    for a bool or a non-number, ValueError otherwise (both EmbcacheError)."""
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        expected = "a number of seconds or None" if allow_none else "a number of seconds"
+        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
+    seconds = float(value)
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ArgumentValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return seconds
