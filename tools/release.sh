@@ -12,7 +12,7 @@
 #              The newest of them is tested in the root of the unpacked sdist, the
 #              others from a folder holding only a copy of tests/
 #   --lowest-numpy  the Python whose wheel is tested against the lowest numpy that
-#              pyproject.toml claims (default: the oldest of --pythons; `none`: skip)
+#              pyproject.toml claims (default: 3.9 when built; `none`: skip)
 #   --out      where the sdist, the wheels and the logs go (default: dist/)
 #   RELEASE_TEST_TIMEOUT  seconds one suite may take before it is killed (default 1800:
 #              a thread that never ends would otherwise keep pytest from exiting)
@@ -54,12 +54,16 @@ while [ "$#" -gt 0 ]; do
         *) echo "release.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
     esac
 done
+in_list() { case " $2 " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 [ "$full_set" = 1 ] || full=$pythons
 test_timeout=${RELEASE_TEST_TIMEOUT:-1800}
 newest_full=""
 for v in $full; do newest_full=$v; done
-oldest=${pythons%% *}
-[ -n "$lowest" ] || lowest=$oldest
+# numpy's floor is tested on the oldest supported Python (3.9): later Pythons have no
+# wheel of that numpy (it would build from source, and fail)
+if [ -z "$lowest" ]; then
+    if in_list 3.9 "$pythons"; then lowest=3.9; else lowest=none; fi
+fi
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
 rm -f "$out"/embcache-*.whl "$out"/embcache-*.tar.gz "$out"/auditwheel-show.txt "$out"/summary.txt
@@ -79,7 +83,6 @@ find_python() {
     done
     command -v "python$v" || { echo "release.sh: no python$v found (pyenv or PATH)" >&2; exit 1; }
 }
-in_list() { case " $2 " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 # pytest's closing line, e.g. "310 passed, 12 skipped in 95.1s"
 counts() { grep -E '^=+ .*(passed|failed|error).* in [0-9.]+s' "$1" | tail -1 | sed 's/^=* //; s/ =*$//'; }
 
@@ -145,8 +148,9 @@ log "twine check"
 
 summary=$out/summary.txt
 printf '%-58s %9s  %s\n' "file" "bytes" "tests" >"$summary"
-printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" \
-    "(pytest in its root: the $newest_full row)" >>"$summary"
+if [ -n "$newest_full" ]; then sdist_note="(pytest in its root: the $newest_full row)"; else
+    sdist_note="(its tests not run: no --full Python)"; fi
+printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" "$sdist_note" >>"$summary"
 # the numpy floor the package claims: dependencies = ["numpy>=X.Y", ...]
 floor=$(sed -n 's/^dependencies = \[.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml")
 [ -n "$floor" ] || { echo "release.sh: no numpy floor found in pyproject.toml dependencies" >&2; exit 1; }
