@@ -4,6 +4,9 @@ Set EMBCACHE_DEBUG=1 to build with bounds checks, wraparound, line tracing and
 assertions turned back on (slower, for debugging and coverage).
 Set EMBCACHE_SANITIZE=1 to build with AddressSanitizer and UndefinedBehaviorSanitizer
 (UBSan fatal); see tools/sanitize.sh for how to run the tests against such a build.
+Set EMBCACHE_RELEASE=1 for a release build (tools/release.sh): no debug info
+(-g0 after the interpreter's own -g) and a stripped shared object (-s), which
+makes the wheel's .so about a sixth of its default size.
 """
 import os
 
@@ -13,6 +16,9 @@ from setuptools import Extension, setup
 
 DEBUG = os.environ.get("EMBCACHE_DEBUG", "") not in ("", "0")
 SANITIZE = os.environ.get("EMBCACHE_SANITIZE", "") not in ("", "0")
+RELEASE = os.environ.get("EMBCACHE_RELEASE", "") not in ("", "0")
+if RELEASE and (DEBUG or SANITIZE):
+    raise SystemExit("EMBCACHE_RELEASE=1 excludes EMBCACHE_DEBUG and EMBCACHE_SANITIZE")
 SANITIZE_FLAGS = [
     "-fsanitize=address,undefined",
     "-fno-omit-frame-pointer",
@@ -42,8 +48,9 @@ extensions = [
         include_dirs=[numpy.get_include(), "embcache"],
         define_macros=macros,
         extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3"])
-        + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else []),
-        extra_link_args=SANITIZE_FLAGS if SANITIZE else [],
+        + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else [])
+        + (["-g0"] if RELEASE else []),
+        extra_link_args=(SANITIZE_FLAGS if SANITIZE else []) + (["-s"] if RELEASE else []),
     )
 ]
 

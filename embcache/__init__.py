@@ -8,6 +8,9 @@
 array([0.1, 0.2, 0.3], dtype=float32)
 """
 
+# first: a clear error (naming the fix) when the compiled core is not built
+import embcache._build_check  # noqa: F401  isort: skip
+
 # first: attaches the single-flight registry to every cache the core creates
 import embcache._flight  # noqa: F401  isort: skip
 from embcache._async import EmbeddingCache

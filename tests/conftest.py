@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import importlib.util
 import os
 import subprocess
 import sys
@@ -15,13 +16,59 @@ from typing import Any
 import numpy as np
 import pytest
 
-import embcache
-from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
-
 REPO = Path(__file__).resolve().parent.parent
+"""The folder holding tests/: a clone, an unpacked sdist, or any folder the tests
+were copied to (then without the source tree; see SOURCE_TREE)."""
+
+
+def _prefer_installed_package() -> None:
+    """From a clone's root, ``python -m pytest`` puts the root first on sys.path,
+    where embcache is the uncompiled source tree unless it was built in place:
+    then the tests use the installed embcache, or say exactly what to do."""
+    here = REPO / "embcache"
+    if not (here / "__init__.py").is_file() or any(here.glob("_core.*.so")):
+        return
+    sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != REPO]
+    if importlib.util.find_spec("embcache") is None:
+        raise pytest.UsageError(
+            f"embcache is neither installed nor built in place in {REPO}: run "
+            '`pip install ".[test]"` (then pytest tests the installed package), or '
+            '`pip install -e ".[test]"` to build it in place'
+        )
+
+
+_prefer_installed_package()
+
+import embcache  # noqa: E402
+from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache  # noqa: E402
+
 # The directory holding the embcache package these tests imported: the source
 # tree after an in-place build, site-packages after `pip install .`.
 PACKAGE_PARENT = Path(embcache.__file__).resolve().parent.parent
+
+SOURCE_TREE = (REPO / "pyproject.toml").is_file() and (REPO / "embcache" / "_core.pyx").is_file()
+"""True when the tests sit in a source tree (a clone or an unpacked sdist), which
+the source checks (ruff, mypy, stubtest, the pyproject metadata) read."""
+NO_SOURCE_REASON = (
+    f"needs the source tree beside tests/ (pyproject.toml, embcache/*.pyx), not found in {REPO}: "
+    "these tests run the tests of an installed package; run them from a clone or an unpacked "
+    "sdist for the source checks"
+)
+needs_source_tree = pytest.mark.skipif(not SOURCE_TREE, reason=NO_SOURCE_REASON)
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    """Which embcache (and numpy) the run tests: an installed wheel or a source tree."""
+    return f"embcache {embcache.__version__} from {PACKAGE_PARENT}, numpy {np.__version__}"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The suite's settings wherever it runs: the repository's pyproject.toml
+    sets them too, but a copy of tests/ run against an installed wheel has no
+    pyproject.toml to read them from."""
+    config.addinivalue_line("markers", "slow: long-running tests (stress, leak, scalability)")
+    if config.inipath is None:
+        config.addinivalue_line("filterwarnings", "error")
 
 
 def run_python(

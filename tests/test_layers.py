@@ -18,9 +18,10 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import REPO, run_python
+from conftest import PACKAGE_PARENT, run_python
 
-SOURCES = REPO / "embcache"
+# the package the tests imported: the source tree, or the installed wheel's files
+SOURCES = PACKAGE_PARENT / "embcache"
 RUNTIME_MODULES = {
     "embcache",
     "embcache._core",

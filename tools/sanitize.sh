@@ -45,7 +45,7 @@ rm -f "$src"/embcache/_core.c "$src"/embcache/_core.*.so
 # shellcheck disable=SC1091
 . "$tmp/venv/bin/activate"
 python -m pip install --quiet --upgrade pip
-python -m pip install --quiet "setuptools>=64" "Cython>=3.1,<3.4" "numpy>=2.0" \
+python -m pip install --quiet "setuptools>=77" "Cython>=3.1,<3.4" "numpy>=2.0" \
     "pytest>=7" "hypothesis>=6.80" "pytest-asyncio>=0.24"
 
 echo "   (venv ready after $((SECONDS - started)) s)"

@@ -5,7 +5,8 @@ Measures on this machine whether embcache meets its seven pass/fail criteria
 measured value and verdict; ``--compare`` adds a side-by-side comparison with
 the installed peer caches against embcache's performance goals
 (embcache._tools.compare). Exit status: 0 when every criterion passes, 1 when
-one fails, 2 for a usage error.
+one fails, 2 for a usage error (the message names the bad argument). ``embcache``
+alone prints the help; ``embcache --version`` the version.
 """
 
 from __future__ import annotations
@@ -14,14 +15,17 @@ import argparse
 import json
 import os
 import sys
+import textwrap
 import time
 from collections.abc import Sequence
 from typing import TextIO
 
+from embcache import __version__
 from embcache._tools.compare import run_compare
 from embcache._tools.criteria import run_check
 from embcache._tools.measure import machine_info
-from embcache._tools.report import Progress, Report, format_report, report_to_json
+from embcache._tools.peers import PEERS, available_peers
+from embcache._tools.report import WIDTH, Progress, Report, format_report, report_to_json
 from embcache._tools.snapshot_bandwidth import run_snapshot_check
 from embcache._tools.workloads import DIM, CheckConfig
 
@@ -85,10 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the ``embcache`` command."""
     parser = argparse.ArgumentParser(
         prog="embcache",
-        description="embcache: an in-process cache for embedding vectors.",
+        description="embcache: an in-process cache for embedding vectors. "
+        "Run `embcache check --help` for the validation report.",
     )
+    parser.add_argument("--version", action="version", version=f"embcache {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    sub.required = True
     check = sub.add_parser(
         "check",
         help="measure whether embcache meets its speed and memory criteria on this machine",
@@ -110,6 +115,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATH",
         type=_json_path,
         help="write all results as JSON to PATH ('-' for stdout; the table then goes to stderr)",
+    )
+    check.add_argument(
+        "--wide",
+        action="store_true",
+        help=f"do not wrap the report's tables and text to {WIDTH} columns",
     )
     check.add_argument(
         "--dim",
@@ -153,9 +163,33 @@ def run(
     return Report(cfg, criteria, machine_info(), comparison, seconds, snapshot)
 
 
+PEERS_HINT = (
+    "install the peer caches to compare against: pip install cachebox lru-dict cachetools "
+    '(from a clone: pip install ".[peers]"; cachebox needs Python >= 3.10)'
+)
+
+
+def missing_peers_note(installed: Sequence[str]) -> str | None:
+    """What ``--compare`` says when some (or all) peer caches are not installed."""
+    missing = [name for name in PEERS if name not in installed]
+    if not missing:
+        return None
+    if not installed:
+        return "--compare: no peer cache is installed, nothing to compare with; " + PEERS_HINT
+    return (
+        f"--compare: {', '.join(missing)} not installed (compared with "
+        f"{', '.join(installed)} only); {PEERS_HINT}"
+    )
+
+
 def _cmd_check(args: argparse.Namespace) -> int:
     """Run ``embcache check`` with parsed arguments; returns the exit status."""
     cfg = CheckConfig.make(quick=args.quick, dim=args.dim)
+    note = missing_peers_note(available_peers()) if args.compare else None
+    if note is not None and not args.wide:
+        note = "\n".join(textwrap.wrap(note, WIDTH, break_on_hyphens=False))
+    if note is not None:
+        print(note, file=sys.stderr)
     report = run(
         cfg,
         compare=args.compare,
@@ -163,9 +197,12 @@ def _cmd_check(args: argparse.Namespace) -> int:
         snapshot_dir=args.snapshot_dir,
         drop_caches=args.drop_caches,
     )
-    text = format_report(report)
+    text = format_report(report, width=None if args.wide else WIDTH)
     json_to_stdout = args.json == "-"
-    (sys.stderr if json_to_stdout else sys.stdout).write(text)
+    out = sys.stderr if json_to_stdout else sys.stdout
+    out.write(text)
+    if note is not None and out is sys.stdout:  # said on stderr at the start, too
+        out.write("\n" + note + "\n")
     if args.json is not None:
         payload = json.dumps(report_to_json(report), indent=2) + "\n"
         if json_to_stdout:
@@ -179,7 +216,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``embcache`` console script; returns the exit status
-    (argparse exits with 2 itself on a usage error)."""
-    args = build_parser().parse_args(None if argv is None else list(argv))
+    (argparse exits with 2 itself on a usage error). No command: the help, exit 0."""
+    parser = build_parser()
+    args = parser.parse_args(None if argv is None else list(argv))
+    if args.command is None:
+        parser.print_help()
+        return 0
     status: int = args.func(args)
     return status

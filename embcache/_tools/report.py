@@ -4,6 +4,7 @@ progress lines and the number formats shared by the criteria."""
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass, field
 from typing import Any, TextIO, Union
 
@@ -22,6 +23,7 @@ __all__ = [
     "format_report",
     "report_to_json",
     "verdict",
+    "WIDTH",
 ]
 
 Number = Union[int, float]
@@ -285,20 +287,91 @@ class Progress:
 # --- text ---------------------------------------------------------------------------
 
 
-def _table(header: list[str], rows: list[list[str]], right: set[int]) -> list[str]:
-    """Rows as aligned text columns; indices in `right` are right-aligned."""
-    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-
-    def line(cells: list[str]) -> str:
-        parts = [
-            c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths))
-        ]
-        return "  ".join(parts).rstrip()
-
-    return [line(header), line(["-" * w for w in widths]), *(line(r) for r in rows)]
+WIDTH = 100
+"""Columns the text report fits in (``embcache check --wide``: no limit)."""
 
 
-def _format_scaling(crit: Criterion) -> list[str]:
+def _fit(widths: list[int], minimum: list[int], width: int | None) -> list[int]:
+    """Column widths narrowed, widest wrappable column first, until the table
+    (two spaces between columns) fits in `width` or no column can give more."""
+    widths = list(widths)
+    if width is None:
+        return widths
+    while sum(widths) + 2 * (len(widths) - 1) > width:
+        room = [i for i, w in enumerate(widths) if w > minimum[i]]
+        if not room:
+            break
+        widest = max(room, key=lambda i: widths[i])
+        widths[widest] -= 1
+    return widths
+
+
+def _indent(cell: str) -> int:
+    return len(cell) - len(cell.lstrip(" "))
+
+
+def _longest_word(cell: str) -> int:
+    return max((len(w) for w in cell.split()), default=0)
+
+
+def _wrap_cell(cell: str, width: int) -> list[str]:
+    """A cell as lines of at most `width` (its leading indent kept on each)."""
+    if len(cell) <= width:
+        return [cell]
+    pad = " " * _indent(cell)
+    return textwrap.wrap(
+        cell.strip(),
+        width,
+        initial_indent=pad,
+        subsequent_indent=pad,
+        break_long_words=False,
+        break_on_hyphens=False,
+    ) or [""]
+
+
+def _table(
+    header: list[str], rows: list[list[str]], right: set[int], width: int | None = WIDTH
+) -> list[str]:
+    """Rows as aligned text columns; indices in `right` are right-aligned (and
+    never wrapped). A table wider than `width` wraps its other cells at word
+    boundaries onto continuation lines (the first line of a row keeps every
+    short cell, so a row's number and verdict stay on its first line)."""
+    natural = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+    minimum = [
+        natural[i]
+        if i in right
+        else max([len(header[i]), 4, *(_indent(r[i]) + _longest_word(r[i]) for r in rows)])
+        for i in range(len(header))
+    ]
+    widths = _fit(natural, minimum, width)
+
+    def lines(cells: list[str]) -> list[str]:
+        wrapped = [_wrap_cell(c, w) for c, w in zip(cells, widths)]
+        out = []
+        for k in range(max(len(p) for p in wrapped)):
+            parts = [
+                (p[k] if k < len(p) else "").rjust(w)
+                if i in right
+                else (p[k] if k < len(p) else "").ljust(w)
+                for i, (p, w) in enumerate(zip(wrapped, widths))
+            ]
+            out.append("  ".join(parts).rstrip())
+        return out
+
+    rule = "  ".join("-" * w for w in widths)
+    return [*lines(header), rule, *(line for r in rows for line in lines(r))]
+
+
+def _prose(text: str, width: int | None, indent: int = 4) -> list[str]:
+    """One line of prose, wrapped to `width` (continuation lines indented)."""
+    if width is None or len(text) <= width:
+        return [text]
+    return textwrap.wrap(
+        text, width, subsequent_indent=" " * indent, break_long_words=False, break_on_hyphens=False
+    )
+
+
+def _format_scaling(crit: Criterion, width: int | None) -> list[str]:
     """The per-worker-count table of the concurrent-access criterion."""
     d = crit.details
     workers = list(d["asyncio_ns_per_op"])
@@ -306,19 +379,22 @@ def _format_scaling(crit: Criterion) -> list[str]:
         ["asyncio tasks", *(f"{d['asyncio_ns_per_op'][w]:,.0f}" for w in workers)],
         ["OS threads", *(f"{d['threads_ns_per_op'][w]:,.0f}" for w in workers)],
     ]
+    text = (
+        f"concurrent access: ns per op, median of {d['rounds']['asyncio']} (tasks) / "
+        f"{d['rounds']['threads']} (threads) rounds; each worker puts a new key, then gets it, "
+        f"{d['ops_per_worker']['asyncio']} ops per asyncio task, "
+        f"{d['ops_per_worker']['threads']} per OS thread. Linear scaling = flat per-op cost; "
+        f"the {d['factor']:.0f}x bound leaves room for fixed per-round costs and scheduler "
+        "noise, and still catches contention that grows with the number of workers."
+    )
     return [
         "",
-        f"concurrent access: ns per op, median of {d['rounds']['asyncio']} (tasks) / "
-        f"{d['rounds']['threads']} (threads) rounds; each worker puts a new key, then gets it,",
-        f"{d['ops_per_worker']['asyncio']} ops per asyncio task, "
-        f"{d['ops_per_worker']['threads']} per OS thread. Linear scaling = flat per-op cost;",
-        f"the {d['factor']:.0f}x bound leaves room for fixed per-round costs and scheduler "
-        "noise, and still catches contention that grows with the number of workers.",
-        *_table(["workers", *workers], srows, set(range(1, len(workers) + 1))),
+        *_prose(text, width, 0),
+        *_table(["workers", *workers], srows, set(range(1, len(workers) + 1)), width),
     ]
 
 
-def _format_criteria(report: Report) -> list[str]:
+def _format_criteria(report: Report, width: int | None) -> list[str]:
     """The criteria table, what each criterion means, the scaling detail and
     the overall verdict."""
     rows: list[list[str]] = []
@@ -332,12 +408,12 @@ def _format_criteria(report: Report) -> list[str]:
         f"embcache check: does embcache meet its criteria on this machine? (dim {cfg.dim}"
         f"{', quick' if cfg.quick else ''})",
         "",
-        *_table(["#", "criterion", "threshold", "measured", "verdict"], rows, set()),
+        *_table(["#", "criterion", "threshold", "measured", "verdict"], rows, set(), width),
         "",
         "what each criterion measures:",
     ]
     for crit in report.criteria:
-        out.append(f"{crit.number:>2} {crit.name}: {crit.description}")
+        out += _prose(f"{crit.number:>2} {crit.name}: {crit.description}", width, 3)
     not_applicable = [
         (crit.number, chk)
         for crit in report.criteria
@@ -346,10 +422,11 @@ def _format_criteria(report: Report) -> list[str]:
     ]
     if not_applicable:
         out += ["", f"not applicable at dim {cfg.dim} (n/a does not fail the run):"]
-        out += [f"{n:>2} {chk.label}: {chk.not_applicable}" for n, chk in not_applicable]
+        for n, chk in not_applicable:
+            out += _prose(f"{n:>2} {chk.label}: {chk.not_applicable}", width, 3)
     scaling = next((c for c in report.criteria if "asyncio_ns_per_op" in c.details), None)
     if scaling is not None:
-        out += _format_scaling(scaling)
+        out += _format_scaling(scaling, width)
     failed = [str(c.number) for c in report.criteria if not c.passed]
     n = len(report.criteria)
     if failed:
@@ -368,7 +445,7 @@ def _fmt_figure(x: float, fine: bool) -> str:
     return f"{x:,.1f}" if fine and abs(x) < 100 else f"{x:,.0f}"
 
 
-def _format_comparison(cmp: Comparison) -> list[str]:
+def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
     """The side-by-side table, the performance goals in words, and the notes."""
     peers = cmp.peers
     rows: list[list[str]] = []
@@ -394,30 +471,35 @@ def _format_comparison(cmp: Comparison) -> list[str]:
     goals: list[str] = []
     for f in cmp.figures:
         if f.goal_kind != "info" and f.meaning:
-            goals.append(f"  {f.label}: {f.meaning}; goal: {f.goal_text}.")
+            goals += _prose(f"  {f.label}: {f.meaning}; goal: {f.goal_text}.", width)
+    notes = [line for n in cmp.notes for line in _prose(f"note: {n}", width, 6)]
+    title = (
+        f"comparison at dim {cmp.dim}: ns/op unless noted, lower is better; "
+        f"{cmp.ops:,} random-order keys per run, best of {cmp.repeats} runs"
+    )
     return [
         "",
-        f"comparison at dim {cmp.dim}: ns/op unless noted, lower is better; "
-        f"{cmp.ops:,} random-order keys per run, best of {cmp.repeats} runs",
+        *_prose(title, width, 0),
         "",
-        *_table(header, rows, right),
+        *_table(header, rows, right, width),
         "",
         "performance goals (reported only: they never change the exit code):",
         *goals,
         "",
-        *(f"note: {n}" for n in cmp.notes),
+        *notes,
     ]
 
 
-def format_report(report: Report) -> str:
-    """The human-readable report: criteria table and, if measured, comparison."""
-    lines = _format_criteria(report)
+def format_report(report: Report, width: int | None = WIDTH) -> str:
+    """The human-readable report: criteria table and, if measured, comparison;
+    every line fits in `width` columns (None: no wrapping) but a word longer than that."""
+    lines = _format_criteria(report, width)
     if report.snapshot is not None:
         from embcache._tools.snapshot_bandwidth import format_snapshot
 
         lines += format_snapshot(report.snapshot)
     if report.comparison is not None:
-        lines += _format_comparison(report.comparison)
+        lines += _format_comparison(report.comparison, width)
     return "\n".join(lines) + "\n"
 
 

@@ -1,0 +1,256 @@
+"""Every command in the README's shell blocks is run by CI or by a test.
+
+Each ``sh`` block line of README.md is split into its commands (``&&``, comments
+dropped; ``cd`` is not a command of its own). Every command must be listed in
+RUN_BY below, which names where it runs:
+
+- a file (.ci/run, or a script .ci/run calls): some command line of that file must
+  be the README command with, at most, extra arguments in between (the README's
+  words in order; an UPPERCASE placeholder such as OTHER or BENCHMARK in the
+  README stands for any text, a token ending in a placeholder for any path);
+- a test (``tests/FILE.py::NAME``): that test function must exist; it runs the
+  command (or calls the same entry point with the same arguments).
+
+A README command missing from RUN_BY fails the test, and so does an entry of
+RUN_BY that the README no longer has, or one whose place does not run it.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+import pytest
+from conftest import REPO, needs_source_tree
+
+README = REPO / "README.md"
+CI = ".ci/run"
+
+RUN_BY: dict[str, str] = {
+    # Quickstart
+    "pip install .": CI,
+    "embcache check": CI,
+    'pip install ".[test]"': CI,
+    "pytest": CI,
+    # Installing a built wheel
+    "pip install dist/embcache-0.1.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl": (
+        "tests/test_readme.py::test_wheel_name_in_readme_is_what_release_builds"
+    ),
+    'pip install "dist/embcache-0.1.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl'
+    '[test]"': "tests/test_readme.py::test_wheel_name_in_readme_is_what_release_builds",
+    # Benchmarks
+    "asv machine --yes": CI,
+    "asv run --python=same --quick": CI,
+    'asv run --python=same --set-commit-hash "$(git rev-parse HEAD)" '
+    "-b '^bench_peers\\.GetHit\\.'": CI,
+    "bash tools/regression_gate.sh": CI,
+    "python tools/publish_offline.py": CI,
+    "python tools/check_dashboard.py": CI,
+    "python EMBCACHE/tools/publish_offline.py": CI,
+    "python EMBCACHE/tools/check_dashboard.py --html-dir OTHER/.asv/html --benchmark BENCHMARK": CI,
+    # Redis tier
+    'pip install "embcache[redis]"': "tests/test_readme.py::test_extras_the_readme_installs_exist",
+    # Release build
+    "bash tools/release.sh": "tests/test_readme.py::test_release_script_defaults_are_documented",
+    'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9': CI,
+    # Development
+    'pip install Cython numpy "setuptools>=77"': CI,
+    'pip install --no-build-isolation -e ".[test]"': CI,
+    "python setup.py build_ext --inplace": "tools/sanitize.sh",
+    "bash tools/sanitize.sh": CI,
+    "python tools/fuzz/fuzz_cache.py --random --seconds 10": CI,
+    "bash .ci/run": "tests/test_readme.py::test_ci_script_is_what_the_readme_names",
+}
+
+# README.md, .ci/run and tools/ sit beside tests/ in a clone or an unpacked sdist only
+pytestmark = needs_source_tree
+
+PLACEHOLDER = re.compile(r"[A-Z][A-Z_]{2,}")
+ENV = re.compile(r"^[A-Z_][A-Z0-9_]*=")
+
+
+def readme_commands(text: str) -> list[str]:
+    """The commands of every ```sh block, in order."""
+    commands: list[str] = []
+    for block in re.findall(r"^```sh\n(.*?)^```", text, flags=re.S | re.M):
+        for line in block.splitlines():
+            line = re.sub(r"\s+#.*$", "", line).strip()
+            if not line or line.startswith("#"):
+                continue
+            for part in line.split(" && "):
+                part = part.strip()
+                if part and not part.startswith("cd "):
+                    commands.append(part)
+    return commands
+
+
+def file_commands(path: Path) -> list[list[str]]:
+    """Every command line of a shell script, as words (continuations joined,
+    split at && || | ;, a subshell's parentheses dropped, and the commands
+    inside a ``bash -c '...'`` string)."""
+    text = path.read_text(encoding="utf-8").replace("\\\n", " ")
+    out: list[list[str]] = []
+    for line in text.splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        if line.startswith("(") and line.endswith(")"):
+            line = line[1:-1]
+        try:
+            words = shlex.split(line, comments=True)
+        except ValueError:
+            continue
+        if words[:2] == ["bash", "-c"] and len(words) > 2:
+            words = shlex.split(words[2])
+        current: list[str] = []
+        for w in words:
+            if w in ("&&", "||", "|", ";"):
+                if current:
+                    out.append(current)
+                current = []
+            else:
+                current.append(w)
+        if current:
+            out.append(current)
+    # a leading VAR=value only sets the command's environment
+    return [
+        words[next(i for i, w in enumerate(words + [""]) if not ENV.match(w)) :] for words in out
+    ]
+
+
+def word_matches(readme_word: str, word: str) -> bool:
+    if PLACEHOLDER.search(readme_word) and not readme_word.startswith("-"):
+        pattern = "".join(
+            ".+" if PLACEHOLDER.fullmatch(part) else re.escape(part)
+            for part in re.split(f"({PLACEHOLDER.pattern})", readme_word)
+        )
+        return re.fullmatch(pattern, word) is not None
+    return readme_word == word
+
+
+def runs(readme_cmd: str, candidate: list[str]) -> bool:
+    """`candidate` is `readme_cmd` with, at most, extra words in between."""
+    want = shlex.split(readme_cmd)
+    if not candidate or not word_matches(want[0], candidate[0]):
+        return False
+    i = 1
+    for word in candidate[1:]:
+        if i < len(want) and word_matches(want[i], word):
+            i += 1
+    return i == len(want)
+
+
+def test_every_readme_command_is_listed() -> None:
+    commands = readme_commands(README.read_text(encoding="utf-8"))
+    assert len(commands) >= 15, commands  # the blocks were found
+    unlisted = [c for c in commands if c not in RUN_BY]
+    assert not unlisted, f"README commands that no test or CI step runs: {unlisted}"
+    stale = [c for c in RUN_BY if c not in commands]
+    assert not stale, f"RUN_BY lists commands the README no longer has: {stale}"
+
+
+@pytest.mark.parametrize("command", sorted(RUN_BY))
+def test_command_is_run_where_listed(command: str) -> None:
+    where = RUN_BY[command]
+    if "::" in where:
+        path, name = where.split("::")
+        source = (REPO / path).read_text(encoding="utf-8")
+        assert re.search(rf"^def {re.escape(name)}\(", source, flags=re.M), where
+        return
+    scripts = [REPO / where]
+    # .ci/run runs these scripts; a command they run counts as run by CI
+    scripts += [REPO / "tools" / name for name in ("release.sh", "sanitize.sh")]
+    for script in scripts:
+        if any(runs(command, cand) for cand in file_commands(script)):
+            return
+    pytest.fail(f"{command!r} is not run by {where} (nor by a script it calls)")
+
+
+def test_matcher_is_not_vacuous() -> None:
+    assert runs("asv run --quick", ["asv", "run", "--python=same", "--quick"])
+    assert not runs("asv run --quick", ["asv", "run", "--python=same"])
+    assert not runs("asv run --quick", ["asv", "publish", "--quick"])
+    assert runs("python EMBCACHE/tools/x.py", ["python", "/tmp/clone/tools/x.py"])
+    assert not runs("python EMBCACHE/tools/x.py", ["python", "tools/y.py"])
+    assert readme_commands("```sh\na && b   # note\ncd x && c\n```\n") == ["a", "b", "c"]
+    assert runs("python setup.py build_ext", ["python", "setup.py", "-q", "build_ext"])
+
+
+def test_wheel_name_in_readme_is_what_release_builds() -> None:
+    """The README's wheel is the one tools/release.sh builds for CPython 3.11: its
+    name follows from the version, the tag auditwheel gives and the Python."""
+    import embcache
+
+    name = (
+        f"embcache-{embcache.__version__}-cp311-cp311-manylinux2014_x86_64."
+        "manylinux_2_17_x86_64.whl"
+    )
+    text = README.read_text(encoding="utf-8")
+    assert f"pip install dist/{name}\n" in text
+    assert f'pip install "dist/{name}[test]"' in text
+    release = REPO / "tools" / "release.sh"
+    if not release.is_file():
+        pytest.skip(f"tools/release.sh is not beside the tests ({release})")
+    script = release.read_text(encoding="utf-8")
+    # the script installs each wheel exactly that way, with and without [test]
+    assert '"${whl}[test]"' in script and 'pip install --quiet "$whl"' in script
+    assert 'auditwheel" repair' in script
+
+
+def test_release_script_defaults_are_documented() -> None:
+    """`bash tools/release.sh` alone builds every supported Python: the default
+    list is the one the README and the package metadata claim (CI runs the
+    script with two of them; the default run is the release itself)."""
+    release = REPO / "tools" / "release.sh"
+    if not release.is_file():
+        pytest.skip(f"tools/release.sh is not beside the tests ({release})")
+    script = release.read_text(encoding="utf-8")
+    assert 'pythons="3.9 3.10 3.11 3.12 3.13"' in script
+    text = README.read_text(encoding="utf-8")
+    assert "CPython 3.9 to 3.13" in text
+    pyproject = REPO / "pyproject.toml"
+    if pyproject.is_file():
+        meta = pyproject.read_text(encoding="utf-8")
+        assert 'requires-python = ">=3.9"' in meta
+        for minor in range(9, 14):
+            assert f'"Programming Language :: Python :: 3.{minor}"' in meta
+
+
+def test_ci_script_is_what_the_readme_names() -> None:
+    ci = REPO / ".ci" / "run"
+    if not ci.is_file():
+        pytest.skip(f".ci/run is not beside the tests ({ci})")
+    assert ci.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")
+
+
+def test_extras_the_readme_installs_exist() -> None:
+    """Every ``pip install "embcache[EXTRA]"`` of the README names an extra of the
+    installed distribution, and what that extra needs is installed here (the test
+    extra includes it), so the command resolves to packages the suite has run with."""
+    import importlib.metadata
+
+    from packaging.requirements import Requirement
+
+    extras = sorted(
+        set(
+            re.findall(
+                r'pip install "embcache\[([a-z0-9-]+)\]"', README.read_text(encoding="utf-8")
+            )
+        )
+    )
+    assert extras, "the README installs no extra"
+    try:
+        dist = importlib.metadata.distribution("embcache")
+    except importlib.metadata.PackageNotFoundError:
+        pytest.skip("embcache is not installed (an in-place build has no metadata)")
+    provided = dist.metadata.get_all("Provides-Extra") or []
+    for extra in extras:
+        assert extra in provided, f"embcache has no extra {extra!r} (it has {provided})"
+        for line in dist.requires or []:
+            req = Requirement(line)
+            if req.marker is None or not req.marker.evaluate({"extra": extra}):
+                continue
+            if req.marker.evaluate({"extra": ""}):
+                continue  # a base dependency, not the extra's
+            importlib.metadata.version(req.name)  # raises when not installed
