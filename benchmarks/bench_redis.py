@@ -127,7 +127,7 @@ class DeadRedis:
         loop = _loop()
 
         def build():
-            cache, client = dead_tier_cache(DIM, tiered=tier == "dead")
+            cache, client = loop.run_until_complete(dead_tier_cache(DIM, tiered=tier == "dead"))
             if client is not None:
                 loop.run_until_complete(open_breaker(cache))
             return cache

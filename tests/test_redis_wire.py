@@ -241,14 +241,20 @@ def test_client_must_be_an_asyncio_client(client: object) -> None:
 
 
 def test_decode_responses_is_refused() -> None:
-    with pytest.raises(ValueError, match="decode_responses"):
-        RedisTier(Redis(port=9, decode_responses=True))
+    async def main() -> None:  # clients are made in a running loop (Python 3.9 needs one)
+        with pytest.raises(ValueError, match="decode_responses"):
+            RedisTier(Redis(port=9, decode_responses=True))
+
+    asyncio.run(main())
 
 
 def test_cluster_client_is_accepted_without_connecting() -> None:
-    client = RedisCluster(host="127.0.0.1", port=9)
-    t = RedisTier(client, prefix="p")
-    assert t.client is client and "RedisCluster" in repr(t)
+    async def main() -> None:
+        client = RedisCluster(host="127.0.0.1", port=9)
+        t = RedisTier(client, prefix="p")
+        assert t.client is client and "RedisCluster" in repr(t)
+
+    asyncio.run(main())
 
 
 @pytest.mark.parametrize("prefix", [b"embcache", 1, None, ["a"]])

@@ -84,8 +84,8 @@ def _measure_overheads(
 ) -> dict[str, Samples]:
     """In-process misses with no tier and with a dead one (breaker open); in-process
     hits with no tier and with the live tier of `embcache`."""
-    plain, _ = dead_tier_cache(dim, tiered=False)
-    dead, client = dead_tier_cache(dim, tiered=True)
+    plain, _ = loop.run_until_complete(dead_tier_cache(dim, tiered=False))
+    dead, client = loop.run_until_complete(dead_tier_cache(dim, tiered=True))
     loop.run_until_complete(open_breaker(dead))
     miss_keys = [CacheKey(f"absent-{i}", "m") for i in range(GETS)]
     tiered: Any = embcache

@@ -328,9 +328,11 @@ def make_contender(
     return contender
 
 
-def dead_tier_cache(dim: int, tiered: bool) -> tuple[EmbeddingCache, Any]:
+async def dead_tier_cache(dim: int, tiered: bool) -> tuple[EmbeddingCache, Any]:
     """An EmbeddingCache whose tier (if `tiered`) points at a port nobody listens
-    on, and the client to close. Call :func:`open_breaker` before timing."""
+    on, and the client to close. Call :func:`open_breaker` before timing. A
+    coroutine, so that the client is made in the loop that will use it (redis-py's
+    asyncio client binds to the current loop when made, on Python 3.9)."""
     if not tiered:
         return EmbeddingCache(1000, None, 16, dim=dim), None
     from redis.asyncio import Redis
