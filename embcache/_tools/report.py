@@ -497,7 +497,7 @@ def format_report(report: Report, width: int | None = WIDTH) -> str:
     if report.snapshot is not None:
         from embcache._tools.snapshot_bandwidth import format_snapshot
 
-        lines += format_snapshot(report.snapshot)
+        lines += format_snapshot(report.snapshot, width)
     if report.comparison is not None:
         lines += _format_comparison(report.comparison, width)
     return "\n".join(lines) + "\n"

@@ -26,6 +26,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import textwrap
 import time
 from collections.abc import Callable
 from typing import Any
@@ -200,6 +201,7 @@ def measure_snapshot_bandwidth(
             "dim": DIM,
             "rounds": rounds,
             "page_cache_dropped": dropped,
+            "page_cache_drop_asked": drop,
             "statistic": "best of rounds, GiB/s of vector bytes (dd: of its own bytes)",
             "GiB_per_s": {k: round(v / GIB, 3) for k, v in best.items()},
             "goal": GOAL,
@@ -224,8 +226,9 @@ def run_snapshot_check(
     return measure_snapshot_bandwidth(folder, 256 * MIB, 3, True, progress, drop)
 
 
-def format_snapshot(result: dict[str, Any]) -> list[str]:
-    """The report's snapshot section."""
+def format_snapshot(result: dict[str, Any], width: int | None = None) -> list[str]:
+    """The report's snapshot section, each line wrapped to `width` columns (None:
+    not wrapped)."""
     g = result["GiB_per_s"]
 
     def cell(name: str) -> str:
@@ -246,7 +249,11 @@ def format_snapshot(result: dict[str, Any]) -> list[str]:
         + (
             "dropped before every read"
             if result["page_cache_dropped"]
-            else "NOT dropped (not permitted here): reads may come from memory"
+            else (
+                "NOT dropped (not permitted here): reads may come from memory"
+                if result.get("page_cache_drop_asked")
+                else "not dropped (--drop-caches drops it, as root): reads may come from memory"
+            )
         ),
         f"  write: embcache save {cell('embcache_save')}   dd (conv=fsync) {cell('dd_write')}"
         f"   -> {ratio('save')}",
@@ -259,4 +266,11 @@ def format_snapshot(result: dict[str, Any]) -> list[str]:
             f" np.savez save {cell('npz_save')} / load {cell('npz_load')}"
         )
     lines.append("  (informational: snapshot figures never change the exit code)")
-    return lines
+    if width is None:
+        return lines
+    wrapped: list[str] = []
+    for line in lines:
+        indent = line[: len(line) - len(line.lstrip())]
+        wrapped += textwrap.wrap(line, width, subsequent_indent=indent + "  ",
+                                 break_on_hyphens=False) or [""]
+    return wrapped
