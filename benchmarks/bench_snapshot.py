@@ -11,7 +11,9 @@ params ``impl`` x ``entries`` (dim 768):
   pays for durability alike; loads read whatever the page cache holds.
 * ``entries``: 10,000 (29 MiB of vectors) and 1,000,000 (2.9 GiB). The large
   size needs about 4x its vector bytes of free memory and 2x of free disk beside
-  the temporary folder; without them it is skipped (NotImplementedError).
+  the temporary folder; without them it is skipped (NotImplementedError), and
+  so is any size above ``EMBCACHE_BENCH_MAX_ENTRIES`` when that is set (CI's
+  smoke run sets it, to keep its one pass over every benchmark short).
   Each side holds one copy of the vectors: the cache, the dict or the matrix.
 
 Timing: one call per sample, seconds per whole save or load. What is saved is
@@ -51,7 +53,11 @@ def _folder() -> str:
 
 
 def _require_room(entries: int) -> None:
-    """Skip a size this machine cannot hold in memory or on disk."""
+    """Skip a size this machine cannot hold in memory or on disk, or that is above
+    EMBCACHE_BENCH_MAX_ENTRIES."""
+    cap = os.environ.get("EMBCACHE_BENCH_MAX_ENTRIES")
+    if cap and entries > int(cap):
+        raise NotImplementedError(f"{entries:,} entries: above EMBCACHE_BENCH_MAX_ENTRIES={cap}")
     need = entries * ROW
     try:
         with open("/proc/meminfo") as f:

@@ -468,6 +468,7 @@ cdef object check_groups(const SnapGroup *groups, uint32_t n_groups, uint64_t n_
     cdef uint32_t g
     cdef uint64_t total = 0, entries = 0, row_bytes
     cdef uint64_t *dims
+    cdef uint64_t repeated
     for g in range(n_groups):
         if groups[g].dim < 1 or groups[g].dim > SNAP_MAX_DIM:
             return f"group {g} records dim {groups[g].dim}, outside 1..2**40"
@@ -497,8 +498,9 @@ cdef object check_groups(const SnapGroup *groups, uint32_t n_groups, uint64_t n_
     qsort(dims, n_groups, sizeof(uint64_t), compare_dims)
     for g in range(1, n_groups):
         if dims[g] == dims[g - 1]:
+            repeated = dims[g]      # read before the free: the message needs it
             free(dims)
-            return f"two groups record the same dim {dims[g]}"
+            return f"two groups record the same dim {repeated}"
     free(dims)
     blocks_bytes[0] = total
     return None

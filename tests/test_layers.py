@@ -51,7 +51,8 @@ BLOCKED_RUN = textwrap.dedent(
     import embcache
 
     # adapters whose framework is an optional extra not installed here
-    OPTIONAL = {"embcache.langchain": "langchain_core", "embcache.llamaindex": "llama_index.core"}
+    OPTIONAL = {"embcache.langchain": "langchain_core", "embcache.llamaindex": "llama_index.core",
+                "embcache.redis": "redis"}
 
     def framework_missing(name):
         needs = OPTIONAL.get(name)
