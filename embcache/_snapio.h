@@ -27,6 +27,14 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+/* glibc 2.34 moved pthread_create and pthread_join into libc under a new symbol
+ * version; binding to the original one keeps the wheel loadable on the older
+ * glibc that its manylinux_2_17 tag promises (both versions are the same code). */
+#if defined(__GLIBC__) && defined(__x86_64__)
+__asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
+__asm__(".symver pthread_join,pthread_join@GLIBC_2.2.5");
+#endif
+
 #include "_checksum.h"
 #include "_kernels.h"
 
