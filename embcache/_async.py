@@ -30,7 +30,18 @@ from embcache._info import CacheInfo
 from embcache._tier import Tier, check_tier
 from embcache.errors import ArgumentTypeError, ArgumentValueError
 
-__all__ = ["EmbeddingCache"]
+__all__ = ["EmbeddingCache", "with_tier_counts"]
+
+
+def with_tier_counts(info: CacheInfo, tier: Tier | None) -> CacheInfo:
+    """`info` with the tier's hits, misses and errors filled in (as is, without a tier)."""
+    if tier is None:
+        return info
+    counts = tier.counts()
+    return dataclasses.replace(
+        info, tier_hits=counts.hits, tier_misses=counts.misses, tier_errors=counts.errors
+    )
+
 
 log = logging.getLogger("embcache")
 
@@ -319,13 +330,7 @@ class EmbeddingCache:
         """A CacheInfo snapshot of size, bounds, memory and statistics; with a
         tier, ``tier_hits``, ``tier_misses`` and ``tier_errors`` are the tier's
         counts (zeros without one)."""
-        info = self._sync.get_cache_info()
-        if self._tier is None:
-            return info
-        counts = self._tier.counts()
-        return dataclasses.replace(
-            info, tier_hits=counts.hits, tier_misses=counts.misses, tier_errors=counts.errors
-        )
+        return with_tier_counts(self._sync.get_cache_info(), self._tier)
 
     # -- snapshots -------------------------------------------------------------------
 
@@ -366,8 +371,15 @@ class EmbeddingCache:
     ) -> EmbeddingCache:
         """A facade, made by the constructor with `sync`'s limits, whose core is
         then `sync` (a freshly loaded one)."""
-        self = cls(sync.max_entries, sync.ttl_seconds, sync.max_memory_mb, dim=sync.dim,
-                   clock=clock, policy=sync.policy, tier=tier)
+        self = cls(
+            sync.max_entries,
+            sync.ttl_seconds,
+            sync.max_memory_mb,
+            dim=sync.dim,
+            clock=clock,
+            policy=sync.policy,
+            tier=tier,
+        )
         self._sync = sync
         self._get = sync.get
         self._put = sync.put
@@ -404,10 +416,12 @@ class EmbeddingCache:
             if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
                 raise ArgumentTypeError(
                     f"save_every must be a number of seconds or None, got "
-                    f"{type(save_every).__name__}")
+                    f"{type(save_every).__name__}"
+                )
             if not save_every > 0 or save_every == float("inf"):
                 raise ArgumentValueError(
-                    f"save_every must be a finite number of seconds > 0, got {save_every!r}")
+                    f"save_every must be a finite number of seconds > 0, got {save_every!r}"
+                )
         kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
         try:
             cache = await cls.load(path, clock=clock, policy=policy, tier=tier, **kwargs)
@@ -437,9 +451,7 @@ class EmbeddingCache:
         return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
 
 
-def _given(
-    max_entries: Any, ttl_seconds: Any, max_memory_mb: Any, dim: Any
-) -> dict[str, Any]:
+def _given(max_entries: Any, ttl_seconds: Any, max_memory_mb: Any, dim: Any) -> dict[str, Any]:
     """The snapshot-limit keywords that were given (not UNSET)."""
     given = {
         "max_entries": max_entries,

@@ -22,7 +22,7 @@ from typing import Any, Callable, Union
 import numpy as np
 import numpy.typing as npt
 
-from embcache._async import EmbeddingCache
+from embcache._async import EmbeddingCache, with_tier_counts
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache._flight import Flights, flights_of
 from embcache._flight_call import all_found
@@ -293,8 +293,9 @@ class CachedEmbedder:
     def get_cache_info(self) -> CacheInfo:
         """The cache's CacheInfo, synchronously, whichever kind of cache this is
         (``await embedder.cache.get_cache_info()`` is the same for an
-        EmbeddingCache)."""
-        return self._sync.get_cache_info()
+        EmbeddingCache, tier counts included)."""
+        tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
+        return with_tier_counts(self._sync.get_cache_info(), tier)
 
     def key(self, text: str) -> CacheKey:
         """The cache key of `text` under this embedder's model version

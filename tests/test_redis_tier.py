@@ -331,6 +331,8 @@ def test_cached_embedder_uses_the_tier(flushed_server: RedisServer) -> None:
             assert np.array_equal(two[:20], one)
             assert second.stats.model_calls == 1
             assert await tier.client.exists(tier.redis_key(second.key("new text"))) == 1
+            info = second.get_cache_info()  # the embedder's own view has the tier's counts
+            assert info.tier_hits >= 20 and info == await second.cache.get_cache_info()
 
     run(main())
 
