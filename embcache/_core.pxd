@@ -49,11 +49,19 @@ cdef extern from "_snapio.h":
         pass
     int EMBCACHE_READER_SHORT
     int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
-                              size_t chunk, char *buf0, char *buf1,
-                              embcache_mix_state *mix) noexcept nogil
+                              size_t chunk, char *buf0, char *buf1) noexcept nogil
     char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len, int *finite) noexcept nogil
     void embcache_reader_release(embcache_reader *r) noexcept nogil
     void embcache_reader_stop(embcache_reader *r) noexcept nogil
+
+cdef extern from "_snapwrite.h":
+    ctypedef struct embcache_writer:
+        pass
+    int embcache_writer_start(embcache_writer *w, int fd, char *buf0, char *buf1) noexcept nogil
+    char *embcache_writer_buffer(embcache_writer *w) noexcept nogil
+    int embcache_writer_submit(embcache_writer *w, size_t len) noexcept nogil
+    int embcache_writer_finish(embcache_writer *w) noexcept nogil
+    void embcache_writer_stop(embcache_writer *w) noexcept nogil
 
 cdef extern from "_lock.h":
     ctypedef struct embcache_lock:

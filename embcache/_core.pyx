@@ -54,11 +54,15 @@ Where things are:
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
   _sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
   _invariants.pxi    the invariant walker
-  _snapshot.pxi      snapshots: the file format, atomic save, verified load (README "Snapshots")
+  _snapshot_format.pxi  snapshots: the file layout, records, checksum and section checks
+                     (README "Snapshots")
+  _snapshot_save.pxi    snapshots: the atomic save
+  _snapshot_load.pxi    snapshots: the verified load
   _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
   _siphash.h _blake2b.h _kernels.h _lock.h _slab.h   C: hashes, vector kernels, lock, slab memory
-  _checksum.h _snapio.h   C: the snapshot checksum (mix64 v1), double-buffered reading
+  _checksum.h _snapio.h _snapwrite.h   C: the snapshot checksum (mix64 v1), double-buffered
+                     reading, double-buffered writing with write-behind
 """
 
 cimport cython
@@ -123,6 +127,8 @@ include "_intake.pxi"
 include "_invariants.pxi"
 include "_policy.pxi"
 include "_table.pxi"
-include "_snapshot.pxi"
+include "_snapshot_format.pxi"
+include "_snapshot_save.pxi"
+include "_snapshot_load.pxi"
 include "_cache.pxi"
 include "_batch.pxi"

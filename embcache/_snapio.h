@@ -1,14 +1,15 @@
 /*
  * Double-buffered sequential reading for snapshot loads.
  *
- * A reader thread fills one buffer with pread() and checks it (the block's
- * running checksum, every float finite) while the loading thread stores the
- * other, so the disk (or, from the page cache, the kernel's copy), the checks
- * and the stores overlap. Two buffers, handed back and forth under one mutex and
- * one condition variable; no Python anywhere (the loader calls these without the
- * GIL). The checksum state belongs to the reader until embcache_reader_stop.
+ * A reader thread fills one buffer with pread() and checks that every float in
+ * it is finite while the loading thread checksums and stores the other, so the
+ * disk (or, from the page cache, the kernel's copy), the checks and the stores
+ * overlap. The work is split so that neither thread waits long for the other:
+ * the kernel's copy costs about what the checksum does. Two buffers, handed back
+ * and forth under one mutex and one condition variable; no Python anywhere (the
+ * loader calls these without the GIL).
  *
- *   embcache_reader_start(r, fd, offset, nbytes, chunk, buf0, buf1, mix)   0 or an errno
+ *   embcache_reader_start(r, fd, offset, nbytes, chunk, buf0, buf1)   0 or an errno
  *   p = embcache_reader_next(r, &len, &finite)   the next filled buffer (file order);
  *                                       len < 0: -errno of a failed read, or
  *                                       -EMBCACHE_READER_SHORT at an early end of file;
@@ -35,7 +36,6 @@ __asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
 __asm__(".symver pthread_join,pthread_join@GLIBC_2.2.5");
 #endif
 
-#include "_checksum.h"
 #include "_kernels.h"
 
 #define EMBCACHE_READER_SHORT 100000
@@ -49,7 +49,6 @@ typedef struct {
     ptrdiff_t len[2];          /* bytes in a full buffer, or -errno / -SHORT */
     int finite[2];
     int full[2];
-    embcache_mix_state *mix;   /* absorbs every byte read, in file order */
     int next;                  /* the buffer the consumer takes next */
     int stop;
     int started;
@@ -93,7 +92,6 @@ static void *embcache_reader_main(void *arg) {
 
         len = embcache_reader_fill(r->fd, r->buf[slot], n, offset);
         if (len > 0) {
-            embcache_mix_update(r->mix, r->buf[slot], (size_t)len);
             r->finite[slot] = embcache_f32_all_finite((const float *)r->buf[slot],
                                                      (size_t)len / 4);
         }
@@ -110,7 +108,7 @@ static void *embcache_reader_main(void *arg) {
 }
 
 static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
-                                 size_t chunk, char *buf0, char *buf1, embcache_mix_state *mix) {
+                                 size_t chunk, char *buf0, char *buf1) {
     int err;
     memset(r, 0, sizeof(*r));
     r->fd = fd;
@@ -119,7 +117,6 @@ static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, ui
     r->chunk = chunk;
     r->buf[0] = buf0;
     r->buf[1] = buf1;
-    r->mix = mix;
     if ((err = pthread_mutex_init(&r->mu, NULL)) != 0) return err;
     if ((err = pthread_cond_init(&r->cv, NULL)) != 0) {
         pthread_mutex_destroy(&r->mu);
