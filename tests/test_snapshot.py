@@ -377,13 +377,13 @@ CHILD_FULL_DISK = textwrap.dedent(
     import errno, os, resource, signal, sys
     import numpy as np
     from embcache import CacheKey, SyncEmbeddingCache
-    path = sys.argv[1]
-    c = SyncEmbeddingCache(10_000, None, 64, dim=256)
-    keys = [CacheKey(f"k{i}", "m") for i in range(4000)]
-    c.put_many(keys, np.ones((4000, 256), np.float32))
-    # the disk is "full" past 1 MiB: writes beyond it fail with EFBIG
+    path, limit = sys.argv[1], int(sys.argv[2])
+    c = SyncEmbeddingCache(20_000, None, 64, dim=256)
+    keys = [CacheKey(f"k{i}", "m") for i in range(12_000)]
+    c.put_many(keys, np.ones((12_000, 256), np.float32))
+    # the disk is "full" past `limit` bytes: writes beyond it fail with EFBIG
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 20, 1 << 20))
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     try:
         c.save(path)
     except OSError as exc:
@@ -392,20 +392,33 @@ CHILD_FULL_DISK = textwrap.dedent(
         print("saved")
     """
 )
+FULL_DISK_FILE_BYTES = 128 + 12_000 * (256 * 4 + 48) + 8 + 32 + 8
 
 
-def test_full_disk_keeps_previous_snapshot_and_leaves_no_temp(tmp_path: Path) -> None:
+# the disk fills in the first 4 MiB buffer, in the third, and in the last bytes (the
+# entries and groups, written after every vector): each failure reaches save()
+@pytest.mark.parametrize("limit", [1 << 20, 9 << 20, FULL_DISK_FILE_BYTES - 20])
+def test_full_disk_keeps_previous_snapshot_and_leaves_no_temp(tmp_path: Path, limit: int) -> None:
     path = tmp_path / "keep.snap"
     c = SyncEmbeddingCache(10, None, 1)
     c.put(key(1), vec(1))
     c.save(path)
     before = path.read_bytes()
-    proc = run_python(["-c", CHILD_FULL_DISK, str(path)], cwd=tmp_path, timeout=120)
+    proc = run_python(["-c", CHILD_FULL_DISK, str(path), str(limit)], cwd=tmp_path, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["errno", "True"]
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["keep.snap"]
     assert len(SyncEmbeddingCache.load(path)) == 1
+
+
+def test_full_disk_limit_of_the_test_is_the_file_size(tmp_path: Path) -> None:
+    # the full-disk cases above are placed by this size; a format change must move them
+    c = SyncEmbeddingCache(20_000, None, 64, dim=256)
+    keys = [CacheKey(f"k{i}", "m") for i in range(12_000)]
+    c.put_many(keys, np.ones((12_000, 256), np.float32))
+    assert c.save(tmp_path / "x.snap") == 12_000
+    assert (tmp_path / "x.snap").stat().st_size == FULL_DISK_FILE_BYTES
 
 
 def test_save_leaves_no_temp_on_success_or_bad_folder(tmp_path: Path) -> None:
