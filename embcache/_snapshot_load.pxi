@@ -3,9 +3,11 @@
 # Loading reads the header and both small sections, checks every count, offset
 # and dimension against the file's size (so no hostile number can make it
 # allocate more than the file holds) and every checksum, and only then builds a
-# new cache, streaming each block through one buffer: a block's rows are stored
-# as they are read and its checksum compared at its end. A cache is returned only
-# when everything has passed; on any failure it is dropped, never seen.
+# new cache, streaming each block through two buffers: a reader thread
+# (_snapio.h) reads one and checks its floats are finite while this thread
+# checksums the other and stores its rows; the block's checksum is compared at
+# its end. A cache is returned only when everything has passed; on any failure it
+# is dropped, never seen.
 
 
 cdef struct ExpiryRank:

@@ -4,7 +4,10 @@
 # copying digests and expiries (no vectors), then one lock per ~4 MiB of rows
 # copied into the write buffer, each row looked up again by digest (an entry
 # removed or rewritten meanwhile is left out or saved with its new vector).
-# Checksums and writes run without the lock and without the GIL.
+# Checksums and writes run without the lock and without the GIL: a writer thread
+# (_snapwrite.h) writes one buffer while this thread fills and checksums the
+# other, and starts each buffer's writeback at once, so the disk works while the
+# file is produced and the final fsync waits only for the last of it.
 
 
 cdef struct SaveItem:
