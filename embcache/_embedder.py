@@ -332,16 +332,13 @@ class CachedEmbedder:
                     self._from_cache += 1
                     self._calls_saved += 1
                 return row[None]
-            keys, key_of = [key], {text: key}
-            matrix, found = self._missed_one()
-        else:
-            keys, key_of = self._keys(texts)
-            epoch = self._flights.epoch
-            matrix, missed = self._look_up(keys)
-            if missed is None:
-                self._record_hits(len(keys))
-                return matrix
-            found = missed
+            return await self._embed_one(text, key, epoch)
+        keys, key_of = self._keys(texts)
+        epoch = self._flights.epoch
+        matrix, found = self._look_up(keys)
+        if found is None:
+            self._record_hits(len(keys))
+            return matrix
         counts = _CallCounts()
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
@@ -388,39 +385,17 @@ class CachedEmbedder:
                     self._from_cache += 1
                     self._calls_saved += 1
                 return row[None]
-            keys, key_of = [key], {text: key}
-            matrix, found = self._missed_one()
-        else:
-            keys, key_of = self._keys(texts)
-            epoch = self._flights.epoch
-            matrix, missed = self._look_up(keys)
-            if missed is None:
-                self._record_hits(len(keys))
-                return matrix
-            found = missed
+            return self._embed_one_sync(text, key, epoch)
+        keys, key_of = self._keys(texts)
+        epoch = self._flights.epoch
+        matrix, found = self._look_up(keys)
+        if found is None:
+            self._record_hits(len(keys))
+            return matrix
         counts = _CallCounts()
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
-            text_of = _texts_of(key_of)
-            if self._embed_is_async:
-                return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
-            parts: list[PutBatch] = []
-            for start, batch_keys, batch in self._batches(missing, text_of):
-                counts.model_calls += 1
-                counts.texts_embedded += len(batch)
-                result = self._embed_fn(batch)
-                if inspect.isawaitable(result):
-                    if _loop_running():
-                        if inspect.iscoroutine(result):
-                            result.close()  # never awaited: close it quietly
-                        raise RuntimeError(
-                            "embed_fn returned an awaitable, which embed_sync cannot await "
-                            "while an event loop is running in this thread; use "
-                            "'await embedder.embed(texts)' instead"
-                        )
-                    result = asyncio.run(_awaited(result))
-                parts.append(self._take(batch_keys, result, start, parts))
-            return parts
+            return self._embed_batches_sync(missing, _texts_of(key_of), counts)
 
         matrix = self._flights.get_or_compute(
             self._sync,
@@ -433,7 +408,85 @@ class CachedEmbedder:
         self._record(len(keys), counts)
         return matrix
 
+    # -- one text (a query) ------------------------------------------------------------
+
+    def _embed_one_sync(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
+        """embed_sync of one text whose lookup (after `epoch`) missed: the
+        registry's one-key path, the model called with ``[text]``."""
+        counts = _CallCounts()
+
+        def compute(missing: list[CacheKey]) -> list[PutBatch]:
+            if self._embed_is_async:
+                return self._embed_batches_sync(missing, {key: text}, counts)
+            counts.model_calls += 1
+            counts.texts_embedded += 1
+            result = self._embed_fn([text])
+            if type(result) is not np.ndarray and inspect.isawaitable(result):
+                result = self._awaited_sync(result)
+            batch = self._sync.put_batch(missing, result, what="embed_fn(misses[0:1])")
+            batch.take()
+            return [batch]
+
+        matrix = self._flights.get_or_compute_one(
+            self._sync, key, compute, what="embed_fn", timeout=self._timeout, missed_at=epoch
+        )
+        self._record(1, counts)
+        return matrix
+
+    async def _embed_one(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
+        """embed of one text whose lookup (after `epoch`) missed."""
+        counts = _CallCounts()
+
+        async def compute(missing: list[CacheKey]) -> list[PutBatch]:
+            return await self._embed_batches(
+                missing, {key: text}, counts, in_thread=not self._embed_is_async
+            )
+
+        tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
+        matrix = await self._flights.get_or_compute_one_async(
+            self._sync,
+            key,
+            compute,
+            what="embed_fn",
+            timeout=self._timeout,
+            tier=tier,
+            missed_at=epoch,
+        )
+        self._record(1, counts)
+        return matrix
+
     # -- helpers -----------------------------------------------------------------------
+
+    def _embed_batches_sync(
+        self, missing: list[CacheKey], text_of: dict[CacheKey, str], counts: _CallCounts
+    ) -> list[PutBatch]:
+        """embed_sync's compute: `missing` batch after batch, in this thread (an
+        async embed_fn, or an awaitable answer, run with asyncio.run)."""
+        if self._embed_is_async:
+            return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
+        parts: list[PutBatch] = []
+        for start, batch_keys, batch in self._batches(missing, text_of):
+            counts.model_calls += 1
+            counts.texts_embedded += len(batch)
+            result = self._embed_fn(batch)
+            if type(result) is not np.ndarray and inspect.isawaitable(result):
+                result = self._awaited_sync(result)
+            parts.append(self._take(batch_keys, result, start, parts))
+        return parts
+
+    @staticmethod
+    def _awaited_sync(result: Awaitable[Any]) -> Any:
+        """An awaitable answer of embed_fn, run to completion for embed_sync
+        (RuntimeError when an event loop runs in this thread)."""
+        if _loop_running():
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: close it quietly
+            raise RuntimeError(
+                "embed_fn returned an awaitable, which embed_sync cannot await "
+                "while an event loop is running in this thread; use "
+                "'await embedder.embed(texts)' instead"
+            )
+        return asyncio.run(_awaited(result))
 
     def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[str, CacheKey]]:
         """The key of each text, and the key of each distinct text (the hot path:
