@@ -410,6 +410,48 @@ class CachedEmbedder:
 
     # -- one text (a query) ------------------------------------------------------------
 
+    async def embed_one(self, text: str) -> npt.NDArray[np.float32]:
+        """The (dim,) float32 vector of one text (a query): ``(await
+        embed([text]))[0]`` by the shortest path, for the frameworks' one-query
+        methods. ArgumentTypeError for a `text` that is not a str."""
+        if type(text) is not str and not isinstance(text, str):
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
+        key = _text_key(text, self._model_version)
+        epoch = self._flights.epoch
+        row = self._sync.get(key)
+        if row is not None:
+            with self._lock:
+                self._requested += 1
+                self._from_cache += 1
+                self._calls_saved += 1
+            return row
+        vector: npt.NDArray[np.float32] = (await self._embed_one(text, key, epoch))[0]
+        return vector
+
+    def embed_one_sync(self, text: str) -> npt.NDArray[np.float32]:
+        """The (dim,) float32 vector of one text (a query): ``embed_sync([text])[0]``
+        by the shortest path (the same rules as embed_sync). ArgumentTypeError for
+        a `text` that is not a str."""
+        if self._embed_is_async and _loop_running():
+            raise RuntimeError(
+                "embed_sync cannot run an async embed_fn while an event loop is running "
+                "in this thread; use 'await embedder.embed(texts)' instead"
+            )
+        if type(text) is not str and not isinstance(text, str):
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
+        # the hit path of embed_sync's one text, repeated: a call less matters here
+        key = _text_key(text, self._model_version)
+        epoch = self._flights.epoch
+        row = self._sync.get(key)
+        if row is not None:
+            with self._lock:
+                self._requested += 1
+                self._from_cache += 1
+                self._calls_saved += 1
+            return row
+        vector: npt.NDArray[np.float32] = self._embed_one_sync(text, key, epoch)[0]
+        return vector
+
     def _embed_one_sync(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
         """embed_sync of one text whose lookup (after `epoch`) missed: the
         registry's one-key path, the model called with ``[text]``."""
