@@ -134,6 +134,18 @@ class _Flight:
         self.wakeups: list[Callable[[], None]] = []
 
 
+def _outcome(flight: _Flight) -> Matrix | None:
+    """A settled flight's rows; its error raised (this waiter's own copy,
+    chained from the owner's); None if it was abandoned."""
+    error = flight.error
+    if error is not None:
+        own = waiter_copy(error)
+        if own is error:
+            raise error
+        raise own from error
+    return flight.rows
+
+
 def _awaitable_error(result: object, what: str) -> ArgumentTypeError:
     """What the synchronous get_or_compute raises for an awaitable `result` of
     compute (a coroutine is closed first: it is never awaited)."""
@@ -464,17 +476,27 @@ class Flights:
         timeout: float | None,
         epoch: int,
     ) -> Matrix:
-        """The row of one missed key, computed by us or waited for (a thread)."""
-        deadline = deadline_after(timeout)
+        """The row of one missed key, computed by us or waited for (a thread).
+        (The claim is _claim_one's, inline: this is a query's miss path.)"""
+        deadline = None if timeout is None else deadline_after(timeout)
         me = threading.get_ident()
+        registry = self._registry
         retry = False
         while True:
-            flight, r, ours = self._claim_one(key, me, me, None)
-            if ours:
+            with self._lock:
+                entry = registry.get(key)
+                if entry is None:
+                    flight = _Flight(me, me, None)
+                    registry[key] = (flight, 0)
+                else:
+                    flight, r = entry
+                    if flight.owner == me:
+                        raise reentry_error(key)
+            if entry is None:
                 stale = retry or self._epoch != epoch
                 return self._fly(cache, None, flight, [key], compute, stale, what).copy()
             self._block_on(flight, me, deadline, timeout)
-            rows = self._outcome(flight)
+            rows = _outcome(flight)
             if rows is not None:
                 return rows[r : r + 1].copy()
             retry = True  # abandoned: claim it again (someone may have stored it since)
@@ -504,7 +526,7 @@ class Flights:
                 )
                 return ours_rows.copy()
             await self._await(flight, me, thread, loop, deadline, timeout)
-            rows = self._outcome(flight)
+            rows = _outcome(flight)
             if rows is not None:
                 return rows[r : r + 1].copy()
             retry = True
@@ -673,24 +695,13 @@ class Flights:
     ) -> None:
         """Take the rows of a settled flight; re-raise its error; queue its keys
         again if it was abandoned."""
-        rows = Flights._outcome(flight)
+        rows = _outcome(flight)
         if rows is None:
             pending.extend(j for j, _ in items)
             return
         for j, r in items:
             plan.sources[j] = (rows, r)
 
-    @staticmethod
-    def _outcome(flight: _Flight) -> Matrix | None:
-        """A settled flight's rows; its error raised (this waiter's own copy,
-        chained from the owner's); None if it was abandoned."""
-        error = flight.error
-        if error is not None:
-            own = waiter_copy(error)
-            if own is error:
-                raise error
-            raise own from error
-        return flight.rows
 
     # -- waiting -----------------------------------------------------------------------
 
