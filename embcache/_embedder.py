@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import inspect
 import threading
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
@@ -119,9 +119,9 @@ def _loop_running() -> bool:
     return True
 
 
-def _texts_of(key_of: dict[str, CacheKey]) -> dict[CacheKey, str]:
+def _texts_of(keys: list[CacheKey], texts: Sequence[str]) -> dict[CacheKey, str]:
     """The text of each key (only needed for the misses)."""
-    return {k: t for t, k in key_of.items()}
+    return dict(zip(keys, texts))
 
 
 class _CallCounts:
@@ -333,17 +333,18 @@ class CachedEmbedder:
                     self._calls_saved += 1
                 return row[None]
             return await self._embed_one(text, key, epoch)
-        keys, key_of = self._keys(texts)
+        keys, items = self._keys(texts)
         epoch = self._flights.epoch
         matrix, found = self._look_up(keys)
         if found is None:
             self._record_hits(len(keys))
             return matrix
         counts = _CallCounts()
+        text_of = _texts_of(keys, items)  # now: `texts` may change while we wait
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, _texts_of(key_of), counts, in_thread=not self._embed_is_async
+                missing, text_of, counts, in_thread=not self._embed_is_async
             )
 
         # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
@@ -386,16 +387,17 @@ class CachedEmbedder:
                     self._calls_saved += 1
                 return row[None]
             return self._embed_one_sync(text, key, epoch)
-        keys, key_of = self._keys(texts)
+        keys, items = self._keys(texts)
         epoch = self._flights.epoch
         matrix, found = self._look_up(keys)
         if found is None:
             self._record_hits(len(keys))
             return matrix
         counts = _CallCounts()
+        text_of = _texts_of(keys, items)  # now: another thread may change `texts`
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
-            return self._embed_batches_sync(missing, _texts_of(key_of), counts)
+            return self._embed_batches_sync(missing, text_of, counts)
 
         matrix = self._flights.get_or_compute(
             self._sync,
@@ -530,9 +532,11 @@ class CachedEmbedder:
             )
         return asyncio.run(_awaited(result))
 
-    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[str, CacheKey]]:
-        """The key of each text, and the key of each distinct text (the hot path:
-        one dict probe per text, one SHA-256 and one CacheKey per distinct text)."""
+    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], Sequence[str]]:
+        """The key of each text, and the texts as a sequence (the hot path: one
+        SHA-256 and one CacheKey per text, in a comprehension; a repeated text
+        is keyed again, which costs less than looking every text up in a dict
+        to save the rare repeat; the registry embeds a repeat once anyway)."""
         if type(texts) is list or type(texts) is tuple:
             items: Any = texts
         elif isinstance(texts, (str, bytes)):
@@ -547,20 +551,17 @@ class CachedEmbedder:
                     f"texts must be a sequence of str, got {type(texts).__name__}"
                 ) from None
         model_version = self._model_version
-        key_of: dict[str, CacheKey] = {}
-        get = key_of.get
-        keys: list[CacheKey] = []
-        append = keys.append
-        for text in items:
-            if type(text) is not str and not isinstance(text, str):
-                raise ArgumentTypeError(
-                    f"texts[{len(keys)}] must be a str, got {type(text).__name__}"
-                )
-            key = get(text)
-            if key is None:
-                key = key_of[text] = _text_key(text, model_version)
-            append(key)
-        return keys, key_of
+        encode, sha256, key = str.encode, _sha256, CacheKey
+        try:
+            # str.encode, not text.encode: a non-str raises TypeError, whatever it has
+            return [key(sha256(encode(t)).hexdigest(), model_version) for t in items], items
+        except (TypeError, UnicodeEncodeError):
+            pass
+        for i, text in enumerate(items):  # the error, naming the text at fault
+            if not isinstance(text, str):
+                raise ArgumentTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+            _text_key(text, model_version)
+        raise AssertionError("unreachable: a text that failed to key keyed")  # pragma: no cover
 
     def _look_up(
         self, keys: list[CacheKey]

@@ -641,3 +641,36 @@ def test_embed_one_sync_refuses_an_async_model_inside_a_running_loop() -> None:
             embedder.embed_one_sync("y")
 
     run(inside())
+
+
+def test_a_non_str_text_is_refused_even_with_an_encode_method() -> None:
+    class Impostor:
+        def encode(self) -> bytes:
+            return b"looks like text"
+
+    embedder = CachedEmbedder(Model(), "m", cache=SyncEmbeddingCache(100))
+    with pytest.raises(ArgumentTypeError, match=r"texts\[1\] must be a str, got Impostor"):
+        embedder.embed_sync(["fine", Impostor()])  # type: ignore[list-item]
+    with pytest.raises(InvalidKeyError, match="surrogate"):
+        embedder.embed_sync(["fine", "bad \ud800"])
+    assert len(embedder.cache) == 0  # type: ignore[arg-type]
+
+
+def test_texts_changed_while_embed_waits_change_nothing() -> None:
+    """The texts of the misses are taken when the call looks them up: a caller
+    changing its list while the model runs cannot put one text's vector under
+    another's key."""
+    model = Model(delay=0.05)
+    embedder = CachedEmbedder(model, "m", cache=EmbeddingCache(100))
+    texts = ["alpha", "beta"]
+
+    async def main() -> np.ndarray:
+        call = asyncio.ensure_future(embedder.embed(texts))
+        await asyncio.sleep(0.01)
+        texts[:] = ["gamma", "delta"]
+        return await call
+
+    got = run(main())
+    np.testing.assert_array_equal(got, expected(["alpha", "beta"]))
+    np.testing.assert_array_equal(embedder.embed_sync(["alpha"]), expected(["alpha"]))
+    assert model.batches == [["alpha", "beta"]]
