@@ -4,21 +4,13 @@ imports no framework."""
 from __future__ import annotations
 
 from embcache._embedder import EmbedderStats
-from embcache.errors import ArgumentTypeError
 
-__all__ = ["QUERY_SUFFIX", "check_text", "sum_stats"]
+__all__ = ["QUERY_SUFFIX", "sum_stats"]
 
 QUERY_SUFFIX = "|query"
 """Appended to the model version of query keys: many models embed a query
 differently from a document (an instruction prefix), so the two never share an
 entry."""
-
-
-def check_text(text: object) -> str:
-    """`text` if it is a str; ArgumentTypeError otherwise."""
-    if not isinstance(text, str):
-        raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
-    return text
 
 
 def sum_stats(parts: list[EmbedderStats]) -> EmbedderStats:

@@ -59,8 +59,10 @@ cdef class PutBatch:
     @property
     def rows(self):
         """The private (n, dim) float32 copy of the taken rows, read-only."""
-        view = self.private.view()
-        view.flags.writeable = False
+        cdef cnp.ndarray view = <cnp.ndarray>self.private.view()
+        # the flag cleared in C: ``view.flags.writeable = False`` costs ~0.4 us,
+        # most of a one-row miss's bookkeeping beyond the store itself
+        cnp.PyArray_CLEARFLAGS(view, cnp.NPY_ARRAY_WRITEABLE)
         return view
 
     def take(self, start=0, stop=None):

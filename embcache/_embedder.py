@@ -15,7 +15,7 @@ import asyncio
 import hashlib
 import inspect
 import threading
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Callable, Union
 
@@ -119,9 +119,9 @@ def _loop_running() -> bool:
     return True
 
 
-def _texts_of(key_of: dict[str, CacheKey]) -> dict[CacheKey, str]:
+def _texts_of(keys: list[CacheKey], texts: Sequence[str]) -> dict[CacheKey, str]:
     """The text of each key (only needed for the misses)."""
-    return {k: t for t, k in key_of.items()}
+    return dict(zip(keys, texts))
 
 
 class _CallCounts:
@@ -332,21 +332,19 @@ class CachedEmbedder:
                     self._from_cache += 1
                     self._calls_saved += 1
                 return row[None]
-            keys, key_of = [key], {text: key}
-            matrix, found = self._missed_one()
-        else:
-            keys, key_of = self._keys(texts)
-            epoch = self._flights.epoch
-            matrix, missed = self._look_up(keys)
-            if missed is None:
-                self._record_hits(len(keys))
-                return matrix
-            found = missed
+            return await self._embed_one(text, key, epoch)
+        keys, items = self._keys(texts)
+        epoch = self._flights.epoch
+        matrix, found = self._look_up(keys)
+        if found is None:
+            self._record_hits(len(keys))
+            return matrix
         counts = _CallCounts()
+        text_of = _texts_of(keys, items)  # now: `texts` may change while we wait
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, _texts_of(key_of), counts, in_thread=not self._embed_is_async
+                missing, text_of, counts, in_thread=not self._embed_is_async
             )
 
         # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
@@ -388,39 +386,18 @@ class CachedEmbedder:
                     self._from_cache += 1
                     self._calls_saved += 1
                 return row[None]
-            keys, key_of = [key], {text: key}
-            matrix, found = self._missed_one()
-        else:
-            keys, key_of = self._keys(texts)
-            epoch = self._flights.epoch
-            matrix, missed = self._look_up(keys)
-            if missed is None:
-                self._record_hits(len(keys))
-                return matrix
-            found = missed
+            return self._embed_one_sync(text, key, epoch)
+        keys, items = self._keys(texts)
+        epoch = self._flights.epoch
+        matrix, found = self._look_up(keys)
+        if found is None:
+            self._record_hits(len(keys))
+            return matrix
         counts = _CallCounts()
+        text_of = _texts_of(keys, items)  # now: another thread may change `texts`
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
-            text_of = _texts_of(key_of)
-            if self._embed_is_async:
-                return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
-            parts: list[PutBatch] = []
-            for start, batch_keys, batch in self._batches(missing, text_of):
-                counts.model_calls += 1
-                counts.texts_embedded += len(batch)
-                result = self._embed_fn(batch)
-                if inspect.isawaitable(result):
-                    if _loop_running():
-                        if inspect.iscoroutine(result):
-                            result.close()  # never awaited: close it quietly
-                        raise RuntimeError(
-                            "embed_fn returned an awaitable, which embed_sync cannot await "
-                            "while an event loop is running in this thread; use "
-                            "'await embedder.embed(texts)' instead"
-                        )
-                    result = asyncio.run(_awaited(result))
-                parts.append(self._take(batch_keys, result, start, parts))
-            return parts
+            return self._embed_batches_sync(missing, text_of, counts)
 
         matrix = self._flights.get_or_compute(
             self._sync,
@@ -433,11 +410,133 @@ class CachedEmbedder:
         self._record(len(keys), counts)
         return matrix
 
+    # -- one text (a query) ------------------------------------------------------------
+
+    async def embed_one(self, text: str) -> npt.NDArray[np.float32]:
+        """The (dim,) float32 vector of one text (a query): ``(await
+        embed([text]))[0]`` by the shortest path, for the frameworks' one-query
+        methods. ArgumentTypeError for a `text` that is not a str."""
+        if type(text) is not str and not isinstance(text, str):
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
+        key = _text_key(text, self._model_version)
+        epoch = self._flights.epoch
+        row = self._sync.get(key)
+        if row is not None:
+            with self._lock:
+                self._requested += 1
+                self._from_cache += 1
+                self._calls_saved += 1
+            return row
+        vector: npt.NDArray[np.float32] = (await self._embed_one(text, key, epoch))[0]
+        return vector
+
+    def embed_one_sync(self, text: str) -> npt.NDArray[np.float32]:
+        """The (dim,) float32 vector of one text (a query): ``embed_sync([text])[0]``
+        by the shortest path (the same rules as embed_sync). ArgumentTypeError for
+        a `text` that is not a str."""
+        if self._embed_is_async and _loop_running():
+            raise RuntimeError(
+                "embed_sync cannot run an async embed_fn while an event loop is running "
+                "in this thread; use 'await embedder.embed(texts)' instead"
+            )
+        if type(text) is not str and not isinstance(text, str):
+            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
+        # the hit path of embed_sync's one text, repeated: a call less matters here
+        key = _text_key(text, self._model_version)
+        epoch = self._flights.epoch
+        row = self._sync.get(key)
+        if row is not None:
+            with self._lock:
+                self._requested += 1
+                self._from_cache += 1
+                self._calls_saved += 1
+            return row
+        vector: npt.NDArray[np.float32] = self._embed_one_sync(text, key, epoch)[0]
+        return vector
+
+    def _embed_one_sync(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
+        """embed_sync of one text whose lookup (after `epoch`) missed: the
+        registry's one-key path, the model called with ``[text]``."""
+        counts = _CallCounts()
+
+        def compute(missing: list[CacheKey]) -> list[PutBatch]:
+            if self._embed_is_async:
+                return self._embed_batches_sync(missing, {key: text}, counts)
+            counts.model_calls += 1
+            counts.texts_embedded += 1
+            result = self._embed_fn([text])
+            if type(result) is not np.ndarray and inspect.isawaitable(result):
+                result = self._awaited_sync(result)
+            batch = self._sync.put_batch(missing, result, what="embed_fn(misses[0:1])")
+            batch.take()
+            return [batch]
+
+        matrix = self._flights.get_or_compute_one(
+            self._sync, key, compute, what="embed_fn", timeout=self._timeout, missed_at=epoch
+        )
+        self._record(1, counts)
+        return matrix
+
+    async def _embed_one(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
+        """embed of one text whose lookup (after `epoch`) missed."""
+        counts = _CallCounts()
+
+        async def compute(missing: list[CacheKey]) -> list[PutBatch]:
+            return await self._embed_batches(
+                missing, {key: text}, counts, in_thread=not self._embed_is_async
+            )
+
+        tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
+        matrix = await self._flights.get_or_compute_one_async(
+            self._sync,
+            key,
+            compute,
+            what="embed_fn",
+            timeout=self._timeout,
+            tier=tier,
+            missed_at=epoch,
+        )
+        self._record(1, counts)
+        return matrix
+
     # -- helpers -----------------------------------------------------------------------
 
-    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], dict[str, CacheKey]]:
-        """The key of each text, and the key of each distinct text (the hot path:
-        one dict probe per text, one SHA-256 and one CacheKey per distinct text)."""
+    def _embed_batches_sync(
+        self, missing: list[CacheKey], text_of: dict[CacheKey, str], counts: _CallCounts
+    ) -> list[PutBatch]:
+        """embed_sync's compute: `missing` batch after batch, in this thread (an
+        async embed_fn, or an awaitable answer, run with asyncio.run)."""
+        if self._embed_is_async:
+            return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
+        parts: list[PutBatch] = []
+        for start, batch_keys, batch in self._batches(missing, text_of):
+            counts.model_calls += 1
+            counts.texts_embedded += len(batch)
+            result = self._embed_fn(batch)
+            if type(result) is not np.ndarray and inspect.isawaitable(result):
+                result = self._awaited_sync(result)
+            parts.append(self._take(batch_keys, result, start, parts))
+        return parts
+
+    @staticmethod
+    def _awaited_sync(result: Awaitable[Any]) -> Any:
+        """An awaitable answer of embed_fn, run to completion for embed_sync
+        (RuntimeError when an event loop runs in this thread)."""
+        if _loop_running():
+            if inspect.iscoroutine(result):
+                result.close()  # never awaited: close it quietly
+            raise RuntimeError(
+                "embed_fn returned an awaitable, which embed_sync cannot await "
+                "while an event loop is running in this thread; use "
+                "'await embedder.embed(texts)' instead"
+            )
+        return asyncio.run(_awaited(result))
+
+    def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], Sequence[str]]:
+        """The key of each text, and the texts as a sequence (the hot path: one
+        SHA-256 and one CacheKey per text, in a comprehension; a repeated text
+        is keyed again, which costs less than looking every text up in a dict
+        to save the rare repeat; the registry embeds a repeat once anyway)."""
         if type(texts) is list or type(texts) is tuple:
             items: Any = texts
         elif isinstance(texts, (str, bytes)):
@@ -452,20 +551,17 @@ class CachedEmbedder:
                     f"texts must be a sequence of str, got {type(texts).__name__}"
                 ) from None
         model_version = self._model_version
-        key_of: dict[str, CacheKey] = {}
-        get = key_of.get
-        keys: list[CacheKey] = []
-        append = keys.append
-        for text in items:
-            if type(text) is not str and not isinstance(text, str):
-                raise ArgumentTypeError(
-                    f"texts[{len(keys)}] must be a str, got {type(text).__name__}"
-                )
-            key = get(text)
-            if key is None:
-                key = key_of[text] = _text_key(text, model_version)
-            append(key)
-        return keys, key_of
+        encode, sha256, key = str.encode, _sha256, CacheKey
+        try:
+            # str.encode, not text.encode: a non-str raises TypeError, whatever it has
+            return [key(sha256(encode(t)).hexdigest(), model_version) for t in items], items
+        except (TypeError, UnicodeEncodeError):
+            pass
+        for i, text in enumerate(items):  # the error, naming the text at fault
+            if not isinstance(text, str):
+                raise ArgumentTypeError(f"texts[{i}] must be a str, got {type(text).__name__}")
+            _text_key(text, model_version)
+        raise AssertionError("unreachable: a text that failed to key keyed")  # pragma: no cover
 
     def _look_up(
         self, keys: list[CacheKey]

@@ -28,6 +28,12 @@ One call, from the caller's side (embcache._flight_call holds the bookkeeping)::
     compute(ours) -> cache.put_batch(ours, result).take() -> .store() -> settle (rows)
     wait on the others' flights -> assemble the (n, dim) matrix in input order
 
+One key (``get_or_compute_one``; ``get_or_compute`` of one missed key; a
+CachedEmbedder's one-text call) skips the planning: claim it or find its flight
+(one registry probe), compute([key]) -> store -> settle, or wait and take its row
+of the flight's rows; no arrays are built beyond the row returned. The same
+invariants hold (the batch path's code claims, settles and waits for it).
+
 Invariants:
   * a key is in the registry only while its owner's call is between claiming it
     and settling its flight; settling removes the keys first, under the lock, so
@@ -82,6 +88,7 @@ from embcache._flight_call import (
     all_found,
     check_compute,
     is_async_function,
+    store_one,
 )
 from embcache._flight_errors import (
     ComputeTimeout,
@@ -100,7 +107,7 @@ from embcache._flight_errors import (
     waiter_copy,
 )
 from embcache._tier import Tier
-from embcache.errors import ArgumentTypeError
+from embcache.errors import ArgumentTypeError, KeyTypeError
 
 __all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "flights_of"]
 
@@ -125,6 +132,29 @@ class _Flight:
         self.rows: Matrix | None = None
         self.error: BaseException | None = None
         self.wakeups: list[Callable[[], None]] = []
+
+
+def _outcome(flight: _Flight) -> Matrix | None:
+    """A settled flight's rows; its error raised (this waiter's own copy,
+    chained from the owner's); None if it was abandoned."""
+    error = flight.error
+    if error is not None:
+        own = waiter_copy(error)
+        if own is error:
+            raise error
+        raise own from error
+    return flight.rows
+
+
+def _awaitable_error(result: object, what: str) -> ArgumentTypeError:
+    """What the synchronous get_or_compute raises for an awaitable `result` of
+    compute (a coroutine is closed first: it is never awaited)."""
+    if inspect.iscoroutine(result):
+        result.close()
+    return ArgumentTypeError(
+        f"{what} returned an awaitable; the synchronous get_or_compute "
+        "cannot await it (use EmbeddingCache.get_or_compute)"
+    )
 
 
 def _resolve(future: asyncio.Future[None]) -> None:
@@ -254,6 +284,8 @@ class Flights:
             epoch, matrix, found = looked_up
         if all_found(found):
             return matrix
+        if len(seq) == 1:  # one missed key: no planning needed
+            return self._one(cache, seq[0], compute, what, timeout, epoch)
         plan = Plan(matrix, found, seq)
         deadline = deadline_after(timeout)
         me = threading.get_ident()
@@ -262,7 +294,16 @@ class Flights:
         while pending:
             flight, ours, waits, stale = self._claim(plan, pending, me, me, None, epoch)
             if flight is not None:
-                self._fly(cache, plan, flight, ours, compute, stale or retry, what)
+                rows = self._fly(
+                    cache,
+                    plan.hit_dim,
+                    flight,
+                    [plan.misses[j] for j in ours],
+                    compute,
+                    stale or retry,
+                    what,
+                )
+                plan.settled(ours, rows)
             pending = []
             for other, items in waits.items():
                 self._block_on(other, me, deadline, timeout)
@@ -309,6 +350,8 @@ class Flights:
             epoch, matrix, found = looked_up
         if all_found(found):
             return matrix
+        if len(seq) == 1:  # one missed key: no planning needed
+            return await self._one_async(cache, seq[0], compute, what, timeout, tier, epoch)
         plan = Plan(matrix, found, seq)
         deadline = deadline_after(timeout)
         loop = asyncio.get_running_loop()
@@ -319,11 +362,11 @@ class Flights:
         while pending:
             flight, ours, waits, stale = self._claim(plan, pending, me, thread, loop, epoch)
             if flight is not None:
-                await self._fly_async(
+                rows = await self._fly_async(
                     cache,
-                    plan,
+                    plan.hit_dim,
                     flight,
-                    ours,
+                    [plan.misses[j] for j in ours],
                     compute,
                     stale or retry,
                     what,
@@ -331,12 +374,162 @@ class Flights:
                     timeout,
                     tier,
                 )
+                plan.settled(ours, rows)
             pending = []
             for other, items in waits.items():
                 await self._await(other, me, thread, loop, deadline, timeout)
                 self._collect(plan, other, items, pending)
             retry = True
         return plan.assemble()
+
+    # -- one key -----------------------------------------------------------------------
+
+    def get_or_compute_one(
+        self,
+        cache: SyncEmbeddingCache,
+        key: CacheKey,
+        compute: Compute,
+        *,
+        what: str = "compute",
+        timeout: float | None = None,
+        missed_at: int | None = None,
+    ) -> Matrix:
+        """``get_or_compute(cache, [key], compute)`` for one key, without the
+        planning a batch needs: the (1, dim) float32 row of `key`, a new array.
+
+        With ``missed_at`` (the ``epoch`` read before the caller's own
+        ``cache.get(key)``, which missed), the key is not looked up again.
+        The same guarantees and errors as get_or_compute: concurrent callers of
+        `key` (threads here, tasks in get_or_compute_one_async) call one compute;
+        its error reaches every waiter (a copy each); an abandoned flight is
+        claimed again; `timeout` bounds the wait.
+        """
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        check_compute(compute, what)
+        if is_async_function(compute):
+            raise ArgumentTypeError(
+                f"{what} is an async function; the synchronous get_or_compute cannot await "
+                "it (use EmbeddingCache.get_or_compute)"
+            )
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        if missed_at is None:
+            missed_at = self._epoch
+            row = cache.get(key)
+            if row is not None:
+                return row[None]
+        return self._one(cache, key, compute, what, timeout, missed_at)
+
+    async def get_or_compute_one_async(
+        self,
+        cache: SyncEmbeddingCache,
+        key: CacheKey,
+        compute: Compute,
+        *,
+        what: str = "compute",
+        timeout: float | None = None,
+        tier: Tier | None = None,
+        missed_at: int | None = None,
+    ) -> Matrix:
+        """get_or_compute_one for a task of the running loop, as
+        get_or_compute_async is get_or_compute's (`compute` sync or async; the
+        shared `tier` asked before computing)."""
+        if timeout is not None:
+            timeout = check_timeout(timeout)
+        check_compute(compute, what)
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        if missed_at is None:
+            missed_at = self._epoch
+            row = cache.get(key)
+            if row is not None:
+                return row[None]
+        return await self._one_async(cache, key, compute, what, timeout, tier, missed_at)
+
+    def _claim_one(
+        self,
+        key: CacheKey,
+        me: Hashable,
+        thread: int,
+        loop: asyncio.AbstractEventLoop | None,
+    ) -> tuple[_Flight, int, bool]:
+        """Under the lock: `key` claimed as a new flight of ours, or the flight
+        computing it and its row there; whether the flight is ours."""
+        with self._lock:
+            registry = self._registry
+            entry = registry.get(key)
+            if entry is None:
+                flight = _Flight(me, thread, loop)
+                registry[key] = (flight, 0)
+                return flight, 0, True
+            if entry[0].owner == me:
+                raise reentry_error(key)
+            return entry[0], entry[1], False
+
+    def _one(
+        self,
+        cache: SyncEmbeddingCache,
+        key: CacheKey,
+        compute: Compute,
+        what: str,
+        timeout: float | None,
+        epoch: int,
+    ) -> Matrix:
+        """The row of one missed key, computed by us or waited for (a thread).
+        (The claim is _claim_one's, inline: this is a query's miss path.)"""
+        deadline = None if timeout is None else deadline_after(timeout)
+        me = threading.get_ident()
+        registry = self._registry
+        retry = False
+        while True:
+            with self._lock:
+                entry = registry.get(key)
+                if entry is None:
+                    flight = _Flight(me, me, None)
+                    registry[key] = (flight, 0)
+                else:
+                    flight, r = entry
+                    if flight.owner == me:
+                        raise reentry_error(key)
+            if entry is None:
+                stale = retry or self._epoch != epoch
+                return self._fly(cache, None, flight, [key], compute, stale, what).copy()
+            self._block_on(flight, me, deadline, timeout)
+            rows = _outcome(flight)
+            if rows is not None:
+                return rows[r : r + 1].copy()
+            retry = True  # abandoned: claim it again (someone may have stored it since)
+
+    async def _one_async(
+        self,
+        cache: SyncEmbeddingCache,
+        key: CacheKey,
+        compute: Compute,
+        what: str,
+        timeout: float | None,
+        tier: Tier | None,
+        epoch: int,
+    ) -> Matrix:
+        """_one for a task: waits are awaited, compute may be awaited."""
+        deadline = deadline_after(timeout)
+        loop = asyncio.get_running_loop()
+        me: Hashable = asyncio.current_task() or object()
+        thread = threading.get_ident()
+        retry = False
+        while True:
+            flight, r, ours = self._claim_one(key, me, thread, loop)
+            if ours:
+                stale = retry or self._epoch != epoch
+                ours_rows = await self._fly_async(
+                    cache, None, flight, [key], compute, stale, what, deadline, timeout, tier
+                )
+                return ours_rows.copy()
+            await self._await(flight, me, thread, loop, deadline, timeout)
+            rows = _outcome(flight)
+            if rows is not None:
+                return rows[r : r + 1].copy()
+            retry = True
 
     # -- claiming and settling ---------------------------------------------------------
 
@@ -376,28 +569,29 @@ class Flights:
     def _fly(
         self,
         cache: SyncEmbeddingCache,
-        plan: Plan,
+        hit_dim: int | None,
         flight: _Flight,
-        ours: list[int],
+        keys: list[CacheKey],
         compute: Compute,
         stale: bool,
         what: str,
-    ) -> None:
-        """Compute, validate and store our claimed keys, then settle our flight."""
-        keys = [plan.misses[j] for j in ours]
+    ) -> Matrix:
+        """Compute, validate and store our claimed `keys`, then settle our flight;
+        its rows (read-only, shared with its waiters)."""
         try:
-            work = Work(cache, plan.hit_dim, keys, stale)
-            result = None
-            if work.todo:
-                result = compute(list(work.todo))
-                if inspect.isawaitable(result):
-                    if inspect.iscoroutine(result):
-                        result.close()  # never awaited: close it quietly
-                    raise ArgumentTypeError(
-                        f"{what} returned an awaitable; the synchronous get_or_compute "
-                        "cannot await it (use EmbeddingCache.get_or_compute)"
-                    )
-            rows = work.finish(result, what)
+            if len(keys) == 1 and not stale:  # one key: no Work needed
+                result = compute([keys[0]])
+                if type(result) is not list and inspect.isawaitable(result):
+                    raise _awaitable_error(result, what)
+                rows = store_one(cache, keys[0], hit_dim, result, what)
+            else:
+                work = Work(cache, hit_dim, keys, stale)
+                result = None
+                if work.todo:
+                    result = compute(list(work.todo))
+                    if type(result) is not list and inspect.isawaitable(result):
+                        raise _awaitable_error(result, what)
+                rows = work.finish(result, what)
         except StopIteration as exc:
             error = stop_iteration_error(what, exc)
             self._settle(flight, keys, error=error)
@@ -409,45 +603,50 @@ class Flights:
             self._settle(flight, keys)
             raise
         self._settle(flight, keys, rows=rows)
-        for r, j in enumerate(ours):
-            plan.sources[j] = (rows, r)
+        return rows
 
     async def _fly_async(
         self,
         cache: SyncEmbeddingCache,
-        plan: Plan,
+        hit_dim: int | None,
         flight: _Flight,
-        ours: list[int],
+        keys: list[CacheKey],
         compute: Compute,
         stale: bool,
         what: str,
         deadline: float | None,
         timeout: float | None,
         tier: Tier | None = None,
-    ) -> None:
+    ) -> Matrix:
         """_fly for a task: an awaitable result of compute is awaited (cancelled
         if still running at `deadline`: the flight is abandoned). With a `tier`,
         the keys it has are taken from it instead of computed, and computed rows
         are written to it after the flight settles."""
-        keys = [plan.misses[j] for j in ours]
+        work = None
         try:
-            work = Work(cache, plan.hit_dim, keys, stale)
-            if tier is not None and work.todo:
-                fetch = tier.fetch(work.todo, work.dim or cache.dim)
-                if deadline is None:
-                    rows, index = await fetch
-                else:
-                    rows, index = await bounded(fetch, deadline, what, timeout)
-                work.adopt(rows, index)
-            result = None
-            if work.todo:
-                result = compute(list(work.todo))
+            if tier is None and len(keys) == 1 and not stale:  # one key: no Work needed
+                result = compute([keys[0]])
                 if inspect.isawaitable(result):
-                    if deadline is None:
-                        result = await result
-                    else:
-                        result = await bounded(result, deadline, what, timeout)
-            rows = work.finish(result, what)
+                    result = await (
+                        result if deadline is None else bounded(result, deadline, what, timeout)
+                    )
+                rows = store_one(cache, keys[0], hit_dim, result, what)
+            else:
+                work = Work(cache, hit_dim, keys, stale)
+                if tier is not None and work.todo:
+                    fetch = tier.fetch(work.todo, work.dim or cache.dim)
+                    rows, index = await (
+                        fetch if deadline is None else bounded(fetch, deadline, what, timeout)
+                    )
+                    work.adopt(rows, index)
+                result = None
+                if work.todo:
+                    result = compute(list(work.todo))
+                    if inspect.isawaitable(result):
+                        result = await (
+                            result if deadline is None else bounded(result, deadline, what, timeout)
+                        )
+                rows = work.finish(result, what)
         except StopIteration as exc:
             error = stop_iteration_error(what, exc)
             self._settle(flight, keys, error=error)
@@ -465,10 +664,9 @@ class Flights:
             self._settle(flight, keys)
             raise
         self._settle(flight, keys, rows=rows)
-        for r, j in enumerate(ours):
-            plan.sources[j] = (rows, r)
-        if tier is not None and work.computed is not None:
+        if tier is not None and work is not None and work.computed is not None:
             await tier.store(work.computed_keys, work.computed)
+        return rows
 
     def _settle(
         self,
@@ -497,18 +695,13 @@ class Flights:
     ) -> None:
         """Take the rows of a settled flight; re-raise its error; queue its keys
         again if it was abandoned."""
-        error = flight.error
-        if error is not None:
-            own = waiter_copy(error)
-            if own is error:
-                raise error
-            raise own from error
-        rows = flight.rows
+        rows = _outcome(flight)
         if rows is None:
             pending.extend(j for j, _ in items)
             return
         for j, r in items:
             plan.sources[j] = (rows, r)
+
 
     # -- waiting -----------------------------------------------------------------------
 

@@ -21,7 +21,7 @@ import numpy.typing as npt
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
 
-__all__ = ["Compute", "Matrix", "Plan", "Work", "all_found", "check_compute"]
+__all__ = ["Compute", "Matrix", "Plan", "Work", "all_found", "check_compute", "store_one"]
 
 Matrix = npt.NDArray[np.float32]
 Compute = Callable[[list[CacheKey]], Any]
@@ -72,6 +72,12 @@ class Plan:
         self.miss_slot = miss_slot
         self.sources: list[tuple[Matrix, int] | None] = [None] * len(self.misses)
 
+    def settled(self, ours: list[int], rows: Matrix) -> None:
+        """Our own flight settled: row r of `rows` holds ``misses[ours[r]]``."""
+        sources = self.sources
+        for r, j in enumerate(ours):
+            sources[j] = (rows, r)
+
     def assemble(self) -> Matrix:
         """The full (n, dim) matrix: hits as looked up, misses from their flights."""
         groups: dict[int, tuple[Matrix, list[int], list[int]]] = {}
@@ -109,6 +115,32 @@ class Plan:
             distinct[slots] = rows[picks]
         matrix[self.miss_pos] = distinct[self.miss_slot]
         return matrix
+
+
+def store_one(
+    cache: SyncEmbeddingCache, key: CacheKey, hit_dim: int | None, result: Any, what: str
+) -> Matrix:
+    """``Work(cache, hit_dim, [key], stale=False).finish(result, what)`` for one
+    claimed key, its usual answers checked directly: one taken PutBatch of
+    `cache` holding just `key` (CachedEmbedder's), or an array-like (converted
+    and validated by ``cache.put_batch``). Stored; the (1, dim) read-only rows.
+    Any other answer goes through Work, for its checks and messages."""
+    if type(result) is list and result and isinstance(result[0], PutBatch):
+        batch = result[0]
+        if not (
+            len(result) == 1
+            and batch.cache is cache
+            and batch.n == 1
+            and batch.taken == 1
+            and batch.keys[0] is key
+            and (hit_dim is None or batch.dim == hit_dim)
+        ):
+            return Work(cache, hit_dim, [key], False).finish(result, what)
+    else:
+        batch = cache.put_batch((key,), result, what=f"{what}(missing)", dim=hit_dim)
+        batch.take()
+    batch.store()
+    return batch.rows
 
 
 class Work:
@@ -193,7 +225,9 @@ class Work:
                 computed = np.concatenate([b.rows for b in batches])
                 computed.flags.writeable = False
             self.computed = computed
-            self.computed_keys = list(self.todo)
+            self.computed_keys = self.todo  # never changed in place, only replaced
+            if not self.present:
+                return computed
         return self._own_rows(computed)
 
     def _batches(self, result: Any, what: str) -> list[PutBatch]:

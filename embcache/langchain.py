@@ -23,10 +23,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import numpy as np
 from langchain_core.embeddings import Embeddings
 
-from embcache._adapters import QUERY_SUFFIX, check_text, sum_stats
+from embcache._adapters import QUERY_SUFFIX, sum_stats
 from embcache._async import EmbeddingCache
 from embcache._core import SyncEmbeddingCache
 from embcache._embedder import CachedEmbedder, EmbedderStats
@@ -147,8 +146,7 @@ class CachedEmbeddings(Embeddings):
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of one query (cached under the query model version)."""
-        row: np.ndarray[Any, Any] = self._queries.embed_sync([check_text(text)])[0]
-        result: Any = row.tolist()
+        result: Any = self._queries.embed_one_sync(text).tolist()
         return result  # type: ignore[no-any-return]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -159,8 +157,8 @@ class CachedEmbeddings(Embeddings):
 
     async def aembed_query(self, text: str) -> list[float]:
         """``embed_query`` on the event loop (the wrapped ``aembed_query``)."""
-        matrix = await self._aqueries.embed([check_text(text)])
-        result: Any = matrix[0].tolist()
+        row = await self._aqueries.embed_one(text)
+        result: Any = row.tolist()
         return result  # type: ignore[no-any-return]
 
     def __repr__(self) -> str:

@@ -24,7 +24,7 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from embcache._adapters import QUERY_SUFFIX, check_text, sum_stats
+from embcache._adapters import QUERY_SUFFIX, sum_stats
 from embcache._async import EmbeddingCache
 from embcache._core import SyncEmbeddingCache
 from embcache._embedder import CachedEmbedder, EmbedderStats
@@ -137,29 +137,40 @@ class CachedEmbedding(BaseEmbedding):
             [e.stats for e in (self._documents, self._adocuments, self._queries, self._aqueries)]
         )
 
+    # pydantic serves a private attribute (self._queries) from BaseModel.__getattr__,
+    # after the normal lookup has failed: ~2.4 us a read, as much as a whole cache
+    # hit. The methods below read the documented store of private attributes,
+    # ``__pydantic_private__``, directly (~0.07 us).
+
     def _get_query_embedding(self, query: str) -> Embedding:
-        result: Any = self._queries.embed_sync([check_text(query)])[0].tolist()
+        queries: CachedEmbedder = self.__pydantic_private__["_queries"]  # type: ignore[index]
+        result: Any = queries.embed_one_sync(query).tolist()
         return result  # type: ignore[no-any-return]
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        matrix = await self._aqueries.embed([check_text(query)])
-        result: Any = matrix[0].tolist()
+        queries: CachedEmbedder = self.__pydantic_private__["_aqueries"]  # type: ignore[index]
+        row = await queries.embed_one(query)
+        result: Any = row.tolist()
         return result  # type: ignore[no-any-return]
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        result: Any = self._documents.embed_sync([check_text(text)])[0].tolist()
+        documents: CachedEmbedder = self.__pydantic_private__["_documents"]  # type: ignore[index]
+        result: Any = documents.embed_one_sync(text).tolist()
         return result  # type: ignore[no-any-return]
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        matrix = await self._adocuments.embed([check_text(text)])
-        result: Any = matrix[0].tolist()
+        documents: CachedEmbedder = self.__pydantic_private__["_adocuments"]  # type: ignore[index]
+        row = await documents.embed_one(text)
+        result: Any = row.tolist()
         return result  # type: ignore[no-any-return]
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        result: Any = self._documents.embed_sync(texts).tolist()
+        documents: CachedEmbedder = self.__pydantic_private__["_documents"]  # type: ignore[index]
+        result: Any = documents.embed_sync(texts).tolist()
         return result  # type: ignore[no-any-return]
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        matrix = await self._adocuments.embed(texts)
+        documents: CachedEmbedder = self.__pydantic_private__["_adocuments"]  # type: ignore[index]
+        matrix = await documents.embed(texts)
         result: Any = matrix.tolist()
         return result  # type: ignore[no-any-return]

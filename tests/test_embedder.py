@@ -597,3 +597,80 @@ def test_flights_take_the_callers_lookup() -> None:
     info = cache.get_cache_info()
     assert (info.hits, info.misses) == (1, 1)
     assert flights.epoch == epoch + 1
+
+
+# --- embed_one / embed_one_sync: one text, one vector -----------------------------------
+
+
+@pytest.mark.parametrize("entry", ["embed_one", "embed_one_sync"])
+def test_embed_one_is_embed_of_one_text_as_a_vector(entry: str) -> None:
+    model = Model()
+    embedder = CachedEmbedder(model, "m", cache=EmbeddingCache())
+
+    def one(text: Any) -> np.ndarray:
+        if entry == "embed_one":
+            return run(embedder.embed_one(text))  # type: ignore[no-any-return]
+        return embedder.embed_one_sync(text)
+
+    miss, hit = one("a query"), one("a query")
+    assert miss.shape == hit.shape == (DIM,) and miss.dtype == np.float32
+    np.testing.assert_array_equal(miss, vector("a query"))
+    np.testing.assert_array_equal(hit, miss)
+    np.testing.assert_array_equal(embedder.embed_sync(["a query"])[0], miss)
+    assert model.batches == [["a query"]]
+    miss[0] = -1.0  # the caller's own array
+    np.testing.assert_array_equal(one("a query"), vector("a query"))
+    stats = embedder.stats
+    assert (stats.texts_requested, stats.texts_from_cache, stats.texts_embedded) == (4, 3, 1)
+    assert (stats.model_calls, stats.model_calls_saved) == (1, 3)
+    for bad in (["a query"], b"a query", None, 3):
+        with pytest.raises(ArgumentTypeError, match="text must be a str"):
+            one(bad)
+    assert embedder.stats == stats and model.batches == [["a query"]]
+
+
+def test_embed_one_sync_refuses_an_async_model_inside_a_running_loop() -> None:
+    async def model(texts: list[str]) -> np.ndarray:
+        return expected(texts)
+
+    embedder = CachedEmbedder(model, "m")
+    np.testing.assert_array_equal(embedder.embed_one_sync("x"), vector("x"))  # no loop: fine
+
+    async def inside() -> None:
+        with pytest.raises(RuntimeError, match="event loop is running"):
+            embedder.embed_one_sync("y")
+
+    run(inside())
+
+
+def test_a_non_str_text_is_refused_even_with_an_encode_method() -> None:
+    class Impostor:
+        def encode(self) -> bytes:
+            return b"looks like text"
+
+    embedder = CachedEmbedder(Model(), "m", cache=SyncEmbeddingCache(100))
+    with pytest.raises(ArgumentTypeError, match=r"texts\[1\] must be a str, got Impostor"):
+        embedder.embed_sync(["fine", Impostor()])  # type: ignore[list-item]
+    with pytest.raises(InvalidKeyError, match="surrogate"):
+        embedder.embed_sync(["fine", "bad \ud800"])
+    assert len(embedder.cache) == 0  # type: ignore[arg-type]
+
+
+def test_texts_changed_while_embed_waits_change_nothing() -> None:
+    """The texts of the misses are taken when the call looks them up: a caller
+    changing its list while the model runs cannot put one text's vector under
+    another's key."""
+    model = Model(delay=0.05)
+    embedder = CachedEmbedder(model, "m", cache=EmbeddingCache(100))
+    texts = ["alpha", "beta"]
+
+    async def main() -> np.ndarray:
+        call = asyncio.ensure_future(embedder.embed(texts))
+        await asyncio.sleep(0.01)
+        texts[:] = ["gamma", "delta"]
+        return await call
+
+    got = run(main())
+    np.testing.assert_array_equal(got, expected(["alpha", "beta"]))
+    np.testing.assert_array_equal(embedder.embed_sync(["alpha"]), expected(["alpha"]))
+    assert model.batches == [["alpha", "beta"]]
