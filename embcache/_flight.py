@@ -157,6 +157,16 @@ def _awaitable_error(result: object, what: str) -> ArgumentTypeError:
     )
 
 
+def _one_arguments(key: object, compute: Compute, what: str, timeout: float | None) -> float | None:
+    """The checks of get_or_compute_one(_async)'s arguments; the timeout, checked."""
+    if timeout is not None:
+        timeout = check_timeout(timeout)
+    check_compute(compute, what)
+    if type(key) is not CacheKey:
+        raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+    return timeout
+
+
 def _resolve(future: asyncio.Future[None]) -> None:
     if not future.done():
         future.set_result(None)
@@ -404,16 +414,12 @@ class Flights:
         its error reaches every waiter (a copy each); an abandoned flight is
         claimed again; `timeout` bounds the wait.
         """
-        if timeout is not None:
-            timeout = check_timeout(timeout)
-        check_compute(compute, what)
+        timeout = _one_arguments(key, compute, what, timeout)
         if is_async_function(compute):
             raise ArgumentTypeError(
                 f"{what} is an async function; the synchronous get_or_compute cannot await "
                 "it (use EmbeddingCache.get_or_compute)"
             )
-        if type(key) is not CacheKey:
-            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
         if missed_at is None:
             missed_at = self._epoch
             row = cache.get(key)
@@ -435,11 +441,7 @@ class Flights:
         """get_or_compute_one for a task of the running loop, as
         get_or_compute_async is get_or_compute's (`compute` sync or async; the
         shared `tier` asked before computing)."""
-        if timeout is not None:
-            timeout = check_timeout(timeout)
-        check_compute(compute, what)
-        if type(key) is not CacheKey:
-            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        timeout = _one_arguments(key, compute, what, timeout)
         if missed_at is None:
             missed_at = self._epoch
             row = cache.get(key)
@@ -701,7 +703,6 @@ class Flights:
             return
         for j, r in items:
             plan.sources[j] = (rows, r)
-
 
     # -- waiting -----------------------------------------------------------------------
 
