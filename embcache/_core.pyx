@@ -61,8 +61,9 @@ Where things are:
   _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
   _siphash.h _blake2b.h _kernels.h _lock.h _slab.h   C: hashes, vector kernels, lock, slab memory
-  _checksum.h _snapio.h _snapwrite.h   C: the snapshot checksum (mix64 v1), double-buffered
-                     reading, double-buffered writing with write-behind
+  _checksum.h _snapio.h _snapwrite.h _worker.h   C: the snapshot checksum (mix64 v1),
+                     double-buffered reading, double-buffered writing with write-behind,
+                     the worker thread both are built on
 """
 
 cimport cython

@@ -21,22 +21,14 @@
 #define EMBCACHE_SNAPIO_H
 
 #include <errno.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-/* glibc 2.34 moved pthread_create and pthread_join into libc under a new symbol
- * version; binding to the original one keeps the wheel loadable on the older
- * glibc that its manylinux_2_17 tag promises (both versions are the same code). */
-#if defined(__GLIBC__) && defined(__x86_64__)
-__asm__(".symver pthread_create,pthread_create@GLIBC_2.2.5");
-__asm__(".symver pthread_join,pthread_join@GLIBC_2.2.5");
-#endif
-
 #include "_kernels.h"
+#include "_worker.h"
 
 #define EMBCACHE_READER_SHORT 100000
 
@@ -50,11 +42,7 @@ typedef struct {
     int finite[2];
     int full[2];
     int next;                  /* the buffer the consumer takes next */
-    int stop;
-    int started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
+    embcache_worker worker;    /* the thread, its mutex and condition (_worker.h) */
 } embcache_reader;
 
 static ptrdiff_t embcache_reader_fill(int fd, char *p, size_t n, uint64_t offset) {
@@ -78,17 +66,17 @@ static void *embcache_reader_main(void *arg) {
         uint64_t offset;
         size_t n;
         ptrdiff_t len;
-        pthread_mutex_lock(&r->mu);
-        while (r->full[slot] && !r->stop)
-            pthread_cond_wait(&r->cv, &r->mu);
-        if (r->stop || r->offset >= r->end) {
-            pthread_mutex_unlock(&r->mu);
+        pthread_mutex_lock(&r->worker.mu);
+        while (r->full[slot] && !r->worker.stop)
+            pthread_cond_wait(&r->worker.cv, &r->worker.mu);
+        if (r->worker.stop || r->offset >= r->end) {
+            pthread_mutex_unlock(&r->worker.mu);
             return NULL;
         }
         offset = r->offset;
         n = r->end - offset < r->chunk ? (size_t)(r->end - offset) : r->chunk;
         r->offset += n;
-        pthread_mutex_unlock(&r->mu);
+        pthread_mutex_unlock(&r->worker.mu);
 
         len = embcache_reader_fill(r->fd, r->buf[slot], n, offset);
         if (len > 0) {
@@ -96,12 +84,12 @@ static void *embcache_reader_main(void *arg) {
                                                      (size_t)len / 4);
         }
 
-        pthread_mutex_lock(&r->mu);
+        pthread_mutex_lock(&r->worker.mu);
         r->len[slot] = len;
         r->full[slot] = 1;
         if (len < 0) r->offset = r->end;     /* nothing more after an error */
-        pthread_cond_broadcast(&r->cv);
-        pthread_mutex_unlock(&r->mu);
+        pthread_cond_broadcast(&r->worker.cv);
+        pthread_mutex_unlock(&r->worker.mu);
         if (len < 0) return NULL;
         slot ^= 1;
     }
@@ -109,7 +97,6 @@ static void *embcache_reader_main(void *arg) {
 
 static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
                                  size_t chunk, char *buf0, char *buf1) {
-    int err;
     memset(r, 0, sizeof(*r));
     r->fd = fd;
     r->offset = offset;
@@ -117,50 +104,31 @@ static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, ui
     r->chunk = chunk;
     r->buf[0] = buf0;
     r->buf[1] = buf1;
-    if ((err = pthread_mutex_init(&r->mu, NULL)) != 0) return err;
-    if ((err = pthread_cond_init(&r->cv, NULL)) != 0) {
-        pthread_mutex_destroy(&r->mu);
-        return err;
-    }
-    if ((err = pthread_create(&r->thread, NULL, embcache_reader_main, r)) != 0) {
-        pthread_cond_destroy(&r->cv);
-        pthread_mutex_destroy(&r->mu);
-        return err;
-    }
-    r->started = 1;
-    return 0;
+    return embcache_worker_start(&r->worker, embcache_reader_main, r);
 }
 
 static char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len, int *finite) {
     int slot;
-    pthread_mutex_lock(&r->mu);
+    pthread_mutex_lock(&r->worker.mu);
     slot = r->next;
     while (!r->full[slot])
-        pthread_cond_wait(&r->cv, &r->mu);
+        pthread_cond_wait(&r->worker.cv, &r->worker.mu);
     *len = r->len[slot];
     *finite = r->finite[slot];
-    pthread_mutex_unlock(&r->mu);
+    pthread_mutex_unlock(&r->worker.mu);
     return r->buf[slot];
 }
 
 static void embcache_reader_release(embcache_reader *r) {
-    pthread_mutex_lock(&r->mu);
+    pthread_mutex_lock(&r->worker.mu);
     r->full[r->next] = 0;
     r->next ^= 1;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
+    pthread_cond_broadcast(&r->worker.cv);
+    pthread_mutex_unlock(&r->worker.mu);
 }
 
 static void embcache_reader_stop(embcache_reader *r) {
-    if (!r->started) return;
-    pthread_mutex_lock(&r->mu);
-    r->stop = 1;
-    pthread_cond_broadcast(&r->cv);
-    pthread_mutex_unlock(&r->mu);
-    pthread_join(r->thread, NULL);
-    pthread_cond_destroy(&r->cv);
-    pthread_mutex_destroy(&r->mu);
-    r->started = 0;
+    embcache_worker_stop(&r->worker);
 }
 
 #endif /* EMBCACHE_SNAPIO_H */

@@ -33,14 +33,13 @@
 #endif
 #include <errno.h>
 #include <fcntl.h>
-#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "_snapio.h"       /* the pthread symbol versions */
+#include "_worker.h"
 
 typedef struct {
     int fd;
@@ -50,11 +49,7 @@ typedef struct {
     int fill;                  /* the buffer the producer fills next */
     uint64_t offset;           /* where the writer's next buffer goes */
     int error;                 /* errno of the first failed write */
-    int stop;
-    int started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    pthread_t thread;
+    embcache_worker worker;    /* the thread, its mutex and condition (_worker.h) */
 } embcache_writer;
 
 static int embcache_write_fully(int fd, const char *p, size_t n) {
@@ -84,16 +79,16 @@ static void *embcache_writer_main(void *arg) {
     for (;;) {
         size_t n;
         int err;
-        pthread_mutex_lock(&w->mu);
-        while (!w->full[slot] && !w->stop)
-            pthread_cond_wait(&w->cv, &w->mu);
-        if (w->stop) {             /* finish has drained the queue, or an error ended it */
-            pthread_mutex_unlock(&w->mu);
+        pthread_mutex_lock(&w->worker.mu);
+        while (!w->full[slot] && !w->worker.stop)
+            pthread_cond_wait(&w->worker.cv, &w->worker.mu);
+        if (w->worker.stop) {             /* finish has drained the queue, or an error ended it */
+            pthread_mutex_unlock(&w->worker.mu);
             return NULL;
         }
         n = w->len[slot];
         err = w->error;
-        pthread_mutex_unlock(&w->mu);
+        pthread_mutex_unlock(&w->worker.mu);
 
         if (!err) {
             err = embcache_write_fully(w->fd, w->buf[slot], n);
@@ -101,79 +96,59 @@ static void *embcache_writer_main(void *arg) {
             w->offset += n;
         }
 
-        pthread_mutex_lock(&w->mu);
+        pthread_mutex_lock(&w->worker.mu);
         if (err && !w->error) w->error = err;
         w->full[slot] = 0;
-        pthread_cond_broadcast(&w->cv);
-        pthread_mutex_unlock(&w->mu);
+        pthread_cond_broadcast(&w->worker.cv);
+        pthread_mutex_unlock(&w->worker.mu);
         slot ^= 1;
     }
 }
 
 static int embcache_writer_start(embcache_writer *w, int fd, char *buf0, char *buf1) {
-    int err;
     memset(w, 0, sizeof(*w));
     w->fd = fd;
     w->buf[0] = buf0;
     w->buf[1] = buf1;
-    if ((err = pthread_mutex_init(&w->mu, NULL)) != 0) return err;
-    if ((err = pthread_cond_init(&w->cv, NULL)) != 0) {
-        pthread_mutex_destroy(&w->mu);
-        return err;
-    }
-    if ((err = pthread_create(&w->thread, NULL, embcache_writer_main, w)) != 0) {
-        pthread_cond_destroy(&w->cv);
-        pthread_mutex_destroy(&w->mu);
-        return err;
-    }
-    w->started = 1;
-    return 0;
+    return embcache_worker_start(&w->worker, embcache_writer_main, w);
 }
 
 static char *embcache_writer_buffer(embcache_writer *w) {
     char *p;
-    pthread_mutex_lock(&w->mu);
+    pthread_mutex_lock(&w->worker.mu);
     while (w->full[w->fill])
-        pthread_cond_wait(&w->cv, &w->mu);
+        pthread_cond_wait(&w->worker.cv, &w->worker.mu);
     p = w->buf[w->fill];
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&w->worker.mu);
     return p;
 }
 
 static int embcache_writer_submit(embcache_writer *w, size_t len) {
     int err;
-    pthread_mutex_lock(&w->mu);
+    pthread_mutex_lock(&w->worker.mu);
     err = w->error;
     if (!err && len) {
         w->len[w->fill] = len;
         w->full[w->fill] = 1;
         w->fill ^= 1;
-        pthread_cond_broadcast(&w->cv);
+        pthread_cond_broadcast(&w->worker.cv);
     }
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&w->worker.mu);
     return err;
 }
 
 static void embcache_writer_stop(embcache_writer *w) {
-    if (!w->started) return;
-    pthread_mutex_lock(&w->mu);
-    w->stop = 1;
-    pthread_cond_broadcast(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-    pthread_join(w->thread, NULL);
-    pthread_cond_destroy(&w->cv);
-    pthread_mutex_destroy(&w->mu);
-    w->started = 0;
+    embcache_worker_stop(&w->worker);
 }
 
 static int embcache_writer_finish(embcache_writer *w) {
     int err;
-    if (!w->started) return 0;
-    pthread_mutex_lock(&w->mu);
+    if (!w->worker.started) return 0;
+    pthread_mutex_lock(&w->worker.mu);
     while ((w->full[0] || w->full[1]) && !w->error)
-        pthread_cond_wait(&w->cv, &w->mu);
+        pthread_cond_wait(&w->worker.cv, &w->worker.mu);
     err = w->error;
-    pthread_mutex_unlock(&w->mu);
+    pthread_mutex_unlock(&w->worker.mu);
     embcache_writer_stop(w);
     return err;
 }
