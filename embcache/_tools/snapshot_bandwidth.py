@@ -238,6 +238,10 @@ def format_snapshot(result: dict[str, Any], width: int | None = None) -> list[st
         r = result[f"{op}_over_dd"]
         if r is None:
             return "n/a (no dd)"
+        if op == "load" and not result["page_cache_dropped"]:
+            # dd then only copies cached pages; the goal is for reads from the disk
+            return (f"{100 * r:.0f}% of dd (reads from memory: the {GOAL:.0%} goal is for reads "
+                    "from the disk, --drop-caches)")
         return f"{100 * r:.0f}% of dd ({'meets' if r >= GOAL else 'below'} the {GOAL:.0%} goal)"
 
     mib = result["vector_bytes"] / MIB
