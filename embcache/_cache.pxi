@@ -569,7 +569,7 @@ cdef class SyncEmbeddingCache:
             policy_bytes=t.policy_fixed_bytes,
         )
 
-    # -- snapshots (_snapshot.pxi) ------------------------------------------------------
+    # -- snapshots (_snapshot_save.pxi, _snapshot_load.pxi) ------------------------------
 
     def save(self, path):
         """Write every live entry to the snapshot file `path`; returns how many.

@@ -69,7 +69,7 @@ def _text_key(text: str, model_version: str) -> CacheKey:
     """``CacheKey.from_text(text, model_version)``, built the cheaper way: the
     SHA-256 hex digest of the UTF-8 text (hashlib), then the key from it."""
     try:
-        data = text.encode()
+        data = str.encode(text)  # as _keys does: a str subclass's encode is not used
     except UnicodeEncodeError as exc:
         raise InvalidKeyError(
             f"text holds a lone surrogate, which has no UTF-8 encoding ({exc})"
@@ -340,7 +340,7 @@ class CachedEmbedder:
             self._record_hits(len(keys))
             return matrix
         counts = _CallCounts()
-        text_of = _texts_of(keys, items)  # now: `texts` may change while we wait
+        text_of = _texts_of(keys, items)  # `items` is ours: `texts` may change while we wait
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
@@ -394,7 +394,7 @@ class CachedEmbedder:
             self._record_hits(len(keys))
             return matrix
         counts = _CallCounts()
-        text_of = _texts_of(keys, items)  # now: another thread may change `texts`
+        text_of = _texts_of(keys, items)  # `items` is ours: another thread may change `texts`
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return self._embed_batches_sync(missing, text_of, counts)
@@ -537,8 +537,13 @@ class CachedEmbedder:
         SHA-256 and one CacheKey per text, in a comprehension; a repeated text
         is keyed again, which costs less than looking every text up in a dict
         to save the rare repeat; the registry embeds a repeat once anyway)."""
-        if type(texts) is list or type(texts) is tuple:
+        if type(texts) is tuple:
             items: Any = texts
+        elif type(texts) is list:
+            # a copy, taken atomically: the keys and the texts sent to the model
+            # must come from the same contents, whatever another thread does to
+            # the caller's list meanwhile
+            items = tuple(texts)
         elif isinstance(texts, (str, bytes)):
             raise ArgumentTypeError(
                 f"texts must be a sequence of str, not a single {type(texts).__name__}"

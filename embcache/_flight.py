@@ -32,7 +32,9 @@ One key (``get_or_compute_one``; ``get_or_compute`` of one missed key; a
 CachedEmbedder's one-text call) skips the planning: claim it or find its flight
 (one registry probe), compute([key]) -> store -> settle, or wait and take its row
 of the flight's rows; no arrays are built beyond the row returned. The same
-invariants hold (the batch path's code claims, settles and waits for it).
+invariants hold: it claims under the same lock with the same re-entry check (its
+own few lines), and computes, settles and waits through the batch path's code
+(_fly / _fly_async, _block_on / _await, _outcome).
 
 Invariants:
   * a key is in the registry only while its owner's call is between claiming it

@@ -291,6 +291,8 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
         fsync_folder(folder)
         return kept
     finally:
+        with nogil:
+            embcache_writer_stop(&w.pipe)      # joined before its file and buffers go
         if fd >= 0:
             os.close(fd)
         if tmp is not None:
@@ -307,8 +309,6 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
         free(group_kept)
         free(order)
         free(final_id)
-        with nogil:
-            embcache_writer_stop(&w.pipe)      # joined before its buffers are freed
         free(w.bufs)
 
 

@@ -9,8 +9,9 @@
  * memory by default), so a 1 GiB snapshot would sit in the page cache until
  * the final fsync and the disk would idle while the file is produced. With it,
  * the disk works from the first buffer on and the fsync waits for the tail only.
- * Writeback is started, never waited for, so it cannot slow a save down; where
- * sync_file_range is missing, the fsync does all of it, as before.
+ * Writeback is started, never waited for (the call may block only while the
+ * device's queue is full, in the writer thread); where sync_file_range is
+ * missing, the fsync does all of it, as before.
  *
  * Two buffers handed back and forth under one mutex and one condition variable;
  * no Python anywhere (the saver calls these without the GIL). The first failed
@@ -59,6 +60,7 @@ static int embcache_write_fully(int fd, const char *p, size_t n) {
             if (errno == EINTR) continue;
             return errno;
         }
+        if (w == 0) return EIO;    /* no progress: never spin */
         p += w;
         n -= (size_t)w;
     }

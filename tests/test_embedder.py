@@ -674,3 +674,26 @@ def test_texts_changed_while_embed_waits_change_nothing() -> None:
     np.testing.assert_array_equal(got, expected(["alpha", "beta"]))
     np.testing.assert_array_equal(embedder.embed_sync(["alpha"]), expected(["alpha"]))
     assert model.batches == [["alpha", "beta"]]
+
+
+def test_a_list_changed_between_keying_and_the_model_call_stores_no_wrong_vector() -> None:
+    """The caller's list rewritten after embed_sync has keyed it (here by the
+    cache's clock, which its lookup reads: the moment another thread could run):
+    the model gets the texts that were keyed, so every key keeps its own text's
+    vector."""
+    texts = ["alpha", "beta"]
+    rewrites = []
+
+    def clock() -> float:
+        if rewrites:
+            texts[:] = rewrites.pop()
+        return time.monotonic()
+
+    model = Model()
+    embedder = CachedEmbedder(model, "m", cache=SyncEmbeddingCache(100, 3600, clock=clock))
+    rewrites.append(["gamma", "delta"])
+    got = embedder.embed_sync(texts)
+    np.testing.assert_array_equal(got, expected(["alpha", "beta"]))
+    assert model.batches == [["alpha", "beta"]]
+    for text in ("alpha", "beta", "gamma", "delta"):
+        np.testing.assert_array_equal(embedder.embed_sync([text]), expected([text]))
