@@ -13,7 +13,7 @@ others wait for its rows::
                  is a thread id (blocking wait) or an asyncio task (awaiting)
       epoch      flights settled with rows so far (stale-lookup detection)
 
-    _Flight      owner (thread id or task), the owner's thread and loop (None for
+    Flight       owner (thread id or task), the owner's thread and loop (None for
                  a thread owner); settles once: rows (m, dim) float32, read-only
                  | error | abandoned; then calls its wakeups:
                    thread waiter  threading.Event.set
@@ -34,7 +34,7 @@ CachedEmbedder's one-text call) skips the planning: claim it or find its flight
 of the flight's rows; no arrays are built beyond the row returned. The same
 invariants hold: it claims under the same lock with the same re-entry check (its
 own few lines), and computes, settles and waits through the batch path's code
-(_fly / _fly_async, _block_on / _await, _outcome).
+(_fly / _fly_async, and embcache._flight_wait).
 
 Invariants:
   * a key is in the registry only while its owner's call is between claiming it
@@ -76,7 +76,6 @@ import os
 import threading
 import weakref
 from collections.abc import Hashable, Sequence
-from typing import Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -98,16 +97,11 @@ from embcache._flight_errors import (
     bounded,
     check_timeout,
     compute_timeout_error,
-    cycle_error,
     deadline_after,
-    loop_error,
     reentry_error,
-    seconds_left,
-    stack_error,
     stop_iteration_error,
-    wait_timeout_error,
-    waiter_copy,
 )
+from embcache._flight_wait import Flight, block_on, outcome, wait_for
 from embcache._tier import Tier
 from embcache.errors import ArgumentTypeError, KeyTypeError
 
@@ -116,36 +110,6 @@ __all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "flights_of"]
 Lookup = tuple[int, Matrix, npt.NDArray[np.bool_]]
 """``(epoch, matrix, found)``: a caller's own ``cache.get_many(keys)`` of exactly
 the keys it passes, with ``Flights.epoch`` as read before that lookup."""
-
-
-class _Flight:
-    """The keys one caller is computing. Settled once, under the flights lock:
-    ``rows`` set (success), ``error`` set (failure), or neither (abandoned)."""
-
-    __slots__ = ("owner", "thread", "loop", "done", "rows", "error", "wakeups")
-
-    def __init__(
-        self, owner: Hashable, thread: int, loop: asyncio.AbstractEventLoop | None
-    ) -> None:
-        self.owner = owner
-        self.thread = thread
-        self.loop = loop
-        self.done = False
-        self.rows: Matrix | None = None
-        self.error: BaseException | None = None
-        self.wakeups: list[Callable[[], None]] = []
-
-
-def _outcome(flight: _Flight) -> Matrix | None:
-    """A settled flight's rows; its error raised (this waiter's own copy,
-    chained from the owner's); None if it was abandoned."""
-    error = flight.error
-    if error is not None:
-        own = waiter_copy(error)
-        if own is error:
-            raise error
-        raise own from error
-    return flight.rows
 
 
 def _awaitable_error(result: object, what: str) -> ArgumentTypeError:
@@ -169,28 +133,6 @@ def _one_arguments(key: object, compute: Compute, what: str, timeout: float | No
     return timeout
 
 
-def _resolve(future: asyncio.Future[None]) -> None:
-    if not future.done():
-        future.set_result(None)
-
-
-def _waker(
-    loop: asyncio.AbstractEventLoop, future: asyncio.Future[None], thread: int
-) -> Callable[[], None]:
-    """A callable, safe from any thread, that resolves `future` on `loop`."""
-
-    def wake() -> None:
-        if threading.get_ident() == thread:
-            _resolve(future)
-        else:
-            try:
-                loop.call_soon_threadsafe(_resolve, future)
-            except RuntimeError:  # the waiter's loop is closed: nobody waits any more
-                pass
-
-    return wake
-
-
 class Flights:
     """The single-flight registry of one cache (``cache.flights``); thread-safe.
 
@@ -202,8 +144,8 @@ class Flights:
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
-        self._registry: dict[CacheKey, tuple[_Flight, int]] = {}
-        self._waiting: dict[Hashable, _Flight] = {}
+        self._registry: dict[CacheKey, tuple[Flight, int]] = {}
+        self._waiting: dict[Hashable, Flight] = {}
         self._epoch = 0
 
     def after_fork_in_child(self) -> None:
@@ -213,7 +155,7 @@ class Flights:
         instead of waited for forever. Flights of the forking thread go on."""
         self._lock = threading.Lock()
         me = threading.get_ident()
-        orphans: dict[int, _Flight] = {}
+        orphans: dict[int, Flight] = {}
         for key, (flight, _) in list(self._registry.items()):
             if flight.thread != me:
                 orphans[id(flight)] = flight
@@ -318,7 +260,7 @@ class Flights:
                 plan.settled(ours, rows)
             pending = []
             for other, items in waits.items():
-                self._block_on(other, me, deadline, timeout)
+                block_on(self._lock, self._waiting, other, me, deadline, timeout)
                 self._collect(plan, other, items, pending)
             retry = True  # someone may have stored the abandoned keys since
         return plan.assemble()
@@ -389,7 +331,9 @@ class Flights:
                 plan.settled(ours, rows)
             pending = []
             for other, items in waits.items():
-                await self._await(other, me, thread, loop, deadline, timeout)
+                await wait_for(
+                    self._lock, self._waiting, other, me, thread, loop, deadline, timeout
+                )
                 self._collect(plan, other, items, pending)
             retry = True
         return plan.assemble()
@@ -457,14 +401,14 @@ class Flights:
         me: Hashable,
         thread: int,
         loop: asyncio.AbstractEventLoop | None,
-    ) -> tuple[_Flight, int, bool]:
+    ) -> tuple[Flight, int, bool]:
         """Under the lock: `key` claimed as a new flight of ours, or the flight
         computing it and its row there; whether the flight is ours."""
         with self._lock:
             registry = self._registry
             entry = registry.get(key)
             if entry is None:
-                flight = _Flight(me, thread, loop)
+                flight = Flight(me, thread, loop)
                 registry[key] = (flight, 0)
                 return flight, 0, True
             if entry[0].owner == me:
@@ -490,7 +434,7 @@ class Flights:
             with self._lock:
                 entry = registry.get(key)
                 if entry is None:
-                    flight = _Flight(me, me, None)
+                    flight = Flight(me, me, None)
                     registry[key] = (flight, 0)
                 else:
                     flight, r = entry
@@ -499,8 +443,8 @@ class Flights:
             if entry is None:
                 stale = retry or self._epoch != epoch
                 return self._fly(cache, None, flight, [key], compute, stale, what).copy()
-            self._block_on(flight, me, deadline, timeout)
-            rows = _outcome(flight)
+            block_on(self._lock, self._waiting, flight, me, deadline, timeout)
+            rows = outcome(flight)
             if rows is not None:
                 return rows[r : r + 1].copy()
             retry = True  # abandoned: claim it again (someone may have stored it since)
@@ -529,8 +473,8 @@ class Flights:
                     cache, None, flight, [key], compute, stale, what, deadline, timeout, tier
                 )
                 return ours_rows.copy()
-            await self._await(flight, me, thread, loop, deadline, timeout)
-            rows = _outcome(flight)
+            await wait_for(self._lock, self._waiting, flight, me, thread, loop, deadline, timeout)
+            rows = outcome(flight)
             if rows is not None:
                 return rows[r : r + 1].copy()
             retry = True
@@ -545,12 +489,12 @@ class Flights:
         thread: int,
         loop: asyncio.AbstractEventLoop | None,
         epoch: int,
-    ) -> tuple[_Flight | None, list[int], dict[_Flight, list[tuple[int, int]]], bool]:
+    ) -> tuple[Flight | None, list[int], dict[Flight, list[tuple[int, int]]], bool]:
         """Under the lock: register the pending misses nobody computes as one flight
         of ours; group the others by the flight to wait on. Also tells whether a
         flight settled since `epoch` (our lookup may be stale)."""
         ours: list[int] = []
-        waits: dict[_Flight, list[tuple[int, int]]] = {}
+        waits: dict[Flight, list[tuple[int, int]]] = {}
         misses = plan.misses
         with self._lock:
             registry = self._registry
@@ -565,7 +509,7 @@ class Flights:
                 waits.setdefault(other, []).append((j, r))
             flight = None
             if ours:
-                flight = _Flight(me, thread, loop)
+                flight = Flight(me, thread, loop)
                 for r, j in enumerate(ours):
                     registry[misses[j]] = (flight, r)
             return flight, ours, waits, self._epoch != epoch
@@ -574,7 +518,7 @@ class Flights:
         self,
         cache: SyncEmbeddingCache,
         hit_dim: int | None,
-        flight: _Flight,
+        flight: Flight,
         keys: list[CacheKey],
         compute: Compute,
         stale: bool,
@@ -613,7 +557,7 @@ class Flights:
         self,
         cache: SyncEmbeddingCache,
         hit_dim: int | None,
-        flight: _Flight,
+        flight: Flight,
         keys: list[CacheKey],
         compute: Compute,
         stale: bool,
@@ -674,7 +618,7 @@ class Flights:
 
     def _settle(
         self,
-        flight: _Flight,
+        flight: Flight,
         keys: list[CacheKey],
         rows: Matrix | None = None,
         error: BaseException | None = None,
@@ -695,107 +639,16 @@ class Flights:
 
     @staticmethod
     def _collect(
-        plan: Plan, flight: _Flight, items: list[tuple[int, int]], pending: list[int]
+        plan: Plan, flight: Flight, items: list[tuple[int, int]], pending: list[int]
     ) -> None:
         """Take the rows of a settled flight; re-raise its error; queue its keys
         again if it was abandoned."""
-        rows = _outcome(flight)
+        rows = outcome(flight)
         if rows is None:
             pending.extend(j for j, _ in items)
             return
         for j, r in items:
             plan.sources[j] = (rows, r)
-
-    # -- waiting -----------------------------------------------------------------------
-
-    def _check_deadlock(self, flight: _Flight, me: Hashable, thread: int, blocking: bool) -> None:
-        """Under the lock: RuntimeError if waiting for `flight` would never end.
-
-        Follows owner -> flight it waits on, and for a task owner also the
-        thread running its loop -> flight that thread blocks on. Every wait is
-        checked as it starts, so no cycle can form that does not pass through
-        the caller starting it."""
-        todo = [flight]
-        seen: set[int] = set()
-        while todo:
-            link = todo.pop()
-            if link.done or id(link) in seen:
-                continue
-            seen.add(id(link))
-            if link.owner == me:
-                raise cycle_error()
-            if link.thread == thread:
-                if link.loop is None:
-                    raise stack_error()
-                if blocking:
-                    raise loop_error()
-            nxt = self._waiting.get(link.owner)
-            if nxt is not None:
-                todo.append(nxt)
-            if link.loop is not None:
-                nxt = self._waiting.get(link.thread)
-                if nxt is not None:
-                    todo.append(nxt)
-
-    def _block_on(
-        self, flight: _Flight, me: int, deadline: float | None, timeout: float | None
-    ) -> None:
-        """Block this thread until `flight` settles (RuntimeError if it never would;
-        FlightTimeoutError if it has not by `deadline`)."""
-        with self._lock:
-            if flight.done:
-                return
-            self._check_deadlock(flight, me, me, blocking=True)
-            settled = threading.Event()
-            wake = settled.set
-            flight.wakeups.append(wake)
-            self._waiting[me] = flight
-        try:
-            if not settled.wait(seconds_left(deadline)) and not flight.done:
-                raise wait_timeout_error(timeout)
-        finally:
-            with self._lock:
-                del self._waiting[me]
-                if not flight.done:
-                    flight.wakeups.remove(wake)
-
-    async def _await(
-        self,
-        flight: _Flight,
-        me: Hashable,
-        thread: int,
-        loop: asyncio.AbstractEventLoop,
-        deadline: float | None,
-        timeout: float | None,
-    ) -> None:
-        """Wait, without blocking the loop, until `flight` settles (FlightTimeoutError
-        if it has not by `deadline`). Cancelling this wait, or its timing out,
-        leaves the flight alone (the future awaited is this waiter's own)."""
-        with self._lock:
-            if flight.done:
-                return
-            self._check_deadlock(flight, me, thread, blocking=False)
-            future: asyncio.Future[None] = loop.create_future()
-            wake = _waker(loop, future, thread)
-            flight.wakeups.append(wake)
-            self._waiting[me] = flight
-        try:
-            if deadline is None:
-                await future
-            else:
-                wait = seconds_left(deadline) or 0.0
-                handle = loop.call_at(loop.time() + wait, _resolve, future)
-                try:
-                    await future
-                finally:
-                    handle.cancel()
-                if not flight.done:
-                    raise wait_timeout_error(timeout)
-        finally:
-            with self._lock:
-                del self._waiting[me]
-                if not flight.done:
-                    flight.wakeups.remove(wake)
 
 
 _ALL_FLIGHTS: weakref.WeakSet[Flights] = weakref.WeakSet()
