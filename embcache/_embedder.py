@@ -26,7 +26,8 @@ from embcache._async import EmbeddingCache, with_tier_counts
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache._flight import Flights, flights_of
 from embcache._flight_call import all_found
-from embcache._flight_errors import check_timeout
+from embcache._flight_deadline import ThreadCall, run_until
+from embcache._flight_errors import check_timeout, deadline_after
 from embcache._info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
 from embcache.identity import ModelIdentity
@@ -107,10 +108,6 @@ def _no_stop_iteration(embed_fn: EmbedFn, batch: list[str]) -> Any:
         raise RuntimeError("embed_fn raised StopIteration") from exc
 
 
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
-    return await awaitable
-
-
 def _loop_running() -> bool:
     try:
         asyncio.get_running_loop()
@@ -148,11 +145,15 @@ class CachedEmbedder:
     (``ModelIdentity.from_sentence_transformer``). ``cache`` is an EmbeddingCache (the
     default: a new ``EmbeddingCache()``) or a SyncEmbeddingCache; ``batch_size``
     (int >= 1) is the most texts sent to ``embed_fn`` in one call. ``timeout``
-    (seconds > 0, or None: no limit) bounds each ``embed`` / ``embed_sync`` call as
-    ``get_or_compute``'s does: waiting for texts another caller is embedding
-    raises FlightTimeoutError (a TimeoutError) once it is up, and so does an
-    ``embed`` whose own model calls outlast it (they are cancelled; a sync
-    ``embed_fn`` already running in its worker thread finishes, unused).
+    (seconds > 0, or None: no limit) bounds each ``embed``, ``embed_one``,
+    ``embed_sync`` and ``embed_one_sync`` call, whether ``embed_fn`` is sync or
+    async: once it is up, the call raises FlightTimeoutError (a TimeoutError),
+    whether it was waiting for texts another caller is embedding (that goes on) or
+    for its own model calls. An awaited model call is cancelled then (its
+    coroutine sees CancelledError before the call returns); a sync ``embed_fn``
+    cannot be interrupted: with a timeout it runs in a worker thread of its own
+    (a daemon thread, also for ``embed_sync``), which finishes the call and ends,
+    its answer unused. Nothing of a timed-out call is stored.
 
     Results are float32 matrices in input order. A model answer of the wrong shape
     or with NaN/inf raises ValueError (InvalidVectorError) and nothing of that call
@@ -311,9 +312,10 @@ class CachedEmbedder:
 
         Hits come from the cache; the distinct misses go to ``embed_fn`` in
         batches of ``batch_size``, in order. A sync ``embed_fn`` runs in a worker
-        thread (``asyncio.to_thread``) so the event loop is not blocked; an async
-        one is awaited. An empty `texts` gives an empty (0, dim) matrix (dim 0 when
-        the cache has no fixed dimension).
+        thread (``asyncio.to_thread``; with a ``timeout``, a daemon thread of its
+        own) so the event loop is not blocked; an async one is awaited. An empty
+        `texts` gives an empty (0, dim) matrix (dim 0 when the cache has no fixed
+        dimension).
 
         ArgumentTypeError (a TypeError) for a `texts` that is a str or holds a
         non-str (naming its index); InvalidVectorError (a ValueError) when
@@ -362,10 +364,14 @@ class CachedEmbedder:
         return matrix
 
     def embed_sync(self, texts: Iterable[str]) -> npt.NDArray[np.float32]:
-        """``embed`` for scripts and threads: everything runs in the calling thread.
+        """``embed`` for scripts and threads: everything runs in the calling
+        thread, except a sync ``embed_fn`` under a ``timeout``, which runs in a
+        worker thread of its own so that the deadline holds (the caller's
+        thread-local state, such as ``torch.no_grad()``, does not reach it there).
 
-        An async ``embed_fn`` is run to completion with ``asyncio.run``, which is
-        only possible when no event loop is running in this thread: otherwise
+        An async ``embed_fn`` is run to completion in an event loop of its own
+        (as ``asyncio.run`` would, cancelled at the deadline), which is only
+        possible when no event loop is running in this thread: otherwise
         RuntimeError (use ``await embedder.embed(...)`` there). Texts another
         caller on the same cache is embedding are waited for (this thread blocks).
         """
@@ -395,9 +401,10 @@ class CachedEmbedder:
             return matrix
         counts = _CallCounts()
         text_of = _texts_of(keys, items)  # `items` is ours: another thread may change `texts`
+        deadline = deadline_after(self._timeout)
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
-            return self._embed_batches_sync(missing, text_of, counts)
+            return self._embed_batches_sync(missing, text_of, counts, deadline)
 
         matrix = self._flights.get_or_compute(
             self._sync,
@@ -458,15 +465,14 @@ class CachedEmbedder:
         """embed_sync of one text whose lookup (after `epoch`) missed: the
         registry's one-key path, the model called with ``[text]``."""
         counts = _CallCounts()
+        deadline = deadline_after(self._timeout)
 
         def compute(missing: list[CacheKey]) -> list[PutBatch]:
             if self._embed_is_async:
-                return self._embed_batches_sync(missing, {key: text}, counts)
+                return self._embed_batches_sync(missing, {key: text}, counts, deadline)
             counts.model_calls += 1
             counts.texts_embedded += 1
-            result = self._embed_fn([text])
-            if type(result) is not np.ndarray and inspect.isawaitable(result):
-                result = self._awaited_sync(result)
+            result = self._call_sync([text], deadline)
             batch = self._sync.put_batch(missing, result, what="embed_fn(misses[0:1])")
             batch.take()
             return [batch]
@@ -502,35 +508,52 @@ class CachedEmbedder:
     # -- helpers -----------------------------------------------------------------------
 
     def _embed_batches_sync(
-        self, missing: list[CacheKey], text_of: dict[CacheKey, str], counts: _CallCounts
+        self,
+        missing: list[CacheKey],
+        text_of: dict[CacheKey, str],
+        counts: _CallCounts,
+        deadline: float | None,
     ) -> list[PutBatch]:
-        """embed_sync's compute: `missing` batch after batch, in this thread (an
-        async embed_fn, or an awaitable answer, run with asyncio.run)."""
+        """embed_sync's compute: `missing` batch after batch, by `deadline` (an
+        async embed_fn runs in an event loop of its own, cancelled at the
+        deadline; a sync one as _call_sync says)."""
         if self._embed_is_async:
-            return asyncio.run(self._embed_batches(missing, text_of, counts, in_thread=False))
+            return run_until(  # type: ignore[no-any-return]
+                self._embed_batches(missing, text_of, counts, in_thread=False),
+                deadline,
+                "embed_fn",
+                self._timeout,
+            )
         parts: list[PutBatch] = []
         for start, batch_keys, batch in self._batches(missing, text_of):
             counts.model_calls += 1
             counts.texts_embedded += len(batch)
-            result = self._embed_fn(batch)
-            if type(result) is not np.ndarray and inspect.isawaitable(result):
-                result = self._awaited_sync(result)
+            result = self._call_sync(batch, deadline)
             parts.append(self._take(batch_keys, result, start, parts))
         return parts
 
-    @staticmethod
-    def _awaited_sync(result: Awaitable[Any]) -> Any:
-        """An awaitable answer of embed_fn, run to completion for embed_sync
-        (RuntimeError when an event loop runs in this thread)."""
-        if _loop_running():
-            if inspect.iscoroutine(result):
-                result.close()  # never awaited: close it quietly
-            raise RuntimeError(
-                "embed_fn returned an awaitable, which embed_sync cannot await "
-                "while an event loop is running in this thread; use "
-                "'await embedder.embed(texts)' instead"
+    def _call_sync(self, batch: list[str], deadline: float | None) -> Any:
+        """``embed_fn(batch)`` for embed_sync: in this thread without a timeout,
+        else in a worker thread waited for until `deadline`; an awaitable answer
+        run to completion in an event loop of its own (cancelled at `deadline`;
+        RuntimeError when an event loop runs in this thread)."""
+        if deadline is None:
+            result = self._embed_fn(batch)
+        else:
+            result = ThreadCall(self._embed_fn, batch, "embcache embed_fn").result(
+                deadline, "embed_fn", self._timeout
             )
-        return asyncio.run(_awaited(result))
+        if type(result) is not np.ndarray and inspect.isawaitable(result):
+            if _loop_running():
+                if inspect.iscoroutine(result):
+                    result.close()  # never awaited: close it quietly
+                raise RuntimeError(
+                    "embed_fn returned an awaitable, which embed_sync cannot await "
+                    "while an event loop is running in this thread; use "
+                    "'await embedder.embed(texts)' instead"
+                )
+            result = run_until(result, deadline, "embed_fn", self._timeout)
+        return result
 
     def _keys(self, texts: Iterable[str]) -> tuple[list[CacheKey], Sequence[str]]:
         """The key of each text, and the texts as a sequence (the hot path: one
@@ -610,7 +633,12 @@ class CachedEmbedder:
         for start, batch_keys, batch in self._batches(missing, text_of):
             counts.model_calls += 1
             counts.texts_embedded += len(batch)
-            if in_thread:
+            if in_thread and self._timeout is not None:
+                # a daemon thread of its own: if the deadline abandons it, a hung
+                # call keeps neither the event loop nor the interpreter from closing
+                call = ThreadCall(self._model_call, batch, "embcache embed_fn")
+                result = await call.result_async()
+            elif in_thread:
                 result = await asyncio.to_thread(_no_stop_iteration, self._embed_fn, batch)
             else:
                 result = _no_stop_iteration(self._embed_fn, batch)
@@ -618,6 +646,9 @@ class CachedEmbedder:
                 result = await result
             parts.append(self._take(batch_keys, result, start, parts))
         return parts
+
+    def _model_call(self, batch: list[str]) -> Any:
+        return _no_stop_iteration(self._embed_fn, batch)
 
     def _take(
         self, keys: list[CacheKey], result: Any, start: int, before: list[PutBatch]

@@ -63,7 +63,9 @@ for another's flight when it expires raises FlightTimeoutError (a TimeoutError)
 and stops waiting, leaving that flight to its owner. An owner's own compute is
 user code and is not interrupted, except that an asyncio owner's awaited
 compute is cancelled when the time is up: its flight is then abandoned (below)
-and the owner raises FlightTimeoutError. If the owner dies of anything else
+and the owner raises FlightTimeoutError. A compute may also hold itself to the
+deadline and raise ComputeTimeout (CachedEmbedder's do, embcache._flight_deadline):
+its flight is abandoned the same way, in a thread owner too. If the owner dies of anything else
 (``CancelledError``, ``KeyboardInterrupt``), the flight is *abandoned*: its keys
 leave the registry and the waiters claim them again (one becomes the owner).
 """
@@ -544,6 +546,9 @@ class Flights:
             error = stop_iteration_error(what, exc)
             self._settle(flight, keys, error=error)
             raise error from exc
+        except ComputeTimeout as exc:  # compute held itself to a deadline: as a cancel
+            self._settle(flight, keys)
+            raise compute_timeout_error(exc.what, exc.timeout) from None
         except Exception as exc:
             self._settle(flight, keys, error=exc)
             raise
@@ -599,12 +604,9 @@ class Flights:
             error = stop_iteration_error(what, exc)
             self._settle(flight, keys, error=error)
             raise error from exc
-        except FlightTimeoutError as exc:
-            if isinstance(exc, ComputeTimeout):  # ours: abandon the flight, like a cancel
-                self._settle(flight, keys)
-                raise compute_timeout_error(what, timeout) from None
-            self._settle(flight, keys, error=exc)
-            raise
+        except ComputeTimeout as exc:  # past the deadline: abandon the flight, like a cancel
+            self._settle(flight, keys)
+            raise compute_timeout_error(exc.what, exc.timeout) from None
         except Exception as exc:
             self._settle(flight, keys, error=exc)
             raise

@@ -78,7 +78,8 @@ def wait_timeout_error(timeout: float | None) -> FlightTimeoutError:
 def compute_timeout_error(what: str, timeout: float | None) -> FlightTimeoutError:
     return FlightTimeoutError(
         f"get_or_compute: {what} did not finish within the timeout of {timeout} s "
-        "(it was cancelled; nothing of it is stored)"
+        "(an awaited call was cancelled, a call running in a worker thread finishes "
+        "there unused; nothing of it is stored)"
     )
 
 
@@ -89,7 +90,14 @@ def stop_iteration_error(what: str, exc: StopIteration) -> RuntimeError:
 
 
 class ComputeTimeout(FlightTimeoutError):
-    """Internal: an owner's awaited compute outlasted the call's timeout."""
+    """Internal: an owner's compute outlasted the call's timeout (awaited, or
+    waited for in its worker thread). The registry abandons the owner's flight
+    and raises ``compute_timeout_error(what, timeout)`` in its place."""
+
+    def __init__(self, what: str, timeout: float | None) -> None:
+        super().__init__(what)
+        self.what = what
+        self.timeout = timeout
 
 
 async def bounded(
@@ -105,14 +113,14 @@ async def bounded(
                 return await awaitable
         except TimeoutError:
             if scope.expired():
-                raise ComputeTimeout(what) from None
+                raise ComputeTimeout(what, timeout) from None
             raise
     else:  # pragma: no cover - Python < 3.11
         try:
             return await asyncio.wait_for(awaitable, remaining)
         except asyncio.TimeoutError:
             if time.monotonic() >= deadline:
-                raise ComputeTimeout(what) from None
+                raise ComputeTimeout(what, timeout) from None
             raise
 
 
