@@ -136,7 +136,12 @@ class EmbeddingCache:
         with a tier, then write it there too (a rejected vector goes nowhere)."""
         self._put(key, vector)
         if self._tier is not None:
-            await self._tier.store((key,), np.asarray(vector, dtype=np.float32).reshape(1, -1))
+            # the row as the core reads it (a torch tensor that requires grad, a
+            # bfloat16 one...), not as numpy.asarray would
+            one_row: Any = (vector,)
+            batch = self._sync.put_batch((key,), one_row, what="vector")
+            batch.take()
+            await self._tier.store((key,), batch.rows)
 
     async def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
         """A new float32 array for `key`, or None (see SyncEmbeddingCache.get);
@@ -256,21 +261,17 @@ class EmbeddingCache:
         With a tier, the rows are then written there in one pipeline.
         """
         sync = self._sync
-        if _small(keys, sync.dim or 0):
+        if self._tier is None and _small(keys, sync.dim or 0):
             sync.put_many(keys, matrix)
-            if self._tier is not None:
-                seq = as_key_tuple(keys, "put_many")
-                if seq:
-                    rows = np.asarray(matrix, dtype=np.float32).reshape(len(seq), -1)
-                    await self._tier.store(seq, rows)
             return
+        # with a tier, through a PutBatch: the rows written there are the ones stored
         batch = sync.put_batch(keys, matrix)
         n = batch.n
         step = max(1, SLICE_BYTES // (4 * batch.dim)) if batch.dim else n
         if n <= step:
             batch.take()
             batch.store()
-            if self._tier is not None:
+            if self._tier is not None and n:
                 await self._tier.store(batch.keys, batch.rows)
             return
         slices = [(start, min(start + step, n)) for start in range(0, n, step)]

@@ -48,14 +48,14 @@ cdef cnp.ndarray read_real(object data, int ndim, str what, str shape_hint):
     else:
         try:
             arr = as_array(data)
-        except (TypeError, ValueError, _RaggedWarning) as exc:
-            raise InvalidVectorError(
-                f"{what} could not be read as a {ndim}-D array of real numbers: {exc}") from None
+        except MemoryError:
+            raise
+        except Exception as exc:   # whatever a foreign __array__ raises: our error
+            arr = read_foreign(data, ndim, what, exc)
     cdef int type_num = cnp.PyArray_TYPE(arr)
     if not (cnp.PyTypeNum_ISINTEGER(type_num) or cnp.PyTypeNum_ISFLOAT(type_num)):
-        raise VectorTypeError(
-            f"{what} must hold real numbers (integer or float dtype), got dtype "
-            f"{(<object>arr).dtype}")
+        arr = read_extension_dtype(arr, type_num, what)
+        type_num = cnp.NPY_FLOAT64
     if cnp.PyArray_NDIM(arr) != ndim:
         raise InvalidVectorError(
             f"{what} must be {ndim}-D{shape_hint}, got shape {(<object>arr).shape}")
@@ -67,6 +67,77 @@ cdef cnp.ndarray read_real(object data, int ndim, str what, str shape_hint):
         else:
             arr = arr.astype(np.float64)
     return arr
+
+
+cdef cnp.ndarray read_extension_dtype(cnp.ndarray arr, int type_num, str what):
+    """An array of a dtype that is neither integer nor float to numpy: as float64
+    when it is a dtype registered by another package (ml_dtypes' bfloat16 and
+    float8 types, say) that numpy casts to float64 without loss; else
+    VectorTypeError (bool, complex, strings, objects...)."""
+    dtype = (<object>arr).dtype
+    if cnp.PyTypeNum_ISUSERDEF(type_num) and np.can_cast(dtype, np.float64, "safe"):
+        return arr.astype(np.float64)
+    raise VectorTypeError(
+        f"{what} must hold real numbers (integer or float dtype), got dtype {dtype}")
+
+
+TORCH_HINT = "; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
+
+
+cdef cnp.ndarray read_foreign(object data, int ndim, str what, object exc):
+    """`data`, which numpy.asarray refused with `exc`, read another way when
+    there is one (torch tensors: torch_readable), else the error saying why not:
+    InvalidVectorError for a ValueError (ragged rows, say), VectorTypeError for
+    anything else (a TypeError, or whatever else the object's __array__ raised)."""
+    cdef str hint = ""
+    try:
+        readable = torch_readable(data)
+    except MemoryError:
+        raise
+    except Exception as again:   # a tensor whose detach() or float() failed
+        readable, exc, hint = None, again, TORCH_HINT
+    if readable is not None:
+        hint = TORCH_HINT
+        try:
+            return as_array(readable)
+        except MemoryError:
+            raise
+        except Exception as again:
+            exc = again
+    if isinstance(exc, (ValueError, _RaggedWarning)):
+        raise InvalidVectorError(
+            f"{what} could not be read as a {ndim}-D array of real numbers: {exc}{hint}"
+        ) from None
+    raise VectorTypeError(
+        f"{what} could not be read as a {ndim}-D array of real numbers "
+        f"({type(exc).__name__}: {exc}){hint}") from None
+
+
+cdef object torch_readable(object data):
+    """What numpy can read of a torch tensor it could not (or of a list or tuple
+    holding tensors); None when `data` is no such thing. A tensor that requires
+    grad is read through ``detach()``: a view of the same memory, nothing copied,
+    the autograd graph untouched. A tensor of a float dtype numpy has no type
+    for (bfloat16, the float8 types) is converted by ``float()`` to float32,
+    which holds each of those values exactly. torch is never imported here: a
+    tensor exists only once its caller has imported it."""
+    torch = sys.modules.get("torch")
+    tensor_type = getattr(torch, "Tensor", None) if torch is not None else None
+    if not isinstance(tensor_type, type):
+        return None
+    if isinstance(data, tensor_type):
+        return readable_tensor(torch, data)
+    if isinstance(data, (list, tuple)) and any(isinstance(x, tensor_type) for x in data):
+        return [readable_tensor(torch, x) if isinstance(x, tensor_type) else x for x in data]
+    return None
+
+
+cdef object readable_tensor(object torch, object tensor):
+    tensor = tensor.detach()
+    if tensor.is_floating_point() and tensor.dtype not in (
+            torch.float16, torch.float32, torch.float64):
+        tensor = tensor.float()
+    return tensor
 
 
 cdef bint is_empty_sequence(object data):

@@ -14,7 +14,10 @@ ArgumentValueError          ValueError   an argument out of range
 KeyTypeError                TypeError    a key that is not a CacheKey, or a CacheKey
                                          field of the wrong type
 InvalidKeyError             ValueError   an empty CacheKey field
-VectorTypeError             TypeError    a vector that does not hold real numbers
+VectorTypeError             TypeError    a vector that does not hold real numbers, or
+                                         cannot be read as an array (a tensor on
+                                         another device, an object whose __array__
+                                         raises)
 InvalidVectorError          ValueError   a vector of the wrong shape, empty, or
                                          holding NaN / infinity / float32 overflow
 DimensionMismatchError      ValueError   a dimension other than the one required
@@ -64,8 +67,9 @@ class InvalidKeyError(ArgumentValueError):
 
 
 class VectorTypeError(ArgumentTypeError):
-    """A vector does not hold real numbers (strings, objects, complex, bool), or
-    is missing (None)."""
+    """A vector does not hold real numbers (strings, objects, complex, bool), is
+    missing (None), or cannot be read as an array (a torch tensor on another
+    device or sparse, an object whose ``__array__`` raises)."""
 
 
 class InvalidVectorError(ArgumentValueError):
