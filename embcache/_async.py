@@ -15,8 +15,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import errno
 import logging
 import os
+import stat
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Callable, Union
 
@@ -28,7 +30,7 @@ from embcache._flight import flights_of
 from embcache._flight_call import all_found
 from embcache._info import CacheInfo
 from embcache._tier import Tier, check_tier
-from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache.errors import ArgumentTypeError, ArgumentValueError, SnapshotFolderError
 
 __all__ = ["EmbeddingCache", "with_tier_counts"]
 
@@ -412,7 +414,9 @@ class EmbeddingCache:
         periodic save that fails (a full disk, say) is logged on the
         ``embcache`` logger and retried at the next period; the save on exit
         raises. A snapshot that exists but is invalid raises SnapshotError: move
-        it away to start empty."""
+        it away to start empty. A folder of `path` that no save could ever write
+        to (missing, not a folder, not writable) raises SnapshotFolderError (an
+        OSError) on entry, before any request is served."""
         if save_every is not None:
             if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
                 raise ArgumentTypeError(
@@ -424,6 +428,7 @@ class EmbeddingCache:
                     f"save_every must be a finite number of seconds > 0, got {save_every!r}"
                 )
         kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
+        _check_folder(path)
         try:
             cache = await cls.load(path, clock=clock, policy=policy, tier=tier, **kwargs)
         except FileNotFoundError:
@@ -450,6 +455,55 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
+
+
+def _check_folder(path: PathLike) -> None:
+    """SnapshotFolderError unless the folder `path` names a file in exists, is a
+    folder, and this process may create files in it (``os.access``: write and
+    search permission, or for root a file system that is not read-only)."""
+    try:
+        name = os.fspath(path)
+    except TypeError:
+        return  # not a path: load says so
+    folder = os.path.dirname(os.path.abspath(name))
+    shown = os.fsdecode(folder)
+    try:
+        mode = os.stat(folder).st_mode
+    except FileNotFoundError:
+        raise _folder_error(
+            errno.ENOENT,
+            f"the snapshot's folder {shown!r} does not exist; create it (the cache is "
+            "saved there on exit, and every save_every seconds)",
+            shown,
+        ) from None
+    except NotADirectoryError:
+        mode = 0  # a file where a folder of the path should be
+    except OSError as exc:
+        raise _folder_error(
+            exc.errno or errno.EACCES,
+            f"the snapshot's folder {shown!r} cannot be reached: {exc.strerror or exc}",
+            shown,
+        ) from None
+    if not stat.S_ISDIR(mode):
+        raise _folder_error(
+            errno.ENOTDIR,
+            f"the snapshot's folder {shown!r} is not a folder (a file is in its place or "
+            "on its path)",
+            shown,
+        )
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise _folder_error(
+            errno.EACCES,
+            f"the snapshot's folder {shown!r} is not writable by this process, so the "
+            "cache could never be saved there",
+            shown,
+        )
+
+
+def _folder_error(code: int, message: str, folder: str) -> SnapshotFolderError:
+    error = SnapshotFolderError(code, "EmbeddingCache.open: " + message)
+    error.filename = folder
+    return error
 
 
 def _given(max_entries: Any, ttl_seconds: Any, max_memory_mb: Any, dim: Any) -> dict[str, Any]:

@@ -25,6 +25,9 @@ EntryTooLargeError          ValueError   one entry larger than the whole budget
 SnapshotError               ValueError   a snapshot file that is not a valid, intact
                                          snapshot (truncated, corrupt, foreign,
                                          another format version)
+SnapshotFolderError         OSError      ``EmbeddingCache.open``: the snapshot's
+                                         folder is missing, is not a folder, or
+                                         is not writable (``errno`` says which)
 ==========================  ===========  ==========================================
 
 Errors that are not about the caller's input keep their built-in type:
@@ -43,6 +46,7 @@ __all__ = [
     "DimensionMismatchError",
     "EntryTooLargeError",
     "SnapshotError",
+    "SnapshotFolderError",
 ]
 
 
@@ -89,3 +93,12 @@ class SnapshotError(EmbcacheError, ValueError):
     """A snapshot file cannot be loaded: empty, truncated, corrupt (a checksum
     fails), foreign (not an embcache snapshot), of another format version, or
     internally inconsistent. The message says which; nothing was built."""
+
+
+class SnapshotFolderError(EmbcacheError, OSError):
+    """``EmbeddingCache.open`` refused a snapshot path whose folder it could never
+    save to: the folder does not exist (``errno.ENOENT``), is not a folder
+    (``errno.ENOTDIR``), or this process may not create files in it
+    (``errno.EACCES``, as ``os.access`` judges: for root, only a read-only file
+    system). ``filename`` is the folder. Raised on entry, before any request is
+    served, rather than by the save on exit, after everything was lost."""
