@@ -81,7 +81,7 @@ cdef cnp.ndarray read_extension_dtype(cnp.ndarray arr, int type_num, str what):
         f"{what} must hold real numbers (integer or float dtype), got dtype {dtype}")
 
 
-TORCH_HINT = "; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
+cdef str TORCH_HINT = "; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
 
 
 cdef cnp.ndarray read_foreign(object data, int ndim, str what, object exc):
