@@ -297,3 +297,36 @@ def test_embedder_over_an_embedding_cache_holds_the_timeout_too() -> None:
     for caller in CALLERS:
         assert timed_out(functools.partial(call, embedder, caller)) < LIMIT + SLACK
     assert len(embedder.cache) == 0 and flights(embedder).in_flight() == 0
+
+
+@pytest.mark.parametrize("caller", ["embed", "embed_sync"])
+@pytest.mark.parametrize("kind", ["async", "sync"])
+def test_the_deadline_covers_all_the_batches_of_a_call(caller: str, kind: str) -> None:
+    """Each model call is quick, but together they outlast the timeout: the call
+    stops at the deadline, not after its last batch, and stores nothing."""
+    step = LIMIT / 2
+
+    async def async_model(texts: list[str]) -> np.ndarray:
+        await asyncio.sleep(step)
+        return np.ones((len(texts), DIM))
+
+    def sync_model(texts: list[str]) -> np.ndarray:
+        time.sleep(step)
+        return np.ones((len(texts), DIM))
+
+    model = async_model if kind == "async" else sync_model
+    embedder = CachedEmbedder(
+        model, "m", cache=SyncEmbeddingCache(100), batch_size=1, timeout=LIMIT
+    )
+    texts = [f"text {i}" for i in range(8)]  # 8 batches: 4 x LIMIT in all
+
+    def run_call() -> Any:
+        if caller == "embed_sync":
+            return embedder.embed_sync(texts)
+        return asyncio.run(embedder.embed(texts))
+
+    threads = other_threads()
+    took = timed_out(run_call)
+    assert took < LIMIT + SLACK and took < 8 * step
+    assert len(embedder.cache) == 0 and flights(embedder).in_flight() == 0
+    wait_for_threads(threads)
