@@ -17,11 +17,12 @@ import functools
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-from conftest import TIMEOUT
+from conftest import TIMEOUT, run_python
 
 from embcache import CachedEmbedder, EmbeddingCache, SyncEmbeddingCache
 from embcache._flight import Flights, FlightTimeoutError
@@ -330,3 +331,34 @@ def test_the_deadline_covers_all_the_batches_of_a_call(caller: str, kind: str) -
     assert took < LIMIT + SLACK and took < 8 * step
     assert len(embedder.cache) == 0 and flights(embedder).in_flight() == 0
     wait_for_threads(threads)
+
+
+HUNG_PROGRAM = """
+import asyncio, sys, threading, time
+import numpy as np
+from embcache import CachedEmbedder, FlightTimeoutError, SyncEmbeddingCache
+
+def model(texts):
+    threading.Event().wait(600)  # hangs far past the test
+    return np.ones((len(texts), 4))
+
+embedder = CachedEmbedder(model, "m", cache=SyncEmbeddingCache(10), timeout=0.2)
+try:
+    if sys.argv[1] == "embed":
+        asyncio.run(embedder.embed(["a"]))
+    else:
+        embedder.embed_sync(["a"])
+except FlightTimeoutError:
+    print("timed out", flush=True)
+"""
+
+
+@pytest.mark.parametrize("caller", ["embed", "embed_sync"])
+def test_a_hung_sync_model_does_not_keep_the_program_from_exiting(
+    caller: str, tmp_path: Path
+) -> None:
+    start = time.monotonic()
+    done = run_python(["-c", HUNG_PROGRAM, caller], cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "timed out\n"
+    assert time.monotonic() - start < 30  # the interpreter's start, then 0.2 s
