@@ -28,6 +28,7 @@ from embcache.errors import (
     InvalidVectorError,
     KeyTypeError,
     SnapshotError,
+    SnapshotFolderError,
     VectorTypeError,
 )
 
@@ -52,6 +53,7 @@ __all__ = [
     "KeyTypeError",
     "PutBatch",
     "SnapshotError",
+    "SnapshotFolderError",
     "SyncEmbeddingCache",
     "VectorTypeError",
     "__version__",

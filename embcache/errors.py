@@ -22,6 +22,8 @@ EntryTooLargeError          ValueError   one entry larger than the whole budget
 SnapshotError               ValueError   a snapshot file that is not a valid, intact
                                          snapshot (truncated, corrupt, foreign,
                                          another format version)
+SnapshotFolderError         NotADirec-   saving a snapshot into a "folder" that is
+                            toryError    a file
 ==========================  ===========  ==========================================
 
 Errors that are not about the caller's input keep their built-in type:
@@ -40,6 +42,7 @@ __all__ = [
     "DimensionMismatchError",
     "EntryTooLargeError",
     "SnapshotError",
+    "SnapshotFolderError",
 ]
 
 
@@ -85,3 +88,8 @@ class SnapshotError(EmbcacheError, ValueError):
     """A snapshot file cannot be loaded: empty, truncated, corrupt (a checksum
     fails), foreign (not an embcache snapshot), of another format version, or
     internally inconsistent. The message says which; nothing was built."""
+
+
+class SnapshotFolderError(EmbcacheError, NotADirectoryError):
+    """The folder a snapshot is saved into exists but is not a folder (a file
+    stands at its path); nothing was written."""
