@@ -76,14 +76,18 @@ class Parsed:
 
 
 def section_bounds(data: bytes) -> list[int]:
-    """Where each section of a version-2 file starts (header, each block, the
-    entries and their trailer, the groups and their trailer) and its end."""
-    p = Parsed(data)
-    eo, go = p.h["entries_offset"], p.h["groups_offset"]
-    cuts = [0, HEADER]
-    for dim, count, _, _ in p.group_records():
+    """Where each section of a snapshot starts (header, each block, the entries
+    and their trailer, the groups and their trailer) and its end; read from the
+    header's offsets, so that a version-1 file is cut right too."""
+    (version,) = struct.unpack_from("<I", data, 8)
+    header, trailer = (HEADER, TRAILER) if version == 2 else (128, 8)
+    (n_groups,) = struct.unpack_from("<I", data, 28)
+    eo, go = struct.unpack_from("<QQ", data, 88)
+    cuts = [0, header]
+    for g in range(n_groups):
+        dim, count = struct.unpack_from("<QQ", data, go + g * GROUP)
         cuts.append(cuts[-1] + dim * count * 4)
-    cuts += [eo, go - TRAILER, go - 8, go, len(data) - TRAILER, len(data) - 8, len(data)]
+    cuts += [eo, go - trailer, go - 8, go, len(data) - trailer, len(data) - 8, len(data)]
     return sorted(set(cuts))
 
 
