@@ -655,6 +655,8 @@ class Harness:
         os.unlink(path_b)
         if len(second) != len(first):
             raise AssertionError(f"two saves of one layout: {len(first)} and {len(second)} bytes")
+        kind = "rewritten in place" if in_place else "spliced"
+        TWO_SAVES[kind] = TWO_SAVES.get(kind, 0) + 1
         want = [_contents(cache_a, self.keys), _contents(cache_b, self.keys)]
         files = (first, second)
         if in_place:
@@ -945,6 +947,7 @@ class Harness:
 
 
 _SNAPSHOT_DIR: list[str] = []
+TWO_SAVES: dict[str, int] = {}  # how many loads of two saves mixed, by kind (the summary)
 
 
 def _contents(cache, keys) -> dict:
@@ -1201,7 +1204,9 @@ def _random_mode(argv: list[str]) -> int:
             traceback.print_exc()
         finally:
             signal.alarm(0)
-    print(f"#{n} inputs, {found} findings, {time.monotonic() - t0:.0f} s", flush=True)
+    mixes = ", ".join(f"{v} {k}" for k, v in sorted(TWO_SAVES.items()))
+    print(f"#{n} inputs, {found} findings, {time.monotonic() - t0:.0f} s"
+          + (f" (two saves mixed: {mixes})" if mixes else ""), flush=True)
     return 1 if found else 0
 
 
