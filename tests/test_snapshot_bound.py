@@ -270,13 +270,19 @@ def test_save_over_a_symlink_replaces_its_target(tmp_path: Path) -> None:
     assert c.save(link) == 1
     assert link.is_symlink() and os.readlink(link) == str(target)
     assert len(SyncEmbeddingCache.load(target)) == 1
-    assert sorted(os.listdir(tmp_path)) == ["link.snap", "real"]
+    assert sorted(os.listdir(tmp_path)) == ["link.snap", "real"]  # no temporary file left
     assert os.listdir(tmp_path / "real") == ["cache.snap"]
     # a link to a file that does not exist yet: the file is made, the link kept
     dangling = tmp_path / "later.snap"
     dangling.symlink_to(tmp_path / "real" / "new.snap")
     assert c.save(dangling) == 1 and dangling.is_symlink()
     assert len(SyncEmbeddingCache.load(tmp_path / "real" / "new.snap")) == 1
+    # a loop of links is refused, the links left as they were
+    (tmp_path / "loop1").symlink_to(tmp_path / "loop2")
+    (tmp_path / "loop2").symlink_to(tmp_path / "loop1")
+    with pytest.raises(OSError, match="symbolic links"):
+        c.save(tmp_path / "loop1")
+    assert (tmp_path / "loop1").is_symlink() and (tmp_path / "loop2").is_symlink()
 
 
 def test_save_into_a_folder_that_is_a_file(tmp_path: Path) -> None:
