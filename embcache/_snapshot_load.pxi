@@ -144,7 +144,7 @@ cdef bytes read_section(int fd, uint64_t offset, uint64_t nbytes, str what):
     return data
 
 
-MIXED = ("the {} belongs to another save than the header (the file mixes the bytes of two "
+cdef str MIXED = ("the {} belongs to another save than the header (the file mixes the bytes of two "
          "saves: spliced, or rewritten while being read)")
 
 
