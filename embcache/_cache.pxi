@@ -579,7 +579,10 @@ cdef class SyncEmbeddingCache:
         the limits are recorded too. It is written to a temporary file in the same
         folder, fsynced and renamed over `path` (the folder fsynced after), so a
         crash or a full disk leaves the previous snapshot intact; a failure raises
-        OSError and leaves no temporary file. The cache lock is held only in short
+        OSError and leaves no temporary file. A `path` that is a symbolic link is
+        written through: the file it names is replaced the same way, the link kept.
+        A folder that is missing raises FileNotFoundError, one that is a file
+        SnapshotFolderError (an OSError, errno ENOTDIR). The cache lock is held only in short
         steps (rows are copied ~4 MiB at a time, file writes and checksums run
         without the lock and the GIL): other threads keep using the cache, and an
         entry they remove or rewrite meanwhile is left out or saved as rewritten.
@@ -597,13 +600,14 @@ cdef class SyncEmbeddingCache:
         dropped; the rest keep their remaining TTL (cut to `ttl_seconds` if that
         is shorter; a snapshot without TTL loaded with one gives every entry a
         fresh TTL) and their recency order. When the limits are smaller, the most
-        recent entries that fit are kept. Statistics start at zero. `clock` and
+        recent entries that fit are kept, under any policy. Statistics start at zero. `clock` and
         `policy` are the constructor's (the snapshot records neither; under
         "tinylfu" the loaded entries start with an empty frequency sketch).
 
         Everything is checked before a cache is returned: SnapshotError (a
-        ValueError) says what is wrong with an empty, truncated, corrupt, foreign
-        or other-version file, FileNotFoundError for a missing one,
+        ValueError) says what is wrong with an empty, truncated, corrupt, spliced
+        (mixing two saves' bytes), foreign or other-version file, FileNotFoundError
+        for a missing one,
         DimensionMismatchError when `dim` differs from the snapshot's vectors,
         and the constructor's errors for bad limits.
         """

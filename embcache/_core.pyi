@@ -18,7 +18,7 @@ _Path: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 SNAPSHOT_MAGIC: bytes
 """The first 8 bytes of every snapshot file: ``b"EMBCSNAP"``."""
 SNAPSHOT_VERSION: int
-"""The snapshot format version this build writes and reads."""
+"""The snapshot format version this build writes (2); it also reads version 1."""
 SNAPSHOT_BYTE_ORDER: int
 """The byte-order mark of the header (0x01020304, stored little-endian)."""
 SNAPSHOT_DIGEST_SCHEME: int
@@ -26,7 +26,9 @@ SNAPSHOT_DIGEST_SCHEME: int
 SNAPSHOT_CHECKSUM_SCHEME: int
 """1: sections are checksummed with mix64 v1."""
 SNAPSHOT_HEADER: struct.Struct
-"""The header's first 120 bytes; its mix64 checksum (seed 1) follows as a u64."""
+"""The version-2 header's first 152 bytes; its mix64 checksum (seed 1) follows as a u64."""
+SNAPSHOT_HEADER_V1: struct.Struct
+"""The version-1 header's first 120 bytes; its mix64 checksum (seed 1) follows as a u64."""
 
 def snapshot_checksum(data: bytes | bytearray | memoryview, seed: int = 0) -> int:
     """The snapshot checksum (mix64 v1) of `data` under `seed`."""
@@ -186,7 +188,8 @@ class SyncEmbeddingCache:
         """A consistent snapshot of size, bounds, memory and statistics."""
     def save(self, path: _Path) -> int:
         """Write every live entry to the snapshot file `path` (atomically, with
-        checksums); returns how many were written."""
+        checksums; through a symbolic link to the file it names); returns how many
+        were written. SnapshotFolderError when `path`'s folder is a file."""
     @classmethod
     def load(
         cls,

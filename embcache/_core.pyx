@@ -71,7 +71,7 @@ cimport numpy as cnp
 from cpython.object cimport PyObject
 from cpython.sequence cimport PySequence_Fast_ITEMS
 from cpython.unicode cimport PyUnicode_AsUTF8AndSize, PyUnicode_GET_LENGTH
-from libc.errno cimport EINTR, EIO, EISDIR, ENOENT, errno
+from libc.errno cimport EINTR, EIO, EISDIR, ELOOP, ENOENT, ENOTDIR, errno
 from libc.math cimport INFINITY, fabs, fabsf, isfinite, isinf, isnan
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
@@ -107,6 +107,7 @@ from embcache.errors import (
     InvalidVectorError,
     KeyTypeError,
     SnapshotError,
+    SnapshotFolderError,
     VectorTypeError,
 )
 

@@ -7,22 +7,40 @@
 # holds no secret and a loading process re-keys every entry under its own
 # SipHash key.
 #
-# Layout (little-endian; offsets in bytes):
+# Layout of version 2, written by save (little-endian; offsets in bytes):
 #
-#   [0, 128)                  header: magic, version, byte-order mark, schemes,
+#   [0, 160)                  header: magic, version, byte-order mark, schemes,
 #                             counts, limits, wall-clock save time, section
-#                             offsets, file size; checksum of bytes [0, 120) last
-#   [128, entries_offset)     one block per dimension group: count * dim float32,
+#                             offsets, file size, the file id, the checksums of
+#                             the entries and groups sections; checksum of
+#                             bytes [0, 152) last
+#   [160, entries_offset)     one block per dimension group: count * dim float32,
 #                             rows in the policy's order (least recent first under LRU)
 #   [entries_offset, ...)     N records of 48 bytes in recency order (least recent
-#                             first): digest, wall-clock expiry, group; checksum
+#                             first): digest, wall-clock expiry, group; file id;
+#                             checksum
 #   [groups_offset, EOF)      G records of 32 bytes: dim, count, the block's
-#                             checksum; checksum
+#                             checksum; file id; checksum
 #
+# One save binds its file together: the file id (64 random bits drawn per save)
+# seeds every checksum and ends the entries and groups sections, the header
+# records both sections' checksums, and the groups record each block's, so the
+# header's checksum covers, through that chain, every byte of the file. A file
+# mixing the bytes of two saves (spliced, or rewritten in place while being read)
+# fails a checksum whatever the mix, even when both saves have the same layout.
+#
+# Version 1 (still loaded) has a 128-byte header without the file id and the
+# sections' checksums, and sections that end with their checksum alone: each
+# section is checked on its own, so a file spliced from two version-1 saves of
+# the same layout is not detected.
 
 
-DEF SNAP_HEADER_BYTES = 128
-DEF SNAP_HEADER_SUMMED = 120      # the header checksum covers bytes [0, 120)
+DEF SNAP_HEADER_BYTES = 160       # version 2
+DEF SNAP_HEADER_SUMMED = 152      # the header checksum covers bytes [0, 152)
+DEF SNAP_TRAILER_BYTES = 16       # file id, checksum: the end of the entries and groups
+DEF SNAP_V1_HEADER_BYTES = 128
+DEF SNAP_V1_HEADER_SUMMED = 120
+DEF SNAP_V1_TRAILER_BYTES = 8     # checksum
 DEF SNAP_IO_BYTES = 4194304       # read / write buffer; rows copied per lock hold
 DEF SNAP_SEED_HEADER = 1
 DEF SNAP_SEED_GROUPS = 2
@@ -31,14 +49,17 @@ DEF SNAP_SEED_BLOCK = 256         # + the group's index
 DEF SNAP_MAX_DIM = 1099511627776  # 2**40, the constructor's bound on dim
 
 SNAPSHOT_MAGIC = b"EMBCSNAP"
-SNAPSHOT_VERSION = 1
+SNAPSHOT_VERSION = 2
 SNAPSHOT_BYTE_ORDER = 0x01020304
 SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (DESIGN.md)
 SNAPSHOT_CHECKSUM_SCHEME = 1      # mix64 v1 (_checksum.h)
 # magic, version, byte order, header bytes, digest scheme, checksum scheme, groups,
 # entries, fixed dim, max_entries, max_memory_mb, ttl_seconds, saved_at, file bytes,
-# entries offset, groups offset, flags, reserved; then the u64 checksum
-SNAPSHOT_HEADER = struct.Struct("<8s6I3Q3d5Q")
+# entries offset, groups offset, flags, reserved, file id, entries checksum, groups
+# checksum, reserved; then the u64 checksum
+SNAPSHOT_HEADER = struct.Struct("<8s6I3Q3d5Q4Q")
+# version 1: the same fields up to the first reserved one; then the u64 checksum
+SNAPSHOT_HEADER_V1 = struct.Struct("<8s6I3Q3d5Q")
 
 cdef object UNSET = object()       # a load keyword not given: the snapshot's value
 
@@ -65,6 +86,24 @@ class _SnapshotFormatError(Exception):
 
 cdef inline uint64_t bytes_checksum(const unsigned char *p, size_t n, uint64_t seed) noexcept nogil:
     return embcache_mix64(p, n, seed)
+
+
+cdef inline uint64_t section_seed(uint64_t file_id, uint64_t seed) noexcept nogil:
+    """A section's checksum seed: its own seed mixed with the file id (0 in
+    version 1, where the seeds are the sections' own)."""
+    return file_id ^ seed
+
+
+cdef inline uint64_t section_checksum(const unsigned char *p, size_t n, uint64_t file_id,
+                                      uint64_t seed, bint with_id) noexcept nogil:
+    """The checksum of a small section's records (`n` bytes at `p`) and, in
+    version 2 (`with_id`), of the file id that follows them."""
+    cdef embcache_mix_state mix
+    embcache_mix_init(&mix, section_seed(file_id, seed))
+    embcache_mix_update(&mix, p, n)
+    if with_id:
+        embcache_mix_update(&mix, &file_id, 8)
+    return embcache_mix_final(&mix)
 
 
 def snapshot_checksum(data, uint64_t seed=0) -> int:

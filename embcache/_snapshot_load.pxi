@@ -52,17 +52,20 @@ cdef Py_ssize_t choose_entries(const Table *t, const SnapRecord *recs, Py_ssize_
                                unsigned char *keep, double *expires, uint64_t *kept) noexcept nogil:
     """Which entries the new cache keeps: walking from the most recent, those not
     expired on the wall clock, until the next one no longer fits the entry or the
-    memory bound (one larger than the whole budget is passed over). Their
+    memory bound (one larger than the whole budget is passed over). Each entry
+    costs what a put into this cache charges (with the policy's per-entry bytes),
+    and the budget starts where the empty cache's accounting does (after the
+    policy's fixed bytes), so storing the kept ones evicts nothing. Their
     cache-clock expiry goes to `expires` (a remaining TTL longer than the cache's
     own is cut to it); per-group counts to `kept`. Returns how many are kept."""
     cdef Py_ssize_t i, count = 0
-    cdef Py_ssize_t used = 0, need
+    cdef Py_ssize_t used = t.used_bytes, need
     cdef double remaining
     for i in range(n - 1, -1, -1):
         if recs[i].expires <= wall_now:
             continue
-        need = entry_bytes(<dim_t>groups[recs[i].group].dim)
-        if need > t.memory_budget_bytes:
+        need = entry_bytes(<dim_t>groups[recs[i].group].dim) + t.policy_entry_bytes
+        if need > t.memory_budget_bytes - t.policy_fixed_bytes:
             continue
         if count >= t.max_entries or used + need > t.memory_budget_bytes:
             break
@@ -141,6 +144,10 @@ cdef bytes read_section(int fd, uint64_t offset, uint64_t nbytes, str what):
     return data
 
 
+cdef str MIXED = ("the {} belongs to another save than the header (the file mixes the bytes of two "
+         "saves: spliced, or rewritten while being read)")
+
+
 cdef object load_limit(object given, object recorded):
     return recorded if given is UNSET else given
 
@@ -170,27 +177,41 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     bad = _SnapshotFormatError
     if size == 0:
         raise bad("the file is empty")
-    if size < SNAP_HEADER_BYTES:
-        raise bad(f"the file is {size} bytes, shorter than the {SNAP_HEADER_BYTES}-byte header "
+    if size < SNAP_V1_HEADER_BYTES:
+        raise bad(f"the file is {size} bytes, shorter than the {SNAP_V1_HEADER_BYTES}-byte header "
                   "(truncated, or not a snapshot)")
-    head = read_section(fd, 0, SNAP_HEADER_BYTES, "header")
-    (magic, version, byte_order, header_bytes, digest_scheme, checksum_scheme, n_groups_,
-     n_entries_, fixed_dim_, max_entries_rec, mb_rec, ttl_rec, saved_at, file_bytes,
-     entries_offset_, groups_offset_, flags, reserved) = SNAPSHOT_HEADER.unpack_from(head)
-    if magic != SNAPSHOT_MAGIC:
+    head = read_section(fd, 0, min(size, <uint64_t>SNAP_HEADER_BYTES), "header")
+    if head[:8] != SNAPSHOT_MAGIC:
         raise bad(f"not an embcache snapshot (it starts with {head[:8]!r}, not {SNAPSHOT_MAGIC!r})")
+    version, byte_order = struct.unpack_from("<II", head, 8)
     if byte_order != SNAPSHOT_BYTE_ORDER:
         if byte_order == 0x04030201:
             raise bad("it was written in big-endian byte order; this embcache reads "
                       "little-endian snapshots")
         raise bad(f"its byte-order mark is {byte_order:#010x}, not 0x01020304 (corrupt header)")
-    if version != SNAPSHOT_VERSION:
-        raise bad(f"it is format version {version}; this embcache reads version "
+    cdef uint64_t hb, summed, trailer
+    cdef bint bound          # version 2: the file id and the chained checksums
+    if version == SNAPSHOT_VERSION:
+        hb, summed, trailer, layout, bound = (SNAP_HEADER_BYTES, SNAP_HEADER_SUMMED,
+                                              SNAP_TRAILER_BYTES, SNAPSHOT_HEADER, True)
+    elif version == 1:
+        hb, summed, trailer, layout, bound = (SNAP_V1_HEADER_BYTES, SNAP_V1_HEADER_SUMMED,
+                                              SNAP_V1_TRAILER_BYTES, SNAPSHOT_HEADER_V1, False)
+    else:
+        raise bad(f"it is format version {version}; this embcache reads versions 1 and "
                   f"{SNAPSHOT_VERSION}")
-    if snapshot_checksum(head[:SNAP_HEADER_SUMMED], SNAP_SEED_HEADER) != int.from_bytes(
-            head[SNAP_HEADER_SUMMED:], "little"):
+    if size < hb:
+        raise bad(f"the file is {size} bytes, shorter than the {hb}-byte header of format "
+                  f"version {version} (truncated)")
+    fields = layout.unpack_from(head)
+    (magic, version, byte_order, header_bytes, digest_scheme, checksum_scheme, n_groups_,
+     n_entries_, fixed_dim_, max_entries_rec, mb_rec, ttl_rec, saved_at, file_bytes,
+     entries_offset_, groups_offset_, flags, reserved) = fields[:18]
+    file_id_, entries_sum_rec, groups_sum_rec, reserved2 = fields[18:] if bound else (0, 0, 0, 0)
+    if snapshot_checksum(head[:summed], SNAP_SEED_HEADER) != int.from_bytes(
+            head[summed:hb], "little"):
         raise bad("the header fails its checksum (corrupt header)")
-    if header_bytes != SNAP_HEADER_BYTES or flags != 0 or reserved != 0:
+    if header_bytes != hb or flags != 0 or reserved != 0 or reserved2 != 0:
         raise bad("the header records an unknown layout (header size, flags or reserved fields)")
     if digest_scheme != SNAPSHOT_DIGEST_SCHEME:
         raise bad(f"it names keys by digest scheme {digest_scheme}; this embcache knows scheme "
@@ -214,36 +235,47 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         raise bad(f"the header records the save time {saved_at!r}")
     if fixed_dim_ > SNAP_MAX_DIM:
         raise bad(f"the header records dim={fixed_dim_}")
+    if fixed_dim_ and entry_bytes(<dim_t>fixed_dim_) > <Py_ssize_t>math.floor(mb_rec * 1048576.0):
+        # no cache saves this: its constructor refuses limits that cannot hold one vector
+        raise bad(f"the header records max_memory_mb={mb_rec!r}, which cannot hold one vector "
+                  f"of its dim {fixed_dim_}")
 
     cdef uint64_t n_entries = n_entries_
     cdef uint32_t n_groups = n_groups_
     cdef uint64_t fixed_dim = fixed_dim_
     cdef uint64_t entries_offset = entries_offset_, groups_offset = groups_offset_
     cdef uint64_t blocks_bytes = 0
+    cdef uint64_t file_id = file_id_
     # every count against the file's size before any is used
-    if n_entries > (size - SNAP_HEADER_BYTES) // sizeof(SnapRecord):
+    if n_entries > (size - hb) // sizeof(SnapRecord):
         raise bad(f"the header records {n_entries} entries, more than the {size}-byte file holds")
-    if n_groups > n_entries or n_groups > (size - SNAP_HEADER_BYTES) // sizeof(SnapGroup):
+    if n_groups > n_entries or n_groups > (size - hb) // sizeof(SnapGroup):
         raise bad(f"the header records {n_groups} dimension groups for {n_entries} entries")
-    if groups_offset > size or size - groups_offset != <uint64_t>n_groups * sizeof(SnapGroup) + 8:
+    if (groups_offset > size
+            or size - groups_offset != <uint64_t>n_groups * sizeof(SnapGroup) + trailer):
         raise bad(f"the groups section does not end the file (offset {groups_offset}, "
                   f"{n_groups} groups, {size} bytes)")
-    if (entries_offset < SNAP_HEADER_BYTES or entries_offset > groups_offset
-            or groups_offset - entries_offset != n_entries * sizeof(SnapRecord) + 8):
+    if (entries_offset < hb or entries_offset > groups_offset
+            or groups_offset - entries_offset != n_entries * sizeof(SnapRecord) + trailer):
         raise bad(f"the entries section (offset {entries_offset}, {n_entries} entries) does not "
                   f"end where the groups section starts ({groups_offset})")
 
     groups_data = read_section(fd, groups_offset, size - groups_offset, "groups")
     cdef const unsigned char *gp = <const unsigned char *>(<char *>groups_data)
-    cdef uint64_t gsum
-    memcpy(&gsum, gp + <size_t>n_groups * sizeof(SnapGroup), 8)
-    if bytes_checksum(gp, <size_t>n_groups * sizeof(SnapGroup), SNAP_SEED_GROUPS) != gsum:
+    cdef size_t groups_bytes = <size_t>n_groups * sizeof(SnapGroup)
+    cdef uint64_t gsum, gid = 0
+    memcpy(&gsum, gp + groups_bytes + trailer - 8, 8)
+    if bound:
+        memcpy(&gid, gp + groups_bytes, 8)
+    if section_checksum(gp, groups_bytes, gid, SNAP_SEED_GROUPS, bound) != gsum:
         raise bad("the groups section fails its checksum (corrupt)")
+    if gid != file_id or (bound and gsum != <uint64_t>groups_sum_rec):
+        raise bad(MIXED.format("groups section"))
     cdef const SnapGroup *groups = <const SnapGroup *>gp
     problem = check_groups(groups, n_groups, n_entries, size, fixed_dim, &blocks_bytes)
     if problem is not None:
         raise bad(problem)
-    if entries_offset != SNAP_HEADER_BYTES + blocks_bytes:
+    if entries_offset != hb + blocks_bytes:
         raise bad(f"the vector blocks ({blocks_bytes} bytes) do not end where the entries section "
                   f"starts ({entries_offset})")
 
@@ -264,7 +296,8 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef char *buf = NULL
     cdef Py_ssize_t n = <Py_ssize_t>n_entries, i, j, bad_record, rows, n_kept = 0
     cdef uint32_t g
-    cdef uint64_t esum, offset, pos, block, want, row_bytes
+    cdef uint64_t esum, eid = 0, offset, pos, block, want, row_bytes
+    cdef uint64_t entries_bytes = n_entries * sizeof(SnapRecord)
     cdef Py_ssize_t got_entries
     cdef ptrdiff_t got
     cdef char *chunk
@@ -278,7 +311,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef int all_finite = 0
     cdef bint ok = False
     try:
-        recs = <SnapRecord *>malloc(<size_t>n_entries * sizeof(SnapRecord) + 8)
+        recs = <SnapRecord *>malloc(<size_t>(entries_bytes + trailer))
         counts = <uint64_t *>calloc(<size_t>n_groups + 1, sizeof(uint64_t))
         kept = <uint64_t *>calloc(<size_t>n_groups + 1, sizeof(uint64_t))
         slab_index = <int32_t *>calloc(<size_t>n_groups + 1, sizeof(int32_t))
@@ -290,19 +323,22 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                 or expires == NULL or order == NULL or ranks == NULL):
             raise MemoryError(f"not enough memory to read {n_entries} snapshot entries")
         with nogil:
-            got_entries = read_at(fd, <char *>recs, <size_t>n_entries * sizeof(SnapRecord) + 8,
+            got_entries = read_at(fd, <char *>recs, <size_t>(entries_bytes + trailer),
                                   entries_offset)
-            if got_entries == <Py_ssize_t>(n_entries * sizeof(SnapRecord) + 8):
-                memcpy(&esum, (<char *>recs) + n_entries * sizeof(SnapRecord), 8)
-                ok = bytes_checksum(<const unsigned char *>recs,
-                                        <size_t>n_entries * sizeof(SnapRecord),
-                                        SNAP_SEED_ENTRIES) == esum
+            if got_entries == <Py_ssize_t>(entries_bytes + trailer):
+                memcpy(&esum, (<char *>recs) + entries_bytes + trailer - 8, 8)
+                if bound:
+                    memcpy(&eid, (<char *>recs) + entries_bytes, 8)
+                ok = section_checksum(<const unsigned char *>recs, <size_t>entries_bytes, eid,
+                                      SNAP_SEED_ENTRIES, bound) == esum
         if got_entries < 0:
             raise OSError(-got_entries, os.strerror(-got_entries))
-        if got_entries != <Py_ssize_t>(n_entries * sizeof(SnapRecord) + 8):
+        if got_entries != <Py_ssize_t>(entries_bytes + trailer):
             raise bad("the file ended inside the entries section (it shrank while being read)")
         if not ok:
             raise bad("the entries section fails its checksum (corrupt)")
+        if eid != file_id or (bound and esum != <uint64_t>entries_sum_rec):
+            raise bad(MIXED.format("entries section"))
         bad_record = check_records(recs, n_entries, groups, n_groups, counts)
         if bad_record == n:
             raise bad("the entries' groups do not match the groups' counts")
@@ -348,7 +384,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
             raise MemoryError(f"could not allocate room for {n_kept} snapshot entries")
 
         # the blocks, one buffer at a time: checksum, check, store the kept rows
-        offset = SNAP_HEADER_BYTES
+        offset = hb
         j = 0
         cap = SNAP_IO_BYTES
         for g in range(n_groups):
@@ -358,11 +394,11 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         buf = <char *>malloc(2 * cap)
         if buf == NULL:
             raise MemoryError("not enough memory for the snapshot's read buffers")
-        posix_fadvise(fd, SNAP_HEADER_BYTES, <off_t>blocks_bytes, POSIX_FADV_SEQUENTIAL)
+        posix_fadvise(fd, <off_t>hb, <off_t>blocks_bytes, POSIX_FADV_SEQUENTIAL)
         for g in range(n_groups):
             row_bytes = groups[g].dim * 4
             block = groups[g].count * row_bytes
-            embcache_mix_init(&mix, SNAP_SEED_BLOCK + g)
+            embcache_mix_init(&mix, section_seed(file_id, SNAP_SEED_BLOCK + g))
             # a reader thread reads and checks one buffer while this one is checksummed
             # and stored
             failed = embcache_reader_start(&reader, fd, offset, block,
@@ -399,10 +435,13 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                     embcache_reader_stop(&reader)
             if embcache_mix_final(&mix) != groups[g].checksum:
                 raise bad(f"the block of vectors of dim {groups[g].dim} fails its checksum "
-                          "(corrupt)")
+                          "(corrupt, or from another save: the file mixes two saves)")
             offset += block
+        if t.stats.overwrites:
+            raise bad(f"{t.stats.overwrites} entries repeat another entry's key digest")
         if t.size != n_kept:
-            raise bad(f"{n_kept - t.size} entries repeat another entry's key digest")
+            # choose_entries budgets exactly what store charges: cannot happen
+            raise AssertionError(f"snapshot load: {n_kept} entries chosen, {t.size} stored")
         embcache_lock_acquire(&cache.lock)
         if n_groups > 1 or t.ttl_seconds > 0:
             with nogil:

@@ -102,11 +102,7 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
     target = snapshot_path(path, "save")
     if sys.byteorder != "little":
         raise RuntimeError("snapshots are little-endian; saving on a big-endian host is not supported")
-    if os.path.isdir(target):
-        raise IsADirectoryError(EISDIR, os.strerror(EISDIR), target)
-    folder = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(ENOENT, f"the folder of the snapshot does not exist", folder)
+    target, folder = save_target(target)
 
     cdef Table *t = &cache.table
     cdef SaveItem *items = NULL
@@ -130,7 +126,9 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
     cdef embcache_mix_state mix
     cdef SnapRecord rec
     cdef SnapGroup grp
-    cdef uint64_t sum_value, blocks_bytes = 0, entries_offset, groups_offset, file_bytes
+    cdef uint64_t blocks_bytes = 0, entries_offset, groups_offset, file_bytes
+    cdef uint64_t entries_sum, groups_sum
+    cdef uint64_t file_id = new_file_id()
     cdef slot_t kept = 0
     fd = -1
     tmp = None
@@ -194,11 +192,7 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
             raise MemoryError("not enough memory for the snapshot's write buffers")
 
         # 3. the file: a fresh temporary in the same folder
-        base = os.path.basename(target)
-        tmp = os.path.join(folder, (b"." if isinstance(base, bytes) else ".") + base
-                           + (f".{os.getpid()}.{os.urandom(4).hex()}.tmp".encode()
-                              if isinstance(base, bytes)
-                              else f".{os.getpid()}.{os.urandom(4).hex()}.tmp"))
+        tmp = temporary_path(folder, os.path.basename(target))
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0),
                      0o644)
         err = embcache_writer_start(&w.pipe, fd, w.bufs, w.bufs + w.cap)
@@ -211,7 +205,7 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
         # vectors: one block per group, rows copied under the lock ~4 MiB at a time
         for g in range(n_groups):
             row_bytes = <size_t>group_dim[g] * 4
-            embcache_mix_init(&mix, SNAP_SEED_BLOCK + final_groups)
+            embcache_mix_init(&mix, section_seed(file_id, SNAP_SEED_BLOCK + final_groups))
             j = group_start[g]
             end = group_start[g + 1]
             while j < end:
@@ -240,7 +234,7 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
 
         # entries, least recent first, then the groups
         with nogil:
-            embcache_mix_init(&mix, SNAP_SEED_ENTRIES)
+            embcache_mix_init(&mix, section_seed(file_id, SNAP_SEED_ENTRIES))
             for i in range(n):
                 if not items[i].kept:
                     continue
@@ -250,9 +244,10 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
                 rec.flags = 0
                 writer_put(&w, &rec, sizeof(SnapRecord), &mix)
                 kept += 1
-            sum_value = embcache_mix_final(&mix)
-            writer_put(&w, &sum_value, 8, NULL)
-            embcache_mix_init(&mix, SNAP_SEED_GROUPS)
+            writer_put(&w, &file_id, 8, &mix)
+            entries_sum = embcache_mix_final(&mix)
+            writer_put(&w, &entries_sum, 8, NULL)
+            embcache_mix_init(&mix, section_seed(file_id, SNAP_SEED_GROUPS))
             for g in range(n_groups):
                 if group_kept[g] == 0:
                     continue
@@ -261,8 +256,9 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
                 grp.checksum = group_sum[g]
                 grp.reserved = 0
                 writer_put(&w, &grp, sizeof(SnapGroup), &mix)
-            sum_value = embcache_mix_final(&mix)
-            writer_put(&w, &sum_value, 8, NULL)
+            writer_put(&w, &file_id, 8, &mix)
+            groups_sum = embcache_mix_final(&mix)
+            writer_put(&w, &groups_sum, 8, NULL)
             writer_flush(&w)
             err = embcache_writer_finish(&w.pipe)
         if w.error or err:
@@ -270,8 +266,8 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
             raise OSError(err, os.strerror(err), tmp)
 
         entries_offset = SNAP_HEADER_BYTES + blocks_bytes
-        groups_offset = entries_offset + <uint64_t>kept * sizeof(SnapRecord) + 8
-        file_bytes = groups_offset + <uint64_t>final_groups * sizeof(SnapGroup) + 8
+        groups_offset = entries_offset + <uint64_t>kept * sizeof(SnapRecord) + SNAP_TRAILER_BYTES
+        file_bytes = groups_offset + <uint64_t>final_groups * sizeof(SnapGroup) + SNAP_TRAILER_BYTES
         if file_bytes != w.written:
             raise AssertionError(f"snapshot writer: {w.written} bytes written, {file_bytes} planned")
         head = SNAPSHOT_HEADER.pack(
@@ -279,7 +275,7 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
             SNAPSHOT_DIGEST_SCHEME, SNAPSHOT_CHECKSUM_SCHEME, final_groups,
             kept, t.dim, t.max_entries, float(cache.max_memory_mb_arg),
             0.0 if cache.ttl_seconds_arg is None else float(cache.ttl_seconds_arg), saved_at,
-            file_bytes, entries_offset, groups_offset, 0, 0)
+            file_bytes, entries_offset, groups_offset, 0, 0, file_id, entries_sum, groups_sum, 0)
         head += snapshot_checksum(head, SNAP_SEED_HEADER).to_bytes(8, "little")
         if os.pwrite(fd, head, 0) != SNAP_HEADER_BYTES:
             raise OSError(EIO, "short write of the snapshot header", tmp)
@@ -325,3 +321,57 @@ cdef object fsync_folder(object folder):
     finally:
         os.close(dfd)
     return None
+
+
+cdef uint64_t new_file_id() except? 0:
+    """A save's file id: 64 random bits, never 0."""
+    cdef uint64_t file_id = 0
+    while file_id == 0:
+        file_id = int.from_bytes(os.urandom(8), "little")
+    return file_id
+
+
+cdef tuple save_target(object target):
+    """The file a save replaces and its folder. A symbolic link is followed (the
+    file it names is replaced, the link kept); a folder, a missing folder or a
+    "folder" that is a file are refused before anything is written."""
+    if os.path.islink(target):
+        target = os.path.realpath(target)
+        if os.path.islink(target):
+            raise OSError(ELOOP, os.strerror(ELOOP), target)
+    if os.path.isdir(target):
+        raise IsADirectoryError(EISDIR, os.strerror(EISDIR), target)
+    folder = os.path.dirname(os.path.abspath(target))
+    if not os.path.isdir(folder):
+        if os.path.exists(folder):
+            raise SnapshotFolderError(
+                ENOTDIR, "the folder of the snapshot does not exist (a file stands at its path)",
+                folder)
+        raise FileNotFoundError(ENOENT, "the folder of the snapshot does not exist", folder)
+    return target, folder
+
+
+cdef object temporary_path(object folder, object base):
+    """A fresh name in `folder` for the file a save writes before renaming it over
+    `base`: ".BASE.<pid>.<random>.tmp", BASE cut (on a character boundary) so the
+    name fits the folder's limit on a name's bytes whatever the length of `base`."""
+    as_bytes = isinstance(base, bytes)
+    name = os.fsencode(base)
+    suffix = f".{os.getpid()}.{os.urandom(4).hex()}.tmp".encode()
+    try:
+        name_max = os.pathconf(folder, "PC_NAME_MAX")
+    except (OSError, ValueError):
+        name_max = 255
+    if name_max <= 0:
+        name_max = 255
+    room = max(0, name_max - 1 - len(suffix))
+    if len(name) > room:
+        name = name[:room]
+        for _ in range(3):        # never end inside a UTF-8 sequence
+            try:
+                name.decode("utf-8")
+                break
+            except UnicodeDecodeError:
+                name = name[:len(name) - 1]
+    tmp = os.path.join(os.fsencode(folder), b"." + name + suffix)
+    return tmp if as_bytes else os.fsdecode(tmp)

@@ -25,9 +25,9 @@ EntryTooLargeError          ValueError   one entry larger than the whole budget
 SnapshotError               ValueError   a snapshot file that is not a valid, intact
                                          snapshot (truncated, corrupt, foreign,
                                          another format version)
-SnapshotFolderError         OSError      ``EmbeddingCache.open``: the snapshot's
-                                         folder is missing, is not a folder, or
-                                         is not writable (``errno`` says which)
+SnapshotFolderError         OSError      a snapshot's folder that is missing, is
+                                         not a folder, or is not writable
+                                         (``errno`` says which)
 ==========================  ===========  ==========================================
 
 Errors that are not about the caller's input keep their built-in type:
@@ -96,9 +96,11 @@ class SnapshotError(EmbcacheError, ValueError):
 
 
 class SnapshotFolderError(EmbcacheError, OSError):
-    """``EmbeddingCache.open`` refused a snapshot path whose folder it could never
-    save to: the folder does not exist (``errno.ENOENT``), is not a folder
-    (``errno.ENOTDIR``), or this process may not create files in it
-    (``errno.EACCES``, as ``os.access`` judges: for root, only a read-only file
-    system). ``filename`` is the folder. Raised on entry, before any request is
-    served, rather than by the save on exit, after everything was lost."""
+    """A snapshot's folder cannot take the file: it does not exist
+    (``errno.ENOENT``), is not a folder (``errno.ENOTDIR``), or this process may
+    not create files in it (``errno.EACCES``, as ``os.access`` judges: for root,
+    only a read-only file system). ``filename`` is the folder.
+    ``EmbeddingCache.open`` checks all three on entry, before any request is
+    served, rather than at the save on exit, after everything was lost; ``save``
+    raises it (``ENOTDIR``) for a "folder" that is a file, before writing
+    anything."""

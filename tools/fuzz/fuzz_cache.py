@@ -27,8 +27,11 @@ import atexit
 import math
 import os
 import shutil
+import struct
 import sys
 import tempfile
+import threading
+import time
 from decimal import Decimal
 from fractions import Fraction
 
@@ -574,7 +577,13 @@ class Harness:
         with open(path, "rb") as f:
             original = f.read()
         data = bytearray(original)
-        mode = d.int_in(0, 6)
+        mode = d.int_in(0, 8)
+        if mode >= 7:  # two saves of the same layout: spliced (7) or rewritten in place (8)
+            try:
+                self.two_saves_op(path, mode == 8)
+            finally:
+                os.unlink(path)
+            return
         if mode == 1:  # bit flips
             for _ in range(d.int_in(1, 4)):
                 data[d.int_in(0, len(data) - 1)] ^= 1 << d.int_in(0, 7)
@@ -586,10 +595,10 @@ class Harness:
             value = d.pick([0, 1, 2, 3, 2**31, 2**32 - 1, 2**40, 2**63, 2**64 - 1])
             data[at : at + width] = (value % (1 << (8 * width))).to_bytes(width, "little")
             if mode == 4:
-                data[120:128] = snapshot_checksum(bytes(data[:120]), 1).to_bytes(8, "little")
+                data[152:160] = snapshot_checksum(bytes(data[:152]), 1).to_bytes(8, "little")
         elif mode == 5 and len(data) > 256:  # two 48-byte runs swapped
-            a = d.int_in(128, len(data) - 48)
-            b = d.int_in(128, len(data) - 48)
+            a = d.int_in(160, len(data) - 48)
+            b = d.int_in(160, len(data) - 48)
             ra, rb = bytes(data[a : a + 48]), bytes(data[b : b + 48])
             data[b : b + 48] = ra
             data[a : a + 48] = rb
@@ -621,6 +630,64 @@ class Harness:
         if not kwargs and bytes(data) == original and d.bool():
             self.cache = loaded
             self.pending_put = self.pending_get = None
+
+    def two_saves_op(self, path: str, in_place: bool) -> None:
+        """Two saves of the same layout (the saved cache loaded without a TTL and
+        saved again, so that no entry expires meanwhile; then every vector changed
+        and saved again), then a mix of the two files' bytes: spliced at section
+        boundaries or random cuts, or one file rewritten in place with the other
+        while a load reads it. The load must equal one save entirely or raise
+        SnapshotError."""
+        d = self.d
+        cache_a = SyncEmbeddingCache.load(path, ttl_seconds=None)
+        cache_a.save(path)
+        with open(path, "rb") as f:
+            first = f.read()
+        cache_b = SyncEmbeddingCache.load(path)
+        for k in self.keys:
+            if k in cache_b:
+                v = cache_b.get(k)
+                cache_b.put(k, -v if d.bool() else v + 1.0)
+        path_b = path + ".b"
+        cache_b.save(path_b)
+        with open(path_b, "rb") as f:
+            second = f.read()
+        os.unlink(path_b)
+        if len(second) != len(first):
+            raise AssertionError(f"two saves of one layout: {len(first)} and {len(second)} bytes")
+        kind = "rewritten in place" if in_place else "spliced"
+        TWO_SAVES[kind] = TWO_SAVES.get(kind, 0) + 1
+        want = [_contents(cache_a, self.keys), _contents(cache_b, self.keys)]
+        files = (first, second)
+        if in_place:
+            with open(path, "wb") as f:
+                f.write(first)
+            loaded, mixed = _load_while_rewritten(path, files, d.int_in(1, 64) * 4096,
+                                                  d.int_in(0, 3))
+        else:
+            cuts = sorted({d.int_in(0, len(first)) for _ in range(d.int_in(1, 4))}
+                          | ({d.pick(_section_starts(first))} if d.bool() else set()))
+            data = bytearray(files[d.int_in(0, 1)])
+            which = d.int_in(0, 1)
+            for a, b in zip(cuts, [*cuts[1:], len(first)]):
+                data[a:b] = files[which][a:b]
+                which ^= 1
+            with open(path, "wb") as f:
+                f.write(data)
+            mixed = bytes(data) not in files
+            try:
+                loaded = SyncEmbeddingCache.load(path)
+            except SnapshotError:
+                loaded = None
+            if loaded is None and not mixed:
+                raise AssertionError("an intact snapshot was rejected")
+        if loaded is None:
+            return
+        if mixed:
+            raise AssertionError("a file mixing the bytes of two saves loaded")
+        loaded._check_invariants()
+        if _contents(loaded, self.keys) not in want:
+            raise AssertionError("a load mixes the entries of two saves")
 
     def check_memory(self) -> None:
         """Every live entry is a key of the model: count them (``in`` changes no
@@ -880,6 +947,59 @@ class Harness:
 
 
 _SNAPSHOT_DIR: list[str] = []
+TWO_SAVES: dict[str, int] = {}  # how many loads of two saves mixed, by kind (the summary)
+
+
+def _contents(cache, keys) -> dict:
+    """key -> vector bytes of the keys present (``in`` changes no recency)."""
+    return {k: cache.get(k).tobytes() for k in keys if k in cache}
+
+
+def _section_starts(data: bytes) -> list[int]:
+    """Where the sections of a (version-2) snapshot start: the blocks, the
+    entries and their trailer, the groups and their trailer; and each 8-byte field."""
+    entries_at, groups_at = struct.unpack_from("<QQ", data, 88)
+    size = len(data)
+    return [160, entries_at, groups_at - 16, groups_at - 8, groups_at, size - 16, size - 8,
+            *range(0, 160, 8)]
+
+
+def _load_while_rewritten(path: str, files: tuple[bytes, bytes], chunk: int, pause: int):
+    """Load `path` while a thread rewrites it in place, alternating the two files
+    `chunk` bytes at a time. Returns (the loaded cache or None for SnapshotError,
+    whether the file changed under the load)."""
+    stop = threading.Event()
+    writes = [0]
+
+    def rewrite() -> None:
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            which = 1
+            while not stop.is_set():
+                data = files[which]
+                for at in range(0, len(data), chunk):
+                    os.pwrite(fd, data[at : at + chunk], at)
+                    writes[0] += 1
+                    if pause:
+                        time.sleep(pause * 1e-5)
+                    if stop.is_set():
+                        return
+                which ^= 1
+        finally:
+            os.close(fd)
+
+    thread = threading.Thread(target=rewrite)
+    thread.start()
+    try:
+        loaded = SyncEmbeddingCache.load(path)
+    except SnapshotError:
+        loaded = None
+    finally:
+        stop.set()
+        thread.join()
+    # whether a load that succeeded read one file whole cannot be told from the
+    # bytes: the caller checks its contents equal one save's
+    return loaded, False
 
 
 def _snapshot_dir() -> str:
@@ -1084,7 +1204,9 @@ def _random_mode(argv: list[str]) -> int:
             traceback.print_exc()
         finally:
             signal.alarm(0)
-    print(f"#{n} inputs, {found} findings, {time.monotonic() - t0:.0f} s", flush=True)
+    mixes = ", ".join(f"{v} {k}" for k, v in sorted(TWO_SAVES.items()))
+    print(f"#{n} inputs, {found} findings, {time.monotonic() - t0:.0f} s"
+          + (f" (two saves mixed: {mixes})" if mixes else ""), flush=True)
     return 1 if found else 0
 
 
