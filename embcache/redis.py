@@ -44,9 +44,11 @@ import numpy.typing as npt
 
 from embcache._breaker import Breaker
 from embcache._core import CacheKey, as_key_tuple
+from embcache._tier_mget import direct_mget
 from embcache._tier_wire import (
     DIGEST_HEX,
     HEADER,
+    Decoded,
     check_positive_seconds,
     decode_values,
     encode_rows,
@@ -291,6 +293,8 @@ class RedisTier:
             self._skipped += n
             return nothing, np.empty(0, dtype=np.intp)
         rkeys = self._keys(keys)
+        if not self._cluster:
+            return await self._fetch_direct(rkeys, dim, out, nothing)
         values: list[Any] = []
         try:
             for start, stop in self._spans(n, dim):
@@ -311,6 +315,51 @@ class RedisTier:
         else:
             self._breaker.succeeded()
         decoded = decode_values(values, dim, out)
+        hits = len(decoded.index)
+        self._hits += hits
+        self._misses += n - hits
+        self._errors += decoded.errors
+        return decoded.rows, decoded.index
+
+    async def _fetch_direct(
+        self,
+        rkeys: list[bytes],
+        dim: int | None,
+        out: npt.NDArray[np.float32] | None,
+        nothing: npt.NDArray[np.float32],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """fetch from one server: each span's reply read straight into rows
+        (embcache._tier_mget), or through the client's mget and decode_values
+        when its connections cannot be read that way."""
+        n = len(rkeys)
+        parts: list[tuple[int, Decoded]] = []
+        try:
+            for start, stop in self._spans(n, dim):
+                span_out = None if out is None else out[start:stop]
+                async with self._bounded():
+                    try:
+                        part = await direct_mget(self._client, rkeys[start:stop], dim, span_out)
+                    except BaseException:
+                        if span_out is not None:
+                            span_out.fill(0.0)  # rows of a reply read in part
+                        raise
+                    if part is None:
+                        values = await self._client.mget(rkeys[start:stop])
+                        part = decode_values(values, dim, span_out)
+                parts.append((start, part))
+                if dim is None and len(part.index):
+                    dim = int(part.rows.shape[1])
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            self._failed("fetch", exc)
+            if not parts:
+                self._misses += n
+                return nothing, np.empty(0, dtype=np.intp)
+        else:
+            self._breaker.succeeded()
+        decoded = parts[0][1] if len(parts) == 1 else _joined(parts, dim, out)
         hits = len(decoded.index)
         self._hits += hits
         self._misses += n - hits
@@ -496,6 +545,24 @@ class RedisTier:
             f"RedisTier({kind}, prefix={self._prefix!r}, ttl_seconds={self._ttl}, "
             f"timeout_seconds={self._timeout}, cooldown_seconds={self._cooldown})"
         )
+
+
+def _joined(
+    parts: list[tuple[int, Decoded]], dim: int | None, out: npt.NDArray[np.float32] | None
+) -> Decoded:
+    """The spans' decoded values as one (their rows of one dimension, `dim`; a
+    span whose rows have another, read before `dim` was known, misses)."""
+    errors = sum(part.errors for _, part in parts)
+    if out is not None:
+        index = np.concatenate([part.index + start for start, part in parts])
+        return Decoded(out, index, errors)
+    keep = [(s, p) for s, p in parts if len(p.index) and p.rows.shape[1] == dim]
+    errors += sum(len(p.index) for s, p in parts if len(p.index) and p.rows.shape[1] != dim)
+    if not keep:
+        return Decoded(np.empty((0, dim or 0), dtype=np.float32), np.empty(0, np.intp), errors)
+    rows = np.concatenate([p.rows for _, p in keep])
+    index = np.concatenate([p.index + s for s, p in keep])
+    return Decoded(rows, index, errors)
 
 
 @asynccontextmanager
