@@ -364,7 +364,7 @@ class RedisTier:
         self._hits += hits
         self._misses += n - hits
         self._errors += decoded.errors
-        return decoded.rows, decoded.index
+        return (decoded.rows if out is None else out), decoded.index
 
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the float32 `matrix` under keys[i] in one pipeline of
