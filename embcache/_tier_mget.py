@@ -66,15 +66,18 @@ async def _read_reply(conn: Any, reader: MgetReader) -> None:
 
 async def direct_mget(
     client: Any,
-    rkeys: list[bytes],
+    command: bytes,
+    n: int,
     dim: int | None,
     out: npt.NDArray[np.float32] | None,
 ) -> Decoded | None:
-    """The values of `rkeys` decoded (see decode_values; with `out`, into it),
-    read in one MGET on a connection of `client`'s pool; None when `client`
-    cannot be read this way (nothing was sent then). Raises what the client's
-    own ``mget`` would for a failure (ConnectionError, TimeoutError,
-    ResponseError) and InvalidResponse for a reply that is not one to MGET."""
+    """The values of the `n` keys of `command` (``MGET`` packed as RESP:
+    embcache._tier_wire.mget_command) decoded (see decode_values; with `out`,
+    into it), read in one round trip on a connection of `client`'s pool; None
+    when `client` cannot be read this way (nothing was sent then). Raises what
+    the client's own ``mget`` would for a failure (ConnectionError,
+    TimeoutError, ResponseError) and InvalidResponse for a reply that is not
+    one to that MGET."""
     if getattr(client, "connection", None) is not None:
         return None  # a single-connection client: its lock is redis-py's own
     pool = client.connection_pool
@@ -85,8 +88,10 @@ async def direct_mget(
         holder: list[MgetReader] = []
 
         async def attempt() -> None:
-            holder[:] = [MgetReader(len(rkeys), dim, out)]
-            await conn.send_command("MGET", *rkeys)
+            if holder and out is not None:
+                out.fill(0.0)  # rows of the attempt that failed
+            holder[:] = [MgetReader(n, dim, out)]
+            await conn.send_packed_command(command)
             try:
                 await _read_reply(conn, holder[0])
             except ResponseError:

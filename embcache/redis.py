@@ -53,6 +53,7 @@ from embcache._tier_wire import (
     decode_values,
     encode_rows,
     key_prefix,
+    mget_command,
     model_pattern,
 )
 from embcache.errors import ArgumentTypeError, ArgumentValueError, EmbcacheError
@@ -292,9 +293,9 @@ class RedisTier:
             self._misses += n
             self._skipped += n
             return nothing, np.empty(0, dtype=np.intp)
-        rkeys = self._keys(keys)
         if not self._cluster:
-            return await self._fetch_direct(rkeys, dim, out, nothing)
+            return await self._fetch_direct(keys, dim, out, nothing)
+        rkeys = self._keys(keys)
         values: list[Any] = []
         try:
             for start, stop in self._spans(n, dim):
@@ -323,7 +324,7 @@ class RedisTier:
 
     async def _fetch_direct(
         self,
-        rkeys: list[bytes],
+        keys: Sequence[CacheKey],
         dim: int | None,
         out: npt.NDArray[np.float32] | None,
         nothing: npt.NDArray[np.float32],
@@ -331,20 +332,22 @@ class RedisTier:
         """fetch from one server: each span's reply read straight into rows
         (embcache._tier_mget), or through the client's mget and decode_values
         when its connections cannot be read that way."""
-        n = len(rkeys)
+        n = len(keys)
         parts: list[tuple[int, Decoded]] = []
         try:
             for start, stop in self._spans(n, dim):
                 span_out = None if out is None else out[start:stop]
+                span = keys[start:stop]
                 async with self._bounded():
                     try:
-                        part = await direct_mget(self._client, rkeys[start:stop], dim, span_out)
+                        command = mget_command(self._prefix_bytes, span)
+                        part = await direct_mget(self._client, command, len(span), dim, span_out)
                     except BaseException:
                         if span_out is not None:
                             span_out.fill(0.0)  # rows of a reply read in part
                         raise
                     if part is None:
-                        values = await self._client.mget(rkeys[start:stop])
+                        values = await self._client.mget(self._keys(span))
                         part = decode_values(values, dim, span_out)
                 parts.append((start, part))
                 if dim is None and len(part.index):

@@ -10,8 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from embcache import CacheKey
 from embcache._core import MGET_DONE, MGET_MORE, MGET_PROTOCOL, MGET_REPLY_ERROR, MgetReader
-from embcache._tier_wire import decode_values, encode_rows, header_for
+from embcache._tier_wire import decode_values, encode_rows, header_for, mget_command, redis_key
 from embcache.errors import ArgumentValueError
 
 DIM = 4
@@ -297,3 +298,23 @@ def test_arbitrary_bytes_never_crash_the_reader(wire: bytes, dim: int | None, n:
     if status == MGET_DONE:
         assert len(reader.index) + reader.errors <= n
         assert np.isfinite(reader.rows).all()
+
+
+# -- the request ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "keys",
+    [
+        [CacheKey(f"text {i}", "model/v1") for i in range(50)],
+        [CacheKey("a", "m"), CacheKey("b", "n:x"), CacheKey("c", "m", "chunk")],
+        [CacheKey("é", "modèle")],
+        [],
+    ],
+)
+def test_mget_command_is_what_redis_py_would_send(keys: list[CacheKey]) -> None:
+    redis = pytest.importorskip("redis.asyncio.connection")
+    packed = b"".join(
+        redis.Connection().pack_command("MGET", *[redis_key(b"pre", k) for k in keys])
+    )
+    assert mget_command(b"pre", keys) == packed
