@@ -32,7 +32,7 @@ try:
 except ImportError as exc:  # pragma: no cover - embcache.redis reports it first
     raise ImportError('embcache.redis needs redis-py >= 5: pip install "embcache[redis]"') from exc
 
-__all__ = ["READ_BYTES", "direct_mget"]
+__all__ = ["READ_BYTES", "direct_mget", "joined_spans"]
 
 READ_BYTES = 1 << 22
 """The most bytes asked of the stream per read (it answers what it holds)."""
@@ -104,7 +104,28 @@ async def direct_mget(
             await conn.disconnect()
 
         await conn.retry.call_with_retry(attempt, failed)
+        interval = getattr(conn, "health_check_interval", 0)
+        if interval:  # a reply was read, as after redis-py's own read_response
+            conn.next_health_check = asyncio.get_running_loop().time() + interval
         reader = holder[0]
         return Decoded(reader.rows, reader.index, reader.errors)
     finally:
         await pool.release(conn)
+
+
+def joined_spans(
+    parts: list[tuple[int, Decoded]], dim: int | None, out: npt.NDArray[np.float32] | None
+) -> Decoded:
+    """The spans' decoded values as one (their rows of one dimension, `dim`; a
+    span whose rows have another, read before `dim` was known, misses)."""
+    errors = sum(part.errors for _, part in parts)
+    if out is not None:
+        index = np.concatenate([part.index + start for start, part in parts])
+        return Decoded(out, index, errors)
+    keep = [(s, p) for s, p in parts if len(p.index) and p.rows.shape[1] == dim]
+    errors += sum(len(p.index) for s, p in parts if len(p.index) and p.rows.shape[1] != dim)
+    if not keep:
+        return Decoded(np.empty((0, dim or 0), dtype=np.float32), np.empty(0, np.intp), errors)
+    rows = np.concatenate([p.rows for _, p in keep])
+    index = np.concatenate([p.index + s for s, p in keep])
+    return Decoded(rows, index, errors)

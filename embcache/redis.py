@@ -14,7 +14,9 @@ what Redis had, and writes what it stores or computes to Redis too (pipelined,
 ``SET ... PX`` when `ttl_seconds` is set). Values are binary (a 12-byte header,
 then little-endian float32: embcache._tier_wire); keys are
 ``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
-``tier_errors``.
+``tier_errors``. From one server (not a cluster), the reply to MGET is read
+straight into the float32 rows, on a connection of the client's own pool
+(embcache._tier_mget), with no Python object per value.
 
 Faults: every Redis call is bounded by `timeout_seconds` (a batch past
 CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
@@ -44,7 +46,7 @@ import numpy.typing as npt
 
 from embcache._breaker import Breaker
 from embcache._core import CacheKey, as_key_tuple
-from embcache._tier_mget import direct_mget
+from embcache._tier_mget import direct_mget, joined_spans
 from embcache._tier_wire import (
     DIGEST_HEX,
     HEADER,
@@ -362,7 +364,7 @@ class RedisTier:
                 return nothing, np.empty(0, dtype=np.intp)
         else:
             self._breaker.succeeded()
-        decoded = parts[0][1] if len(parts) == 1 else _joined(parts, dim, out)
+        decoded = parts[0][1] if len(parts) == 1 else joined_spans(parts, dim, out)
         hits = len(decoded.index)
         self._hits += hits
         self._misses += n - hits
@@ -548,24 +550,6 @@ class RedisTier:
             f"RedisTier({kind}, prefix={self._prefix!r}, ttl_seconds={self._ttl}, "
             f"timeout_seconds={self._timeout}, cooldown_seconds={self._cooldown})"
         )
-
-
-def _joined(
-    parts: list[tuple[int, Decoded]], dim: int | None, out: npt.NDArray[np.float32] | None
-) -> Decoded:
-    """The spans' decoded values as one (their rows of one dimension, `dim`; a
-    span whose rows have another, read before `dim` was known, misses)."""
-    errors = sum(part.errors for _, part in parts)
-    if out is not None:
-        index = np.concatenate([part.index + start for start, part in parts])
-        return Decoded(out, index, errors)
-    keep = [(s, p) for s, p in parts if len(p.index) and p.rows.shape[1] == dim]
-    errors += sum(len(p.index) for s, p in parts if len(p.index) and p.rows.shape[1] != dim)
-    if not keep:
-        return Decoded(np.empty((0, dim or 0), dtype=np.float32), np.empty(0, np.intp), errors)
-    rows = np.concatenate([p.rows for _, p in keep])
-    index = np.concatenate([p.index + s for s, p in keep])
-    return Decoded(rows, index, errors)
 
 
 @asynccontextmanager
