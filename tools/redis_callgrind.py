@@ -20,8 +20,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
+
+# this checkout's embcache, for this process and the measured children alike
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import asyncio, sys
@@ -54,7 +59,7 @@ def instructions(which: str, port: int, batches: int) -> int:
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, "-c", CHILD, which, str(port), str(batches)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", proc.stderr)
     assert found, proc.stderr[-2000:]
