@@ -266,3 +266,27 @@ def test_a_broken_reply_is_a_counted_failure_and_its_connection_is_dropped(
                 await client.aclose()
 
     run(main())
+
+
+def test_a_read_cancelled_midway_drops_its_connection() -> None:
+    async def main() -> None:
+        async with scripted([lambda n: good_reply(n)[:-30], good_reply]) as state:
+            client = Redis(host=HOST, port=state[0], protocol=2)
+            try:
+                tier = RedisTier(client, timeout_seconds=30)
+                keys = keys_of(3)
+                task = asyncio.ensure_future(tier.fetch(keys, 4))
+                while not state[1]:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.2)  # the reply has broken off by now
+                task.cancel()
+                with pytest.raises(asyncio.CancelledError):
+                    await task
+                assert tier.stats.errors == 0  # a cancellation is not Redis failing
+                rows, index = await tier.fetch(keys, None)
+                assert index.tolist() == [0, 1, 2] and rows.tolist() == [[1, 2, 3, 4]] * 3
+                assert state[1] == 2  # a new connection: the cut reply is never read
+            finally:
+                await client.aclose()
+
+    run(main())
