@@ -200,6 +200,7 @@ def test_values_round_trip_bit_exactly() -> None:
         b"*3\r\n$99999999999999999999999\r\n",
         b"*3\r\n$4\r\nabcdXY",  # a bulk not followed by CRLF
         b"*3\r\n|1\r\n+a\r\n+b\r\n",  # an attribute
+        b">2\r\n+invalidate\r\n*0\r\n",  # a RESP3 push before the reply
         b"*3\r\n\r\n",
         b"*3\r\n@x\r\n",
         b"*3\r\n*1\r\n?\r\n",  # an unknown type inside an aggregate
