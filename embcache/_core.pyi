@@ -226,3 +226,44 @@ class SyncEmbeddingCache:
         """(mean, longest) index cells a lookup of a live key visits (tests)."""
     def _check_invariants(self) -> None:
         """Raise AssertionError if any internal invariant is broken (tests, debugging)."""
+
+MGET_MORE: int
+"""MgetReader.feed: every byte was read; the reply goes on."""
+MGET_DONE: int
+"""MgetReader.feed: the reply was read to its end."""
+MGET_REPLY_ERROR: int
+"""MgetReader.feed: the reply is an error line (MgetReader.error_text)."""
+MGET_PROTOCOL: int
+"""MgetReader.feed: not a reply to MGET of that many keys."""
+
+@final
+class MgetReader:
+    """Reads one RESP reply to ``MGET`` of `n` keys, fed in chunks, into float32
+    rows of dimension `dim` (None: that of the first valid value), checking each
+    value as embcache._tier_wire.decode_values does; with `out` (writable,
+    C-contiguous, float32, (n, dim), zero-filled), value i goes to ``out[i]``."""
+
+    def __init__(
+        self, n: int, dim: int | None = None, out: npt.NDArray[np.float32] | None = None
+    ) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> int:
+        """Read the next chunk of the reply: MGET_MORE, MGET_DONE,
+        MGET_REPLY_ERROR or MGET_PROTOCOL."""
+    @property
+    def done(self) -> bool:
+        """True once the whole reply was read."""
+    @property
+    def extra(self) -> int:
+        """Bytes of the last chunk fed that follow the reply."""
+    @property
+    def error_text(self) -> str:
+        """The text of an error reply (its first 256 bytes), else ''."""
+    @property
+    def errors(self) -> int:
+        """Values present but invalid so far."""
+    @property
+    def rows(self) -> npt.NDArray[np.float32]:
+        """Valid values' rows in order (with `out`: `out`)."""
+    @property
+    def index(self) -> npt.NDArray[np.intp]:
+        """Positions (ascending) of the valid values."""

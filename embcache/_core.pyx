@@ -60,6 +60,8 @@ Where things are:
   _snapshot_load.pxi    snapshots: the verified load
   _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
+  _resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
+                     Redis tier; C in _resp.h)
   _siphash.h _blake2b.h _kernels.h _lock.h _slab.h   C: hashes, vector kernels, lock, slab memory
   _checksum.h _snapio.h _snapwrite.h _worker.h   C: the snapshot checksum (mix64 v1),
                      double-buffered reading, double-buffered writing with write-behind,
@@ -134,3 +136,4 @@ include "_snapshot_save.pxi"
 include "_snapshot_load.pxi"
 include "_cache.pxi"
 include "_batch.pxi"
+include "_resp.pxi"

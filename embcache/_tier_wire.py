@@ -26,6 +26,7 @@ Nothing here talks to Redis; embcache.redis does.
 
 from __future__ import annotations
 
+import binascii
 import math
 import numbers
 import struct
@@ -48,6 +49,7 @@ __all__ = [
     "encode_rows",
     "header_for",
     "key_prefix",
+    "mget_command",
     "model_pattern",
     "quote_model",
     "redis_key",
@@ -91,6 +93,28 @@ def model_pattern(prefix: bytes, model_version: str) -> bytes:
 def redis_key(prefix: bytes, key: CacheKey) -> bytes:
     """The Redis key of `key` under `prefix`."""
     return key_prefix(prefix, key.model_version) + key.digest.hex().encode("ascii")
+
+
+def mget_command(prefix: bytes, keys: Sequence[CacheKey]) -> bytes:
+    """``MGET`` of the Redis keys of `keys` under `prefix`, as RESP bytes ready
+    to send (what redis-py's pack_command would make of the redis_key of each,
+    made without a Python object per key when the keys share one model)."""
+    n = len(keys)
+    models = [k.model_version for k in keys]
+    if n and models.count(models[0]) == n:
+        head = key_prefix(prefix, models[0])
+        length = len(head) + DIGEST_HEX
+        lead = b"$%d\r\n%s" % (length, head)
+        hexed = binascii.hexlify(b"".join([k.digest for k in keys]))
+        record = np.empty((n, len(lead) + DIGEST_HEX + 2), dtype=np.uint8)
+        record[:, : len(lead)] = np.frombuffer(lead, dtype=np.uint8)
+        record[:, len(lead) : -2] = np.frombuffer(hexed, dtype=np.uint8).reshape(n, DIGEST_HEX)
+        record[:, -2:] = np.frombuffer(b"\r\n", dtype=np.uint8)
+        body = record.tobytes()
+    else:
+        rkeys = [redis_key(prefix, k) for k in keys]
+        body = b"".join([b"$%d\r\n%s\r\n" % (len(r), r) for r in rkeys])
+    return b"*%d\r\n$4\r\nMGET\r\n" % (n + 1) + body
 
 
 def encode_rows(matrix: npt.NDArray[np.float32]) -> list[bytes]:

@@ -14,7 +14,9 @@ what Redis had, and writes what it stores or computes to Redis too (pipelined,
 ``SET ... PX`` when `ttl_seconds` is set). Values are binary (a 12-byte header,
 then little-endian float32: embcache._tier_wire); keys are
 ``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
-``tier_errors``.
+``tier_errors``. From one server (not a cluster), the reply to MGET is read
+straight into the float32 rows, on a connection of the client's own pool
+(embcache._tier_mget), with no Python object per value.
 
 Faults: every Redis call is bounded by `timeout_seconds` (a batch past
 CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
@@ -44,13 +46,16 @@ import numpy.typing as npt
 
 from embcache._breaker import Breaker
 from embcache._core import CacheKey, as_key_tuple
+from embcache._tier_mget import direct_mget, joined_spans
 from embcache._tier_wire import (
     DIGEST_HEX,
     HEADER,
+    Decoded,
     check_positive_seconds,
     decode_values,
     encode_rows,
     key_prefix,
+    mget_command,
     model_pattern,
 )
 from embcache.errors import ArgumentTypeError, ArgumentValueError, EmbcacheError
@@ -290,6 +295,8 @@ class RedisTier:
             self._misses += n
             self._skipped += n
             return nothing, np.empty(0, dtype=np.intp)
+        if not self._cluster:
+            return await self._fetch_direct(keys, dim, out, nothing)
         rkeys = self._keys(keys)
         values: list[Any] = []
         try:
@@ -316,6 +323,53 @@ class RedisTier:
         self._misses += n - hits
         self._errors += decoded.errors
         return decoded.rows, decoded.index
+
+    async def _fetch_direct(
+        self,
+        keys: Sequence[CacheKey],
+        dim: int | None,
+        out: npt.NDArray[np.float32] | None,
+        nothing: npt.NDArray[np.float32],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """fetch from one server: each span's reply read straight into rows
+        (embcache._tier_mget), or through the client's mget and decode_values
+        when its connections cannot be read that way."""
+        n = len(keys)
+        parts: list[tuple[int, Decoded]] = []
+        try:
+            for start, stop in self._spans(n, dim):
+                span_out = None if out is None else out[start:stop]
+                span = keys[start:stop]
+                async with self._bounded():
+                    try:
+                        command = mget_command(self._prefix_bytes, span)
+                        part = await direct_mget(self._client, command, len(span), dim, span_out)
+                    except BaseException:
+                        if span_out is not None:
+                            span_out.fill(0.0)  # rows of a reply read in part
+                        raise
+                    if part is None:
+                        values = await self._client.mget(self._keys(span))
+                        part = decode_values(values, dim, span_out)
+                parts.append((start, part))
+                if dim is None and len(part.index):
+                    dim = int(part.rows.shape[1])
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            self._failed("fetch", exc)
+            if not parts:
+                self._misses += n
+                return nothing, np.empty(0, dtype=np.intp)
+        else:
+            self._breaker.succeeded()
+        decoded = parts[0][1] if len(parts) == 1 else joined_spans(parts, dim, out)
+        hits = len(decoded.index)
+        self._hits += hits
+        self._misses += n - hits
+        self._errors += decoded.errors
+        return (decoded.rows if out is None else out), decoded.index
 
     async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the float32 `matrix` under keys[i] in one pipeline of

@@ -5,9 +5,14 @@ a machine's load does not change. Starts a private redis-server (persistence
 off) on a free 127.0.0.1 port and stops it.
 
     python tools/redis_callgrind.py          # needs valgrind and redis-server
+    python tools/redis_callgrind.py --wall   # wall clock instead (no valgrind)
 
 Each side runs 2 and 22 batches in fresh processes; the difference over 20 is
 what one batch costs (imports and setup cancel out).
+
+With ``--wall [ROUNDS]`` (default 30) one process times both sides on the same
+keys, interleaved: each round times one get_many through the tier and then one
+raw MGET; it prints the best (and median) time of each and their ratio.
 """
 
 from __future__ import annotations
@@ -15,6 +20,13 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+from pathlib import Path
+
+import numpy as np
+
+# this checkout's embcache, for this process and the measured children alike
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 CHILD = r"""
 import asyncio, sys
@@ -47,17 +59,67 @@ def instructions(which: str, port: int, batches: int) -> int:
     proc = subprocess.run(
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, "-c", CHILD, which, str(port), str(batches)],
-        capture_output=True, text=True, check=True,
+        capture_output=True, text=True, check=True, cwd=ROOT,
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", proc.stderr)
     assert found, proc.stderr[-2000:]
     return int(found.group(1))
 
 
+def wall(port: int, rounds: int) -> None:
+    """Interleaved wall-clock times of both sides, in this process."""
+    import asyncio
+    import statistics
+    import time
+
+    from redis.asyncio import Redis
+
+    from embcache import CacheKey, EmbeddingCache
+    from embcache._tools.redis_peers import workload
+    from embcache.redis import RedisTier
+
+    async def run() -> None:
+        client = Redis(host="127.0.0.1", port=port)
+        tier = RedisTier(client, timeout_seconds=60)
+        cache = EmbeddingCache(3000, None, 64, dim=768, tier=tier)
+        texts, rows = workload(1000, 768)
+        keys = [CacheKey.from_text(t, "m") for t in texts]
+        await cache.put_many(keys, rows)
+        rkeys = [tier.redis_key(k) for k in keys]
+        ours: list[int] = []
+        raw: list[int] = []
+        for _ in range(rounds):
+            cache.sync.clear()
+            t0 = time.perf_counter_ns()
+            matrix, found = await cache.get_many(keys)
+            t1 = time.perf_counter_ns()
+            await client.mget(rkeys)
+            t2 = time.perf_counter_ns()
+            assert found.all() and np.array_equal(matrix, rows)
+            ours.append(t1 - t0)
+            raw.append(t2 - t1)
+        await client.aclose()
+        for name, got in (("get_many", ours), ("mget", raw)):
+            best, median = min(got) / 1e3, statistics.median(got) / 1e3
+            print(f"{name:9s} best {best:8.1f} us  median {median:8.1f} us")
+        print(
+            f"get_many / mget: best {min(ours) / min(raw):.2f}  "
+            f"median {statistics.median(ours) / statistics.median(raw):.2f}"
+        )
+
+    asyncio.run(run())
+
+
 def main() -> int:
     from embcache._tools.redis_peers import LocalServer
 
     server = LocalServer()
+    if sys.argv[1:2] == ["--wall"]:
+        try:
+            wall(server.port, int(sys.argv[2]) if len(sys.argv) > 2 else 30)
+        finally:
+            server.stop()
+        return 0
     try:
         per = {}
         for which in ("mget", "get_many"):
