@@ -55,13 +55,15 @@ from typing import Any
 
 DEFAULT_BENCH = (
     r"^bench_peers\.\w+\.time_\w+\('embcache(-default)?'\)$"
-    r"|^bench_basic\.CacheGet\.|^bench_basic\.CachePut\.time_put\(768\)$"
+    r"|^bench_basic\.(Default)?CacheGet\.|^bench_basic\.(Default)?CachePut\.time_put\(768\)$"
     r"|^bench_core\.(EvictionChurn|AwaitOverhead|KeyCreation)\."
 )
-"""Gated: embcache's single-operation benchmarks (get hit and miss, put into a
-cache with room and into a full one, eviction churn by entries and by memory,
-what ``await`` adds, key creation). Left out: thread/asyncio concurrency
-(scheduler noise), the 1M-entry scaling (setup time), peers (not our code)."""
+"""Gated: embcache's single-operation benchmarks, on the default cache (``dim``
+not given) and on a fixed-dim one: get hit and miss, put into a cache with room
+(reused memory, and a brand-new cache) and into a full one, eviction churn by
+entries and by memory, what ``await`` adds, key creation. Left out: thread and
+asyncio concurrency (scheduler noise), the 1M-entry scaling (setup time), the
+batch suite (seconds per sample), peers (not our code)."""
 
 MODULES = ("bench_basic", "bench_core", "bench_peers")
 
@@ -285,8 +287,10 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     for name in names:
         if name in problems:
-            results[name] = {"verdict": "fail" if "head only" in problems[name] else "skipped",
-                             "why": problems[name]}
+            results[name] = {
+                "verdict": "fail" if "head only" in problems[name] else "skipped",
+                "why": problems[name],
+            }
             continue
         est = statistics.median(ratios[name])
         results[name] = {"ratio": est, "ci95": _ci(ratios[name]), "rounds": len(ratios[name])}
@@ -302,11 +306,11 @@ def main(argv: list[str] | None = None) -> int:
             results[name]["again"] = {"ratio": est2, "ci95": _ci(again[name])}
     failed = False
     width = max(len(n) for n in names)
-    print(f"{'benchmark':<{width}}  head/base  95% interval   verdict")
+    print(f"{'benchmark':<{width}}  {'head/base':>14}  95% interval   verdict")
     for name in names:
         r = results[name]
         if "ratio" not in r:
-            print(f"{name:<{width}}  {'':>9}  {'':>12}   {r['verdict']}: {r['why']}")
+            print(f"{name:<{width}}  {'':>14}  {'':>12}   {r['verdict']}: {r['why']}")
             failed |= r["verdict"] == "fail"
             continue
         verdict = "ok"
@@ -318,7 +322,7 @@ def main(argv: list[str] | None = None) -> int:
         failed |= r["verdict"] == "fail"
         lo, hi = r["ci95"]
         shown = f"{r['ratio']:.3f}" + (f" -> {r['again']['ratio']:.3f}" if "again" in r else "")
-        print(f"{name:<{width}}  {shown:>9}  {lo:.2f}-{hi:.2f}    {verdict}")
+        print(f"{name:<{width}}  {shown:>14}  {lo:.2f}-{hi:.2f}    {verdict}")
     elapsed = time.monotonic() - started
     print(
         f"gate: {len(names)} benchmarks, {args.rounds} interleaved rounds each over {args.pairs} "
@@ -328,8 +332,13 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         Path(args.json).write_text(
             json.dumps(
-                {"threshold": args.threshold, "failed": failed, "results": results,
-                 "seconds": elapsed, "plant": args.plant},
+                {
+                    "threshold": args.threshold,
+                    "failed": failed,
+                    "results": results,
+                    "seconds": elapsed,
+                    "plant": args.plant,
+                },
                 indent=1,
             )
         )
