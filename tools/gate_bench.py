@@ -94,10 +94,13 @@ def _worker(src: str, bench_root: str) -> None:
     """Serve timing requests (JSON lines on stdin) for the build in `src`."""
     sys.path.insert(0, src)
     import embcache
+    import embcache._core
 
     where = Path(embcache.__file__).resolve()
-    if not where.is_relative_to(Path(src).resolve()):
-        raise SystemExit(f"gate worker: embcache imported from {where}, not from {src}")
+    for module in (embcache, embcache._core):  # an editable install could map either
+        found = Path(module.__file__ or "?").resolve()
+        if not found.is_relative_to(Path(src).resolve()):
+            raise SystemExit(f"gate worker: {module.__name__} imported from {found}, not {src}")
     sys.path.append(bench_root)
     table = _benchmarks(MODULES)
     instances: dict[str, Any] = {}
