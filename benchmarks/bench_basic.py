@@ -27,10 +27,10 @@ from embcache import EmbeddingCache, SyncEmbeddingCache
 from ._util import OPS, PerOp, make_keys, make_vector, memo, shuffled
 
 
-def _basic_cache(dim, cls=SyncEmbeddingCache, fixed=True):
-    """A cache of 10k entries, 1 hour TTL, 500 MB, dimension `dim` fixed (or, when
-    not `fixed`, left to the first put)."""
-    return cls(10_000, 3600, 500, dim=dim if fixed else None)
+def _basic_cache(dim, cls=None, fixed=True):
+    """A cache (`cls`, default SyncEmbeddingCache) of 10k entries, 1 hour TTL,
+    500 MB, dimension `dim` fixed (or, when not `fixed`, left to the first put)."""
+    return (cls or SyncEmbeddingCache)(10_000, 3600, 500, dim=dim if fixed else None)
 
 
 class CachePut(PerOp):
