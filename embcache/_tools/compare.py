@@ -33,7 +33,16 @@ from embcache._tools.workloads import (
     comparison_inputs,
 )
 
-__all__ = ["BATCH", "GOALS", "Goal", "run_compare"]
+__all__ = [
+    "BATCH",
+    "DEFAULT",
+    "FIXED",
+    "GOALS",
+    "PER_OP",
+    "Goal",
+    "measure_against_peers",
+    "run_compare",
+]
 
 BATCH = 1000
 """Keys per batch lookup."""
@@ -322,17 +331,14 @@ FIXED = "embcache dim=N"
 """Contender name of the fixed-dim cache (N: the run's dimension)."""
 
 
-def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
-    """Measure embcache (the default cache and a fixed-dim one) and every
-    installed peer side by side: ns/op, best of repeats; every figure's
-    repeats interleave the contenders, so drift affects all alike."""
-    dim, ops, repeats = cfg.dim, cfg.compare_ops, cfg.compare_repeats
-    peers = available_peers()
-    missing = [name for name in PEERS if name not in peers]
-    steps = 5
-    progress.step(f"[compare 1/{steps}] building {ops:,} keys and vectors (dim {dim})")
-    inp = comparison_inputs(dim, ops)
-    fixed_name = FIXED.replace("N", str(dim))
+def measure_against_peers(
+    inp: ComparisonInputs, peers: list[str], repeats: int
+) -> dict[str, dict[str, Samples]]:
+    """Samples of every figure of :data:`PER_OP`, by contender: the default
+    cache (:data:`DEFAULT`), the fixed-dim one (:data:`FIXED`, N = ``inp.dim``)
+    and each peer in `peers`; every figure's `repeats` rounds interleave them
+    (see :func:`run_compare`'s notes for the method)."""
+    dim = inp.dim
 
     def new_default(capacity: int) -> SyncEmbeddingCache:
         return SyncEmbeddingCache(capacity, None, budget_mb(capacity, dim))
@@ -345,14 +351,28 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
 
     contenders = [
         _Contender(DEFAULT, new_default, LOOPS["embcache"]),
-        _Contender(fixed_name, new_fixed, LOOPS["embcache"]),
+        _Contender(FIXED.replace("N", str(dim)), new_fixed, LOOPS["embcache"]),
     ]
     contenders += [_Contender(p, new_peer(p), LOOPS[p]) for p in peers]
+    return _measure_per_op(contenders, inp, repeats)
+
+
+def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
+    """Measure embcache (the default cache and a fixed-dim one) and every
+    installed peer side by side: ns/op, best of repeats; every figure's
+    repeats interleave the contenders, so drift affects all alike."""
+    dim, ops, repeats = cfg.dim, cfg.compare_ops, cfg.compare_repeats
+    peers = available_peers()
+    missing = [name for name in PEERS if name not in peers]
+    steps = 5
+    progress.step(f"[compare 1/{steps}] building {ops:,} keys and vectors (dim {dim})")
+    inp = comparison_inputs(dim, ops)
+    fixed_name = FIXED.replace("N", str(dim))
     progress.step(
         f"[compare 2/{steps}] embcache (default, dim={dim}) vs "
         f"{', '.join(peers) or 'no peers'}: put/get/batch"
     )
-    per_op = _measure_per_op(contenders, inp, repeats)
+    per_op = measure_against_peers(inp, peers, repeats)
     gc.collect()
 
     progress.step(f"[compare 3/{steps}] bytes per entry")
