@@ -4,8 +4,10 @@ must gate, named as asv names them. One call of each, in process."""
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -111,8 +113,6 @@ def test_gate_selects_the_gated_benchmarks_by_their_asv_names(
     gate = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "gate_bench", gate)
     spec.loader.exec_module(gate)
-    import re
-
     names = list(gate._benchmarks(gate.MODULES))
     gated = [n for n in names if re.search(gate.DEFAULT_BENCH, n)]
     for required in [
@@ -136,3 +136,35 @@ def test_gate_selects_the_gated_benchmarks_by_their_asv_names(
     plain = min(gate._run(table, {}, {"name": name, "samples": 5}))
     planted = min(gate._run(table, {}, {"name": name, "samples": 5, "plant": 3.0}))
     assert planted > 1.8 * plain
+
+
+def test_goal_table_prints_a_pasteable_table_marking_misses(
+    suites: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from embcache._tools import compare
+
+    goal_table = suites.import_module("tools.goal_table")
+    if not goal_table.available_peers():
+        pytest.skip("no peer cache installed")
+    # every goal impossible but get miss, which every run meets
+    goals = {
+        k: dataclasses.replace(g, goal=1e9 if k == "get_miss" else 0.0)
+        for k, g in compare.GOALS.items()
+    }
+    monkeypatch.setattr(goal_table, "GOALS", goals)
+    assert goal_table.main(["--runs", "2", "--repeats", "1", "--ops", "300", "--dim", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("| figure (ratio embcache / best peer) | goal | dim=None (default)")
+    assert "dim=16, 2 runs" in lines[0] and lines[1] == "| --- | ---: | ---: | ---: |"
+    rows = {line.split(" | ")[0][2:]: line for line in lines[2:7]}
+    assert set(rows) == set(goal_table.TITLES.values())
+    for title, row in rows.items():
+        cells = row.strip("|").split(" | ")
+        assert len(cells) == 4
+        if title == "get miss":
+            assert "missed" not in row and re.fullmatch(r"\d\.\d\d-\d\.\d\d", cells[2].strip())
+        else:
+            assert cells[2].strip().endswith("missed**") and cells[3].strip().endswith("missed**")
+    assert lines[8].startswith(
+        "`python -m tools.goal_table --runs 2 --repeats 1 --ops 300 --dim 16`"
+    )
