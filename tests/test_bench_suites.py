@@ -105,14 +105,31 @@ def test_basic_and_batch_default_cache(suites: Any, made: list[Any]) -> None:
     ]
 
 
-def test_gate_selects_the_gated_benchmarks_by_their_asv_names(
-    suites: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def _gate(monkeypatch: pytest.MonkeyPatch) -> Any:
     spec = importlib.util.spec_from_file_location("gate_bench", REPO / "tools" / "gate_bench.py")
     assert spec is not None and spec.loader is not None
     gate = importlib.util.module_from_spec(spec)
     monkeypatch.setitem(sys.modules, "gate_bench", gate)
     spec.loader.exec_module(gate)
+    return gate
+
+
+def test_gate_without_a_build_is_an_error_not_a_verdict(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # the source tree of embcache without its compiled core: the workers refuse to
+    # time anything but that build (an installed embcache must not stand in for it)
+    (tmp_path / "embcache").mkdir()
+    (tmp_path / "embcache" / "__init__.py").write_text("")
+    gate = _gate(monkeypatch)
+    assert gate.main(["--base", str(tmp_path), "--head", str(tmp_path)]) == 2
+    assert "cannot list the benchmarks" in capsys.readouterr().err
+
+
+def test_gate_selects_the_gated_benchmarks_by_their_asv_names(
+    suites: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gate = _gate(monkeypatch)
     names = list(gate._benchmarks(gate.MODULES))
     gated = [n for n in names if re.search(gate.DEFAULT_BENCH, n)]
     for required in [

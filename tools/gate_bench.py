@@ -163,9 +163,13 @@ class Worker:
             text=True,
             bufsize=1,
         )
-        ready = self._read()
-        if "ready" not in ready:
-            raise RuntimeError(f"worker for {src} did not start: {ready}")
+        try:
+            ready = self._read()
+            if "ready" not in ready:
+                raise RuntimeError(f"worker for {src} did not start: {ready}")
+        except BaseException:
+            self.close()
+            raise
 
     def _read(self) -> dict[str, Any]:
         assert self.proc.stdout is not None
@@ -181,9 +185,12 @@ class Worker:
         return self._read()
 
     def close(self) -> None:
+        """End the worker (it exits at the end of its input) and its pipes."""
         if self.proc.stdin is not None:
             self.proc.stdin.close()
         self.proc.wait(timeout=60)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
 
 def measure(
@@ -273,11 +280,15 @@ def main(argv: list[str] | None = None) -> int:
         if not os.path.isdir(os.path.join(d, "embcache")):
             p.error(f"{d}: no embcache/ package there")
     pattern = re.compile(args.bench)
-    probe = Worker(args.python, args.head, args.bench_root)
     try:
-        names = [n for n in probe.ask(op="list")["names"] if pattern.search(n)]
-    finally:
-        probe.close()
+        probe = Worker(args.python, args.head, args.bench_root)
+        try:
+            names = [n for n in probe.ask(op="list")["names"] if pattern.search(n)]
+        finally:
+            probe.close()
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        print(f"gate: cannot list the benchmarks of {args.head}: {exc}", file=sys.stderr)
+        return 2
     if not names:
         print(f"gate: no benchmark matches /{args.bench}/", file=sys.stderr)
         return 2
@@ -286,6 +297,16 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     started = time.monotonic()
+    try:
+        return _decide(args, names, started)
+    except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+        # a worker that died or a benchmark that broke mid-run: not a verdict
+        print(f"gate: measurement error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _decide(args: argparse.Namespace, names: list[str], started: float) -> int:
+    """Measure, re-measure the suspects, print the table; the exit status."""
     ratios, problems = measure(args, names, args.rounds)
     results: dict[str, dict[str, Any]] = {}
     for name in names:
