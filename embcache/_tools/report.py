@@ -513,7 +513,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
                 width,
             ),
             *_table(
-                ["figure", "cache", "embcache", *peers, "ratio", "goal", "goal"],
+                ["figure", "cache", "embcache", *peers, "ratio", "goal", "met?"],
                 rows,
                 set(range(2, 4 + len(peers))),
                 width,
@@ -537,7 +537,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
             "",
             "against one peer each (ratio = embcache / that peer):",
             *_table(
-                ["figure", "embcache", "peer", "peer's", "ratio", "goal", "goal"],
+                ["figure", "embcache", "peer", "peer's", "ratio", "goal", "met?"],
                 rows,
                 {1, 3, 4},
                 width,
@@ -551,7 +551,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
         out += [
             "",
             "embcache alone:",
-            *_table(["figure", "embcache", "unit", "goal", "goal"], rows, {1}, width),
+            *_table(["figure", "embcache", "unit", "goal", "met?"], rows, {1}, width),
         ]
     goals: list[str] = []
     said: set[str] = set()
@@ -581,7 +581,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
         "",
         *notes,
         "",
-        "the performance goals (reported only; the exit code ignores them):",
+        "the performance goals' verdict (reported only; the exit code ignores it):",
         *_prose(summary, width),
     ]
 
