@@ -11,8 +11,9 @@ before every call and is never timed. ConcurrentAccess reports seconds per
   bench_core.KeyCreation.
 * The synchronous core is timed (running an event loop per operation would time
   the loop, not the cache); the cost an ``await`` adds is bench_core.AwaitOverhead.
-* The cache holds 10k entries with a 1 h TTL and a 500 MB budget, ``dim`` fixed,
-  as embcache recommends.
+* The cache holds 10k entries with a 1 h TTL and a 500 MB budget, ``dim`` fixed;
+  DefaultCachePut and DefaultCacheGet time the same loops on the cache as users
+  build it, ``dim`` not given (the first put fixes it).
 * In ConcurrentAccess every get reads the key the same worker has just put (a hit).
 """
 
@@ -26,9 +27,10 @@ from embcache import EmbeddingCache, SyncEmbeddingCache
 from ._util import OPS, PerOp, make_keys, make_vector, memo, shuffled
 
 
-def _basic_cache(dim, cls=SyncEmbeddingCache):
-    """A cache of 10k entries, 1 hour TTL, 500 MB, dimension `dim` fixed."""
-    return cls(10_000, 3600, 500, dim=dim)
+def _basic_cache(dim, cls=None, fixed=True):
+    """A cache (`cls`, default SyncEmbeddingCache) of 10k entries, 1 hour TTL,
+    500 MB, dimension `dim` fixed (or, when not `fixed`, left to the first put)."""
+    return (cls or SyncEmbeddingCache)(10_000, 3600, 500, dim=dim if fixed else None)
 
 
 class CachePut(PerOp):
@@ -41,17 +43,18 @@ class CachePut(PerOp):
 
     params = [[128, 384, 768, 1536]]
     param_names = ["embedding_size"]
+    fixed = True
 
     def setup(self, dim):
         def build():
-            cache = _basic_cache(dim)
+            cache = _basic_cache(dim, fixed=self.fixed)
             keys = make_keys(OPS)
             vector = make_vector(dim)
             for key in keys:  # fault in the slab rows and index cells
                 cache.put(key, vector)
             return cache, keys, vector
 
-        self.cache, self.keys, self.vector = memo(("CachePut", dim), build)
+        self.cache, self.keys, self.vector = memo((type(self).__name__, dim), build)
         remove = self.cache.remove
         for key in self.keys:
             remove(key)
@@ -70,10 +73,11 @@ class CacheGet(PerOp):
 
     params = [["hit", "miss"]]
     param_names = ["lookup"]
+    fixed = True
 
     def setup(self, lookup):
         def build():
-            cache = _basic_cache(768)
+            cache = _basic_cache(768, fixed=self.fixed)
             vector = make_vector(768)
             for key in make_keys(OPS):
                 cache.put(key, vector)
@@ -82,13 +86,26 @@ class CacheGet(PerOp):
                 {"hit": shuffled(make_keys(OPS)), "miss": shuffled(make_keys(OPS, start=10_000))},
             )
 
-        self.cache, keys = memo("CacheGet", build)
+        self.cache, keys = memo(type(self).__name__, build)
         self.keys = keys[lookup]
 
     def time_get(self, lookup):
         get = self.cache.get
         for key in self.keys:
             get(key)
+
+
+class DefaultCachePut(CachePut):
+    """CachePut on the default cache (``dim`` not given)."""
+
+    params = [[768]]
+    fixed = False
+
+
+class DefaultCacheGet(CacheGet):
+    """CacheGet on the default cache (``dim`` not given)."""
+
+    fixed = False
 
 
 async def _async_worker(cache, keys, vector):

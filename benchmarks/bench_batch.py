@@ -2,8 +2,10 @@
 
 params ``impl`` x ``batch`` x ``dim``:
 
-* ``impl``: "embcache" (SyncEmbeddingCache.get_many / put_many, loops in C),
-  "embcache-out" (get_many into a preallocated ``out=`` matrix: no allocation),
+* ``impl``: "embcache" (SyncEmbeddingCache(..., dim=dim).get_many / put_many,
+  loops in C), "embcache-out" (get_many into a preallocated ``out=`` matrix: no
+  allocation), "embcache-default" (as "embcache", on the cache as users build
+  it, ``dim`` not given),
   or a peer from embcache/_tools/peers.py doing the same batch with a Python loop:
   a lookup is ``np.stack([m.get(k).copy() for k in keys])`` (``get_matrix`` of
   embcache._tools.peers.LOOPS, as in ``embcache check --compare``), a store is
@@ -29,7 +31,8 @@ from embcache import SyncEmbeddingCache
 from ._util import LOOPS, SEED, memo, peer_mapping, require_peer, sha_key
 
 ENTRIES = 20_000
-IMPLS = ["embcache", "embcache-out", "cachebox", "lru-dict", "cachetools"]
+IMPLS = ["embcache", "embcache-out", "cachebox", "lru-dict", "cachetools", "embcache-default"]
+"""Stable: never reorder, only append (asv keys results by parameter values)."""
 BATCHES = [1, 10, 100, 1000, 10_000]
 DIMS = [384, 1536]
 
@@ -41,8 +44,9 @@ def _filled(impl: str, dim: int) -> tuple[object, list, np.ndarray]:
         keys = [sha_key(i) for i in range(ENTRIES)]
         matrix = np.random.default_rng(SEED).standard_normal((ENTRIES, dim)).astype(np.float32)
         if impl.startswith("embcache"):
+            budget = ENTRIES * (dim * 4 + 128) / 2**20
             cache: object = SyncEmbeddingCache(
-                ENTRIES, None, ENTRIES * (dim * 4 + 128) / 2**20, dim=dim
+                ENTRIES, None, budget, dim=None if impl == "embcache-default" else dim
             )
             cache.put_many(keys, matrix)  # type: ignore[attr-defined]
         else:
@@ -80,7 +84,8 @@ class GetMany(_Batch):
         if impl == "embcache-out":
             self.cache.get_many(self.keys, self.out)  # type: ignore[attr-defined]
         else:
-            LOOPS[impl].get_matrix(self.cache, self.keys)
+            loops = LOOPS["embcache" if impl.startswith("embcache") else impl]
+            loops.get_matrix(self.cache, self.keys)
 
 
 class PutMany(_Batch):

@@ -1,8 +1,9 @@
 """The same operations on embcache and on each peer LRU library, dim 768.
 
-param ``peer``: "embcache" (SyncEmbeddingCache, dim fixed) or a peer from
-embcache/_tools/peers.py; a peer that is not installed is skipped
-(NotImplementedError in setup). Peers store and return private copies, as a
+param ``peer``: "embcache" (``SyncEmbeddingCache(..., dim=768)``, dim fixed),
+"embcache-default" (the cache as users build it, ``dim`` not given: the first
+put fixes it) or a peer from embcache/_tools/peers.py; a peer that is not
+installed is skipped (NotImplementedError in setup). Peers store and return private copies, as a
 correct embedding cache must.
 
 The timed loops are ``LOOPS[peer]`` from embcache._tools.peers, the very
@@ -18,9 +19,16 @@ operation**; setup runs before every call, untimed. Caches hold 10k entries
 
 * PutNew: put of a key not in the cache, into a cache with room (setup empties
   the cache, whose memory the first fill already touched).
+* PutFresh: put of 1000 new keys into a brand-new cache (made in setup,
+  untimed), as a user's first puts go: embcache touches its slab pages for the
+  first time; a peer's allocator reuses what the previous call freed.
 * GetHit: get of a live key, returning a new array.
 * GetMiss: get of a key never inserted.
 * PutFull: put of a new key into a full cache: every put evicts the LRU entry.
+
+The asv runner times one benchmark (all its samples) and then the next, so
+contenders are not interleaved here; ``embcache check --compare`` interleaves
+them per figure and is the harness the README's goal table comes from.
 """
 
 from __future__ import annotations
@@ -31,6 +39,7 @@ from ._util import (
     LOOPS,
     OPS,
     PEER_NAMES,
+    Loops,
     PerOp,
     make_keys,
     make_vector,
@@ -42,6 +51,25 @@ from ._util import (
 
 DIM = 768
 ENTRIES = 10_000
+CONTENDERS = [*PEER_NAMES, "embcache-default"]
+"""The ``peer`` parameter: PEER_NAMES (history kept) and the default embcache."""
+
+
+def _is_embcache(peer):
+    return peer.startswith("embcache")
+
+
+def _new_cache(peer, capacity):
+    """An empty cache of `peer` holding `capacity` entries of DIM."""
+    if peer == "embcache":
+        return SyncEmbeddingCache(capacity, None, 1024, dim=DIM)
+    if peer == "embcache-default":
+        return SyncEmbeddingCache(capacity, None, 1024)
+    return peer_mapping(peer, capacity)
+
+
+def _loops(peer) -> Loops:
+    return LOOPS["embcache" if _is_embcache(peer) else peer]
 
 
 def _filled(peer, n_keys):
@@ -49,23 +77,22 @@ def _filled(peer, n_keys):
     for n_keys < ENTRIES, OPS more keys are put and removed again, so the memory
     PutNew's puts will reuse has been touched."""
     vector = make_vector(DIM)
-    if peer == "embcache":
-        cache = SyncEmbeddingCache(ENTRIES, None, 1024, dim=DIM)
-        for key in make_keys(n_keys):
+    cache = _new_cache(peer, ENTRIES)
+
+    def store(key):  # not the timed loops: those are left to the timed calls
+        if _is_embcache(peer):
             cache.put(key, vector)
-    else:
-        cache = peer_mapping(peer, ENTRIES)
-        for key in make_keys(n_keys):
+        else:
             cache[key] = vector.copy()
+
+    for key in make_keys(n_keys):
+        store(key)
     if n_keys < ENTRIES:
         extra = make_keys(OPS, start=ENTRIES)
         for key in extra:
-            if peer == "embcache":
-                cache.put(key, vector)
-            else:
-                cache[key] = vector.copy()
+            store(key)
         for key in extra:
-            if peer == "embcache":
+            if _is_embcache(peer):
                 cache.remove(key)
             else:
                 del cache[key]
@@ -74,14 +101,14 @@ def _filled(peer, n_keys):
 
 
 class _PeerOps(PerOp):
-    params = [PEER_NAMES]
+    params = [CONTENDERS]
     param_names = ["peer"]
 
     def _puts(self, peer):
-        LOOPS[peer].puts(self.cache, self.pairs)
+        _loops(peer).puts(self.cache, self.pairs)
 
     def _gets(self, peer):
-        LOOPS[peer].gets(self.cache, self.keys)
+        _loops(peer).gets(self.cache, self.keys)
 
 
 class PutNew(_PeerOps):
@@ -94,7 +121,7 @@ class PutNew(_PeerOps):
         self.pairs = memo(("PutNew.pairs", peer), lambda: [(k, self.vector) for k in self.keys])
         # take back the previous call's keys (untimed): their memory is then
         # reused by the timed puts, already touched; a no-op on the first call
-        if peer == "embcache":
+        if _is_embcache(peer):
             for key in self.keys:
                 self.cache.remove(key)
         else:
@@ -103,6 +130,20 @@ class PutNew(_PeerOps):
         assert len(self.cache) == ENTRIES // 2, len(self.cache)
 
     def time_put_new(self, peer):
+        self._puts(peer)
+
+
+class PutFresh(_PeerOps):
+    """Put of a new key into a brand-new cache of 10k entries (made untimed)."""
+
+    def setup(self, peer):
+        require_peer(peer)
+        vector = memo("PutFresh.vector", lambda: make_vector(DIM))
+        self.pairs = memo("PutFresh.pairs", lambda: [(k, vector) for k in make_keys(OPS)])
+        self.cache = None  # the previous call's cache goes first
+        self.cache = _new_cache(peer, ENTRIES)
+
+    def time_put_fresh(self, peer):
         self._puts(peer)
 
 

@@ -267,7 +267,7 @@ def test_compare_goal_failures_do_not_change_exit_code(monkeypatch: pytest.Monke
     code, out, err = run_main(["check", "--quick", "--compare"])
     assert code == 0, err
     goal_lines = out.split("comparison at dim", 1)[1]
-    assert "FAIL" in goal_lines
+    assert "MISSED" in goal_lines
     assert "RESULT: PASS" in out
 
 

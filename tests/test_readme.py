@@ -45,6 +45,7 @@ RUN_BY: dict[str, str] = {
     'asv run --python=same --set-commit-hash "$(git rev-parse HEAD)" '
     "-b '^bench_peers\\.GetHit\\.'": CI,
     "bash tools/regression_gate.sh": CI,
+    "bash tools/gate_selftest.sh": CI,
     "python tools/publish_offline.py": CI,
     "python tools/check_dashboard.py": CI,
     "python EMBCACHE/tools/publish_offline.py": CI,

@@ -33,7 +33,16 @@ from embcache._tools.workloads import (
     comparison_inputs,
 )
 
-__all__ = ["BATCH", "GOALS", "Goal", "run_compare"]
+__all__ = [
+    "BATCH",
+    "DEFAULT",
+    "FIXED",
+    "GOALS",
+    "PER_OP",
+    "Goal",
+    "measure_against_peers",
+    "run_compare",
+]
 
 BATCH = 1000
 """Keys per batch lookup."""
@@ -54,19 +63,20 @@ class Goal:
 
 GOALS: dict[str, Goal] = {
     "put_new": Goal(
-        "put, new key",
+        "put, new key, fresh cache",
         0.6,
         "ratio",
-        "time to store a {dim}-dim vector under a new key in a cache with room",
+        "time to store a {dim}-dim vector under a new key in a brand-new cache, whose memory "
+        "is touched for the first time, as a user's first puts go",
     ),
     "get_hit": Goal(
-        "get hit (new array)",
+        "get hit, new array",
         0.5,
         "ratio",
         "time to look up a stored vector and return a new array the caller owns",
     ),
     "put_full": Goal(
-        "put into full cache (evicts)",
+        "put, full cache (evicts)",
         0.5,
         "ratio",
         "time to store under a new key in a full cache, which evicts the least recently used entry",
@@ -91,14 +101,14 @@ GOALS: dict[str, Goal] = {
         "time to create a CacheKey from a 64-hex-digit content hash, a model and a chunk id",
     ),
     "batch_get": Goal(
-        "batch get of 1,000 keys, per row",
+        "get_many 1,000 keys, /row",
         0.25,
         "ratio",
         "get_many of 1,000 random keys into one (1000, dim) matrix, per row, against each "
         "peer's loop of gets plus np.stack",
     ),
     "batch_bandwidth": Goal(
-        "batch get payload, % of memcpy",
+        "get_many, % of memcpy",
         50.0,
         "minimum",
         "speed at which that get_many moves its payload, as a share of a plain memory copy "
@@ -109,60 +119,98 @@ GOALS: dict[str, Goal] = {
 
 
 class _Contender:
-    """One cache implementation under comparison: how to make an empty one, its
-    timed loops, and the samples measured so far."""
+    """One cache implementation under comparison: its name, how to make an empty
+    one of a given capacity, and its timed loops."""
 
     def __init__(self, name: str, new: Callable[[int], Any], loops: Loops) -> None:
         self.name = name
         self.new = new
         self.loops = loops
-        self.put_new = Samples()
-        self.put_cold = Samples()
-        self.get_hit = Samples()
-        self.get_miss = Samples()
-        self.put_full = Samples()
-        self.warm: Any = None
-        """Cache reused (cleared) for embcache's warm put-new-key runs."""
 
 
-def _measure_round(c: _Contender, inp: ComparisonInputs, record: bool = True) -> None:
-    """One repeat of every per-op figure for contender `c` (a warm-up when not
-    `record`)."""
+PER_OP = ("put_new", "get_hit", "put_full", "get_miss", "batch_get")
+"""The figures timed against the peers, in the order they are measured."""
+
+
+def _rounds(
+    contenders: list[_Contender],
+    repeats: int,
+    prepare: Callable[[_Contender], Any],
+    run: Callable[[_Contender, Any], int],
+    ops: int,
+) -> dict[str, Samples]:
+    """Samples of one figure, interleaved: each of `repeats` rounds (after one
+    unrecorded warm-up round) times every contender once, one after the other.
+    ``prepare(c)`` (untimed) makes what ``run(c, state)`` times; `ops`
+    operations per run."""
+    samples = {c.name: Samples() for c in contenders}
+    for r in range(repeats + 1):
+        for c in contenders:
+            state = prepare(c)
+            elapsed = run(c, state)
+            if r:
+                samples[c.name].add(elapsed, ops)
+            del state
+    return samples
+
+
+def _measure_per_op(
+    contenders: list[_Contender], inp: ComparisonInputs, repeats: int
+) -> dict[str, dict[str, Samples]]:
+    """Samples by figure (PER_OP) and contender, every figure interleaved."""
     ops = len(inp.put_pairs)
-    puts, gets = c.loops.puts, c.loops.gets
-    put_new, put_cold, get_hit, get_miss, put_full = (
-        (c.put_new, c.put_cold, c.get_hit, c.get_miss, c.put_full)
-        if record
-        else (Samples(), Samples(), Samples(), Samples(), Samples())
+    out: dict[str, dict[str, Samples]] = {}
+
+    def fresh(c: _Contender) -> Any:
+        return c.new(ops)
+
+    # put, new key, into a brand-new cache, as a user's first puts go: embcache's
+    # slab pages are touched for the first time; a peer's allocator reuses memory
+    # the previous round freed
+    out["put_new"] = _rounds(
+        contenders, repeats, fresh, lambda c, cache: timed(c.loops.puts, cache, inp.put_pairs), ops
     )
-    # put, new key, on memory the cache already holds (warm): embcache reuses one
-    # cleared cache (its slab stays allocated); a peer is rebuilt, and its
-    # allocator reuses the memory the previous repeat freed.
-    if c.name == "embcache":
-        if c.warm is None:
-            c.warm = c.new(ops)
-            puts(c.warm, inp.put_pairs)
-        c.warm.clear()
-        cache = c.warm
-    else:
-        cache = c.new(ops)
-    put_new.add(timed(puts, cache, inp.put_pairs), ops)
-    if len(cache) != ops:
-        raise RuntimeError(f"{c.name}: put of new keys evicted ({len(cache)} != {ops})")
-    get_hit.add(timed(gets, cache, inp.hit_keys), ops)
-    get_miss.add(timed(gets, cache, inp.miss_keys), ops)
-    # put, new key, into a new cache (embcache: slab pages touched for the first time)
-    fresh = c.new(ops)
-    put_cold.add(timed(puts, fresh, inp.put_pairs), ops)
-    del fresh
-    # put into a full cache: every put evicts the least recently used entry
+    # gets, and the batch get, on one filled cache per contender
+    filled: dict[str, Any] = {}
+    for c in contenders:
+        cache = filled[c.name] = c.new(ops)
+        c.loops.puts(cache, inp.put_pairs)
+        if len(cache) != ops:
+            raise RuntimeError(f"{c.name}: put of new keys evicted ({len(cache)} != {ops})")
+    batch = inp.hit_keys[:BATCH]
+    for key, keys in (("get_hit", inp.hit_keys), ("get_miss", inp.miss_keys)):
+        out[key] = _rounds(
+            contenders,
+            repeats,
+            lambda c: filled[c.name],
+            lambda c, cache, keys=keys: timed(c.loops.gets, cache, keys),  # type: ignore[misc]
+            ops,
+        )
+    out["batch_get"] = _rounds(
+        contenders,
+        repeats,
+        lambda c: filled[c.name],
+        lambda c, cache: timed(c.loops.get_matrix, cache, batch),
+        len(batch),
+    )
+    filled.clear()
+    gc.collect()
+    # put into a full cache (filled untimed before each run): every put evicts
     cap = len(inp.fill_pairs)
-    full = c.new(cap)
-    puts(full, inp.fill_pairs)
-    put_full.add(timed(puts, full, inp.put_pairs), ops)
-    if len(full) != cap:
-        raise RuntimeError(f"{c.name}: full cache has {len(full)} entries, expected {cap}")
-    del full
+
+    def full(c: _Contender) -> Any:
+        cache = c.new(cap)
+        c.loops.puts(cache, inp.fill_pairs)
+        return cache
+
+    def put_full(c: _Contender, cache: Any) -> int:
+        elapsed = timed(c.loops.puts, cache, inp.put_pairs)
+        if len(cache) != cap:
+            raise RuntimeError(f"{c.name}: full cache has {len(cache)} entries, expected {cap}")
+        return elapsed
+
+    out["put_full"] = _rounds(contenders, repeats, full, put_full, ops)
+    return {key: out[key] for key in PER_OP}
 
 
 def _peer_bytes_per_entry(name: str, dim: int, n: int, vectors: list[Vector]) -> float:
@@ -239,23 +287,8 @@ def _key_creation(ops: int, repeats: int) -> Samples:
     return s
 
 
-def _measure_batch(
-    contenders: list[_Contender], inp: ComparisonInputs, repeats: int
-) -> tuple[dict[str, Samples], Samples]:
-    """Per-row cost of fetching BATCH random keys into one (BATCH, dim) matrix
-    (each contender's ``get_matrix`` loop); and the cost of a plain memcpy
-    (np.copyto) of the same payload, per row."""
-    batch = inp.hit_keys[:BATCH]
-    per_row: dict[str, Samples] = {}
-    for c in contenders:
-        cache = c.new(len(inp.put_pairs))
-        c.loops.puts(cache, inp.put_pairs)
-        samples = per_row[c.name] = Samples()
-        get_matrix = c.loops.get_matrix
-        get_matrix(cache, batch)
-        for _ in range(repeats):
-            samples.add(timed(get_matrix, cache, batch), len(batch))
-        del cache
+def _memcpy_per_row(inp: ComparisonInputs, repeats: int) -> Samples:
+    """Per-row cost of a plain memcpy (np.copyto) of a BATCH-row payload."""
     src = np.stack(inp.vectors * (BATCH // len(inp.vectors) + 1))[:BATCH]
     dst = np.empty_like(src)
     memcpy = Samples()
@@ -263,47 +296,83 @@ def _measure_batch(
         t0 = time.perf_counter_ns()
         np.copyto(dst, src)
         memcpy.add(time.perf_counter_ns() - t0, BATCH)
-    return per_row, memcpy
+    return memcpy
 
 
 def _figure(
-    key: str, unit: str, embcache: float, peers: dict[str, float], dim: int, detail: dict[str, Any]
+    key: str,
+    unit: str,
+    embcache: float,
+    peers: dict[str, float],
+    dim: int,
+    detail: dict[str, Any],
+    cache: str = "",
 ) -> Figure:
-    """A figure with the label, bound and meaning of goal `key`."""
-    g = GOALS[key]
+    """A figure with the label, bound and meaning of goal `key`, measured on
+    embcache's `cache` ("default", "dim=N"; "" when not told apart)."""
+    g = GOALS[key.removesuffix("_fixed_dim")]
     return Figure(
-        key, g.label, unit, embcache, peers, g.goal, g.kind, detail, g.meaning.format(dim=dim)
+        key,
+        g.label,
+        unit,
+        embcache,
+        peers,
+        g.goal,
+        g.kind,
+        detail,
+        g.meaning.format(dim=dim),
+        cache,
     )
 
 
+DEFAULT = "embcache"
+"""Contender name of the default cache: ``SyncEmbeddingCache(...)``, dim not given."""
+FIXED = "embcache dim=N"
+"""Contender name of the fixed-dim cache (N: the run's dimension)."""
+
+
+def measure_against_peers(
+    inp: ComparisonInputs, peers: list[str], repeats: int
+) -> dict[str, dict[str, Samples]]:
+    """Samples of every figure of :data:`PER_OP`, by contender: the default
+    cache (:data:`DEFAULT`), the fixed-dim one (:data:`FIXED`, N = ``inp.dim``)
+    and each peer in `peers`; every figure's `repeats` rounds interleave them
+    (see :func:`run_compare`'s notes for the method)."""
+    dim = inp.dim
+
+    def new_default(capacity: int) -> SyncEmbeddingCache:
+        return SyncEmbeddingCache(capacity, None, budget_mb(capacity, dim))
+
+    def new_fixed(capacity: int) -> SyncEmbeddingCache:
+        return SyncEmbeddingCache(capacity, None, budget_mb(capacity, dim), dim=dim)
+
+    def new_peer(name: str) -> Callable[[int], Any]:
+        return lambda capacity: make_mapping(name, capacity)
+
+    contenders = [
+        _Contender(DEFAULT, new_default, LOOPS["embcache"]),
+        _Contender(FIXED.replace("N", str(dim)), new_fixed, LOOPS["embcache"]),
+    ]
+    contenders += [_Contender(p, new_peer(p), LOOPS[p]) for p in peers]
+    return _measure_per_op(contenders, inp, repeats)
+
+
 def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
-    """Measure embcache and every installed peer side by side (ns/op, best of
-    repeats; repeats interleave the contenders so drift affects all alike)."""
+    """Measure embcache (the default cache and a fixed-dim one) and every
+    installed peer side by side: ns/op, best of repeats; every figure's
+    repeats interleave the contenders, so drift affects all alike."""
     dim, ops, repeats = cfg.dim, cfg.compare_ops, cfg.compare_repeats
     peers = available_peers()
     missing = [name for name in PEERS if name not in peers]
     steps = 5
     progress.step(f"[compare 1/{steps}] building {ops:,} keys and vectors (dim {dim})")
     inp = comparison_inputs(dim, ops)
-
-    def new_embcache(capacity: int) -> SyncEmbeddingCache:
-        return SyncEmbeddingCache(capacity, None, budget_mb(capacity, dim), dim=dim)
-
-    def new_peer(name: str) -> Callable[[int], Any]:
-        return lambda capacity: make_mapping(name, capacity)
-
-    contenders = [_Contender("embcache", new_embcache, LOOPS["embcache"])]
-    contenders += [_Contender(p, new_peer(p), LOOPS[p]) for p in peers]
+    fixed_name = FIXED.replace("N", str(dim))
     progress.step(
-        f"[compare 2/{steps}] put/get/miss/full-put: embcache vs {', '.join(peers) or 'no peers'}"
-        f", {repeats} repeats"
+        f"[compare 2/{steps}] embcache (default, dim={dim}) vs "
+        f"{', '.join(peers) or 'no peers'}: put/get/batch"
     )
-    for c in contenders:  # warm-up round, not recorded
-        _measure_round(c, inp, record=False)
-    for _ in range(repeats):
-        for c in contenders:
-            _measure_round(c, inp)
-    contenders[0].warm = None
+    per_op = measure_against_peers(inp, peers, repeats)
     gc.collect()
 
     progress.step(f"[compare 3/{steps}] bytes per entry")
@@ -314,25 +383,29 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
     progress.step(f"[compare 4/{steps}] await overhead, CacheKey creation")
     s_sync, s_async = asyncio.run(_await_overhead(inp, repeats))
     keys = _key_creation(ops, repeats)
-    progress.step(f"[compare 5/{steps}] batch get of {BATCH:,} keys, memcpy of the same bytes")
-    batch_rows, memcpy_rows = _measure_batch(contenders, inp, repeats)
+    progress.step(f"[compare 5/{steps}] memcpy of a {BATCH:,}-row batch's bytes")
+    memcpy_rows = _memcpy_per_row(inp, repeats)
     redis_part = run_redis_compare(cfg, progress)  # Redis tier rows, when a server is there
     progress.done()
 
-    by_name = {c.name: c for c in contenders}
-
-    def per_op(key: str, attr: str) -> Figure:
-        samples = {name: getattr(by_name[name], attr) for name in ["embcache", *peers]}
-        return _figure(
-            key,
-            "ns/op",
-            samples["embcache"].best,
-            {p: samples[p].best for p in peers},
-            dim,
-            {name: s.as_dict() for name, s in samples.items()},
-        )
-
-    figures = [per_op(key, key) for key in ("put_new", "get_hit", "put_full", "get_miss")]
+    figures: list[Figure] = []
+    for key in PER_OP:
+        samples = per_op[key]
+        unit = "ns/row" if key == "batch_get" else "ns/op"
+        peer_best = {p: samples[p].best for p in peers}
+        for name, cache in ((DEFAULT, "default"), (fixed_name, f"dim={dim}")):
+            shown = {name: samples[name], **{p: samples[p] for p in peers}}
+            figures.append(
+                _figure(
+                    key if cache == "default" else f"{key}_fixed_dim",
+                    unit,
+                    samples[name].best,
+                    peer_best,
+                    dim,
+                    {n: s.as_dict() for n, s in shown.items()},
+                    cache,
+                )
+            )
     figures.append(
         _figure(
             "bytes_per_entry",
@@ -359,18 +432,8 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
         )
     )
     figures.append(_figure("key_create", "ns", keys.best, {}, dim, keys.as_dict()))
-    figures.append(
-        _figure(
-            "batch_get",
-            "ns/row",
-            batch_rows["embcache"].best,
-            {p: batch_rows[p].best for p in peers},
-            dim,
-            {name: smp.as_dict() for name, smp in batch_rows.items()},
-        )
-    )
     row_bytes = dim * 4
-    get_many_gbs = row_bytes / batch_rows["embcache"].best
+    get_many_gbs = row_bytes / per_op["batch_get"][DEFAULT].best
     memcpy_gbs = row_bytes / memcpy_rows.best
     figures.append(
         _figure(
@@ -387,28 +450,28 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
             },
         )
     )
-    # informational: put of new keys into a brand-new cache, no goal
-    cold = per_op("put_new", "put_cold")
-    cold.key, cold.label, cold.meaning = "put_new_cold", "(put, new key, new cache)", ""
-    cold.goal_kind, cold.goal = "info", 0.0
-    figures.append(cold)
-
     notes = [
-        "ns/op: best of the repeats; each repeat times the whole pre-shuffled key list once, "
-        "gc disabled, loop overhead included for every contender (nothing subtracted).",
-        f"embcache is SyncEmbeddingCache(dim={dim}), called through its bound put/get methods; "
-        "peers copy vectors in and out inline in the timed loop (m[k] = v.copy(); "
-        "x = m.get(k); x = None if x is None else x.copy()), keyed by the same CacheKey objects; "
-        "the loops are those of the asv suite bench_peers (embcache._tools.peers).",
-        "put, new key: embcache reuses one cleared cache, peers are rebuilt each repeat "
-        "(allocator memory already warm); '(put, new key, new cache)' times a brand-new "
-        "cache for every contender, where embcache touches fresh slab pages.",
+        f"how: per figure, {repeats} rounds after a warm-up round; each round times the default "
+        f"cache, then dim={dim}, then each peer, one after the other (interleaved), each run "
+        f"over the whole pre-shuffled list of {ops:,} keys, gc disabled; a contender's figure "
+        "is its best round; the loop's own overhead is included for every contender.",
+        f"embcache: 'default' is SyncEmbeddingCache(capacity, None, budget), dim not given (the "
+        f"cache as users build it); 'dim={dim}' passes dim={dim}; both called through bound "
+        "put/get methods. Peers copy vectors in and out inline in the timed loop (m[k] = "
+        "v.copy(); x = m.get(k); x = None if x is None else x.copy()), keyed by the same "
+        "CacheKey objects; the loops are those of the asv suite bench_peers "
+        "(embcache._tools.peers).",
+        "put, new key: into a brand-new cache each round (made untimed), as a user's first "
+        "puts go: embcache touches its slab pages for the first time; a peer's allocator "
+        "reuses the memory the previous round freed. Put into full cache: filled (untimed) "
+        f"to {len(inp.fill_pairs):,} entries before each round.",
         f"bytes/entry: embcache = accounted entry_overhead_bytes (allocated per entry beyond "
         f"payload when full: {allocated:.1f} B); peers = tracemalloc.",
-        f"batch get: embcache get_many({BATCH:,} random keys) into one matrix vs each peer's "
-        f"loop of {BATCH:,} gets + np.stack; % of memcpy = get_many payload bytes/s over "
-        "np.copyto of the same bytes (contiguous, same size), both best of repeats.",
-        "Goals are not floors: a goal marked FAIL here does not change the exit code.",
+        f"batch get: embcache get_many({BATCH:,} random keys) into one new matrix vs each "
+        f"peer's loop of {BATCH:,} gets + np.stack; % of memcpy = the default cache's get_many "
+        "payload bytes/s over np.copyto of the same bytes (contiguous, same size), both best "
+        "of repeats.",
+        "Goals are not floors: a goal MISSED here does not change the exit code.",
     ]
     if missing:
         notes.append("not installed, skipped: " + ", ".join(missing))

@@ -149,6 +149,9 @@ class Figure:
     detail: dict[str, Any] = field(default_factory=dict)
     meaning: str = ""
     """What the figure measures, in a user's words (the goal is added to it)."""
+    cache: str = ""
+    """Which embcache cache was measured: "default" (dim not given), "dim=N", or
+    "" when the figure does not tell them apart."""
 
     @property
     def best_peer(self) -> str | None:
@@ -195,6 +198,7 @@ class Figure:
         return {
             "key": self.key,
             "label": self.label,
+            "cache": self.cache,
             "meaning": self.meaning,
             "unit": self.unit,
             "embcache": round(self.embcache, 2),
@@ -395,8 +399,8 @@ def _format_scaling(crit: Criterion, width: int | None) -> list[str]:
 
 
 def _format_criteria(report: Report, width: int | None) -> list[str]:
-    """The criteria table, what each criterion means, the scaling detail and
-    the overall verdict."""
+    """The criteria table, what each criterion means and the scaling detail (the
+    verdict comes last in the report: :func:`_format_result`)."""
     rows: list[list[str]] = []
     for crit in report.criteria:
         for i, chk in enumerate(crit.checks):
@@ -427,17 +431,24 @@ def _format_criteria(report: Report, width: int | None) -> list[str]:
     scaling = next((c for c in report.criteria if "asyncio_ns_per_op" in c.details), None)
     if scaling is not None:
         out += _format_scaling(scaling, width)
+    return out
+
+
+def _format_result(report: Report, width: int | None) -> list[str]:
+    """The last lines: the criteria's verdict, which alone sets the exit code."""
     failed = [str(c.number) for c in report.criteria if not c.passed]
     n = len(report.criteria)
     if failed:
-        out += [
-            "",
-            f"RESULT: FAIL ({n - len(failed)}/{n} criteria pass; failed: {', '.join(failed)})",
-        ]
+        result = f"RESULT: FAIL ({n - len(failed)}/{n} criteria pass; failed: {', '.join(failed)})"
     else:
-        out += ["", f"RESULT: PASS ({n}/{n} criteria pass)"]
-    out.append(f"(measured in {report.seconds:.1f} s)")
-    return out
+        result = f"RESULT: PASS ({n}/{n} criteria pass)"
+    return [
+        "",
+        "=" * min(width or 72, 72),
+        f"the {n} criteria (they alone decide the exit code):",
+        result,
+        f"(criteria measured in {report.seconds:.1f} s)",
+    ]
 
 
 def _fmt_figure(x: float, fine: bool) -> str:
@@ -445,54 +456,141 @@ def _fmt_figure(x: float, fine: bool) -> str:
     return f"{x:,.1f}" if fine and abs(x) < 100 else f"{x:,.0f}"
 
 
+def _goal_cells(f: Figure) -> list[str]:
+    """The goal and its verdict: met / MISSED ("n/a": nothing to compare)."""
+    if f.goal_kind == "ratio":
+        goal = f"<= {f.goal:.2f}"
+    elif f.goal_kind == "absolute":
+        goal = f"<= {f.goal:,.0f}"
+    elif f.goal_kind == "minimum":
+        goal = f">= {f.goal:,.0f}"
+    else:
+        return ["-", ""]
+    met = f.goal_met
+    return [goal, "n/a" if met is None else ("met" if met else "MISSED")]
+
+
+def _ratio_cell(f: Figure) -> str:
+    ratio = f.ratio
+    return "-" if ratio is None else f"{ratio:.2f}"
+
+
 def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
-    """The side-by-side table, the performance goals in words, and the notes."""
-    peers = cmp.peers
-    rows: list[list[str]] = []
-    for f in cmp.figures:
-        fine = f.unit in ("ns", "bytes", "%")
-        cells = [f.label, _fmt_figure(f.embcache, fine)]
-        cells += [_fmt_figure(f.peers[p], fine) if p in f.peers else "-" for p in peers]
-        ratio = f.ratio
-        cells.append("-" if ratio is None else f"{ratio:.2f} ({f.best_peer})")
-        if f.goal_kind == "ratio":
-            cells.append(f"<= {f.goal:.2f}x")
-        elif f.goal_kind == "absolute":
-            cells.append(f"<= {f.goal:.0f}")
-        elif f.goal_kind == "minimum":
-            cells.append(f">= {f.goal:.0f}")
-        else:
-            cells.append("")
-        met = f.goal_met
-        cells.append("" if f.goal_kind == "info" else ("n/a" if met is None else verdict(met)))
-        rows.append(cells)
-    header = ["figure", "embcache", *peers, "embcache/best peer", "goal", "goal met"]
-    right = set(range(1, 2 + len(peers)))
+    """The side-by-side tables (against the in-process peers, embcache's cache
+    as users build it beside a fixed-dim one; against one peer each; absolute
+    goals), the goals in words, the notes and the goals' verdict."""
+    peer_rows = [f for f in cmp.figures if f.goal_kind == "ratio" and f.cache]
+    single_rows = [f for f in cmp.figures if f.goal_kind == "ratio" and not f.cache]
+    other_rows = [f for f in cmp.figures if f.goal_kind != "ratio"]
+    peers = [p for p in cmp.peers if any(p in f.peers for f in peer_rows)]
+    out = [
+        "",
+        *_prose(
+            f"comparison at dim {cmp.dim}: ns per operation unless noted, lower is better; "
+            f"{cmp.ops:,} random-order keys per run, best of {cmp.repeats} interleaved rounds "
+            "(how: see the notes below)",
+            width,
+            0,
+        ),
+    ]
+    if peer_rows:
+        rows = []
+        previous = None
+        for f in peer_rows:
+            same = previous is not None and previous.label == f.label
+            cells = ["" if same else f.label, f.cache, _fmt_figure(f.embcache, False)]
+            cells += [
+                "" if same else (_fmt_figure(f.peers[p], False) if p in f.peers else "-")
+                for p in peers
+            ]
+            rows.append([*cells, _ratio_cell(f), *_goal_cells(f)])
+            previous = f
+        out += [
+            "",
+            *_prose(
+                "against the fastest peer (ratio = embcache / fastest peer; default = the "
+                "cache as users build it, dim not given):",
+                width,
+            ),
+            *_table(
+                ["figure", "cache", "embcache", *peers, "ratio", "goal", "met?"],
+                rows,
+                set(range(2, 4 + len(peers))),
+                width,
+            ),
+        ]
+    if single_rows:
+        rows = []
+        for f in single_rows:
+            best = f.best_peer
+            rows.append(
+                [
+                    f.label,
+                    _fmt_figure(f.embcache, False),
+                    best or "-",
+                    "-" if best is None else _fmt_figure(f.peers[best], False),
+                    _ratio_cell(f),
+                    *_goal_cells(f),
+                ]
+            )
+        out += [
+            "",
+            "against one peer each (ratio = embcache / that peer):",
+            *_table(
+                ["figure", "embcache", "peer", "peer's", "ratio", "goal", "met?"],
+                rows,
+                {1, 3, 4},
+                width,
+            ),
+        ]
+    if other_rows:
+        rows = []
+        for f in other_rows:
+            fine = f.unit in ("ns", "bytes", "%")
+            rows.append([f.label, _fmt_figure(f.embcache, fine), f.unit, *_goal_cells(f)])
+        out += [
+            "",
+            "embcache alone:",
+            *_table(["figure", "embcache", "unit", "goal", "met?"], rows, {1}, width),
+        ]
     goals: list[str] = []
+    said: set[str] = set()
     for f in cmp.figures:
-        if f.goal_kind != "info" and f.meaning:
+        if f.goal_kind != "info" and f.meaning and f.label not in said:
+            said.add(f.label)
             goals += _prose(f"  {f.label}: {f.meaning}; goal: {f.goal_text}.", width)
     notes = [line for n in cmp.notes for line in _prose(f"note: {n}", width, 6)]
-    title = (
-        f"comparison at dim {cmp.dim}: ns/op unless noted, lower is better; "
-        f"{cmp.ops:,} random-order keys per run, best of {cmp.repeats} runs"
-    )
+    judged = [f for f in cmp.figures if f.goal_met is not None]
+    missed = [f for f in judged if not f.goal_met]
+    summary = f"GOALS: {len(judged) - len(missed)} of {len(judged)} met"
+    if missed:
+        summary += f", {len(missed)} MISSED: " + "; ".join(
+            f"{f.label}{f' ({f.cache})' if f.cache else ''} "
+            + (
+                f"{f.ratio:.2f}x"
+                if f.goal_kind == "ratio" and f.ratio is not None
+                else _fmt_figure(f.embcache, True)
+            )
+            for f in missed
+        )
     return [
-        "",
-        *_prose(title, width, 0),
-        "",
-        *_table(header, rows, right, width),
+        *out,
         "",
         "performance goals (reported only: they never change the exit code):",
         *goals,
         "",
         *notes,
+        "",
+        "the performance goals' verdict (reported only; the exit code ignores it):",
+        *_prose(summary, width),
     ]
 
 
 def format_report(report: Report, width: int | None = WIDTH) -> str:
-    """The human-readable report: criteria table and, if measured, comparison;
-    every line fits in `width` columns (None: no wrapping) but a word longer than that."""
+    """The human-readable report: the criteria table, the snapshot section and,
+    if measured, the comparison with its goals' verdict; then, last, the
+    criteria's verdict (RESULT). Every line fits in `width` columns (None: no
+    wrapping) but a word longer than that."""
     lines = _format_criteria(report, width)
     if report.snapshot is not None:
         from embcache._tools.snapshot_bandwidth import format_snapshot
@@ -500,6 +598,7 @@ def format_report(report: Report, width: int | None = WIDTH) -> str:
         lines += format_snapshot(report.snapshot, width)
     if report.comparison is not None:
         lines += _format_comparison(report.comparison, width)
+    lines += _format_result(report, width)
     return "\n".join(lines) + "\n"
 
 
