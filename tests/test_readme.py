@@ -53,7 +53,8 @@ RUN_BY: dict[str, str] = {
     'pip install "embcache[redis]"': "tests/test_readme.py::test_extras_the_readme_installs_exist",
     # Release build
     "bash tools/release.sh": "tests/test_readme.py::test_release_script_defaults_are_documented",
-    'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9 --full 3.9': CI,
+    'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9 --full "3.9 3.13" '
+    "--in-sdist 3.9": CI,
     # Development
     'pip install Cython numpy "setuptools>=77"': CI,
     'pip install --no-build-isolation -e ".[test]"': CI,
