@@ -1,11 +1,12 @@
 """LangChain adapter: an embcache in front of any LangChain ``Embeddings``.
 
-Needs ``langchain-core`` (``pip install "embcache[langchain]"``); ``import
-embcache`` never imports this module. ::
+Needs ``langchain-core`` (from a clone, ``pip install ".[langchain]"``); ``import
+embcache`` never imports this module. With any LangChain ``Embeddings`` (the
+README has a complete offline example over sentence-transformers)::
 
     from embcache.langchain import CachedEmbeddings
 
-    embeddings = CachedEmbeddings(HuggingFaceEmbeddings(...), "all-MiniLM-L6-v2")
+    embeddings = CachedEmbeddings(other_embeddings, "all-MiniLM-L6-v2")
     vectors = embeddings.embed_documents(texts)     # hits from the cache
     query = await embeddings.aembed_query("what is a frozenset?")
 
