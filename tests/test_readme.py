@@ -48,6 +48,10 @@ RUN_BY: dict[str, str] = {
     "bash tools/regression_gate.sh": CI,
     "python tools/publish_offline.py": CI,
     "python tools/check_dashboard.py": CI,
+    "bash tools/asv_history.sh 10": (
+        "tests/test_dashboard.py::"
+        "test_asv_history_records_the_last_n_commits_in_one_environment_and_publishes"
+    ),
     "python EMBCACHE/tools/publish_offline.py": CI,
     "python EMBCACHE/tools/check_dashboard.py --html-dir OTHER/.asv/html --benchmark BENCHMARK": CI,
     # Redis tier
