@@ -651,13 +651,10 @@ def test_unusable_path_from_python_m_fails_at_once_without_a_traceback(tmp_path:
 
 
 class _FillsUp(io.StringIO):
-    """A --json file whose disk fills up during the run: the first byte is
-    written before it, every later write fails."""
+    """A file on a disk that fills up during the run: every write fails."""
 
     def write(self, s: str) -> int:
-        if self.getvalue():
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return super().write(s)
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
 
 def test_json_file_that_cannot_be_written_after_the_run(
@@ -665,14 +662,14 @@ def test_json_file_that_cannot_be_written_after_the_run(
 ) -> None:
     real_open = cli._open_outputs
     target = tmp_path / "report.json"
+    target.write_text('{"an": "earlier report"}', encoding="utf-8")
 
     def open_then_fill(args: Any) -> Any:
-        real = real_open(args)  # the checks, the file opened and its first byte written
-        assert real is not None and target.read_text(encoding="utf-8") == "{"
-        real.close()
-        f = _FillsUp()
-        f.write("{")
-        return f
+        out = real_open(args)  # the checks, the file opened and its first byte written
+        assert out is not None
+        out._file.close()
+        out._file = _FillsUp()
+        return out
 
     monkeypatch.setattr(cli, "_open_outputs", open_then_fill)
     code, out, err = run_main(["check", "--quick", "--json", str(target)])
@@ -683,15 +680,46 @@ def test_json_file_that_cannot_be_written_after_the_run(
         f"embcache check: error: could not write the JSON report to {target}: "
         "No space left on device"
     )
+    # the earlier report is as it was, and nothing is left beside it
+    assert target.read_text(encoding="utf-8") == '{"an": "earlier report"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_an_interrupted_run_keeps_an_earlier_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "report.json"
+    target.write_text('{"an": "earlier report"}', encoding="utf-8")
+    seen: list[list[str]] = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))  # opened: a partial file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_check", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["check", "--quick", "--json", str(target)])
+    assert len(seen[0]) == 2 and seen[0][0].startswith(".report.json.")
+    assert target.read_text(encoding="utf-8") == '{"an": "earlier report"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
 
 
 def test_json_file_is_written_whole(tmp_path: Path) -> None:
     target = tmp_path / "report.json"
     target.write_text("old contents, longer than nothing at all " * 100, encoding="utf-8")
+    target.chmod(0o640)
     code, out, err = run_main(["check", "--quick", "--json", str(target)])
     assert code in (0, 1), err  # (a timed criterion may fail on a loaded machine)
     data = json.loads(target.read_text(encoding="utf-8"))
     assert data["exit_code"] == code and len(data["criteria"]) == 7
+    assert target.stat().st_mode & 0o777 == 0o640  # a replaced report keeps its mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    new = tmp_path / "new.json"
+    umask = os.umask(0)
+    os.umask(umask)
+    code, out, err = run_main(["check", "--quick", "--json", str(new)])
+    assert json.loads(new.read_text(encoding="utf-8"))["exit_code"] == code
+    assert new.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's usual mode
 
 
 @pytest.mark.parametrize(
@@ -711,3 +739,16 @@ def test_unknown_top_level_argument_prints_the_top_level_usage() -> None:
     assert code == 2 and out == ""
     assert err.startswith("usage: embcache [-h]"), err
     assert err.splitlines()[-1] == "embcache: error: unrecognized arguments: --bogus"
+
+
+def test_json_to_dev_stdout_through_a_pipe(tmp_path: Path) -> None:
+    """A path that is a pipe (here /dev/stdout, captured) is written at the end,
+    after the table, as a shell's redirection would be."""
+    proc = run_python(
+        ["-m", "embcache", "check", "--quick", "--json", "/dev/stdout"], cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    lines = proc.stdout.splitlines()
+    start = len(lines) - 1 - lines[::-1].index("{")
+    assert "RESULT: " in "\n".join(lines[:start])  # the table first, then the whole report
+    assert json.loads("\n".join(lines[start:]))["exit_code"] == proc.returncode

@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import json
 import os
+import stat
 import sys
 import tempfile
 import textwrap
@@ -224,12 +226,95 @@ def missing_peers_note(installed: Sequence[str]) -> str | None:
     )
 
 
-def _open_outputs(args: argparse.Namespace) -> TextIO | None:
+class JsonReport:
+    """Where ``--json PATH`` goes, checked before anything is measured so that a
+    path that cannot be written fails at once:
+
+    * a regular file (or a new one) is written under a temporary name beside it,
+      its first byte at once (every report is a JSON object), and renamed over
+      PATH when complete: a run that fails or is interrupted leaves an earlier
+      report as it was, and a full disk fails now;
+    * a character device that is not a terminal (/dev/null, /dev/full) is opened
+      and its first byte written at once;
+    * anything else (a pipe, a terminal, /dev/stdout) is written at the end, as
+      a shell's redirection would be.
+
+    OSError when PATH cannot be written."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        target = os.path.realpath(path)
+        self._target = target
+        self._partial: str | None = None
+        self._file: TextIO | None = None
+        try:
+            st: os.stat_result | None = os.stat(path)  # through links: /dev/stdout's pipe
+        except FileNotFoundError:
+            st = None
+        via_proc = os.path.abspath(path).startswith(("/dev/", "/proc/"))  # /dev/stdout, ...
+        if st is not None and (via_proc or not stat.S_ISREG(st.st_mode)):
+            if stat.S_ISCHR(st.st_mode):
+                f = open(path, "w", encoding="utf-8")  # kept open for finish
+                if f.isatty():
+                    f.close()
+                else:
+                    self._file = f
+            elif not os.access(path, os.W_OK):
+                raise PermissionError(errno.EACCES, os.strerror(errno.EACCES), path)
+        else:
+            fd, self._partial = tempfile.mkstemp(
+                prefix=f".{os.path.basename(target)}.",
+                suffix=".partial",
+                dir=os.path.dirname(target),
+            )
+            self._file = os.fdopen(fd, "w", encoding="utf-8")
+        try:
+            if self._partial is not None:  # the mode a new file (or PATH's own) would have
+                umask = os.umask(0)
+                os.umask(umask)
+                os.chmod(self._partial, stat.S_IMODE(st.st_mode) if st else 0o666 & ~umask)
+            if self._file is not None:
+                self._file.write("{")
+                self._file.flush()
+        except OSError:
+            self.discard()
+            raise
+
+    def finish(self, payload: str) -> None:
+        """Write `payload` (a JSON object; its first byte already, when the file
+        was opened at the start), close, and put the file in place. OSError when
+        it cannot be written (nothing is left behind)."""
+        if not payload.startswith("{"):
+            raise ValueError("a report is a JSON object")
+        try:
+            if self._file is None:
+                with open(self.path, "w", encoding="utf-8") as f:
+                    f.write(payload)
+                return
+            self._file.write(payload[1:])
+            self._file.close()
+            if self._partial is not None:
+                os.replace(self._partial, self._target)
+                self._partial = None
+        except OSError:
+            self.discard()
+            raise
+
+    def discard(self) -> None:
+        """Close, and remove the unfinished file (an earlier report stays)."""
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+        if self._partial is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._partial)
+            self._partial = None
+
+
+def _open_outputs(args: argparse.Namespace) -> JsonReport | None:
     """Check every path ``embcache check`` writes to, before anything is
     measured (a usage error naming the argument, exit 2, when one cannot be
-    written); returns the --json file, opened, with its first byte written (None
-    for no file), so that even a device that refuses every write (a full disk,
-    /dev/full) fails now rather than after the run."""
+    written); returns the --json report's file (None for none or stdout)."""
     parser: argparse.ArgumentParser = args.parser
     folder = args.snapshot_dir if args.snapshot_dir is not None else tempfile.gettempdir()
     problem = snapshot_folder_problem(folder, args.quick)
@@ -239,17 +324,10 @@ def _open_outputs(args: argparse.Namespace) -> TextIO | None:
         parser.error(f"argument --snapshot-dir: {problem}")
     if args.json is None or args.json == "-":
         return None
-    f: TextIO | None = None
     try:
-        f = open(args.json, "w", encoding="utf-8")  # closed by _cmd_check
-        f.write("{")  # every report is a JSON object: the rest is written after the run
-        f.flush()
+        return JsonReport(args.json)
     except OSError as exc:
-        if f is not None:
-            with contextlib.suppress(OSError):
-                f.close()
         parser.error(f"argument --json: cannot write {args.json}: {exc.strerror or exc}")
-    return f
 
 
 def _cmd_check(args: argparse.Namespace) -> int:
@@ -259,11 +337,10 @@ def _cmd_check(args: argparse.Namespace) -> int:
         return _check(args, json_file)
     finally:
         if json_file is not None:
-            with contextlib.suppress(OSError):
-                json_file.close()
+            json_file.discard()  # after finish: nothing left to do
 
 
-def _check(args: argparse.Namespace, json_file: TextIO | None) -> int:
+def _check(args: argparse.Namespace, json_file: JsonReport | None) -> int:
     """The run and the report of ``embcache check``, its outputs checked."""
     cfg = CheckConfig.make(quick=args.quick, dim=args.dim)
     note = missing_peers_note(available_peers()) if args.compare else None
@@ -289,10 +366,8 @@ def _check(args: argparse.Namespace, json_file: TextIO | None) -> int:
         if json_file is None:
             sys.stdout.write(payload)
         else:
-            assert payload.startswith("{")
             try:
-                json_file.write(payload[1:])
-                json_file.close()
+                json_file.finish(payload)
             except OSError as exc:
                 sys.stdout.flush()
                 print(
