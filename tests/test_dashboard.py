@@ -107,7 +107,7 @@ def test_asv_history_records_the_last_n_commits_in_one_environment_and_publishes
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = calls.splitlines()
     assert lines[0] == "machine --yes"
-    assert lines[1].startswith("run --skip-existing-commits --bench ^bench_peers\\. ")
+    assert lines[1].startswith("run --skip-existing-successful --bench ^bench_peers\\. ")
     assert lines[1].split()[-1].startswith("HASHFILE:")
     assert lines[2:5] == [f"  commit {c}" for c in commits[:3]]  # the newest three
     assert lines[5] == "publish --config asv.conf.json"
@@ -117,7 +117,7 @@ def test_asv_history_records_the_last_n_commits_in_one_environment_and_publishes
     # fewer commits than asked: all of them; a machine name passes through
     proc, calls = _run_history(repo, tmp_path, "10", machine="dev")
     assert proc.returncode == 0 and calls.count("  commit ") == 3 + 4
-    assert "machine --yes --machine dev\nrun --skip-existing-commits --machine dev " in calls
+    assert "machine --yes --machine dev\nrun --skip-existing-successful --machine dev " in calls
 
 
 def test_asv_history_refuses_a_bad_count(tmp_path: Path) -> None:

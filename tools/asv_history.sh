@@ -9,10 +9,12 @@
 #   ASV              the asv executable (default: asv)
 #
 # Every commit is built into asv's virtualenv (asv.conf.json: one environment per Python,
-# a wheel per commit, 1-2 minutes each here) and benchmarked there, so all the commits
+# a wheel per commit) and benchmarked there, so all the commits
 # land in one series per graph. (Results of `asv run --python=same` form a series of their
-# own, named after that interpreter's path: this script never uses it.) Commits already
-# recorded on this machine are skipped, so a later run adds only the new ones. Then
+# own, named after that interpreter's path: this script never uses it.) Benchmarks already
+# recorded for a commit in that environment on this machine are skipped, so a later run
+# adds only the new commits (asv's --skip-existing-commits would also skip a commit that
+# has only --python=same results). Then
 # tools/publish_offline.py runs `asv publish` and makes the pages self-contained; it says
 # how to serve them on 127.0.0.1. The graphs show the commits of asv.conf.json's branches
 # (main).
@@ -34,5 +36,5 @@ git rev-list --first-parent -n "$n" HEAD >"$hashes"
 echo "asv_history: the last $(wc -l <"$hashes") commits of $(git rev-parse --abbrev-ref HEAD), benchmarks matching $bench"
 
 "$asv" machine --yes "${machine[@]}" >/dev/null
-"$asv" run --skip-existing-commits "${machine[@]}" --bench "$bench" --show-stderr "HASHFILE:$hashes"
+"$asv" run --skip-existing-successful "${machine[@]}" --bench "$bench" --show-stderr "HASHFILE:$hashes"
 python tools/publish_offline.py --asv "$asv"
