@@ -232,6 +232,8 @@ class CachedEmbedder:
                 "cache must be an EmbeddingCache or a SyncEmbeddingCache, got "
                 + type(cache).__name__
             )
+        if identity is not None and self._sync.dim is not None:
+            identity.check_dim(self._sync.dim, "the cache")
         self._cache = cache
         self._flights: Flights = flights_of(self._sync)
         self._embed_fn = embed_fn
@@ -474,6 +476,8 @@ class CachedEmbedder:
             counts.texts_embedded += 1
             result = self._call_sync([text], deadline)
             batch = self._sync.put_batch(missing, result, what="embed_fn(misses[0:1])")
+            if self._identity is not None:
+                self._identity.check_dim(batch.dim, batch.what)
             batch.take()
             return [batch]
 
@@ -662,6 +666,8 @@ class CachedEmbedder:
             what=f"embed_fn(misses[{start}:{start + len(keys)}])",
             dim=before[0].dim if before else None,
         )
+        if self._identity is not None:
+            self._identity.check_dim(batch.dim, batch.what)
         batch.take()
         return batch
 

@@ -33,11 +33,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
 
 __all__ = ["ModelIdentity"]
 
 _PRECISIONS = ("float32", "int8", "uint8", "binary", "ubinary")
+_PACKED = ("binary", "ubinary")  # 8 values a byte
 _SNAPSHOT = re.compile(r"[\\/]snapshots[\\/]([0-9a-f]{7,64})(?:[\\/]|$)")
 # files of a model directory that never change the vectors
 _NOT_MODEL_FILES = {"README.md", ".gitattributes", "LICENSE", "LICENSE.txt"}
@@ -147,6 +148,22 @@ class ModelIdentity:
 
     def __str__(self) -> str:
         return self.model_version
+
+    def check_dim(self, dim: int, what: str) -> None:
+        """Raise DimensionMismatchError (a ValueError) unless `dim`, the
+        dimension of `what` (e.g. the vectors a model returned), is this
+        identity's ``dim``: vectors of another dimension would be cached under a
+        model version that says otherwise. With ``precision`` "binary" or
+        "ubinary" the vectors may also be the packed bits of ``dim`` values
+        (``ceil(dim / 8)`` of them, as sentence-transformers returns them)."""
+        packed_dim = -(-self.dim // 8) if self.precision in _PACKED else None
+        if dim == self.dim or dim == packed_dim:
+            return
+        packed = f" (or {packed_dim} bytes of packed bits)" if packed_dim else ""
+        raise DimensionMismatchError(
+            f"{what} has dim {dim}, but the model identity {self.name!r} says dim "
+            f"{self.dim}{packed}; give ModelIdentity the dimension the model returns"
+        )
 
     @classmethod
     def from_sentence_transformer(

@@ -1,11 +1,12 @@
 """LangChain adapter: an embcache in front of any LangChain ``Embeddings``.
 
-Needs ``langchain-core`` (``pip install "embcache[langchain]"``); ``import
-embcache`` never imports this module. ::
+Needs ``langchain-core`` (from a clone, ``pip install ".[langchain]"``); ``import
+embcache`` never imports this module. With any LangChain ``Embeddings`` (the
+README has a complete offline example over sentence-transformers)::
 
     from embcache.langchain import CachedEmbeddings
 
-    embeddings = CachedEmbeddings(HuggingFaceEmbeddings(...), "all-MiniLM-L6-v2")
+    embeddings = CachedEmbeddings(other_embeddings, "all-MiniLM-L6-v2")
     vectors = embeddings.embed_documents(texts)     # hits from the cache
     query = await embeddings.aembed_query("what is a frozenset?")
 
@@ -21,6 +22,8 @@ or a miss.
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 from langchain_core.embeddings import Embeddings
@@ -29,6 +32,7 @@ from embcache._adapters import QUERY_SUFFIX, sum_stats
 from embcache._async import EmbeddingCache
 from embcache._core import SyncEmbeddingCache
 from embcache._embedder import CachedEmbedder, EmbedderStats
+from embcache._flight_errors import loop_error
 from embcache.errors import ArgumentTypeError
 from embcache.identity import ModelIdentity
 
@@ -51,8 +55,11 @@ class CachedEmbeddings(Embeddings):
     ``embed_documents`` / ``aembed_documents`` with the distinct misses;
     ``embed_query`` / ``aembed_query`` its ``embed_query`` / ``aembed_query``.
     Wrong types raise ArgumentTypeError (a TypeError); a wrong answer of the
-    wrapped model (shape, NaN/inf) InvalidVectorError, and nothing of that call
-    is cached.
+    wrapped model (shape, NaN/inf, a dimension other than a ModelIdentity's
+    ``dim``) InvalidVectorError, and nothing of that call is cached. A sync
+    method called on an event loop's thread while a task of that loop embeds
+    the same texts raises RuntimeError (waiting would block the loop forever):
+    await the async method there instead.
     """
 
     def __init__(
@@ -85,17 +92,28 @@ class CachedEmbeddings(Embeddings):
         self._documents = documents
         self._adocuments = CachedEmbedder(
             embeddings.aembed_documents,
-            version,
+            model_version,  # a ModelIdentity's dim is checked here too
             cache=cache,
             batch_size=batch_size,
             timeout=timeout,
         )
 
+        identity = documents.identity
+
+        def checked(rows: list[list[float]], what: str) -> list[list[float]]:
+            # query keys carry a plain str version: the identity's dim is checked here
+            if identity is not None:
+                for row in rows:
+                    if hasattr(row, "__len__"):  # else the cache rejects it, saying why
+                        identity.check_dim(len(row), what)
+            return rows
+
         def queries(texts: list[str]) -> list[list[float]]:
-            return [embeddings.embed_query(t) for t in texts]
+            return checked([embeddings.embed_query(t) for t in texts], "embed_query's vector")
 
         async def aqueries(texts: list[str]) -> list[list[float]]:
-            return [await embeddings.aembed_query(t) for t in texts]
+            rows = [await embeddings.aembed_query(t) for t in texts]
+            return checked(rows, "aembed_query's vector")
 
         self._queries = CachedEmbedder(
             queries, version + QUERY_SUFFIX, cache=cache, batch_size=batch_size, timeout=timeout
@@ -141,12 +159,14 @@ class CachedEmbeddings(Embeddings):
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """The vectors of `texts` in order (hits from the cache, the distinct misses
         from the wrapped model's ``embed_documents`` in batches)."""
-        result: Any = self._documents.embed_sync(texts).tolist()
+        with _await_instead("embed_documents", "aembed_documents"):
+            result: Any = self._documents.embed_sync(texts).tolist()
         return result  # type: ignore[no-any-return]
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of one query (cached under the query model version)."""
-        result: Any = self._queries.embed_one_sync(text).tolist()
+        with _await_instead("embed_query", "aembed_query"):
+            result: Any = self._queries.embed_one_sync(text).tolist()
         return result  # type: ignore[no-any-return]
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
@@ -163,3 +183,22 @@ class CachedEmbeddings(Embeddings):
 
     def __repr__(self) -> str:
         return f"CachedEmbeddings({self._embeddings!r}, {self.model_version!r})"
+
+
+@contextlib.contextmanager
+def _await_instead(method: str, async_method: str) -> Iterator[None]:
+    """Say single flight's refusal to block an event loop in LangChain's words:
+    the texts are being embedded by a task of the loop running in this thread,
+    so the sync `method` must not wait; `async_method` awaited there would."""
+    try:
+        yield
+    except RuntimeError as exc:
+        if exc.args != loop_error().args:
+            raise
+        raise RuntimeError(
+            f"CachedEmbeddings.{method} would deadlock: the texts it waits for are being "
+            "embedded by an asyncio task of the event loop running in this thread (an "
+            f"{async_method} call, or another embedder sharing the cache), which cannot run "
+            f"while this thread waits; use 'await embeddings.{async_method}(...)' in that "
+            "loop instead"
+        ) from None

