@@ -30,7 +30,10 @@ try:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import InvalidResponse, ResponseError
 except ImportError as exc:  # pragma: no cover - embcache.redis reports it first
-    raise ImportError('embcache.redis needs redis-py >= 5: pip install "embcache[redis]"') from exc
+    raise ImportError(
+        'embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis '
+        '(from a clone of embcache: pip install ".[redis]")'
+    ) from exc
 
 __all__ = ["READ_BYTES", "direct_mget", "joined_spans"]
 

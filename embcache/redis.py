@@ -26,7 +26,7 @@ After FAILURES_TO_OPEN failures in a row the tier is skipped for
 one call tries Redis again. ``drop_model`` is the exception: an explicit
 administrative call, it raises RedisTierError when Redis fails.
 
-Needs redis-py >= 5 (``pip install "embcache[redis]"``, which adds hiredis). A
+Needs redis-py >= 5 (``pip install ".[redis]"`` from a clone, which adds hiredis). A
 RedisTier, like its client, belongs to the event loop it is used on.
 """
 
@@ -64,7 +64,10 @@ try:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError('embcache.redis needs redis-py >= 5: pip install "embcache[redis]"') from exc
+    raise ImportError(
+        'embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis '
+        '(from a clone of embcache: pip install ".[redis]")'
+    ) from exc
 
 __all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierStats"]
 

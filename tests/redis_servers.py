@@ -34,7 +34,7 @@ def require_redis() -> None:
             "redis-server / redis-cli are not installed "
             "(apt-get install redis-server redis-tools; .ci/run does)"
         )
-    pytest.importorskip("redis", reason='redis-py is not installed (pip install "embcache[redis]")')
+    pytest.importorskip("redis", reason='redis-py is not installed (pip install ".[redis]")')
 
 
 def _bindable(port: int) -> bool:

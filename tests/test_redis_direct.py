@@ -18,7 +18,7 @@ from redis_servers import HOST, RedisServer
 
 from embcache import CacheKey, EmbeddingCache
 
-pytest.importorskip("redis", reason='redis-py is not installed (pip install "embcache[redis]")')
+pytest.importorskip("redis", reason='redis-py is not installed (pip install ".[redis]")')
 from redis.asyncio import Redis  # noqa: E402
 
 import embcache.redis as tier_module  # noqa: E402

@@ -24,7 +24,7 @@ from redis_servers import HOST, RedisCluster, RedisServer, free_port, require_re
 
 from embcache import CachedEmbedder, CacheKey, EmbeddingCache, InvalidVectorError
 
-pytest.importorskip("redis", reason='redis-py is not installed (pip install "embcache[redis]")')
+pytest.importorskip("redis", reason='redis-py is not installed (pip install ".[redis]")')
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster  # noqa: E402
 

@@ -26,7 +26,7 @@ from embcache._tier_wire import (
     quote_model,
 )
 
-redis = pytest.importorskip("redis", reason='redis-py is missing (pip install "embcache[redis]")')
+redis = pytest.importorskip("redis", reason='redis-py is missing (pip install ".[redis]")')
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster  # noqa: E402
 
@@ -378,7 +378,8 @@ WITHOUT_REDIS = textwrap.dedent(
 def test_embcache_works_without_redis_and_says_what_to_install(tmp_path: Path) -> None:
     proc = run_python(["-c", WITHOUT_REDIS], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert 'ERROR: embcache.redis needs redis-py >= 5: pip install "embcache[redis]"' in proc.stdout
+    assert 'ERROR: embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis' in proc.stdout
+    assert 'pip install ".[redis]"' in proc.stdout
 
 
 def test_importing_embcache_does_not_import_redis(tmp_path: Path) -> None:
