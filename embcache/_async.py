@@ -458,13 +458,16 @@ class EmbeddingCache:
 
 
 def _check_folder(path: PathLike) -> None:
-    """SnapshotFolderError unless the folder `path` names a file in exists, is a
+    """SnapshotFolderError unless the folder `path` names a file in (for a
+    symbolic link, the folder of the file it names, as save follows it) exists, is a
     folder, and this process may create files in it (``os.access``: write and
     search permission, or for root a file system that is not read-only)."""
     try:
         name = os.fspath(path)
     except TypeError:
         return  # not a path: load says so
+    if os.path.islink(name):
+        name = os.path.realpath(name)  # save writes through a link: its target's folder
     folder = os.path.dirname(os.path.abspath(name))
     shown = os.fsdecode(folder)
     try:

@@ -437,11 +437,14 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                 raise bad(f"the block of vectors of dim {groups[g].dim} fails its checksum "
                           "(corrupt, or from another save: the file mixes two saves)")
             offset += block
-        if t.stats.overwrites:
-            raise bad(f"{t.stats.overwrites} entries repeat another entry's key digest")
-        if t.size != n_kept:
-            # choose_entries budgets exactly what store charges: cannot happen
-            raise AssertionError(f"snapshot load: {n_kept} entries chosen, {t.size} stored")
+        # a repeated digest lands on its first copy's entry: store counts it as an
+        # overwrite, or as an expiration when the TTL is below the clock's resolution
+        # (now + ttl == now); choose_entries budgets exactly what store charges, so
+        # nothing else can leave the table short of the entries chosen
+        repeats = t.stats.overwrites + t.stats.expirations
+        if repeats or t.size != n_kept:
+            raise bad(f"{max(repeats, n_kept - t.size)} entries repeat another entry's key "
+                      "digest")
         embcache_lock_acquire(&cache.lock)
         if n_groups > 1 or t.ttl_seconds > 0:
             with nogil:

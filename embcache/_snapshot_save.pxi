@@ -342,12 +342,17 @@ cdef tuple save_target(object target):
     if os.path.isdir(target):
         raise IsADirectoryError(EISDIR, os.strerror(EISDIR), target)
     folder = os.path.dirname(os.path.abspath(target))
-    if not os.path.isdir(folder):
-        if os.path.exists(folder):
-            raise SnapshotFolderError(
-                ENOTDIR, "the folder of the snapshot does not exist (a file stands at its path)",
-                folder)
-        raise FileNotFoundError(ENOENT, "the folder of the snapshot does not exist", folder)
+    try:
+        is_folder = stat.S_ISDIR(os.stat(folder).st_mode)
+    except FileNotFoundError:
+        raise FileNotFoundError(ENOENT, "the folder of the snapshot does not exist",
+                                folder) from None
+    except NotADirectoryError:
+        is_folder = False  # a file stands where a folder of the path should be
+    if not is_folder:
+        raise SnapshotFolderError(
+            ENOTDIR, "the folder of the snapshot does not exist (a file stands at its path "
+            "or on it)", folder)
     return target, folder
 
 

@@ -102,5 +102,6 @@ class SnapshotFolderError(EmbcacheError, OSError):
     only a read-only file system). ``filename`` is the folder.
     ``EmbeddingCache.open`` checks all three on entry, before any request is
     served, rather than at the save on exit, after everything was lost; ``save``
-    raises it (``ENOTDIR``) for a "folder" that is a file, before writing
-    anything."""
+    raises it (``ENOTDIR``) when a file stands at the folder's path or on it,
+    before writing anything (a missing folder: FileNotFoundError). Both follow a
+    symbolic link to the file it names."""

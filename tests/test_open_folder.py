@@ -66,6 +66,30 @@ def test_a_file_on_the_folders_path_is_refused_on_entry(tmp_path: Path) -> None:
     check_refused(folder / "cache.snap", errno.ENOTDIR, folder, "is not a folder")
 
 
+def test_a_symbolic_link_is_checked_at_the_folder_save_writes_to(tmp_path: Path) -> None:
+    # save writes through a link, so open checks the folder of the file it names
+    (tmp_path / "links").mkdir()
+    link = tmp_path / "links" / "cache.snap"
+    link.symlink_to(Path("..") / "gone" / "cache.snap")
+    check_refused(link, errno.ENOENT, tmp_path / "gone", "does not exist")
+    assert link.is_symlink() and not (tmp_path / "gone").exists()
+    # a link whose target's folder exists opens, saves through the link, reopens
+    (tmp_path / "gone").mkdir()
+    assert run(open_and_serve(link))
+    assert link.is_symlink() and (tmp_path / "gone" / "cache.snap").is_file()
+
+
+def test_save_and_open_agree_on_a_file_on_the_folders_path(tmp_path: Path) -> None:
+    from embcache import SyncEmbeddingCache
+
+    (tmp_path / "a file").write_bytes(b"")
+    for target in (tmp_path / "a file" / "x.snap", tmp_path / "a file" / "sub" / "x.snap"):
+        with pytest.raises(SnapshotFolderError) as info:
+            SyncEmbeddingCache(4, None, 1).save(target)
+        assert info.value.errno == errno.ENOTDIR
+        check_refused(target, errno.ENOTDIR, target.parent, "is not a folder")
+
+
 def refused_read_only(folder: Path) -> bool:
     """Whether opening a cache in `folder` is refused, before its body, for the
     folder not being writable (EACCES, and the message says so)."""

@@ -378,7 +378,8 @@ WITHOUT_REDIS = textwrap.dedent(
 def test_embcache_works_without_redis_and_says_what_to_install(tmp_path: Path) -> None:
     proc = run_python(["-c", WITHOUT_REDIS], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert 'ERROR: embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis' in proc.stdout
+    expected = 'ERROR: embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis'
+    assert expected in proc.stdout
     assert 'pip install ".[redis]"' in proc.stdout
 
 

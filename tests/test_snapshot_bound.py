@@ -111,6 +111,11 @@ def test_repeated_digest_still_fails_with_its_own_message(tmp_path: Path) -> Non
     for policy in ("lru", "tinylfu"):
         with pytest.raises(SnapshotError, match="repeat another entry's key digest"):
             SyncEmbeddingCache.load(tmp_path / "dup.snap", policy=policy)
+    # a TTL below the clock's resolution (now + ttl == now) makes the repeat land on
+    # an already expired first copy: still the same SnapshotError
+    for ttl in (10.0, 1e-300):
+        with pytest.raises(SnapshotError, match="repeat another entry's key digest"):
+            SyncEmbeddingCache.load(tmp_path / "dup.snap", ttl_seconds=ttl)
 
 
 def test_header_limits_that_cannot_hold_one_vector(tmp_path: Path) -> None:
