@@ -107,10 +107,15 @@ cdef int finish_load(Table *t, const SnapRecord *recs, Py_ssize_t n,
                      ExpiryRank *ranks) noexcept nogil:
     """Give the stored entries their expiries, the saved recency order (when the
     blocks were stored group by group) and an expiry list in expiry order; stats
-    start at zero. 1 if an entry is missing (cannot happen after the size check)."""
+    start at zero. 1 if an entry is missing (cannot happen after the size check).
+    Under W-TinyLFU the reorder rebuilds the segments from empty, inserting in the
+    saved order as a one-group load does (hits would count in the sketch and
+    promote entries to protected)."""
     cdef Py_ssize_t i, m = 0
     cdef KeyId k
     cdef slot_t s
+    if reorder and t.policy != POLICY_LRU:
+        policy_reset(t)
     for i in range(n):
         if not keep[i]:
             continue
@@ -120,8 +125,11 @@ cdef int finish_load(Table *t, const SnapRecord *recs, Py_ssize_t n,
         if s == NO_SLOT:
             return 1
         t.entries[s].expires_at = expires[i]
-        if reorder:
-            policy_on_hit(t, s)          # least recent first: each becomes most recent
+        if reorder:                      # least recent first: each becomes most recent
+            if t.policy == POLICY_LRU:
+                policy_on_hit(t, s)
+            else:
+                policy_on_insert(t, s, &k)
         ranks[m].expires = expires[i]
         ranks[m].rank = m
         ranks[m].slot = s

@@ -302,3 +302,28 @@ def test_save_into_a_folder_that_is_a_file(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="does not exist"):
         c.save(tmp_path / "missing" / "x.snap")
     assert sorted(os.listdir(tmp_path)) == ["file"]
+
+
+@pytest.mark.parametrize("dims", [(4,), (4, 5)])
+def test_tinylfu_load_starts_as_fresh_puts_in_saved_order(tmp_path: Path, dims: tuple) -> None:
+    # a load under W-TinyLFU starts with an empty sketch and segments built as puts
+    # in the saved order build them, however many dims (groups) the file holds
+    keys = [CacheKey(f"k{i}", "m") for i in range(500)]
+    saved = SyncEmbeddingCache(500, None, 1)
+    fresh = SyncEmbeddingCache(500, None, 1, policy="tinylfu")
+    for i, k in enumerate(keys):
+        v = np.arange(dims[i % len(dims)], dtype=np.float32) + i
+        saved.put(k, v)
+        fresh.put(k, v)
+    saved.save(tmp_path / "t.snap")
+    loaded = SyncEmbeddingCache.load(tmp_path / "t.snap", policy="tinylfu")
+    loaded._check_invariants()
+    for c in (loaded, fresh):
+        for j in range(200):
+            new = CacheKey(f"new{j}", "m")
+            assert c.get(new) is None
+            c.put(new, np.zeros(4, np.float32))
+    assert (
+        loaded.get_cache_info().admission_rejections == fresh.get_cache_info().admission_rejections
+    )
+    assert {k for k in keys if k in loaded} == {k for k in keys if k in fresh}
