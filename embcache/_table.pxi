@@ -52,6 +52,7 @@ cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl
     t.recency_head = t.recency_tail = NO_SLOT
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.last_slab = -1
+    t.huge_slab = -1
 
 
 cdef void release_slabs(Table *t) noexcept nogil:
@@ -60,6 +61,7 @@ cdef void release_slabs(Table *t) noexcept nogil:
         embcache_slab_release(t.slabs[i].rows, slab_bytes(&t.slabs[i]))
     t.n_slabs = 0
     t.last_slab = -1
+    t.huge_slab = -1
     t.entry_limit = 0
     if t.dim_cells != NULL:
         memset(t.dim_cells, 0xff, 2 * <size_t>t.slab_capacity * sizeof(int32_t))
@@ -128,6 +130,8 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     slab.used = 0
     slab.hole = NO_ROW
     slab.written = 0
+    # a fixed dim's slab was advised whole when reserved; others chunk by chunk
+    slab.advised = slab_bytes(slab) if t.dim else 0
     index_slab(t, t.n_slabs)
     t.n_slabs += 1
     t.entry_limit = <slot_t>min(<Py_ssize_t>t.max_entries, <Py_ssize_t>t.entry_limit + slab.capacity)
@@ -320,9 +324,34 @@ cdef inline size_t resident_bytes(const Slab *slab) noexcept nogil:
     return embcache_slab_resident(slab.rows, <size_t>slab.written * slab.stride, slab_bytes(slab))
 
 
-cdef row_t take_row(Slab *slab, slot_t s) noexcept nogil:
-    """A row for entry s: the hole if there is one, else the next row past the
-    live ones (mapped in as it is first written)."""
+cdef void advise_chunks(Table *t, int32_t i, size_t end) noexcept nogil:
+    """Decide the page size of slab i's chunks up to byte `end`, before the
+    writer first touches them (a cache without a fixed dim). The first 2 MiB
+    chunk stays on 4 KiB pages, so a dimension with few rows costs few pages; a
+    later chunk is advised for huge pages (one fault per 2 MiB, not 512) when
+    slab i holds the huge frontier: no other slab does, or the one that did has
+    filled its last huge chunk. So at most one slab holds a huge page partly
+    past its rows."""
+    cdef Slab *slab = &t.slabs[i]
+    cdef Slab *owner
+    cdef size_t start
+    while slab.advised < end:
+        start = slab.advised
+        slab.advised += EMBCACHE_HUGE_PAGE
+        if start == 0:
+            continue
+        if t.huge_slab >= 0 and t.huge_slab != i:
+            owner = &t.slabs[t.huge_slab]
+            if <size_t>owner.written * owner.stride < owner.advised:
+                continue
+        t.huge_slab = i
+        embcache_slab_advise(slab.rows, slab_bytes(slab), start, slab.advised, 1)
+
+
+cdef inline row_t take_row(Table *t, int32_t i, slot_t s) noexcept nogil:
+    """A row of slab i for entry s: the hole if there is one, else the next row
+    past the live ones (mapped in as it is first written)."""
+    cdef Slab *slab = &t.slabs[i]
     cdef row_t row = slab.hole
     if row != NO_ROW:
         slab.hole = NO_ROW
@@ -330,6 +359,8 @@ cdef row_t take_row(Slab *slab, slot_t s) noexcept nogil:
         row = slab.used
         slab.used += 1
         if slab.used > slab.written:
+            if <size_t>slab.used * slab.stride > slab.advised:
+                advise_chunks(t, i, <size_t>slab.used * slab.stride)
             slab.written = slab.used
     owner_at(slab, row)[0] = s
     return row
@@ -365,9 +396,19 @@ cdef void trim(Table *t, int32_t i) noexcept nogil:
     if ((slab.used or t.dim or i == t.last_slab)
             and <size_t>(slab.written - slab.used) * slab.stride < TRIM_BYTES):
         return
-    embcache_slab_trim(slab.rows, slab_bytes(slab), <size_t>slab.used * slab.stride,
-                       <size_t>slab.written * slab.stride)
+    cdef size_t keep = <size_t>slab.used * slab.stride
+    cdef size_t decided
+    embcache_slab_trim(slab.rows, slab_bytes(slab), keep, <size_t>slab.written * slab.stride)
     slab.written = slab.used
+    if not t.dim:
+        # the chunk cut by `keep` is now on 4 KiB pages (embcache_slab_trim); the
+        # chunks past it go back to undecided, advised against huge pages
+        decided = (keep + EMBCACHE_HUGE_PAGE - 1) & ~(EMBCACHE_HUGE_PAGE - 1)
+        if decided < slab.advised:
+            embcache_slab_advise(slab.rows, slab_bytes(slab), decided, slab.advised, 0)
+            slab.advised = decided
+        if t.huge_slab == i:
+            t.huge_slab = -1
 
 
 cdef void discard(Table *t, slot_t s) noexcept nogil:
@@ -469,7 +510,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     s = t.free_slot_head
     t.free_slot_head = t.entries[s].recency_next
     slab = &t.slabs[slab_index]
-    row = take_row(slab, s)
+    row = take_row(t, slab_index, s)
     if t.last_slab != slab_index:
         previous = t.last_slab
         t.last_slab = slab_index
