@@ -5,7 +5,8 @@ same setup, and the per-op count is the difference between two runs.
     valgrind --tool=callgrind --callgrind-out-file=/dev/null \\
         python tools/default_cache_callgrind.py OP DIM REPS
 
-OP: get_hit, put_new, put_full, get_many (per row); DIM: none or a number.
+OP: get_hit, put_new, put_full, get_many (per row); DIM: none or a number;
+REPS: 1 to 3. Run it with PYTHONPATH set to the tree whose embcache to count.
 Run it with REPS = 1 and REPS = 3 and divide the difference of the two totals
 ("Collected" line) by 2 x 10,000 ops (get_many: rows).
 """
@@ -29,7 +30,7 @@ def main() -> None:
     mb = N * (D * 4 + ENTRY_OVERHEAD_BYTES + 64) / 2**20 + 1
     rng = np.random.default_rng(7)
     pool = [rng.standard_normal(D).astype(np.float32) for _ in range(64)]
-    keys = [CacheKey(f"k{i}", "m") for i in range(N * (reps + 2))]
+    keys = [CacheKey(f"k{i}", "m") for i in range(N * 5)]  # the same setup for every reps
     random.Random(3).shuffle(keys)
     c = SyncEmbeddingCache(N, None, mb, dim=fixed)
     if op != "put_new":
