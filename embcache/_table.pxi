@@ -549,17 +549,31 @@ cdef dim_t batch_dim(const Table *t, PyObject **keys, Py_ssize_t n, double now,
     """A batch lookup's first pass, which changes nothing: the dimension shared by
     the live entries of `keys` (0 when none is live). The distinct dimensions
     found go to `named` (the first NAMED_DIMS of them) and their count to n_dims
-    (counting stops past NAMED_DIMS: the error then says "more than")."""
+    (counting stops past NAMED_DIMS: the error then says "more than"). A fixed-dim
+    table answers 0 with no dimension found (its dim decides) without a lookup; a
+    table whose live entries all share one slab stops at the first live key."""
     cdef Py_ssize_t i
     cdef slot_t s
     cdef dim_t d
     cdef int j
+    cdef int32_t in_use = 0
     n_dims[0] = 0
+    if t.dim:
+        return 0    # every entry has the fixed dim
+    for j in range(t.n_slabs):
+        in_use += t.slabs[j].used > 0
+    if in_use == 0:
+        return 0    # no entries at all
     for i in range(n):
         s = find(t, key_ident(keys[i]))
         if s == NO_SLOT or expired(t, s, now):
             continue
         d = dim_of(t, s)
+        if in_use == 1:
+            # one dimension holds every live entry: the first live key names it
+            named[0] = d
+            n_dims[0] = 1
+            break
         for j in range(n_dims[0]):
             if named[j] == d:
                 break
