@@ -1,7 +1,10 @@
 """embcache against cachebox and lru-dict, side by side with samples interleaved,
 for the default cache (dim=None) or a fixed-dim one.
 
-    python tools/default_cache_speed.py [--dim-arg none|768] [--rounds 9]
+    PYTHONPATH=. python tools/default_cache_speed.py [--dim-arg none|768] [--rounds 9]
+
+(without PYTHONPATH, Python imports the embcache installed in the environment,
+not the tree's; the first line printed names the one measured).
 
 Keys are 10,000 CacheKeys in random order, vectors dim 768 float32. Peers store
 ``v.copy()`` and return ``x.copy()``; both sides discard what a get returns.
@@ -152,6 +155,9 @@ def main() -> None:
             del c
     gc.enable()
 
+    import embcache
+
+    print(f"embcache from {embcache.__file__}")
     print(f"dim={fixed}, {N:,} keys, dim {DIM}, best of {args.rounds} interleaved rounds (ns/op)")
     print(f"{'figure':14} {'embcache':>9} {'cachebox':>9} {'lru-dict':>9} {'ratio':>6} {'goal':>6}")
     for fig, goal in GOALS.items():
