@@ -14,9 +14,7 @@ from conftest import run_python
 
 THP = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 pytestmark = pytest.mark.skipif(
-    not sys.platform.startswith("linux")
-    or not THP.exists()
-    or "[never]" in THP.read_text(),
+    not sys.platform.startswith("linux") or not THP.exists() or "[never]" in THP.read_text(),
     reason="needs Linux transparent huge pages (madvise or always)",
 )
 
@@ -40,7 +38,7 @@ def test_filling_a_default_cache_faults_far_less_than_once_per_page(tmp_path: Pa
     out = run_python(["-c", FILL], cwd=tmp_path)
     assert out.returncode == 0, out.stderr
     faults = int(out.stdout)
-    rows_pages = 10_000 * (768 * 4 + 4) / 4096   # ~7,500 if every 4 KiB page faulted
+    rows_pages = 10_000 * (768 * 4 + 4) / 4096  # ~7,500 if every 4 KiB page faulted
     # the first 2 MiB chunk on 4 KiB pages (~512 faults), then one per 2 MiB,
     # plus the interpreter's own
     assert faults < rows_pages / 4, f"{faults} minor faults for {rows_pages:.0f} pages of rows"
