@@ -77,6 +77,7 @@ cdef extern from "_slab.h":
     size_t embcache_slab_resident(const void *p, size_t written, size_t reserved) noexcept nogil
     void embcache_slab_advise(void *p, size_t reserved, size_t start, size_t stop, int huge) noexcept nogil
     size_t EMBCACHE_HUGE_PAGE
+    void embcache_prefetch(const void *p, size_t n) noexcept nogil
 
 
 # --- keys -------------------------------------------------------------------

@@ -17,6 +17,11 @@ cdef Py_ssize_t ENTRY_OVERHEAD = ENTRY_OVERHEAD_BYTES
 cdef slot_t MAX_SLOTS = 2 ** 31 - 2
 
 
+# A batch lookup looks this many keys ahead, starting to load the first
+# PREFETCH_BYTES of each row (the hardware streams the rest).
+DEF LOOKUP_BLOCK = 16
+DEF PREFETCH_BYTES = 256
+
 # A slab gives back the pages past its live rows once they come to this much
 # (a margin, so that a slab that shrinks and grows a little keeps its pages).
 DEF TRIM_BYTES = 262144
@@ -591,22 +596,35 @@ cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matr
     """A batch lookup's second pass: copy hits of dimension `dim` into `matrix`,
     zero the rest. An entry of another dimension (changed since the batch's dim
     was decided) reads as a miss."""
-    cdef Py_ssize_t i
+    cdef Py_ssize_t i, block, end
     cdef slot_t s
-    cdef float32_t *dst
-    for i in range(n):
-        dst = matrix + <size_t>i * <size_t>dim
-        s = find_live(t, key_ident(keys[i]), now)
-        if s == NO_SLOT or dim_of(t, s) != dim:
-            t.stats.misses += 1
-            policy_on_miss(t, key_ident(keys[i]))
-            found[i] = 0
-            memset(dst, 0, <size_t>dim * 4)
-            continue
-        t.stats.hits += 1
-        found[i] = 1
-        memcpy(dst, row_of(t, s), <size_t>dim * 4)
-        policy_on_hit(t, s)
+    for block in range(0, n, LOOKUP_BLOCK):
+        end = min(block + LOOKUP_BLOCK, n)
+        # a look-ahead that changes nothing: find the block's entries and start
+        # loading their rows, so that the lookups' and rows' trips from memory
+        # overlap one another instead of each waiting for the copy before it
+        for i in range(block, end):
+            s = find(t, key_ident(keys[i]))
+            if s != NO_SLOT:
+                embcache_prefetch(row_of(t, s), PREFETCH_BYTES)
+        for i in range(block, end):
+            copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now)
+
+
+cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim,
+                              cnp.npy_bool *found, double now) noexcept nogil:
+    """One key of a batch lookup: its row into `dst` if live and of `dim`, else zeros."""
+    cdef slot_t s = find_live(t, key_ident(key), now)
+    if s == NO_SLOT or dim_of(t, s) != dim:
+        t.stats.misses += 1
+        policy_on_miss(t, key_ident(key))
+        found[0] = 0
+        memset(dst, 0, <size_t>dim * 4)
+        return
+    t.stats.hits += 1
+    found[0] = 1
+    memcpy(dst, row_of(t, s), <size_t>dim * 4)
+    policy_on_hit(t, s)
 
 
 cdef void clear_table(Table *t) noexcept nogil:
