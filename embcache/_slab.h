@@ -43,7 +43,7 @@
 
 #define EMBCACHE_HUGE_PAGE ((size_t)2 << 20)
 
-/* Ask the CPU to start loading bytes [p, p + n) for reading, so that a row's
+/* Ask the CPU to start loading bytes [p, p + n) for reading, so that their
  * trip from memory overlaps other work. A hint: it never faults, whatever the
  * address. */
 static inline void embcache_prefetch(const void *p, size_t n) {

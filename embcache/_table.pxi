@@ -17,12 +17,6 @@ cdef Py_ssize_t ENTRY_OVERHEAD = ENTRY_OVERHEAD_BYTES
 cdef slot_t MAX_SLOTS = 2 ** 31 - 2
 
 
-# A batch lookup looks this many keys ahead, starting to load the first
-# PREFETCH_BYTES of each row (the hardware streams the rest).
-DEF LOOKUP_BLOCK = 16
-DEF PREFETCH_BYTES = 256
-
-
 cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
     return <size_t>slab.capacity * slab.stride
 
@@ -495,22 +489,21 @@ cdef dim_t batch_dim(const Table *t, PyObject **keys, Py_ssize_t n, double now,
 
 cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matrix, dim_t dim,
                         cnp.npy_bool *found, double now) noexcept nogil:
-    """A batch lookup's second pass: copy hits of dimension `dim` into `matrix`,
-    zero the rest. An entry of another dimension (changed since the batch's dim
-    was decided) reads as a miss."""
-    cdef Py_ssize_t i, block, end
+    """A batch lookup's copy: hits of dimension `dim` into `matrix`, zeros for
+    the rest. An entry of another dimension (changed since the batch's dim was
+    decided) reads as a miss."""
+    cdef Py_ssize_t i
     cdef slot_t s
-    for block in range(0, n, LOOKUP_BLOCK):
-        end = min(block + LOOKUP_BLOCK, n)
-        # a look-ahead that changes nothing: find the block's entries and start
-        # loading their rows, so that the lookups' and rows' trips from memory
-        # overlap one another instead of each waiting for the copy before it
-        for i in range(block, end):
-            s = find(t, key_ident(keys[i]))
-            if s != NO_SLOT:
-                embcache_prefetch(row_of(t, s), PREFETCH_BYTES)
-        for i in range(block, end):
-            copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now)
+    # A look-ahead that changes nothing: every key's index cell, then a load of
+    # its entry started, so that these trips from memory overlap one another
+    # instead of each waiting for the row copy before it (a table with one
+    # dimension in use decides a batch's dim without this pass: batch_dim)
+    for i in range(n):
+        s = find(t, key_ident(keys[i]))
+        if s != NO_SLOT:
+            embcache_prefetch(&t.entries[s], sizeof(Entry))
+    for i in range(n):
+        copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now)
 
 
 cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim,
