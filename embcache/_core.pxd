@@ -149,7 +149,6 @@ cdef struct Slab:
     row_t used                  # rows [0, used) are live, but for `hole`
     row_t hole                  # NO_ROW, or the one free row below used - 1
     row_t written               # rows [0, written) may be resident (used <= written)
-    size_t advised              # bytes [0, advised) have had their huge-page advice decided
 
 
 cdef struct Stats:

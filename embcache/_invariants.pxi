@@ -65,8 +65,7 @@ cdef dict VIOLATIONS = {
     39: "window ({a}) or protected ({b}) segment over its share",
     40: "protected share {a} is not 80% of the main region",
     41: "frequency sketch is malformed (size, halving count or accounting)",
-    42: "slab {a}: huge-page advice decided up to byte {b}, short of its written rows or not whole chunks",
-    43: "huge frontier names slab {a} of {b}",
+    42: "huge frontier names slab {a} of {b}",
 }
 
 
@@ -188,12 +187,9 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
             return fail(v, 23, i, slab.used - (slab.hole != NO_ROW), n_used)
         if slab_for(t, slab.dim) != i:
             return fail(v, 33, i, slab.dim)
-        if (<size_t>slab.written * slab.stride > slab.advised
-                or (not t.dim and slab.advised % EMBCACHE_HUGE_PAGE)):
-            return fail(v, 42, i, <Py_ssize_t>slab.advised)
         entry_limit += slab.capacity
     if not -1 <= t.huge_slab < t.n_slabs or (t.dim and t.huge_slab != -1):
-        return fail(v, 43, t.huge_slab, t.n_slabs)
+        return fail(v, 42, t.huge_slab, t.n_slabs)
     used += t.policy_fixed_bytes
     if used != t.used_bytes:
         return fail(v, 27, t.used_bytes, used)

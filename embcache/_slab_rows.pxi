@@ -14,28 +14,33 @@ cdef inline size_t resident_bytes(const Slab *slab) noexcept nogil:
     return embcache_slab_resident(slab.rows, <size_t>slab.written * slab.stride, slab_bytes(slab))
 
 
-cdef void advise_chunks(Table *t, int32_t i, size_t end) noexcept nogil:
-    """Decide the page size of slab i's chunks up to byte `end`, before the
-    writer first touches them (a cache without a fixed dim). The first 2 MiB
-    chunk stays on 4 KiB pages, so a dimension with few rows costs few pages; a
-    later chunk is advised for huge pages (one fault per 2 MiB, not 512) when
-    slab i holds the huge frontier: no other slab does, or the one that did has
-    filled its last huge chunk. So at most one slab holds a huge page partly
-    past its rows."""
-    cdef Slab *slab = &t.slabs[i]
+cdef inline size_t chunk_end(size_t n) noexcept nogil:
+    """n rounded up to a whole 2 MiB chunk."""
+    return (n + EMBCACHE_HUGE_PAGE - 1) & ~(EMBCACHE_HUGE_PAGE - 1)
+
+
+cdef void advise_chunks(Table *t, int32_t i, size_t start, size_t stop) noexcept nogil:
+    """Decide the page size of slab i's chunks [start, stop) (2 MiB each), which
+    its writer is about to touch for the first time since it was reserved or
+    trimmed (a cache without a fixed dim; chunks up to chunk_end(written bytes)
+    are decided). The first chunk stays on 4 KiB pages, so a dimension with few
+    rows costs few pages; a later one is advised for huge pages (one fault per
+    2 MiB, not 512) when slab i holds the huge frontier: no other slab does, or
+    the one that did ends its rows on a chunk boundary. So at most one slab
+    holds a huge page partly past its rows."""
     cdef Slab *owner
-    cdef size_t start
-    while slab.advised < end:
-        start = slab.advised
-        slab.advised += EMBCACHE_HUGE_PAGE
-        if start == 0:
-            continue
-        if t.huge_slab >= 0 and t.huge_slab != i:
-            owner = &t.slabs[t.huge_slab]
-            if <size_t>owner.written * owner.stride < owner.advised:
-                continue
-        t.huge_slab = i
-        embcache_slab_advise(slab.rows, slab_bytes(slab), start, slab.advised, 1)
+    while start < stop:
+        if start and t.huge_slab != i:
+            if t.huge_slab >= 0:
+                owner = &t.slabs[t.huge_slab]
+                if (<size_t>owner.written * owner.stride) % EMBCACHE_HUGE_PAGE:
+                    start += EMBCACHE_HUGE_PAGE
+                    continue
+            t.huge_slab = i
+        if start:
+            embcache_slab_advise(t.slabs[i].rows, slab_bytes(&t.slabs[i]), start,
+                                 start + EMBCACHE_HUGE_PAGE, 1)
+        start += EMBCACHE_HUGE_PAGE
 
 
 cdef inline row_t take_row(Table *t, int32_t i, slot_t s) noexcept nogil:
@@ -43,14 +48,18 @@ cdef inline row_t take_row(Table *t, int32_t i, slot_t s) noexcept nogil:
     past the live ones (mapped in as it is first written)."""
     cdef Slab *slab = &t.slabs[i]
     cdef row_t row = slab.hole
+    cdef size_t decided, end
     if row != NO_ROW:
         slab.hole = NO_ROW
     else:
         row = slab.used
         slab.used += 1
         if slab.used > slab.written:
-            if <size_t>slab.used * slab.stride > slab.advised:
-                advise_chunks(t, i, <size_t>slab.used * slab.stride)
+            if not t.dim:
+                decided = chunk_end(<size_t>slab.written * slab.stride)
+                end = chunk_end(<size_t>slab.used * slab.stride)
+                if end > decided:
+                    advise_chunks(t, i, decided, end)
             slab.written = slab.used
     owner_at(slab, row)[0] = s
     return row
@@ -87,15 +96,13 @@ cdef void trim(Table *t, int32_t i) noexcept nogil:
             and <size_t>(slab.written - slab.used) * slab.stride < TRIM_BYTES):
         return
     cdef size_t keep = <size_t>slab.used * slab.stride
-    cdef size_t decided
+    cdef size_t decided = chunk_end(<size_t>slab.written * slab.stride)
     embcache_slab_trim(slab.rows, slab_bytes(slab), keep, <size_t>slab.written * slab.stride)
     slab.written = slab.used
     if not t.dim:
         # the chunk cut by `keep` is now on 4 KiB pages (embcache_slab_trim); the
         # chunks past it go back to undecided, advised against huge pages
-        decided = (keep + EMBCACHE_HUGE_PAGE - 1) & ~(EMBCACHE_HUGE_PAGE - 1)
-        if decided < slab.advised:
-            embcache_slab_advise(slab.rows, slab_bytes(slab), decided, slab.advised, 0)
-            slab.advised = decided
+        if chunk_end(keep) < decided:
+            embcache_slab_advise(slab.rows, slab_bytes(slab), chunk_end(keep), decided, 0)
         if t.huge_slab == i:
             t.huge_slab = -1

@@ -125,8 +125,6 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     slab.used = 0
     slab.hole = NO_ROW
     slab.written = 0
-    # a fixed dim's slab was advised whole when reserved; others chunk by chunk
-    slab.advised = slab_bytes(slab) if t.dim else 0
     index_slab(t, t.n_slabs)
     t.n_slabs += 1
     t.entry_limit = <slot_t>min(<Py_ssize_t>t.max_entries, <Py_ssize_t>t.entry_limit + slab.capacity)
