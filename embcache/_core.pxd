@@ -75,6 +75,9 @@ cdef extern from "_slab.h":
     void embcache_slab_release(void *p, size_t nbytes) noexcept nogil
     void embcache_slab_trim(void *p, size_t reserved, size_t keep, size_t written) noexcept nogil
     size_t embcache_slab_resident(const void *p, size_t written, size_t reserved) noexcept nogil
+    void embcache_slab_advise(void *p, size_t reserved, size_t start, size_t stop, int huge) noexcept nogil
+    size_t EMBCACHE_HUGE_PAGE
+    void embcache_prefetch(const void *p, size_t n) noexcept nogil
 
 
 # --- keys -------------------------------------------------------------------
@@ -184,6 +187,7 @@ cdef struct Table:
     int32_t n_slabs
     int32_t slab_capacity
     int32_t last_slab           # the slab the last put used
+    int32_t huge_slab           # dim=None: the one slab whose new chunks may be huge pages, or -1
     int32_t *dim_cells          # dim -> slab: open addressing, 2 * slab_capacity cells, -1 empty
 
     # intrusive lists: recency (head = most recent) and expiry (head = oldest write)

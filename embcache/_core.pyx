@@ -50,6 +50,7 @@ Where things are:
   _key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
   _intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
   _table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
+  _slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
   _policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
   _sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
@@ -131,6 +132,7 @@ include "_intake.pxi"
 include "_invariants.pxi"
 include "_policy.pxi"
 include "_table.pxi"
+include "_slab_rows.pxi"
 include "_snapshot_format.pxi"
 include "_snapshot_save.pxi"
 include "_snapshot_load.pxi"

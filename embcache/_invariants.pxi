@@ -65,6 +65,7 @@ cdef dict VIOLATIONS = {
     39: "window ({a}) or protected ({b}) segment over its share",
     40: "protected share {a} is not 80% of the main region",
     41: "frequency sketch is malformed (size, halving count or accounting)",
+    42: "huge frontier names slab {a} of {b}",
 }
 
 
@@ -187,6 +188,8 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
         if slab_for(t, slab.dim) != i:
             return fail(v, 33, i, slab.dim)
         entry_limit += slab.capacity
+    if not -1 <= t.huge_slab < t.n_slabs or (t.dim and t.huge_slab != -1):
+        return fail(v, 42, t.huge_slab, t.n_slabs)
     used += t.policy_fixed_bytes
     if used != t.used_bytes:
         return fail(v, 27, t.used_bytes, used)

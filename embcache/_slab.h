@@ -11,11 +11,12 @@
  * Huge pages: a reservation of 2 MiB or more is aligned to 2 MiB. The slab of
  * a cache's fixed dimension is advised for transparent huge pages whole: filling
  * it faults once per 2 MiB rather than once per 4 KiB, and lookups miss the TLB
- * far less. The slabs of a cache that takes any dimension are advised against
- * huge pages: a dimension with a few rows costs a few 4 KiB pages, never a
- * whole 2 MiB one, and each slab's resident memory ends within a page of its
- * live rows (with huge pages, every dimension in use could hold up to 2 MiB
- * past its rows).
+ * far less. The slabs of a cache that takes any dimension are reserved advised
+ * against huge pages: a dimension with a few rows costs a few 4 KiB pages, never
+ * a whole 2 MiB one. The table then advises such a slab's later chunks for huge
+ * pages one at a time as its writer reaches them (embcache_slab_advise), for one
+ * slab at a time (_table.pxi), so at most one dimension holds a huge page
+ * partly past its rows.
  *
  * embcache_slab_trim returns the pages past a slab's live rows to the OS (they
  * read back as zeros), 4 KiB at a time: a huge page cut by the boundary is
@@ -41,6 +42,19 @@
 #endif
 
 #define EMBCACHE_HUGE_PAGE ((size_t)2 << 20)
+
+/* Ask the CPU to start loading bytes [p, p + n) for reading, so that their
+ * trip from memory overlaps other work. A hint: it never faults, whatever the
+ * address. */
+static inline void embcache_prefetch(const void *p, size_t n) {
+#if defined(__GNUC__) || defined(__clang__)
+    const char *c = (const char *)((uintptr_t)p & ~(uintptr_t)63);
+    const char *end = (const char *)p + n;
+    for (; c < end; c += 64) __builtin_prefetch(c, 0, 3);
+#else
+    (void)p; (void)n;
+#endif
+}
 
 #ifdef EMBCACHE_SLAB_MMAP
 
@@ -76,6 +90,21 @@ static inline void *embcache_slab_reserve(size_t bytes, int huge) {
     (void)madvise(start, bytes, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);  /* advice only */
 #endif
     return start;
+}
+
+/* Advise whole 2 MiB chunks [from, to) of the 2 MiB-aligned slab at p (of
+ * `reserved` bytes) for huge pages (`huge`) or against them; a chunk the
+ * reservation ends inside is left as it is (it can never be a huge page). */
+static inline void embcache_slab_advise(void *p, size_t reserved, size_t from, size_t to, int huge) {
+    const size_t chunk = EMBCACHE_HUGE_PAGE;
+    size_t whole = reserved & ~(chunk - 1);
+    if (to > whole) to = whole;
+    if (((uintptr_t)p & (chunk - 1)) || (from & (chunk - 1)) || to <= from) return;
+#if defined(MADV_HUGEPAGE) && defined(MADV_NOHUGEPAGE)
+    (void)madvise((char *)p + from, to - from, huge ? MADV_HUGEPAGE : MADV_NOHUGEPAGE);
+#else
+    (void)huge;
+#endif
 }
 
 static inline void embcache_slab_release(void *p, size_t bytes) {
@@ -143,6 +172,9 @@ static inline void *embcache_slab_reserve(size_t bytes, int huge) {
 static inline void embcache_slab_release(void *p, size_t bytes) { (void)bytes; free(p); }
 static inline void embcache_slab_trim(void *p, size_t reserved, size_t keep, size_t written) {
     (void)p; (void)reserved; (void)keep; (void)written;
+}
+static inline void embcache_slab_advise(void *p, size_t reserved, size_t from, size_t to, int huge) {
+    (void)p; (void)reserved; (void)from; (void)to; (void)huge;
 }
 static inline size_t embcache_slab_resident(const void *p, size_t written, size_t reserved) {
     (void)p; (void)reserved;

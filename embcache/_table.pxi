@@ -17,11 +17,6 @@ cdef Py_ssize_t ENTRY_OVERHEAD = ENTRY_OVERHEAD_BYTES
 cdef slot_t MAX_SLOTS = 2 ** 31 - 2
 
 
-# A slab gives back the pages past its live rows once they come to this much
-# (a margin, so that a slab that shrinks and grows a little keeps its pages).
-DEF TRIM_BYTES = 262144
-
-
 cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
     return <size_t>slab.capacity * slab.stride
 
@@ -52,6 +47,7 @@ cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl
     t.recency_head = t.recency_tail = NO_SLOT
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.last_slab = -1
+    t.huge_slab = -1
 
 
 cdef void release_slabs(Table *t) noexcept nogil:
@@ -60,6 +56,7 @@ cdef void release_slabs(Table *t) noexcept nogil:
         embcache_slab_release(t.slabs[i].rows, slab_bytes(&t.slabs[i]))
     t.n_slabs = 0
     t.last_slab = -1
+    t.huge_slab = -1
     t.entry_limit = 0
     if t.dim_cells != NULL:
         memset(t.dim_cells, 0xff, 2 * <size_t>t.slab_capacity * sizeof(int32_t))
@@ -313,63 +310,6 @@ cdef inline size_t cell_of_slot(const Table *t, slot_t s) noexcept nogil:
     return i
 
 
-# --- slab rows: dense, so resident memory follows the live rows ------------------------
-
-cdef inline size_t resident_bytes(const Slab *slab) noexcept nogil:
-    """What the slab holds resident, as the kernel counts it (huge pages whole)."""
-    return embcache_slab_resident(slab.rows, <size_t>slab.written * slab.stride, slab_bytes(slab))
-
-
-cdef row_t take_row(Slab *slab, slot_t s) noexcept nogil:
-    """A row for entry s: the hole if there is one, else the next row past the
-    live ones (mapped in as it is first written)."""
-    cdef row_t row = slab.hole
-    if row != NO_ROW:
-        slab.hole = NO_ROW
-    else:
-        row = slab.used
-        slab.used += 1
-        if slab.used > slab.written:
-            slab.written = slab.used
-    owner_at(slab, row)[0] = s
-    return row
-
-
-cdef void release_row(Table *t, Slab *slab, row_t r) noexcept nogil:
-    """Free row r. The first row freed below the last one stays a hole, which the
-    next row taken fills (a full cache's put then copies nothing extra); a second
-    is filled by the last row, so the live rows stay dense."""
-    cdef row_t last = slab.used - 1
-    cdef slot_t mover
-    if r != last:
-        if slab.hole == NO_ROW:
-            slab.hole = r
-            return
-        mover = owner_at(slab, last)[0]
-        memcpy(row_at(slab, r), row_at(slab, last), slab.stride)   # the owner slot moves too
-        t.entries[mover].row = r
-    slab.used = last
-    if slab.hole != NO_ROW and slab.hole == slab.used - 1:
-        slab.hole = NO_ROW
-        slab.used -= 1
-
-
-cdef void trim(Table *t, int32_t i) noexcept nogil:
-    """Give back the pages of slab i past its live rows: all of them once the slab
-    is empty (in a cache without a fixed dim, unless the last put used it: a
-    dimension that fell out of use costs no memory), else when they come to
-    TRIM_BYTES."""
-    cdef Slab *slab = &t.slabs[i]
-    if slab.written == slab.used:
-        return
-    if ((slab.used or t.dim or i == t.last_slab)
-            and <size_t>(slab.written - slab.used) * slab.stride < TRIM_BYTES):
-        return
-    embcache_slab_trim(slab.rows, slab_bytes(slab), <size_t>slab.used * slab.stride,
-                       <size_t>slab.written * slab.stride)
-    slab.written = slab.used
-
-
 cdef void discard(Table *t, slot_t s) noexcept nogil:
     """Remove live entry `s` from the index, the policy, the expiry list, its slab
     and the accounting."""
@@ -469,7 +409,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     s = t.free_slot_head
     t.free_slot_head = t.entries[s].recency_next
     slab = &t.slabs[slab_index]
-    row = take_row(slab, s)
+    row = take_row(t, slab_index, s)
     if t.last_slab != slab_index:
         previous = t.last_slab
         t.last_slab = slab_index
@@ -508,17 +448,31 @@ cdef dim_t batch_dim(const Table *t, PyObject **keys, Py_ssize_t n, double now,
     """A batch lookup's first pass, which changes nothing: the dimension shared by
     the live entries of `keys` (0 when none is live). The distinct dimensions
     found go to `named` (the first NAMED_DIMS of them) and their count to n_dims
-    (counting stops past NAMED_DIMS: the error then says "more than")."""
+    (counting stops past NAMED_DIMS: the error then says "more than"). A fixed-dim
+    table answers 0 with no dimension found (its dim decides) without a lookup; a
+    table whose live entries all share one slab stops at the first live key."""
     cdef Py_ssize_t i
     cdef slot_t s
     cdef dim_t d
     cdef int j
+    cdef int32_t in_use = 0
     n_dims[0] = 0
+    if t.dim:
+        return 0    # every entry has the fixed dim
+    for j in range(t.n_slabs):
+        in_use += t.slabs[j].used > 0
+    if in_use == 0:
+        return 0    # no entries at all
     for i in range(n):
         s = find(t, key_ident(keys[i]))
         if s == NO_SLOT or expired(t, s, now):
             continue
         d = dim_of(t, s)
+        if in_use == 1:
+            # one dimension holds every live entry: the first live key names it
+            named[0] = d
+            n_dims[0] = 1
+            break
         for j in range(n_dims[0]):
             if named[j] == d:
                 break
@@ -533,25 +487,37 @@ cdef dim_t batch_dim(const Table *t, PyObject **keys, Py_ssize_t n, double now,
 
 cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matrix, dim_t dim,
                         cnp.npy_bool *found, double now) noexcept nogil:
-    """A batch lookup's second pass: copy hits of dimension `dim` into `matrix`,
-    zero the rest. An entry of another dimension (changed since the batch's dim
-    was decided) reads as a miss."""
+    """A batch lookup's copy: hits of dimension `dim` into `matrix`, zeros for
+    the rest. An entry of another dimension (changed since the batch's dim was
+    decided) reads as a miss."""
     cdef Py_ssize_t i
     cdef slot_t s
-    cdef float32_t *dst
+    # A look-ahead that changes nothing: every key's index cell, then a load of
+    # its entry started, so that these trips from memory overlap one another
+    # instead of each waiting for the row copy before it (a table with one
+    # dimension in use decides a batch's dim without this pass: batch_dim)
     for i in range(n):
-        dst = matrix + <size_t>i * <size_t>dim
-        s = find_live(t, key_ident(keys[i]), now)
-        if s == NO_SLOT or dim_of(t, s) != dim:
-            t.stats.misses += 1
-            policy_on_miss(t, key_ident(keys[i]))
-            found[i] = 0
-            memset(dst, 0, <size_t>dim * 4)
-            continue
-        t.stats.hits += 1
-        found[i] = 1
-        memcpy(dst, row_of(t, s), <size_t>dim * 4)
-        policy_on_hit(t, s)
+        s = find(t, key_ident(keys[i]))
+        if s != NO_SLOT:
+            embcache_prefetch(&t.entries[s], sizeof(Entry))
+    for i in range(n):
+        copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now)
+
+
+cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim,
+                              cnp.npy_bool *found, double now) noexcept nogil:
+    """One key of a batch lookup: its row into `dst` if live and of `dim`, else zeros."""
+    cdef slot_t s = find_live(t, key_ident(key), now)
+    if s == NO_SLOT or dim_of(t, s) != dim:
+        t.stats.misses += 1
+        policy_on_miss(t, key_ident(key))
+        found[0] = 0
+        memset(dst, 0, <size_t>dim * 4)
+        return
+    t.stats.hits += 1
+    found[0] = 1
+    memcpy(dst, row_of(t, s), <size_t>dim * 4)
+    policy_on_hit(t, s)
 
 
 cdef void clear_table(Table *t) noexcept nogil:
