@@ -26,7 +26,7 @@ from embcache._async import EmbeddingCache, with_tier_counts
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache._flight import Flights, flights_of
 from embcache._flight_call import all_found
-from embcache._flight_deadline import ThreadCall, run_until
+from embcache._flight_deadline import ModelThreads, check_deadline, run_until
 from embcache._flight_errors import check_timeout, deadline_after
 from embcache._info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
@@ -172,6 +172,7 @@ class CachedEmbedder:
         "_identity",
         "_batch_size",
         "_timeout",
+        "_threads",
         "_cache",
         "_sync",
         "_flights",
@@ -192,6 +193,7 @@ class CachedEmbedder:
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
         batch_size: int = 256,
         timeout: float | None = None,
+        model_threads: int = 1,
     ) -> None:
         if not callable(embed_fn):
             raise ArgumentTypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
@@ -221,6 +223,15 @@ class CachedEmbedder:
         if batch_size < 1:
             raise ArgumentValueError(f"batch_size must be >= 1, got {batch_size}")
         self._timeout = check_timeout(timeout)
+        if isinstance(model_threads, (bool, np.bool_)) or not isinstance(
+            model_threads, (int, np.integer)
+        ):
+            raise ArgumentTypeError(
+                f"model_threads must be an int, got {type(model_threads).__name__}"
+            )
+        if model_threads < 1:
+            raise ArgumentValueError(f"model_threads must be >= 1, got {model_threads}")
+        self._threads = ModelThreads(int(model_threads))
         if cache is None:
             cache = EmbeddingCache()
         if isinstance(cache, EmbeddingCache):
@@ -343,10 +354,11 @@ class CachedEmbedder:
             return matrix
         counts = _CallCounts()
         text_of = _texts_of(keys, items)  # `items` is ours: `texts` may change while we wait
+        deadline = deadline_after(self._timeout)
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, text_of, counts, in_thread=not self._embed_is_async
+                missing, text_of, counts, deadline, in_thread=not self._embed_is_async
             )
 
         # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
@@ -486,10 +498,11 @@ class CachedEmbedder:
     async def _embed_one(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
         """embed of one text whose lookup (after `epoch`) missed."""
         counts = _CallCounts()
+        deadline = deadline_after(self._timeout)
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, {key: text}, counts, in_thread=not self._embed_is_async
+                missing, {key: text}, counts, deadline, in_thread=not self._embed_is_async
             )
 
         tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
@@ -519,7 +532,7 @@ class CachedEmbedder:
         deadline; a sync one as _call_sync says)."""
         if self._embed_is_async:
             return run_until(  # type: ignore[no-any-return]
-                self._embed_batches(missing, text_of, counts, in_thread=False),
+                self._embed_batches(missing, text_of, counts, deadline, in_thread=False),
                 deadline,
                 "embed_fn",
                 self._timeout,
@@ -540,9 +553,7 @@ class CachedEmbedder:
         if deadline is None:
             result = self._embed_fn(batch)
         else:
-            result = ThreadCall(self._embed_fn, batch, "embcache embed_fn").result(
-                deadline, "embed_fn", self._timeout
-            )
+            result = self._threads.call(self._embed_fn, batch, deadline, "embed_fn", self._timeout)
         if type(result) is not np.ndarray and inspect.isawaitable(result):
             if _loop_running():
                 if inspect.iscoroutine(result):
@@ -624,20 +635,23 @@ class CachedEmbedder:
         missing: list[CacheKey],
         text_of: dict[CacheKey, str],
         counts: _CallCounts,
+        deadline: float | None,
         *,
         in_thread: bool,
     ) -> list[PutBatch]:
         """Embed `missing` batch after batch; a sync embed_fn runs in a worker
-        thread when `in_thread`, and an awaitable answer is awaited."""
+        thread when `in_thread` (one of this embedder's model threads under a
+        timeout), and an awaitable answer is awaited. No model call is started
+        once `deadline` has passed (ComputeTimeout)."""
         parts: list[PutBatch] = []
         for start, batch_keys, batch in self._batches(missing, text_of):
+            check_deadline(deadline, "embed_fn", self._timeout)  # no call with no time left
             counts.model_calls += 1
             counts.texts_embedded += len(batch)
-            if in_thread and self._timeout is not None:
-                # a daemon thread of its own: if the deadline abandons it, a hung
-                # call keeps neither the event loop nor the interpreter from closing
-                call = ThreadCall(self._model_call, batch, "embcache embed_fn")
-                result = await call.result_async()
+            if in_thread and deadline is not None:
+                # one of this embedder's model threads: the registry cancels this
+                # wait at the deadline, which abandons the call
+                result = await self._threads.call_async(self._model_call, batch)
             elif in_thread:
                 result = await asyncio.to_thread(_no_stop_iteration, self._embed_fn, batch)
             else:
