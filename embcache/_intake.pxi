@@ -81,7 +81,8 @@ cdef cnp.ndarray read_extension_dtype(cnp.ndarray arr, int type_num, str what):
         f"{what} must hold real numbers (integer or float dtype), got dtype {dtype}")
 
 
-cdef str TORCH_HINT = "; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
+cdef str TORCH_HINT = ("; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
+                       " (a sparse one: .to_dense(); a quantized one: .dequantize())")
 
 
 cdef cnp.ndarray read_foreign(object data, int ndim, str what, object exc):
@@ -119,7 +120,8 @@ cdef object torch_readable(object data):
     grad is read through ``detach()``: a view of the same memory, nothing copied,
     the autograd graph untouched. A tensor of a float dtype numpy has no type
     for (bfloat16, the float8 types) is converted by ``float()`` to float32,
-    which holds each of those values exactly. torch is never imported here: a
+    which holds each of those values exactly; a negated view (its negative bit
+    set) is read through ``resolve_neg()``. torch is never imported here: a
     tensor exists only once its caller has imported it."""
     torch = sys.modules.get("torch")
     tensor_type = getattr(torch, "Tensor", None) if torch is not None else None
@@ -155,6 +157,15 @@ cdef object readable_items(object torch, object tensor_type, object items, int d
 
 cdef object readable_tensor(object torch, object tensor):
     tensor = tensor.detach()
+    # a lazily negated or conjugated view (torch >= 1.10): numpy cannot read it
+    # as is; its values are a (small) copy away. A conjugate is complex, refused
+    # for its dtype once read.
+    is_neg = getattr(tensor, "is_neg", None)
+    if is_neg is not None and is_neg():
+        tensor = tensor.resolve_neg()
+    is_conj = getattr(tensor, "is_conj", None)
+    if is_conj is not None and is_conj():
+        tensor = tensor.resolve_conj()
     if tensor.is_floating_point() and tensor.dtype not in (
             torch.float16, torch.float32, torch.float64):
         tensor = tensor.float()
