@@ -150,10 +150,16 @@ class CachedEmbedder:
     async: once it is up, the call raises FlightTimeoutError (a TimeoutError),
     whether it was waiting for texts another caller is embedding (that goes on) or
     for its own model calls. An awaited model call is cancelled then (its
-    coroutine sees CancelledError before the call returns); a sync ``embed_fn``
-    cannot be interrupted: with a timeout it runs in a worker thread of its own
-    (a daemon thread, also for ``embed_sync``), which finishes the call and ends,
-    its answer unused. Nothing of a timed-out call is stored.
+    coroutine sees CancelledError before the call returns; an answer it gives
+    anyway is dropped); a sync ``embed_fn`` cannot be interrupted: with a
+    timeout it runs on this embedder's model threads (also for ``embed_sync``):
+    at most ``model_threads`` (int >= 1, default 1: one model call at a time,
+    as most models need) persistent worker threads, made at the first such
+    call. At the deadline the caller is free and the call is abandoned: not
+    started if it still waits for a worker, else finished there, its answer
+    unused (the interpreter waits at exit for a call still running). No model
+    call is started once the deadline has passed. Nothing of a timed-out call
+    is stored.
 
     Results are float32 matrices in input order. A model answer of the wrong shape
     or with NaN/inf raises ValueError (InvalidVectorError) and nothing of that call
@@ -163,7 +169,13 @@ class CachedEmbedder:
 
     Single flight: no text is sent to the model twice at once by callers sharing
     one cache (the SyncEmbeddingCache behind it): concurrent ``embed`` calls on any
-    event loop, ``embed_sync`` calls in any thread, and other embedders.
+    event loop, ``embed_sync`` calls in any thread, and other embedders. The one
+    exception is a timeout: a model call abandoned at its caller's deadline may
+    still be running when another caller, with time left, sends the same text
+    (with the default one model thread, that call waits for the abandoned one
+    to finish). A model that asks its own embedder for the texts it is embedding
+    raises RuntimeError at once, in whatever thread it runs; for other texts,
+    such a call runs in that model thread directly.
     """
 
     __slots__ = (
@@ -286,6 +298,11 @@ class CachedEmbedder:
         return self._timeout
 
     @property
+    def model_threads(self) -> int:
+        """The most sync model calls run at once under a timeout (its model threads)."""
+        return self._threads.size
+
+    @property
     def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
         """The cache the vectors live in (as given, or the default EmbeddingCache)."""
         return self._cache
@@ -323,8 +340,9 @@ class CachedEmbedder:
 
         Hits come from the cache; the distinct misses go to ``embed_fn`` in
         batches of ``batch_size``, in order. A sync ``embed_fn`` runs in a worker
-        thread (``asyncio.to_thread``; with a ``timeout``, a daemon thread of its
-        own) so the event loop is not blocked; an async one is awaited. An empty
+        thread (``asyncio.to_thread``; with a ``timeout``, one of this
+        embedder's model threads) so the event loop is not blocked; an async
+        one is awaited. An empty
         `texts` gives an empty (0, dim) matrix (dim 0 when the cache has no fixed
         dimension).
 
@@ -377,8 +395,8 @@ class CachedEmbedder:
 
     def embed_sync(self, texts: Iterable[str]) -> npt.NDArray[np.float32]:
         """``embed`` for scripts and threads: everything runs in the calling
-        thread, except a sync ``embed_fn`` under a ``timeout``, which runs in a
-        worker thread of its own so that the deadline holds (the caller's
+        thread, except a sync ``embed_fn`` under a ``timeout``, which runs on
+        this embedder's model threads so that the deadline holds (the caller's
         thread-local state, such as ``torch.no_grad()``, does not reach it there).
 
         An async ``embed_fn`` is run to completion in an event loop of its own

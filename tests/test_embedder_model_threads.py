@@ -290,7 +290,7 @@ def test_a_model_may_embed_other_texts_with_its_own_embedder() -> None:
 
 
 def test_two_models_waiting_on_each_other_fail_with_the_cycle_error() -> None:
-    """"x"'s model call asks for "y", "y"'s for "x", both in model threads:
+    """ "x"'s model call asks for "y", "y"'s for "x", both in model threads:
     the second wait closes the cycle and is refused at once."""
     both_started = threading.Barrier(2, timeout=TIMEOUT)
     embedder: CachedEmbedder

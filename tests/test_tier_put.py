@@ -142,7 +142,11 @@ def test_lists_of_tensors_are_read_alike_at_any_depth_with_or_without_a_tier() -
         assert isinstance(tier, DictTier)
         await cache.put(key("v"), vector)
         await cache.put_many([key("r0"), key("r1")], matrix)
-        for k, want in ((key("v"), expected[0]), (key("r0"), expected[0]), (key("r1"), expected[1])):
+        for k, want in (
+            (key("v"), expected[0]),
+            (key("r0"), expected[0]),
+            (key("r1"), expected[1]),
+        ):
             row = cache.sync.get(k)
             assert row is not None
             np.testing.assert_array_equal(row, want)
