@@ -378,3 +378,26 @@ def test_a_process_exits_normally_with_a_timed_out_call_inside_torch(
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout == "timed out\n"
     assert "terminate called" not in done.stderr
+
+
+# -- fork ----------------------------------------------------------------------------------
+
+
+def test_a_forked_child_gets_model_threads_of_its_own() -> None:
+    """The parent's model thread does not exist in a forked child: the child
+    makes its own instead of queueing calls for a worker that never runs them."""
+    import os
+
+    from test_fork import fork_and_run
+
+    def model(texts: list[str]) -> np.ndarray:
+        return np.full((len(texts), DIM), float(os.getpid() % 1000), np.float32)
+
+    embedder = CachedEmbedder(model, "m", cache=SyncEmbeddingCache(100), timeout=5.0)
+    embedder.embed_sync(["parent"])  # the parent's model thread exists now
+
+    def child() -> bool:
+        row = embedder.embed_one_sync("child")
+        return bool(row[0] == float(os.getpid() % 1000))
+
+    assert fork_and_run(child) == 0
