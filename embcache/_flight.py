@@ -47,7 +47,11 @@ Invariants:
     for keys its own compute is computing (re-entry), computes waiting on each
     other (a cycle, followed through owners and the threads running their
     loops), and a thread blocking on a flight whose owner needs that very thread
-    (a task of the event loop it runs, or a call lower in its own stack);
+    (a task of the event loop it runs, or a call lower in its own stack). Code
+    running inside a compute counts as that flight's owner wherever it runs (a
+    worker thread, a task it started): the owner sets ``computing`` (a context
+    variable, embcache._flight_wait) around its compute, and it is copied with
+    the context;
   * the flights lock is never held while user code or the cache runs.
 
 If compute raises an ``Exception``, the flight settles with that error and
