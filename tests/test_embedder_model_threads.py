@@ -401,3 +401,30 @@ def test_a_forked_child_gets_model_threads_of_its_own() -> None:
         return bool(row[0] == float(os.getpid() % 1000))
 
     assert fork_and_run(child) == 0
+
+
+REENTRY_WITHOUT_TIMEOUT = """
+import asyncio
+import numpy as np
+from embcache import CachedEmbedder, SyncEmbeddingCache
+
+def model(texts):
+    embedder.embed_sync(texts)  # in asyncio.to_thread's worker: would wait for itself
+    return np.ones((len(texts), 4), np.float32)
+
+embedder = CachedEmbedder(model, "m", cache=SyncEmbeddingCache(10))
+try:
+    asyncio.run(embedder.embed(["a", "b"]))
+except RuntimeError as exc:
+    print(type(exc).__name__, "from inside the compute" in str(exc))
+"""
+
+
+def test_a_model_asking_for_its_own_texts_in_a_to_thread_worker_fails_at_once(
+    tmp_path: Path,
+) -> None:
+    """Without a timeout, ``await embed`` runs a sync model in asyncio.to_thread's
+    worker: the re-entry is seen there too (it used to wait forever)."""
+    done = run_python(["-c", REENTRY_WITHOUT_TIMEOUT], cwd=tmp_path, timeout=60)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout == "RuntimeError True\n"
