@@ -262,7 +262,8 @@ def test_a_waiter_whose_loop_is_gone_is_not_woken() -> None:
 
 
 def test_a_sync_compute_of_a_task_asking_for_its_own_key_raises() -> None:
-    """The thread would block on a flight of a task of the loop it runs."""
+    """The thread would block on a flight of a task of the loop it runs; that
+    flight is the very one the compute is computing: a re-entry."""
     cache = EmbeddingCache()
 
     def compute(keys: list[CacheKey]) -> np.ndarray:
@@ -270,7 +271,7 @@ def test_a_sync_compute_of_a_task_asking_for_its_own_key_raises() -> None:
         return rows(keys)
 
     async def main() -> None:
-        with pytest.raises(RuntimeError, match="event loop running in this thread"):
+        with pytest.raises(RuntimeError, match="from inside the compute that is computing it"):
             await cache.get_or_compute([key(1)], compute)
 
     run(main())
