@@ -136,14 +136,15 @@ class EmbeddingCache:
     async def put(self, key: CacheKey, vector: npt.ArrayLike) -> None:
         """Store a float32 copy of `vector` under `key` (see SyncEmbeddingCache.put);
         with a tier, then write it there too (a rejected vector goes nowhere)."""
-        self._put(key, vector)
-        if self._tier is not None:
-            # the row as the core reads it (a torch tensor that requires grad, a
-            # bfloat16 one...), not as numpy.asarray would
-            one_row: Any = (vector,)
-            batch = self._sync.put_batch((key,), one_row, what="vector")
-            batch.take()
-            await self._tier.store((key,), batch.rows)
+        if self._tier is None:
+            self._put(key, vector)
+            return
+        # read and checked once, as put reads a vector (what="vector"), into a
+        # private row: the in-process cache and the tier get the same bytes
+        batch = self._sync.put_batch((key,), vector, what="vector")
+        batch.take()
+        batch.store()
+        await self._tier.store((key,), batch.rows)
 
     async def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
         """A new float32 array for `key`, or None (see SyncEmbeddingCache.get);

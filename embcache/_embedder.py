@@ -26,7 +26,7 @@ from embcache._async import EmbeddingCache, with_tier_counts
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache._flight import Flights, flights_of
 from embcache._flight_call import all_found
-from embcache._flight_deadline import ThreadCall, run_until
+from embcache._flight_deadline import ModelThreads, check_deadline, run_until
 from embcache._flight_errors import check_timeout, deadline_after
 from embcache._info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
@@ -150,10 +150,16 @@ class CachedEmbedder:
     async: once it is up, the call raises FlightTimeoutError (a TimeoutError),
     whether it was waiting for texts another caller is embedding (that goes on) or
     for its own model calls. An awaited model call is cancelled then (its
-    coroutine sees CancelledError before the call returns); a sync ``embed_fn``
-    cannot be interrupted: with a timeout it runs in a worker thread of its own
-    (a daemon thread, also for ``embed_sync``), which finishes the call and ends,
-    its answer unused. Nothing of a timed-out call is stored.
+    coroutine sees CancelledError before the call returns; an answer it gives
+    anyway is dropped); a sync ``embed_fn`` cannot be interrupted: with a
+    timeout it runs on this embedder's model threads (also for ``embed_sync``):
+    at most ``model_threads`` (int >= 1, default 1: one model call at a time,
+    as most models need) persistent worker threads, made at the first such
+    call. At the deadline the caller is free and the call is abandoned: not
+    started if it still waits for a worker, else finished there, its answer
+    unused (the interpreter waits at exit for a call still running). No model
+    call is started once the deadline has passed. Nothing of a timed-out call
+    is stored.
 
     Results are float32 matrices in input order. A model answer of the wrong shape
     or with NaN/inf raises ValueError (InvalidVectorError) and nothing of that call
@@ -163,7 +169,13 @@ class CachedEmbedder:
 
     Single flight: no text is sent to the model twice at once by callers sharing
     one cache (the SyncEmbeddingCache behind it): concurrent ``embed`` calls on any
-    event loop, ``embed_sync`` calls in any thread, and other embedders.
+    event loop, ``embed_sync`` calls in any thread, and other embedders. The one
+    exception is a timeout: a model call abandoned at its caller's deadline may
+    still be running when another caller, with time left, sends the same text
+    (with the default one model thread, that call waits for the abandoned one
+    to finish). A model that asks its own embedder for the texts it is embedding
+    raises RuntimeError at once, in whatever thread it runs; for other texts,
+    such a call runs in that model thread directly.
     """
 
     __slots__ = (
@@ -172,6 +184,7 @@ class CachedEmbedder:
         "_identity",
         "_batch_size",
         "_timeout",
+        "_threads",
         "_cache",
         "_sync",
         "_flights",
@@ -192,6 +205,7 @@ class CachedEmbedder:
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
         batch_size: int = 256,
         timeout: float | None = None,
+        model_threads: int = 1,
     ) -> None:
         if not callable(embed_fn):
             raise ArgumentTypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
@@ -221,6 +235,15 @@ class CachedEmbedder:
         if batch_size < 1:
             raise ArgumentValueError(f"batch_size must be >= 1, got {batch_size}")
         self._timeout = check_timeout(timeout)
+        if isinstance(model_threads, (bool, np.bool_)) or not isinstance(
+            model_threads, (int, np.integer)
+        ):
+            raise ArgumentTypeError(
+                f"model_threads must be an int, got {type(model_threads).__name__}"
+            )
+        if model_threads < 1:
+            raise ArgumentValueError(f"model_threads must be >= 1, got {model_threads}")
+        self._threads = ModelThreads(int(model_threads))
         if cache is None:
             cache = EmbeddingCache()
         if isinstance(cache, EmbeddingCache):
@@ -277,6 +300,11 @@ class CachedEmbedder:
         return self._timeout
 
     @property
+    def model_threads(self) -> int:
+        """The most sync model calls run at once under a timeout (its model threads)."""
+        return self._threads.size
+
+    @property
     def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
         """The cache the vectors live in (as given, or the default EmbeddingCache)."""
         return self._cache
@@ -314,8 +342,9 @@ class CachedEmbedder:
 
         Hits come from the cache; the distinct misses go to ``embed_fn`` in
         batches of ``batch_size``, in order. A sync ``embed_fn`` runs in a worker
-        thread (``asyncio.to_thread``; with a ``timeout``, a daemon thread of its
-        own) so the event loop is not blocked; an async one is awaited. An empty
+        thread (``asyncio.to_thread``; with a ``timeout``, one of this
+        embedder's model threads) so the event loop is not blocked; an async
+        one is awaited. An empty
         `texts` gives an empty (0, dim) matrix (dim 0 when the cache has no fixed
         dimension).
 
@@ -345,10 +374,11 @@ class CachedEmbedder:
             return matrix
         counts = _CallCounts()
         text_of = _texts_of(keys, items)  # `items` is ours: `texts` may change while we wait
+        deadline = deadline_after(self._timeout)
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, text_of, counts, in_thread=not self._embed_is_async
+                missing, text_of, counts, deadline, in_thread=not self._embed_is_async
             )
 
         # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
@@ -367,8 +397,8 @@ class CachedEmbedder:
 
     def embed_sync(self, texts: Iterable[str]) -> npt.NDArray[np.float32]:
         """``embed`` for scripts and threads: everything runs in the calling
-        thread, except a sync ``embed_fn`` under a ``timeout``, which runs in a
-        worker thread of its own so that the deadline holds (the caller's
+        thread, except a sync ``embed_fn`` under a ``timeout``, which runs on
+        this embedder's model threads so that the deadline holds (the caller's
         thread-local state, such as ``torch.no_grad()``, does not reach it there).
 
         An async ``embed_fn`` is run to completion in an event loop of its own
@@ -490,10 +520,11 @@ class CachedEmbedder:
     async def _embed_one(self, text: str, key: CacheKey, epoch: int) -> npt.NDArray[np.float32]:
         """embed of one text whose lookup (after `epoch`) missed."""
         counts = _CallCounts()
+        deadline = deadline_after(self._timeout)
 
         async def compute(missing: list[CacheKey]) -> list[PutBatch]:
             return await self._embed_batches(
-                missing, {key: text}, counts, in_thread=not self._embed_is_async
+                missing, {key: text}, counts, deadline, in_thread=not self._embed_is_async
             )
 
         tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
@@ -523,7 +554,7 @@ class CachedEmbedder:
         deadline; a sync one as _call_sync says)."""
         if self._embed_is_async:
             return run_until(  # type: ignore[no-any-return]
-                self._embed_batches(missing, text_of, counts, in_thread=False),
+                self._embed_batches(missing, text_of, counts, deadline, in_thread=False),
                 deadline,
                 "embed_fn",
                 self._timeout,
@@ -544,9 +575,7 @@ class CachedEmbedder:
         if deadline is None:
             result = self._embed_fn(batch)
         else:
-            result = ThreadCall(self._embed_fn, batch, "embcache embed_fn").result(
-                deadline, "embed_fn", self._timeout
-            )
+            result = self._threads.call(self._embed_fn, batch, deadline, "embed_fn", self._timeout)
         if type(result) is not np.ndarray and inspect.isawaitable(result):
             if _loop_running():
                 if inspect.iscoroutine(result):
@@ -628,20 +657,23 @@ class CachedEmbedder:
         missing: list[CacheKey],
         text_of: dict[CacheKey, str],
         counts: _CallCounts,
+        deadline: float | None,
         *,
         in_thread: bool,
     ) -> list[PutBatch]:
         """Embed `missing` batch after batch; a sync embed_fn runs in a worker
-        thread when `in_thread`, and an awaitable answer is awaited."""
+        thread when `in_thread` (one of this embedder's model threads under a
+        timeout), and an awaitable answer is awaited. No model call is started
+        once `deadline` has passed (ComputeTimeout)."""
         parts: list[PutBatch] = []
         for start, batch_keys, batch in self._batches(missing, text_of):
+            check_deadline(deadline, "embed_fn", self._timeout)  # no call with no time left
             counts.model_calls += 1
             counts.texts_embedded += len(batch)
-            if in_thread and self._timeout is not None:
-                # a daemon thread of its own: if the deadline abandons it, a hung
-                # call keeps neither the event loop nor the interpreter from closing
-                call = ThreadCall(self._model_call, batch, "embcache embed_fn")
-                result = await call.result_async()
+            if in_thread and deadline is not None:
+                # one of this embedder's model threads: the registry cancels this
+                # wait at the deadline, which abandons the call
+                result = await self._threads.call_async(self._model_call, batch)
             elif in_thread:
                 result = await asyncio.to_thread(_no_stop_iteration, self._embed_fn, batch)
             else:

@@ -47,7 +47,11 @@ Invariants:
     for keys its own compute is computing (re-entry), computes waiting on each
     other (a cycle, followed through owners and the threads running their
     loops), and a thread blocking on a flight whose owner needs that very thread
-    (a task of the event loop it runs, or a call lower in its own stack);
+    (a task of the event loop it runs, or a call lower in its own stack). Code
+    running inside a compute counts as that flight's owner wherever it runs (a
+    worker thread, a task it started): the owner sets ``computing`` (a context
+    variable, embcache._flight_wait) around its compute, and it is copied with
+    the context;
   * the flights lock is never held while user code or the cache runs.
 
 If compute raises an ``Exception``, the flight settles with that error and
@@ -103,7 +107,7 @@ from embcache._flight_errors import (
     reentry_error,
     stop_iteration_error,
 )
-from embcache._flight_wait import Flight, block_on, outcome, wait_for
+from embcache._flight_wait import Flight, block_on, computing, outcome, wait_for
 from embcache._tier import Tier
 from embcache.errors import ArgumentTypeError, KeyTypeError
 
@@ -406,6 +410,7 @@ class Flights:
     ) -> tuple[Flight, int, bool]:
         """Under the lock: `key` claimed as a new flight of ours, or the flight
         computing it and its row there; whether the flight is ours."""
+        within = computing.get()
         with self._lock:
             registry = self._registry
             entry = registry.get(key)
@@ -413,7 +418,7 @@ class Flights:
                 flight = Flight(me, thread, loop)
                 registry[key] = (flight, 0)
                 return flight, 0, True
-            if entry[0].owner == me:
+            if entry[0].owner == me or entry[0] in within:
                 raise reentry_error(key)
             return entry[0], entry[1], False
 
@@ -440,7 +445,7 @@ class Flights:
                     registry[key] = (flight, 0)
                 else:
                     flight, r = entry
-                    if flight.owner == me:
+                    if flight.owner == me or flight in computing.get():
                         raise reentry_error(key)
             if entry is None:
                 stale = retry or self._epoch != epoch
@@ -498,6 +503,7 @@ class Flights:
         ours: list[int] = []
         waits: dict[Flight, list[tuple[int, int]]] = {}
         misses = plan.misses
+        within = computing.get()
         with self._lock:
             registry = self._registry
             for j in pending:
@@ -506,7 +512,7 @@ class Flights:
                     ours.append(j)
                     continue
                 other, r = entry
-                if other.owner == me:
+                if other.owner == me or other in within:
                     raise reentry_error(misses[j])
                 waits.setdefault(other, []).append((j, r))
             flight = None
@@ -528,6 +534,7 @@ class Flights:
     ) -> Matrix:
         """Compute, validate and store our claimed `keys`, then settle our flight;
         its rows (read-only, shared with its waiters)."""
+        token = computing.set((*computing.get(), flight))  # compute runs as our flight
         try:
             if len(keys) == 1 and not stale:  # one key: no Work needed
                 result = compute([keys[0]])
@@ -555,6 +562,8 @@ class Flights:
         except BaseException:
             self._settle(flight, keys)
             raise
+        finally:
+            computing.reset(token)
         self._settle(flight, keys, rows=rows)
         return rows
 
@@ -576,6 +585,7 @@ class Flights:
         the keys it has are taken from it instead of computed, and computed rows
         are written to it after the flight settles."""
         work = None
+        token = computing.set((*computing.get(), flight))
         try:
             if tier is None and len(keys) == 1 and not stale:  # one key: no Work needed
                 result = compute([keys[0]])
@@ -613,6 +623,8 @@ class Flights:
         except BaseException:
             self._settle(flight, keys)
             raise
+        finally:
+            computing.reset(token)
         self._settle(flight, keys, rows=rows)
         if tier is not None and work is not None and work.computed is not None:
             await tier.store(work.computed_keys, work.computed)

@@ -104,24 +104,32 @@ async def bounded(
     awaitable: Awaitable[Any], deadline: float, what: str, timeout: float | None
 ) -> Any:
     """Await `awaitable` until `deadline` at most (then cancel it: ComputeTimeout).
-    A TimeoutError of compute's own passes through unchanged."""
+    A TimeoutError of compute's own passes through unchanged; an answer that
+    comes after the cancellation (an awaitable that swallowed it) is dropped:
+    ComputeTimeout all the same."""
     remaining = seconds_left(deadline)
     if sys.version_info >= (3, 11):
         scope = asyncio.timeout(remaining)
         try:
             async with scope:
-                return await awaitable
+                result = await awaitable
         except TimeoutError:
             if scope.expired():
                 raise ComputeTimeout(what, timeout) from None
             raise
+        if scope.expired():  # cancelled at the deadline, answered anyway
+            raise ComputeTimeout(what, timeout)
+        return result
     else:  # pragma: no cover - Python < 3.11
         try:
-            return await asyncio.wait_for(awaitable, remaining)
+            result = await asyncio.wait_for(awaitable, remaining)
         except asyncio.TimeoutError:
             if time.monotonic() >= deadline:
                 raise ComputeTimeout(what, timeout) from None
             raise
+        if time.monotonic() >= deadline:
+            raise ComputeTimeout(what, timeout)
+        return result
 
 
 def waiter_copy(error: BaseException) -> BaseException:

@@ -8,11 +8,21 @@ awaits a future of its own loop). Both first refuse a wait that would never end
 -> the flight it waits on) for the next caller's check, and take it out again
 however the wait ends. ``lock`` is the registry's lock, which guards the map and
 every flight's ``done``/``wakeups``; it is never held while waiting.
+
+``computing`` (a context variable) holds the flights whose compute the current
+code runs inside, outermost first; it is set by the owner around its compute
+and copied into any worker thread or task that compute runs the model in
+(``asyncio.to_thread``, an embedder's model threads, the tasks of an event
+loop), so a compute running in another thread than its owner's still counts as
+that flight's owner: asking for the flight's own keys there is a re-entry, and
+a wait it makes is followed (``Flight.inner``) when another caller's deadlock
+check reaches the flight.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 from collections.abc import Hashable
 from typing import Callable
@@ -27,14 +37,14 @@ from embcache._flight_errors import (
     waiter_copy,
 )
 
-__all__ = ["Flight", "block_on", "check_deadlock", "outcome", "wait_for"]
+__all__ = ["Flight", "block_on", "check_deadlock", "computing", "outcome", "wait_for"]
 
 
 class Flight:
     """The keys one caller is computing. Settled once, under the flights lock:
     ``rows`` set (success), ``error`` set (failure), or neither (abandoned)."""
 
-    __slots__ = ("owner", "thread", "loop", "done", "rows", "error", "wakeups")
+    __slots__ = ("owner", "thread", "loop", "done", "rows", "error", "wakeups", "inner")
 
     def __init__(
         self, owner: Hashable, thread: int, loop: asyncio.AbstractEventLoop | None
@@ -46,6 +56,14 @@ class Flight:
         self.rows: Matrix | None = None
         self.error: BaseException | None = None
         self.wakeups: list[Callable[[], None]] = []
+        self.inner: list[Flight] = []
+        """Flights that code running inside this flight's compute waits on now."""
+
+
+computing: contextvars.ContextVar[tuple[Flight, ...]] = contextvars.ContextVar(
+    "embcache_computing", default=()
+)
+"""The flights whose compute the current code runs inside (outermost first)."""
 
 
 def outcome(flight: Flight) -> Matrix | None:
@@ -83,14 +101,21 @@ def _waker(
 
 
 def check_deadlock(
-    waiting: dict[Hashable, Flight], flight: Flight, me: Hashable, thread: int, blocking: bool
+    waiting: dict[Hashable, Flight],
+    flight: Flight,
+    me: Hashable,
+    thread: int,
+    blocking: bool,
+    within: tuple[Flight, ...] = (),
 ) -> None:
     """Under the lock: RuntimeError if waiting for `flight` would never end.
 
-    Follows owner -> flight it waits on, and for a task owner also the
-    thread running its loop -> flight that thread blocks on. Every wait is
-    checked as it starts, so no cycle can form that does not pass through
-    the caller starting it."""
+    Follows owner -> flight it waits on, flight -> the flights its compute
+    (wherever it runs) waits on, and for a task owner also the thread running
+    its loop -> flight that thread blocks on. `within` is ``computing.get()``:
+    reaching one of those flights is a cycle too. Every wait is checked as it
+    starts, so no cycle can form that does not pass through the caller
+    starting it."""
     todo = [flight]
     seen: set[int] = set()
     while todo:
@@ -98,7 +123,7 @@ def check_deadlock(
         if link.done or id(link) in seen:
             continue
         seen.add(id(link))
-        if link.owner == me:
+        if link.owner == me or link in within:
             raise cycle_error()
         if link.thread == thread:
             if link.loop is None:
@@ -108,6 +133,7 @@ def check_deadlock(
         nxt = waiting.get(link.owner)
         if nxt is not None:
             todo.append(nxt)
+        todo.extend(link.inner)
         if link.loop is not None:
             nxt = waiting.get(link.thread)
             if nxt is not None:
@@ -124,20 +150,25 @@ def block_on(
 ) -> None:
     """Block this thread until `flight` settles (RuntimeError if it never would;
     FlightTimeoutError if it has not by `deadline`)."""
+    within = computing.get()
     with lock:
         if flight.done:
             return
-        check_deadlock(waiting, flight, me, me, blocking=True)
+        check_deadlock(waiting, flight, me, me, True, within)
         settled = threading.Event()
         wake = settled.set
         flight.wakeups.append(wake)
         waiting[me] = flight
+        for outer in within:
+            outer.inner.append(flight)
     try:
         if not settled.wait(seconds_left(deadline)) and not flight.done:
             raise wait_timeout_error(timeout)
     finally:
         with lock:
             del waiting[me]
+            for outer in within:
+                outer.inner.remove(flight)
             if not flight.done:
                 flight.wakeups.remove(wake)
 
@@ -155,14 +186,17 @@ async def wait_for(
     """Wait, without blocking the loop, until `flight` settles (FlightTimeoutError
     if it has not by `deadline`). Cancelling this wait, or its timing out,
     leaves the flight alone (the future awaited is this waiter's own)."""
+    within = computing.get()
     with lock:
         if flight.done:
             return
-        check_deadlock(waiting, flight, me, thread, blocking=False)
+        check_deadlock(waiting, flight, me, thread, False, within)
         future: asyncio.Future[None] = loop.create_future()
         wake = _waker(loop, future, thread)
         flight.wakeups.append(wake)
         waiting[me] = flight
+        for outer in within:
+            outer.inner.append(flight)
     try:
         if deadline is None:
             await future
@@ -178,5 +212,7 @@ async def wait_for(
     finally:
         with lock:
             del waiting[me]
+            for outer in within:
+                outer.inner.remove(flight)
             if not flight.done:
                 flight.wakeups.remove(wake)

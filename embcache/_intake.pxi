@@ -81,7 +81,8 @@ cdef cnp.ndarray read_extension_dtype(cnp.ndarray arr, int type_num, str what):
         f"{what} must hold real numbers (integer or float dtype), got dtype {dtype}")
 
 
-cdef str TORCH_HINT = "; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
+cdef str TORCH_HINT = ("; pass a dense CPU tensor of a real dtype, e.g. tensor.detach().cpu().float()"
+                       " (a sparse one: .to_dense(); a quantized one: .dequantize())")
 
 
 cdef cnp.ndarray read_foreign(object data, int ndim, str what, object exc):
@@ -114,12 +115,13 @@ cdef cnp.ndarray read_foreign(object data, int ndim, str what, object exc):
 
 
 cdef object torch_readable(object data):
-    """What numpy can read of a torch tensor it could not (or of a list or tuple
-    holding tensors); None when `data` is no such thing. A tensor that requires
+    """What numpy can read of a torch tensor it could not (or of lists or tuples
+    holding tensors, at any depth); None when `data` is no such thing. A tensor that requires
     grad is read through ``detach()``: a view of the same memory, nothing copied,
     the autograd graph untouched. A tensor of a float dtype numpy has no type
     for (bfloat16, the float8 types) is converted by ``float()`` to float32,
-    which holds each of those values exactly. torch is never imported here: a
+    which holds each of those values exactly; a negated view (its negative bit
+    set) is read through ``resolve_neg()``. torch is never imported here: a
     tensor exists only once its caller has imported it."""
     torch = sys.modules.get("torch")
     tensor_type = getattr(torch, "Tensor", None) if torch is not None else None
@@ -127,13 +129,43 @@ cdef object torch_readable(object data):
         return None
     if isinstance(data, tensor_type):
         return readable_tensor(torch, data)
-    if isinstance(data, (list, tuple)) and any(isinstance(x, tensor_type) for x in data):
-        return [readable_tensor(torch, x) if isinstance(x, tensor_type) else x for x in data]
+    if isinstance(data, (list, tuple)):
+        return readable_items(torch, tensor_type, data, 0)
     return None
+
+
+cdef object readable_items(object torch, object tensor_type, object items, int depth):
+    """`items` (a list or tuple) with every tensor in it, at any depth, made
+    readable (a new list); None when it holds no tensor. Deeper than numpy reads
+    (64 levels), left as is: numpy then refuses it with its own error."""
+    if depth >= 64:
+        return None
+    cdef list out = []
+    cdef bint found = False
+    for x in items:
+        if isinstance(x, tensor_type):
+            x = readable_tensor(torch, x)
+            found = True
+        elif isinstance(x, (list, tuple)):
+            inner = readable_items(torch, tensor_type, x, depth + 1)
+            if inner is not None:
+                x = inner
+                found = True
+        out.append(x)
+    return out if found else None
 
 
 cdef object readable_tensor(object torch, object tensor):
     tensor = tensor.detach()
+    # a lazily negated or conjugated view (torch >= 1.10): numpy cannot read it
+    # as is; its values are a (small) copy away. A conjugate is complex, refused
+    # for its dtype once read.
+    is_neg = getattr(tensor, "is_neg", None)
+    if is_neg is not None and is_neg():
+        tensor = tensor.resolve_neg()
+    is_conj = getattr(tensor, "is_conj", None)
+    if is_conj is not None and is_conj():
+        tensor = tensor.resolve_conj()
     if tensor.is_floating_point() and tensor.dtype not in (
             torch.float16, torch.float32, torch.float64):
         tensor = tensor.float()
@@ -171,9 +203,18 @@ cdef cnp.ndarray read_matrix(object matrix, Py_ssize_t n_rows, str what, Source 
     """A batch's (n_rows, dim) matrix, its first row described in `first` and the
     byte step between rows in row_stride (values not yet checked). With no rows,
     an empty list / tuple / 1-D array is accepted too (dim 0)."""
+    cdef cnp.ndarray m
     if n_rows == 0 and is_empty_sequence(matrix):
         matrix = np.empty((0, 0), dtype=np.float32)
-    cdef cnp.ndarray m = read_real(matrix, 2, what, " (len(keys), dim)")
+    if n_rows == 1 and what == "vector":
+        # put's one vector (EmbeddingCache.put with a tier takes it through a
+        # PutBatch): read and judged as put reads it, then seen as one row
+        m = read_real(matrix, 1, what, "")
+        if cnp.PyArray_DIM(m, 0) == 0:
+            raise InvalidVectorError("vector is empty; an embedding needs at least one value")
+        m = (<object>m)[None]  # a view: nothing copied
+    else:
+        m = read_real(matrix, 2, what, " (len(keys), dim)")
     if cnp.PyArray_DIM(m, 0) != n_rows:
         raise InvalidVectorError(
             f"{what} has {cnp.PyArray_DIM(m, 0)} rows for {n_rows} keys")
@@ -246,7 +287,8 @@ cdef int check_rows(const Source *first, Py_ssize_t row_stride, Py_ssize_t start
         row.data = first.data + i * row_stride
         bad = first_unstorable(&row)
         if bad >= 0:
-            raise unstorable_error(f"{what}[{i}, {bad}]", &row, bad)
+            raise unstorable_error(  # put's one vector (read_matrix) named as put names it
+                f"{what}[{bad}]" if what == "vector" else f"{what}[{i}, {bad}]", &row, bad)
     return 0
 
 

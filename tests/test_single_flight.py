@@ -7,6 +7,7 @@ Every wait has a timeout, so a bug fails a test instead of hanging the suite."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import threading
 import time
 from collections import Counter
@@ -262,7 +263,8 @@ def test_a_waiter_whose_loop_is_gone_is_not_woken() -> None:
 
 
 def test_a_sync_compute_of_a_task_asking_for_its_own_key_raises() -> None:
-    """The thread would block on a flight of a task of the loop it runs."""
+    """The thread would block on a flight of a task of the loop it runs; that
+    flight is the very one the compute is computing: a re-entry."""
     cache = EmbeddingCache()
 
     def compute(keys: list[CacheKey]) -> np.ndarray:
@@ -270,7 +272,7 @@ def test_a_sync_compute_of_a_task_asking_for_its_own_key_raises() -> None:
         return rows(keys)
 
     async def main() -> None:
-        with pytest.raises(RuntimeError, match="event loop running in this thread"):
+        with pytest.raises(RuntimeError, match="from inside the compute that is computing it"):
             await cache.get_or_compute([key(1)], compute)
 
     run(main())
@@ -301,7 +303,8 @@ def test_a_thread_blocking_on_a_task_of_its_own_loop_raises() -> None:
 
 def test_an_async_embed_fn_of_embed_sync_asking_for_its_own_text_raises() -> None:
     """embed_sync runs an async embed_fn with asyncio.run inside its compute; that
-    loop asking for the text being embedded would wait for itself."""
+    loop asking for the text being embedded would wait for itself: the re-entry
+    is seen through the loop's task (it runs as the flight's compute)."""
     cache = SyncEmbeddingCache()
     holder: list[CachedEmbedder] = []
 
@@ -311,7 +314,7 @@ def test_an_async_embed_fn_of_embed_sync_asking_for_its_own_text_raises() -> Non
 
     embedder = CachedEmbedder(embed_fn, "m", cache=cache)
     holder.append(embedder)
-    with pytest.raises(RuntimeError, match="lower in this thread's stack"):
+    with pytest.raises(RuntimeError, match="from inside the compute that is computing it"):
         embedder.embed_sync(["a"])
     assert len(cache) == 0 and cache.flights.in_flight() == 0
 
@@ -437,3 +440,21 @@ def test_compute_errors_name_compute_row_and_element(use_async: bool) -> None:
         else:
             cache.sync.get_or_compute([key(1), key(2)], compute)
     assert isinstance(info.value, EmbcacheError) and len(cache) == 0
+
+
+def test_a_task_blocking_a_sync_compute_lower_in_its_stack_raises() -> None:
+    """A task of a loop that a sync compute runs, outside that compute's context
+    (an empty one): it is not seen as the compute, yet waiting for the flight
+    would wait for the thread it runs on."""
+    cache = SyncEmbeddingCache()
+
+    def compute(keys: list[CacheKey]) -> np.ndarray:
+        async def inner() -> Any:
+            return await cache.flights.get_or_compute_async(cache, [key(1)], Counting())
+
+        contextvars.Context().run(asyncio.run, inner())
+        return rows(keys)  # pragma: no cover - never reached
+
+    with pytest.raises(RuntimeError, match="lower in this thread's stack"):
+        cache.get_or_compute([key(1)], compute)
+    assert len(cache) == 0 and cache.flights.in_flight() == 0

@@ -240,6 +240,8 @@ def torch_values() -> dict[str, Callable[[], Any]]:
         "non-contiguous requires_grad": lambda: torch.tensor(
             [[v, 0.0] for v in VALUES], requires_grad=True
         )[:, 0],
+        # a lazily negated view (its negative bit set): numpy refuses it as is
+        "negated view": lambda: torch._neg_view(torch.tensor([-v for v in VALUES])),
     }
 
 
@@ -255,6 +257,7 @@ def torch_values() -> dict[str, Callable[[], Any]]:
         "bfloat16 requires_grad",
         "float8_e4m3fn",
         "non-contiguous requires_grad",
+        "negated view",
     ],
 )
 def test_a_tensor_numpy_cannot_take_as_is_is_read_exactly(sink: str, kind: str) -> None:
@@ -395,7 +398,7 @@ def torch_rejected() -> dict[str, tuple[Callable[[], Any], type[Exception], type
             lambda: torch.tensor(VALUES).to_sparse(),
             VectorTypeError,
             TypeError,
-            r"could not be read .*Sparse.*; " + TORCH_HINT,
+            r"could not be read .*Sparse.*; " + TORCH_HINT + r" \(a sparse one: \.to_dense\(\)",
         ),
         "complex32": (
             complex32,
