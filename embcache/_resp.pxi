@@ -23,6 +23,7 @@ MGET_DONE = RESP_DONE
 MGET_REPLY_ERROR = RESP_REPLY_ERROR
 MGET_PROTOCOL = RESP_PROTOCOL
 DEF FEED_NOGIL_BYTES = 65536
+DEF FEED_BUSY = -1                # a feed is running (or raised): no other may start
 
 
 cdef class MgetReader:
@@ -39,7 +40,8 @@ cdef class MgetReader:
     ``feed(data)`` returns MGET_MORE (send more), MGET_DONE (``extra``: bytes of
     that chunk after the reply), MGET_REPLY_ERROR (the reply is an error line:
     ``error_text``) or MGET_PROTOCOL (not a reply of that shape); after anything
-    but MGET_MORE, feeding again is an error."""
+    but MGET_MORE, feeding again is an error, as is a feed while another runs (in
+    another thread) or after one raised (the rows could not be allocated)."""
 
     cdef resp_mget state
     cdef object matrix
@@ -57,6 +59,8 @@ cdef class MgetReader:
             d = operator.index(dim)
             if d < 1:
                 raise ArgumentValueError(f"dim must be >= 1 or None, got {dim}")
+        elif out is not None:
+            raise ArgumentValueError("out needs dim: the rows' shape must be known")
         self.positions = np.empty(n, dtype=np.intp)
         self.compact = out is None
         if out is not None:
@@ -84,9 +88,16 @@ cdef class MgetReader:
         cdef size_t used = 0, done = 0, length = data.shape[0]
         cdef int status
         if self.status != RESP_MORE:
+            if self.status == FEED_BUSY:
+                raise ArgumentValueError("the reader is being fed by another thread, or an "
+                                         "earlier feed failed")
             raise ArgumentValueError("the reply was already read")
         if length == 0:
             return RESP_MORE
+        # the GIL is released around long chunks: mark the reader busy first, so a
+        # second thread cannot run the C reader on the same state; a feed that
+        # raises (no memory for the rows) leaves it marked, never half-ready
+        self.status = FEED_BUSY
         while True:
             if length - done >= FEED_NOGIL_BYTES:
                 with nogil:
@@ -99,6 +110,7 @@ cdef class MgetReader:
             self.matrix = np.empty((self.state.n, self.state.dim), dtype=np.float32)
             resp_mget_set_rows(&self.state, <float *>cnp.PyArray_DATA(self.matrix))
             if done == length:
+                self.status = RESP_MORE
                 return RESP_MORE
         self.status = status
         self.leftover = length - done

@@ -98,6 +98,8 @@ async def direct_mget(
             try:
                 await _read_reply(conn, holder[0])
             except ResponseError:
+                if holder[0].extra:  # bytes after the error line were taken: out of step
+                    await conn.disconnect(nowait=True)
                 raise  # an error reply was read whole: the connection is in step
             except BaseException:
                 await conn.disconnect(nowait=True)

@@ -247,6 +247,57 @@ def test_arguments_are_checked() -> None:
     for out in (np.zeros((2, 5), np.float32), np.zeros((2, 4)), np.zeros((4, 2), np.float32).T):
         with pytest.raises(ArgumentValueError):
             MgetReader(2, 4, out)
+    # rows written into `out` need their shape known: `out` without a dim is refused
+    for out in (np.zeros((2, 0), np.float32), np.zeros((2, 4), np.float32)):
+        with pytest.raises(ArgumentValueError, match="out needs dim"):
+            MgetReader(2, None, out)
+
+
+def test_a_feed_that_could_not_allocate_the_rows_leaves_the_reader_refusing() -> None:
+    # a hostile first value claims a dimension whose (n, dim) rows cannot be had:
+    # the feed raises, and feeding again is an error, never a write through no rows
+    dim = (536870912 - 12) // 4
+    head = b"EMBC\x01\x01\x00\x00" + dim.to_bytes(4, "little")
+    reader = MgetReader(1_000_000, None)
+    with pytest.raises((MemoryError, ValueError)):
+        reader.feed(b"*1000000\r\n$%d\r\n" % (12 + 4 * dim) + head)
+    with pytest.raises(ArgumentValueError, match="earlier feed failed"):
+        reader.feed(b"\x00" * 64)
+
+
+def test_a_feed_while_another_thread_feeds_is_refused() -> None:
+    # the GIL is released while a long chunk is read: a second thread's feed of the
+    # same reader is refused rather than run on the same state
+    import threading
+
+    dim = 1 << 20
+    head = b"*1\r\n$%d\r\nEMBC\x01\x01\x00\x00" % (12 + 4 * dim) + dim.to_bytes(4, "little")
+    part = b"\x41" * (3 << 20)
+    for _ in range(20):
+        reader = MgetReader(1, dim)
+        assert reader.feed(head) == MGET_MORE
+        outcomes: list[object] = []
+
+        def feed(reader: MgetReader, outcomes: list[object]) -> None:
+            try:
+                outcomes.append(reader.feed(part))
+            except ArgumentValueError as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=feed, args=(reader, outcomes)) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        # one after the other: the second reads past the 4 MiB row (a protocol error);
+        # at once: the second is refused; never both read into the row
+        kinds = sorted(
+            "refused"
+            if isinstance(o, ArgumentValueError)
+            else {MGET_MORE: "more", MGET_PROTOCOL: "protocol"}.get(o, repr(o))
+            for o in outcomes
+        )
+        assert kinds in (["more", "refused"], ["more", "protocol"]), kinds
 
 
 # -- the C reader against the Python decoder --------------------------------------------
