@@ -85,23 +85,39 @@ class CachedEmbedding(BaseEmbedding):
         async def adocuments(texts: list[str]) -> list[Embedding]:
             return await embed_model.aget_text_embedding_batch(texts)
 
-        def queries(texts: list[str]) -> list[Embedding]:
-            return [embed_model.get_query_embedding(t) for t in texts]
-
-        async def aqueries(texts: list[str]) -> list[Embedding]:
-            return [await embed_model.aget_query_embedding(t) for t in texts]
-
         first = CachedEmbedder(
             documents, model_version, cache=cache, batch_size=WHOLE_CALL, timeout=timeout
         )
         version = first.model_version
+        identity = first.identity
+
+        def checked(rows: list[Embedding], what: str) -> list[Embedding]:
+            # query keys carry a plain str version: the identity's dim is checked here
+            if identity is not None:
+                for row in rows:
+                    if hasattr(row, "__len__"):  # else the cache rejects it, saying why
+                        identity.check_dim(len(row), what)
+            return rows
+
+        def queries(texts: list[str]) -> list[Embedding]:
+            rows = [embed_model.get_query_embedding(t) for t in texts]
+            return checked(rows, "get_query_embedding's vector")
+
+        async def aqueries(texts: list[str]) -> list[Embedding]:
+            rows = [await embed_model.aget_query_embedding(t) for t in texts]
+            return checked(rows, "aget_query_embedding's vector")
+
         kwargs.setdefault("model_name", embed_model.model_name)
         kwargs.setdefault("embed_batch_size", WHOLE_CALL)
         kwargs.update(embed_model=embed_model, model_version=version)
         super().__init__(**kwargs)
         self._documents = first
         self._adocuments = CachedEmbedder(
-            adocuments, version, cache=cache, batch_size=WHOLE_CALL, timeout=timeout
+            adocuments,
+            model_version,  # a ModelIdentity's dim is checked here too
+            cache=cache,
+            batch_size=WHOLE_CALL,
+            timeout=timeout,
         )
         self._queries = CachedEmbedder(
             queries, version + QUERY_SUFFIX, cache=cache, batch_size=WHOLE_CALL, timeout=timeout

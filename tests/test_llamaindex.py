@@ -17,7 +17,13 @@ from llama_index.core.bridge.pydantic import PrivateAttr  # noqa: E402
 from llama_index.core.embeddings import BaseEmbedding, MockEmbedding  # noqa: E402
 from llama_index.core.schema import TextNode  # noqa: E402
 
-from embcache import CacheKey, EmbcacheError, EmbeddingCache, SyncEmbeddingCache  # noqa: E402
+from embcache import (  # noqa: E402
+    CacheKey,
+    EmbcacheError,
+    EmbeddingCache,
+    InvalidVectorError,
+    SyncEmbeddingCache,
+)
 from embcache.identity import ModelIdentity  # noqa: E402
 from embcache.llamaindex import CachedEmbedding  # noqa: E402
 
@@ -211,3 +217,25 @@ def test_bad_texts_are_rejected_and_change_nothing() -> None:
         assert isinstance(exc.value, EmbcacheError)
     assert recorder.batches == [["ok"]]
     assert cached.cache.sync.get_cache_info() == info
+
+
+def test_model_identity_dim_is_checked_on_every_path() -> None:
+    says_other = ModelIdentity("fake", dim=DIM + 1)
+    cached = CachedEmbedding(FakeEmbedding(), says_other)
+    calls: list[Any] = [
+        lambda: cached.get_text_embedding("a"),
+        lambda: cached.get_text_embedding_batch(["a", "b"]),
+        lambda: cached.get_query_embedding("q"),
+        lambda: run(cached.aget_text_embedding("a")),
+        lambda: run(cached.aget_text_embedding_batch(["a", "b"])),
+        lambda: run(cached.aget_query_embedding("q")),
+    ]
+    for call in calls:
+        with pytest.raises(InvalidVectorError, match=f"has dim {DIM}, but the model identity"):
+            call()
+    assert len(cached.cache) == 0
+    right = CachedEmbedding(FakeEmbedding(), ModelIdentity("fake", dim=DIM))
+    assert right.get_text_embedding_batch(["a"]) == [vector("a")]
+    assert right.get_query_embedding("q") == vector("q", DIM, "q:")
+    assert run(right.aget_text_embedding("b")) == vector("b")
+    assert run(right.aget_query_embedding("r")) == vector("r", DIM, "q:")

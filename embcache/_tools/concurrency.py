@@ -162,7 +162,7 @@ def _scaling_check(kind: str, per_op: dict[int, float]) -> Check:
     lo, hi = min(WORKER_COUNTS), max(WORKER_COUNTS)
     ratio = per_op[hi] / per_op[lo]
     return Check(
-        f"{kind}, ns/op {hi} vs {lo} worker(s)",
+        f"{kind}, {hi} vs {lo}",
         f"<= {SCALING_FACTOR:.1f}x",
         f"{ratio:.2f}x ({per_op[lo]:,.0f} -> {per_op[hi]:,.0f} ns/op)",
         ratio <= SCALING_FACTOR,
@@ -180,7 +180,7 @@ def criterion_scaling(cfg: CheckConfig) -> Criterion:
     threads_med = {w: float(median(v)) for w, v in threads.items()}
     c = Criterion(4, "concurrent access scales", describe(cfg))
     c.checks.append(_scaling_check("asyncio tasks", tasks_med))
-    c.checks.append(_scaling_check("OS threads (sync core)", threads_med))
+    c.checks.append(_scaling_check("OS threads", threads_med))
     c.details = {
         "statistic": "median over rounds of per-op ns",
         "ops_per_worker": {"asyncio": OPS_PER_WORKER, "threads": OPS_PER_THREAD},

@@ -45,12 +45,13 @@ DESCRIPTIONS: dict[int, str] = {
     "more than 5,000/s, and every lookup finds its vector",
     3: "after storing 100 vectors of {dim} floats, the reported memory_usage_mb is within "
     "+-50% of the vectors' own bytes, and memory_usage_bytes is exactly dim x 4 plus the "
-    "documented per-entry overhead for each entry",
+    "documented per-entry overhead ({overhead} B) for each entry",
     5: "storing 10,000 {dim}-dim vectors under new keys into an empty cache takes less than 30 s",
     6: "1,000 lookups spread over those 10,000 entries (every 10th key) take less than 0.5 s, "
     "all of them hit, and the cache then holds 10,000 entries with a hit rate above 0.9",
 }
-"""Criteria 1-3, 5 and 6 in a user's words ({dim}: the dimension of the run);
+"""Criteria 1-3, 5 and 6 in a user's words ({dim}: the dimension of the run;
+{overhead}: ENTRY_OVERHEAD_BYTES);
 4 and 7 describe themselves (concurrency.describe, limits.describe)."""
 
 
@@ -92,7 +93,7 @@ def _criterion_put(cfg: CheckConfig, ctx: dict[str, Any]) -> Criterion:
     c = Criterion(1, "put throughput", DESCRIPTIONS[1].format(dim=cfg.dim))
     c.checks.append(
         Check(
-            f"1,000 puts of new keys (dim {cfg.dim})",
+            "1,000 puts of new keys",
             "> 1,000 ops/s",
             f"{fmt_int(put_rate)} ops/s",
             put_rate > 1000,
@@ -170,10 +171,11 @@ def _criterion_memory_accuracy(cfg: CheckConfig) -> Criterion:
     ratio = mb / expected_mb
     exact_bytes = n * (dim * 4 + ENTRY_OVERHEAD_BYTES)
     exact = used == exact_bytes and overhead == ENTRY_OVERHEAD_BYTES and size == n
-    c = Criterion(3, "memory estimation accuracy", DESCRIPTIONS[3].format(dim=cfg.dim))
+    description = DESCRIPTIONS[3].format(dim=cfg.dim, overhead=ENTRY_OVERHEAD_BYTES)
+    c = Criterion(3, "memory estimation accuracy", description)
     c.checks.append(
         Check(
-            f"memory_usage_mb / payload ({n} x {dim} float32)",
+            "memory_usage_mb / payload",
             "ratio 0.50 .. 1.50",
             f"{ratio:.4f} ({mb:.4f} / {expected_mb:.4f} MB)",
             0.5 <= ratio <= 1.5,
@@ -185,7 +187,7 @@ def _criterion_memory_accuracy(cfg: CheckConfig) -> Criterion:
     )
     c.checks.append(
         Check(
-            f"exact bytes (dim*4 + {ENTRY_OVERHEAD_BYTES} per entry)",
+            "exact memory_usage_bytes",
             f"= {fmt_int(exact_bytes)} B",
             f"{fmt_int(used)} B (exact: {'yes' if exact else 'no'})",
             exact,
@@ -227,7 +229,7 @@ def _criterion_insert(cfg: CheckConfig, ctx: dict[str, Any]) -> Criterion:
     c = Criterion(5, "10k-entry insert time", DESCRIPTIONS[5].format(dim=cfg.dim))
     c.checks.append(
         Check(
-            f"10,000 puts (dim {cfg.dim})",
+            "10,000 puts",
             "< 30 s",
             fmt_seconds(insert_ns / 1e9),
             insert_ns < 30e9,

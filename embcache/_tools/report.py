@@ -1,13 +1,15 @@
 """What ``embcache check`` measured, and how it is shown: the report's data
-(checks, criteria, comparison figures), the text tables, the JSON form, the
+(checks, criteria, comparison figures), the comparison tables (the criteria table:
+criteria_table.py; the layout both use: text.py), the JSON form, the
 progress lines and the number formats shared by the criteria."""
 
 from __future__ import annotations
 
-import textwrap
 from dataclasses import dataclass, field
 from typing import Any, TextIO, Union
 
+from embcache._tools.criteria_table import format_criteria, format_result
+from embcache._tools.text import WIDTH, prose, table
 from embcache._tools.workloads import CheckConfig
 
 __all__ = [
@@ -288,167 +290,7 @@ class Progress:
             self._dirty = False
 
 
-# --- text ---------------------------------------------------------------------------
-
-
-WIDTH = 100
-"""Columns the text report fits in (``embcache check --wide``: no limit)."""
-
-
-def _fit(widths: list[int], minimum: list[int], width: int | None) -> list[int]:
-    """Column widths narrowed, widest wrappable column first, until the table
-    (two spaces between columns) fits in `width` or no column can give more."""
-    widths = list(widths)
-    if width is None:
-        return widths
-    while sum(widths) + 2 * (len(widths) - 1) > width:
-        room = [i for i, w in enumerate(widths) if w > minimum[i]]
-        if not room:
-            break
-        widest = max(room, key=lambda i: widths[i])
-        widths[widest] -= 1
-    return widths
-
-
-def _indent(cell: str) -> int:
-    return len(cell) - len(cell.lstrip(" "))
-
-
-def _longest_word(cell: str) -> int:
-    return max((len(w) for w in cell.split()), default=0)
-
-
-def _wrap_cell(cell: str, width: int) -> list[str]:
-    """A cell as lines of at most `width` (its leading indent kept on each)."""
-    if len(cell) <= width:
-        return [cell]
-    pad = " " * _indent(cell)
-    return textwrap.wrap(
-        cell.strip(),
-        width,
-        initial_indent=pad,
-        subsequent_indent=pad,
-        break_long_words=False,
-        break_on_hyphens=False,
-    ) or [""]
-
-
-def _table(
-    header: list[str], rows: list[list[str]], right: set[int], width: int | None = WIDTH
-) -> list[str]:
-    """Rows as aligned text columns; indices in `right` are right-aligned (and
-    never wrapped). A table wider than `width` wraps its other cells at word
-    boundaries onto continuation lines (the first line of a row keeps every
-    short cell, so a row's number and verdict stay on its first line)."""
-    natural = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
-    minimum = [
-        natural[i]
-        if i in right
-        else max([len(header[i]), 4, *(_indent(r[i]) + _longest_word(r[i]) for r in rows)])
-        for i in range(len(header))
-    ]
-    widths = _fit(natural, minimum, width)
-
-    def lines(cells: list[str]) -> list[str]:
-        wrapped = [_wrap_cell(c, w) for c, w in zip(cells, widths)]
-        out = []
-        for k in range(max(len(p) for p in wrapped)):
-            parts = [
-                (p[k] if k < len(p) else "").rjust(w)
-                if i in right
-                else (p[k] if k < len(p) else "").ljust(w)
-                for i, (p, w) in enumerate(zip(wrapped, widths))
-            ]
-            out.append("  ".join(parts).rstrip())
-        return out
-
-    rule = "  ".join("-" * w for w in widths)
-    return [*lines(header), rule, *(line for r in rows for line in lines(r))]
-
-
-def _prose(text: str, width: int | None, indent: int = 4) -> list[str]:
-    """One line of prose, wrapped to `width` (continuation lines indented)."""
-    if width is None or len(text) <= width:
-        return [text]
-    return textwrap.wrap(
-        text, width, subsequent_indent=" " * indent, break_long_words=False, break_on_hyphens=False
-    )
-
-
-def _format_scaling(crit: Criterion, width: int | None) -> list[str]:
-    """The per-worker-count table of the concurrent-access criterion."""
-    d = crit.details
-    workers = list(d["asyncio_ns_per_op"])
-    srows = [
-        ["asyncio tasks", *(f"{d['asyncio_ns_per_op'][w]:,.0f}" for w in workers)],
-        ["OS threads", *(f"{d['threads_ns_per_op'][w]:,.0f}" for w in workers)],
-    ]
-    text = (
-        f"concurrent access: ns per op, median of {d['rounds']['asyncio']} (tasks) / "
-        f"{d['rounds']['threads']} (threads) rounds; each worker puts a new key, then gets it, "
-        f"{d['ops_per_worker']['asyncio']} ops per asyncio task, "
-        f"{d['ops_per_worker']['threads']} per OS thread. Linear scaling = flat per-op cost; "
-        f"the {d['factor']:.0f}x bound leaves room for fixed per-round costs and scheduler "
-        "noise, and still catches contention that grows with the number of workers."
-    )
-    return [
-        "",
-        *_prose(text, width, 0),
-        *_table(["workers", *workers], srows, set(range(1, len(workers) + 1)), width),
-    ]
-
-
-def _format_criteria(report: Report, width: int | None) -> list[str]:
-    """The criteria table, what each criterion means and the scaling detail (the
-    verdict comes last in the report: :func:`_format_result`)."""
-    rows: list[list[str]] = []
-    for crit in report.criteria:
-        for i, chk in enumerate(crit.checks):
-            label = f"{crit.name}: {chk.label}" if i == 0 else f"    {chk.label}"
-            number = str(crit.number) if i == 0 else ""
-            rows.append([number, label, chk.threshold, chk.measured, chk.verdict])
-    cfg = report.config
-    out = [
-        f"embcache check: does embcache meet its criteria on this machine? (dim {cfg.dim}"
-        f"{', quick' if cfg.quick else ''})",
-        "",
-        *_table(["#", "criterion", "threshold", "measured", "verdict"], rows, set(), width),
-        "",
-        "what each criterion measures:",
-    ]
-    for crit in report.criteria:
-        out += _prose(f"{crit.number:>2} {crit.name}: {crit.description}", width, 3)
-    not_applicable = [
-        (crit.number, chk)
-        for crit in report.criteria
-        for chk in crit.checks
-        if chk.not_applicable is not None
-    ]
-    if not_applicable:
-        out += ["", f"not applicable at dim {cfg.dim} (n/a does not fail the run):"]
-        for n, chk in not_applicable:
-            out += _prose(f"{n:>2} {chk.label}: {chk.not_applicable}", width, 3)
-    scaling = next((c for c in report.criteria if "asyncio_ns_per_op" in c.details), None)
-    if scaling is not None:
-        out += _format_scaling(scaling, width)
-    return out
-
-
-def _format_result(report: Report, width: int | None) -> list[str]:
-    """The last lines: the criteria's verdict, which alone sets the exit code."""
-    failed = [str(c.number) for c in report.criteria if not c.passed]
-    n = len(report.criteria)
-    if failed:
-        result = f"RESULT: FAIL ({n - len(failed)}/{n} criteria pass; failed: {', '.join(failed)})"
-    else:
-        result = f"RESULT: PASS ({n}/{n} criteria pass)"
-    return [
-        "",
-        "=" * min(width or 72, 72),
-        f"the {n} criteria (they alone decide the exit code):",
-        result,
-        f"(criteria measured in {report.seconds:.1f} s)",
-    ]
+# --- text (the criteria's part: criteria_table.py) -----------------------------------
 
 
 def _fmt_figure(x: float, fine: bool) -> str:
@@ -485,7 +327,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
     peers = [p for p in cmp.peers if any(p in f.peers for f in peer_rows)]
     out = [
         "",
-        *_prose(
+        *prose(
             f"comparison at dim {cmp.dim}: ns per operation unless noted, lower is better; "
             f"{cmp.ops:,} random-order keys per run, best of {cmp.repeats} interleaved rounds "
             "(how: see the notes below)",
@@ -507,12 +349,12 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
             previous = f
         out += [
             "",
-            *_prose(
+            *prose(
                 "against the fastest peer (ratio = embcache / fastest peer; default = the "
                 "cache as users build it, dim not given):",
                 width,
             ),
-            *_table(
+            *table(
                 ["figure", "cache", "embcache", *peers, "ratio", "goal", "met?"],
                 rows,
                 set(range(2, 4 + len(peers))),
@@ -536,7 +378,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
         out += [
             "",
             "against one peer each (ratio = embcache / that peer):",
-            *_table(
+            *table(
                 ["figure", "embcache", "peer", "peer's", "ratio", "goal", "met?"],
                 rows,
                 {1, 3, 4},
@@ -551,15 +393,15 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
         out += [
             "",
             "embcache alone:",
-            *_table(["figure", "embcache", "unit", "goal", "met?"], rows, {1}, width),
+            *table(["figure", "embcache", "unit", "goal", "met?"], rows, {1}, width),
         ]
     goals: list[str] = []
     said: set[str] = set()
     for f in cmp.figures:
         if f.goal_kind != "info" and f.meaning and f.label not in said:
             said.add(f.label)
-            goals += _prose(f"  {f.label}: {f.meaning}; goal: {f.goal_text}.", width)
-    notes = [line for n in cmp.notes for line in _prose(f"note: {n}", width, 6)]
+            goals += prose(f"  {f.label}: {f.meaning}; goal: {f.goal_text}.", width)
+    notes = [line for n in cmp.notes for line in prose(f"note: {n}", width, 6)]
     judged = [f for f in cmp.figures if f.goal_met is not None]
     missed = [f for f in judged if not f.goal_met]
     summary = f"GOALS: {len(judged) - len(missed)} of {len(judged)} met"
@@ -582,7 +424,7 @@ def _format_comparison(cmp: Comparison, width: int | None) -> list[str]:
         *notes,
         "",
         "the performance goals' verdict (reported only; the exit code ignores it):",
-        *_prose(summary, width),
+        *prose(summary, width),
     ]
 
 
@@ -591,14 +433,14 @@ def format_report(report: Report, width: int | None = WIDTH) -> str:
     if measured, the comparison with its goals' verdict; then, last, the
     criteria's verdict (RESULT). Every line fits in `width` columns (None: no
     wrapping) but a word longer than that."""
-    lines = _format_criteria(report, width)
+    lines = format_criteria(report, width)
     if report.snapshot is not None:
         from embcache._tools.snapshot_bandwidth import format_snapshot
 
         lines += format_snapshot(report.snapshot, width)
     if report.comparison is not None:
         lines += _format_comparison(report.comparison, width)
-    lines += _format_result(report, width)
+    lines += format_result(report, width)
     return "\n".join(lines) + "\n"
 
 
