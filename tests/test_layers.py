@@ -52,7 +52,7 @@ BLOCKED_RUN = textwrap.dedent(
 
     # adapters whose framework is an optional extra not installed here
     OPTIONAL = {"embcache.langchain": "langchain_core", "embcache.llamaindex": "llama_index.core",
-                "embcache.redis": "redis"}
+                "embcache.redis": "redis", "embcache._tier_mget": "redis"}
 
     def framework_missing(name):
         needs = OPTIONAL.get(name)

@@ -21,9 +21,11 @@
 #   ASan's shadow memory and quarantine change RSS; stress and scalability runs
 #   that take minutes under ASan), tests/test_sourcecode.py (ruff, mypy,
 #   stubtest: nothing of the core runs), tests/test_cli.py (subprocess-heavy,
-#   timings), and two tests that assert speed or RSS:
-#   test_acceptance.py::test_performance_regression (ops/sec) and
-#   test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front.
+#   timings), and three tests that assert speed, RSS or page faults:
+#   test_acceptance.py::test_performance_regression (ops/sec),
+#   test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front and
+#   test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page
+#   (ASan's allocator and shadow memory fault pages of their own).
 # - PYTHONMALLOC=malloc routes CPython's own allocations (key strings, bytes)
 #   through malloc too, so ASan also sees the core over-reading a Python buffer.
 set -euo pipefail
@@ -73,6 +75,7 @@ PYTHONMALLOC=malloc \
         --ignore=tests/test_sourcecode.py --ignore=tests/test_cli.py \
         --deselect=tests/test_acceptance.py::test_performance_regression \
         --deselect=tests/test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front \
+        --deselect=tests/test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page \
         "$@"
 
 echo "== sanitizer run passed in $((SECONDS - started)) s"
