@@ -449,7 +449,12 @@ def check_rejected(
 def test_an_unreadable_array_like_raises_our_error_and_changes_nothing(
     sink: str, kind: str
 ) -> None:
-    check_rejected(sink, *REJECTED[kind], matrix=as_row)
+    value, ours, builtin, words = REJECTED[kind]
+    if kind == "__array__ returns objects" and np.lib.NumpyVersion(np.__version__) < "1.24.0":
+        # numpy < 1.24 warns (FutureWarning, an error under the suite's settings) on
+        # a list of array-likes that are not sequences, before any dtype is seen
+        words = f"({words}|could not be read as a 2-D array of real numbers)"
+    check_rejected(sink, value, ours, builtin, words, matrix=as_row)
 
 
 @needs_torch
