@@ -15,7 +15,10 @@
 # - Any report is fatal: UBSan via -fno-sanitize-recover=undefined at build time
 #   (and halt_on_error here), ASan by default (abort_on_error). detect_leaks=0
 #   because CPython itself "leaks" at exit; leaks of the core are covered by
-#   tests/test_leak.py in the normal run.
+#   tests/test_leak.py in the normal run. allocator_may_return_null=1: a request
+#   the allocator cannot meet returns NULL as glibc's malloc does (numpy then
+#   raises MemoryError, which tests of hostile sizes expect), instead of ASan's
+#   default abort.
 # - Skipped here (figures ASan distorts, or tools that are not about the core):
 #   the `slow` marker (the RSS/tracemalloc growth tests of tests/test_leak.py:
 #   ASan's shadow memory and quarantine change RSS; stress and scalability runs
@@ -68,7 +71,7 @@ echo "   (built after $((SECONDS - started)) s)"
 echo "== pytest under ASan + UBSan"
 cd "$src"
 LD_PRELOAD="$libasan:$libubsan" \
-ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_init_order=1:detect_stack_use_after_return=1 \
+ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_init_order=1:detect_stack_use_after_return=1:allocator_may_return_null=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 PYTHONMALLOC=malloc \
     python -m pytest -q -p no:cacheprovider -m "not slow" \
