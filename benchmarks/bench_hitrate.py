@@ -1,4 +1,4 @@
-"""Eviction policies (issue 11): hit rates on reproducible traces, and what
+"""Eviction policies (README "Eviction policy"): hit rates on reproducible traces, and what
 W-TinyLFU costs per operation, beside LRU and beside theine (W-TinyLFU, PyPI).
 
 ``HitRate.track_hit_rate`` replays each trace of embcache._tools.hitrate

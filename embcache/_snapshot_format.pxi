@@ -51,7 +51,7 @@ DEF SNAP_MAX_DIM = 1099511627776  # 2**40, the constructor's bound on dim
 SNAPSHOT_MAGIC = b"EMBCSNAP"
 SNAPSHOT_VERSION = 2
 SNAPSHOT_BYTE_ORDER = 0x01020304
-SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (DESIGN.md)
+SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (README "Semantics")
 SNAPSHOT_CHECKSUM_SCHEME = 1      # mix64 v1 (_checksum.h)
 # magic, version, byte order, header bytes, digest scheme, checksum scheme, groups,
 # entries, fixed dim, max_entries, max_memory_mb, ttl_seconds, saved_at, file bytes,

@@ -1,4 +1,4 @@
-"""The policy= keyword and W-TinyLFU (issue 11): argument checks, reporting,
+"""The policy= keyword and W-TinyLFU: argument checks, reporting,
 exact accounting of the sketch, scan and loop resistance, TTL still first,
 mixed-dimension admission, clear/remove, threads, and the hit-rate tooling.
 Exact eviction order is the state machine's job (test_model.py with

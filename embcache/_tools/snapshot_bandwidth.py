@@ -49,7 +49,7 @@ __all__ = [
 MIB = 2**20
 GIB = 2**30
 GOAL = 0.60
-"""Save and load should reach this fraction of dd's bandwidth (DESIGN.md)."""
+"""Save and load should reach this fraction of dd's bandwidth (README "Snapshots")."""
 
 
 def drop_page_cache() -> bool:

@@ -1,4 +1,4 @@
-"""Coverage-guided fuzz target for embcache's public synchronous API (issue 8).
+"""Coverage-guided fuzz target for embcache's public synchronous API.
 
 One input (a byte string) is decoded into cache limits and a sequence of
 operations with hostile arguments, run against a ``SyncEmbeddingCache`` with a
