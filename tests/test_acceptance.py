@@ -2,7 +2,7 @@
 sizes round-trip, the memory estimate is accurate (and exact), and put/get
 throughput and a 10k-entry dataset clear the floors of ``embcache check``'s
 criteria (generous floors, nothing tuned to one machine). Keys and vectors are
-the shared workloads of embcache._tools.workloads."""
+the shared workloads of embcache.cli.workloads."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache
-from embcache._tools.workloads import workload_key, workload_vector
+from embcache.cli.workloads import workload_key, workload_vector
 
 
 def test_vectors_of_common_sizes_round_trip() -> None:

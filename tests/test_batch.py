@@ -29,7 +29,7 @@ from embcache import (
     SyncEmbeddingCache,
     VectorTypeError,
 )
-from embcache._async import SLICE_BYTES
+from embcache.facade.cache import SLICE_BYTES
 
 # --- helpers ------------------------------------------------------------------------------
 

@@ -163,7 +163,7 @@ def test_gate_selects_the_gated_benchmarks_by_their_asv_names(
 def test_goal_table_prints_a_pasteable_table_marking_misses(
     suites: Any, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from embcache._tools import compare
+    from embcache.cli import compare
 
     goal_table = suites.import_module("tools.goal_table")
     if not goal_table.available_peers():

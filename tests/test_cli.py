@@ -1,4 +1,4 @@
-"""Tests of the ``embcache check`` command (embcache/_tools/cli.py and the
+"""Tests of the ``embcache check`` command (embcache/cli/cli.py and the
 modules it runs; embcache/__main__.py for ``python -m embcache``).
 
 Every run uses ``--quick``; timings are never asserted beyond the criteria's
@@ -27,12 +27,12 @@ from conftest import needs_source_tree, run_python
 
 import embcache
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache, __version__
-from embcache._tools import cli, compare, concurrency, redis_compare, report, snapshot_bandwidth
-from embcache._tools.cli import main
-from embcache._tools.criteria import MIN_RATIO_DIM
-from embcache._tools.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, make_mapping
-from embcache._tools.text import table
-from embcache._tools.workloads import comparison_inputs
+from embcache.cli import cli, compare, concurrency, redis_compare, report, snapshot_bandwidth
+from embcache.cli.cli import main
+from embcache.cli.criteria import MIN_RATIO_DIM
+from embcache.cli.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, make_mapping
+from embcache.cli.text import table
+from embcache.cli.workloads import comparison_inputs
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -146,8 +146,8 @@ def test_main_console_entry_quick_passes() -> None:
 def test_console_script_declared() -> None:
     tomllib = pytest.importorskip("tomllib")
     meta = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    assert meta["project"]["scripts"]["embcache"] == "embcache._tools.cli:main"
-    # the wheel ships every subpackage (the console script needs embcache._tools)
+    assert meta["project"]["scripts"]["embcache"] == "embcache.cli.cli:main"
+    # the wheel ships every subpackage (the console script needs embcache.cli)
     assert meta["tool"]["setuptools"]["packages"]["find"]["include"] == ["embcache", "embcache.*"]
 
 
@@ -175,9 +175,9 @@ def test_installed_console_script_runs(tmp_path: Path) -> None:
     if dist is None:
         pytest.skip("embcache is not installed (an in-place build has no console script)")
     scripts = [ep for ep in dist.entry_points if ep.group == "console_scripts"]
-    assert [(ep.name, ep.value) for ep in scripts] == [("embcache", "embcache._tools.cli:main")]
+    assert [(ep.name, ep.value) for ep in scripts] == [("embcache", "embcache.cli.cli:main")]
     shipped = {f.as_posix() for f in dist.files or []}
-    assert {"embcache/_tools/cli.py", "embcache/py.typed", "embcache/_core.pyi"} <= shipped
+    assert {"embcache/cli/cli.py", "embcache/py.typed", "embcache/_core.pyi"} <= shipped
     assert not [f for f in shipped if f.endswith(".c")], "generated C shipped in the wheel"
     script = Path(sys.executable).parent / "embcache"
     proc = subprocess.run(

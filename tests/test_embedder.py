@@ -27,7 +27,7 @@ from embcache import (
     InvalidVectorError,
     SyncEmbeddingCache,
 )
-from embcache._embedder import CachedEmbedder, EmbedderStats
+from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
 from embcache.errors import ArgumentTypeError
 
 DIM = 8

@@ -25,7 +25,7 @@ import pytest
 from conftest import TIMEOUT, run_python
 
 from embcache import CachedEmbedder, EmbeddingCache, SyncEmbeddingCache
-from embcache._flight import Flights, FlightTimeoutError
+from embcache.flight.registry import Flights, FlightTimeoutError
 
 DIM = 4
 LIMIT = 0.3

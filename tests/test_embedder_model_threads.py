@@ -28,8 +28,8 @@ import pytest
 from conftest import TIMEOUT, run_python
 
 from embcache import CachedEmbedder, SyncEmbeddingCache
-from embcache._flight import FlightTimeoutError
 from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache.flight.registry import FlightTimeoutError
 
 DIM = 4
 LIMIT = 0.3
@@ -426,4 +426,4 @@ def test_a_model_asking_for_its_own_texts_in_a_to_thread_worker_fails_at_once(
     worker: the re-entry is seen there too (it used to wait forever)."""
     done = run_python(["-c", REENTRY_WITHOUT_TIMEOUT], cwd=tmp_path, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout == "RuntimeError True\n"
+    assert done.stdout == "CallContextError True\n"

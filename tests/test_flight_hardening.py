@@ -30,8 +30,8 @@ from embcache import (
     EmbeddingCache,
     SyncEmbeddingCache,
 )
-from embcache._flight import Flights, FlightTimeoutError
 from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache.flight.registry import Flights, FlightTimeoutError
 
 DIM = 4
 N_WAITERS = 5

@@ -31,7 +31,7 @@ from embcache import (
     SyncEmbeddingCache,
     VectorTypeError,
 )
-from embcache._flight import flights_of
+from embcache.flight.registry import flights_of
 
 DIM = 4
 

@@ -1,4 +1,4 @@
-"""get_or_compute with single-flight loading (embcache._flight), on the real cache:
+"""get_or_compute with single-flight loading (embcache.flight.registry), on the real cache:
 the synchronous twin (SyncEmbeddingCache, threads) and the async one
 (EmbeddingCache, tasks). Every wait in these tests has a timeout, so a
 single-flight bug fails a test instead of hanging the suite."""
@@ -30,7 +30,7 @@ from embcache import (
     SyncEmbeddingCache,
     VectorTypeError,
 )
-from embcache._flight import flights_of
+from embcache.flight.registry import flights_of
 
 TIMEOUT = 10.0  # seconds; only reached when something hangs
 DIM = 4

@@ -86,7 +86,12 @@ def test_metadata_license_and_build_floor() -> None:
 @needs_source_tree
 def test_manifest_ships_the_tests_and_not_generated_c() -> None:
     manifest = (REPO / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
-    for line in ("graft tests", "graft benchmarks", "graft tools", "include embcache/*.h"):
+    for line in (
+        "graft tests",
+        "graft benchmarks",
+        "graft tools",
+        "recursive-include embcache *.h",
+    ):
         assert line in manifest
     assert any(line.startswith("global-exclude *.c ") for line in manifest)
     assert "include LICENSE README.md pyproject.toml setup.py asv.conf.json MANIFEST.in" in manifest

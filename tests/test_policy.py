@@ -21,7 +21,7 @@ from embcache import (
     EntryTooLargeError,
     SyncEmbeddingCache,
 )
-from embcache._tools.hitrate import belady_hit_rate, embcache_hit_rate, hit_rate, trace
+from embcache.cli.hitrate import belady_hit_rate, embcache_hit_rate, hit_rate, trace
 
 # -- the keyword ----------------------------------------------------------------------
 

@@ -1,4 +1,4 @@
-"""RedisTier.fetch reading MGET replies straight into rows (embcache._tier_mget)
+"""RedisTier.fetch reading MGET replies straight into rows (embcache.tier.mget)
 over real connections: vectors round-trip bit-exactly through a real
 redis-server in RESP2 and RESP3, an error reply is a counted failure that
 leaves the connection usable, and a reply that breaks off or is not RESP (from
@@ -21,9 +21,9 @@ from embcache import CacheKey, EmbeddingCache
 pytest.importorskip("redis", reason='redis-py is not installed (pip install ".[redis]")')
 from redis.asyncio import Redis  # noqa: E402
 
-import embcache.redis as tier_module  # noqa: E402
-from embcache._tier_wire import encode_rows  # noqa: E402
+import embcache.tier.redis as tier_module  # noqa: E402
 from embcache.redis import RedisTier  # noqa: E402
+from embcache.tier.wire import encode_rows  # noqa: E402
 
 redis_server = redis_servers.redis_server
 flushed_server = redis_servers.flushed_server

@@ -1,6 +1,6 @@
 """embcache._core.MgetReader, the C reader of a reply to MGET, without a server:
 every malformed value and reply, every way of cutting a reply into chunks, and
-a property test against embcache._tier_wire.decode_values (the Python decoder
+a property test against embcache.tier.wire.decode_values (the Python decoder
 of the values redis-py would have returned)."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from embcache import CacheKey
 from embcache._core import MGET_DONE, MGET_MORE, MGET_PROTOCOL, MGET_REPLY_ERROR, MgetReader
-from embcache._tier_wire import decode_values, encode_rows, header_for, mget_command, redis_key
 from embcache.errors import ArgumentValueError
+from embcache.tier.wire import decode_values, encode_rows, header_for, mget_command, redis_key
 
 DIM = 4
 

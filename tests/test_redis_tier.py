@@ -28,8 +28,8 @@ pytest.importorskip("redis", reason='redis-py is not installed (pip install ".[r
 from redis.asyncio import Redis  # noqa: E402
 from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster  # noqa: E402
 
-from embcache._tier_wire import encode_rows  # noqa: E402
 from embcache.redis import FAILURES_TO_OPEN, RedisTier  # noqa: E402
+from embcache.tier.wire import encode_rows  # noqa: E402
 
 # the session's servers (pytest finds fixtures by their name in this module)
 redis_server = redis_servers.redis_server
@@ -638,10 +638,10 @@ def test_two_processes_share_vectors(flushed_server: RedisServer, tmp_path: Path
 def test_check_compare_redis_rows(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from embcache._tools.redis_compare import run_redis_compare
-    from embcache._tools.redis_peers import available_contenders
-    from embcache._tools.report import Progress
-    from embcache._tools.workloads import CheckConfig
+    from embcache.cli.redis_compare import run_redis_compare
+    from embcache.cli.redis_peers import available_contenders
+    from embcache.cli.report import Progress
+    from embcache.cli.workloads import CheckConfig
 
     monkeypatch.setenv("EMBCACHE_REDIS_URL", flushed_server.url)
     cfg = dataclasses.replace(CheckConfig.make(quick=True, dim=64), compare_repeats=1)
@@ -659,10 +659,10 @@ def test_check_compare_redis_rows(
 
 
 def test_check_compare_without_a_server_says_why(monkeypatch: pytest.MonkeyPatch) -> None:
-    from embcache._tools import redis_peers
-    from embcache._tools.redis_compare import run_redis_compare
-    from embcache._tools.report import Progress
-    from embcache._tools.workloads import CheckConfig
+    from embcache.cli import redis_peers
+    from embcache.cli.redis_compare import run_redis_compare
+    from embcache.cli.report import Progress
+    from embcache.cli.workloads import CheckConfig
 
     monkeypatch.delenv("EMBCACHE_REDIS_URL", raising=False)
     monkeypatch.setattr(redis_peers.shutil, "which", lambda name: None)
@@ -847,9 +847,9 @@ def test_many_tasks_on_a_cluster(flushed_cluster: RedisCluster) -> None:
 def test_large_batches_go_in_several_bounded_calls(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import embcache.redis
+    import embcache.tier.redis
 
-    monkeypatch.setattr(embcache.redis, "CALL_BYTES", 100 * (12 + 4 * DIM))  # 100 values
+    monkeypatch.setattr(embcache.tier.redis, "CALL_BYTES", 100 * (12 + 4 * DIM))  # 100 values
 
     async def main() -> None:
         async with tier_on(flushed_server) as tier:

@@ -16,8 +16,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
-from embcache._breaker import Breaker
-from embcache._tier_wire import (
+from embcache.tier.breaker import Breaker
+from embcache.tier.wire import (
     HEADER,
     decode_values,
     encode_rows,

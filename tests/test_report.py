@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from embcache._tools import compare
-from embcache._tools.peers import Loops
-from embcache._tools.report import (
+from embcache.cli import compare
+from embcache.cli.peers import Loops
+from embcache.cli.report import (
     Check,
     Comparison,
     Criterion,
@@ -22,7 +22,7 @@ from embcache._tools.report import (
     Report,
     format_report,
 )
-from embcache._tools.workloads import CheckConfig, comparison_inputs
+from embcache.cli.workloads import CheckConfig, comparison_inputs
 
 
 def _figure(key: str, embcache: float, peers: dict[str, float], cache: str = "") -> Figure:
@@ -76,7 +76,7 @@ def _report(with_snapshot: bool = True) -> Report:
 
 def _text(report: Report) -> str:
     if report.snapshot is not None:
-        from embcache._tools import snapshot_bandwidth
+        from embcache.cli import snapshot_bandwidth
 
         # the section's own content is tested elsewhere: a marker stands for it
         original = snapshot_bandwidth.format_snapshot
@@ -203,7 +203,7 @@ def test_every_figure_interleaves_contenders_and_put_new_uses_fresh_caches() -> 
 
 
 def test_compare_measures_default_cache_beside_fixed_dim(monkeypatch: pytest.MonkeyPatch) -> None:
-    from embcache._tools import redis_compare
+    from embcache.cli import redis_compare
 
     monkeypatch.setattr(redis_compare, "available_contenders", lambda: [])
     monkeypatch.setattr(compare, "available_peers", lambda: [])
@@ -215,7 +215,7 @@ def test_compare_measures_default_cache_beside_fixed_dim(monkeypatch: pytest.Mon
         return real(*args, **kwargs)
 
     monkeypatch.setattr(compare, "SyncEmbeddingCache", spy)
-    from embcache._tools.report import Progress
+    from embcache.cli.report import Progress
 
     cmp = compare.run_compare(CheckConfig.make(quick=True, dim=16), Progress(None))
     figures = {(f.key, f.cache) for f in cmp.figures}
@@ -232,7 +232,7 @@ def test_dead_redis_measurement_prints_no_warning(
     capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     pytest.importorskip("redis")
-    from embcache._tools.redis_peers import dead_tier_cache, open_breaker
+    from embcache.cli.redis_peers import dead_tier_cache, open_breaker
 
     async def trip() -> None:
         cache, client = await dead_tier_cache(8, tiered=True)

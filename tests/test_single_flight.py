@@ -26,7 +26,7 @@ from embcache import (
     InvalidVectorError,
     SyncEmbeddingCache,
 )
-from embcache._flight import Flights, flights_of
+from embcache.flight.registry import Flights, flights_of
 
 DIM = 4
 

@@ -12,7 +12,8 @@ import pytest
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache
 
 PAGE = 4096
-TRIM_MARGIN = 256 * 1024   # pages past the live rows a slab may keep (_slab_rows.pxi TRIM_BYTES)
+# pages past the live rows a slab may keep (core/slab_rows.pxi TRIM_BYTES)
+TRIM_MARGIN = 256 * 1024
 
 
 def vector(i: int, dim: int) -> np.ndarray:

@@ -590,7 +590,7 @@ def _bandwidth_result(dropped: bool, save: float, load: float) -> dict[str, obje
 
 
 def test_snapshot_report_judges_reads_against_the_goal_only_from_the_disk() -> None:
-    from embcache._tools.snapshot_bandwidth import format_snapshot
+    from embcache.cli.snapshot_bandwidth import format_snapshot
 
     disk = "\n".join(format_snapshot(_bandwidth_result(True, 0.8, 0.5)))
     assert "80% of dd (meets the 60% goal)" in disk

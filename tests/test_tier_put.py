@@ -57,8 +57,8 @@ def test_a_tiered_put_reads_the_vector_once_and_stores_the_same_bytes_in_redis(
     pytest.importorskip("redis")
     from redis.asyncio import Redis
 
-    from embcache._tier_wire import encode_rows
     from embcache.redis import RedisTier
+    from embcache.tier.wire import encode_rows
 
     async def main() -> None:
         client = Redis(host=HOST, port=flushed_server.port)

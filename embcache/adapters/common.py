@@ -3,7 +3,7 @@ imports no framework."""
 
 from __future__ import annotations
 
-from embcache._embedder import EmbedderStats
+from embcache.embedder.embedder import EmbedderStats
 
 __all__ = ["QUERY_SUFFIX", "sum_stats"]
 

@@ -28,12 +28,12 @@ from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
-from embcache._adapters import QUERY_SUFFIX, sum_stats
-from embcache._async import EmbeddingCache
 from embcache._core import SyncEmbeddingCache
-from embcache._embedder import CachedEmbedder, EmbedderStats
-from embcache._flight_errors import loop_error
+from embcache.adapters.common import QUERY_SUFFIX, sum_stats
+from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
 from embcache.errors import ArgumentTypeError
+from embcache.facade.cache import EmbeddingCache
+from embcache.flight.timeouts import loop_error
 from embcache.identity import ModelIdentity
 
 __all__ = ["QUERY_SUFFIX", "CachedEmbeddings"]

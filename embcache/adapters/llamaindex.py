@@ -24,11 +24,11 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from embcache._adapters import QUERY_SUFFIX, sum_stats
-from embcache._async import EmbeddingCache
 from embcache._core import SyncEmbeddingCache
-from embcache._embedder import CachedEmbedder, EmbedderStats
+from embcache.adapters.common import QUERY_SUFFIX, sum_stats
+from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
 from embcache.errors import ArgumentTypeError
+from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["CachedEmbedding"]

@@ -20,10 +20,10 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from embcache._async import EmbeddingCache
 from embcache._core import SyncEmbeddingCache
-from embcache._embedder import CachedEmbedder
+from embcache.embedder.embedder import CachedEmbedder
 from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["cached_embedder"]

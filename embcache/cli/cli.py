@@ -1,10 +1,10 @@
 """The ``embcache`` command: ``embcache check`` (also ``python -m embcache check``).
 
 Measures on this machine whether embcache meets its seven pass/fail criteria
-(embcache._tools.criteria) and prints a table of criterion, threshold,
+(embcache.cli.criteria) and prints a table of criterion, threshold,
 measured value and verdict; ``--compare`` adds a side-by-side comparison with
 the installed peer caches against embcache's performance goals
-(embcache._tools.compare). Exit status: 0 when every criterion passes, 1 when
+(embcache.cli.compare). Exit status: 0 when every criterion passes, 1 when
 one fails, 2 for a usage error (the message names the bad argument) or an output
 that cannot be written. Every path is checked before anything is measured: the
 snapshot folder (made in, and with room for the step's files) and the --json file
@@ -28,13 +28,13 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from embcache import __version__
-from embcache._tools.compare import run_compare
-from embcache._tools.criteria import run_check
-from embcache._tools.measure import machine_info
-from embcache._tools.peers import PEERS, available_peers
-from embcache._tools.report import WIDTH, Progress, Report, format_report, report_to_json
-from embcache._tools.snapshot_bandwidth import run_snapshot_check, scratch_bytes
-from embcache._tools.workloads import DIM, CheckConfig
+from embcache.cli.compare import run_compare
+from embcache.cli.criteria import run_check
+from embcache.cli.measure import machine_info
+from embcache.cli.peers import PEERS, available_peers
+from embcache.cli.report import WIDTH, Progress, Report, format_report, report_to_json
+from embcache.cli.snapshot_bandwidth import run_snapshot_check, scratch_bytes
+from embcache.cli.workloads import DIM, CheckConfig
 
 __all__ = ["build_parser", "main", "run"]
 

@@ -2,9 +2,9 @@
 caches, against embcache's performance goals.
 
 Every contender runs the same timed loops as the asv suites (``LOOPS`` in
-embcache._tools.peers): the operation inline in the loop, no adapter method in
+embcache.cli.peers): the operation inline in the loop, no adapter method in
 between, results kept the same way on both sides. Inputs come from
-embcache._tools.workloads. Goals (:data:`GOALS`) are reported, never enforced:
+embcache.cli.workloads. Goals (:data:`GOALS`) are reported, never enforced:
 only the criteria decide the exit code.
 """
 
@@ -20,11 +20,11 @@ from typing import Any, Callable
 import numpy as np
 
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache, SyncEmbeddingCache
-from embcache._tools.measure import Samples, atimed, gc_paused, machine_info, timed
-from embcache._tools.peers import LOOPS, PEERS, Loops, available_peers, make_mapping
-from embcache._tools.redis_compare import run_redis_compare
-from embcache._tools.report import Comparison, Figure, Progress
-from embcache._tools.workloads import (
+from embcache.cli.measure import Samples, atimed, gc_paused, machine_info, timed
+from embcache.cli.peers import LOOPS, PEERS, Loops, available_peers, make_mapping
+from embcache.cli.redis_compare import run_redis_compare
+from embcache.cli.report import Comparison, Figure, Progress
+from embcache.cli.workloads import (
     MODEL,
     CheckConfig,
     ComparisonInputs,
@@ -460,7 +460,7 @@ def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
         "put/get methods. Peers copy vectors in and out inline in the timed loop (m[k] = "
         "v.copy(); x = m.get(k); x = None if x is None else x.copy()), keyed by the same "
         "CacheKey objects; the loops are those of the asv suite bench_peers "
-        "(embcache._tools.peers).",
+        "(embcache.cli.peers).",
         "put, new key: into a brand-new cache each round (made untimed), as a user's first "
         "puts go: embcache touches its slab pages for the first time; a peer's allocator "
         "reuses the memory the previous round freed. Put into full cache: filled (untimed) "

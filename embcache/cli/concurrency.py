@@ -16,9 +16,9 @@ from statistics import median
 import numpy as np
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
-from embcache._tools.measure import gc_paused
-from embcache._tools.report import Check, Criterion
-from embcache._tools.workloads import CheckConfig, budget_mb, workload_key
+from embcache.cli.measure import gc_paused
+from embcache.cli.report import Check, Criterion
+from embcache.cli.workloads import CheckConfig, budget_mb, workload_key
 
 __all__ = [
     "OPS_PER_THREAD",

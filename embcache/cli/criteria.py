@@ -8,13 +8,13 @@ driven by asyncio, and ``SyncEmbeddingCache`` for OS threads. There are seven:
 3. memory estimation accuracy: reported memory within +-50% of the vectors'
    bytes, and the accounting exact
 4. concurrent access scales: per-op cost at 16 workers <= 3x that at 1 worker,
-   for asyncio tasks and for OS threads (embcache._tools.concurrency)
+   for asyncio tasks and for OS threads (embcache.cli.concurrency)
 5. 10,000 stores of new keys take less than 30 s
 6. 1,000 lookups on those 10,000 entries take less than 0.5 s, all hits
 7. memory stays within limits: accounted bytes, allocated bytes, process RSS
-   (embcache._tools.limits)
+   (embcache.cli.limits)
 
-Keys and vectors are the shared workloads (embcache._tools.workloads). The
+Keys and vectors are the shared workloads (embcache.cli.workloads). The
 criteria alone decide the exit code of ``embcache check``.
 """
 
@@ -28,11 +28,11 @@ from typing import Any
 import numpy as np
 
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache
-from embcache._tools.concurrency import criterion_scaling
-from embcache._tools.limits import criterion_memory_limits
-from embcache._tools.measure import gc_paused
-from embcache._tools.report import Check, Criterion, Progress, fmt_int, fmt_seconds
-from embcache._tools.workloads import CheckConfig, budget_mb, workload_key
+from embcache.cli.concurrency import criterion_scaling
+from embcache.cli.limits import criterion_memory_limits
+from embcache.cli.measure import gc_paused
+from embcache.cli.report import Check, Criterion, Progress, fmt_int, fmt_seconds
+from embcache.cli.workloads import CheckConfig, budget_mb, workload_key
 
 __all__ = ["CRITERIA", "DESCRIPTIONS", "run_check"]
 

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from embcache._tools.text import prose, table
+from embcache.cli.text import prose, table
 
 if TYPE_CHECKING:
-    from embcache._tools.report import Criterion, Report
+    from embcache.cli.report import Criterion, Report
 
 __all__ = ["format_criteria", "format_result"]
 

@@ -1,6 +1,6 @@
 """Hit-rate workloads: reproducible access traces, the caches replaying them, and
 Belady's offline optimum. Used by benchmarks/bench_hitrate.py (``track_``) and
-by ``python -m embcache._tools.hitrate`` (the README's table).
+by ``python -m embcache.cli.hitrate`` (the README's table).
 
 Every trace is a sequence of integer ids generated from one seed (RNG_SEED of
 the shared workloads). Replaying a trace is what a read-through embedding cache
@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, SyncEmbeddingCache
-from embcache._tools.workloads import RNG_SEED
+from embcache.cli.workloads import RNG_SEED
 
 __all__ = [
     "CACHE_SIZE",
@@ -226,7 +226,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     import multiprocessing
 
-    parser = argparse.ArgumentParser(prog="python -m embcache._tools.hitrate")
+    parser = argparse.ArgumentParser(prog="python -m embcache.cli.hitrate")
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args(argv)
     policies = [p for p in POLICIES if p != "theine" or theine_available()]

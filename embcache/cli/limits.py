@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, EmbeddingCache
-from embcache._tools.measure import rss_bytes
-from embcache._tools.report import Check, Criterion, fmt_bytes
-from embcache._tools.workloads import CheckConfig
+from embcache.cli.measure import rss_bytes
+from embcache.cli.report import Check, Criterion, fmt_bytes
+from embcache.cli.workloads import CheckConfig
 
 __all__ = [
     "ALLOCATED_SLACK_BYTES",

@@ -1,7 +1,7 @@
 """Timing and machine-state helpers for ``embcache check``.
 
 Every timed loop is plain Python over pre-built inputs (the loops themselves
-live in embcache._tools.peers, shared with the asv suites), run with the
+live in embcache.cli.peers, shared with the asv suites), run with the
 garbage collector paused and timed with ``time.perf_counter_ns``. The loop's
 own overhead (iterating a list, unpacking a tuple) is part of every figure, for
 embcache and for its peers alike: nothing is subtracted.
@@ -74,7 +74,7 @@ def gc_paused() -> Iterator[None]:
 def timed(loop: Callable[..., object], *args: Any) -> int:
     """Nanoseconds taken by one call of ``loop(*args)``, gc paused.
 
-    `loop` is a timed loop (see embcache._tools.peers): it runs every operation
+    `loop` is a timed loop (see embcache.cli.peers): it runs every operation
     inline, so the only call made here is the one around the whole loop.
     """
     with gc_paused():

@@ -1,5 +1,5 @@
 """The Redis rows of ``embcache check --compare``: the Redis tier beside redisvl,
-LangChain and a raw MGET on one server (embcache._tools.redis_peers), when a
+LangChain and a raw MGET on one server (embcache.cli.redis_peers), when a
 server can be had (``EMBCACHE_REDIS_URL``, or a private redis-server started
 for the run) and redis-py is installed; otherwise one note saying why not.
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from embcache import CacheKey, EmbeddingCache
-from embcache._tools.measure import Samples
-from embcache._tools.redis_peers import (
+from embcache.cli.measure import Samples
+from embcache.cli.redis_peers import (
     Contender,
     available_contenders,
     dead_tier_cache,
@@ -34,8 +34,8 @@ from embcache._tools.redis_peers import (
     server_url,
     workload,
 )
-from embcache._tools.report import Figure, Progress
-from embcache._tools.workloads import CheckConfig
+from embcache.cli.report import Figure, Progress
+from embcache.cli.workloads import CheckConfig
 
 __all__ = ["BATCH", "RedisComparison", "run_redis_compare"]
 
@@ -219,12 +219,12 @@ def run_redis_compare(cfg: CheckConfig, progress: Progress) -> RedisComparison:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m embcache._tools.redis_compare [--repeats N] [--dim D]``: only the
+    """``python -m embcache.cli.redis_compare [--repeats N] [--dim D]``: only the
     Redis rows of ``embcache check --compare``, printed one per line."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m embcache._tools.redis_compare")
+    parser = argparse.ArgumentParser(prog="python -m embcache.cli.redis_compare")
     parser.add_argument(
         "--repeats", type=int, default=CheckConfig.make(quick=False, dim=768).compare_repeats
     )

@@ -1,6 +1,6 @@
 """The Redis tier beside its peers on one local server: the contenders and the
 timed operations shared by ``benchmarks/bench_redis.py`` and ``embcache check
---compare`` (embcache._tools.redis_compare).
+--compare`` (embcache.cli.redis_compare).
 
 Contenders, all reading the same ``n`` vectors of dimension ``dim`` back from
 the same Redis server, every one a hit:
@@ -206,7 +206,7 @@ class MgetContender(Contender):
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
         from redis.asyncio import Redis
 
-        from embcache._tier_wire import encode_rows
+        from embcache.tier.wire import encode_rows
 
         self.client = Redis.from_url(self.url)
         self.keys = [f"bench-mget:{i}".encode() for i in range(len(texts))]

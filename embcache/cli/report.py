@@ -8,9 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, TextIO, Union
 
-from embcache._tools.criteria_table import format_criteria, format_result
-from embcache._tools.text import WIDTH, prose, table
-from embcache._tools.workloads import CheckConfig
+from embcache.cli.criteria_table import format_criteria, format_result
+from embcache.cli.text import WIDTH, prose, table
+from embcache.cli.workloads import CheckConfig
 
 __all__ = [
     "Check",
@@ -254,7 +254,7 @@ class Report:
     comparison: Comparison | None = None
     seconds: float = 0.0
     snapshot: dict[str, Any] | None = None
-    """Snapshot bandwidth beside dd's (embcache._tools.snapshot_bandwidth); informational."""
+    """Snapshot bandwidth beside dd's (embcache.cli.snapshot_bandwidth); informational."""
 
     @property
     def passed(self) -> bool:
@@ -435,7 +435,7 @@ def format_report(report: Report, width: int | None = WIDTH) -> str:
     wrapping) but a word longer than that."""
     lines = format_criteria(report, width)
     if report.snapshot is not None:
-        from embcache._tools.snapshot_bandwidth import format_snapshot
+        from embcache.cli.snapshot_bandwidth import format_snapshot
 
         lines += format_snapshot(report.snapshot, width)
     if report.comparison is not None:

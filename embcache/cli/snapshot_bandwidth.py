@@ -34,8 +34,8 @@ from typing import Any
 import numpy as np
 
 from embcache import CacheKey, SyncEmbeddingCache
-from embcache._tools.report import Progress
-from embcache._tools.workloads import DIM, sha_key
+from embcache.cli.report import Progress
+from embcache.cli.workloads import DIM, sha_key
 
 __all__ = [
     "GOAL",

@@ -9,7 +9,7 @@
 
 cdef object _flights_factory = None
 
-# policy= names -> POLICY_* kinds (_policy.pxi), and back
+# policy= names -> POLICY_* kinds (core/policy.pxi), and back
 cdef dict POLICIES = {"lru": POLICY_LRU, "tinylfu": POLICY_TINYLFU}
 cdef tuple POLICY_NAMES = ("lru", "tinylfu")
 
@@ -569,7 +569,7 @@ cdef class SyncEmbeddingCache:
             policy_bytes=t.policy_fixed_bytes,
         )
 
-    # -- snapshots (_snapshot_save.pxi, _snapshot_load.pxi) ------------------------------
+    # -- snapshots (core/snapshot/save.pxi, core/snapshot/load.pxi) ------------------------------
 
     def save(self, path):
         """Write every live entry to the snapshot file `path`; returns how many.

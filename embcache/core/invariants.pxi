@@ -5,7 +5,7 @@
 # walk runs under the cache lock in C only (scratch memory from malloc, no Python
 # object, so no garbage collection can re-enter the cache); the first broken
 # invariant is recorded as a Violation and its message built after the lock is
-# dropped. The policy walks its own links (check_policy in _policy.pxi).
+# dropped. The policy walks its own links (check_policy in core/policy.pxi).
 
 # state of each slot during the walk
 DEF UNSEEN = 0

@@ -21,7 +21,7 @@
  *
  * embcache_lock_reset makes a lock free without releasing it, for a forked
  * child: its only thread is the one that forked, and it holds every cache lock
- * (see the fork hooks in _cache.pxi); waiters of the parent do not exist there.
+ * (see the fork hooks in core/cache.pxi); waiters of the parent do not exist there.
  */
 #ifndef EMBCACHE_LOCK_H
 #define EMBCACHE_LOCK_H

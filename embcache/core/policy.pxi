@@ -24,7 +24,7 @@
 #     PROBATION  the main region's entries not (yet) hit there
 #     PROTECTED  main-region entries hit while on probation; protected_max entries
 #
-# and the count-min sketch (_sketch.pxi) estimates each key's recent accesses
+# and the count-min sketch (core/sketch.pxi) estimates each key's recent accesses
 # (every lookup, hit or miss, and every overwrite counts one). Which segment a
 # slot is in and 30 bits of its key's hash (for the sketch) live in
 # policy_slots[s] (4 bytes per entry slot, accounted per entry: the 64-byte
@@ -50,7 +50,7 @@ DEF CLIMB_RESTART = 0.05
 DEF CLIMB_STEP = 0.0625
 DEF CLIMB_DECAY = 0.98
 
-include "_sketch.pxi"
+include "sketch.pxi"
 
 
 cdef inline void recency_unlink(Table *t, slot_t s) noexcept nogil:
@@ -399,7 +399,7 @@ cdef int check_segment(const Table *t, int seg, unsigned char *state, Violation 
 
 
 cdef int check_policy(const Table *t, unsigned char *state, Violation *v) noexcept nogil:
-    """The policy's part of the invariant walk (_invariants.pxi): every live slot
+    """The policy's part of the invariant walk (core/invariants.pxi): every live slot
     on the policy's lists exactly once, links consistent; for W-TinyLFU also the
     segments' tags, sizes and shares and the sketch's state. Marks each live slot
     ON_POLICY in `state`; 1 with `v` set when something is broken."""

@@ -2,7 +2,7 @@
  * A streaming reader of one RESP reply to MGET, straight into float32 rows.
  *
  * The reply is fed in chunks as they come off the connection; each value is
- * checked as the shared tier writes it (embcache/_tier_wire.py: a 12-byte
+ * checked as the shared tier writes it (embcache/tier/wire.py: a 12-byte
  * header b"EMBC", version 1, dtype 1, reserved 0, dim as u32 LE, then dim
  * float32 LE) and its payload copied once, into its row. Nothing here touches
  * Python: the caller owns the rows and the index and grows nothing.
@@ -31,7 +31,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
-#include "_kernels.h"
+#include "core/kernels.h"
 
 #define RESP_MORE 0         /* every byte used; the reply is not complete */
 #define RESP_DONE 1         /* the reply is complete (bytes may remain) */

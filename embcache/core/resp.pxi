@@ -1,9 +1,9 @@
 # MgetReader: a reply to MGET read chunk by chunk straight into a float32
-# matrix (_resp.h does the reading; this class holds its state and arrays).
+# matrix (core/resp.h does the reading; this class holds its state and arrays).
 from libc.stdint cimport int64_t
 
 
-cdef extern from "_resp.h":
+cdef extern from "core/resp.h":
     ctypedef struct resp_mget:
         int64_t n
         int64_t dim
@@ -29,7 +29,7 @@ DEF FEED_BUSY = -1                # a feed is running (or raised): no other may 
 cdef class MgetReader:
     """Reads one RESP reply to ``MGET`` of `n` keys, fed in chunks, into float32
     rows of dimension `dim` (None: that of the first valid value), checking every
-    value as embcache._tier_wire.decode_values does (header, dimension, length,
+    value as embcache.tier.wire.decode_values does (header, dimension, length,
     finiteness) and copying each payload once.
 
     Without `out`, valid values fill ``rows`` in order and ``index`` holds their

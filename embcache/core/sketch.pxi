@@ -9,7 +9,7 @@
 #
 # What a key is hashed from: the 30 key bits the policy keeps per slot, which
 # are the low 32 bits of the key's index hash (SipHash-2-4 of the digest under
-# the process key, _key.pxi) shifted right by 2. Those bits are spread to 64
+# the process key, core/key.pxi) shifted right by 2. Those bits are spread to 64
 # with the SplitMix64 finalizer; the block comes from the low bits, the word
 # choices from bits 32-35 and the counters from bits 36-51. tests/model_tinylfu.py
 # computes exactly this from embcache.hash_key() and embcache.siphash24.

@@ -15,7 +15,7 @@
  * against huge pages: a dimension with a few rows costs a few 4 KiB pages, never
  * a whole 2 MiB one. The table then advises such a slab's later chunks for huge
  * pages one at a time as its writer reaches them (embcache_slab_advise), for one
- * slab at a time (_table.pxi), so at most one dimension holds a huge page
+ * slab at a time (core/table.pxi), so at most one dimension holds a huge page
  * partly past its rows.
  *
  * embcache_slab_trim returns the pages past a slab's live rows to the OS (they

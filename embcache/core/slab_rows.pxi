@@ -1,7 +1,7 @@
 # Slab rows: dense, so resident memory follows the live rows. Taking and freeing
 # a row of a slab, the page size of a slab's chunks as its writer reaches them,
 # and giving back the pages past its live rows. Free functions over the Table
-# (_table.pxi), without the GIL; the caller holds the cache lock.
+# (core/table.pxi), without the GIL; the caller holds the cache lock.
 
 
 # A slab gives back the pages past its live rows once they come to this much

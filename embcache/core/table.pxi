@@ -3,7 +3,7 @@
 #
 # Owns: allocation and growth (entries, index, slabs), lookup, storing and
 # discarding entries, making room, reading rows out. Recency and victim choice
-# are the policy's (_policy.pxi): the table calls its hooks and decides nothing
+# are the policy's (core/policy.pxi): the table calls its hooks and decides nothing
 # about order itself. Every function here runs without the GIL and calls no
 # Python; the caller holds the cache lock. Those that allocate return -1 on
 # failure having changed nothing, and the caller raises MemoryError.

@@ -1,7 +1,7 @@
 /*
  * A worker thread with the mutex and condition variable it shares with the
- * thread that started it: what the snapshot reader (_snapio.h) and writer
- * (_snapwrite.h) are built on. No Python anywhere.
+ * thread that started it: what the snapshot reader (core/snapshot/reader.h) and writer
+ * (core/snapshot/writer.h) are built on. No Python anywhere.
  *
  *   embcache_worker_start(w, main, arg)   init the mutex and condition, start
  *                                         main(arg); 0 or an errno (nothing left

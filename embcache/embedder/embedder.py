@@ -3,7 +3,7 @@
 ``embed(texts)`` keys each text by ``CacheKey.from_text(text, model_version)``,
 serves the hits from the cache, and sends only the distinct misses to the model,
 in batches of ``batch_size``, through the cache's one single-flight registry
-(``embcache._flight``): texts another caller on the same cache is already
+(``embcache.flight.registry``): texts another caller on the same cache is already
 embedding (any embedder, thread or event loop) are waited for, not embedded
 twice. Each model answer becomes one PutBatch, converted and validated once by
 the core; the registry stores them together once every batch is in.
@@ -22,14 +22,14 @@ from typing import Any, Callable, Union
 import numpy as np
 import numpy.typing as npt
 
-from embcache._async import EmbeddingCache, with_tier_counts
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
-from embcache._flight import Flights, flights_of
-from embcache._flight_call import all_found
-from embcache._flight_deadline import ModelThreads, check_deadline, run_until
-from embcache._flight_errors import check_timeout, deadline_after
-from embcache._info import CacheInfo
+from embcache.core.info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
+from embcache.facade.cache import EmbeddingCache, with_tier_counts
+from embcache.flight.call import all_found
+from embcache.flight.deadline import ModelThreads, check_deadline, run_until
+from embcache.flight.registry import Flights, flights_of
+from embcache.flight.timeouts import check_timeout, deadline_after
 from embcache.identity import ModelIdentity
 
 __all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]

@@ -7,7 +7,7 @@ With a shared tier (``tier=``, e.g. embcache.redis.RedisTier) the in-process
 core stays the first tier: a hit never touches the tier; what it misses is
 asked of the tier (one call per batch) and what the tier has fills the core;
 what is stored or computed is written to both. The tier is duck-typed
-(embcache._tier.Tier), so this module never imports redis.
+(embcache.tier.protocol.Tier), so this module never imports redis.
 """
 
 from __future__ import annotations
@@ -26,11 +26,11 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple
-from embcache._flight import flights_of
-from embcache._flight_call import all_found
-from embcache._info import CacheInfo
-from embcache._tier import Tier, check_tier
+from embcache.core.info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, SnapshotFolderError
+from embcache.flight.call import all_found
+from embcache.flight.registry import flights_of
+from embcache.tier.protocol import Tier, check_tier
 
 __all__ = ["EmbeddingCache", "with_tier_counts"]
 

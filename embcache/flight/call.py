@@ -1,7 +1,7 @@
 """One get_or_compute call's bookkeeping: which input rows are misses, what the
 owner of a flight does around its compute call, and the final assembly.
 
-Nothing here knows about threads, tasks or the registry (embcache._flight)::
+Nothing here knows about threads, tasks or the registry (embcache.flight.registry)::
 
     cache.get_many(keys) -> matrix, found -> Plan (the distinct misses, in order)
     Work(our claimed keys): re-read the ones stored meanwhile (stale lookup),

@@ -35,7 +35,7 @@ import time
 from collections.abc import Awaitable
 from typing import Any, Callable
 
-from embcache._flight_errors import ComputeTimeout, bounded, seconds_left
+from embcache.flight.timeouts import ComputeTimeout, bounded, seconds_left
 
 __all__ = ["ModelThreads", "check_deadline", "run_until"]
 

@@ -21,7 +21,7 @@ others wait for its rows::
                                   directly on that loop's thread, else through
                                   loop.call_soon_threadsafe
 
-One call, from the caller's side (embcache._flight_call holds the bookkeeping)::
+One call, from the caller's side (embcache.flight.call holds the bookkeeping)::
 
     get_many(keys) -> hits, misses -> claim the distinct misses (under the lock):
         not in flight -> ours (one new flight)   in flight -> wait on its flight
@@ -34,7 +34,7 @@ CachedEmbedder's one-text call) skips the planning: claim it or find its flight
 of the flight's rows; no arrays are built beyond the row returned. The same
 invariants hold: it claims under the same lock with the same re-entry check (its
 own few lines), and computes, settles and waits through the batch path's code
-(_fly / _fly_async, and embcache._flight_wait).
+(_fly / _fly_async, and embcache.flight.wait).
 
 Invariants:
   * a key is in the registry only while its owner's call is between claiming it
@@ -50,7 +50,7 @@ Invariants:
     (a task of the event loop it runs, or a call lower in its own stack). Code
     running inside a compute counts as that flight's owner wherever it runs (a
     worker thread, a task it started): the owner sets ``computing`` (a context
-    variable, embcache._flight_wait) around its compute, and it is copied with
+    variable, embcache.flight.wait) around its compute, and it is copied with
     the context;
   * the flights lock is never held while user code or the cache runs.
 
@@ -68,7 +68,7 @@ and stops waiting, leaving that flight to its owner. An owner's own compute is
 user code and is not interrupted, except that an asyncio owner's awaited
 compute is cancelled when the time is up: its flight is then abandoned (below)
 and the owner raises FlightTimeoutError. A compute may also hold itself to the
-deadline and raise ComputeTimeout (CachedEmbedder's do, embcache._flight_deadline):
+deadline and raise ComputeTimeout (CachedEmbedder's do, embcache.flight.deadline):
 its flight is abandoned the same way, in a thread owner too. If the owner dies of anything else
 (``CancelledError``, ``KeyboardInterrupt``), the flight is *abandoned*: its keys
 leave the registry and the waiters claim them again (one becomes the owner).
@@ -87,7 +87,8 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple, set_flights_factory
-from embcache._flight_call import (
+from embcache.errors import ArgumentTypeError, KeyTypeError
+from embcache.flight.call import (
     Compute,
     Matrix,
     Plan,
@@ -97,7 +98,7 @@ from embcache._flight_call import (
     is_async_function,
     store_one,
 )
-from embcache._flight_errors import (
+from embcache.flight.timeouts import (
     ComputeTimeout,
     FlightTimeoutError,
     bounded,
@@ -107,9 +108,8 @@ from embcache._flight_errors import (
     reentry_error,
     stop_iteration_error,
 )
-from embcache._flight_wait import Flight, block_on, computing, outcome, wait_for
-from embcache._tier import Tier
-from embcache.errors import ArgumentTypeError, KeyTypeError
+from embcache.flight.wait import Flight, block_on, computing, outcome, wait_for
+from embcache.tier.protocol import Tier
 
 __all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "flights_of"]
 
@@ -286,7 +286,7 @@ class Flights:
         and ``compute`` may be sync or async (an awaitable result is awaited; a
         sync compute runs on the loop, so wrap blocking work in asyncio.to_thread).
 
-        With a shared `tier` (embcache._tier.Tier), the owner of a flight asks the
+        With a shared `tier` (embcache.tier.protocol.Tier), the owner of a flight asks the
         tier for its claimed keys first (one call, within the deadline), keeps
         what it has in `cache`, computes only the rest and writes the computed
         rows to the tier once its flight has settled: waiters get the tier's
@@ -689,7 +689,7 @@ def flights_of(cache: SyncEmbeddingCache) -> Flights:
     if not isinstance(flights, Flights):
         raise RuntimeError(
             "this SyncEmbeddingCache has no single-flight registry (it was made before "
-            "embcache._flight was imported)"
+            "embcache.flight.registry was imported)"
         )
     return flights
 

@@ -1,6 +1,6 @@
 """What single flight raises and how it bounds waiting: FlightTimeoutError and
 the timeout arithmetic, the copy of an owner's error each waiter gets, and the
-RuntimeErrors that refuse a wait which could never end. Used by embcache._flight.
+RuntimeErrors that refuse a wait which could never end. Used by embcache.flight.registry.
 """
 
 from __future__ import annotations
@@ -15,7 +15,12 @@ from collections.abc import Awaitable
 from typing import Any
 
 from embcache._core import CacheKey
-from embcache.errors import ArgumentTypeError, ArgumentValueError, EmbcacheError
+from embcache.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    CallContextError,
+    FlightTimeoutError,
+)
 
 __all__ = [
     "ComputeTimeout",
@@ -33,12 +38,6 @@ __all__ = [
     "wait_timeout_error",
     "waiter_copy",
 ]
-
-
-class FlightTimeoutError(EmbcacheError, TimeoutError):
-    """get_or_compute ran out of its ``timeout``: waiting for keys another caller
-    is computing (that flight goes on), or awaiting its own async compute (which
-    is cancelled; nothing of it is stored)."""
 
 
 def check_timeout(timeout: object) -> float | None:
@@ -155,30 +154,30 @@ def waiter_copy(error: BaseException) -> BaseException:
     return new
 
 
-def reentry_error(key: CacheKey) -> RuntimeError:
-    return RuntimeError(
+def reentry_error(key: CacheKey) -> CallContextError:
+    return CallContextError(
         f"get_or_compute was asked for {key!r} from inside the compute that is computing it; "
         "compute must not depend on its own keys (this would wait forever)"
     )
 
 
-def cycle_error() -> RuntimeError:
-    return RuntimeError(
+def cycle_error() -> CallContextError:
+    return CallContextError(
         "get_or_compute would deadlock: computes of different callers wait for each "
         "other's keys; compute must not depend on keys that depend on it"
     )
 
 
-def loop_error() -> RuntimeError:
-    return RuntimeError(
+def loop_error() -> CallContextError:
+    return CallContextError(
         "get_or_compute would deadlock: the keys it waits for are being computed by an "
         "asyncio task of the event loop running in this thread, which cannot run while "
         "this thread waits; await EmbeddingCache.get_or_compute from that loop instead"
     )
 
 
-def stack_error() -> RuntimeError:
-    return RuntimeError(
+def stack_error() -> CallContextError:
+    return CallContextError(
         "get_or_compute would deadlock: the keys it waits for are being computed by a "
         "synchronous get_or_compute lower in this thread's stack, whose compute is "
         "running this call; compute must not depend on its own keys"

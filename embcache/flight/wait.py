@@ -1,6 +1,6 @@
 """Single flight, the waiting side: a flight, its outcome, and waiting for it.
 
-A ``Flight`` is the set of keys one caller is computing (embcache._flight keeps
+A ``Flight`` is the set of keys one caller is computing (embcache.flight.registry keeps
 the registry of them). Another caller that needs one of its keys waits for it:
 ``block_on`` from a thread (it blocks), ``wait_for`` from an asyncio task (it
 awaits a future of its own loop). Both first refuse a wait that would never end
@@ -27,8 +27,8 @@ import threading
 from collections.abc import Hashable
 from typing import Callable
 
-from embcache._flight_call import Matrix
-from embcache._flight_errors import (
+from embcache.flight.call import Matrix
+from embcache.flight.timeouts import (
     cycle_error,
     loop_error,
     seconds_left,

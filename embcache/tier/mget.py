@@ -4,7 +4,7 @@ redis-py stays the connection layer (pooling, TLS, auth, Sentinel, health
 checks, its retry policy): the command is sent through the connection the
 client's pool hands out, and only the reply is read here, from that
 connection's stream, chunk by chunk, by embcache._core.MgetReader (C), which
-checks every value as embcache._tier_wire.decode_values does and copies each
+checks every value as embcache.tier.wire.decode_values does and copies each
 payload once into its row. No Python object is made per value.
 
 A connection this path cannot read (no asyncio stream, a single-connection
@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import MGET_DONE, MGET_MORE, MGET_REPLY_ERROR, MgetReader
-from embcache._tier_wire import Decoded
+from embcache.tier.wire import Decoded
 
 try:
     from redis.exceptions import ConnectionError as RedisConnectionError
@@ -75,7 +75,7 @@ async def direct_mget(
     out: npt.NDArray[np.float32] | None,
 ) -> Decoded | None:
     """The values of the `n` keys of `command` (``MGET`` packed as RESP:
-    embcache._tier_wire.mget_command) decoded (see decode_values; with `out`,
+    embcache.tier.wire.mget_command) decoded (see decode_values; with `out`,
     into it), read in one round trip on a connection of `client`'s pool; None
     when `client` cannot be read this way (nothing was sent then). Raises what
     the client's own ``mget`` would for a failure (ConnectionError,

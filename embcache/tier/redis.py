@@ -12,11 +12,11 @@ The cache reads its in-process tier first and Redis for what it misses (one
 round trip per batch; per node on a cluster), fills the in-process tier with
 what Redis had, and writes what it stores or computes to Redis too (pipelined,
 ``SET ... PX`` when `ttl_seconds` is set). Values are binary (a 12-byte header,
-then little-endian float32: embcache._tier_wire); keys are
+then little-endian float32: embcache.tier.wire); keys are
 ``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
 ``tier_errors``. From one server (not a cluster), the reply to MGET is read
 straight into the float32 rows, on a connection of the client's own pool
-(embcache._tier_mget), with no Python object per value.
+(embcache.tier.mget), with no Python object per value.
 
 Faults: every Redis call is bounded by `timeout_seconds` (a batch past
 CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
@@ -44,10 +44,11 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from embcache._breaker import Breaker
 from embcache._core import CacheKey, as_key_tuple
-from embcache._tier_mget import direct_mget, joined_spans
-from embcache._tier_wire import (
+from embcache.errors import ArgumentTypeError, ArgumentValueError, RedisTierError
+from embcache.tier.breaker import Breaker
+from embcache.tier.mget import direct_mget, joined_spans
+from embcache.tier.wire import (
     DIGEST_HEX,
     HEADER,
     Decoded,
@@ -58,7 +59,6 @@ from embcache._tier_wire import (
     mget_command,
     model_pattern,
 )
-from embcache.errors import ArgumentTypeError, ArgumentValueError, EmbcacheError
 
 try:
     from redis.asyncio import Redis
@@ -84,10 +84,6 @@ SCAN_COUNT = 1000
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\")
 log = logging.getLogger("embcache.redis")
 T = TypeVar("T")
-
-
-class RedisTierError(EmbcacheError, ConnectionError):
-    """drop_model could not finish because Redis failed (the cause is chained)."""
 
 
 @dataclass(frozen=True)
@@ -335,7 +331,7 @@ class RedisTier:
         nothing: npt.NDArray[np.float32],
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
         """fetch from one server: each span's reply read straight into rows
-        (embcache._tier_mget), or through the client's mget and decode_values
+        (embcache.tier.mget), or through the client's mget and decode_values
         when its connections cannot be read that way."""
         n = len(keys)
         parts: list[tuple[int, Decoded]] = []

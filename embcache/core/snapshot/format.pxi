@@ -1,5 +1,5 @@
 # Snapshots, the format: a cache's live entries in one file (README "Snapshots"
-# has the table). _snapshot_save.pxi writes it, _snapshot_load.pxi reads it.
+# has the table). core/snapshot/save.pxi writes it, core/snapshot/load.pxi reads it.
 #
 # Owns: the layout, its constants and records, the checksum, and the checks of
 # the small sections that a load makes before it builds anything. Entries are
@@ -52,7 +52,7 @@ SNAPSHOT_MAGIC = b"EMBCSNAP"
 SNAPSHOT_VERSION = 2
 SNAPSHOT_BYTE_ORDER = 0x01020304
 SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (README "Semantics")
-SNAPSHOT_CHECKSUM_SCHEME = 1      # mix64 v1 (_checksum.h)
+SNAPSHOT_CHECKSUM_SCHEME = 1      # mix64 v1 (core/snapshot/checksum.h)
 # magic, version, byte order, header bytes, digest scheme, checksum scheme, groups,
 # entries, fixed dim, max_entries, max_memory_mb, ttl_seconds, saved_at, file bytes,
 # entries offset, groups offset, flags, reserved, file id, entries checksum, groups
@@ -107,7 +107,7 @@ cdef inline uint64_t section_checksum(const unsigned char *p, size_t n, uint64_t
 
 
 def snapshot_checksum(data, uint64_t seed=0) -> int:
-    """The snapshot checksum (mix64 v1, _checksum.h) of a bytes-like object."""
+    """The snapshot checksum (mix64 v1, core/snapshot/checksum.h) of a bytes-like object."""
     cdef const unsigned char[::1] view = memoryview(data).cast("B")
     cdef size_t n = view.shape[0]
     if n == 0:

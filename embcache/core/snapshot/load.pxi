@@ -1,10 +1,10 @@
-# Snapshots, loading (the format: _snapshot_format.pxi).
+# Snapshots, loading (the format: core/snapshot/format.pxi).
 #
 # Loading reads the header and both small sections, checks every count, offset
 # and dimension against the file's size (so no hostile number can make it
 # allocate more than the file holds) and every checksum, and only then builds a
 # new cache, streaming each block through two buffers: a reader thread
-# (_snapio.h) reads one and checks its floats are finite while this thread
+# (core/snapshot/reader.h) reads one and checks its floats are finite while this thread
 # checksums the other and stores its rows; the block's checksum is compared at
 # its end. A cache is returned only when everything has passed; on any failure it
 # is dropped, never seen.

@@ -27,8 +27,8 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "_kernels.h"
-#include "_worker.h"
+#include "core/kernels.h"
+#include "core/worker.h"
 
 #define EMBCACHE_READER_SHORT 100000
 
@@ -42,7 +42,7 @@ typedef struct {
     int finite[2];
     int full[2];
     int next;                  /* the buffer the consumer takes next */
-    embcache_worker worker;    /* the thread, its mutex and condition (_worker.h) */
+    embcache_worker worker;    /* the thread, its mutex and condition (core/worker.h) */
 } embcache_reader;
 
 static ptrdiff_t embcache_reader_fill(int fd, char *p, size_t n, uint64_t offset) {

@@ -1,11 +1,11 @@
-# Snapshots, saving (the format: _snapshot_format.pxi).
+# Snapshots, saving (the format: core/snapshot/format.pxi).
 #
 # Saving holds the cache lock only in short steps: one walk of the recency list
 # copying digests and expiries (no vectors), then one lock per ~4 MiB of rows
 # copied into the write buffer, each row looked up again by digest (an entry
 # removed or rewritten meanwhile is left out or saved with its new vector).
 # Checksums and writes run without the lock and without the GIL: a writer thread
-# (_snapwrite.h) writes one buffer while this thread fills and checksums the
+# (core/snapshot/writer.h) writes one buffer while this thread fills and checksums the
 # other, and starts each buffer's writeback at once, so the disk works while the
 # file is produced and the final fsync waits only for the last of it.
 
@@ -18,7 +18,7 @@ cdef struct SaveItem:
 
 
 cdef struct Writer:
-    embcache_writer pipe    # the writer thread (_snapwrite.h)
+    embcache_writer pipe    # the writer thread (core/snapshot/writer.h)
     char *bufs              # its two buffers, cap bytes each
     char *buf               # the one being filled
     size_t cap

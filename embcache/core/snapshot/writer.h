@@ -40,7 +40,7 @@
 #include <sys/types.h>
 #include <unistd.h>
 
-#include "_worker.h"
+#include "core/worker.h"
 
 typedef struct {
     int fd;
@@ -50,7 +50,7 @@ typedef struct {
     int fill;                  /* the buffer the producer fills next */
     uint64_t offset;           /* where the writer's next buffer goes */
     int error;                 /* errno of the first failed write */
-    embcache_worker worker;    /* the thread, its mutex and condition (_worker.h) */
+    embcache_worker worker;    /* the thread, its mutex and condition (core/worker.h) */
 } embcache_writer;
 
 static int embcache_write_fully(int fd, const char *p, size_t n) {
