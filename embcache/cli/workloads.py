@@ -1,6 +1,6 @@
 """The workloads embcache is measured and tested with, defined once.
 
-``embcache check``, the asv suites in benchmarks/ and tests/test_acceptance.py
+``embcache check``, the asv suites in benchmarks/ and tests/facade/test_acceptance.py
 all build their keys, vectors and random streams here, so a figure in the
 check, a benchmark and a test mean the same work:
 

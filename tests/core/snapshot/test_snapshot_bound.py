@@ -27,7 +27,7 @@ from embcache import (
     SyncEmbeddingCache,
 )
 
-DATA = Path(__file__).parent / "data"
+DATA = Path(__file__).resolve().parents[2] / "data"
 
 
 # --- warm start under every policy and smaller limits ------------------------------------

@@ -81,7 +81,7 @@ MODEL_THREAD = "embcache embed_fn"
 
 def other_threads() -> set[threading.Thread]:
     """The threads alive, but an embedder's model threads (persistent workers,
-    at most ``model_threads`` of them: tests/test_embedder_model_threads.py)."""
+    at most ``model_threads`` of them: tests/embedder/test_embedder_model_threads.py)."""
     return {t for t in threading.enumerate() if not t.name.startswith(MODEL_THREAD)}
 
 

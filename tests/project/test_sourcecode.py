@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from conftest import needs_source_tree, run_python
 
-ROOT = Path(__file__).resolve().parent.parent
-ALLOWLIST = Path(__file__).resolve().parent / "stubtest_allowlist.txt"
+ROOT = Path(__file__).resolve().parents[2]
+ALLOWLIST = Path(__file__).resolve().parents[1] / "stubtest_allowlist.txt"
 
 # ruff and mypy read the sources and pyproject.toml; stubtest reads the .pyi in the
 # source tree's configuration (an installed wheel's tests skip all three, saying why)

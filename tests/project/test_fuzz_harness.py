@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-FUZZ = Path(__file__).resolve().parent.parent / "tools" / "fuzz"
+FUZZ = Path(__file__).resolve().parents[2] / "tools" / "fuzz"
 
 pytestmark = pytest.mark.skipif(
     not (FUZZ / "fuzz_cache.py").is_file(),

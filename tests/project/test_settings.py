@@ -15,6 +15,7 @@ import pytest
 from conftest import REPO, needs_source_tree, run_python
 
 HERE = Path(__file__).resolve().parent
+TESTS = HERE.parent
 
 
 def test_the_suite_settings_are_in_force(pytestconfig: pytest.Config) -> None:
@@ -64,22 +65,23 @@ def test_pytest_ini_and_pyproject_hold_the_same_settings() -> None:
     # where a bare `pytest` in the root looks; tests/pytest.ini is read inside tests/
     assert section.pop("testpaths") == ["tests"]
     toml = {k: v if isinstance(v, list) else [v] for k, v in section.items()}
-    assert toml == _ini_settings(HERE / "pytest.ini")
+    assert toml == _ini_settings(TESTS / "pytest.ini")
 
 
 def _copy_of_tests(tmp_path: Path) -> Path:
     """A folder holding a copy of tests/ with this file, its conftest and settings."""
     copy = tmp_path / "tests"
-    copy.mkdir()
-    for name in ("pytest.ini", "conftest.py", Path(__file__).name):
-        shutil.copy(HERE / name, copy / name)
+    (copy / HERE.name).mkdir(parents=True)
+    for name in ("pytest.ini", "conftest.py"):
+        shutil.copy(TESTS / name, copy / name)
+    shutil.copy(__file__, copy / HERE.name / Path(__file__).name)
     return copy
 
 
 def test_a_copy_of_tests_runs_with_the_settings(tmp_path: Path) -> None:
     copy = _copy_of_tests(tmp_path)
     args = ["-m", "pytest", "-p", "no:cacheprovider", "-k", "not copy"]
-    for cwd, where in ((tmp_path, ["tests/test_settings.py"]), (copy, [])):
+    for cwd, where in ((tmp_path, ["tests/project/test_settings.py"]), (copy, [])):
         proc = run_python([*args, *where], cwd=cwd, timeout=120)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert f"rootdir: {copy}" in proc.stdout and "configfile: pytest.ini" in proc.stdout

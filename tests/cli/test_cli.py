@@ -34,7 +34,7 @@ from embcache.cli.peers import LOOPS, MAPPING_LOOPS, PEERS, available_peers, mak
 from embcache.cli.text import table
 from embcache.cli.workloads import comparison_inputs
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 CRITERIA_NAMES = {
     1: "put throughput",
@@ -97,7 +97,7 @@ def criterion_rows(table: str) -> dict[int, str]:
 @pytest.fixture(scope="module", autouse=True)
 def no_redis_rows() -> Iterator[None]:
     """--compare here without its Redis rows (they need a server and seconds of
-    peers; tests/test_redis_tier.py covers them)."""
+    peers; tests/tier/test_redis_tier.py covers them)."""
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(redis_compare, "available_contenders", lambda: [])
         yield

@@ -36,10 +36,10 @@ RUN_BY: dict[str, str] = {
     "pytest": CI,
     # Installing a built wheel
     "pip install dist/embcache-0.1.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl": (
-        "tests/test_readme.py::test_wheel_name_in_readme_is_what_release_builds"
+        "tests/project/test_readme.py::test_wheel_name_in_readme_is_what_release_builds"
     ),
     'pip install "dist/embcache-0.1.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl'
-    '[test]"': "tests/test_readme.py::test_wheel_name_in_readme_is_what_release_builds",
+    '[test]"': "tests/project/test_readme.py::test_wheel_name_in_readme_is_what_release_builds",
     # Benchmarks
     "asv machine --yes": CI,
     "asv run --python=same --quick": CI,
@@ -50,15 +50,17 @@ RUN_BY: dict[str, str] = {
     "python tools/publish_offline.py": CI,
     "python tools/check_dashboard.py": CI,
     "bash tools/asv_history.sh 10": (
-        "tests/test_dashboard.py::"
+        "tests/project/test_dashboard.py::"
         "test_asv_history_records_the_last_n_commits_in_one_environment_and_publishes"
     ),
     "python EMBCACHE/tools/publish_offline.py": CI,
     "python EMBCACHE/tools/check_dashboard.py --html-dir OTHER/.asv/html --benchmark BENCHMARK": CI,
     # Redis tier
-    'pip install ".[redis]"': "tests/test_readme.py::test_extras_the_readme_installs_exist",
+    'pip install ".[redis]"': "tests/project/test_readme.py::test_extras_the_readme_installs_exist",
     # Release build
-    "bash tools/release.sh": "tests/test_readme.py::test_release_script_defaults_are_documented",
+    "bash tools/release.sh": (
+        "tests/project/test_readme.py::test_release_script_defaults_are_documented"
+    ),
     'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9 --full "3.9 3.13" '
     "--in-sdist 3.9": CI,
     # Development
@@ -67,7 +69,7 @@ RUN_BY: dict[str, str] = {
     "python setup.py build_ext --inplace": "tools/sanitize.sh",
     "bash tools/sanitize.sh": CI,
     "python tools/fuzz/fuzz_cache.py --random --seconds 10": CI,
-    "bash .ci/run": "tests/test_readme.py::test_ci_script_is_what_the_readme_names",
+    "bash .ci/run": "tests/project/test_readme.py::test_ci_script_is_what_the_readme_names",
 }
 
 # README.md, .ci/run and tools/ sit beside tests/ in a clone or an unpacked sdist only
