@@ -121,6 +121,21 @@ class Kind:
             return {"tier_hits": 0, "tier_misses": 0, "tier_errors": 0}
         return {"tier_hits": found, "tier_misses": asked - found, "tier_errors": 0}
 
+    def forgotten(self, row: np.ndarray) -> np.ndarray | None:
+        """What ``get`` answers for `row`'s key once the in-process cache forgot it
+        (evicted, expired or cleared): `row`, from a shared tier, or None."""
+        return row if self.tiered else None
+
+    def in_tier(self, stored: int) -> int:
+        """How many entries a shared tier holds after `stored` distinct keys were
+        stored (and none removed): all of them with a tier, else none."""
+        return stored if self.tiered else 0
+
+    def refilled(self, found: int) -> int:
+        """How many of `found` keys that only a shared tier still held a lookup keeps
+        in-process again (each counted as a put there): all with a tier, else none."""
+        return found if self.tiered else 0
+
     def __repr__(self) -> str:
         return self.name
 
@@ -263,6 +278,14 @@ def counts(cache: Driver) -> dict[str, int]:
     return {name: getattr(info, name) for name in names}
 
 
+def assert_answer(got: np.ndarray | None, expected: np.ndarray | None) -> None:
+    """`got` is a float32 array equal to `expected`, or both are None."""
+    assert (got is None) == (expected is None), (got, expected)
+    if got is not None:
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)  # type: ignore[arg-type]
+
+
 def rows(ids: Iterable[float], dim: int = 4) -> np.ndarray:
     """The (n, dim) float32 matrix of vec(i) for each i of `ids`."""
     return np.stack([vec(i, dim) for i in ids])
@@ -277,6 +300,7 @@ __all__ = [
     "Kind",
     "Make",
     "State",
+    "assert_answer",
     "assert_unchanged",
     "counts",
     "flushed_server",

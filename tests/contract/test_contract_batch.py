@@ -83,7 +83,7 @@ def test_put_many_stores_rows_in_order(kind: Kind, make: Make) -> None:
     matrix, found = c.get_many([key(i) for i in (4, 7, 0)])
     assert found.all()
     np.testing.assert_array_equal(matrix, np.stack([vec(4, 3), [1, 2, 3], vec(0, 3)]))
-    assert len(c.shared()) == (6 if kind.tiered else 0)
+    assert len(c.shared()) == kind.in_tier(6)
     assert c.info().puts == 6
 
 
@@ -119,7 +119,7 @@ def test_get_or_compute_computes_only_the_misses_in_one_call(kind: Kind, make: M
     assert result.dtype == np.float32 and result.shape == (6, 4)
     np.testing.assert_array_equal(result, rows([5, 1, 2, 5, 3, 2]))
     assert len(c) == 4 and key(5) in c and key(2) in c
-    assert len(c.shared()) == (4 if kind.tiered else 0)
+    assert len(c.shared()) == kind.in_tier(4)
     # all hits now: no call
     again = c.get_or_compute(list(reversed(wanted)), compute)
     assert len(compute.calls) == 1
@@ -200,7 +200,7 @@ def test_put_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) 
     matrix, found = c.get_many([key(2), key(0), key(1)])
     assert found.all()
     np.testing.assert_array_equal(matrix, rows([2, 0, 1]))
-    assert len(c.shared()) == (3 if kind.tiered else 0)
+    assert len(c.shared()) == kind.in_tier(3)
 
 
 @pytest.mark.parametrize(("kind", "form"), forms_by_kind("get_or_compute"))
@@ -211,4 +211,4 @@ def test_get_or_compute_takes_keys_as_any_iterable(kind: Kind, make: Make, form:
     result = c.get_or_compute(FORMS[form]([key(3), key(1), key(3), key(2)]), compute)
     assert compute.calls == [[key(3), key(2)]]
     np.testing.assert_array_equal(result, rows([3, 1, 3, 2]))
-    assert len(c.shared()) == (3 if kind.tiered else 0)
+    assert len(c.shared()) == kind.in_tier(3)

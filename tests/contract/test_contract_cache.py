@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import redis_servers
 from conftest import FakeClock, entry_bytes
-from contract_kinds import Kind, Make, counts, key, vec
+from contract_kinds import Kind, Make, assert_answer, counts, key, vec
 
 kind = contract_kinds.kind
 make = contract_kinds.make
@@ -29,7 +29,10 @@ def test_put_then_get_round_trips_float32_copies(kind: Kind, make: Make) -> None
         "int": np.arange(5, dtype=np.int64),
         "list": [1, 2.5, -3],
         "tuple": (1.0, 2.0),
+        "range": range(5),
+        "numpy-scalars": [np.float32(1.5), np.float64(2.5), np.int64(3)],
         "buffer": array.array("f", [4.0, 5.0, 6.0, 7.0]),
+        "memoryview": memoryview(np.array([4.0, 5.0])),
     }
     for name, src in sources.items():
         c.put(key(name), src)
@@ -41,7 +44,7 @@ def test_put_then_get_round_trips_float32_copies(kind: Kind, make: Make) -> None
         assert got.tobytes() == want.tobytes()
         assert got.flags.writeable and got.flags.c_contiguous
     assert len(c) == len(sources)
-    assert len(c.shared()) == (len(sources) if kind.tiered else 0)
+    assert len(c.shared()) == kind.in_tier(len(sources))
 
 
 def test_stored_rows_are_copies(make: Make) -> None:
@@ -86,12 +89,15 @@ def test_overwrite_replaces_and_counts(make: Make) -> None:
     c.put(key(1), vec(1))
     c.put(key(1), vec(2))
     np.testing.assert_array_equal(c.get(key(1)), vec(2))
+    c.put(key(1), vec(2))  # the same values again: still an overwrite
     c.put(key(1), vec(3, 16))  # another dimension, when none is fixed
     np.testing.assert_array_equal(c.get(key(1)), vec(3, 16))
     info = c.info()
-    assert (info.size, info.puts, info.overwrites, info.evictions) == (1, 3, 2, 0)
+    assert (info.size, info.puts, info.overwrites, info.evictions) == (1, 4, 3, 0)
     assert info.memory_usage_bytes == entry_bytes(16)
     assert info.dims == (16,)
+    c.put(key(1), vec(4, 2))
+    assert (c.info().memory_usage_bytes, c.info().dims) == (entry_bytes(2), (2,))
 
 
 def test_remove(kind: Kind, make: Make) -> None:
@@ -107,14 +113,15 @@ def test_remove(kind: Kind, make: Make) -> None:
     np.testing.assert_array_equal(c.get(key(2)), vec(2))
     info = c.info()
     assert (info.size, info.removals, info.memory_usage_bytes) == (2, 1, 2 * entry_bytes(4))
-    assert len(c.shared()) == (2 if kind.tiered else 0)
+    assert len(c.shared()) == kind.in_tier(2)
     c.put(key(1), vec(7))  # a removed key can be stored again
     np.testing.assert_array_equal(c.get(key(1)), vec(7))
     assert c.info().overwrites == 0
 
 
-def test_clear_empties_and_keeps_stats(kind: Kind, make: Make) -> None:
-    c = make()
+@pytest.mark.parametrize("dim", [None, 4])
+def test_clear_empties_and_keeps_stats(kind: Kind, make: Make, dim: int | None) -> None:
+    c = make(max_entries=8, dim=dim)
     for i in range(5):
         c.put(key(i), vec(i))
     c.get(key(0))
@@ -126,14 +133,13 @@ def test_clear_empties_and_keeps_stats(kind: Kind, make: Make) -> None:
     assert (info.size, info.memory_usage_bytes, info.dims) == (0, 0, ())
     assert counts(c) == {**before, "size": 0}
     # what the in-process cache forgot, a shared tier still has
-    got = c.get(key(3))
-    if kind.tiered:
-        np.testing.assert_array_equal(got, vec(3))
-    else:
-        assert got is None
+    assert_answer(c.get(key(3)), kind.forgotten(vec(3)))
     c.clear()
-    c.put(key(9), vec(9))  # usable again
-    np.testing.assert_array_equal(c.get(key(9)), vec(9))
+    c.clear()
+    for i in range(10, 20):  # usable again, up to its bound
+        c.put(key(i), vec(i))
+    assert len(c) == 8 and key(11) not in c
+    np.testing.assert_array_equal(c.get(key(19)), vec(19))
 
 
 def test_len_and_in_move_no_statistics(make: Make) -> None:
@@ -163,12 +169,13 @@ def test_ttl_expiry_on_an_injected_clock(kind: Kind, make: Make) -> None:
     np.testing.assert_array_equal(c.get(key(2)), vec(22))
     clock.advance(4.0)
     assert key(2) not in c and len(c) == 0
-    got = c.get(key(1))  # expired in-process; a shared tier keeps its own time
-    if kind.tiered:
-        np.testing.assert_array_equal(got, vec(1))
-    else:
-        assert got is None
-    assert c.info().expirations == 2
+    # expired in-process; a shared tier keeps its own time
+    assert_answer(c.get(key(1)), kind.forgotten(vec(1)))
+    assert counts(c) == {
+        "size": kind.refilled(1), "hits": 2, "misses": 1, "puts": 3 + kind.refilled(1),
+        "overwrites": 1, "evictions": 0, "expirations": 2, "removals": 0,
+        **kind.tier_counts(asked=1, found=1),
+    }  # fmt: skip
 
 
 def test_entry_bound_evicts_the_least_recently_used(kind: Kind, make: Make) -> None:
@@ -185,13 +192,10 @@ def test_entry_bound_evicts_the_least_recently_used(kind: Kind, make: Make) -> N
         "size": 3, "hits": 1, "misses": 0, "puts": 5, "overwrites": 0, "evictions": 2,
         "expirations": 0, "removals": 0, **kind.tier_counts(),
     }  # fmt: skip
-    got = c.get(key(1))  # evicted in-process; a shared tier still has it
-    if kind.tiered:
-        np.testing.assert_array_equal(got, vec(1))
-        assert key(1) in c and len(c) == 3  # kept in-process again, evicting 0
-        assert key(0) not in c
-    else:
-        assert got is None
+    assert_answer(c.get(key(1)), kind.forgotten(vec(1)))  # evicted in-process
+    kept = bool(kind.refilled(1))  # and kept in-process again, evicting 0
+    assert [key(i) in c for i in range(5)] == [not kept, kept, False, True, True]
+    assert len(c) == 3
 
 
 def test_memory_bound_evicts_the_least_recently_used(make: Make) -> None:
