@@ -278,6 +278,15 @@ def counts(cache: Driver) -> dict[str, int]:
     return {name: getattr(info, name) for name in names}
 
 
+FORMS: dict[str, Callable[[list[CacheKey]], Iterable[CacheKey]]] = {
+    "list": list,
+    "tuple": tuple,
+    "iterator": iter,
+    "generator": lambda keys: (k for k in keys),
+}
+"""The ways a caller may give keys: any iterable of CacheKey behaves the same."""
+
+
 def assert_answer(got: np.ndarray | None, expected: np.ndarray | None) -> None:
     """`got` is a float32 array equal to `expected`, or both are None."""
     assert (got is None) == (expected is None), (got, expected)
@@ -294,6 +303,7 @@ def rows(ids: Iterable[float], dim: int = 4) -> np.ndarray:
 __all__ = [
     "ASYNC",
     "ASYNC_REDIS",
+    "FORMS",
     "KINDS",
     "SYNC",
     "Driver",

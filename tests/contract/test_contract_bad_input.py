@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import redis_servers
 from conftest import key
-from contract_kinds import Driver, Kind, Make, assert_answer, observe, rows, vec
+from contract_kinds import FORMS, Driver, Kind, Make, assert_answer, observe, rows, vec
 
 from embcache import (
     ArgumentTypeError,
@@ -25,6 +25,7 @@ from embcache import (
     CacheKey,
     DimensionMismatchError,
     EmbcacheError,
+    EntryTooLargeError,
     InvalidVectorError,
     KeyTypeError,
     VectorTypeError,
@@ -160,12 +161,13 @@ def test_rejected_call_leaves_the_cache_exactly_as_it_was(
     assert after.shared == before.shared
 
 
-def test_a_rejected_put_many_stores_nothing_anywhere(kind: Kind, make: Make) -> None:
+@pytest.mark.parametrize("form", ["list", "tuple", "iterator", "generator"])
+def test_a_rejected_put_many_stores_nothing_anywhere(kind: Kind, make: Make, form: str) -> None:
     c = make()  # no fixed dimension: the batch's first row sets it for the batch
     matrix = rows(range(3), 8)
     matrix[2, 7] = np.inf
     with pytest.raises(InvalidVectorError):
-        c.put_many([key(0), key(1), key(2)], matrix)
+        c.put_many(FORMS[form]([key(0), key(1), key(2)]), matrix)
     assert len(c) == 0 and c.shared() == {}
     assert c.info().puts == 0
     matrix, found = c.get_many([key(0), key(1), key(2)])
@@ -215,3 +217,26 @@ def test_a_computed_answer_is_stored_as_returned_everywhere(kind: Kind, make: Ma
     result = c.get_or_compute([key(1), key(2)], lambda keys: Unstable((len(keys), DIM)))
     here = _stored_everywhere(kind, c, [key(1), key(2)])
     np.testing.assert_array_equal(here, result)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda c: c.put(key(9), vec(9, 1000)),
+        lambda c: c.put_many([key(8), key(9)], rows([8, 9], 1000)),
+        lambda c: c.get_or_compute([key(1), key(9)], lambda keys: rows([9], 1000)),
+    ],
+    ids=["put", "put_many", "get_or_compute"],
+)
+def test_an_entry_larger_than_the_budget_goes_nowhere(
+    kind: Kind, make: Make, call: Callable[[Driver], Any]
+) -> None:
+    c = make(max_memory_mb=2048 / 2**20)  # room for a few small entries only
+    c.put(key(1), vec(1, 8))
+    before = observe(c, [key(1), key(8), key(9)])
+    with pytest.raises(EntryTooLargeError):
+        call(c)
+    after = observe(c, before.stored)
+    assert (after.length, after.shared) == (before.length, before.shared)
+    assert after.stored == before.stored
+    assert after.info["puts"] == before.info["puts"]

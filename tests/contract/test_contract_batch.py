@@ -5,14 +5,13 @@ order), and keys given as any iterable (list, tuple, iterator, generator)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
 from typing import Any
 
 import contract_kinds
 import numpy as np
 import pytest
 import redis_servers
-from contract_kinds import KINDS, Kind, Make, counts, key, rows, vec
+from contract_kinds import FORMS, KINDS, Kind, Make, counts, key, rows, vec
 
 from embcache import CacheKey
 
@@ -148,13 +147,6 @@ def test_get_or_compute_of_an_async_kind_takes_an_async_compute_too(make: Make) 
 
 
 # -- keys as any iterable ----------------------------------------------------------------
-
-FORMS: dict[str, Callable[[list[CacheKey]], Iterable[CacheKey]]] = {
-    "list": list,
-    "tuple": tuple,
-    "iterator": iter,
-    "generator": lambda keys: (k for k in keys),
-}
 
 TIER_ITERABLES = "tiered iterable keys: fixed by the tier branch"
 
