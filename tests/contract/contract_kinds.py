@@ -30,11 +30,6 @@ from conftest import TIMEOUT, key, vec
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
 
-# the session's server (pytest finds fixtures by their name in a test module,
-# which imports these)
-redis_server = redis_servers.redis_server
-flushed_server = redis_servers.flushed_server
-
 # a tier given plenty of time: a Redis call that times out is (by design) a
 # miss or a dropped write, which the contract's exact counts would misread
 TIER_TIMEOUT = 5.0
@@ -178,6 +173,8 @@ def _open_async_redis(
 
     from embcache.redis import RedisTier
 
+    # the session's server, emptied for this test (each test module names the
+    # fixtures of tests/redis_servers.py, so pytest finds them)
     server = request.getfixturevalue("flushed_server")
     settle = _loop(cleanup)  # closed after the clients below (callbacks run last first)
     prefix = f"contract{next(_prefixes)}"
@@ -257,13 +254,25 @@ def observe(cache: Driver, keys: Iterable[CacheKey] = ()) -> State:
     return State(info, length, stored, cache.shared())
 
 
-def assert_unchanged(cache: Driver, before: State) -> None:
-    """The cache, in-process and in its shared tier, is exactly as `before` saw it."""
+def assert_unchanged(
+    cache: Driver,
+    before: State,
+    *,
+    hits: int = 0,
+    misses: int = 0,
+    tier: dict[str, int] | None = None,
+) -> None:
+    """The cache, in-process and in its shared tier, is exactly as `before` saw it,
+    but for `hits` and `misses` more lookups counted, and `tier` (get_cache_info's
+    tier fields) added to its tier counts."""
     after = observe(cache, before.stored)
     expected = dict(before.info)
-    expected["hits"] += sum(v is not None for v in before.stored.values())
+    expected["hits"] += hits + sum(v is not None for v in before.stored.values())
+    expected["misses"] += misses
     lookups = expected["hits"] + expected["misses"]
     expected["hit_rate"] = expected["hits"] / lookups if lookups else 0.0
+    for name, count in (tier or {}).items():
+        expected[name] += count
     assert after.info == expected
     assert after.length == before.length
     assert after.stored == before.stored
@@ -313,12 +322,10 @@ __all__ = [
     "assert_answer",
     "assert_unchanged",
     "counts",
-    "flushed_server",
     "key",
     "kind",
     "make",
     "observe",
-    "redis_server",
     "rows",
     "vec",
 ]

@@ -17,7 +17,17 @@ import numpy as np
 import pytest
 import redis_servers
 from conftest import key
-from contract_kinds import FORMS, Driver, Kind, Make, assert_answer, observe, rows, vec
+from contract_kinds import (
+    FORMS,
+    Driver,
+    Kind,
+    Make,
+    assert_answer,
+    assert_unchanged,
+    observe,
+    rows,
+    vec,
+)
 
 from embcache import (
     ArgumentTypeError,
@@ -148,17 +158,7 @@ def test_rejected_call_leaves_the_cache_exactly_as_it_was(
         case.call(c)
     assert type(raised.value) is case.error
     hits, misses = case.looked_up
-    after = observe(c, before.stored)
-    expected = dict(before.info)
-    expected["hits"] += hits + sum(v is not None for v in before.stored.values())
-    expected["misses"] += misses
-    expected["hit_rate"] = expected["hits"] / (expected["hits"] + expected["misses"])
-    for name, count in kind.tier_counts(asked=misses).items():
-        expected[name] += count
-    assert after.info == expected
-    assert after.length == before.length
-    assert after.stored == before.stored
-    assert after.shared == before.shared
+    assert_unchanged(c, before, hits=hits, misses=misses, tier=kind.tier_counts(asked=misses))
 
 
 @pytest.mark.parametrize("form", ["list", "tuple", "iterator", "generator"])
