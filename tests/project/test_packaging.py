@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE_PARENT, REPO, needs_source_tree
+from conftest import PACKAGE_PARENT, REPO, needs_source_tree, run_python
 
 INSTALLED = PACKAGE_PARENT / "embcache"
 
@@ -101,8 +101,6 @@ def test_the_package_ships_no_benchmark_only_module(tmp_path: Path) -> None:
     """Every module of embcache/cli (as installed, or in the source tree) is one that
     ``embcache check --compare`` imports: code only the benchmarks use (hit-rate
     traces, the peers' put/get adapter) lives in benchmarks/, outside the wheel."""
-    from conftest import run_python
-
     import embcache.cli
 
     folder = Path(embcache.cli.__file__).parent
