@@ -164,7 +164,11 @@ class Contender:
         raise NotImplementedError
 
     async def close(self) -> None:
-        """Release the clients."""
+        """Release the clients: the asyncio redis-py client in ``self.client``, if
+        ``fill`` got as far as making it."""
+        client = getattr(self, "client", None)
+        if client is not None:
+            await client.aclose()
 
 
 class EmbcacheContender(Contender):
@@ -195,10 +199,6 @@ class EmbcacheContender(Contender):
         for key in self.keys[:count]:
             await get(key)
 
-    async def close(self) -> None:
-        if hasattr(self, "client"):
-            await self.client.aclose()
-
 
 class MgetContender(Contender):
     name = "mget"
@@ -219,10 +219,6 @@ class MgetContender(Contender):
         get = self.client.get
         for key in self.keys[:count]:
             await get(key)
-
-    async def close(self) -> None:
-        if hasattr(self, "client"):
-            await self.client.aclose()
 
 
 class RedisvlContender(Contender):
@@ -248,10 +244,6 @@ class RedisvlContender(Contender):
         aget = self.cache.aget
         for text in self.texts[:count]:
             await aget(text, MODEL)
-
-    async def close(self) -> None:
-        if hasattr(self, "client"):
-            await self.client.aclose()
 
 
 class LangchainContender(Contender):
