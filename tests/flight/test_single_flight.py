@@ -77,11 +77,11 @@ def test_every_cache_has_its_own_registry() -> None:
 def test_a_registry_serves_its_cache_directly() -> None:
     cache = SyncEmbeddingCache()
     flights = flights_of(cache)
-    m = flights.get_or_compute(cache, [key(1), key(1)], Counting())
+    m = flights.get_or_compute([key(1), key(1)], Counting())
     np.testing.assert_array_equal(m, rows([key(1), key(1)]))
 
     async def main() -> None:
-        m = await flights.get_or_compute_async(cache, [key(2), key(1)], Counting())
+        m = await flights.get_or_compute_async([key(2), key(1)], Counting())
         np.testing.assert_array_equal(m, rows([key(2), key(1)]))
 
     run(main())
@@ -131,7 +131,7 @@ def test_a_thread_waits_for_a_task_of_another_loop() -> None:
         return rows(keys)
 
     async def owner() -> np.ndarray:
-        return await flights_of(cache).get_or_compute_async(cache, [key(1)], slow)
+        return await flights_of(cache).get_or_compute_async([key(1)], slow)
 
     def thread_waiter() -> np.ndarray:
         while flights_of(cache).in_flight() == 0:
@@ -450,7 +450,7 @@ def test_a_task_blocking_a_sync_compute_lower_in_its_stack_raises() -> None:
 
     def compute(keys: list[CacheKey]) -> np.ndarray:
         async def inner() -> Any:
-            return await cache.flights.get_or_compute_async(cache, [key(1)], Counting())
+            return await cache.flights.get_or_compute_async([key(1)], Counting())
 
         contextvars.Context().run(asyncio.run, inner())
         return rows(keys)  # pragma: no cover - never reached
