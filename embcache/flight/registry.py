@@ -25,39 +25,31 @@ computed once; the others wait for its rows::
                                   directly on that loop's thread, else through
                                   loop.call_soon_threadsafe
 
+(The registry's state, claiming and settling are embcache.flight.claims's
+``Claims``, the base of ``Flights``.)
+
 Each operation is written once, as a generator (``_steps``, ``_steps_one``,
 ``_fly``) that claims, computes, stores, settles and assembles, and yields only
-what depends on how it runs: a wait on another's flight, an awaitable to await
-(compute's result, the read-through source's answer), the write-back. Two thin
-drivers (embcache.flight.drive) run it: ``block`` for a thread (waits block; an
-awaitable is refused with ArgumentTypeError, thrown back into the step that
-produced it) and ``run`` for a task (waits and awaitables are awaited; an
-exception of the awaited thing, a cancellation included, is thrown back into
-the step, whose handlers settle or abandon the flight). The entry points
-(get_or_compute / get_or_compute_async, get_or_compute_one /
-get_or_compute_one_async) check their arguments, look the keys up, return the
-all-hit answer directly, and otherwise hand the generator to their driver.
-
-One call, from the caller's side (embcache.flight.call holds the bookkeeping)::
+what depends on how it runs: a wait on another's flight, an awaitable (compute's
+result, the read-through source's answer), the write-back. Two thin drivers
+(embcache.flight.drive) run it: ``block`` for a thread, ``run`` for a task. The
+entry points check their arguments, look the keys up, return an all-hit answer
+directly and otherwise hand the steps to their driver::
 
     get_many(keys) -> hits, misses -> claim the distinct misses (under the lock):
-        not in flight -> ours (one new flight)   in flight -> wait on its flight
-    [read_through(ours)] -> compute(the rest) -> cache.put_batch(..).take()
-        -> .store() -> settle (rows) -> [write_back(computed)]
-    wait on the others' flights -> assemble the (n, dim) matrix in input order
+        not in flight -> ours (one new flight)   in flight -> WAIT on its flight
+    [read through(ours)] -> compute(the rest) [-> AWAIT] -> cache.put_batch(..)
+        .take() -> .store() -> settle (rows) [-> write back the computed rows]
+    assemble the (n, dim) matrix in input order (embcache.flight.call)
 
-One key (``get_or_compute_one``; ``get_or_compute`` of one missed key; a
-CachedEmbedder's one-text call) skips the planning: claim it or find its flight
-(``_claim_one``: one registry probe), fly it (the batch path's ``_fly``, whose
-one-key branch builds no Work), or wait and take its row of the flight's rows;
-no arrays are built beyond the row returned. Claiming, flying, settling and
-waiting are the batch path's code.
-
-The read-through source (a shared tier, asyncio only) is touched in one place,
-``_fly``: the owner asks it for its claimed keys before computing
-(``tier.fetch``, an AWAIT step within the deadline; found rows are stored in
-the cache by ``Work.adopt``) and writes the rows it computed once its flight
-has settled (``tier.store``, a WRITE step).
+One key (``get_or_compute_one``, ``get_or_compute`` of one missed key, a
+CachedEmbedder's one-text call) skips the planning: ``_claim_one`` (one registry
+probe), then the batch path's ``_fly`` (whose one-key branch builds no Work) or
+a WAIT, taking its row of the flight's rows. The read-through source (a shared
+tier, asyncio only) is touched in ``_fly`` alone: the owner asks it for its
+claimed keys before computing (``tier.fetch``, within the deadline; rows found
+are stored by ``Work.adopt``) and writes what it computed once its flight has
+settled (``tier.store``).
 
 Invariants:
   * a key is in the registry only while its owner's call is between claiming it
@@ -105,7 +97,6 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-import os
 import threading
 import weakref
 from collections.abc import Callable, Hashable, Sequence
@@ -117,13 +108,13 @@ import numpy.typing as npt
 from embcache.core.checks import check_seconds, is_async_callable
 from embcache.errors import ArgumentTypeError, KeyTypeError
 from embcache.flight.call import Compute, Matrix, Plan, Work, all_found, check_compute, store_one
+from embcache.flight.claims import Claims
 from embcache.flight.drive import AWAIT, WAIT, WRITE, Steps, block, run
 from embcache.flight.timeouts import (
     ComputeTimeout,
     FlightTimeoutError,
     compute_timeout_error,
     deadline_after,
-    reentry_error,
     stop_iteration_error,
 )
 from embcache.flight.wait import Flight, computing, outcome
@@ -146,7 +137,7 @@ def _async_compute_error(what: str) -> ArgumentTypeError:
     )
 
 
-class Flights:
+class Flights(Claims):
     """The single-flight registry of one cache (``cache.flights``); thread-safe.
 
     Made by the cache itself: ``Flights(cache, key_type, batch_type, as_keys)``
@@ -156,17 +147,7 @@ class Flights:
     asyncio tasks of any loop (it awaits); both share the same flights.
     """
 
-    __slots__ = (
-        "_lock",
-        "_registry",
-        "_waiting",
-        "_epoch",
-        "_cache",
-        "_key_type",
-        "_batch_type",
-        "_as_keys",
-        "__weakref__",
-    )
+    __slots__ = ("_cache", "_key_type", "_batch_type", "_as_keys")
 
     def __init__(
         self,
@@ -175,56 +156,17 @@ class Flights:
         batch_type: type[PutBatch],
         as_keys: Callable[[Any, str], tuple[CacheKey, ...]],
     ) -> None:
-        self._lock = threading.Lock()
-        self._registry: dict[CacheKey, tuple[Flight, int]] = {}
-        self._waiting: dict[Hashable, Flight] = {}
-        self._epoch = 0
+        super().__init__()
         self._cache = weakref.ref(cache)
         self._key_type = key_type
         self._batch_type = batch_type
         self._as_keys = as_keys
-        _ALL_FLIGHTS.add(self)
 
     def _cache_now(self) -> SyncEmbeddingCache:
         cache = self._cache()
         if cache is None:
             raise ReferenceError("the cache of this single-flight registry no longer exists")
         return cache
-
-    def after_fork_in_child(self) -> None:
-        """In a forked child: a fresh lock (another thread may have held this one
-        at the fork), and every flight whose owner was another thread (which does
-        not exist here) abandoned, so its keys are claimed and computed again
-        instead of waited for forever. Flights of the forking thread go on."""
-        self._lock = threading.Lock()
-        me = threading.get_ident()
-        orphans: dict[int, Flight] = {}
-        for key, (flight, _) in list(self._registry.items()):
-            if flight.thread != me:
-                orphans[id(flight)] = flight
-                del self._registry[key]
-        self._waiting = {
-            caller: flight
-            for caller, flight in self._waiting.items()
-            if not isinstance(caller, int) or caller == me
-        }
-        for flight in orphans.values():
-            flight.done = True
-            wakeups, flight.wakeups = flight.wakeups, []
-            for wake in wakeups:
-                wake()
-
-    @property
-    def epoch(self) -> int:
-        """How many flights have settled with rows so far. A caller that looks its
-        keys up itself reads this first and passes it with its lookup
-        (``looked_up=``), so that a flight settling in between is noticed."""
-        return self._epoch
-
-    def in_flight(self) -> int:
-        """How many keys are being computed right now (for tests and monitoring)."""
-        with self._lock:
-            return len(self._registry)
 
     # -- entry points: check, look up, hand the steps to a driver -----------------------
 
@@ -542,109 +484,6 @@ class Flights:
         if tier is not None and work is not None and work.computed is not None:
             yield WRITE, tier.store(work.computed_keys, work.computed)  # write back
         return rows
-
-    # -- claiming and settling ---------------------------------------------------------
-
-    def _claim_one(
-        self,
-        key: CacheKey,
-        me: Hashable,
-        thread: int,
-        loop: asyncio.AbstractEventLoop | None,
-    ) -> tuple[Flight, int, bool]:
-        """Under the lock: `key` claimed as a new flight of ours, or the flight
-        computing it and its row there; whether the flight is ours."""
-        within = computing.get()
-        with self._lock:
-            registry = self._registry
-            entry = registry.get(key)
-            if entry is None:
-                flight = Flight(me, thread, loop)
-                registry[key] = (flight, 0)
-                return flight, 0, True
-            if entry[0].owner == me or entry[0] in within:
-                raise reentry_error(key)
-            return entry[0], entry[1], False
-
-    def _claim(
-        self,
-        plan: Plan,
-        pending: list[int],
-        me: Hashable,
-        thread: int,
-        loop: asyncio.AbstractEventLoop | None,
-        epoch: int,
-    ) -> tuple[Flight | None, list[int], dict[Flight, list[tuple[int, int]]], bool]:
-        """Under the lock: register the pending misses nobody computes as one flight
-        of ours; group the others by the flight to wait on. Also tells whether a
-        flight settled since `epoch` (our lookup may be stale)."""
-        ours: list[int] = []
-        waits: dict[Flight, list[tuple[int, int]]] = {}
-        misses = plan.misses
-        within = computing.get()
-        with self._lock:
-            registry = self._registry
-            for j in pending:
-                entry = registry.get(misses[j])
-                if entry is None:
-                    ours.append(j)
-                    continue
-                other, r = entry
-                if other.owner == me or other in within:
-                    raise reentry_error(misses[j])
-                waits.setdefault(other, []).append((j, r))
-            flight = None
-            if ours:
-                flight = Flight(me, thread, loop)
-                for r, j in enumerate(ours):
-                    registry[misses[j]] = (flight, r)
-            return flight, ours, waits, self._epoch != epoch
-
-    def _settle(
-        self,
-        flight: Flight,
-        keys: list[CacheKey],
-        rows: Matrix | None = None,
-        error: BaseException | None = None,
-    ) -> None:
-        """Take our keys out of flight and record the outcome (neither rows nor an
-        error: abandoned), then wake the waiters."""
-        with self._lock:
-            for k in keys:
-                del self._registry[k]
-            flight.rows = rows
-            flight.error = error
-            flight.done = True
-            if rows is not None:
-                self._epoch += 1
-            wakeups, flight.wakeups = flight.wakeups, []
-        for wake in wakeups:
-            wake()
-
-    @staticmethod
-    def _collect(
-        plan: Plan, flight: Flight, items: list[tuple[int, int]], pending: list[int]
-    ) -> None:
-        """Take the rows of a settled flight; re-raise its error; queue its keys
-        again if it was abandoned."""
-        rows = outcome(flight)
-        if rows is None:
-            pending.extend(j for j, _ in items)
-            return
-        for j, r in items:
-            plan.sources[j] = (rows, r)
-
-
-_ALL_FLIGHTS: weakref.WeakSet[Flights] = weakref.WeakSet()
-
-
-def _after_fork_in_child() -> None:
-    for flights in list(_ALL_FLIGHTS):
-        flights.after_fork_in_child()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def flights_of(cache: SyncEmbeddingCache) -> Flights:
