@@ -137,6 +137,10 @@ def _async_compute_error(what: str) -> ArgumentTypeError:
     )
 
 
+def _cache_gone() -> ReferenceError:
+    return ReferenceError("the cache of this single-flight registry no longer exists")
+
+
 class Flights(Claims):
     """The single-flight registry of one cache (``cache.flights``); thread-safe.
 
@@ -161,12 +165,6 @@ class Flights(Claims):
         self._key_type = key_type
         self._batch_type = batch_type
         self._as_keys = as_keys
-
-    def _cache_now(self) -> SyncEmbeddingCache:
-        cache = self._cache()
-        if cache is None:
-            raise ReferenceError("the cache of this single-flight registry no longer exists")
-        return cache
 
     # -- entry points: check, look up, hand the steps to a driver -----------------------
 
@@ -214,7 +212,9 @@ class Flights(Claims):
         check_compute(compute, what)
         if is_async_callable(compute):
             raise _async_compute_error(what)
-        cache = self._cache_now()
+        cache = self._cache()
+        if cache is None:
+            raise _cache_gone()
         seq = self._as_keys(keys, "get_or_compute")
         if looked_up is None:
             epoch = self._epoch
@@ -224,8 +224,12 @@ class Flights(Claims):
         if all_found(found):
             return matrix
         me = threading.get_ident()
-        steps = self._steps(cache, seq, matrix, found, compute, what, epoch, me, me, None, None)
-        return block(steps, self._lock, self._waiting, me, what, deadline_after(timeout), timeout)
+        if len(seq) == 1:  # one missed key: no planning needed
+            steps = self._steps_one(cache, seq[0], compute, what, epoch, me, me, None, None)
+        else:
+            steps = self._steps(cache, seq, matrix, found, compute, what, epoch, me, me, None, None)
+        deadline = None if timeout is None else deadline_after(timeout)
+        return block(steps, self._lock, self._waiting, me, what, deadline, timeout)
 
     async def get_or_compute_async(
         self,
@@ -257,7 +261,9 @@ class Flights(Claims):
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout")
         check_compute(compute, what)
-        cache = self._cache_now()
+        cache = self._cache()
+        if cache is None:
+            raise _cache_gone()
         seq = self._as_keys(keys, "get_or_compute")
         if looked_up is None:
             epoch = self._epoch
@@ -266,6 +272,15 @@ class Flights(Claims):
             epoch, matrix, found = looked_up
         if all_found(found):
             return matrix
+        if len(seq) == 1:  # one missed key: no planning needed
+            key = seq[0]
+            return await self._run(
+                lambda me, thread, loop: self._steps_one(
+                    cache, key, compute, what, epoch, me, thread, loop, tier
+                ),
+                what,
+                timeout,
+            )
         return await self._run(
             lambda me, thread, loop: self._steps(
                 cache, seq, matrix, found, compute, what, epoch, me, thread, loop, tier
@@ -296,7 +311,9 @@ class Flights(Claims):
         timeout = self._one_arguments(key, compute, what, timeout)
         if is_async_callable(compute):
             raise _async_compute_error(what)
-        cache = self._cache_now()
+        cache = self._cache()
+        if cache is None:
+            raise _cache_gone()
         if missed_at is None:
             missed_at = self._epoch
             row = cache.get(key)
@@ -304,7 +321,8 @@ class Flights(Claims):
                 return row[None]
         me = threading.get_ident()
         steps = self._steps_one(cache, key, compute, what, missed_at, me, me, None, None)
-        return block(steps, self._lock, self._waiting, me, what, deadline_after(timeout), timeout)
+        deadline = None if timeout is None else deadline_after(timeout)
+        return block(steps, self._lock, self._waiting, me, what, deadline, timeout)
 
     async def get_or_compute_one_async(
         self,
@@ -320,7 +338,9 @@ class Flights(Claims):
         get_or_compute_async is get_or_compute's (`compute` sync or async; the
         shared `tier` asked before computing)."""
         timeout = self._one_arguments(key, compute, what, timeout)
-        cache = self._cache_now()
+        cache = self._cache()
+        if cache is None:
+            raise _cache_gone()
         if missed_at is None:
             missed_at = self._epoch
             row = cache.get(key)
@@ -353,7 +373,7 @@ class Flights(Claims):
         timeout: float | None,
     ) -> Matrix:
         """The asyncio driver for the steps `make(me, thread, loop)` of this task."""
-        deadline = deadline_after(timeout)
+        deadline = None if timeout is None else deadline_after(timeout)
         loop = asyncio.get_running_loop()
         me: Hashable = asyncio.current_task() or object()
         thread = threading.get_ident()
@@ -378,13 +398,9 @@ class Flights(Claims):
         loop: asyncio.AbstractEventLoop | None,
         tier: Tier | None,
     ) -> Steps:
-        """A call whose lookup (`matrix`, `found`, after `epoch`) missed some keys:
-        claim the distinct misses, fly ours, wait for the others', assemble."""
-        if len(seq) == 1:  # one missed key: no planning needed
-            row: Matrix = yield from self._steps_one(
-                cache, seq[0], compute, what, epoch, me, thread, loop, tier
-            )
-            return row
+        """A call of several keys whose lookup (`matrix`, `found`, after `epoch`)
+        missed some: claim the distinct misses, fly ours, wait for the others',
+        assemble. (One missed key takes _steps_one instead.)"""
         plan = Plan(matrix, found, seq)
         pending = list(range(len(plan.misses)))
         retry = False
