@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import gc
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import Any, Callable
 
@@ -86,6 +89,31 @@ def test_a_registry_serves_its_cache_directly() -> None:
 
     run(main())
     assert flights.in_flight() == 0 and len(cache) == 2
+
+
+def test_a_registry_does_not_keep_its_cache_alive() -> None:
+    cache = SyncEmbeddingCache()
+    flights = cache.flights
+    alive = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(ReferenceError, match="no longer exists"):
+        flights.get_or_compute([key(1)], Counting())
+
+
+def test_threads_racing_on_a_new_cache_share_one_registry() -> None:
+    """The registry is made on the first get_or_compute: callers arriving at once
+    on a cache that has none yet still share one (compute runs once)."""
+    for _ in range(20):
+        cache = SyncEmbeddingCache()
+        compute = Counting(delay=0.01)
+        call = functools.partial(cache.get_or_compute, [key(1)], compute)
+        results = in_threads(*[call] * 8)
+        assert compute.calls == 1
+        for m in results:
+            np.testing.assert_array_equal(m, rows([key(1)]))
+        assert cache.flights.in_flight() == 0
 
 
 # --- threads and tasks share flights --------------------------------------------------------
