@@ -273,21 +273,10 @@ class Flights(Claims):
         if all_found(found):
             return matrix
         if len(seq) == 1:  # one missed key: no planning needed
-            key = seq[0]
-            return await self._run(
-                lambda me, thread, loop: self._steps_one(
-                    cache, key, compute, what, epoch, me, thread, loop, tier
-                ),
-                what,
-                timeout,
-            )
-        return await self._run(
-            lambda me, thread, loop: self._steps(
-                cache, seq, matrix, found, compute, what, epoch, me, thread, loop, tier
-            ),
-            what,
-            timeout,
-        )
+            one = (cache, seq[0], compute, what, epoch)
+            return await self._run(self._steps_one, one, tier, what, timeout)
+        many = (cache, seq, matrix, found, compute, what, epoch)
+        return await self._run(self._steps, many, tier, what, timeout)
 
     def get_or_compute_one(
         self,
@@ -346,14 +335,8 @@ class Flights(Claims):
             row = cache.get(key)
             if row is not None:
                 return row[None]
-        epoch = missed_at
-        return await self._run(
-            lambda me, thread, loop: self._steps_one(
-                cache, key, compute, what, epoch, me, thread, loop, tier
-            ),
-            what,
-            timeout,
-        )
+        one = (cache, key, compute, what, missed_at)
+        return await self._run(self._steps_one, one, tier, what, timeout)
 
     def _one_arguments(
         self, key: object, compute: Compute, what: str, timeout: float | None
@@ -368,16 +351,19 @@ class Flights(Claims):
 
     async def _run(
         self,
-        make: Callable[[Hashable, int, asyncio.AbstractEventLoop], Steps],
+        make: Callable[..., Steps],
+        args: tuple[Any, ...],
+        tier: Tier | None,
         what: str,
         timeout: float | None,
     ) -> Matrix:
-        """The asyncio driver for the steps `make(me, thread, loop)` of this task."""
+        """The asyncio driver for the steps ``make(*args, me, thread, loop, tier)``
+        of this task. (No closure: cells would cost every call, hits included.)"""
         deadline = None if timeout is None else deadline_after(timeout)
         loop = asyncio.get_running_loop()
         me: Hashable = asyncio.current_task() or object()
         thread = threading.get_ident()
-        steps = make(me, thread, loop)
+        steps = make(*args, me, thread, loop, tier)
         return await run(
             steps, self._lock, self._waiting, me, thread, loop, what, deadline, timeout
         )
