@@ -7,7 +7,23 @@
 # then build whatever Python objects it returns.
 
 
-cdef object _flights_factory = None
+# embcache.flight.registry.Flights, imported on the first get_or_compute: single
+# flight is a layer below the core (it imports nothing of it), loaded only when used
+cdef object _Flights = None
+
+
+cdef object _flights_of(SyncEmbeddingCache cache):
+    """The cache's single-flight registry, made now if it has none yet."""
+    global _Flights
+    if _Flights is None:
+        from embcache.flight.registry import Flights
+        _Flights = Flights
+    flights = _Flights(cache, CacheKey, PutBatch, as_key_tuple)
+    # threads racing on a new cache share one: the first one set wins (the
+    # check and the assignment run without releasing the GIL)
+    if cache._flights is None:
+        cache._flights = flights
+    return cache._flights
 
 # policy= names -> POLICY_* kinds (core/policy.pxi), and back
 cdef dict POLICIES = {"lru": POLICY_LRU, "tinylfu": POLICY_TINYLFU}
@@ -58,17 +74,6 @@ def _reset_locks_in_child():
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(before=_lock_caches_for_fork, after_in_parent=_unlock_caches_after_fork,
                         after_in_child=_reset_locks_in_child)
-
-
-def set_flights_factory(factory):
-    """Make every SyncEmbeddingCache created from now on call ``factory()`` once
-    and keep the result as its ``flights`` (the single-flight registry behind
-    ``get_or_compute``). embcache's single-flight module calls this at import;
-    the core itself imports nothing above it."""
-    global _flights_factory
-    if not callable(factory):
-        raise ArgumentTypeError(f"factory must be callable, got {type(factory).__name__}")
-    _flights_factory = factory
 
 
 cdef inline double monotonic_now() noexcept nogil:
@@ -165,9 +170,6 @@ cdef class SyncEmbeddingCache:
             raise MemoryError()
         if dim_ and add_slab(&self.table, dim_) < 0:
             raise MemoryError(f"could not reserve the slab for vectors of dim {dim_}")
-        # made here, not on first use, so threads racing on a new cache share one
-        if _flights_factory is not None:
-            self.flights = _flights_factory()
         _live_caches.add(self)
 
     def __dealloc__(self):
@@ -483,10 +485,19 @@ cdef class SyncEmbeddingCache:
         `timeout` (seconds, or None) bounds the whole call: a caller still waiting
         then raises FlightTimeoutError (a TimeoutError); a compute running in
         this thread is never interrupted."""
-        if self.flights is None:
-            raise RuntimeError("get_or_compute needs embcache's single-flight registry: "
-                               "import embcache before creating caches")
-        return self.flights.get_or_compute(self, keys, compute, timeout=timeout)
+        flights = self._flights
+        if flights is None:
+            flights = _flights_of(self)
+        return flights.get_or_compute(keys, compute, timeout=timeout)
+
+    @property
+    def flights(self):
+        """The single-flight registry behind get_or_compute (made on first use;
+        embcache.flight.registry.Flights)."""
+        flights = self._flights
+        if flights is None:
+            flights = _flights_of(self)
+        return flights
 
     # -- the whole cache -------------------------------------------------------------
 

@@ -314,7 +314,7 @@ class EmbeddingCache:
         tiers: callers waiting for those keys wait for the tier's answer too.
         """
         return await self._flights.get_or_compute_async(
-            self._sync, keys, compute, timeout=timeout, tier=self._tier
+            keys, compute, timeout=timeout, tier=self._tier
         )
 
     async def remove(self, key: CacheKey) -> bool:
