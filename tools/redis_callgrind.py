@@ -37,7 +37,7 @@ from embcache.cli.redis_peers import workload
 
 async def main(which, port, batches):
     client = Redis(host="127.0.0.1", port=port)
-    tier = RedisTier(client, timeout_seconds=60)
+    tier = RedisTier(client, timeout=60)
     cache = EmbeddingCache(3000, None, 64, dim=768, tier=tier)
     texts, rows = workload(1000, 768)
     keys = [CacheKey.from_text(t, "m") for t in texts]
@@ -80,7 +80,7 @@ def wall(port: int, rounds: int) -> None:
 
     async def run() -> None:
         client = Redis(host="127.0.0.1", port=port)
-        tier = RedisTier(client, timeout_seconds=60)
+        tier = RedisTier(client, timeout=60)
         cache = EmbeddingCache(3000, None, 64, dim=768, tier=tier)
         texts, rows = workload(1000, 768)
         keys = [CacheKey.from_text(t, "m") for t in texts]

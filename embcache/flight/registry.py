@@ -110,6 +110,7 @@ from embcache.flight.timeouts import (
 )
 from embcache.flight.wait import Flight, block_on, computing, outcome, wait_for
 from embcache.tier.protocol import Tier
+from embcache.tier.read import read_through
 
 __all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "flights_of"]
 
@@ -597,11 +598,11 @@ class Flights:
             else:
                 work = Work(cache, hit_dim, keys, stale)
                 if tier is not None and work.todo:
-                    fetch = tier.fetch(work.todo, work.dim or cache.dim)
-                    rows, index = await (
-                        fetch if deadline is None else bounded(fetch, deadline, what, timeout)
+                    asked = read_through(cache, tier, work.todo, work.dim or cache.dim)
+                    matrix, found = await (
+                        asked if deadline is None else bounded(asked, deadline, what, timeout)
                     )
-                    work.adopt(rows, index)
+                    work.adopt(matrix, found)
                 result = None
                 if work.todo:
                     result = compute(list(work.todo))
@@ -627,7 +628,7 @@ class Flights:
             computing.reset(token)
         self._settle(flight, keys, rows=rows)
         if tier is not None and work is not None and work.computed is not None:
-            await tier.store(work.computed_keys, work.computed)
+            await tier.put_many(work.computed_keys, work.computed)
         return rows
 
     def _settle(

@@ -1,0 +1,78 @@
+"""Read-through: asking a shared tier for what the in-process cache missed, and
+keeping what it had in-process. The one implementation that
+``EmbeddingCache.get``, ``EmbeddingCache.get_many`` and a single-flight owner
+(embcache.flight) all use.
+
+    distinct_misses(keys, found) -> (misses, positions, index)
+    read_through(cache, tier, misses, dim) -> (matrix, found): tier.get_many,
+        then the rows found kept in `cache` (one put_many: one lock)
+
+"Misses" always means the distinct missed keys of a lookup, in
+first-occurrence order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache.tier.protocol import Tier
+
+__all__ = ["distinct_misses", "keep_rows", "read_through"]
+
+Matrix = npt.NDArray[np.float32]
+Found = npt.NDArray[np.bool_]
+Index = npt.NDArray[np.intp]
+
+
+def distinct_misses(keys: Sequence[CacheKey], found: Found) -> tuple[list[CacheKey], Index, Index]:
+    """``(misses, positions, index)`` of a lookup of `keys` that answered
+    `found`: `misses` are the distinct keys not found, in first-occurrence
+    order; input position ``positions[i]`` takes the row of
+    ``misses[index[i]]``."""
+    positions = np.flatnonzero(~found)
+    number: dict[CacheKey, int] = {}
+    add = number.setdefault
+    index = np.fromiter(
+        (add(keys[p], len(number)) for p in positions.tolist()), np.intp, len(positions)
+    )
+    return list(number), positions, index
+
+
+def keep_rows(
+    cache: SyncEmbeddingCache, keys: Sequence[CacheKey], matrix: Matrix, found: Found
+) -> bool:
+    """Store row i of `matrix` under keys[i] in `cache` for every found[i] (rows
+    a tier answered), in one put_many. False, storing nothing, when the cache
+    cannot hold them (rows larger than its budget, or of another dimension than
+    its fixed one): the rows are still good answers, just not kept."""
+    if len(found) and found.all():
+        got_keys, rows = keys, matrix
+    else:
+        index = np.flatnonzero(found)
+        if not len(index):
+            return True
+        got_keys, rows = [keys[i] for i in index.tolist()], matrix[index]
+    try:
+        cache.put_many(got_keys, rows)
+    except ValueError:
+        return False
+    return True
+
+
+async def read_through(
+    cache: SyncEmbeddingCache,
+    tier: Tier,
+    keys: Sequence[CacheKey],
+    dim: int | None,
+    out: Matrix | None = None,
+) -> tuple[Matrix, Found]:
+    """``tier.get_many(keys, dim=dim, out=out)``, whose found rows are then kept
+    in `cache` (see keep_rows). `keys` are the distinct misses of a lookup in
+    `cache`, already checked (a tuple or list of CacheKey)."""
+    matrix, found = await tier.get_many(keys, dim=dim, out=out)
+    keep_rows(cache, keys, matrix, found)
+    return matrix, found
