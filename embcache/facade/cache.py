@@ -161,9 +161,10 @@ class EmbeddingCache:
         assert tier is not None
         n = len(keys)
         dim = self._sync.dim or (int(matrix.shape[1]) or None)
-        misses, positions, index = distinct_misses(keys, found)
-        if len(misses) == n:  # every key missed, each once: the tier's answer is ours
+        if not found.any() and len(set(keys)) == n:  # every key missed, each once:
+            # the tier's answer is the whole answer (straight into matrix with a dim)
             return await read_through(self._sync, tier, keys, dim, out=matrix if dim else None)
+        misses, positions, index = distinct_misses(keys, found)
         got, hit = await read_through(self._sync, tier, misses, dim)
         if not hit.any():
             return matrix, found

@@ -34,12 +34,14 @@ def distinct_misses(keys: Sequence[CacheKey], found: Found) -> tuple[list[CacheK
     order; input position ``positions[i]`` takes the row of
     ``misses[index[i]]``."""
     positions = np.flatnonzero(~found)
-    number: dict[CacheKey, int] = {}
-    add = number.setdefault
-    index = np.fromiter(
-        (add(keys[p], len(number)) for p in positions.tolist()), np.intp, len(positions)
-    )
-    return list(number), positions, index
+    missed = [keys[p] for p in positions.tolist()]
+    number = dict.fromkeys(missed)  # C loops: hashing, then the distinct keys in order
+    misses = list(number)
+    if len(misses) == len(missed):  # no key missed twice: the mapping is the identity
+        return misses, positions, np.arange(len(missed), dtype=np.intp)
+    number.update(zip(misses, range(len(misses))))
+    index = np.fromiter(map(number.__getitem__, missed), np.intp, len(missed))
+    return misses, positions, index
 
 
 def keep_rows(
