@@ -18,7 +18,7 @@ then little-endian float32: embcache.tier.wire); keys are
 straight into the float32 rows, on a connection of the client's own pool
 (embcache.tier.mget), with no Python object per value.
 
-Faults: every Redis call is bounded by `timeout` (a batch past
+Faults: every Redis call is bounded by `timeout` seconds (a batch past
 CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
 reply) is counted and answered as a miss, never raised.
 After FAILURES_TO_OPEN failures in a row the tier is skipped for
