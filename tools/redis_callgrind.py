@@ -42,7 +42,7 @@ async def filled(port: int) -> tuple[Any, Any, list[Any], list[bytes], np.ndarra
     from embcache.redis import RedisTier
 
     client = Redis(host="127.0.0.1", port=port)
-    tier = RedisTier(client, timeout_seconds=60)
+    tier = RedisTier(client, timeout=60)
     cache = EmbeddingCache(3000, None, 64, dim=768, tier=tier)
     texts, rows = workload(1000, 768)
     keys = [CacheKey.from_text(t, "m") for t in texts]

@@ -180,7 +180,7 @@ class EmbcacheContender(Contender):
         from embcache.redis import RedisTier
 
         self.client = Redis.from_url(self.url)
-        self.tier = RedisTier(self.client, prefix="bench-embcache", timeout_seconds=5.0)
+        self.tier = RedisTier(self.client, prefix="bench-embcache", timeout=5.0)
         n, dim = rows.shape
         mb = 2 * n * (dim * 4 + 256) / 2**20 + 1
         self.cache = EmbeddingCache(2 * n, None, mb, dim=dim, tier=self.tier)
@@ -336,7 +336,7 @@ async def dead_tier_cache(dim: int, tiered: bool) -> tuple[EmbeddingCache, Any]:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     client = Redis(host="127.0.0.1", port=port)
-    tier = RedisTier(client, timeout_seconds=1.0, cooldown_seconds=3600.0)
+    tier = RedisTier(client, timeout=1.0, cooldown_seconds=3600.0)
     return EmbeddingCache(1000, None, 16, dim=dim, tier=tier), client
 
 
@@ -359,7 +359,7 @@ async def open_breaker(cache: EmbeddingCache) -> None:
     logger.addFilter(expected)
     try:
         for i in range(10):
-            if tier.stats.breaker == "open":
+            if tier.get_tier_info().breaker == "open":
                 return
             await cache.get(CacheKey(f"probe-{i}", MODEL))
     finally:

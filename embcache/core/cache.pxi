@@ -199,6 +199,8 @@ cdef class SyncEmbeddingCache:
         cdef dim_t named[NAMED_DIMS]
         cdef int n_dims = 0
         cdef dim_t live
+        if self.table.dim:  # every entry has the fixed dim: no lookup, no lock
+            return out_dim if out_dim >= 0 else self.table.dim
         cdef double given = self.now_unlocked()
         embcache_lock_acquire(&self.lock)
         live = batch_dim(&self.table, PySequence_Fast_ITEMS(keys), len(keys),

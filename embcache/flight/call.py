@@ -21,6 +21,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
+from embcache.tier.read import distinct_misses
 
 if TYPE_CHECKING:  # the core is the layer above: its types for the checker only
     from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
@@ -49,24 +50,17 @@ class Plan:
     """The misses of one get_or_compute call and where each one's row comes from.
 
     ``misses`` are the distinct missed keys in first-occurrence order; input
-    position ``miss_pos[i]`` takes the row of ``misses[miss_slot[i]]``.
+    position ``miss_pos[i]`` takes the row of ``misses[miss_index[i]]``.
     ``sources[j]`` is ``(rows, r)`` once row ``r`` of a settled flight's ``rows``
     holds ``misses[j]``.
     """
 
-    __slots__ = ("matrix", "hit_dim", "misses", "miss_pos", "miss_slot", "sources")
+    __slots__ = ("matrix", "hit_dim", "misses", "miss_pos", "miss_index", "sources")
 
     def __init__(self, matrix: Matrix, found: npt.NDArray[np.bool_], keys: tuple[CacheKey, ...]):
         self.matrix = matrix
         self.hit_dim: int | None = int(matrix.shape[1]) if found.any() else None
-        miss_pos = np.flatnonzero(~found)
-        slot_of: dict[CacheKey, int] = {}
-        miss_slot = np.empty(len(miss_pos), dtype=np.intp)
-        for i, pos in enumerate(miss_pos.tolist()):
-            miss_slot[i] = slot_of.setdefault(keys[pos], len(slot_of))
-        self.misses: list[CacheKey] = list(slot_of)
-        self.miss_pos = miss_pos
-        self.miss_slot = miss_slot
+        self.misses, self.miss_pos, self.miss_index = distinct_misses(keys, found)
         self.sources: list[tuple[Matrix, int] | None] = [None] * len(self.misses)
 
     def settled(self, ours: list[int], rows: Matrix) -> None:
@@ -98,7 +92,7 @@ class Plan:
             matrix = np.empty((matrix.shape[0], dim), dtype=np.float32)
         if len(groups) == 1:  # one flight holds every miss: gather straight from it
             ((rows, _, picks),) = groups.values()
-            at = np.asarray(picks, dtype=np.intp)[self.miss_slot]
+            at = np.asarray(picks, dtype=np.intp)[self.miss_index]
             if len(at) == len(rows) and (at == np.arange(len(at))).all():
                 if len(at) == len(matrix):
                     np.copyto(matrix, rows)
@@ -108,9 +102,9 @@ class Plan:
                 matrix[self.miss_pos] = rows[at]
             return matrix
         distinct = np.empty((len(self.misses), dim), dtype=np.float32)
-        for rows, slots, picks in groups.values():
-            distinct[slots] = rows[picks]
-        matrix[self.miss_pos] = distinct[self.miss_slot]
+        for rows, numbers, picks in groups.values():
+            distinct[numbers] = rows[picks]
+        matrix[self.miss_pos] = distinct[self.miss_index]
         return matrix
 
 
@@ -186,26 +180,18 @@ class Work:
         if stale:
             self._fetch_settled()
 
-    def adopt(self, rows: Matrix, index: npt.NDArray[np.intp]) -> None:
-        """Take the rows a shared tier found for ``todo`` (row r for
-        todo[index[r]]): store them in the cache, count them present, and leave
-        only the rest to compute."""
-        if not len(index):
+    def adopt(self, matrix: Matrix, found: npt.NDArray[np.bool_]) -> None:
+        """Take the rows a shared tier found for ``todo`` (row i for todo[i]
+        where found[i]; embcache.tier.read.read_through has kept them in the
+        cache): count them present and leave only the rest to compute."""
+        if not found.any():
             return
-        hits = index.tolist()
-        got = [self.todo[i] for i in hits]
-        try:
-            batch = self.cache.put_batch(got, rows, what="tier rows", dim=self.dim)
-            batch.take()
-        except ValueError:  # rows this cache cannot hold (budget): compute them instead
-            return
-        batch.store()
-        self.dim = batch.dim
         position = {k: r for r, k in enumerate(self.keys)}
-        for key, row in zip(got, batch.rows):
-            self.present[position[key]] = row
-        found = set(hits)
-        self.todo = [k for i, k in enumerate(self.todo) if i not in found]
+        todo, hits = self.todo, found.tolist()
+        for i in np.flatnonzero(found).tolist():
+            self.present[position[todo[i]]] = matrix[i]
+        self.dim = int(matrix.shape[1])
+        self.todo = [k for k, hit in zip(todo, hits) if not hit]
 
     def _fetch_settled(self) -> None:
         """Read our keys stored meanwhile. Only reached after a race (or a retry);

@@ -45,11 +45,11 @@ directly and otherwise hand the steps to their driver::
 One key (``get_or_compute_one``, ``get_or_compute`` of one missed key, a
 CachedEmbedder's one-text call) skips the planning: ``_claim_one`` (one registry
 probe), then the batch path's ``_fly`` (whose one-key branch builds no Work) or
-a WAIT, taking its row of the flight's rows. The read-through source (a shared
-tier, asyncio only) is touched in ``_fly`` alone: the owner asks it for its
-claimed keys before computing (``tier.fetch``, within the deadline; rows found
-are stored by ``Work.adopt``) and writes what it computed once its flight has
-settled (``tier.store``).
+a WAIT, taking its row of the flight's rows. The read-through ``Source`` (the
+facade's shared tier, asyncio only) is touched in ``_fly`` alone: the owner asks
+it for its claimed keys before computing (``source.read``, within the deadline;
+it keeps the rows it found in the cache, which ``Work.adopt`` takes as settled)
+and writes what it computed once its flight has settled (``source.write``).
 
 Invariants:
   * a key is in the registry only while its owner's call is between claiming it
@@ -99,8 +99,8 @@ import asyncio
 import inspect
 import threading
 import weakref
-from collections.abc import Callable, Hashable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -121,9 +121,8 @@ from embcache.flight.wait import Flight, computing, outcome
 
 if TYPE_CHECKING:  # the layers above: their types for the checker only
     from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
-    from embcache.tier.protocol import Tier
 
-__all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "flights_of"]
+__all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "Source", "flights_of"]
 
 Lookup = tuple[int, Matrix, npt.NDArray[np.bool_]]
 """``(epoch, matrix, found)``: a caller's own ``cache.get_many(keys)`` of exactly
@@ -139,6 +138,22 @@ def _async_compute_error(what: str) -> ArgumentTypeError:
 
 def _cache_gone() -> ReferenceError:
     return ReferenceError("the cache of this single-flight registry no longer exists")
+
+
+class Source(Protocol):
+    """What a flight's owner reads through before computing and writes back to
+    after: the facade gives one over its shared tier (embcache.tier.read)."""
+
+    def read(
+        self, keys: list[CacheKey], dim: int | None
+    ) -> Awaitable[tuple[Matrix, npt.NDArray[np.bool_]]]:
+        """``(matrix, found)`` for `keys` (distinct, checked); the found rows are
+        already kept in the cache."""
+        ...
+
+    def write(self, keys: list[CacheKey], rows: Matrix) -> Awaitable[None]:
+        """Write the computed `rows` of `keys` back."""
+        ...
 
 
 class Flights(Claims):
@@ -238,18 +253,19 @@ class Flights(Claims):
         *,
         what: str = "compute",
         timeout: float | None = None,
-        tier: Tier | None = None,
+        source: Source | None = None,
         looked_up: Lookup | None = None,
     ) -> Matrix:
         """As get_or_compute, for a task of the running loop: waits are awaited,
         and ``compute`` may be sync or async (an awaitable result is awaited; a
         sync compute runs on the loop, so wrap blocking work in asyncio.to_thread).
 
-        With a shared `tier` (embcache.tier.protocol.Tier), the owner of a flight asks the
-        tier for its claimed keys first (one call, within the deadline), keeps
-        what it has in the cache, computes only the rest and writes the computed
-        rows to the tier once its flight has settled: waiters get the tier's
-        rows through the flight, so a key is fetched or computed once per cache.
+        With a read-through `source` (a ``Source``: the facade's shared tier), the
+        owner of a flight asks it for its claimed keys first (one call, within
+        the deadline; what it has is kept in the cache), computes only the rest
+        and writes the computed rows back once its flight has settled: waiters
+        get the source's rows through the flight, so a key is fetched or
+        computed once per cache.
 
         Cancelling a caller that waits for another's keys cancels nothing else.
         Cancelling the caller that is computing them removes its keys from flight;
@@ -274,9 +290,9 @@ class Flights(Claims):
             return matrix
         if len(seq) == 1:  # one missed key: no planning needed
             one = (cache, seq[0], compute, what, epoch)
-            return await self._run(self._steps_one, one, tier, what, timeout)
+            return await self._run(self._steps_one, one, source, what, timeout)
         many = (cache, seq, matrix, found, compute, what, epoch)
-        return await self._run(self._steps, many, tier, what, timeout)
+        return await self._run(self._steps, many, source, what, timeout)
 
     def get_or_compute_one(
         self,
@@ -320,12 +336,12 @@ class Flights(Claims):
         *,
         what: str = "compute",
         timeout: float | None = None,
-        tier: Tier | None = None,
+        source: Source | None = None,
         missed_at: int | None = None,
     ) -> Matrix:
         """get_or_compute_one for a task of the running loop, as
         get_or_compute_async is get_or_compute's (`compute` sync or async; the
-        shared `tier` asked before computing)."""
+        read-through `source` asked before computing)."""
         timeout = self._one_arguments(key, compute, what, timeout)
         cache = self._cache()
         if cache is None:
@@ -336,7 +352,7 @@ class Flights(Claims):
             if row is not None:
                 return row[None]
         one = (cache, key, compute, what, missed_at)
-        return await self._run(self._steps_one, one, tier, what, timeout)
+        return await self._run(self._steps_one, one, source, what, timeout)
 
     def _one_arguments(
         self, key: object, compute: Compute, what: str, timeout: float | None
@@ -353,17 +369,17 @@ class Flights(Claims):
         self,
         make: Callable[..., Steps],
         args: tuple[Any, ...],
-        tier: Tier | None,
+        source: Source | None,
         what: str,
         timeout: float | None,
     ) -> Matrix:
-        """The asyncio driver for the steps ``make(*args, me, thread, loop, tier)``
+        """The asyncio driver for the steps ``make(*args, me, thread, loop, source)``
         of this task. (No closure: cells would cost every call, hits included.)"""
         deadline = None if timeout is None else deadline_after(timeout)
         loop = asyncio.get_running_loop()
         me: Hashable = asyncio.current_task() or object()
         thread = threading.get_ident()
-        steps = make(*args, me, thread, loop, tier)
+        steps = make(*args, me, thread, loop, source)
         return await run(
             steps, self._lock, self._waiting, me, thread, loop, what, deadline, timeout
         )
@@ -382,7 +398,7 @@ class Flights(Claims):
         me: Hashable,
         thread: int,
         loop: asyncio.AbstractEventLoop | None,
-        tier: Tier | None,
+        source: Source | None,
     ) -> Steps:
         """A call of several keys whose lookup (`matrix`, `found`, after `epoch`)
         missed some: claim the distinct misses, fly ours, wait for the others',
@@ -395,7 +411,7 @@ class Flights(Claims):
             if flight is not None:
                 keys = [plan.misses[j] for j in ours]
                 rows = yield from self._fly(
-                    cache, plan.hit_dim, flight, keys, compute, stale or retry, what, tier
+                    cache, plan.hit_dim, flight, keys, compute, stale or retry, what, source
                 )
                 plan.settled(ours, rows)
             pending = []
@@ -415,7 +431,7 @@ class Flights(Claims):
         me: Hashable,
         thread: int,
         loop: asyncio.AbstractEventLoop | None,
-        tier: Tier | None,
+        source: Source | None,
     ) -> Steps:
         """The row of one missed key (looked up after `epoch`), a new array:
         flown by us or waited for."""
@@ -424,7 +440,9 @@ class Flights(Claims):
             flight, r, ours = self._claim_one(key, me, thread, loop)
             if ours:
                 stale = retry or self._epoch != epoch
-                rows = yield from self._fly(cache, None, flight, [key], compute, stale, what, tier)
+                rows = yield from self._fly(
+                    cache, None, flight, [key], compute, stale, what, source
+                )
                 return rows.copy()
             yield WAIT, flight
             got = outcome(flight)
@@ -441,26 +459,26 @@ class Flights(Claims):
         compute: Compute,
         stale: bool,
         what: str,
-        tier: Tier | None,
+        source: Source | None,
     ) -> Steps:
         """Compute, validate and store our claimed `keys`, then settle our flight;
         its rows (read-only, shared with its waiters). An awaitable result of
-        compute is an AWAIT step. With a `tier`, the keys it has are taken from it
-        instead of computed, and computed rows are written to it after the flight
-        settles (the only two places the tier is touched)."""
+        compute is an AWAIT step. With a read-through `source`, the keys it has are
+        taken from it instead of computed, and computed rows are written back to
+        it after the flight settles (the only two places the source is touched)."""
         work = None
         token = computing.set((*computing.get(), flight))  # compute runs as our flight
         try:
-            if tier is None and len(keys) == 1 and not stale:  # one key: no Work needed
+            if source is None and len(keys) == 1 and not stale:  # one key: no Work needed
                 result = compute([keys[0]])
                 if type(result) is not list and inspect.isawaitable(result):
                     result = yield AWAIT, result
                 rows = store_one(cache, self._batch_type, keys[0], hit_dim, result, what)
             else:
                 work = Work(cache, self._batch_type, hit_dim, keys, stale)
-                if tier is not None and work.todo:  # read through the tier
-                    found = yield AWAIT, tier.fetch(work.todo, work.dim or cache.dim)
-                    work.adopt(*found)
+                if source is not None and work.todo:  # read through the shared tier
+                    matrix, found = yield AWAIT, source.read(work.todo, work.dim or cache.dim)
+                    work.adopt(matrix, found)
                 result = None
                 if work.todo:
                     result = compute(list(work.todo))
@@ -483,8 +501,8 @@ class Flights(Claims):
         finally:
             computing.reset(token)
         self._settle(flight, keys, rows=rows)
-        if tier is not None and work is not None and work.computed is not None:
-            yield WRITE, tier.store(work.computed_keys, work.computed)  # write back
+        if source is not None and work is not None and work.computed is not None:
+            yield WRITE, source.write(work.computed_keys, work.computed)  # write back
         return rows
 
 
