@@ -180,7 +180,7 @@ def _open_async_redis(
     prefix = f"contract{next(_prefixes)}"
     client = Redis(host=redis_servers.HOST, port=server.port)
     cleanup.callback(settle, client.aclose())
-    tier = RedisTier(client, prefix=prefix, timeout_seconds=TIER_TIMEOUT)
+    tier = RedisTier(client, prefix=prefix, timeout=TIER_TIMEOUT)
     looker = redis.Redis(host=redis_servers.HOST, port=server.port)
     cleanup.callback(looker.close)
 

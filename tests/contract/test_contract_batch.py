@@ -148,29 +148,12 @@ def test_get_or_compute_of_an_async_kind_takes_an_async_compute_too(make: Make) 
 
 # -- keys as any iterable ----------------------------------------------------------------
 
-TIER_ITERABLES = "tiered iterable keys: fixed by the tier branch"
-
-# (operation, kind, form) that fail on this branch: with misses, a tiered
-# get_many reads keys given as an iterator or generator a second time, after the
-# in-process lookup consumed them (IndexError)
-KNOWN_FAILURES: set[tuple[str, str, str]] = {
-    ("get_many", "async-redis", "iterator"),
-    ("get_many", "async-redis", "generator"),
-}
+def forms_by_kind() -> list[Any]:
+    """(kind, form) parameters: every cache kind with every way keys may come."""
+    return [pytest.param(k, form, id=f"{k.name}-{form}") for k in KINDS for form in FORMS]
 
 
-def forms_by_kind(operation: str) -> list[Any]:
-    """(kind, form) parameters for `operation`, the known failures marked xfail(strict)."""
-    params = []
-    for k in KINDS:
-        for form in FORMS:
-            known = (operation, k.name, form) in KNOWN_FAILURES
-            marks = [pytest.mark.xfail(strict=True, reason=TIER_ITERABLES)] if known else []
-            params.append(pytest.param(k, form, marks=marks, id=f"{k.name}-{form}"))
-    return params
-
-
-@pytest.mark.parametrize(("kind", "form"), forms_by_kind("get_many"))
+@pytest.mark.parametrize(("kind", "form"), forms_by_kind())
 def test_get_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) -> None:
     c = make(dim=4)
     c.put_many([key(0), key(1)], rows([0, 1]))
@@ -184,7 +167,7 @@ def test_get_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) 
     }  # fmt: skip
 
 
-@pytest.mark.parametrize(("kind", "form"), forms_by_kind("put_many"))
+@pytest.mark.parametrize(("kind", "form"), forms_by_kind())
 def test_put_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) -> None:
     c = make(dim=4)
     c.put_many(FORMS[form]([key(i) for i in range(3)]), rows(range(3)))
@@ -195,7 +178,7 @@ def test_put_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) 
     assert len(c.shared()) == kind.in_tier(3)
 
 
-@pytest.mark.parametrize(("kind", "form"), forms_by_kind("get_or_compute"))
+@pytest.mark.parametrize(("kind", "form"), forms_by_kind())
 def test_get_or_compute_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) -> None:
     c = make(dim=4)
     c.put(key(1), vec(1))
