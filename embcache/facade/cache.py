@@ -370,6 +370,16 @@ class EmbeddingCache:
         return cls._around(sync, clock, tier)
 
     @classmethod
+    def wrap(cls, sync: SyncEmbeddingCache) -> EmbeddingCache:
+        """An EmbeddingCache over the existing `sync` (no tier): the same entries,
+        statistics and single flight, with the async operations (for code given
+        a SyncEmbeddingCache that must also await, such as CachedEmbedder.embed).
+        ArgumentTypeError for anything but a SyncEmbeddingCache."""
+        if not isinstance(sync, SyncEmbeddingCache):
+            raise ArgumentTypeError(f"wrap needs a SyncEmbeddingCache, got {type(sync).__name__}")
+        return cls._around(sync, None, None)
+
+    @classmethod
     def _around(
         cls, sync: SyncEmbeddingCache, clock: Callable[[], float] | None, tier: Tier | None
     ) -> EmbeddingCache:

@@ -28,7 +28,7 @@ from embcache import (
     SyncEmbeddingCache,
 )
 from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
-from embcache.errors import ArgumentTypeError
+from embcache.errors import ArgumentTypeError, CallContextError
 
 DIM = 8
 
@@ -174,7 +174,7 @@ def test_callable_returning_an_awaitable() -> None:
     assert amodel.batches == [["a", "b"], ["c"]]
 
     async def inside_a_loop() -> None:
-        with pytest.raises(RuntimeError, match="cannot await"):
+        with pytest.raises(CallContextError, match="cannot await"):
             embedder.embed_sync(["d"])
 
     run(inside_a_loop())
@@ -196,7 +196,7 @@ def test_embed_sync_refuses_an_async_model_inside_a_running_loop() -> None:
     embedder = CachedEmbedder(model, "fake-v1")
 
     async def main() -> None:
-        with pytest.raises(RuntimeError, match="use 'await embedder.embed"):
+        with pytest.raises(CallContextError, match="use 'await embedder.embed"):
             embedder.embed_sync(["a"])
 
     run(main())
@@ -637,7 +637,7 @@ def test_embed_one_sync_refuses_an_async_model_inside_a_running_loop() -> None:
     np.testing.assert_array_equal(embedder.embed_one_sync("x"), vector("x"))  # no loop: fine
 
     async def inside() -> None:
-        with pytest.raises(RuntimeError, match="event loop is running"):
+        with pytest.raises(CallContextError, match="event loop is running"):
             embedder.embed_one_sync("y")
 
     run(inside())
