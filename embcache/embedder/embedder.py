@@ -231,6 +231,10 @@ class CachedEmbedder:
         the call is cached then); whatever ``embed_fn`` raises.
         """
         keys, items = keys_of(texts, self._model_version)
+        if len(keys) == 1:
+            row = self._stored(keys[0])
+            if row is not None:
+                return row[None]
         return await self._embed(keys, items)
 
     def embed_sync(self, texts: Iterable[str]) -> Matrix:
@@ -248,38 +252,62 @@ class CachedEmbedder:
         for (this thread blocks); CallContextError when that wait could never
         end (a task of the event loop running in this thread is embedding them).
         """
-        self._model.check_sync_context()
+        if self._model.is_async:
+            self._model.check_sync_context()
         keys, items = keys_of(texts, self._model_version)
+        if len(keys) == 1:
+            row = self._stored(keys[0])
+            if row is not None:
+                return row[None]
         return self._embed_sync(keys, items)
 
     async def embed_one(self, text: str) -> Matrix:
         """The (dim,) float32 vector of one text (a query): ``(await
         embed([text]))[0]``, for the frameworks' one-query methods.
         ArgumentTypeError for a `text` that is not a str."""
-        if type(text) is not str and not isinstance(text, str):
-            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
-        row: Matrix = (await self._embed([text_key(text, self._model_version)], (text,)))[0]
+        key = text_key(text, self._model_version)
+        row = self._stored(key)
+        if row is None:
+            row = (await self._embed([key], (text,)))[0]
         return row
 
     def embed_one_sync(self, text: str) -> Matrix:
         """The (dim,) float32 vector of one text (a query): ``embed_sync([text])[0]``
         (the same rules as embed_sync). ArgumentTypeError for a `text` that is
         not a str."""
-        self._model.check_sync_context()
-        if type(text) is not str and not isinstance(text, str):
-            raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}")
-        row: Matrix = self._embed_sync([text_key(text, self._model_version)], (text,))[0]
+        if self._model.is_async:
+            self._model.check_sync_context()
+        key = text_key(text, self._model_version)
+        row = self._stored(key)
+        if row is None:
+            row = self._embed_sync([key], (text,))[0]
         return row
 
-    # -- the one request to the cache: blocking, or awaited ----------------------------
+    # -- the requests to the cache -----------------------------------------------------
+
+    def _stored(self, key: CacheKey) -> Matrix | None:
+        """The vector of a one-text call's `key` when the cache holds it (a query's
+        hit, the shortest path: a membership test, which counts nothing, then
+        one counted ``get``), else None: the call then goes to get_or_compute,
+        whose lookup is its only counted one. Only an entry evicted or expired
+        between the two steps is looked up (and counted) twice."""
+        sync = self._sync
+        if key not in sync:
+            return None
+        row = sync.get(key)
+        if row is not None:
+            self._stats.record_hit()
+        return row
 
     def _embed_sync(self, keys: list[CacheKey], texts: Sequence[str]) -> Matrix:
+        """`keys` (of `texts`) from SyncEmbeddingCache.get_or_compute, blocking."""
         call = EmbedCall(self._model, keys, texts)
         matrix = self._sync.get_or_compute(keys, call.compute_sync, timeout=self._model.timeout)
         self._stats.record(len(keys), call.model_calls, call.texts_embedded)
         return matrix
 
     async def _embed(self, keys: list[CacheKey], texts: Sequence[str]) -> Matrix:
+        """`keys` (of `texts`) from EmbeddingCache.get_or_compute, awaited."""
         cache = self._async
         if cache is None:  # a SyncEmbeddingCache was given: its facade, made once
             cache = self._async = EmbeddingCache.wrap(self._sync)

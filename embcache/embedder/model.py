@@ -127,9 +127,9 @@ class Model:
         run to completion in an event loop of its own (cancelled at `deadline`;
         CallContextError when an event loop runs in this thread)."""
         if deadline is None:
-            result = self.embed_fn(batch)
+            result = _no_stop_iteration(self.embed_fn, batch)
         else:
-            result = self.threads.call(self.embed_fn, batch, deadline, WHAT, self.timeout)
+            result = self.threads.call(self.call_in_thread, batch, deadline, WHAT, self.timeout)
         if type(result) is not np.ndarray and inspect.isawaitable(result):
             if loop_running():
                 if inspect.iscoroutine(result):

@@ -66,6 +66,13 @@ class StatsCounter:
             self._calls += model_calls
             self._saved += uncached_calls - model_calls
 
+    def record_hit(self) -> None:
+        """Count one one-text call answered by a cache hit (``record(1, 0, 0)``)."""
+        with self._lock:
+            self._requested += 1
+            self._from_cache += 1
+            self._saved += 1
+
     def snapshot(self) -> EmbedderStats:
         """The totals so far, consistent with each other."""
         with self._lock:

@@ -17,15 +17,19 @@ _sha256 = hashlib.sha256
 
 
 def text_key(text: str, model_version: str) -> CacheKey:
-    """``CacheKey.from_text(text, model_version)`` for a str `text`, built the
-    cheaper way: the SHA-256 hex digest of the UTF-8 text (hashlib), then the
-    key from it. InvalidKeyError for a text with a lone surrogate."""
+    """``CacheKey.from_text(text, model_version)``, built the cheaper way: the
+    SHA-256 hex digest of the UTF-8 text (hashlib), then the key from it.
+    ArgumentTypeError for a `text` that is not a str; InvalidKeyError for a
+    text with a lone surrogate."""
     try:
-        data = str.encode(text)  # str.encode: a str subclass's own encode is not used
+        # str.encode: a non-str raises TypeError, and a str subclass's own encode is not used
+        data = str.encode(text)
     except UnicodeEncodeError as exc:
         raise InvalidKeyError(
             f"text holds a lone surrogate, which has no UTF-8 encoding ({exc})"
         ) from None
+    except TypeError:
+        raise ArgumentTypeError(f"text must be a str, got {type(text).__name__}") from None
     return CacheKey(_sha256(data).hexdigest(), model_version)
 
 
