@@ -582,23 +582,6 @@ def test_get_cache_info_is_synchronous_for_both_caches() -> None:
         assert info.size == 2 and info.misses == 2 and info.max_entries == 100_000
 
 
-def test_flights_take_the_callers_lookup() -> None:
-    """Flights.get_or_compute(looked_up=...) does not look the keys up again."""
-    cache = SyncEmbeddingCache(dim=DIM)
-    flights = cache.flights
-    keys = [CacheKey.from_text(t, "v") for t in ("a", "b")]
-    cache.put(keys[0], np.ones(DIM))
-    epoch = flights.epoch
-    matrix, found = cache.get_many(keys)
-    out = flights.get_or_compute(
-        cache, keys, lambda missing: np.zeros((len(missing), DIM)), looked_up=(epoch, matrix, found)
-    )
-    np.testing.assert_array_equal(out, [np.ones(DIM), np.zeros(DIM)])
-    info = cache.get_cache_info()
-    assert (info.hits, info.misses) == (1, 1)
-    assert flights.epoch == epoch + 1
-
-
 # --- embed_one / embed_one_sync: one text, one vector -----------------------------------
 
 

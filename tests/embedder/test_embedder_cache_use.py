@@ -50,7 +50,9 @@ def test_wrap_is_a_facade_over_the_same_core() -> None:
         return np.full((len(missing), DIM), 2.0)
 
     other = CacheKey.from_text("b", "m")
-    np.testing.assert_array_equal(run(cache.get_or_compute([key, other], compute)), [[1] * 4, [2] * 4])
+    np.testing.assert_array_equal(
+        run(cache.get_or_compute([key, other], compute)), [[1] * 4, [2] * 4]
+    )
     np.testing.assert_array_equal(sync.get_or_compute([other], compute), [[2] * 4])
     assert calls == [[other]]
 
