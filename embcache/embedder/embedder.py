@@ -6,9 +6,10 @@
 to the model (embcache.embedder.model) through the cache's single flight, so
 texts another caller on the same cache is already embedding (any embedder,
 thread or event loop) are waited for, not embedded twice; with an
-EmbeddingCache's shared tier, the tier is asked before the model. The cache
-looks each text up once (its statistics count it once); the embedder counts
-what it saved (embcache.embedder.stats).
+EmbeddingCache's shared tier, the tier is asked before the model. A one-text
+call (a query) first asks whether the cache holds its key, which counts
+nothing, and takes a hit with one ``get``. The cache's statistics count each
+text of a call once; the embedder counts what it saved (embcache.embedder.stats).
 """
 
 from __future__ import annotations
