@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from embcache.core.checks import check_positive_int
 from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
 
 __all__ = ["ModelIdentity"]
@@ -53,14 +54,10 @@ def _check_str(name: str, value: object, *, empty: bool = False) -> str:
 
 
 def _check_int(name: str, value: object, *, none: bool = False) -> int | None:
+    """`value` as an int >= 1 (check_positive_int), or None when `none` allows it."""
     if value is None and none:
         return None
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
-    number = int(value.__index__())
-    if number < 1:
-        raise ArgumentValueError(f"{name} must be >= 1, got {number}")
-    return number
+    return check_positive_int(value, name)
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ or a miss.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Iterator
 from typing import Any
@@ -31,9 +32,8 @@ from langchain_core.embeddings import Embeddings
 from embcache._core import SyncEmbeddingCache
 from embcache.adapters.common import QUERY_SUFFIX, sum_stats
 from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
-from embcache.errors import ArgumentTypeError
+from embcache.errors import ArgumentTypeError, CallContextError
 from embcache.facade.cache import EmbeddingCache
-from embcache.flight.timeouts import loop_error
 from embcache.identity import ModelIdentity
 
 __all__ = ["QUERY_SUFFIX", "CachedEmbeddings"]
@@ -58,8 +58,8 @@ class CachedEmbeddings(Embeddings):
     wrapped model (shape, NaN/inf, a dimension other than a ModelIdentity's
     ``dim``) InvalidVectorError, and nothing of that call is cached. A sync
     method called on an event loop's thread while a task of that loop embeds
-    the same texts raises RuntimeError (waiting would block the loop forever):
-    await the async method there instead.
+    the same texts raises CallContextError (a RuntimeError: waiting would block
+    the loop forever): await the async method there instead.
     """
 
     def __init__(
@@ -187,18 +187,27 @@ class CachedEmbeddings(Embeddings):
 
 @contextlib.contextmanager
 def _await_instead(method: str, async_method: str) -> Iterator[None]:
-    """Say single flight's refusal to block an event loop in LangChain's words:
-    the texts are being embedded by a task of the loop running in this thread,
-    so the sync `method` must not wait; `async_method` awaited there would."""
+    """Say single flight's refusal to block an event loop in LangChain's words: a
+    CallContextError while an event loop runs in this thread means the texts are
+    being embedded by a task of that loop, so the sync `method` must not wait;
+    `async_method` awaited there would."""
     try:
         yield
-    except RuntimeError as exc:
-        if exc.args != loop_error().args:
-            raise
-        raise RuntimeError(
+    except CallContextError:
+        if not _loop_running():
+            raise  # no loop here: another refusal, as it was
+        raise CallContextError(
             f"CachedEmbeddings.{method} would deadlock: the texts it waits for are being "
             "embedded by an asyncio task of the event loop running in this thread (an "
             f"{async_method} call, or another embedder sharing the cache), which cannot run "
             f"while this thread waits; use 'await embeddings.{async_method}(...)' in that "
             "loop instead"
         ) from None
+
+
+def _loop_running() -> bool:
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return False
+    return True

@@ -21,21 +21,12 @@ import functools
 from typing import Any
 
 from embcache._core import SyncEmbeddingCache
+from embcache.core.checks import check_positive_int
 from embcache.embedder.embedder import CachedEmbedder
-from embcache.errors import ArgumentTypeError, ArgumentValueError
 from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["cached_embedder"]
-
-
-def _positive_int(name: str, value: object) -> int:
-    if isinstance(value, bool) or not hasattr(value, "__index__"):
-        raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
-    number = int(value.__index__())
-    if number < 1:
-        raise ArgumentValueError(f"{name} must be >= 1, got {number}")
-    return number
 
 
 def cached_embedder(
@@ -78,7 +69,7 @@ def cached_embedder(
         revision=revision,
     )
     options: dict[str, Any] = {
-        "batch_size": _positive_int("batch_size", batch_size),
+        "batch_size": check_positive_int(batch_size, "batch_size"),
         "convert_to_numpy": True,
         "show_progress_bar": False,
     }
@@ -97,6 +88,6 @@ def cached_embedder(
         encode,
         identity,
         cache=cache,
-        batch_size=_positive_int("texts_per_call", texts_per_call),
+        batch_size=check_positive_int(texts_per_call, "texts_per_call"),
         timeout=timeout,
     )

@@ -27,6 +27,7 @@ import numpy.typing as npt
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple
 from embcache.core.checks import UNSET
 from embcache.core.info import CacheInfo
+from embcache.errors import ArgumentTypeError
 from embcache.facade.snapshots import (
     PathLike,
     check_folder,
@@ -34,10 +35,10 @@ from embcache.facade.snapshots import (
     given,
     save_periodically,
 )
-from embcache.flight.call import all_found
+from embcache.flight.call import all_found, distinct_misses
 from embcache.flight.registry import flights_of
 from embcache.tier.protocol import Tier, check_tier
-from embcache.tier.read import TierSource, distinct_misses, read_through
+from embcache.tier.read import TierSource, read_through
 
 __all__ = ["EmbeddingCache", "with_tier_counts"]
 
@@ -108,16 +109,24 @@ class EmbeddingCache:
         policy: str = "lru",
         tier: Tier | None = None,
     ) -> None:
-        self._tier = check_tier(tier)
-        self._sync = SyncEmbeddingCache(
-            max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock, policy=policy
+        checked = check_tier(tier)
+        self._attach(
+            SyncEmbeddingCache(
+                max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock, policy=policy
+            ),
+            checked,
         )
+
+    def _attach(self, sync: SyncEmbeddingCache, tier: Tier | None) -> None:
+        """Make this facade the face of `sync` over `tier` (checked)."""
+        self._tier = tier
+        self._sync = sync
         # bound once: the awaitable wrappers below then cost one attribute load
-        self._get = self._sync.get
-        self._put = self._sync.put
-        self._flights = flights_of(self._sync)
+        self._get = sync.get
+        self._put = sync.put
+        self._flights = flights_of(sync)
         # what a single-flight owner reads through and writes back to
-        self._source = None if self._tier is None else TierSource(self._sync, self._tier)
+        self._source = None if tier is None else TierSource(sync, tier)
 
     @property
     def sync(self) -> SyncEmbeddingCache:
@@ -319,32 +328,29 @@ class EmbeddingCache:
         SyncEmbeddingCache.load for the keywords and errors), over `tier` as the
         constructor's; read and verified in a worker thread, so the event loop is
         not blocked."""
-        check_tier(tier)
+        checked = check_tier(tier)
         kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
         sync = await asyncio.to_thread(
             SyncEmbeddingCache.load, path, clock=clock, policy=policy, **kwargs
         )
-        return cls._around(sync, clock, tier)
+        return cls._around(sync, checked)
 
     @classmethod
-    def _around(
-        cls, sync: SyncEmbeddingCache, clock: Callable[[], float] | None, tier: Tier | None
-    ) -> EmbeddingCache:
-        """A facade, made by the constructor with `sync`'s limits, whose core is
-        then `sync` (a freshly loaded one)."""
-        self = cls(
-            sync.max_entries,
-            sync.ttl_seconds,
-            sync.max_memory_mb,
-            dim=sync.dim,
-            clock=clock,
-            policy=sync.policy,
-            tier=tier,
-        )
-        self._sync = sync
-        self._get = sync.get
-        self._put = sync.put
-        self._flights = flights_of(sync)
+    def wrap(cls, sync: SyncEmbeddingCache) -> EmbeddingCache:
+        """An EmbeddingCache over the existing `sync` (no tier): the same entries,
+        statistics and single flight, with the async operations (for code given
+        a SyncEmbeddingCache that must also await, such as CachedEmbedder.embed).
+        ArgumentTypeError for anything but a SyncEmbeddingCache."""
+        if not isinstance(sync, SyncEmbeddingCache):
+            raise ArgumentTypeError(f"wrap needs a SyncEmbeddingCache, got {type(sync).__name__}")
+        return cls._around(sync, None)
+
+    @classmethod
+    def _around(cls, sync: SyncEmbeddingCache, tier: Tier | None) -> EmbeddingCache:
+        """A facade over the existing `sync` (a freshly loaded one, or wrap's),
+        with `tier` (checked), without building a core of its own."""
+        self = cls.__new__(cls)
+        self._attach(sync, tier)
         return self
 
     @classmethod

@@ -15,18 +15,27 @@ core that made it)::
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import numpy.typing as npt
 
 from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
-from embcache.tier.read import distinct_misses
 
 if TYPE_CHECKING:  # the core is the layer above: its types for the checker only
     from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 
-__all__ = ["Compute", "Matrix", "Plan", "Work", "all_found", "check_compute", "store_one"]
+__all__ = [
+    "Compute",
+    "Matrix",
+    "Plan",
+    "Work",
+    "all_found",
+    "check_compute",
+    "distinct_misses",
+    "store_one",
+]
 
 Matrix = npt.NDArray[np.float32]
 Compute = Callable[[list["CacheKey"]], Any]
@@ -44,6 +53,24 @@ def check_compute(compute: object, what: str) -> None:
         raise ArgumentTypeError(
             f"{what} must be a callable taking a list of CacheKey, got {type(compute).__name__}"
         )
+
+
+def distinct_misses(
+    keys: Sequence[CacheKey], found: npt.NDArray[np.bool_]
+) -> tuple[list[CacheKey], npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """``(misses, positions, index)`` of a lookup of `keys` that answered
+    `found`: `misses` are the distinct keys not found, in first-occurrence
+    order; input position ``positions[i]`` takes the row of
+    ``misses[index[i]]``."""
+    positions = np.flatnonzero(~found)
+    missed = [keys[p] for p in positions.tolist()]
+    number = dict.fromkeys(missed)  # C loops: hashing, then the distinct keys in order
+    misses = list(number)
+    if len(misses) == len(missed):  # no key missed twice: the mapping is the identity
+        return misses, positions, np.arange(len(missed), dtype=np.intp)
+    number.update(zip(misses, range(len(misses))))
+    index = np.fromiter(map(number.__getitem__, missed), np.intp, len(missed))
+    return misses, positions, index
 
 
 class Plan:

@@ -3,7 +3,7 @@ keeping what it had in-process. The one implementation that
 ``EmbeddingCache.get``, ``EmbeddingCache.get_many`` and a single-flight owner
 (embcache.flight) all use.
 
-    distinct_misses(keys, found) -> (misses, positions, index)
+    (the distinct-miss mapping of a lookup: embcache.flight.call.distinct_misses)
     read_through(cache, tier, misses, dim) -> (matrix, found): tier.get_many,
         then the rows found kept in `cache` (one put_many: one lock)
     TierSource(cache, tier): the same, as the read-through source a
@@ -23,27 +23,11 @@ import numpy.typing as npt
 from embcache._core import CacheKey, SyncEmbeddingCache
 from embcache.tier.protocol import Tier
 
-__all__ = ["TierSource", "distinct_misses", "keep_rows", "read_through"]
+__all__ = ["TierSource", "keep_rows", "read_through"]
 
 Matrix = npt.NDArray[np.float32]
 Found = npt.NDArray[np.bool_]
 Index = npt.NDArray[np.intp]
-
-
-def distinct_misses(keys: Sequence[CacheKey], found: Found) -> tuple[list[CacheKey], Index, Index]:
-    """``(misses, positions, index)`` of a lookup of `keys` that answered
-    `found`: `misses` are the distinct keys not found, in first-occurrence
-    order; input position ``positions[i]`` takes the row of
-    ``misses[index[i]]``."""
-    positions = np.flatnonzero(~found)
-    missed = [keys[p] for p in positions.tolist()]
-    number = dict.fromkeys(missed)  # C loops: hashing, then the distinct keys in order
-    misses = list(number)
-    if len(misses) == len(missed):  # no key missed twice: the mapping is the identity
-        return misses, positions, np.arange(len(missed), dtype=np.intp)
-    number.update(zip(misses, range(len(misses))))
-    index = np.fromiter(map(number.__getitem__, missed), np.intp, len(missed))
-    return misses, positions, index
 
 
 def keep_rows(

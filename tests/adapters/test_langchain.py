@@ -28,6 +28,7 @@ from embcache import (  # noqa: E402
     InvalidVectorError,
     SyncEmbeddingCache,
 )
+from embcache.errors import CallContextError  # noqa: E402
 from embcache.identity import ModelIdentity  # noqa: E402
 from embcache.langchain import QUERY_SUFFIX, CachedEmbeddings  # noqa: E402
 
@@ -392,7 +393,7 @@ def test_sync_call_on_the_loop_thread_is_told_to_await(
         embeddings = CachedEmbeddings(model, "gated")
         task = asyncio.create_task(getattr(embeddings, async_method)(arg))
         await model.started.wait()  # the task holds the texts' flight
-        with pytest.raises(RuntimeError) as info:
+        with pytest.raises(CallContextError) as info:
             getattr(embeddings, method)(arg)
         model.gate.set()
         await task  # the async call is unharmed

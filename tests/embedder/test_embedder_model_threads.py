@@ -7,8 +7,9 @@ the deadline rules that go with it.
 * a model call is never started once the caller's deadline has passed, so a
   timed-out text is not sent to the model again and again;
 * a model that asks its own embedder for the texts it is embedding fails at
-  once with the re-entry RuntimeError, though it runs in a worker thread, and
-  two such models waiting on each other fail with the cycle RuntimeError;
+  once with the re-entry CallContextError (a RuntimeError), though it runs in
+  a worker thread, and two such models waiting on each other fail with the
+  cycle CallContextError;
 * an async model that swallows its cancellation and answers late: the answer
   is dropped, the caller gets FlightTimeoutError;
 * a process whose abandoned model call is still inside native code (torch)
@@ -28,8 +29,12 @@ import pytest
 from conftest import TIMEOUT, run_python
 
 from embcache import CachedEmbedder, SyncEmbeddingCache
-from embcache.errors import ArgumentTypeError, ArgumentValueError, CallContextError
-from embcache.flight.registry import FlightTimeoutError
+from embcache.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    CallContextError,
+    FlightTimeoutError,
+)
 
 DIM = 4
 LIMIT = 0.3
@@ -385,9 +390,17 @@ def test_a_process_exits_normally_with_a_timed_out_call_inside_torch(
 def test_a_forked_child_gets_model_threads_of_its_own() -> None:
     """The parent's model thread does not exist in a forked child: the child
     makes its own instead of queueing calls for a worker that never runs them."""
+    import importlib.util
     import os
 
-    from test_fork import fork_and_run
+    # the fork helper of tests/core/test_fork.py, by path (tests/core is on
+    # sys.path only once pytest has collected that folder)
+    path = Path(__file__).resolve().parent.parent / "core" / "test_fork.py"
+    spec = importlib.util.spec_from_file_location("embedder_test_fork", path)
+    assert spec is not None and spec.loader is not None
+    test_fork = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(test_fork)
+    fork_and_run = test_fork.fork_and_run
 
     def model(texts: list[str]) -> np.ndarray:
         return np.full((len(texts), DIM), float(os.getpid() % 1000), np.float32)
