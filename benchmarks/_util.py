@@ -19,8 +19,8 @@ by :func:`memo` and reused by the setups that follow; building it also touches
 every page that the timed code will use, so page faults are never timed.
 
 Keys, vectors, the model string and the RNG seed are the shared workloads of
-embcache._tools.workloads (also used by ``embcache check`` and the tests); the
-timed loops comparing embcache with its peers are embcache._tools.peers.LOOPS.
+embcache.cli.workloads (also used by ``embcache check`` and the tests); the
+timed loops comparing embcache with its peers are embcache.cli.peers.LOOPS.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from collections.abc import Hashable
 from time import perf_counter
 from typing import Any, Callable
 
-from embcache._tools.peers import LOOPS, Loops, available_peers, make_mapping
-from embcache._tools.workloads import (
+from embcache.cli.peers import LOOPS, Loops, available_peers, make_mapping
+from embcache.cli.workloads import (
     MODEL,
     RNG_SEED,
     sha_key,
@@ -62,12 +62,12 @@ OPS = 1000
 """Operations per timed call."""
 
 SEED = RNG_SEED
-"""Seed of every random stream (numpy Generator): embcache._tools.workloads.RNG_SEED."""
+"""Seed of every random stream (numpy Generator): embcache.cli.workloads.RNG_SEED."""
 
 PEER_NAMES = ["embcache", "cachebox", "lru-dict", "cachetools"]
 """The ``peer`` parameter. Stable: never reorder, only append."""
 
-# The shared workloads (embcache._tools.workloads), under the names the suites use.
+# The shared workloads (embcache.cli.workloads), under the names the suites use.
 make_key = workload_key
 make_keys = workload_keys
 make_vector = workload_vector
@@ -109,6 +109,6 @@ def require_peer(name: str) -> None:
 
 def peer_mapping(name: str, capacity: int) -> Any:
     """The peer's LRU mapping, bounded to `capacity` entries: what the timed
-    loops ``LOOPS[name]`` (embcache._tools.peers, shared with ``embcache check
+    loops ``LOOPS[name]`` (embcache.cli.peers, shared with ``embcache check
     --compare``) run on, copying in (``m[k] = v.copy()``) and out inline."""
     return make_mapping(name, capacity)

@@ -6,7 +6,7 @@ call and report seconds **per operation** (``timer = per_op_timer``); setup runs
 before every call and is never timed. ConcurrentAccess reports seconds per
 **batch** (all workers' 100 operations each).
 
-* Keys and vectors are the shared workloads (embcache._tools.workloads), built
+* Keys and vectors are the shared workloads (embcache.cli.workloads), built
   in setup, not inside the timed loop; CacheKey creation is timed on its own in
   bench_core.KeyCreation.
 * The synchronous core is timed (running an event loop per operation would time

@@ -6,9 +6,9 @@ params ``impl`` x ``batch`` x ``dim``:
   loops in C), "embcache-out" (get_many into a preallocated ``out=`` matrix: no
   allocation), "embcache-default" (as "embcache", on the cache as users build
   it, ``dim`` not given),
-  or a peer from embcache/_tools/peers.py doing the same batch with a Python loop:
+  or a peer from embcache/cli/peers.py doing the same batch with a Python loop:
   a lookup is ``np.stack([m.get(k).copy() for k in keys])`` (``get_matrix`` of
-  embcache._tools.peers.LOOPS, as in ``embcache check --compare``), a store is
+  embcache.cli.peers.LOOPS, as in ``embcache check --compare``), a store is
   ``for k, row in zip(keys, matrix): m[k] = row.copy()``. A peer that is not
   installed is skipped (NotImplementedError in setup).
 * ``batch``: keys per call, 1 to 10,000.

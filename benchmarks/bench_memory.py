@@ -29,7 +29,7 @@ import tracemalloc
 import numpy as np
 
 from embcache import SyncEmbeddingCache
-from embcache._tools.peers import make_peer
+from embcache.cli.peers import make_peer
 
 from ._util import PEER_NAMES, SEED, make_vector, require_peer, sha_key
 

@@ -2,11 +2,11 @@
 
 param ``peer``: "embcache" (``SyncEmbeddingCache(..., dim=768)``, dim fixed),
 "embcache-default" (the cache as users build it, ``dim`` not given: the first
-put fixes it) or a peer from embcache/_tools/peers.py; a peer that is not
+put fixes it) or a peer from embcache/cli/peers.py; a peer that is not
 installed is skipped (NotImplementedError in setup). Peers store and return private copies, as a
 correct embedding cache must.
 
-The timed loops are ``LOOPS[peer]`` from embcache._tools.peers, the very
+The timed loops are ``LOOPS[peer]`` from embcache.cli.peers, the very
 functions ``embcache check --compare`` times: for a peer, put is
 ``m[k] = v.copy()`` and get is ``x = m.get(k); x = None if x is None else
 x.copy()``, written inline in the loop (no adapter method per operation); for

@@ -5,7 +5,7 @@ tier emptied in setup so every key comes from Redis), "redisvl"
 (EmbeddingsCache), "langchain" (CacheBackedEmbeddings over RedisStore) or
 "mget" (a raw redis-py asyncio MGET / GET of embcache's own bytes: the wire's
 limit). The contenders and their timed operations are those of
-embcache._tools.redis_peers, shared with ``embcache check --compare``.
+embcache.cli.redis_peers, shared with ``embcache check --compare``.
 
 Every benchmark is skipped (NotImplementedError in setup) when no
 redis-server can be started (set EMBCACHE_REDIS_URL to use a running one) or
@@ -28,7 +28,7 @@ import atexit
 from time import perf_counter
 
 from embcache import CacheKey, EmbeddingCache
-from embcache._tools.redis_peers import (
+from embcache.cli.redis_peers import (
     CONTENDERS,
     available_contenders,
     dead_tier_cache,

@@ -323,7 +323,7 @@ class RedisSetup:
         self.loop = loop
         self.server = None
         if url is None:
-            from embcache._tools.redis_peers import LocalServer
+            from embcache.cli.redis_peers import LocalServer
 
             self.server = LocalServer()
             url = self.server.url

@@ -8,29 +8,56 @@
 array([0.1, 0.2, 0.3], dtype=float32)
 """
 
-# first: a clear error (naming the fix) when the compiled core is not built
-import embcache._build_check  # noqa: F401  isort: skip
+import importlib.util as _util
+import os as _os
 
-# first: attaches the single-flight registry to every cache the core creates
-import embcache._flight  # noqa: F401  isort: skip
-from embcache._async import EmbeddingCache
-from embcache._core import ENTRY_OVERHEAD_BYTES, CacheKey, GetBatch, PutBatch, SyncEmbeddingCache
-from embcache._embedder import CachedEmbedder, EmbedderStats
-from embcache._flight import FlightTimeoutError
-from embcache._info import CacheInfo
-from embcache.errors import (
+if _util.find_spec("embcache._core") is None:  # a clear error, naming the fix
+    _here = _os.path.dirname(_os.path.abspath(__file__))
+    if _os.path.exists(_os.path.join(_here, "_core.pyx")):
+        # the usual cause: running from the root of a clone (`python -m pytest`,
+        # `python -m embcache` put the current folder first on sys.path)
+        raise ImportError(
+            f"embcache._core is not built: {_here} is embcache's source tree, imported "
+            "because the current folder comes first on sys.path. Run from outside the "
+            "source tree to use the installed embcache (pip install .), or build it in "
+            "place: pip install -e . (or: pip install Cython numpy setuptools && "
+            "python setup.py build_ext --inplace)"
+        )
+    raise ImportError(
+        f"embcache._core is missing from {_here}: the installation is incomplete; "
+        "reinstall embcache"
+    )
+
+# attaches the single-flight registry to every cache the core creates
+import embcache.flight.registry  # noqa: E402, F401  isort: skip
+from embcache._core import (  # noqa: E402
+    ENTRY_OVERHEAD_BYTES,
+    CacheKey,
+    GetBatch,
+    PutBatch,
+    SyncEmbeddingCache,
+)
+from embcache.core.info import CacheInfo  # noqa: E402
+from embcache.embedder.embedder import CachedEmbedder, EmbedderStats  # noqa: E402
+from embcache.errors import (  # noqa: E402
     ArgumentTypeError,
     ArgumentValueError,
+    CallContextError,
     DimensionMismatchError,
     EmbcacheError,
     EntryTooLargeError,
+    FlightTimeoutError,
     InvalidKeyError,
     InvalidVectorError,
     KeyTypeError,
+    RedisTierError,
     SnapshotError,
     SnapshotFolderError,
     VectorTypeError,
 )
+from embcache.facade.cache import EmbeddingCache  # noqa: E402
+
+del _util, _os
 
 __version__ = "0.1.0"
 
@@ -38,6 +65,7 @@ __all__ = [
     "ArgumentTypeError",
     "ArgumentValueError",
     "CacheInfo",
+    "CallContextError",
     "CacheKey",
     "CachedEmbedder",
     "DimensionMismatchError",
@@ -52,6 +80,7 @@ __all__ = [
     "InvalidVectorError",
     "KeyTypeError",
     "PutBatch",
+    "RedisTierError",
     "SnapshotError",
     "SnapshotFolderError",
     "SyncEmbeddingCache",

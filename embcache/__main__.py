@@ -1,5 +1,5 @@
-"""``python -m embcache``: the ``embcache`` command, defined in embcache._tools.cli."""
+"""``python -m embcache``: the ``embcache`` command, defined in embcache.cli.cli."""
 
-from embcache._tools.cli import main
+from embcache.cli.cli import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ ctypedef int32_t slot_t        # an entry's place in the entry table
 ctypedef int32_t row_t         # a row of a slab
 ctypedef Py_ssize_t dim_t      # floats per vector
 
-cdef extern from "_siphash.h":
+cdef extern from "core/siphash.h":
     ctypedef struct embcache_sip_state:
         pass
     void embcache_sip_init(embcache_sip_state *s, uint64_t k0, uint64_t k1, int out128) noexcept nogil
@@ -22,7 +22,7 @@ cdef extern from "_siphash.h":
     void embcache_sip_final(embcache_sip_state *s, uint64_t out[2]) noexcept nogil
     uint64_t embcache_siphash24_32(uint64_t k0, uint64_t k1, const void *data) noexcept nogil
 
-cdef extern from "_blake2b.h":
+cdef extern from "core/snapshot/blake2b.h":
     ctypedef struct embcache_blake2b_state:
         pass
     int embcache_blake2b_init(embcache_blake2b_state *s, size_t outlen, const void *key,
@@ -31,12 +31,12 @@ cdef extern from "_blake2b.h":
     void embcache_blake2b_update_u64le(embcache_blake2b_state *s, uint64_t x) noexcept nogil
     void embcache_blake2b_final(embcache_blake2b_state *s, void *out) noexcept nogil
 
-cdef extern from "_kernels.h":
+cdef extern from "core/kernels.h":
     int embcache_f32_all_finite(const float *p, size_t n) noexcept nogil
     int embcache_f64_all_storable(const double *p, size_t n) noexcept nogil
     void embcache_f64_to_f32(float *dst, const double *src, size_t n) noexcept nogil
 
-cdef extern from "_checksum.h":
+cdef extern from "core/snapshot/checksum.h":
     ctypedef struct embcache_mix_state:
         pass
     void embcache_mix_init(embcache_mix_state *s, uint64_t seed) noexcept nogil
@@ -44,7 +44,7 @@ cdef extern from "_checksum.h":
     uint64_t embcache_mix_final(const embcache_mix_state *s) noexcept nogil
     uint64_t embcache_mix64(const void *data, size_t n, uint64_t seed) noexcept nogil
 
-cdef extern from "_snapio.h":
+cdef extern from "core/snapshot/reader.h":
     ctypedef struct embcache_reader:
         pass
     int EMBCACHE_READER_SHORT
@@ -54,7 +54,7 @@ cdef extern from "_snapio.h":
     void embcache_reader_release(embcache_reader *r) noexcept nogil
     void embcache_reader_stop(embcache_reader *r) noexcept nogil
 
-cdef extern from "_snapwrite.h":
+cdef extern from "core/snapshot/writer.h":
     ctypedef struct embcache_writer:
         pass
     int embcache_writer_start(embcache_writer *w, int fd, char *buf0, char *buf1) noexcept nogil
@@ -63,14 +63,14 @@ cdef extern from "_snapwrite.h":
     int embcache_writer_finish(embcache_writer *w) noexcept nogil
     void embcache_writer_stop(embcache_writer *w) noexcept nogil
 
-cdef extern from "_lock.h":
+cdef extern from "core/lock.h":
     ctypedef struct embcache_lock:
         pass
     void embcache_lock_acquire(embcache_lock *l) noexcept
     void embcache_lock_release(embcache_lock *l) noexcept
     void embcache_lock_reset(embcache_lock *l) noexcept
 
-cdef extern from "_slab.h":
+cdef extern from "core/slab.h":
     void *embcache_slab_reserve(size_t nbytes, int huge) noexcept nogil
     void embcache_slab_release(void *p, size_t nbytes) noexcept nogil
     void embcache_slab_trim(void *p, size_t reserved, size_t keep, size_t written) noexcept nogil
@@ -144,7 +144,7 @@ cdef struct Slab:
     # refilled by the slab's last row, which needs to know whose it is).
     dim_t dim                   # floats per vector
     size_t stride               # bytes per row: dim * 4 + sizeof(slot_t)
-    char *rows                  # capacity rows, reserved whole (_slab.h)
+    char *rows                  # capacity rows, reserved whole (core/slab.h)
     row_t capacity              # rows this dimension may ever need (budget and max_entries)
     row_t used                  # rows [0, used) are live, but for `hole`
     row_t hole                  # NO_ROW, or the one free row below used - 1
@@ -169,7 +169,7 @@ cdef struct Table:
     dim_t dim                   # the fixed dimension; 0 when any is accepted
     bint user_clock             # times come from a Python clock, read before locking
     double last_now             # latest user-clock reading used
-    int policy                  # POLICY_LRU or POLICY_TINYLFU (see _policy.pxi)
+    int policy                  # POLICY_LRU or POLICY_TINYLFU (see core/policy.pxi)
 
     # entry table and its free-slot chain
     Entry *entries
@@ -200,7 +200,7 @@ cdef struct Table:
                                 #   + policy_entry_bytes
     Stats stats
 
-    # the policy's own state (_policy.pxi); all zero / NO_SLOT under POLICY_LRU
+    # the policy's own state (core/policy.pxi); all zero / NO_SLOT under POLICY_LRU
     Py_ssize_t policy_entry_bytes   # accounted per live entry beyond ENTRY_OVERHEAD
     Py_ssize_t policy_fixed_bytes   # accounted once (the frequency sketch)
     uint32_t *policy_slots      # per entry slot: key bits << 2 | segment (W-TinyLFU)
@@ -226,7 +226,7 @@ cdef struct Table:
 
 @cython.final
 cdef class SyncEmbeddingCache:
-    cdef embcache_lock lock         # see _lock.h; taken and dropped with the GIL held
+    cdef embcache_lock lock         # see core/lock.h; taken and dropped with the GIL held
     cdef Table table
     cdef object clock               # None: the C monotonic clock
     cdef object max_memory_mb_arg   # the limits as given, reported back as given

@@ -8,7 +8,7 @@ from typing import Any, Callable, TypeAlias, final
 import numpy as np
 import numpy.typing as npt
 
-from embcache._info import CacheInfo
+from embcache.core.info import CacheInfo
 
 ENTRY_OVERHEAD_BYTES: int
 """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
@@ -240,7 +240,7 @@ MGET_PROTOCOL: int
 class MgetReader:
     """Reads one RESP reply to ``MGET`` of `n` keys, fed in chunks, into float32
     rows of dimension `dim` (None: that of the first valid value), checking each
-    value as embcache._tier_wire.decode_values does; with `out` (writable,
+    value as embcache.tier.wire.decode_values does; with `out` (writable,
     C-contiguous, float32, (n, dim), zero-filled), value i goes to ``out[i]``."""
 
     def __init__(

@@ -16,11 +16,11 @@ Data structures (one Table)::
     W-TinyLFU (policy="tinylfu") uses the same links for three LRU segments,
       segment_head[WINDOW | PROBATION | PROTECTED] <-> ... <-> segment_tail[...],
       with policy_slots[slot] = 30 key-hash bits << 2 | segment, and a count-min
-      sketch (uint64 words of sixteen 4-bit counters, _sketch.pxi)
+      sketch (uint64 words of sixteen 4-bit counters, core/sketch.pxi)
     expiry list:  expiry_head (oldest write, next to expire) <-> ... <-> expiry_tail (newest)
     free slots:   free_slot_head -> recency_next -> ... -> NO_SLOT
 
-Invariants (checked by check_table, _invariants.pxi):
+Invariants (checked by check_table, core/invariants.pxi):
   * every live slot sits in exactly one index cell, on the policy's links (one
     list for LRU; exactly one segment, tagged so, for W-TinyLFU, with the window
     and protected segments within their shares) and in the expiry list; every
@@ -38,33 +38,33 @@ Invariants (checked by check_table, _invariants.pxi):
     non-decreasing from expiry_head to expiry_tail, so the head is the only entry
     that ever needs checking before a live entry is evicted.
 
-Locking: one lock per cache (_lock.h), held for each table operation and never
+Locking: one lock per cache (core/lock.h), held for each table operation and never
 across Python code, apart from allocating the array get() returns (numpy arrays
 are not GC-tracked, so that allocation cannot run a finalizer that re-enters the
 cache). A user-supplied clock is read before the lock is taken. Around fork()
 the forking thread holds every cache's lock, so the child never inherits one
-mid-operation (_cache.pxi).
+mid-operation (core/cache.pxi).
 
 Where things are:
   _core.pxd          typedefs, C declarations, the Table struct, the classes' fields
-  _key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
-  _intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
-  _table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
-  _slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
-  _policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
+  core/key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
+  core/intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
+  core/table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
+  core/slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
+  core/policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
-  _sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
-  _invariants.pxi    the invariant walker
-  _snapshot_format.pxi  snapshots: the file layout, records, checksum and section checks
+  core/sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
+  core/invariants.pxi    the invariant walker
+  core/snapshot/format.pxi  snapshots: the file layout, records, checksum and section checks
                      (README "Snapshots")
-  _snapshot_save.pxi    snapshots: the atomic save
-  _snapshot_load.pxi    snapshots: the verified load
-  _cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
-  _batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
-  _resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
-                     Redis tier; C in _resp.h)
-  _siphash.h _blake2b.h _kernels.h _lock.h _slab.h   C: hashes, vector kernels, lock, slab memory
-  _checksum.h _snapio.h _snapwrite.h _worker.h   C: the snapshot checksum (mix64 v1),
+  core/snapshot/save.pxi    snapshots: the atomic save
+  core/snapshot/load.pxi    snapshots: the verified load
+  core/cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
+  core/batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
+  core/resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
+                     Redis tier; C in core/resp.h)
+  core/siphash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
+  core/snapshot/checksum.h core/snapshot/reader.h core/snapshot/writer.h core/worker.h   C: the snapshot checksum (mix64 v1),
                      double-buffered reading, double-buffered writing with write-behind,
                      the worker thread both are built on
 """
@@ -100,7 +100,7 @@ import weakref
 
 import numpy as np
 
-from embcache._info import CacheInfo
+from embcache.core.info import CacheInfo
 from embcache.errors import (
     ArgumentTypeError,
     ArgumentValueError,
@@ -127,15 +127,15 @@ DEF GIL_FREE_COPY_BYTES = 262144 # longer copies run without the GIL (lock still
 DEF POLICY_LRU = 0
 DEF POLICY_TINYLFU = 1
 
-include "_key.pxi"
-include "_intake.pxi"
-include "_invariants.pxi"
-include "_policy.pxi"
-include "_table.pxi"
-include "_slab_rows.pxi"
-include "_snapshot_format.pxi"
-include "_snapshot_save.pxi"
-include "_snapshot_load.pxi"
-include "_cache.pxi"
-include "_batch.pxi"
-include "_resp.pxi"
+include "core/key.pxi"
+include "core/intake.pxi"
+include "core/invariants.pxi"
+include "core/policy.pxi"
+include "core/table.pxi"
+include "core/slab_rows.pxi"
+include "core/snapshot/format.pxi"
+include "core/snapshot/save.pxi"
+include "core/snapshot/load.pxi"
+include "core/cache.pxi"
+include "core/batch.pxi"
+include "core/resp.pxi"

@@ -28,11 +28,24 @@ SnapshotError               ValueError   a snapshot file that is not a valid, in
 SnapshotFolderError         OSError      a snapshot's folder that is missing, is
                                          not a folder, or is not writable
                                          (``errno`` says which)
+CallContextError            RuntimeError a call made where it can never finish: a
+                                         ``get_or_compute`` that would wait on
+                                         itself (re-entry, computes waiting on
+                                         each other, a thread blocking on its own
+                                         event loop's task), or a synchronous call
+                                         that would have to run an event loop
+                                         inside the running one (``embed_sync``)
+FlightTimeoutError          TimeoutError a ``get_or_compute`` (or a CachedEmbedder
+                                         call) that ran out of its ``timeout``
+RedisTierError              ConnectionError
+                                         ``RedisTier.drop_model`` could not finish
+                                         because Redis failed (cause chained)
 ==========================  ===========  ==========================================
 
 Errors that are not about the caller's input keep their built-in type:
-MemoryError when memory cannot be had, RuntimeError for a ``get_or_compute``
-that would wait on itself, and whatever a user's ``compute`` or clock raises.
+MemoryError when memory cannot be had, and whatever a user's ``compute``, model
+or clock raises (a ``StopIteration`` out of one is raised as a RuntimeError
+chained from it, as PEP 479 does for generators).
 """
 
 __all__ = [
@@ -47,6 +60,9 @@ __all__ = [
     "EntryTooLargeError",
     "SnapshotError",
     "SnapshotFolderError",
+    "CallContextError",
+    "FlightTimeoutError",
+    "RedisTierError",
 ]
 
 
@@ -105,3 +121,24 @@ class SnapshotFolderError(EmbcacheError, OSError):
     raises it (``ENOTDIR``) when a file stands at the folder's path or on it,
     before writing anything (a missing folder: FileNotFoundError). Both follow a
     symbolic link to the file it names."""
+
+
+class CallContextError(EmbcacheError, RuntimeError):
+    """A call made where it can never finish: a ``get_or_compute`` that would
+    wait on itself (asked for keys its own compute is computing, computes of
+    different callers waiting for each other, a thread blocking on a flight whose
+    owner needs that very thread), or a synchronous call that would have to run
+    an event loop inside the one running in this thread (``embed_sync`` of an
+    async model, LangChain's sync methods from a coroutine)."""
+
+
+class FlightTimeoutError(EmbcacheError, TimeoutError):
+    """get_or_compute ran out of its ``timeout``: waiting for keys another caller
+    is computing (that flight goes on), or awaiting its own async compute (which
+    is cancelled; nothing of it is stored)."""
+
+
+class RedisTierError(EmbcacheError, ConnectionError):
+    """``RedisTier.drop_model`` could not finish because Redis failed (the cause
+    is chained). The tier's reads and writes never raise it: their failures are
+    misses, counted."""

@@ -12,7 +12,7 @@ the empty message, 1 byte, 127/128/129 and 255/256/257 bytes around the
 hashes), keys of 1/16/32/64 bytes, and digest lengths 1/20/32/48/64.
 
 The digests were generated with CPython's hashlib.blake2b, an implementation
-independent of embcache/_blake2b.h, and checked against it (one-shot and
+independent of embcache/core/snapshot/blake2b.h, and checked against it (one-shot and
 streamed in several splits); hashlib was itself checked against the RFC's
 Appendix A digest, and the 64-byte-key, empty-message entry is the first entry
 of the BLAKE2 reference blake2b-kat.txt.

@@ -1,5 +1,5 @@
-"""A pure-Python model of the core's W-TinyLFU policy (embcache/_policy.pxi and
-_sketch.pxi), for the stateful tests: it must predict every eviction exactly, so
+"""A pure-Python model of the core's W-TinyLFU policy (embcache/core/policy.pxi and
+core/sketch.pxi), for the stateful tests: it must predict every eviction exactly, so
 it mirrors the C step for step, down to the sketch's hash and the hill
 climber's floating point.
 

@@ -2,10 +2,10 @@
 (core <- facade <- embedder; tools above everything), and no module reaches
 into another's underscore names.
 
-(a) every runtime module imports and works with embcache._tools blocked;
+(a) every runtime module imports and works with embcache.cli blocked;
 (b) no code in the package reads an underscore attribute (``x._name``, not
     dunder) of anything but ``self`` or ``cls``;
-(c) importing embcache does not import embcache._tools;
+(c) importing embcache does not import embcache.cli;
 (d) importing embcache imports no framework (LangChain, LlamaIndex,
     sentence-transformers, torch) and none of the adapters over them.
 """
@@ -25,11 +25,11 @@ SOURCES = PACKAGE_PARENT / "embcache"
 RUNTIME_MODULES = {
     "embcache",
     "embcache._core",
-    "embcache._async",
-    "embcache._flight",
-    "embcache._embedder",
+    "embcache.facade.cache",
+    "embcache.flight.registry",
+    "embcache.embedder.embedder",
     "embcache.errors",
-    "embcache._info",
+    "embcache.core.info",
     "embcache.identity",
     "embcache.sentence_transformers",
 }
@@ -41,7 +41,7 @@ BLOCKED_RUN = textwrap.dedent(
 
     class BlockTools(importlib.abc.MetaPathFinder):
         def find_spec(self, name, path=None, target=None):
-            if name == "embcache._tools" or name.startswith("embcache._tools."):
+            if name == "embcache.cli" or name.startswith("embcache.cli."):
                 raise ImportError(f"blocked by the layer test: {name}")
             return None
 
@@ -52,7 +52,10 @@ BLOCKED_RUN = textwrap.dedent(
 
     # adapters whose framework is an optional extra not installed here
     OPTIONAL = {"embcache.langchain": "langchain_core", "embcache.llamaindex": "llama_index.core",
-                "embcache.redis": "redis", "embcache._tier_mget": "redis"}
+                "embcache.adapters.langchain": "langchain_core",
+                "embcache.adapters.llamaindex": "llama_index.core",
+                "embcache.redis": "redis", "embcache.tier.redis": "redis",
+                "embcache.tier.mget": "redis"}
 
     def framework_missing(name):
         needs = OPTIONAL.get(name)
@@ -64,7 +67,7 @@ BLOCKED_RUN = textwrap.dedent(
             return True
 
     def skipped(name):
-        return name.split(".")[1] in ("_tools", "__main__") or framework_missing(name)
+        return name.split(".")[1] in ("cli", "__main__") or framework_missing(name)
 
     def on_error(name):
         if not skipped(name):
@@ -103,7 +106,7 @@ BLOCKED_RUN = textwrap.dedent(
         assert (await embedder.embed(["a", "b", "a"])).shape == (3, 4)
 
     asyncio.run(main())
-    tools = sorted(n for n in sys.modules if n.startswith("embcache._tools"))
+    tools = sorted(n for n in sys.modules if n.startswith("embcache.cli"))
     print(json.dumps({"imported": names, "tools": tools}))
     """
 )
@@ -115,7 +118,7 @@ def test_runtime_works_with_tools_blocked(tmp_path: Path) -> None:
     result = json.loads(proc.stdout.strip().splitlines()[-1])
     imported = set(result["imported"])
     assert RUNTIME_MODULES <= imported, sorted(RUNTIME_MODULES - imported)
-    assert not any(n.startswith(("embcache._tools", "embcache.__main__")) for n in imported)
+    assert not any(n.startswith(("embcache.cli", "embcache.__main__")) for n in imported)
     assert result["tools"] == []
 
 
@@ -128,7 +131,7 @@ def test_importing_embcache_does_not_import_tools(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr
     loaded = json.loads(proc.stdout)
     assert "embcache._core" in loaded  # the import really happened
-    assert [n for n in loaded if n.startswith("embcache._tools")] == []
+    assert [n for n in loaded if n.startswith("embcache.cli")] == []
 
 
 FRAMEWORKS = (
@@ -194,7 +197,7 @@ PY_FILES = sorted(SOURCES.rglob("*.py"))
 
 def test_scan_sees_the_package() -> None:
     names = {p.relative_to(SOURCES).as_posix() for p in PY_FILES}
-    assert {"__init__.py", "_async.py", "_tools/cli.py"} <= names
+    assert {"__init__.py", "facade/cache.py", "cli/cli.py"} <= names
 
 
 def test_scan_flags_foreign_private_attributes(tmp_path: Path) -> None:

@@ -1,6 +1,6 @@
 """The README's goal table: embcache against its fastest peer, the default cache
 (``dim`` not given) beside a fixed-dim one, from ``embcache check --compare``'s
-own harness (embcache._tools.compare.measure_against_peers), run several times.
+own harness (embcache.cli.compare.measure_against_peers), run several times.
 
     python -m tools.goal_table [--runs 3] [--repeats 9] [--ops 10000] [--dim 768]
 
@@ -22,9 +22,9 @@ import platform
 import sys
 import time
 
-from embcache._tools.compare import DEFAULT, FIXED, GOALS, PER_OP, measure_against_peers
-from embcache._tools.peers import PEERS, available_peers
-from embcache._tools.workloads import comparison_inputs
+from embcache.cli.compare import DEFAULT, FIXED, GOALS, PER_OP, measure_against_peers
+from embcache.cli.peers import PEERS, available_peers
+from embcache.cli.workloads import comparison_inputs
 
 TITLES = {
     "put_new": "put of a new key into a fresh cache",

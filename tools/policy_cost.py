@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks.bench_hitrate import DIM, ENTRIES, PolicyCost  # noqa: E402
 from embcache import SyncEmbeddingCache  # noqa: E402
-from embcache._tools.workloads import shuffled, workload_keys, workload_vector  # noqa: E402
+from embcache.cli.workloads import shuffled, workload_keys, workload_vector  # noqa: E402
 
 METHODS = ("time_get_hit", "time_put_new", "time_put_full")
 

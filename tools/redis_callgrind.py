@@ -33,7 +33,7 @@ import asyncio, sys
 from redis.asyncio import Redis
 from embcache import CacheKey, EmbeddingCache
 from embcache.redis import RedisTier
-from embcache._tools.redis_peers import workload
+from embcache.cli.redis_peers import workload
 
 async def main(which, port, batches):
     client = Redis(host="127.0.0.1", port=port)
@@ -75,7 +75,7 @@ def wall(port: int, rounds: int) -> None:
     from redis.asyncio import Redis
 
     from embcache import CacheKey, EmbeddingCache
-    from embcache._tools.redis_peers import workload
+    from embcache.cli.redis_peers import workload
     from embcache.redis import RedisTier
 
     async def run() -> None:
@@ -111,7 +111,7 @@ def wall(port: int, rounds: int) -> None:
 
 
 def main() -> int:
-    from embcache._tools.redis_peers import LocalServer
+    from embcache.cli.redis_peers import LocalServer
 
     server = LocalServer()
     if sys.argv[1:2] == ["--wall"]:

@@ -15,15 +15,15 @@
 # - Any report is fatal: UBSan via -fno-sanitize-recover=undefined at build time
 #   (and halt_on_error here), ASan by default (abort_on_error). detect_leaks=0
 #   because CPython itself "leaks" at exit; leaks of the core are covered by
-#   tests/test_leak.py in the normal run. allocator_may_return_null=1: a request
+#   tests/core/test_leak.py in the normal run. allocator_may_return_null=1: a request
 #   the allocator cannot meet returns NULL as glibc's malloc does (numpy then
 #   raises MemoryError, which tests of hostile sizes expect), instead of ASan's
 #   default abort.
 # - Skipped here (figures ASan distorts, or tools that are not about the core):
-#   the `slow` marker (the RSS/tracemalloc growth tests of tests/test_leak.py:
+#   the `slow` marker (the RSS/tracemalloc growth tests of tests/core/test_leak.py:
 #   ASan's shadow memory and quarantine change RSS; stress and scalability runs
-#   that take minutes under ASan), tests/test_sourcecode.py (ruff, mypy,
-#   stubtest: nothing of the core runs), tests/test_cli.py (subprocess-heavy,
+#   that take minutes under ASan), tests/project/test_sourcecode.py (ruff, mypy,
+#   stubtest: nothing of the core runs), tests/cli/test_cli.py (subprocess-heavy,
 #   timings), and three tests that assert speed, RSS or page faults:
 #   test_acceptance.py::test_performance_regression (ops/sec),
 #   test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front and
@@ -75,10 +75,10 @@ ASAN_OPTIONS=detect_leaks=0:abort_on_error=1:halt_on_error=1:strict_init_order=1
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 PYTHONMALLOC=malloc \
     python -m pytest -q -p no:cacheprovider -m "not slow" \
-        --ignore=tests/test_sourcecode.py --ignore=tests/test_cli.py \
-        --deselect=tests/test_acceptance.py::test_performance_regression \
-        --deselect=tests/test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front \
-        --deselect=tests/test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page \
+        --ignore=tests/project/test_sourcecode.py --ignore=tests/cli/test_cli.py \
+        --deselect=tests/facade/test_acceptance.py::test_performance_regression \
+        --deselect=tests/core/test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front \
+        --deselect=tests/core/test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page \
         "$@"
 
 echo "== sanitizer run passed in $((SECONDS - started)) s"

@@ -1,0 +1,668 @@
+# SyncEmbeddingCache: the public, thread-safe face of one Table.
+#
+# Owns: argument checking, the lock, the clock, and the calls into the table.
+# Every method follows one pattern: check and convert its arguments (raising
+# leaves the cache untouched), read a user clock, take the lock, call table
+# functions that cannot fail (or fail before changing anything), drop the lock,
+# then build whatever Python objects it returns.
+
+
+cdef object _flights_factory = None
+
+# policy= names -> POLICY_* kinds (core/policy.pxi), and back
+cdef dict POLICIES = {"lru": POLICY_LRU, "tinylfu": POLICY_TINYLFU}
+cdef tuple POLICY_NAMES = ("lru", "tinylfu")
+
+# --- fork ---------------------------------------------------------------------------
+# A fork while another thread is inside a cache operation (a long copy runs
+# without the GIL) would hand the child a lock held forever by a thread that does
+# not exist there. So the forking thread takes every live cache's lock first
+# (waiting for operations in progress to finish; no operation waits on anything
+# while it holds a lock) and both sides release them after the fork: the child
+# gets every cache unlocked and consistent. The garbage collector is paused in
+# between, so no finalizer can call a cache whose lock this thread holds.
+cdef object _live_caches = weakref.WeakSet()
+cdef list _held_for_fork = []
+cdef bint _gc_was_enabled = False
+
+
+def _lock_caches_for_fork():
+    global _gc_was_enabled
+    _gc_was_enabled = gc.isenabled()
+    gc.disable()
+    _held_for_fork[:] = list(_live_caches)
+    cdef SyncEmbeddingCache cache
+    for cache in _held_for_fork:
+        embcache_lock_acquire(&cache.lock)
+
+
+def _unlock_caches_after_fork():
+    cdef SyncEmbeddingCache cache
+    for cache in _held_for_fork:
+        embcache_lock_release(&cache.lock)
+    _held_for_fork.clear()
+    if _gc_was_enabled:
+        gc.enable()
+
+
+def _reset_locks_in_child():
+    # the parent's waiters do not exist here: every lock is simply free
+    cdef SyncEmbeddingCache cache
+    for cache in _held_for_fork:
+        embcache_lock_reset(&cache.lock)
+    _held_for_fork.clear()
+    if _gc_was_enabled:
+        gc.enable()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(before=_lock_caches_for_fork, after_in_parent=_unlock_caches_after_fork,
+                        after_in_child=_reset_locks_in_child)
+
+
+def set_flights_factory(factory):
+    """Make every SyncEmbeddingCache created from now on call ``factory()`` once
+    and keep the result as its ``flights`` (the single-flight registry behind
+    ``get_or_compute``). embcache's single-flight module calls this at import;
+    the core itself imports nothing above it."""
+    global _flights_factory
+    if not callable(factory):
+        raise ArgumentTypeError(f"factory must be callable, got {type(factory).__name__}")
+    _flights_factory = factory
+
+
+cdef inline double monotonic_now() noexcept nogil:
+    cdef timespec ts
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
+
+
+cdef inline void copy_rows(float32_t *dst, const float32_t *src, size_t nbytes) noexcept:
+    """memcpy that drops the GIL for long copies (the caller holds the cache lock)."""
+    if nbytes >= GIL_FREE_COPY_BYTES:
+        with nogil:
+            memcpy(dst, src, nbytes)
+    else:
+        memcpy(dst, src, nbytes)
+
+
+cdef str name_dims(const dim_t *named, int n_dims):
+    listed = ", ".join([str(named[i]) for i in range(min(n_dims, NAMED_DIMS))])
+    if n_dims > NAMED_DIMS:
+        return f"more than {NAMED_DIMS} different dimensions ({listed}, ...)"
+    return f"{n_dims} different dimensions ({listed})"
+
+
+@cython.final
+cdef class SyncEmbeddingCache:
+    """Thread-safe, synchronous embedding cache: the core behind EmbeddingCache.
+
+    SyncEmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
+                       *, dim=None, clock=None, policy="lru")
+
+    Vectors are stored as float32 rows of a slab, one per distinct dimension,
+    each reserving at once every row it may ever need (the OS maps pages in as
+    rows are written); with `dim` given, that slab is reserved here. The entry
+    table and the index grow with use, so large bounds cost nothing up front.
+    When `max_entries` or `max_memory_mb` would be exceeded, expired entries go
+    first, then the policy's victims: least-recently-used ones under
+    ``policy="lru"``; under ``policy="tinylfu"`` (W-TinyLFU: an admission window,
+    a segmented main region and a frequency sketch, README "Eviction policy")
+    the window's oldest entry enters the main region only if it was accessed
+    more often than the entries it would displace. `ttl_seconds` expires an entry that
+    long after its last write (None: never). `clock` is a zero-argument callable
+    returning monotonic seconds (tests); by default the C monotonic clock is read.
+    Bad arguments raise ArgumentTypeError / ArgumentValueError.
+    """
+
+    def __cinit__(self, max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
+                  *, dim=None, clock=None, policy="lru"):
+        # the Table is zeroed with the object, so __dealloc__ is safe from here on
+        cdef Py_ssize_t max_entries_ = as_count(max_entries, "max_entries", 1, MAX_SLOTS)
+        cdef double ttl = 0.0
+        if ttl_seconds is not None:
+            ttl = as_positive_number(ttl_seconds, "ttl_seconds")
+            if ttl == INFINITY:
+                ttl = 0.0
+        mb = as_positive_number(max_memory_mb, "max_memory_mb")
+        if mb >= 2.0 ** 42:
+            raise ArgumentValueError(f"max_memory_mb must be finite and below 2**42, got {max_memory_mb!r}")
+        cdef dim_t dim_ = 0
+        if dim is not None:
+            dim_ = as_count(dim, "dim", 1, 2 ** 40)
+        if clock is not None:
+            if not callable(clock):
+                raise ArgumentTypeError(
+                    f"clock must be a callable returning seconds, got {type(clock).__name__}")
+            read_clock(clock)     # fail now, not at the first put
+        if not isinstance(policy, str):
+            raise ArgumentTypeError(f"policy must be a str, got {type(policy).__name__}")
+        if policy not in POLICIES:
+            raise ArgumentValueError(
+                f"policy must be one of {', '.join(map(repr, POLICIES))}, got {policy!r}")
+        cdef int policy_kind = POLICIES[policy]
+        cdef Py_ssize_t budget = <Py_ssize_t>math.floor(mb * 1048576.0)
+        cdef Py_ssize_t fixed = 0, per_entry = 0
+        if policy_kind == POLICY_TINYLFU:
+            fixed = <Py_ssize_t>(sketch_words_for(
+                tinylfu_capacity(<slot_t>max_entries_, budget, dim_), budget) * 8)
+            per_entry = POLICY_SLOT_BYTES
+        if dim_ and entry_bytes(dim_) + per_entry + fixed > budget:
+            raise EntryTooLargeError(
+                f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim_} "
+                f"({entry_bytes(dim_) + per_entry} bytes with metadata"
+                + (f", after the policy's {fixed} bytes)" if fixed else ")"))
+        self.clock = clock
+        self.max_memory_mb_arg = max_memory_mb
+        self.ttl_seconds_arg = ttl_seconds
+        table_init(&self.table, <slot_t>max_entries_, budget, ttl, dim_, clock is not None)
+        if policy_init(&self.table, policy_kind) != 0:
+            raise MemoryError("could not allocate the W-TinyLFU frequency sketch")
+        # The tables start small and grow with use (up to the bounds), whatever the
+        # limits: a huge max_entries costs nothing until entries arrive. A fixed
+        # dim's slab reserves its address space now; pages map in as rows are written.
+        if resize_index(&self.table, MIN_INDEX_CELLS) != 0:
+            raise MemoryError()
+        if dim_ and add_slab(&self.table, dim_) < 0:
+            raise MemoryError(f"could not reserve the slab for vectors of dim {dim_}")
+        # made here, not on first use, so threads racing on a new cache share one
+        if _flights_factory is not None:
+            self.flights = _flights_factory()
+        _live_caches.add(self)
+
+    def __dealloc__(self):
+        table_free(&self.table)
+
+    # -- time ----------------------------------------------------------------------
+
+    cdef double now_unlocked(self) except? -1.0:
+        """A user clock's reading, taken before the lock (0 when nothing expires)."""
+        if self.table.ttl_seconds > 0 and self.table.user_clock:
+            return read_clock(self.clock)
+        return 0.0
+
+    cdef double now_locked(self, double given) noexcept nogil:
+        cdef Table *t = &self.table
+        if t.ttl_seconds <= 0:
+            return 0.0
+        if not t.user_clock:
+            return monotonic_now()
+        # A user clock is read before the lock is taken, so a thread may arrive
+        # with an older reading than one already used: never go back in time
+        # (write order must stay expiry order).
+        if given < t.last_now:
+            return t.last_now
+        t.last_now = given
+        return given
+
+    # -- checks shared by the methods --------------------------------------------------
+
+    cdef int check_dim(self, dim_t dim, str what) except -1:
+        if self.table.dim and dim != self.table.dim:
+            raise DimensionMismatchError(
+                f"{what} has dim {dim}, but this cache stores dim {self.table.dim}")
+        cdef Py_ssize_t need = entry_bytes(dim) + self.table.policy_entry_bytes
+        cdef Py_ssize_t room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
+        if need > room:
+            raise EntryTooLargeError(
+                f"{what}: a vector of dim {dim} needs {need} bytes with metadata, "
+                f"more than the whole budget of {room} bytes "
+                f"(max_memory_mb={self.max_memory_mb_arg!r}"
+                + (f", less the policy's {self.table.policy_fixed_bytes} bytes)"
+                   if self.table.policy_fixed_bytes else ")"))
+        return 0
+
+    cdef dim_t check_out(self, object out, Py_ssize_t n) except -1:
+        """The columns of a get_many `out` buffer for `n` keys, once it is a writable,
+        C-contiguous, native float32 (n, dim) array that fits the cache."""
+        if not cnp.PyArray_CheckExact(out):
+            raise ArgumentTypeError(f"out must be a numpy.ndarray (not a subclass), got "
+                                    f"{type(out).__module__}.{type(out).__name__}")
+        cdef cnp.ndarray arr = <cnp.ndarray>out
+        if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISNOTSWAPPED(arr)
+                or cnp.PyArray_NDIM(arr) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+                or not cnp.PyArray_ISWRITEABLE(arr)):
+            raise ArgumentTypeError(
+                "out must be a writable, C-contiguous, native-order float32 array of shape "
+                f"(len(keys), dim); got dtype {out.dtype}, shape {out.shape}, "
+                f"C-contiguous {bool(cnp.PyArray_IS_C_CONTIGUOUS(arr))}, "
+                f"writable {bool(cnp.PyArray_ISWRITEABLE(arr))}")
+        if cnp.PyArray_DIM(arr, 0) != n:
+            raise ArgumentValueError(f"out has {cnp.PyArray_DIM(arr, 0)} rows for {n} keys")
+        cdef dim_t out_dim = cnp.PyArray_DIM(arr, 1)
+        if self.table.dim and out_dim != self.table.dim:
+            raise DimensionMismatchError(
+                f"out has {out_dim} columns, but this cache stores dim {self.table.dim}")
+        return out_dim
+
+    cdef dim_t decide_dim(self, tuple keys, dim_t out_dim) except -1:
+        """The dimension a batch lookup of `keys` answers in: `out`'s columns when
+        given (out_dim >= 0), else that of the live entries, else the fixed dim
+        (0 when nothing fixes it). Changes nothing, counts nothing."""
+        cdef dim_t named[NAMED_DIMS]
+        cdef int n_dims = 0
+        cdef dim_t live
+        cdef double given = self.now_unlocked()
+        embcache_lock_acquire(&self.lock)
+        live = batch_dim(&self.table, PySequence_Fast_ITEMS(keys), len(keys),
+                         self.now_locked(given), named, &n_dims)
+        embcache_lock_release(&self.lock)
+        if n_dims > 1:
+            raise DimensionMismatchError(
+                f"the keys hold entries of {name_dims(named, n_dims)}; "
+                "one batch must share one dimension")
+        if out_dim >= 0:
+            if n_dims == 1 and live != out_dim:
+                raise DimensionMismatchError(
+                    f"out has {out_dim} columns, but the entries have dim {live}")
+            return out_dim
+        return live if n_dims == 1 else self.table.dim
+
+    cdef int read_rows(self, tuple keys, Py_ssize_t start, Py_ssize_t stop, cnp.ndarray matrix,
+                       cnp.ndarray found) except -1:
+        """Look up keys [start, stop) into rows [start, stop) of `matrix` and `found`."""
+        cdef dim_t dim = cnp.PyArray_DIM(matrix, 1)
+        cdef PyObject **items = PySequence_Fast_ITEMS(keys) + start
+        cdef float32_t *rows = <float32_t *>cnp.PyArray_DATA(matrix) + <size_t>start * <size_t>dim
+        cdef cnp.npy_bool *hit = <cnp.npy_bool *>cnp.PyArray_DATA(found) + start
+        cdef Py_ssize_t count = stop - start
+        cdef double given = self.now_unlocked()
+        cdef double now
+        embcache_lock_acquire(&self.lock)
+        now = self.now_locked(given)
+        if <size_t>count * <size_t>dim * 4 >= GIL_FREE_COPY_BYTES:
+            with nogil:
+                copy_out_rows(&self.table, items, count, rows, dim, hit, now)
+        else:
+            copy_out_rows(&self.table, items, count, rows, dim, hit, now)
+        embcache_lock_release(&self.lock)
+        return 0
+
+    cdef int store_matrix(self, tuple keys, Py_ssize_t start, Py_ssize_t stop,
+                          const Source *first, Py_ssize_t row_stride) except -1:
+        """Store rows [start, stop) (checked) of a matrix under keys [start, stop)."""
+        if start == stop:
+            return 0
+        cdef Source row0 = first[0]
+        row0.data = first.data + start * row_stride
+        cdef Py_ssize_t count = stop - start
+        cdef PyObject **items = PySequence_Fast_ITEMS(keys) + start
+        cdef double given = self.now_unlocked()
+        cdef double now
+        cdef int32_t slab_index
+        embcache_lock_acquire(&self.lock)
+        now = self.now_locked(given)
+        slab_index = prepare_put(&self.table, row0.n, count)
+        if slab_index >= 0:
+            if <size_t>count * <size_t>row0.n * 4 >= GIL_FREE_COPY_BYTES:
+                with nogil:
+                    store_rows(&self.table, items, &row0, count, row_stride, slab_index, now)
+            else:
+                store_rows(&self.table, items, &row0, count, row_stride, slab_index, now)
+        embcache_lock_release(&self.lock)
+        if slab_index < 0:
+            raise MemoryError(f"could not allocate room for {count} vectors of dim {row0.n}")
+        return 0
+
+
+    # -- single entries ------------------------------------------------------------
+
+    def put(self, key, vector):
+        """Store a float32 copy of `vector` under `key`.
+
+        `vector` is any 1-D array-like of real numbers (lists, tuples, any real
+        dtype, any strides); the caller may reuse its buffer at once. Overwriting
+        a key replaces the vector, renews its TTL and makes it most recent. When
+        the cache is full (entries or memory), expired entries go first, then
+        the policy's victims: least-recently-used ones under "lru"; under
+        "tinylfu" the new key always enters the admission window, and the
+        window's oldest entry either displaces colder main-region entries or is
+        itself evicted (an admission rejection, counted in CacheInfo, never an
+        error). A rejected call leaves the cache unchanged:
+        KeyTypeError for a key that is not a CacheKey, VectorTypeError for data
+        that is not real numbers, InvalidVectorError for a vector that is not
+        1-D, is empty, or holds NaN/inf, DimensionMismatchError for a dimension
+        other than the fixed `dim`, EntryTooLargeError when one entry exceeds the
+        whole memory budget.
+        """
+        check_key(key)
+        cdef Source src
+        owner = read_vector(vector, &src)     # keeps the memory src points at alive
+        self.check_dim(src.n, "vector")       # before any pass over the values
+        cdef bint long_copy = <size_t>src.n * 4 >= GIL_FREE_COPY_BYTES
+        cdef Py_ssize_t bad
+        if long_copy:
+            with nogil:
+                bad = first_unstorable(&src)
+        else:
+            bad = first_unstorable(&src)
+        if bad >= 0:
+            raise unstorable_error(f"vector[{bad}]", &src, bad)
+        cdef double given = self.now_unlocked()
+        cdef int32_t slab_index
+        cdef const KeyId *k = &(<CacheKey>key).ident
+        embcache_lock_acquire(&self.lock)
+        slab_index = prepare_put(&self.table, src.n, 1)
+        if slab_index >= 0:
+            if long_copy:
+                with nogil:
+                    store(&self.table, k, &src, slab_index, self.now_locked(given))
+            else:
+                store(&self.table, k, &src, slab_index, self.now_locked(given))
+        embcache_lock_release(&self.lock)
+        if slab_index < 0:
+            raise MemoryError(f"could not allocate room for a vector of dim {src.n}")
+
+    def get(self, key):
+        """The vector stored under `key` as a new float32 array of shape (dim,),
+        owned by the caller; None on a miss. A hit makes the entry most recent
+        (its TTL is unchanged); an expired entry is a miss and is reclaimed."""
+        check_key(key)
+        cdef double given = self.now_unlocked()
+        cdef slot_t s
+        cdef cnp.npy_intp dim
+        cdef cnp.ndarray out = None
+        cdef Table *t = &self.table
+        embcache_lock_acquire(&self.lock)
+        try:
+            s = find(t, &(<CacheKey>key).ident)
+            if s != NO_SLOT and t.ttl_seconds > 0 and expired(t, s, self.now_locked(given)):
+                t.stats.expirations += 1
+                discard(t, s)
+                s = NO_SLOT
+            if s == NO_SLOT:
+                t.stats.misses += 1
+                policy_on_miss(t, &(<CacheKey>key).ident)
+                return None
+            # The one object built under the lock: numpy arrays are not tracked by
+            # the garbage collector, so allocating one cannot run code that
+            # re-enters; if it fails (MemoryError), the finally drops the lock.
+            dim = dim_of(t, s)
+            out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
+            copy_rows(<float32_t *>cnp.PyArray_DATA(out), row_of(t, s), <size_t>dim * 4)
+            t.stats.hits += 1
+            policy_on_hit(t, s)
+            return out
+        finally:
+            embcache_lock_release(&self.lock)
+
+    def remove(self, key):
+        """Delete `key`; True if a live entry was removed (expired counts as absent)."""
+        check_key(key)
+        cdef double given = self.now_unlocked()
+        cdef slot_t s
+        embcache_lock_acquire(&self.lock)
+        s = find_live(&self.table, &(<CacheKey>key).ident, self.now_locked(given))
+        if s != NO_SLOT:
+            self.table.stats.removals += 1
+            discard(&self.table, s)
+        embcache_lock_release(&self.lock)
+        return s != NO_SLOT
+
+    def __contains__(self, key):
+        """Whether `key` has a live entry. No stats, no recency change."""
+        check_key(key)
+        cdef double given = self.now_unlocked()
+        cdef slot_t s
+        cdef bint live
+        embcache_lock_acquire(&self.lock)
+        s = find(&self.table, &(<CacheKey>key).ident)
+        live = s != NO_SLOT and not expired(&self.table, s, self.now_locked(given))
+        embcache_lock_release(&self.lock)
+        return live
+
+    # -- batches -------------------------------------------------------------------
+
+    def get_many(self, keys, out=None):
+        """Look up many keys at once: returns ``(matrix, found)``.
+
+        `matrix` is a C-contiguous float32 array of shape (len(keys), dim) whose
+        row i is the vector of keys[i], or zeros when keys[i] missed; `found` is a
+        bool array of shape (len(keys),). Duplicated keys are fine; every key
+        counts as one hit or one miss, and hits become most recent. When nothing
+        fixes the dimension (no hit, no fixed `dim`, no `out`), matrix has shape
+        (len(keys), 0). With `out` (a writable, C-contiguous float32 array of shape
+        (len(keys), dim)) the rows are written there and `out` is returned.
+
+        Raises KeyTypeError for a key that is not a CacheKey,
+        DimensionMismatchError when live entries of several dimensions are
+        requested together (naming them) or `out` has the wrong dimension, and
+        ArgumentTypeError / ArgumentValueError for a bad `out`; the cache is then
+        unchanged. Row copies of large batches run without the GIL.
+        """
+        cdef tuple seq = as_key_tuple(keys, "get_many")
+        cdef Py_ssize_t n = len(seq)
+        cdef dim_t dim = self.check_out(out, n) if out is not None else -1
+        dim = self.decide_dim(seq, dim)
+        matrix = out if out is not None else np.empty((n, dim), dtype=np.float32)
+        found = np.empty(n, dtype=np.bool_)
+        self.read_rows(seq, 0, n, matrix, found)
+        return matrix, found
+
+    def put_many(self, keys, matrix):
+        """Store row i of `matrix` under keys[i], as if by put() in order.
+
+        `matrix` is any (len(keys), dim) real array-like (any real dtype, any
+        strides). Everything is checked before anything is stored, so a bad row
+        stores nothing; errors are those of put(), naming the row and element.
+        Rows are copied without the GIL when the batch is large.
+        """
+        cdef tuple seq = as_key_tuple(keys, "put_many")
+        cdef Py_ssize_t n = len(seq)
+        cdef Source first
+        cdef Py_ssize_t row_stride
+        owner = read_matrix(matrix, n, "matrix", &first, &row_stride)
+        if n == 0:
+            return
+        self.check_dim(first.n, "matrix")
+        check_rows(&first, row_stride, 0, n, "matrix")
+        self.store_matrix(seq, 0, n, &first, row_stride)
+
+    def put_batch(self, keys, matrix, *, str what not None="matrix", dim=None):
+        """A PutBatch of `matrix`'s rows under `keys`, bound to this cache: the
+        keys, the matrix's type and shape and its dimension (against this
+        cache's `dim`, its budget and `dim` if given) are checked now; nothing is
+        stored. ``take()`` then checks the values into a private copy (in slices
+        if wanted) and ``store()`` stores them. Error messages start with `what`."""
+        return PutBatch.create(self, keys, matrix, what, dim)
+
+    def get_batch(self, keys, out=None):
+        """A GetBatch for `keys`, bound to this cache: the keys and `out` are
+        checked and the batch's dimension decided now (as get_many would, raising
+        what it would raise); nothing changes and nothing is counted until
+        ``read()`` looks keys up (in slices if wanted)."""
+        return GetBatch.create(self, keys, out)
+
+    def get_or_compute(self, keys, compute, *, timeout=None):
+        """The (len(keys), dim) float32 matrix for `keys`, computing only what is
+        missing: ``compute(missing_keys)`` is called at most once, with the
+        distinct missing keys in order, and must return an (m, dim) array-like;
+        its rows are stored. Single flight: a key another caller is already
+        computing is waited for, not computed again. If compute raises, nothing
+        is stored and every waiter for those keys gets (a copy of) the exception.
+        `timeout` (seconds, or None) bounds the whole call: a caller still waiting
+        then raises FlightTimeoutError (a TimeoutError); a compute running in
+        this thread is never interrupted."""
+        if self.flights is None:
+            raise RuntimeError("get_or_compute needs embcache's single-flight registry: "
+                               "import embcache before creating caches")
+        return self.flights.get_or_compute(self, keys, compute, timeout=timeout)
+
+    # -- the whole cache -------------------------------------------------------------
+
+    def clear(self):
+        """Remove every entry. Statistics (hits, misses, ...) are kept. A cache
+        with a fixed `dim` keeps its slab's memory for refilling; one without
+        returns its slabs to the OS."""
+        embcache_lock_acquire(&self.lock)
+        clear_table(&self.table)
+        embcache_lock_release(&self.lock)
+
+    def __len__(self):
+        """Live entries (expired ones are reclaimed first and not counted)."""
+        cdef double given = self.now_unlocked()
+        cdef slot_t size
+        embcache_lock_acquire(&self.lock)
+        purge_expired(&self.table, self.now_locked(given))
+        size = self.table.size
+        embcache_lock_release(&self.lock)
+        return size
+
+    def get_cache_info(self):
+        """A CacheInfo snapshot: size, bounds, exact memory accounting and stats."""
+        cdef double given = self.now_unlocked()
+        cdef Table *t = &self.table
+        cdef int32_t i, n_dims = 0
+        cdef Py_ssize_t allocated, reserved = 0, size, used
+        cdef Stats stats
+        cdef unsigned long long rejections
+        cdef dim_t *live_dims
+        # Only C values are gathered under the lock: creating Python objects there
+        # could start a garbage collection whose finalizers re-enter the cache.
+        embcache_lock_acquire(&self.lock)
+        purge_expired(t, self.now_locked(given))
+        allocated = (<Py_ssize_t>t.entry_capacity * sizeof(Entry)
+                     + <Py_ssize_t>(t.cell_mask + 1) * sizeof(Cell)
+                     + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t))
+                     + policy_allocated_bytes(t))
+        live_dims = <dim_t *>malloc((t.n_slabs + 1) * sizeof(dim_t))
+        for i in range(t.n_slabs):
+            # the kernel says which of the pages the written rows may hold are in
+            allocated += <Py_ssize_t>resident_bytes(&t.slabs[i])
+            reserved += <Py_ssize_t>slab_bytes(&t.slabs[i])
+            if t.slabs[i].used and live_dims != NULL:
+                live_dims[n_dims] = t.slabs[i].dim
+                n_dims += 1
+        size = t.size
+        used = t.used_bytes
+        stats = t.stats
+        rejections = t.admission_rejections
+        embcache_lock_release(&self.lock)
+        if live_dims == NULL:
+            raise MemoryError()
+        dims = sorted([live_dims[i] for i in range(n_dims)])
+        free(live_dims)
+        lookups = stats.hits + stats.misses
+        return CacheInfo(
+            size=size,
+            max_entries=t.max_entries,
+            memory_usage_bytes=used,
+            memory_usage_mb=used / 1048576.0,
+            max_memory_mb=self.max_memory_mb_arg,
+            hits=stats.hits,
+            misses=stats.misses,
+            hit_rate=stats.hits / lookups if lookups else 0.0,
+            evictions=stats.evictions,
+            expirations=stats.expirations,
+            puts=stats.puts,
+            overwrites=stats.overwrites,
+            removals=stats.removals,
+            ttl_seconds=self.ttl_seconds_arg,
+            dim=t.dim or None,
+            dims=tuple(dims),
+            entry_overhead_bytes=ENTRY_OVERHEAD + t.policy_entry_bytes,
+            memory_budget_bytes=t.memory_budget_bytes,
+            allocated_bytes=allocated,
+            reserved_bytes=reserved,
+            policy=POLICY_NAMES[t.policy],
+            admission_rejections=rejections,
+            policy_bytes=t.policy_fixed_bytes,
+        )
+
+    # -- snapshots (core/snapshot/save.pxi, core/snapshot/load.pxi) ------------------------------
+
+    def save(self, path):
+        """Write every live entry to the snapshot file `path`; returns how many.
+
+        The file names each entry by its stable ``CacheKey.digest`` and keeps its
+        vector, its remaining TTL (as a wall-clock expiry) and the recency order;
+        the limits are recorded too. It is written to a temporary file in the same
+        folder, fsynced and renamed over `path` (the folder fsynced after), so a
+        crash or a full disk leaves the previous snapshot intact; a failure raises
+        OSError and leaves no temporary file. A `path` that is a symbolic link is
+        written through: the file it names is replaced the same way, the link kept.
+        A folder that is missing raises FileNotFoundError, one that is a file
+        SnapshotFolderError (an OSError, errno ENOTDIR). The cache lock is held only in short
+        steps (rows are copied ~4 MiB at a time, file writes and checksums run
+        without the lock and the GIL): other threads keep using the cache, and an
+        entry they remove or rewrite meanwhile is left out or saved as rewritten.
+        """
+        return snapshot_save(self, path)
+
+    @classmethod
+    def load(cls, path, *, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET,
+             dim=UNSET, clock=None, policy="lru"):
+        """A new cache holding the entries of the snapshot file `path`.
+
+        Every keyword is optional: a limit not given is the one the snapshot
+        recorded (``ttl_seconds=None`` / ``dim=None`` given explicitly mean no
+        TTL / any dimension). Entries whose expiry passed while on disk are
+        dropped; the rest keep their remaining TTL (cut to `ttl_seconds` if that
+        is shorter; a snapshot without TTL loaded with one gives every entry a
+        fresh TTL) and their recency order. When the limits are smaller, the most
+        recent entries that fit are kept, under any policy. Statistics start at zero. `clock` and
+        `policy` are the constructor's (the snapshot records neither; under
+        "tinylfu" the loaded entries start with an empty frequency sketch).
+
+        Everything is checked before a cache is returned: SnapshotError (a
+        ValueError) says what is wrong with an empty, truncated, corrupt, spliced
+        (mixing two saves' bytes), foreign or other-version file, FileNotFoundError
+        for a missing one,
+        DimensionMismatchError when `dim` differs from the snapshot's vectors,
+        and the constructor's errors for bad limits.
+        """
+        return snapshot_load(path, max_entries, ttl_seconds, max_memory_mb, dim, clock, policy)
+
+    @property
+    def max_entries(self):
+        """The bound on the number of entries."""
+        return self.table.max_entries
+
+    @property
+    def max_memory_mb(self):
+        """The memory budget in MiB, as given."""
+        return self.max_memory_mb_arg
+
+    @property
+    def ttl_seconds(self):
+        """Seconds an entry lives after its last write, or None."""
+        return self.ttl_seconds_arg
+
+    @property
+    def policy(self):
+        """The eviction policy: "lru" or "tinylfu"."""
+        return POLICY_NAMES[self.table.policy]
+
+    @property
+    def dim(self):
+        """The fixed vector dimension, or None when any dimension is accepted."""
+        return self.table.dim or None
+
+    def __repr__(self):
+        return (f"SyncEmbeddingCache(size={self.table.size}, max_entries={self.table.max_entries}, "
+                f"memory={self.table.used_bytes} of {self.table.memory_budget_bytes} bytes, "
+                f"ttl_seconds={self.ttl_seconds_arg!r}, dim={self.table.dim or None}, "
+                f"policy={POLICY_NAMES[self.table.policy]!r})")
+
+    def _probe_lengths(self):
+        """``(mean, longest)`` cells a lookup of a live key visits (1.0 is every key
+        in its home cell); for tests and benchmarks of hostile key sets."""
+        cdef size_t total, longest
+        cdef slot_t size
+        embcache_lock_acquire(&self.lock)
+        probe_lengths(&self.table, &total, &longest)
+        size = self.table.size
+        embcache_lock_release(&self.lock)
+        return (<double>total / size if size else 0.0), longest
+
+    def _check_invariants(self):
+        """Walk every structure and raise AssertionError on the first broken
+        invariant (index <-> policy <-> expiry list <-> free slots <-> slab rows <->
+        accounting). O(capacity); for tests and debugging."""
+        cdef Violation v
+        cdef int broken
+        embcache_lock_acquire(&self.lock)
+        broken = check_table(&self.table, &v)
+        embcache_lock_release(&self.lock)
+        if broken:
+            raise AssertionError(VIOLATIONS[v.code].format(a=v.a, b=v.b, c=v.c))

@@ -1,0 +1,1 @@
+"""``CachedEmbedder``: a model's embedding function behind a cache (``embedder``)."""

@@ -1,0 +1,136 @@
+"""MGET read straight into a float32 matrix over a redis-py asyncio connection.
+
+redis-py stays the connection layer (pooling, TLS, auth, Sentinel, health
+checks, its retry policy): the command is sent through the connection the
+client's pool hands out, and only the reply is read here, from that
+connection's stream, chunk by chunk, by embcache._core.MgetReader (C), which
+checks every value as embcache.tier.wire.decode_values does and copies each
+payload once into its row. No Python object is made per value.
+
+A connection this path cannot read (no asyncio stream, a single-connection
+client) makes ``direct_mget`` answer None: the caller then uses the client's
+own ``mget`` and decode_values. Whenever a reply is not read to its end (a
+timeout, a cancellation, a protocol error, a push message in its way) the
+connection is disconnected before it goes back to the pool, as redis-py does,
+so a later command never reads the rest of it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._core import MGET_DONE, MGET_MORE, MGET_REPLY_ERROR, MgetReader
+from embcache.tier.wire import Decoded
+
+try:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import InvalidResponse, ResponseError
+except ImportError as exc:  # pragma: no cover - embcache.redis reports it first
+    raise ImportError(
+        'embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis '
+        '(from a clone of embcache: pip install ".[redis]")'
+    ) from exc
+
+__all__ = ["READ_BYTES", "direct_mget", "joined_spans"]
+
+READ_BYTES = 1 << 22
+"""The most bytes asked of the stream per read (it answers what it holds)."""
+
+
+def _stream_of(conn: Any) -> asyncio.StreamReader | None:
+    stream = getattr(conn, "_reader", None)
+    return stream if isinstance(stream, asyncio.StreamReader) else None
+
+
+async def _read_reply(conn: Any, reader: MgetReader) -> None:
+    """Read the reply to the MGET just sent on `conn` into `reader`."""
+    stream = _stream_of(conn)
+    if stream is None:
+        raise RedisConnectionError("Connection closed before the reply was read")
+    read = stream.read
+    feed = reader.feed
+    status = MGET_MORE
+    while status == MGET_MORE:
+        data = await read(READ_BYTES)
+        if not data:
+            raise RedisConnectionError("Connection closed by server.")
+        status = feed(data)
+    if status == MGET_REPLY_ERROR:
+        raise ResponseError(reader.error_text)
+    if status != MGET_DONE:
+        raise InvalidResponse("Protocol error: not a reply to MGET of vectors")
+    if reader.extra:
+        raise InvalidResponse("Protocol error: bytes after the reply to MGET")
+
+
+async def direct_mget(
+    client: Any,
+    command: bytes,
+    n: int,
+    dim: int | None,
+    out: npt.NDArray[np.float32] | None,
+) -> Decoded | None:
+    """The values of the `n` keys of `command` (``MGET`` packed as RESP:
+    embcache.tier.wire.mget_command) decoded (see decode_values; with `out`,
+    into it), read in one round trip on a connection of `client`'s pool; None
+    when `client` cannot be read this way (nothing was sent then). Raises what
+    the client's own ``mget`` would for a failure (ConnectionError,
+    TimeoutError, ResponseError) and InvalidResponse for a reply that is not
+    one to that MGET."""
+    if getattr(client, "connection", None) is not None:
+        return None  # a single-connection client: its lock is redis-py's own
+    pool = client.connection_pool
+    conn = await pool.get_connection()
+    try:
+        if _stream_of(conn) is None:
+            return None
+        holder: list[MgetReader] = []
+
+        async def attempt() -> None:
+            if holder and out is not None:
+                out.fill(0.0)  # rows of the attempt that failed
+            holder[:] = [MgetReader(n, dim, out)]
+            await conn.send_packed_command(command)
+            try:
+                await _read_reply(conn, holder[0])
+            except ResponseError:
+                if holder[0].extra:  # bytes after the error line were taken: out of step
+                    await conn.disconnect(nowait=True)
+                raise  # an error reply was read whole: the connection is in step
+            except BaseException:
+                await conn.disconnect(nowait=True)
+                raise
+
+        async def failed(error: BaseException) -> None:
+            await conn.disconnect()
+
+        await conn.retry.call_with_retry(attempt, failed)
+        interval = getattr(conn, "health_check_interval", 0)
+        if interval:  # a reply was read, as after redis-py's own read_response
+            conn.next_health_check = asyncio.get_running_loop().time() + interval
+        reader = holder[0]
+        return Decoded(reader.rows, reader.index, reader.errors)
+    finally:
+        await pool.release(conn)
+
+
+def joined_spans(
+    parts: list[tuple[int, Decoded]], dim: int | None, out: npt.NDArray[np.float32] | None
+) -> Decoded:
+    """The spans' decoded values as one (their rows of one dimension, `dim`; a
+    span whose rows have another, read before `dim` was known, misses)."""
+    errors = sum(part.errors for _, part in parts)
+    if out is not None:
+        index = np.concatenate([part.index + start for start, part in parts])
+        return Decoded(out, index, errors)
+    keep = [(s, p) for s, p in parts if len(p.index) and p.rows.shape[1] == dim]
+    errors += sum(len(p.index) for s, p in parts if len(p.index) and p.rows.shape[1] != dim)
+    if not keep:
+        return Decoded(np.empty((0, dim or 0), dtype=np.float32), np.empty(0, np.intp), errors)
+    rows = np.concatenate([p.rows for _, p in keep])
+    index = np.concatenate([p.index + s for s, p in keep])
+    return Decoded(rows, index, errors)

@@ -1,0 +1,575 @@
+"""RedisTier: Redis (or Redis Cluster) as the shared second tier of an
+EmbeddingCache, so worker processes on many machines compute each embedding once.
+
+    from redis.asyncio import Redis            # or redis.asyncio.cluster.RedisCluster
+    from embcache import EmbeddingCache
+    from embcache.redis import RedisTier
+
+    tier = RedisTier(Redis(host="127.0.0.1"), prefix="embcache", ttl_seconds=86_400)
+    cache = EmbeddingCache(100_000, 3600, 512, dim=768, tier=tier)
+
+The cache reads its in-process tier first and Redis for what it misses (one
+round trip per batch; per node on a cluster), fills the in-process tier with
+what Redis had, and writes what it stores or computes to Redis too (pipelined,
+``SET ... PX`` when `ttl_seconds` is set). Values are binary (a 12-byte header,
+then little-endian float32: embcache.tier.wire); keys are
+``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
+``tier_errors``. From one server (not a cluster), the reply to MGET is read
+straight into the float32 rows, on a connection of the client's own pool
+(embcache.tier.mget), with no Python object per value.
+
+Faults: every Redis call is bounded by `timeout_seconds` (a batch past
+CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
+reply) is counted and answered as a miss, never raised.
+After FAILURES_TO_OPEN failures in a row the tier is skipped for
+`cooldown_seconds` (the circuit breaker is open: calls cost a clock read), then
+one call tries Redis again. ``drop_model`` is the exception: an explicit
+administrative call, it raises RedisTierError when Redis fails.
+
+Needs redis-py >= 5 (``pip install ".[redis]"`` from a clone, which adds hiredis). A
+RedisTier, like its client, belongs to the event loop it is used on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import binascii
+import logging
+import sys
+from collections.abc import AsyncIterator, Awaitable, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._core import CacheKey, as_key_tuple
+from embcache.errors import ArgumentTypeError, ArgumentValueError, RedisTierError
+from embcache.tier.breaker import Breaker
+from embcache.tier.mget import direct_mget, joined_spans
+from embcache.tier.wire import (
+    DIGEST_HEX,
+    HEADER,
+    Decoded,
+    check_positive_seconds,
+    decode_values,
+    encode_rows,
+    key_prefix,
+    mget_command,
+    model_pattern,
+)
+
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
+    raise ImportError(
+        'embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis '
+        '(from a clone of embcache: pip install ".[redis]")'
+    ) from exc
+
+__all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierStats"]
+
+FAILURES_TO_OPEN = 3
+"""Failed Redis calls in a row that open the circuit breaker."""
+
+CALL_BYTES = 8 << 20
+"""About the most vector bytes one Redis call moves: a larger batch is read or
+written in several calls (one after another), each bounded by timeout_seconds."""
+
+SCAN_COUNT = 1000
+"""Keys asked per SCAN step (and deleted per UNLINK) by drop_model."""
+
+_PREFIX_FORBIDDEN = frozenset("{}*?[]\\")
+log = logging.getLogger("embcache.redis")
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class TierStats:
+    """What a RedisTier did so far (over every cache using it)."""
+
+    hits: int
+    """Keys read from Redis and valid."""
+    misses: int
+    """Keys asked of the tier and not answered: absent, invalid, or not asked of
+    Redis because it failed or the breaker was open."""
+    errors: int
+    """Failed Redis calls (timeouts included) plus values that failed validation."""
+    skipped: int
+    """Keys not read, written or deleted because the breaker was open."""
+    breaker: str
+    """"closed", "open" or "half-open"."""
+    breaker_opened: int
+    """How many times the breaker has opened."""
+
+
+def _is_cluster(client: object) -> bool:
+    return isinstance(client, RedisCluster)
+
+
+class RedisTier:
+    """Redis as the shared tier of an EmbeddingCache (``EmbeddingCache(..., tier=)``).
+
+    `client`: a ``redis.asyncio.Redis`` or ``redis.asyncio.cluster.RedisCluster``
+    made with ``decode_responses=False`` (the default). `prefix`: the namespace of
+    every key, a non-empty printable ASCII str without spaces, ``{}`` (hash tags)
+    or glob characters. `ttl_seconds`: how long a value lives in Redis after it
+    is written (None: no expiry; set with ``PX``, so a hit costs no extra round
+    trip). `timeout_seconds`: the bound on every Redis call. `cooldown_seconds`:
+    how long Redis is skipped once FAILURES_TO_OPEN calls failed in a row.
+
+    ArgumentTypeError (a TypeError) / ArgumentValueError (a ValueError) for
+    anything else.
+    """
+
+    __slots__ = (
+        "_client",
+        "_cluster",
+        "_prefix",
+        "_prefix_bytes",
+        "_ttl",
+        "_px",
+        "_timeout",
+        "_cooldown",
+        "_breaker",
+        "_hits",
+        "_misses",
+        "_errors",
+        "_skipped",
+    )
+
+    def __init__(
+        self,
+        client: Redis | RedisCluster,
+        *,
+        prefix: str = "embcache",
+        ttl_seconds: float | None = None,
+        timeout_seconds: float = 0.25,
+        cooldown_seconds: float = 5.0,
+    ) -> None:
+        if not isinstance(client, (Redis, RedisCluster)):
+            hint = ""
+            if type(client).__module__.startswith("redis"):
+                hint = " (a synchronous client? use redis.asyncio.Redis or RedisCluster)"
+            raise ArgumentTypeError(
+                "client must be a redis.asyncio.Redis or redis.asyncio.cluster.RedisCluster, "
+                f"got {type(client).__name__}{hint}"
+            )
+        if client.get_connection_kwargs().get("decode_responses"):
+            raise ArgumentValueError(
+                "client must be made with decode_responses=False: vectors are binary"
+            )
+        if not isinstance(prefix, str):
+            raise ArgumentTypeError(f"prefix must be a str, got {type(prefix).__name__}")
+        if not prefix:
+            raise ArgumentValueError("prefix must be a non-empty str")
+        bad = [c for c in prefix if c in _PREFIX_FORBIDDEN or not ("!" <= c <= "~")]
+        if bad:
+            raise ArgumentValueError(
+                f"prefix must be printable ASCII without spaces, braces or glob characters "
+                f"({''.join(sorted(_PREFIX_FORBIDDEN))}); {prefix!r} has {bad[0]!r}"
+            )
+        self._client = client
+        self._cluster = _is_cluster(client)
+        self._prefix = prefix
+        self._prefix_bytes = prefix.encode("ascii")
+        self._ttl = check_positive_seconds(ttl_seconds, "ttl_seconds", allow_none=True)
+        # PX takes whole milliseconds >= 1: round up, so a value never outlives
+        # what was asked by less than it should
+        self._px = None if self._ttl is None else max(1, -int(-self._ttl * 1000 // 1))
+        self._timeout = check_positive_seconds(timeout_seconds, "timeout_seconds", allow_none=False)
+        cooldown = check_positive_seconds(cooldown_seconds, "cooldown_seconds", allow_none=False)
+        assert cooldown is not None and self._timeout is not None
+        self._cooldown = cooldown
+        self._breaker = Breaker(FAILURES_TO_OPEN, cooldown)
+        self._hits = 0
+        self._misses = 0
+        self._errors = 0
+        self._skipped = 0
+
+    # -- configuration -----------------------------------------------------------------
+
+    @property
+    def client(self) -> Redis | RedisCluster:
+        """The redis-py client this tier uses."""
+        return self._client
+
+    @property
+    def prefix(self) -> str:
+        """The namespace every key of this tier starts with."""
+        return self._prefix
+
+    @property
+    def ttl_seconds(self) -> float | None:
+        """Seconds a value lives in Redis after it is written (None: forever)."""
+        return self._ttl
+
+    @property
+    def timeout_seconds(self) -> float:
+        """The bound on every Redis call, in seconds."""
+        return self._timeout  # type: ignore[return-value]
+
+    @property
+    def cooldown_seconds(self) -> float:
+        """How long Redis is skipped once the breaker opens, in seconds."""
+        return self._cooldown
+
+    @property
+    def stats(self) -> TierStats:
+        """A snapshot of this tier's counts and breaker state."""
+        breaker = self._breaker
+        return TierStats(
+            self._hits, self._misses, self._errors, self._skipped, breaker.state, breaker.opened
+        )
+
+    def counts(self) -> TierStats:
+        """The counts EmbeddingCache.get_cache_info reports (same as ``stats``)."""
+        return self.stats
+
+    def redis_key(self, key: CacheKey) -> bytes:
+        """The Redis key `key`'s vector lives under: ``prefix:model:digest-hex``.
+
+        The same in every process and on every machine (it comes from the stable
+        ``CacheKey.digest``); different for any two different keys or prefixes.
+        """
+        if type(key) is not CacheKey:
+            raise ArgumentTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        return key_prefix(self._prefix_bytes, key.model_version) + key.digest.hex().encode()
+
+    def _keys(self, keys: Sequence[CacheKey]) -> list[bytes]:
+        """The Redis keys of `keys` (redis_key of each, without its checks)."""
+        n = len(keys)
+        hexed = binascii.hexlify(b"".join([k.digest for k in keys]))
+        models = [k.model_version for k in keys]
+        spans = range(0, DIGEST_HEX * n, DIGEST_HEX)
+        prefix = self._prefix_bytes
+        if models.count(models[0]) == n:  # one model: the usual batch
+            head = key_prefix(prefix, models[0])
+            return [head + hexed[i : i + DIGEST_HEX] for i in spans]
+        heads = {m: key_prefix(prefix, m) for m in set(models)}
+        return [heads[m] + hexed[i : i + DIGEST_HEX] for m, i in zip(models, spans)]
+
+    # -- the tier protocol (called by EmbeddingCache) ----------------------------------
+
+    async def fetch(
+        self,
+        keys: Sequence[CacheKey],
+        dim: int | None,
+        out: npt.NDArray[np.float32] | None = None,
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """``(rows, index)`` for distinct `keys`: row r of the new float32 `rows`
+        is the vector of ``keys[index[r]]`` (rows of dimension `dim`, or None:
+        that of the first valid value). One MGET (on a cluster, one MGET per hash slot,
+        pipelined per node, the nodes in parallel) per CALL_BYTES of values; a
+        failed call leaves its keys and the later ones missed. With `out` (a
+        zero-filled C-contiguous float32 (len(keys), dim) array), the vector of
+        keys[i] is written to out[i] instead and `rows` is `out`.
+
+        Never raises for a Redis failure or a bad value: those are misses
+        (KeyTypeError for a key that is not a CacheKey, ArgumentTypeError /
+        ArgumentValueError for a `dim` that is not an int >= 1 or None, or an
+        `out` that does not fit)."""
+        keys = as_key_tuple(keys, "RedisTier.fetch")
+        if dim is not None:
+            if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
+                raise ArgumentTypeError(f"dim must be an int or None, got {type(dim).__name__}")
+            if dim < 1:
+                raise ArgumentValueError(f"dim must be >= 1 or None, got {dim}")
+        n = len(keys)
+        if out is not None:
+            if not (
+                isinstance(out, np.ndarray)
+                and out.dtype == np.float32
+                and out.flags.c_contiguous
+                and out.flags.writeable
+                and out.shape == (n, dim)
+            ):
+                raise ArgumentValueError(
+                    f"out must be a writable C-contiguous float32 array of shape ({n}, {dim})"
+                )
+        nothing = out if out is not None else np.empty((0, dim or 0), dtype=np.float32)
+        if n == 0 or not self._breaker.allow():
+            self._misses += n
+            self._skipped += n
+            return nothing, np.empty(0, dtype=np.intp)
+        if not self._cluster:
+            return await self._fetch_direct(keys, dim, out, nothing)
+        rkeys = self._keys(keys)
+        values: list[Any] = []
+        try:
+            for start, stop in self._spans(n, dim):
+                async with self._bounded():
+                    if self._cluster:
+                        values += await self._cluster_mget(rkeys[start:stop])
+                    else:
+                        values += await self._client.mget(rkeys[start:stop])
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            self._failed("fetch", exc)
+            if not values:
+                self._misses += n
+                return nothing, np.empty(0, dtype=np.intp)
+            values += [None] * (n - len(values))  # the spans read before the failure count
+        else:
+            self._breaker.succeeded()
+        decoded = decode_values(values, dim, out)
+        hits = len(decoded.index)
+        self._hits += hits
+        self._misses += n - hits
+        self._errors += decoded.errors
+        return decoded.rows, decoded.index
+
+    async def _fetch_direct(
+        self,
+        keys: Sequence[CacheKey],
+        dim: int | None,
+        out: npt.NDArray[np.float32] | None,
+        nothing: npt.NDArray[np.float32],
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """fetch from one server: each span's reply read straight into rows
+        (embcache.tier.mget), or through the client's mget and decode_values
+        when its connections cannot be read that way."""
+        n = len(keys)
+        parts: list[tuple[int, Decoded]] = []
+        try:
+            for start, stop in self._spans(n, dim):
+                span_out = None if out is None else out[start:stop]
+                span = keys[start:stop]
+                async with self._bounded():
+                    try:
+                        command = mget_command(self._prefix_bytes, span)
+                        part = await direct_mget(self._client, command, len(span), dim, span_out)
+                    except BaseException:
+                        if span_out is not None:
+                            span_out.fill(0.0)  # rows of a reply read in part
+                        raise
+                    if part is None:
+                        values = await self._client.mget(self._keys(span))
+                        part = decode_values(values, dim, span_out)
+                parts.append((start, part))
+                if dim is None and len(part.index):
+                    dim = int(part.rows.shape[1])
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            self._failed("fetch", exc)
+            if not parts:
+                self._misses += n
+                return nothing, np.empty(0, dtype=np.intp)
+        else:
+            self._breaker.succeeded()
+        decoded = parts[0][1] if len(parts) == 1 else joined_spans(parts, dim, out)
+        hits = len(decoded.index)
+        self._hits += hits
+        self._misses += n - hits
+        self._errors += decoded.errors
+        return (decoded.rows if out is None else out), decoded.index
+
+    async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
+        """Write row i of the float32 `matrix` under keys[i] in one pipeline of
+        ``SET key value [PX ttl]`` (grouped per node on a cluster) per CALL_BYTES
+        of values, stopping at the first failed one. Never raises
+        for a Redis failure (counted in errors). KeyTypeError for a key that is
+        not a CacheKey; ArgumentTypeError / ArgumentValueError (nothing written)
+        unless `matrix` is a float32 ndarray of shape (len(keys), dim >= 1) with
+        finite values."""
+        keys = as_key_tuple(keys, "RedisTier.store")
+        if not isinstance(matrix, np.ndarray) or matrix.dtype != np.float32:
+            raise ArgumentTypeError("matrix must be a float32 numpy array")
+        if matrix.ndim != 2 or matrix.shape[0] != len(keys) or matrix.shape[1] < 1:
+            raise ArgumentValueError(
+                f"matrix must have shape ({len(keys)}, dim >= 1), got {matrix.shape}"
+            )
+        if not np.isfinite(matrix).all():
+            raise ArgumentValueError("matrix holds NaN or infinite values")
+        if not len(keys):
+            return
+        if not self._breaker.allow():
+            self._skipped += len(keys)
+            return
+        values = encode_rows(matrix)
+        rkeys = self._keys(keys)
+        px = self._px
+        try:
+            for start, stop in self._spans(len(keys), matrix.shape[1]):
+                async with self._bounded():
+                    pipe = self._client.pipeline(transaction=False)
+                    for i in range(start, stop):
+                        pipe.set(rkeys[i], values[i], px=px)
+                    results = await pipe.execute(raise_on_error=False)
+                error = next((r for r in results if isinstance(r, BaseException)), None)
+                if error is not None:
+                    raise error
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            self._failed("store", exc)
+            return
+        self._breaker.succeeded()
+
+    async def delete(self, keys: Sequence[CacheKey]) -> int:
+        """Delete `keys` from Redis (UNLINK); how many existed (0 on a failure,
+        counted in errors; KeyTypeError for a key that is not a CacheKey)."""
+        keys = as_key_tuple(keys, "RedisTier.delete")
+        if not len(keys):
+            return 0
+        if not self._breaker.allow():
+            self._skipped += len(keys)
+            return 0
+        rkeys = self._keys(keys)
+        try:
+            async with self._bounded():
+                deleted = int(await self._client.unlink(*rkeys))
+        except asyncio.CancelledError:
+            self._breaker.abandoned()
+            raise
+        except Exception as exc:
+            self._failed("delete", exc)
+            return 0
+        self._breaker.succeeded()
+        return deleted
+
+    # -- administration ----------------------------------------------------------------
+
+    async def drop_model(self, model_version: str) -> int:
+        """Delete every vector of `model_version` under this tier's prefix from
+        Redis; the number deleted. Finds them with SCAN (MATCH on the model's key
+        pattern) on every primary of a cluster, never KEYS, and deletes them with
+        UNLINK in batches as it goes. In-process tiers are not touched (use
+        ``remove``/``clear`` on each cache).
+
+        ArgumentTypeError for a non-str, ArgumentValueError for an empty str;
+        RedisTierError (a ConnectionError) when Redis fails on the way (what was
+        deleted by then stays deleted). Not subject to the circuit breaker.
+        """
+        if not isinstance(model_version, str):
+            raise ArgumentTypeError(
+                f"model_version must be a str, got {type(model_version).__name__}"
+            )
+        if not model_version:
+            raise ArgumentValueError("model_version must be a non-empty str")
+        pattern = model_pattern(self._prefix_bytes, model_version)
+        deleted = 0
+        try:
+            if self._cluster:
+                nodes: list[Any] = list(self._client.get_primaries())  # type: ignore[union-attr]
+                if not nodes:
+                    await self._call(self._client.ping())
+                    nodes = list(self._client.get_primaries())  # type: ignore[union-attr]
+            else:
+                nodes = [None]
+            for node in nodes:
+                deleted += await self._drop_on(node, pattern)
+        except Exception as exc:
+            raise RedisTierError(
+                f"drop_model({model_version!r}) failed after deleting {deleted} vectors: {exc!r}"
+            ) from exc
+        return deleted
+
+    async def _drop_on(self, node: Any, pattern: bytes) -> int:
+        """SCAN one server (or cluster primary) for `pattern`, UNLINKing as it goes."""
+        client = self._client
+        deleted = 0
+        cursor = 0
+        while True:
+            if node is None:
+                cursor, found = await self._call(
+                    client.scan(cursor, match=pattern, count=SCAN_COUNT)
+                )
+            else:
+                reply = await self._call(
+                    client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
+                )
+                cursors, found = reply
+                cursor = next(iter(cursors.values())) if isinstance(cursors, dict) else cursors
+            if found:
+                deleted += int(await self._call(client.unlink(*found)))
+            if not cursor:
+                return deleted
+
+    # -- helpers -----------------------------------------------------------------------
+
+    @staticmethod
+    def _spans(n: int, dim: int | None) -> list[tuple[int, int]]:
+        """[start, stop) ranges of a batch of `n` values of dimension `dim`, each
+        about CALL_BYTES at most: one Redis call (and one timeout) each."""
+        per = max(1, CALL_BYTES // (HEADER.size + 4 * (dim or 768)))
+        if n <= per:
+            return [(0, n)]
+        return [(start, min(start + per, n)) for start in range(0, n, per)]
+
+    async def _call(self, awaitable: Awaitable[T]) -> T:
+        async with self._bounded():
+            return await awaitable
+
+    def _bounded(self) -> Any:
+        """A context bounding its body by timeout_seconds (TimeoutError)."""
+        if sys.version_info >= (3, 11):
+            return asyncio.timeout(self._timeout)
+        return _timeout_compat(self._timeout)  # pragma: no cover - Python < 3.11
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        self._errors += 1
+        if self._breaker.failed():
+            log.warning(
+                "embcache.redis: %s failed (%r); Redis skipped for %.3g s",
+                what,
+                exc,
+                self._cooldown,
+            )
+
+    async def _cluster_mget(self, rkeys: list[bytes]) -> list[Any]:
+        """Values of `rkeys` on a cluster: one MGET per hash slot in one pipeline,
+        which redis-py sends per node, to every node at once."""
+        client: RedisCluster = self._client  # type: ignore[assignment]
+        by_slot: dict[int, list[int]] = {}
+        for i, rkey in enumerate(rkeys):
+            by_slot.setdefault(client.keyslot(rkey), []).append(i)
+        pipe = client.pipeline(transaction=False)
+        for positions in by_slot.values():
+            pipe.execute_command("MGET", *[rkeys[i] for i in positions])
+        replies = await pipe.execute(raise_on_error=False)
+        values: list[Any] = [None] * len(rkeys)
+        for positions, reply in zip(by_slot.values(), replies):
+            if isinstance(reply, BaseException):
+                raise reply
+            for i, value in zip(positions, reply):
+                values[i] = value
+        return values
+
+    def __repr__(self) -> str:
+        kind = "RedisCluster" if self._cluster else "Redis"
+        return (
+            f"RedisTier({kind}, prefix={self._prefix!r}, ttl_seconds={self._ttl}, "
+            f"timeout_seconds={self._timeout}, cooldown_seconds={self._cooldown})"
+        )
+
+
+@asynccontextmanager
+async def _timeout_compat(seconds: float) -> AsyncIterator[None]:  # pragma: no cover
+    """asyncio.timeout for Python < 3.11: cancel the body after `seconds`."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    fired = False
+
+    def fire() -> None:
+        nonlocal fired
+        fired = True
+        task.cancel()
+
+    handle = loop.call_later(seconds, fire)
+    try:
+        yield
+    except asyncio.CancelledError:
+        if fired:
+            raise TimeoutError(f"Redis call took more than {seconds} s") from None
+        raise
+    finally:
+        handle.cancel()
