@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from conftest import PROFILE, PROFILES, REPO, needs_source_tree, profile_from, run_python
 
-HERE = Path(__file__).resolve().parent
+TESTS = Path(__file__).resolve().parent.parent
 
 READ_PROFILE = """
 import sys
@@ -32,7 +32,7 @@ def test_the_ci_profile_selects_the_heavy_settings(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("EMBCACHE_TEST_PROFILE", "ci")
-    proc = run_python(["-c", READ_PROFILE, str(HERE)], cwd=tmp_path, timeout=60)
+    proc = run_python(["-c", READ_PROFILE, str(TESTS)], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     chosen, header = proc.stdout.splitlines()
     assert chosen == "ci heavy"
@@ -53,7 +53,7 @@ except pytest.UsageError as exc:
 def test_an_unknown_profile_stops_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """pytest_configure refuses it (a UsageError: pytest stops before collecting)."""
     monkeypatch.setenv("EMBCACHE_TEST_PROFILE", "CI")
-    proc = run_python(["-c", CONFIGURE, str(HERE)], cwd=tmp_path, timeout=60)
+    proc = run_python(["-c", CONFIGURE, str(TESTS)], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout == (
         "EMBCACHE_TEST_PROFILE='CI': the test profiles are 'default' and 'ci'\n"
