@@ -21,24 +21,18 @@ every page that the timed code will use, so page faults are never timed.
 Keys, vectors, the model string and the RNG seed are the shared workloads of
 embcache.cli.workloads (also used by ``embcache check`` and the tests); the
 timed loops comparing embcache with its peers are embcache.cli.peers.LOOPS.
+Code only the suites use lives in benchmarks/common/.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from time import perf_counter
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
+from embcache import CacheKey
 from embcache.cli.peers import LOOPS, Loops, available_peers, make_mapping
-from embcache.cli.workloads import (
-    MODEL,
-    RNG_SEED,
-    sha_key,
-    shuffled,
-    workload_key,
-    workload_keys,
-    workload_vector,
-)
+from embcache.cli.workloads import MODEL, RNG_SEED, rng, sha_key, workload_key, workload_vector
 
 __all__ = [
     "LOOPS",
@@ -69,8 +63,20 @@ PEER_NAMES = ["embcache", "cachebox", "lru-dict", "cachetools"]
 
 # The shared workloads (embcache.cli.workloads), under the names the suites use.
 make_key = workload_key
-make_keys = workload_keys
 make_vector = workload_vector
+
+T = TypeVar("T")
+
+
+def make_keys(n: int, start: int = 0) -> list[CacheKey]:
+    """Keys number `start` .. `start + n - 1` (:func:`make_key`)."""
+    return [workload_key(i) for i in range(start, start + n)]
+
+
+def shuffled(items: list[T], salt: int = 0) -> list[T]:
+    """`items` in a fixed random order (lookups must not walk memory in order),
+    from the shared RNG seed plus `salt`."""
+    return [items[int(i)] for i in rng(salt).permutation(len(items))]
 
 
 def per_op_timer() -> float:

@@ -1,11 +1,11 @@
 """Eviction policies (README "Eviction policy"): hit rates on reproducible traces, and what
 W-TinyLFU costs per operation, beside LRU and beside theine (W-TinyLFU, PyPI).
 
-``HitRate.track_hit_rate`` replays each trace of embcache.cli.hitrate
+``HitRate.track_hit_rate`` replays each trace of benchmarks/common/hitrate.py
 (``get``, then ``put`` on a miss) through a cache of CACHE_SIZE entries and
 reports the hit rate in percent; ``belady`` is the offline optimum of the same
 trace. The README's "Eviction policy" table is ``python -m
-embcache.cli.hitrate``, the same code.
+benchmarks.common.hitrate``, the same code.
 
 ``PolicyCost`` times the per-operation cost (see _util.py: 1000 operations per
 call, seconds per operation) of a get hit, a put of a new key into a cache with
@@ -17,9 +17,9 @@ room, and a put of a new key into a full cache (every put evicts), dim 768,
 from __future__ import annotations
 
 from embcache import SyncEmbeddingCache
-from embcache.cli.hitrate import POLICIES, TRACES, hit_rate, theine_available, trace
 
 from ._util import OPS, PerOp, make_keys, make_vector, memo, shuffled
+from .common.hitrate import POLICIES, TRACES, hit_rate, theine_available, trace
 
 DIM = 768
 ENTRIES = 10_000

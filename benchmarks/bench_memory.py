@@ -29,9 +29,9 @@ import tracemalloc
 import numpy as np
 
 from embcache import SyncEmbeddingCache
-from embcache.cli.peers import make_peer
 
 from ._util import PEER_NAMES, SEED, make_vector, require_peer, sha_key
+from .common.peers import make_peer
 
 DIM = 768
 ENTRIES = 10_000

@@ -352,7 +352,7 @@ class RedisSetup:
         async def tiers() -> tuple[Any, RedisTier, RedisTier]:
             client = Redis.from_url(self.url)
             # a generous bound: a slow call on a busy machine must not turn into misses
-            bound = {"timeout_seconds": 10.0}
+            bound = {"timeout": 10.0}
             return (
                 client,
                 RedisTier(client, prefix=f"{self.run}e", **bound),

@@ -28,8 +28,6 @@ if _util.find_spec("embcache._core") is None:  # a clear error, naming the fix
         "reinstall embcache"
     )
 
-# attaches the single-flight registry to every cache the core creates
-import embcache.flight.registry  # noqa: E402, F401  isort: skip
 from embcache._core import (  # noqa: E402
     ENTRY_OVERHEAD_BYTES,
     CacheKey,

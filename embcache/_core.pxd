@@ -231,7 +231,7 @@ cdef class SyncEmbeddingCache:
     cdef object clock               # None: the C monotonic clock
     cdef object max_memory_mb_arg   # the limits as given, reported back as given
     cdef object ttl_seconds_arg
-    cdef readonly object flights    # the single-flight registry (set_flights_factory)
+    cdef object _flights            # the single-flight registry, made on first use (flights)
     cdef object __weakref__         # the fork hooks find live caches through a WeakSet
 
     cdef double now_unlocked(self) except? -1.0

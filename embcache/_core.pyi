@@ -45,10 +45,6 @@ def blake2b(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
 def as_key_tuple(keys: object, caller: str) -> tuple[CacheKey, ...]:
     """`keys` as a tuple of CacheKey; KeyTypeError (naming `caller`) otherwise."""
 
-def set_flights_factory(factory: Callable[[], Any]) -> None:
-    """Give every SyncEmbeddingCache created from now on ``factory()`` as its
-    single-flight registry (``flights``)."""
-
 @final
 class CacheKey:
     """Immutable, hashable identity of one embedding: which content, which model,
@@ -145,7 +141,8 @@ class SyncEmbeddingCache:
         policy: "lru" or "tinylfu" (W-TinyLFU admission)."""
     @property
     def flights(self) -> Any:
-        """The single-flight registry behind get_or_compute (None if none is set)."""
+        """The single-flight registry behind get_or_compute (made on first use;
+        embcache.flight.registry.Flights)."""
     def put(self, key: CacheKey, vector: npt.ArrayLike) -> None:
         """Store a float32 copy of `vector` (1-D, real, finite, non-empty)."""
     def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:

@@ -226,3 +226,107 @@ def test_no_underscore_attribute_of_another_object(path: Path) -> None:
         "self/cls (make the name public, or move the code to the class that owns it):\n  "
         + "\n  ".join(offenders)
     )
+
+
+# Single flight sits below the core: the core makes a cache's registry itself on
+# its first get_or_compute, importing embcache.flight then; nothing else above it.
+# A "bare" run installs an empty embcache package object first, so that the
+# package's __init__ (which imports every layer) does not hide what a module
+# imports by itself.
+LAYER_RUN = textwrap.dedent(
+    """
+    import asyncio, importlib, importlib.util, json, sys, types
+    import numpy as np
+    bare, first = sys.argv[1] == "bare", sys.argv[2]
+    if bare:
+        spec = importlib.util.find_spec("embcache")
+        package = types.ModuleType("embcache")
+        package.__path__ = list(spec.submodule_search_locations)
+        sys.modules["embcache"] = package
+
+    def loaded():
+        return sorted(n for n in sys.modules if n.startswith("embcache."))
+
+    importlib.import_module(first)
+    core = importlib.import_module("embcache._core")
+    after_import = loaded()
+    cache = core.SyncEmbeddingCache(10)
+    after_cache = loaded()
+    rows = cache.get_or_compute(
+        [core.CacheKey("h1", "m"), core.CacheKey("h2", "m")],
+        lambda keys: np.full((len(keys), 3), 1.5),
+    )
+    assert rows.shape == (2, 3) and (rows == 1.5).all()
+    assert cache.get_or_compute([core.CacheKey("h1", "m")], lambda keys: 1 / 0).shape == (1, 3)
+    after_call = loaded()
+    facade = importlib.import_module("embcache.facade.cache")
+
+    async def twice(keys):
+        return np.full((len(keys), 3), 2.0)
+
+    shared = facade.EmbeddingCache(10)
+    got = asyncio.run(shared.get_or_compute([core.CacheKey("h3", "m")], twice))
+    assert (got == 2.0).all() and shared.sync.flights.in_flight() == 0
+    print(json.dumps({"import": after_import, "cache": after_cache, "call": after_call}))
+    """
+)
+ABOVE_THE_CORE = (
+    "embcache.facade",
+    "embcache.embedder",
+    "embcache.tier",
+    "embcache.adapters",
+    "embcache.cli",
+    "embcache.redis",
+    "embcache.langchain",
+    "embcache.llamaindex",
+    "embcache.sentence_transformers",
+)
+
+
+def _layer_run(tmp_path: Path, how: str, first: str) -> dict[str, list[str]]:
+    script = tmp_path / "layer_run.py"
+    script.write_text(LAYER_RUN, encoding="utf-8")
+    proc = run_python([str(script), how, first], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    result: dict[str, list[str]] = json.loads(proc.stdout)
+    return result
+
+
+def test_the_core_imports_nothing_above_it_and_flight_only_when_used(tmp_path: Path) -> None:
+    result = _layer_run(tmp_path, "bare", "embcache._core")
+    assert "embcache._core" in result["import"]  # the import really happened
+    for stage in ("import", "cache"):  # making a cache costs no import either
+        assert [n for n in result[stage] if n.startswith("embcache.flight")] == []
+    assert "embcache.flight.registry" in result["call"]
+    for stage in ("import", "cache", "call"):
+        assert [n for n in result[stage] if n.startswith(ABOVE_THE_CORE)] == [], stage
+
+
+def test_single_flight_imports_nothing_of_the_core(tmp_path: Path) -> None:
+    result = _layer_run(tmp_path, "bare", "embcache.flight.registry")
+    # importing the core second: flight did not bring it in
+    assert "embcache._core" in result["import"]
+    code = (
+        "import importlib.util, json, sys, types\n"
+        "spec = importlib.util.find_spec('embcache')\n"
+        "package = types.ModuleType('embcache')\n"
+        "package.__path__ = list(spec.submodule_search_locations)\n"
+        "sys.modules['embcache'] = package\n"
+        "import embcache.flight.registry, embcache.flight.deadline\n"
+        "print(json.dumps(sorted(n for n in sys.modules if n.startswith('embcache.'))))"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded = json.loads(proc.stdout)
+    assert "embcache.flight.registry" in loaded
+    assert "embcache._core" not in loaded
+    assert [n for n in loaded if n.startswith(ABOVE_THE_CORE)] == []
+
+
+@pytest.mark.parametrize("how", ["bare", "package"])
+@pytest.mark.parametrize(
+    "first", ["embcache._core", "embcache.flight", "embcache.flight.registry", "embcache.facade"]
+)
+def test_get_or_compute_works_in_every_import_order(tmp_path: Path, how: str, first: str) -> None:
+    result = _layer_run(tmp_path, how, first)  # the run asserts the answers itself
+    assert "embcache.flight.registry" in result["call"]

@@ -23,9 +23,9 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchmarks._util import make_keys, make_vector, shuffled  # noqa: E402
 from benchmarks.bench_hitrate import DIM, ENTRIES, PolicyCost  # noqa: E402
 from embcache import SyncEmbeddingCache  # noqa: E402
-from embcache.cli.workloads import shuffled, workload_keys, workload_vector  # noqa: E402
 
 METHODS = ("time_get_hit", "time_put_new", "time_put_full")
 
@@ -48,10 +48,10 @@ def timed(rounds: int) -> None:
 
 
 def count(policy: str, op: str, n: int) -> None:
-    vector = workload_vector(DIM)
+    vector = make_vector(DIM)
     cache = SyncEmbeddingCache(ENTRIES if op != "put_new" else 100 * ENTRIES, None, 4096,
                                dim=DIM, policy=policy)
-    keys = workload_keys(ENTRIES)
+    keys = make_keys(ENTRIES)
     if op != "put_new":
         for s in range(0, ENTRIES, 1000):
             cache.put_many(keys[s:s + 1000], np.tile(vector, (1000, 1)))
@@ -62,7 +62,7 @@ def count(policy: str, op: str, n: int) -> None:
             get(order[i % ENTRIES])
     else:
         put = cache.put
-        for k in workload_keys(n, start=ENTRIES):
+        for k in make_keys(n, start=ENTRIES):
             put(k, vector)
 
 

@@ -21,6 +21,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -28,21 +29,34 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-CHILD = r"""
-import asyncio, sys
-from redis.asyncio import Redis
-from embcache import CacheKey, EmbeddingCache
-from embcache.redis import RedisTier
-from embcache.cli.redis_peers import workload
 
-async def main(which, port, batches):
+async def filled(port: int) -> tuple[Any, Any, list[Any], list[bytes], np.ndarray]:
+    """The measured setup, shared by both modes: a RedisTier on the server at
+    `port` under a dim-768 EmbeddingCache holding the 1,000 vectors of
+    ``workload(1000, 768)``. Returns the redis-py client, the cache, its keys,
+    their Redis keys and the rows."""
+    from redis.asyncio import Redis
+
+    from embcache import CacheKey, EmbeddingCache
+    from embcache.cli.redis_peers import workload
+    from embcache.redis import RedisTier
+
     client = Redis(host="127.0.0.1", port=port)
-    tier = RedisTier(client, timeout_seconds=60)
+    tier = RedisTier(client, timeout=60)
     cache = EmbeddingCache(3000, None, 64, dim=768, tier=tier)
     texts, rows = workload(1000, 768)
     keys = [CacheKey.from_text(t, "m") for t in texts]
     await cache.put_many(keys, rows)
     rkeys = [tier.redis_key(k) for k in keys]
+    return client, cache, keys, rkeys, rows
+
+
+CHILD = r"""
+import asyncio, sys
+from tools.redis_callgrind import filled
+
+async def main(which, port, batches):
+    client, cache, keys, rkeys, _ = await filled(port)
     for _ in range(batches):
         cache.sync.clear()
         if which == "mget":
@@ -72,20 +86,8 @@ def wall(port: int, rounds: int) -> None:
     import statistics
     import time
 
-    from redis.asyncio import Redis
-
-    from embcache import CacheKey, EmbeddingCache
-    from embcache.cli.redis_peers import workload
-    from embcache.redis import RedisTier
-
     async def run() -> None:
-        client = Redis(host="127.0.0.1", port=port)
-        tier = RedisTier(client, timeout_seconds=60)
-        cache = EmbeddingCache(3000, None, 64, dim=768, tier=tier)
-        texts, rows = workload(1000, 768)
-        keys = [CacheKey.from_text(t, "m") for t in texts]
-        await cache.put_many(keys, rows)
-        rkeys = [tier.redis_key(k) for k in keys]
+        client, cache, keys, rkeys, rows = await filled(port)
         ours: list[int] = []
         raw: list[int] = []
         for _ in range(rounds):

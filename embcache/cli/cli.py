@@ -4,7 +4,8 @@ Measures on this machine whether embcache meets its seven pass/fail criteria
 (embcache.cli.criteria) and prints a table of criterion, threshold,
 measured value and verdict; ``--compare`` adds a side-by-side comparison with
 the installed peer caches against embcache's performance goals
-(embcache.cli.compare). Exit status: 0 when every criterion passes, 1 when
+(embcache.cli.compare, its peer loops and Redis rows: imported only when
+``--compare`` is given). Exit status: 0 when every criterion passes, 1 when
 one fails, 2 for a usage error (the message names the bad argument) or an output
 that cannot be written. Every path is checked before anything is measured: the
 snapshot folder (made in, and with room for the step's files) and the --json file
@@ -28,11 +29,16 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from embcache import __version__
-from embcache.cli.compare import run_compare
 from embcache.cli.criteria import run_check
 from embcache.cli.measure import machine_info
-from embcache.cli.peers import PEERS, available_peers
-from embcache.cli.report import WIDTH, Progress, Report, format_report, report_to_json
+from embcache.cli.report import (
+    WIDTH,
+    Comparison,
+    Progress,
+    Report,
+    format_report,
+    report_to_json,
+)
 from embcache.cli.snapshot_bandwidth import run_snapshot_check, scratch_bytes
 from embcache.cli.workloads import DIM, CheckConfig
 
@@ -207,6 +213,22 @@ def run(
     return Report(cfg, criteria, machine_info(), comparison, seconds, snapshot)
 
 
+def run_compare(cfg: CheckConfig, progress: Progress) -> Comparison:
+    """The ``--compare`` part (embcache.cli.compare), loaded only when asked: a plain
+    ``embcache check`` imports neither the comparison, its peer loops nor its Redis
+    rows."""
+    from embcache.cli.compare import run_compare as measure
+
+    return measure(cfg, progress)
+
+
+def available_peers() -> list[str]:
+    """The peer caches installed here (embcache.cli.peers, loaded when asked)."""
+    from embcache.cli.peers import available_peers as installed
+
+    return installed()
+
+
 PEERS_HINT = (
     "install the peer caches to compare against: pip install cachebox lru-dict cachetools "
     '(from a clone: pip install ".[peers]"; cachebox needs Python >= 3.10)'
@@ -215,6 +237,8 @@ PEERS_HINT = (
 
 def missing_peers_note(installed: Sequence[str]) -> str | None:
     """What ``--compare`` says when some (or all) peer caches are not installed."""
+    from embcache.cli.peers import PEERS
+
     missing = [name for name in PEERS if name not in installed]
     if not missing:
         return None

@@ -17,17 +17,17 @@ method call would add ~50-120 ns to every peer operation that embcache, a C
 method, does not pay). Both sides keep each result in ``x`` until the next
 operation replaces it, and the loop returns the last one.
 
-:func:`make_peer` wraps a peer in a small adapter (put/get/len, copying in
-and out) for code that is not timed per operation, such as hit-rate and memory
-benchmarks.
+The peers are loaded by module name, only when a mapping is made
+(:func:`make_mapping`): importing this module loads none of them.
 """
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Callable, Protocol
+from typing import Any, Callable
 
 import numpy as np
 import numpy.typing as npt
@@ -38,10 +38,8 @@ __all__ = [
     "MAPPING_LOOPS",
     "PEERS",
     "Loops",
-    "Peer",
     "available_peers",
     "make_mapping",
-    "make_peer",
 ]
 
 Vector = npt.NDArray[np.float32]
@@ -112,30 +110,12 @@ MAPPING_LOOPS = Loops(mapping_puts, mapping_gets, mapping_get_matrix)
 # --- the peers ---------------------------------------------------------------------
 
 
-def _cachebox(capacity: int) -> Any:
-    import cachebox
-
-    return cachebox.LRUCache(capacity)
-
-
-def _lru_dict(capacity: int) -> Any:
-    import lru
-
-    return lru.LRU(capacity)
-
-
-def _cachetools(capacity: int) -> Any:
-    import cachetools
-
-    return cachetools.LRUCache(capacity)
-
-
-PEERS: dict[str, tuple[str, Callable[[int], Any]]] = {
-    "cachebox": ("cachebox", _cachebox),
-    "lru-dict": ("lru", _lru_dict),
-    "cachetools": ("cachetools", _cachetools),
+PEERS: dict[str, tuple[str, str]] = {
+    "cachebox": ("cachebox", "LRUCache"),
+    "lru-dict": ("lru", "LRU"),
+    "cachetools": ("cachetools", "LRUCache"),
 }
-"""name -> (importable module, factory of an LRU mapping bounded to a capacity)."""
+"""name -> (importable module, its LRU mapping class, made as ``cls(capacity)``)."""
 
 LOOPS: dict[str, Loops] = {"embcache": EMBCACHE_LOOPS, **{name: MAPPING_LOOPS for name in PEERS}}
 """Timed loops by contender name: "embcache" (a SyncEmbeddingCache) and each peer."""
@@ -148,47 +128,9 @@ def available_peers() -> list[str]:
 
 def make_mapping(name: str, capacity: int) -> Any:
     """A new, empty LRU mapping of peer `name`, bounded to `capacity` entries:
-    what the timed loops in ``LOOPS[name]`` run on.
+    what the timed loops in ``LOOPS[name]`` run on. Imports the peer's module.
 
     Raises KeyError for an unknown name and ImportError when it is not installed.
     """
-    return PEERS[name][1](capacity)
-
-
-class Peer(Protocol):
-    """What an untimed benchmark needs from a cache: put, get (copy in, copy out)
-    and size."""
-
-    name: str
-
-    def put(self, key: Any, vector: Vector) -> None: ...
-
-    def get(self, key: Any) -> Vector | None: ...
-
-    def __len__(self) -> int: ...
-
-
-class MappingPeer:
-    """Adapter over an LRU mapping with ``__setitem__`` and ``get``."""
-
-    __slots__ = ("name", "mapping")
-
-    def __init__(self, name: str, mapping: Any) -> None:
-        self.name = name
-        self.mapping = mapping
-
-    def put(self, key: Any, vector: Vector) -> None:
-        self.mapping[key] = vector.copy()
-
-    def get(self, key: Any) -> Vector | None:
-        found = self.mapping.get(key)
-        return None if found is None else found.copy()
-
-    def __len__(self) -> int:
-        return len(self.mapping)
-
-
-def make_peer(name: str, capacity: int) -> Peer:
-    """A new, empty peer cache behind the put/get adapter, bounded to `capacity`
-    entries. Not for timed loops: use :data:`LOOPS` and :func:`make_mapping`."""
-    return MappingPeer(name, make_mapping(name, capacity))
+    module, cls = PEERS[name]
+    return getattr(importlib.import_module(module), cls)(capacity)

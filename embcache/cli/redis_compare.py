@@ -18,7 +18,6 @@ Figures (best of repeats; the contenders interleaved within every repeat):
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -216,33 +215,3 @@ def run_redis_compare(cfg: CheckConfig, progress: Progress) -> RedisComparison:
     if missing:
         out.notes.append("Redis peers not installed, skipped: " + ", ".join(missing))
     return out
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m embcache.cli.redis_compare [--repeats N] [--dim D]``: only the
-    Redis rows of ``embcache check --compare``, printed one per line."""
-    import argparse
-    import sys
-
-    parser = argparse.ArgumentParser(prog="python -m embcache.cli.redis_compare")
-    parser.add_argument(
-        "--repeats", type=int, default=CheckConfig.make(quick=False, dim=768).compare_repeats
-    )
-    parser.add_argument("--dim", type=int, default=768)
-    args = parser.parse_args(argv)
-    cfg = dataclasses.replace(
-        CheckConfig.make(quick=False, dim=args.dim), compare_repeats=max(1, args.repeats)
-    )
-    part = run_redis_compare(cfg, Progress(sys.stderr))
-    for f in part.figures:
-        peers = ", ".join(f"{p} {v:,.0f}" for p, v in f.peers.items())
-        ratio = "" if f.ratio is None else f"  ratio {f.ratio:.3f}"
-        verdict = "" if f.goal_met is None else f"  goal {'met' if f.goal_met else 'NOT met'}"
-        print(f"{f.label}: embcache {f.embcache:,.0f} {f.unit}; {peers}{ratio}{verdict}")
-    for note in part.notes:
-        print("note:", note)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

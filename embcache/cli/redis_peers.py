@@ -164,7 +164,11 @@ class Contender:
         raise NotImplementedError
 
     async def close(self) -> None:
-        """Release the clients."""
+        """Release the clients: the asyncio redis-py client in ``self.client``, if
+        ``fill`` got as far as making it."""
+        client = getattr(self, "client", None)
+        if client is not None:
+            await client.aclose()
 
 
 class EmbcacheContender(Contender):
@@ -176,7 +180,7 @@ class EmbcacheContender(Contender):
         from embcache.redis import RedisTier
 
         self.client = Redis.from_url(self.url)
-        self.tier = RedisTier(self.client, prefix="bench-embcache", timeout_seconds=5.0)
+        self.tier = RedisTier(self.client, prefix="bench-embcache", timeout=5.0)
         n, dim = rows.shape
         mb = 2 * n * (dim * 4 + 256) / 2**20 + 1
         self.cache = EmbeddingCache(2 * n, None, mb, dim=dim, tier=self.tier)
@@ -194,10 +198,6 @@ class EmbcacheContender(Contender):
         get = self.cache.get
         for key in self.keys[:count]:
             await get(key)
-
-    async def close(self) -> None:
-        if hasattr(self, "client"):
-            await self.client.aclose()
 
 
 class MgetContender(Contender):
@@ -219,10 +219,6 @@ class MgetContender(Contender):
         get = self.client.get
         for key in self.keys[:count]:
             await get(key)
-
-    async def close(self) -> None:
-        if hasattr(self, "client"):
-            await self.client.aclose()
 
 
 class RedisvlContender(Contender):
@@ -248,10 +244,6 @@ class RedisvlContender(Contender):
         aget = self.cache.aget
         for text in self.texts[:count]:
             await aget(text, MODEL)
-
-    async def close(self) -> None:
-        if hasattr(self, "client"):
-            await self.client.aclose()
 
 
 class LangchainContender(Contender):
@@ -344,7 +336,7 @@ async def dead_tier_cache(dim: int, tiered: bool) -> tuple[EmbeddingCache, Any]:
         s.bind(("127.0.0.1", 0))
         port = int(s.getsockname()[1])
     client = Redis(host="127.0.0.1", port=port)
-    tier = RedisTier(client, timeout_seconds=1.0, cooldown_seconds=3600.0)
+    tier = RedisTier(client, timeout=1.0, cooldown_seconds=3600.0)
     return EmbeddingCache(1000, None, 16, dim=dim, tier=tier), client
 
 
@@ -367,7 +359,7 @@ async def open_breaker(cache: EmbeddingCache) -> None:
     logger.addFilter(expected)
     try:
         for i in range(10):
-            if tier.stats.breaker == "open":
+            if tier.get_tier_info().breaker == "open":
                 return
             await cache.get(CacheKey(f"probe-{i}", MODEL))
     finally:

@@ -11,14 +11,15 @@ check, a benchmark and a test mean the same work:
 * one model string, :data:`MODEL`;
 * vectors: :func:`workload_vector` (``i / dim`` as float32) or standard-normal
   float32 vectors from a Generator seeded with :data:`RNG_SEED`;
-* random orders: :func:`shuffled`, from the same RNG seed.
+* random streams: :func:`rng`, seeded with :data:`RNG_SEED` plus a salt (the
+  asv suites' random orders, benchmarks/_util.py, come from it too).
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -35,14 +36,11 @@ __all__ = [
     "comparison_inputs",
     "rng",
     "sha_key",
-    "shuffled",
     "workload_key",
-    "workload_keys",
     "workload_vector",
 ]
 
 Vector = npt.NDArray[np.float32]
-T = TypeVar("T")
 
 MODEL = "nomic-embed-text-v1.5"
 """The model version string of every workload key."""
@@ -66,11 +64,6 @@ def workload_key(i: int, model: str = MODEL) -> CacheKey:
     return CacheKey(f"benchmark_key_{i}", model, f"chunk_{i % 100}")
 
 
-def workload_keys(n: int, start: int = 0) -> list[CacheKey]:
-    """Keys number `start` .. `start + n - 1`."""
-    return [workload_key(i) for i in range(start, start + n)]
-
-
 def sha_key(i: int, model: str = MODEL) -> CacheKey:
     """A realistic key: the SHA-256 hex digest of ``str(i)``, the shared model string."""
     return CacheKey(hashlib.sha256(b"%d" % i).hexdigest(), model, f"chunk_{i % 100}")
@@ -79,11 +72,6 @@ def sha_key(i: int, model: str = MODEL) -> CacheKey:
 def workload_vector(dim: int) -> Vector:
     """The vector ``[0, 1/dim, 2/dim, ...]`` of `dim` float32 values."""
     return np.arange(dim, dtype=np.float32) / np.float32(dim)
-
-
-def shuffled(items: list[T], salt: int = 0) -> list[T]:
-    """`items` in a fixed random order (lookups must not walk memory in order)."""
-    return [items[int(i)] for i in rng(salt).permutation(len(items))]
 
 
 def budget_mb(entries: int, dim: int) -> float:

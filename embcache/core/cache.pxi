@@ -7,68 +7,28 @@
 # then build whatever Python objects it returns.
 
 
-cdef object _flights_factory = None
+# embcache.flight.registry.Flights, imported on the first get_or_compute: single
+# flight is a layer below the core (it imports nothing of it), loaded only when used
+cdef object _Flights = None
+
+
+cdef object _flights_of(SyncEmbeddingCache cache):
+    """The cache's single-flight registry, made now if it has none yet."""
+    global _Flights
+    if _Flights is None:
+        from embcache.flight.registry import Flights
+        _Flights = Flights
+    flights = _Flights(cache, CacheKey, PutBatch, as_key_tuple)
+    # threads racing on a new cache share one: the first one set wins (the
+    # check and the assignment run without releasing the GIL)
+    if cache._flights is None:
+        cache._flights = flights
+    return cache._flights
+
 
 # policy= names -> POLICY_* kinds (core/policy.pxi), and back
 cdef dict POLICIES = {"lru": POLICY_LRU, "tinylfu": POLICY_TINYLFU}
 cdef tuple POLICY_NAMES = ("lru", "tinylfu")
-
-# --- fork ---------------------------------------------------------------------------
-# A fork while another thread is inside a cache operation (a long copy runs
-# without the GIL) would hand the child a lock held forever by a thread that does
-# not exist there. So the forking thread takes every live cache's lock first
-# (waiting for operations in progress to finish; no operation waits on anything
-# while it holds a lock) and both sides release them after the fork: the child
-# gets every cache unlocked and consistent. The garbage collector is paused in
-# between, so no finalizer can call a cache whose lock this thread holds.
-cdef object _live_caches = weakref.WeakSet()
-cdef list _held_for_fork = []
-cdef bint _gc_was_enabled = False
-
-
-def _lock_caches_for_fork():
-    global _gc_was_enabled
-    _gc_was_enabled = gc.isenabled()
-    gc.disable()
-    _held_for_fork[:] = list(_live_caches)
-    cdef SyncEmbeddingCache cache
-    for cache in _held_for_fork:
-        embcache_lock_acquire(&cache.lock)
-
-
-def _unlock_caches_after_fork():
-    cdef SyncEmbeddingCache cache
-    for cache in _held_for_fork:
-        embcache_lock_release(&cache.lock)
-    _held_for_fork.clear()
-    if _gc_was_enabled:
-        gc.enable()
-
-
-def _reset_locks_in_child():
-    # the parent's waiters do not exist here: every lock is simply free
-    cdef SyncEmbeddingCache cache
-    for cache in _held_for_fork:
-        embcache_lock_reset(&cache.lock)
-    _held_for_fork.clear()
-    if _gc_was_enabled:
-        gc.enable()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(before=_lock_caches_for_fork, after_in_parent=_unlock_caches_after_fork,
-                        after_in_child=_reset_locks_in_child)
-
-
-def set_flights_factory(factory):
-    """Make every SyncEmbeddingCache created from now on call ``factory()`` once
-    and keep the result as its ``flights`` (the single-flight registry behind
-    ``get_or_compute``). embcache's single-flight module calls this at import;
-    the core itself imports nothing above it."""
-    global _flights_factory
-    if not callable(factory):
-        raise ArgumentTypeError(f"factory must be callable, got {type(factory).__name__}")
-    _flights_factory = factory
 
 
 cdef inline double monotonic_now() noexcept nogil:
@@ -165,9 +125,6 @@ cdef class SyncEmbeddingCache:
             raise MemoryError()
         if dim_ and add_slab(&self.table, dim_) < 0:
             raise MemoryError(f"could not reserve the slab for vectors of dim {dim_}")
-        # made here, not on first use, so threads racing on a new cache share one
-        if _flights_factory is not None:
-            self.flights = _flights_factory()
         _live_caches.add(self)
 
     def __dealloc__(self):
@@ -242,6 +199,8 @@ cdef class SyncEmbeddingCache:
         cdef dim_t named[NAMED_DIMS]
         cdef int n_dims = 0
         cdef dim_t live
+        if self.table.dim:  # every entry has the fixed dim: no lookup, no lock
+            return out_dim if out_dim >= 0 else self.table.dim
         cdef double given = self.now_unlocked()
         embcache_lock_acquire(&self.lock)
         live = batch_dim(&self.table, PySequence_Fast_ITEMS(keys), len(keys),
@@ -483,10 +442,19 @@ cdef class SyncEmbeddingCache:
         `timeout` (seconds, or None) bounds the whole call: a caller still waiting
         then raises FlightTimeoutError (a TimeoutError); a compute running in
         this thread is never interrupted."""
-        if self.flights is None:
-            raise RuntimeError("get_or_compute needs embcache's single-flight registry: "
-                               "import embcache before creating caches")
-        return self.flights.get_or_compute(self, keys, compute, timeout=timeout)
+        flights = self._flights
+        if flights is None:
+            flights = _flights_of(self)
+        return flights.get_or_compute(keys, compute, timeout=timeout)
+
+    @property
+    def flights(self):
+        """The single-flight registry behind get_or_compute (made on first use;
+        embcache.flight.registry.Flights)."""
+        flights = self._flights
+        if flights is None:
+            flights = _flights_of(self)
+        return flights
 
     # -- the whole cache -------------------------------------------------------------
 
@@ -510,64 +478,7 @@ cdef class SyncEmbeddingCache:
 
     def get_cache_info(self):
         """A CacheInfo snapshot: size, bounds, exact memory accounting and stats."""
-        cdef double given = self.now_unlocked()
-        cdef Table *t = &self.table
-        cdef int32_t i, n_dims = 0
-        cdef Py_ssize_t allocated, reserved = 0, size, used
-        cdef Stats stats
-        cdef unsigned long long rejections
-        cdef dim_t *live_dims
-        # Only C values are gathered under the lock: creating Python objects there
-        # could start a garbage collection whose finalizers re-enter the cache.
-        embcache_lock_acquire(&self.lock)
-        purge_expired(t, self.now_locked(given))
-        allocated = (<Py_ssize_t>t.entry_capacity * sizeof(Entry)
-                     + <Py_ssize_t>(t.cell_mask + 1) * sizeof(Cell)
-                     + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t))
-                     + policy_allocated_bytes(t))
-        live_dims = <dim_t *>malloc((t.n_slabs + 1) * sizeof(dim_t))
-        for i in range(t.n_slabs):
-            # the kernel says which of the pages the written rows may hold are in
-            allocated += <Py_ssize_t>resident_bytes(&t.slabs[i])
-            reserved += <Py_ssize_t>slab_bytes(&t.slabs[i])
-            if t.slabs[i].used and live_dims != NULL:
-                live_dims[n_dims] = t.slabs[i].dim
-                n_dims += 1
-        size = t.size
-        used = t.used_bytes
-        stats = t.stats
-        rejections = t.admission_rejections
-        embcache_lock_release(&self.lock)
-        if live_dims == NULL:
-            raise MemoryError()
-        dims = sorted([live_dims[i] for i in range(n_dims)])
-        free(live_dims)
-        lookups = stats.hits + stats.misses
-        return CacheInfo(
-            size=size,
-            max_entries=t.max_entries,
-            memory_usage_bytes=used,
-            memory_usage_mb=used / 1048576.0,
-            max_memory_mb=self.max_memory_mb_arg,
-            hits=stats.hits,
-            misses=stats.misses,
-            hit_rate=stats.hits / lookups if lookups else 0.0,
-            evictions=stats.evictions,
-            expirations=stats.expirations,
-            puts=stats.puts,
-            overwrites=stats.overwrites,
-            removals=stats.removals,
-            ttl_seconds=self.ttl_seconds_arg,
-            dim=t.dim or None,
-            dims=tuple(dims),
-            entry_overhead_bytes=ENTRY_OVERHEAD + t.policy_entry_bytes,
-            memory_budget_bytes=t.memory_budget_bytes,
-            allocated_bytes=allocated,
-            reserved_bytes=reserved,
-            policy=POLICY_NAMES[t.policy],
-            admission_rejections=rejections,
-            policy_bytes=t.policy_fixed_bytes,
-        )
+        return cache_info(self)
 
     # -- snapshots (core/snapshot/save.pxi, core/snapshot/load.pxi) ------------------------------
 

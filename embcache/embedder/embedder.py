@@ -23,13 +23,14 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
+from embcache.core.checks import check_seconds
 from embcache.core.info import CacheInfo
 from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidKeyError
 from embcache.facade.cache import EmbeddingCache, with_tier_counts
 from embcache.flight.call import all_found
 from embcache.flight.deadline import ModelThreads, check_deadline, run_until
 from embcache.flight.registry import Flights, flights_of
-from embcache.flight.timeouts import check_timeout, deadline_after
+from embcache.flight.timeouts import deadline_after
 from embcache.identity import ModelIdentity
 
 __all__ = ["CachedEmbedder", "EmbedFn", "EmbedderStats"]
@@ -234,7 +235,7 @@ class CachedEmbedder:
             raise ArgumentTypeError(f"batch_size must be an int, got {type(batch_size).__name__}")
         if batch_size < 1:
             raise ArgumentValueError(f"batch_size must be >= 1, got {batch_size}")
-        self._timeout = check_timeout(timeout)
+        self._timeout = check_seconds(timeout, "timeout")
         if isinstance(model_threads, (bool, np.bool_)) or not isinstance(
             model_threads, (int, np.integer)
         ):
@@ -384,7 +385,6 @@ class CachedEmbedder:
         # an EmbeddingCache's shared tier (if any) is consulted before embed_fn
         tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
         matrix = await self._flights.get_or_compute_async(
-            self._sync,
             keys,
             compute,
             what="embed_fn",
@@ -439,7 +439,6 @@ class CachedEmbedder:
             return self._embed_batches_sync(missing, text_of, counts, deadline)
 
         matrix = self._flights.get_or_compute(
-            self._sync,
             keys,
             compute,
             what="embed_fn",
@@ -512,7 +511,7 @@ class CachedEmbedder:
             return [batch]
 
         matrix = self._flights.get_or_compute_one(
-            self._sync, key, compute, what="embed_fn", timeout=self._timeout, missed_at=epoch
+            key, compute, what="embed_fn", timeout=self._timeout, missed_at=epoch
         )
         self._record(1, counts)
         return matrix
@@ -529,7 +528,6 @@ class CachedEmbedder:
 
         tier = self._cache.tier if isinstance(self._cache, EmbeddingCache) else None
         matrix = await self._flights.get_or_compute_one_async(
-            self._sync,
             key,
             compute,
             what="embed_fn",

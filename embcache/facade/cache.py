@@ -7,7 +7,10 @@ With a shared tier (``tier=``, e.g. embcache.redis.RedisTier) the in-process
 core stays the first tier: a hit never touches the tier; what it misses is
 asked of the tier (one call per batch) and what the tier has fills the core;
 what is stored or computed is written to both. The tier is duck-typed
-(embcache.tier.protocol.Tier), so this module never imports redis.
+(embcache.tier.protocol.Tier), so this module never imports redis; reading
+through it is embcache.tier.read's, shared with single flight. Each call
+checks and converts its keys and values once, here: the in-process cache and
+the tier get the same tuple of keys and the same float32 rows.
 """
 
 from __future__ import annotations
@@ -15,10 +18,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import errno
-import logging
-import os
-import stat
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, Callable, Union
 
@@ -26,11 +25,19 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple
+from embcache.core.checks import UNSET
 from embcache.core.info import CacheInfo
-from embcache.errors import ArgumentTypeError, ArgumentValueError, SnapshotFolderError
+from embcache.facade.snapshots import (
+    PathLike,
+    check_folder,
+    check_save_every,
+    given,
+    save_periodically,
+)
 from embcache.flight.call import all_found
 from embcache.flight.registry import flights_of
 from embcache.tier.protocol import Tier, check_tier
+from embcache.tier.read import TierSource, distinct_misses, read_through
 
 __all__ = ["EmbeddingCache", "with_tier_counts"]
 
@@ -39,26 +46,11 @@ def with_tier_counts(info: CacheInfo, tier: Tier | None) -> CacheInfo:
     """`info` with the tier's hits, misses and errors filled in (as is, without a tier)."""
     if tier is None:
         return info
-    counts = tier.counts()
+    tier_info = tier.get_tier_info()
     return dataclasses.replace(
-        info, tier_hits=counts.hits, tier_misses=counts.misses, tier_errors=counts.errors
+        info, tier_hits=tier_info.hits, tier_misses=tier_info.misses, tier_errors=tier_info.errors
     )
 
-
-log = logging.getLogger("embcache")
-
-PathLike = Union[str, bytes, "os.PathLike[str]", "os.PathLike[bytes]"]
-
-
-class _Unset:
-    """The type of UNSET: a snapshot-limit keyword that was not given."""
-
-    def __repr__(self) -> str:
-        return "UNSET"
-
-
-UNSET: Any = _Unset()
-"""A load / open keyword not given: the snapshot's recorded limit is used."""
 
 # A batch is copied in slices of about this many bytes, yielding to the event loop
 # between slices, so a large batch never holds the loop for more than about a
@@ -69,6 +61,8 @@ SLICE_BYTES = 2 << 20
 # dimension (a slice would cost more than it saves).
 SMALL_KEYS = 64
 
+Matrix = npt.NDArray[np.float32]
+Found = npt.NDArray[np.bool_]
 ComputeFn = Callable[[list[CacheKey]], Union[npt.ArrayLike, Awaitable[npt.ArrayLike]]]
 
 
@@ -101,7 +95,7 @@ class EmbeddingCache:
     ``policy``: ``"lru"`` or ``"tinylfu"`` (W-TinyLFU), as for SyncEmbeddingCache.
     """
 
-    __slots__ = ("_sync", "_get", "_put", "_flights", "_tier")
+    __slots__ = ("_sync", "_get", "_put", "_flights", "_tier", "_source")
 
     def __init__(
         self,
@@ -122,6 +116,8 @@ class EmbeddingCache:
         self._get = self._sync.get
         self._put = self._sync.put
         self._flights = flights_of(self._sync)
+        # what a single-flight owner reads through and writes back to
+        self._source = None if self._tier is None else TierSource(self._sync, self._tier)
 
     @property
     def sync(self) -> SyncEmbeddingCache:
@@ -144,7 +140,7 @@ class EmbeddingCache:
         batch = self._sync.put_batch((key,), vector, what="vector")
         batch.take()
         batch.store()
-        await self._tier.store((key,), batch.rows)
+        await self._tier.put_many(batch.keys, batch.rows)
 
     async def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
         """A new float32 array for `key`, or None (see SyncEmbeddingCache.get);
@@ -152,77 +148,37 @@ class EmbeddingCache:
         vector = self._get(key)
         if vector is not None or self._tier is None:
             return vector
-        rows, index = await self._tier.fetch((key,), self._sync.dim)
-        if not len(index):
+        matrix, found = await read_through(self._sync, self._tier, (key,), self._sync.dim)
+        if not found[0]:
             return None
-        self._fill((key,), rows)
-        hit: npt.NDArray[np.float32] = rows[0]  # a view of the tier's new array
+        hit: npt.NDArray[np.float32] = matrix[0]  # a view of the tier's new array
         return hit
 
-    def _fill(self, keys: Sequence[CacheKey], rows: npt.NDArray[np.float32]) -> None:
-        """Keep rows the tier had in the in-process cache; a row it cannot hold
-        (too large for its budget) is still returned, just not kept."""
-        try:
-            self._sync.put_many(keys, rows)
-        except ValueError:
-            pass
-
     async def _read_through(
-        self,
-        keys: Sequence[CacheKey],
-        matrix: npt.NDArray[np.float32],
-        found: npt.NDArray[np.bool_],
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
-        """get_many's misses from the tier (its distinct keys in one call), into
+        self, keys: Sequence[CacheKey], matrix: Matrix, found: Found
+    ) -> tuple[Matrix, Found]:
+        """get_many's misses from the tier (its distinct misses in one call), into
         `matrix` (whose miss rows the core zero-filled) when it has a dimension."""
         tier = self._tier
         assert tier is not None
-        seq = as_key_tuple(keys, "get_many")
-        n = len(seq)
-        miss = np.flatnonzero(~found)
+        n = len(keys)
         dim = self._sync.dim or (int(matrix.shape[1]) or None)
-        if len(miss) == n and len(set(seq)) == n:  # all missed, all distinct: no mapping
-            if dim is not None:  # straight into the matrix (its miss rows are zero)
-                _, index = await tier.fetch(seq, dim, out=matrix)
-                if len(index) == n:
-                    found[:] = True
-                    self._fill(seq, matrix)
-                elif len(index):
-                    found[index] = True
-                    self._fill([seq[i] for i in index.tolist()], matrix[index])
-                return matrix, found
-            rows, index = await tier.fetch(seq, None)
-            if not len(index):
-                return matrix, found
-            if len(index) == n:  # the tier's new rows, in order and complete: the answer
-                matrix = rows
-            else:
-                matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
-                matrix[index] = rows
-            found[index] = True
-            self._fill([seq[i] for i in index.tolist()], rows)
+        if not found.any() and len(set(keys)) == n:  # every key missed, each once:
+            # the tier's answer is the whole answer (straight into matrix with a dim)
+            return await read_through(self._sync, tier, keys, dim, out=matrix if dim else None)
+        misses, positions, index = distinct_misses(keys, found)
+        got, hit = await read_through(self._sync, tier, misses, dim)
+        if not hit.any():
             return matrix, found
-        slot: dict[CacheKey, int] = {}
-        for i in miss.tolist():
-            slot.setdefault(seq[i], len(slot))
-        wanted = list(slot)
-        rows, index = await tier.fetch(wanted, dim)
-        if not len(index):
-            return matrix, found
-        if matrix.shape[1] != rows.shape[1]:
-            matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
-        row_of = np.full(len(wanted), -1, dtype=np.intp)
-        row_of[index] = np.arange(len(index))
-        at = row_of[np.fromiter((slot[seq[i]] for i in miss.tolist()), np.intp, len(miss))]
-        take = at >= 0
-        matrix[miss[take]] = rows[at[take]]
-        found[miss[take]] = True
-        self._fill([wanted[j] for j in index.tolist()], rows)
+        if matrix.shape[1] != got.shape[1]:  # no dimension before: the tier's rows fix it
+            matrix = np.zeros((n, got.shape[1]), dtype=np.float32)
+        matrix[positions] = got[index]
+        found[positions] = hit[index]
         return matrix, found
 
     async def get_many(
-        self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        self, keys: Sequence[CacheKey], out: Matrix | None = None
+    ) -> tuple[Matrix, Found]:
         """``(matrix, found)`` for `keys` (see SyncEmbeddingCache.get_many).
 
         A batch larger than about 2 MiB of rows is copied in slices, yielding to
@@ -235,6 +191,8 @@ class EmbeddingCache:
         one call; a row found there is returned (found True) and kept in-process.
         """
         sync = self._sync
+        if self._tier is not None:  # keys read once: the lookup and the tier share them
+            keys = as_key_tuple(keys, "get_many")
         known = sync.dim or (out.shape[1] if isinstance(out, np.ndarray) and out.ndim == 2 else 0)
         if _small(keys, known):
             matrix, found = sync.get_many(keys, out)
@@ -261,32 +219,31 @@ class EmbeddingCache:
         slices, yielding to the event loop between slices: what was taken is what
         is stored, whatever the caller's buffer holds by then.
 
-        With a tier, the rows are then written there in one pipeline.
+        With a tier, the rows are then written there in one pipeline: the same
+        keys and the same float32 rows as were stored in-process.
         """
         sync = self._sync
         if self._tier is None and _small(keys, sync.dim or 0):
             sync.put_many(keys, matrix)
             return
-        # with a tier, through a PutBatch: the rows written there are the ones stored
+        # through a PutBatch: keys and rows read once; what the tier gets is what was stored
         batch = sync.put_batch(keys, matrix)
         n = batch.n
         step = max(1, SLICE_BYTES // (4 * batch.dim)) if batch.dim else n
         if n <= step:
             batch.take()
             batch.store()
-            if self._tier is not None and n:
-                await self._tier.store(batch.keys, batch.rows)
-            return
-        slices = [(start, min(start + step, n)) for start in range(0, n, step)]
-        for start, stop in slices:
-            batch.take(start, stop)
-            await asyncio.sleep(0)
-        for start, stop in slices:
-            batch.store(start, stop)
-            if stop < n:
+        else:
+            slices = [(start, min(start + step, n)) for start in range(0, n, step)]
+            for start, stop in slices:
+                batch.take(start, stop)
                 await asyncio.sleep(0)
-        if self._tier is not None:
-            await self._tier.store(batch.keys, batch.rows)
+            for start, stop in slices:
+                batch.store(start, stop)
+                if stop < n:
+                    await asyncio.sleep(0)
+        if self._tier is not None and n:
+            await self._tier.put_many(batch.keys, batch.rows)
 
     async def get_or_compute(
         self, keys: Sequence[CacheKey], compute: ComputeFn, *, timeout: float | None = None
@@ -314,7 +271,7 @@ class EmbeddingCache:
         tiers: callers waiting for those keys wait for the tier's answer too.
         """
         return await self._flights.get_or_compute_async(
-            self._sync, keys, compute, timeout=timeout, tier=self._tier
+            keys, compute, timeout=timeout, source=self._source
         )
 
     async def remove(self, key: CacheKey) -> bool:
@@ -322,7 +279,7 @@ class EmbeddingCache:
         either."""
         removed = self._sync.remove(key)
         if self._tier is not None:
-            removed = bool(await self._tier.delete((key,))) or removed
+            removed = bool(await self._tier.remove_many((key,))) or removed
         return removed
 
     async def clear(self) -> None:
@@ -363,7 +320,7 @@ class EmbeddingCache:
         constructor's; read and verified in a worker thread, so the event loop is
         not blocked."""
         check_tier(tier)
-        kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
+        kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
         sync = await asyncio.to_thread(
             SyncEmbeddingCache.load, path, clock=clock, policy=policy, **kwargs
         )
@@ -418,26 +375,17 @@ class EmbeddingCache:
         it away to start empty. A folder of `path` that no save could ever write
         to (missing, not a folder, not writable) raises SnapshotFolderError (an
         OSError) on entry, before any request is served."""
-        if save_every is not None:
-            if isinstance(save_every, bool) or not isinstance(save_every, (int, float)):
-                raise ArgumentTypeError(
-                    f"save_every must be a number of seconds or None, got "
-                    f"{type(save_every).__name__}"
-                )
-            if not save_every > 0 or save_every == float("inf"):
-                raise ArgumentValueError(
-                    f"save_every must be a finite number of seconds > 0, got {save_every!r}"
-                )
-        kwargs = _given(max_entries, ttl_seconds, max_memory_mb, dim)
-        _check_folder(path)
+        period = check_save_every(save_every)
+        kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
+        check_folder(path)
         try:
             cache = await cls.load(path, clock=clock, policy=policy, tier=tier, **kwargs)
         except FileNotFoundError:
             cache = cls(clock=clock, policy=policy, tier=tier, **kwargs)
         saver = None
         stop = asyncio.Event()
-        if save_every is not None:
-            saver = asyncio.ensure_future(_save_every(cache, path, save_every, stop))
+        if period is not None:
+            saver = asyncio.ensure_future(save_periodically(cache, path, period, stop))
         try:
             yield cache
         finally:
@@ -456,85 +404,3 @@ class EmbeddingCache:
 
     def __repr__(self) -> str:
         return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
-
-
-def _check_folder(path: PathLike) -> None:
-    """SnapshotFolderError unless the folder `path` names a file in (for a
-    symbolic link, the folder of the file it names, as save follows it) exists, is a
-    folder, and this process may create files in it (``os.access``: write and
-    search permission, or for root a file system that is not read-only)."""
-    try:
-        name = os.fspath(path)
-    except TypeError:
-        return  # not a path: load says so
-    if os.path.islink(name):
-        name = os.path.realpath(name)  # save writes through a link: its target's folder
-    folder = os.path.dirname(os.path.abspath(name))
-    shown = os.fsdecode(folder)
-    try:
-        mode = os.stat(folder).st_mode
-    except FileNotFoundError:
-        raise _folder_error(
-            errno.ENOENT,
-            f"the snapshot's folder {shown!r} does not exist; create it (the cache is "
-            "saved there on exit, and every save_every seconds)",
-            shown,
-        ) from None
-    except NotADirectoryError:
-        mode = 0  # a file where a folder of the path should be
-    except OSError as exc:
-        raise _folder_error(
-            exc.errno or errno.EACCES,
-            f"the snapshot's folder {shown!r} cannot be reached: {exc.strerror or exc}",
-            shown,
-        ) from None
-    if not stat.S_ISDIR(mode):
-        raise _folder_error(
-            errno.ENOTDIR,
-            f"the snapshot's folder {shown!r} is not a folder (a file is in its place or "
-            "on its path)",
-            shown,
-        )
-    if not os.access(folder, os.W_OK | os.X_OK):
-        raise _folder_error(
-            errno.EACCES,
-            f"the snapshot's folder {shown!r} is not writable by this process, so the "
-            "cache could never be saved there",
-            shown,
-        )
-
-
-def _folder_error(code: int, message: str, folder: str) -> SnapshotFolderError:
-    error = SnapshotFolderError(code, "EmbeddingCache.open: " + message)
-    error.filename = folder
-    return error
-
-
-def _given(max_entries: Any, ttl_seconds: Any, max_memory_mb: Any, dim: Any) -> dict[str, Any]:
-    """The snapshot-limit keywords that were given (not UNSET)."""
-    given = {
-        "max_entries": max_entries,
-        "ttl_seconds": ttl_seconds,
-        "max_memory_mb": max_memory_mb,
-        "dim": dim,
-    }
-    return {k: v for k, v in given.items() if v is not UNSET}
-
-
-async def _save_every(
-    cache: EmbeddingCache, path: PathLike, seconds: float, stop: asyncio.Event
-) -> None:
-    """EmbeddingCache.open's background task: save every `seconds` until `stop`
-    is set, logging failures."""
-    while True:
-        try:
-            await asyncio.wait_for(stop.wait(), seconds)
-            return
-        except asyncio.TimeoutError:
-            pass
-        try:
-            n = await cache.save(path)
-        except OSError as exc:
-            log.warning("embcache: periodic snapshot to %r failed: %s", path, exc)
-        else:
-            log.debug("embcache: saved %d entries to %r", n, path)

@@ -1,7 +1,10 @@
 """One get_or_compute call's bookkeeping: which input rows are misses, what the
 owner of a flight does around its compute call, and the final assembly.
 
-Nothing here knows about threads, tasks or the registry (embcache.flight.registry)::
+Nothing here knows about threads, tasks or the registry (embcache.flight.registry),
+nor imports the core: the cache is used through its public methods, and the
+core's PutBatch type comes in as ``batch_type`` (the registry has it from the
+core that made it)::
 
     cache.get_many(keys) -> matrix, found -> Plan (the distinct misses, in order)
     Work(our claimed keys): re-read the ones stored meanwhile (stale lookup),
@@ -12,19 +15,21 @@ Nothing here knows about threads, tasks or the registry (embcache.flight.registr
 
 from __future__ import annotations
 
-import inspect
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
+from embcache.tier.read import distinct_misses
+
+if TYPE_CHECKING:  # the core is the layer above: its types for the checker only
+    from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 
 __all__ = ["Compute", "Matrix", "Plan", "Work", "all_found", "check_compute", "store_one"]
 
 Matrix = npt.NDArray[np.float32]
-Compute = Callable[[list[CacheKey]], Any]
+Compute = Callable[[list["CacheKey"]], Any]
 """``compute(missing_keys)`` -> an (m, dim) array-like or a list of PutBatch made
 by the same cache for exactly those keys, in order; or an awaitable of either."""
 
@@ -32,13 +37,6 @@ by the same cache for exactly those keys, in order; or an awaitable of either.""
 def all_found(found: npt.NDArray[np.bool_]) -> bool:
     # a numpy reduction costs ~0.6 us; a short list is cheaper to scan in Python
     return all(found.tolist()) if len(found) <= 32 else bool(found.all())
-
-
-def is_async_function(fn: object) -> bool:
-    code = getattr(fn, "__code__", None)  # functions and bound methods: the cheap test
-    if code is not None:
-        return bool(code.co_flags & inspect.CO_COROUTINE)
-    return inspect.iscoroutinefunction(fn)
 
 
 def check_compute(compute: object, what: str) -> None:
@@ -52,24 +50,17 @@ class Plan:
     """The misses of one get_or_compute call and where each one's row comes from.
 
     ``misses`` are the distinct missed keys in first-occurrence order; input
-    position ``miss_pos[i]`` takes the row of ``misses[miss_slot[i]]``.
+    position ``miss_pos[i]`` takes the row of ``misses[miss_index[i]]``.
     ``sources[j]`` is ``(rows, r)`` once row ``r`` of a settled flight's ``rows``
     holds ``misses[j]``.
     """
 
-    __slots__ = ("matrix", "hit_dim", "misses", "miss_pos", "miss_slot", "sources")
+    __slots__ = ("matrix", "hit_dim", "misses", "miss_pos", "miss_index", "sources")
 
     def __init__(self, matrix: Matrix, found: npt.NDArray[np.bool_], keys: tuple[CacheKey, ...]):
         self.matrix = matrix
         self.hit_dim: int | None = int(matrix.shape[1]) if found.any() else None
-        miss_pos = np.flatnonzero(~found)
-        slot_of: dict[CacheKey, int] = {}
-        miss_slot = np.empty(len(miss_pos), dtype=np.intp)
-        for i, pos in enumerate(miss_pos.tolist()):
-            miss_slot[i] = slot_of.setdefault(keys[pos], len(slot_of))
-        self.misses: list[CacheKey] = list(slot_of)
-        self.miss_pos = miss_pos
-        self.miss_slot = miss_slot
+        self.misses, self.miss_pos, self.miss_index = distinct_misses(keys, found)
         self.sources: list[tuple[Matrix, int] | None] = [None] * len(self.misses)
 
     def settled(self, ours: list[int], rows: Matrix) -> None:
@@ -101,7 +92,7 @@ class Plan:
             matrix = np.empty((matrix.shape[0], dim), dtype=np.float32)
         if len(groups) == 1:  # one flight holds every miss: gather straight from it
             ((rows, _, picks),) = groups.values()
-            at = np.asarray(picks, dtype=np.intp)[self.miss_slot]
+            at = np.asarray(picks, dtype=np.intp)[self.miss_index]
             if len(at) == len(rows) and (at == np.arange(len(at))).all():
                 if len(at) == len(matrix):
                     np.copyto(matrix, rows)
@@ -111,21 +102,26 @@ class Plan:
                 matrix[self.miss_pos] = rows[at]
             return matrix
         distinct = np.empty((len(self.misses), dim), dtype=np.float32)
-        for rows, slots, picks in groups.values():
-            distinct[slots] = rows[picks]
-        matrix[self.miss_pos] = distinct[self.miss_slot]
+        for rows, numbers, picks in groups.values():
+            distinct[numbers] = rows[picks]
+        matrix[self.miss_pos] = distinct[self.miss_index]
         return matrix
 
 
 def store_one(
-    cache: SyncEmbeddingCache, key: CacheKey, hit_dim: int | None, result: Any, what: str
+    cache: SyncEmbeddingCache,
+    batch_type: type[PutBatch],
+    key: CacheKey,
+    hit_dim: int | None,
+    result: Any,
+    what: str,
 ) -> Matrix:
-    """``Work(cache, hit_dim, [key], stale=False).finish(result, what)`` for one
+    """``Work(cache, batch_type, hit_dim, [key], False).finish(result, what)`` for one
     claimed key, its usual answers checked directly: one taken PutBatch of
     `cache` holding just `key` (CachedEmbedder's), or an array-like (converted
     and validated by ``cache.put_batch``). Stored; the (1, dim) read-only rows.
     Any other answer goes through Work, for its checks and messages."""
-    if type(result) is list and result and isinstance(result[0], PutBatch):
+    if type(result) is list and result and isinstance(result[0], batch_type):
         batch = result[0]
         if not (
             len(result) == 1
@@ -135,7 +131,7 @@ def store_one(
             and batch.keys[0] is key
             and (hit_dim is None or batch.dim == hit_dim)
         ):
-            return Work(cache, hit_dim, [key], False).finish(result, what)
+            return Work(cache, batch_type, hit_dim, [key], False).finish(result, what)
     else:
         batch = cache.put_batch((key,), result, what=f"{what}(missing)", dim=hit_dim)
         batch.take()
@@ -153,12 +149,27 @@ class Work:
     (``present``) and left out of ``todo``.
     """
 
-    __slots__ = ("cache", "keys", "present", "todo", "dim", "computed", "computed_keys")
+    __slots__ = (
+        "cache",
+        "batch_type",
+        "keys",
+        "present",
+        "todo",
+        "dim",
+        "computed",
+        "computed_keys",
+    )
 
     def __init__(
-        self, cache: SyncEmbeddingCache, hit_dim: int | None, keys: list[CacheKey], stale: bool
+        self,
+        cache: SyncEmbeddingCache,
+        batch_type: type[PutBatch],
+        hit_dim: int | None,
+        keys: list[CacheKey],
+        stale: bool,
     ) -> None:
         self.cache = cache
+        self.batch_type = batch_type
         self.keys = keys
         self.present: dict[int, Matrix] = {}
         self.todo: list[CacheKey] = keys
@@ -169,26 +180,18 @@ class Work:
         if stale:
             self._fetch_settled()
 
-    def adopt(self, rows: Matrix, index: npt.NDArray[np.intp]) -> None:
-        """Take the rows a shared tier found for ``todo`` (row r for
-        todo[index[r]]): store them in the cache, count them present, and leave
-        only the rest to compute."""
-        if not len(index):
+    def adopt(self, matrix: Matrix, found: npt.NDArray[np.bool_]) -> None:
+        """Take the rows a shared tier found for ``todo`` (row i for todo[i]
+        where found[i]; embcache.tier.read.read_through has kept them in the
+        cache): count them present and leave only the rest to compute."""
+        if not found.any():
             return
-        hits = index.tolist()
-        got = [self.todo[i] for i in hits]
-        try:
-            batch = self.cache.put_batch(got, rows, what="tier rows", dim=self.dim)
-            batch.take()
-        except ValueError:  # rows this cache cannot hold (budget): compute them instead
-            return
-        batch.store()
-        self.dim = batch.dim
         position = {k: r for r, k in enumerate(self.keys)}
-        for key, row in zip(got, batch.rows):
-            self.present[position[key]] = row
-        found = set(hits)
-        self.todo = [k for i, k in enumerate(self.todo) if i not in found]
+        todo, hits = self.todo, found.tolist()
+        for i in np.flatnonzero(found).tolist():
+            self.present[position[todo[i]]] = matrix[i]
+        self.dim = int(matrix.shape[1])
+        self.todo = [k for k, hit in zip(todo, hits) if not hit]
 
     def _fetch_settled(self) -> None:
         """Read our keys stored meanwhile. Only reached after a race (or a retry);
@@ -233,7 +236,8 @@ class Work:
     def _batches(self, result: Any, what: str) -> list[PutBatch]:
         """compute's answer as taken PutBatch objects covering ``todo`` in order."""
         cache, todo = self.cache, self.todo
-        if not (type(result) is list and result and isinstance(result[0], PutBatch)):
+        batch_type = self.batch_type
+        if not (type(result) is list and result and isinstance(result[0], batch_type)):
             batch = cache.put_batch(todo, result, what=f"{what}(missing)", dim=self.dim)
             batch.take()
             return [batch]
@@ -242,7 +246,7 @@ class Work:
         start = 0
         dim = self.dim
         for i, batch in enumerate(result):
-            if not isinstance(batch, PutBatch):
+            if not isinstance(batch, batch_type):
                 raise ArgumentTypeError(
                     f"{what} returned a list of PutBatch whose item {i} is a {type(batch).__name__}"
                 )

@@ -1,32 +1,25 @@
 """What single flight raises and how it bounds waiting: FlightTimeoutError and
 the timeout arithmetic, the copy of an owner's error each waiter gets, and the
-RuntimeErrors that refuse a wait which could never end. Used by embcache.flight.registry.
+CallContextErrors that refuse a wait which could never end. Used by
+embcache.flight.registry. (A `timeout` argument is checked by
+embcache.core.checks.check_seconds, the one rule for seconds.)
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
-import math
-import numbers
 import sys
 import time
 from collections.abc import Awaitable
 from typing import Any
 
-from embcache._core import CacheKey
-from embcache.errors import (
-    ArgumentTypeError,
-    ArgumentValueError,
-    CallContextError,
-    FlightTimeoutError,
-)
+from embcache.errors import CallContextError, FlightTimeoutError
 
 __all__ = [
     "ComputeTimeout",
     "FlightTimeoutError",
     "bounded",
-    "check_timeout",
     "compute_timeout_error",
     "cycle_error",
     "deadline_after",
@@ -38,23 +31,6 @@ __all__ = [
     "wait_timeout_error",
     "waiter_copy",
 ]
-
-
-def check_timeout(timeout: object) -> float | None:
-    """`timeout` as a float of seconds > 0 (inf: no limit), or None.
-
-    ArgumentTypeError for a bool or a non-number, ArgumentValueError for NaN or
-    a value <= 0."""
-    if timeout is None:
-        return None
-    if isinstance(timeout, bool) or not isinstance(timeout, numbers.Real):
-        raise ArgumentTypeError(
-            f"timeout must be a number of seconds or None, got {type(timeout).__name__}"
-        )
-    seconds = float(timeout)
-    if math.isnan(seconds) or seconds <= 0:
-        raise ArgumentValueError(f"timeout must be > 0 seconds or None, got {timeout!r}")
-    return seconds
 
 
 def deadline_after(timeout: float | None) -> float | None:
@@ -154,7 +130,7 @@ def waiter_copy(error: BaseException) -> BaseException:
     return new
 
 
-def reentry_error(key: CacheKey) -> CallContextError:
+def reentry_error(key: object) -> CallContextError:
     return CallContextError(
         f"get_or_compute was asked for {key!r} from inside the compute that is computing it; "
         "compute must not depend on its own keys (this would wait forever)"

@@ -1,5 +1,6 @@
 """Shared second tiers under an ``EmbeddingCache``: the protocol a tier
-implements (``protocol``), the value format on the wire (``wire``), the direct
-MGET reader (``mget``), the circuit breaker (``breaker``) and ``RedisTier``
-(``redis``; public as ``embcache.redis``).
+implements and its statistics (``protocol``), reading through a tier
+(``read``, shared by the facade and single flight), the value format on the
+wire (``wire``), the direct MGET reader (``mget``), the circuit breaker
+(``breaker``) and ``RedisTier`` (``redis``; public as ``embcache.redis``).
 """

@@ -18,7 +18,7 @@ then little-endian float32: embcache.tier.wire); keys are
 straight into the float32 rows, on a connection of the client's own pool
 (embcache.tier.mget), with no Python object per value.
 
-Faults: every Redis call is bounded by `timeout_seconds` (a batch past
+Faults: every Redis call is bounded by `timeout` seconds (a batch past
 CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
 reply) is counted and answered as a miss, never raised.
 After FAILURES_TO_OPEN failures in a row the tier is skipped for
@@ -35,24 +35,22 @@ from __future__ import annotations
 import asyncio
 import binascii
 import logging
-import sys
-from collections.abc import AsyncIterator, Awaitable, Sequence
-from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import Awaitable, Sequence
 from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey, as_key_tuple
+from embcache.core.checks import check_seconds, deadline_scope
 from embcache.errors import ArgumentTypeError, ArgumentValueError, RedisTierError
 from embcache.tier.breaker import Breaker
 from embcache.tier.mget import direct_mget, joined_spans
+from embcache.tier.protocol import TierInfo
 from embcache.tier.wire import (
     DIGEST_HEX,
     HEADER,
     Decoded,
-    check_positive_seconds,
     decode_values,
     encode_rows,
     key_prefix,
@@ -69,14 +67,14 @@ except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
         '(from a clone of embcache: pip install ".[redis]")'
     ) from exc
 
-__all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierStats"]
+__all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierInfo"]
 
 FAILURES_TO_OPEN = 3
 """Failed Redis calls in a row that open the circuit breaker."""
 
 CALL_BYTES = 8 << 20
 """About the most vector bytes one Redis call moves: a larger batch is read or
-written in several calls (one after another), each bounded by timeout_seconds."""
+written in several calls (one after another), each bounded by timeout."""
 
 SCAN_COUNT = 1000
 """Keys asked per SCAN step (and deleted per UNLINK) by drop_model."""
@@ -84,25 +82,6 @@ SCAN_COUNT = 1000
 _PREFIX_FORBIDDEN = frozenset("{}*?[]\\")
 log = logging.getLogger("embcache.redis")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True)
-class TierStats:
-    """What a RedisTier did so far (over every cache using it)."""
-
-    hits: int
-    """Keys read from Redis and valid."""
-    misses: int
-    """Keys asked of the tier and not answered: absent, invalid, or not asked of
-    Redis because it failed or the breaker was open."""
-    errors: int
-    """Failed Redis calls (timeouts included) plus values that failed validation."""
-    skipped: int
-    """Keys not read, written or deleted because the breaker was open."""
-    breaker: str
-    """"closed", "open" or "half-open"."""
-    breaker_opened: int
-    """How many times the breaker has opened."""
 
 
 def _is_cluster(client: object) -> bool:
@@ -117,8 +96,10 @@ class RedisTier:
     every key, a non-empty printable ASCII str without spaces, ``{}`` (hash tags)
     or glob characters. `ttl_seconds`: how long a value lives in Redis after it
     is written (None: no expiry; set with ``PX``, so a hit costs no extra round
-    trip). `timeout_seconds`: the bound on every Redis call. `cooldown_seconds`:
-    how long Redis is skipped once FAILURES_TO_OPEN calls failed in a row.
+    trip). `timeout`: the bound on every Redis call, in seconds (the former
+    ``timeout_seconds=`` is refused with an error naming ``timeout=``).
+    `cooldown_seconds`: how long Redis is skipped once FAILURES_TO_OPEN calls
+    failed in a row.
 
     ArgumentTypeError (a TypeError) / ArgumentValueError (a ValueError) for
     anything else.
@@ -146,9 +127,12 @@ class RedisTier:
         *,
         prefix: str = "embcache",
         ttl_seconds: float | None = None,
-        timeout_seconds: float = 0.25,
+        timeout: float = 0.25,
         cooldown_seconds: float = 5.0,
+        **renamed: object,
     ) -> None:
+        if renamed:
+            raise _renamed_keyword(renamed)
         if not isinstance(client, (Redis, RedisCluster)):
             hint = ""
             if type(client).__module__.startswith("redis"):
@@ -175,13 +159,14 @@ class RedisTier:
         self._cluster = _is_cluster(client)
         self._prefix = prefix
         self._prefix_bytes = prefix.encode("ascii")
-        self._ttl = check_positive_seconds(ttl_seconds, "ttl_seconds", allow_none=True)
+        self._ttl = check_seconds(ttl_seconds, "ttl_seconds")
         # PX takes whole milliseconds >= 1: round up, so a value never outlives
         # what was asked by less than it should
         self._px = None if self._ttl is None else max(1, -int(-self._ttl * 1000 // 1))
-        self._timeout = check_positive_seconds(timeout_seconds, "timeout_seconds", allow_none=False)
-        cooldown = check_positive_seconds(cooldown_seconds, "cooldown_seconds", allow_none=False)
-        assert cooldown is not None and self._timeout is not None
+        timeout_ = check_seconds(timeout, "timeout", allow_none=False)
+        cooldown = check_seconds(cooldown_seconds, "cooldown_seconds", allow_none=False)
+        assert cooldown is not None and timeout_ is not None
+        self._timeout = timeout_
         self._cooldown = cooldown
         self._breaker = Breaker(FAILURES_TO_OPEN, cooldown)
         self._hits = 0
@@ -207,26 +192,22 @@ class RedisTier:
         return self._ttl
 
     @property
-    def timeout_seconds(self) -> float:
+    def timeout(self) -> float:
         """The bound on every Redis call, in seconds."""
-        return self._timeout  # type: ignore[return-value]
+        return self._timeout
 
     @property
     def cooldown_seconds(self) -> float:
         """How long Redis is skipped once the breaker opens, in seconds."""
         return self._cooldown
 
-    @property
-    def stats(self) -> TierStats:
-        """A snapshot of this tier's counts and breaker state."""
+    def get_tier_info(self) -> TierInfo:
+        """A TierInfo snapshot of this tier's counts and breaker state (its
+        hits, misses and errors are EmbeddingCache.get_cache_info's tier_*)."""
         breaker = self._breaker
-        return TierStats(
+        return TierInfo(
             self._hits, self._misses, self._errors, self._skipped, breaker.state, breaker.opened
         )
-
-    def counts(self) -> TierStats:
-        """The counts EmbeddingCache.get_cache_info reports (same as ``stats``)."""
-        return self.stats
 
     def redis_key(self, key: CacheKey) -> bytes:
         """The Redis key `key`'s vector lives under: ``prefix:model:digest-hex``.
@@ -253,31 +234,37 @@ class RedisTier:
 
     # -- the tier protocol (called by EmbeddingCache) ----------------------------------
 
-    async def fetch(
+    async def get_many(
         self,
         keys: Sequence[CacheKey],
-        dim: int | None,
+        *,
+        dim: int | None = None,
         out: npt.NDArray[np.float32] | None = None,
-    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
-        """``(rows, index)`` for distinct `keys`: row r of the new float32 `rows`
-        is the vector of ``keys[index[r]]`` (rows of dimension `dim`, or None:
-        that of the first valid value). One MGET (on a cluster, one MGET per hash slot,
-        pipelined per node, the nodes in parallel) per CALL_BYTES of values; a
-        failed call leaves its keys and the later ones missed. With `out` (a
-        zero-filled C-contiguous float32 (len(keys), dim) array), the vector of
-        keys[i] is written to out[i] instead and `rows` is `out`.
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """``(matrix, found)`` for `keys`, as SyncEmbeddingCache.get_many: row i
+        of the C-contiguous float32 `matrix` is the vector of keys[i] when
+        found[i], else zeros. Rows have dimension `dim` (None: that of the first
+        valid value, and shape (len(keys), 0) when nothing was found); a value
+        of another dimension is a miss. With `out` (a writable C-contiguous
+        float32 array of shape (len(keys), dim); `dim` defaults to its columns)
+        the rows are written there and `matrix` is `out`. One MGET (on a
+        cluster, one MGET per hash slot, pipelined per node, the nodes in
+        parallel) per CALL_BYTES of values; a failed call leaves its keys and
+        the later ones missed.
 
         Never raises for a Redis failure or a bad value: those are misses
         (KeyTypeError for a key that is not a CacheKey, ArgumentTypeError /
         ArgumentValueError for a `dim` that is not an int >= 1 or None, or an
         `out` that does not fit)."""
-        keys = as_key_tuple(keys, "RedisTier.fetch")
+        keys = as_key_tuple(keys, "RedisTier.get_many")
+        n = len(keys)
+        if out is not None and dim is None and isinstance(out, np.ndarray) and out.ndim == 2:
+            dim = int(out.shape[1])
         if dim is not None:
             if isinstance(dim, bool) or not isinstance(dim, (int, np.integer)):
                 raise ArgumentTypeError(f"dim must be an int or None, got {type(dim).__name__}")
             if dim < 1:
                 raise ArgumentValueError(f"dim must be >= 1 or None, got {dim}")
-        n = len(keys)
         if out is not None:
             if not (
                 isinstance(out, np.ndarray)
@@ -289,13 +276,35 @@ class RedisTier:
                 raise ArgumentValueError(
                     f"out must be a writable C-contiguous float32 array of shape ({n}, {dim})"
                 )
+        elif dim is not None:
+            out = np.zeros((n, dim), dtype=np.float32)  # rows read straight into place
+        rows, index = await self._read(keys, dim, out)
+        found = np.zeros(n, dtype=np.bool_)
+        found[index] = True
+        if out is not None:
+            if len(index) < n:
+                out[~found] = 0.0  # a miss is a zero row, whatever `out` held
+            return out, found
+        if len(index) == n:  # every key, in order: the new rows are the matrix
+            return rows, found
+        matrix = np.zeros((n, rows.shape[1]), dtype=np.float32)
+        matrix[index] = rows
+        return matrix, found
+
+    async def _read(
+        self, keys: tuple[CacheKey, ...], dim: int | None, out: npt.NDArray[np.float32] | None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
+        """``(rows, index)`` of checked `keys`: row r of `rows` is the vector of
+        keys[index[r]] (index ascending); with `out`, rows go to out[i] instead
+        and `rows` is `out`."""
+        n = len(keys)
         nothing = out if out is not None else np.empty((0, dim or 0), dtype=np.float32)
         if n == 0 or not self._breaker.allow():
             self._misses += n
             self._skipped += n
             return nothing, np.empty(0, dtype=np.intp)
         if not self._cluster:
-            return await self._fetch_direct(keys, dim, out, nothing)
+            return await self._read_direct(keys, dim, out, nothing)
         rkeys = self._keys(keys)
         values: list[Any] = []
         try:
@@ -309,7 +318,7 @@ class RedisTier:
             self._breaker.abandoned()
             raise
         except Exception as exc:
-            self._failed("fetch", exc)
+            self._failed("get_many", exc)
             if not values:
                 self._misses += n
                 return nothing, np.empty(0, dtype=np.intp)
@@ -323,14 +332,14 @@ class RedisTier:
         self._errors += decoded.errors
         return decoded.rows, decoded.index
 
-    async def _fetch_direct(
+    async def _read_direct(
         self,
         keys: Sequence[CacheKey],
         dim: int | None,
         out: npt.NDArray[np.float32] | None,
         nothing: npt.NDArray[np.float32],
     ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.intp]]:
-        """fetch from one server: each span's reply read straight into rows
+        """_read from one server: each span's reply read straight into rows
         (embcache.tier.mget), or through the client's mget and decode_values
         when its connections cannot be read that way."""
         n = len(keys)
@@ -357,7 +366,7 @@ class RedisTier:
             self._breaker.abandoned()
             raise
         except Exception as exc:
-            self._failed("fetch", exc)
+            self._failed("get_many", exc)
             if not parts:
                 self._misses += n
                 return nothing, np.empty(0, dtype=np.intp)
@@ -370,7 +379,7 @@ class RedisTier:
         self._errors += decoded.errors
         return (decoded.rows if out is None else out), decoded.index
 
-    async def store(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
+    async def put_many(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
         """Write row i of the float32 `matrix` under keys[i] in one pipeline of
         ``SET key value [PX ttl]`` (grouped per node on a cluster) per CALL_BYTES
         of values, stopping at the first failed one. Never raises
@@ -378,7 +387,7 @@ class RedisTier:
         not a CacheKey; ArgumentTypeError / ArgumentValueError (nothing written)
         unless `matrix` is a float32 ndarray of shape (len(keys), dim >= 1) with
         finite values."""
-        keys = as_key_tuple(keys, "RedisTier.store")
+        keys = as_key_tuple(keys, "RedisTier.put_many")
         if not isinstance(matrix, np.ndarray) or matrix.dtype != np.float32:
             raise ArgumentTypeError("matrix must be a float32 numpy array")
         if matrix.ndim != 2 or matrix.shape[0] != len(keys) or matrix.shape[1] < 1:
@@ -409,14 +418,14 @@ class RedisTier:
             self._breaker.abandoned()
             raise
         except Exception as exc:
-            self._failed("store", exc)
+            self._failed("put_many", exc)
             return
         self._breaker.succeeded()
 
-    async def delete(self, keys: Sequence[CacheKey]) -> int:
-        """Delete `keys` from Redis (UNLINK); how many existed (0 on a failure,
+    async def remove_many(self, keys: Sequence[CacheKey]) -> int:
+        """Remove `keys` from Redis (UNLINK); how many existed (0 on a failure,
         counted in errors; KeyTypeError for a key that is not a CacheKey)."""
-        keys = as_key_tuple(keys, "RedisTier.delete")
+        keys = as_key_tuple(keys, "RedisTier.remove_many")
         if not len(keys):
             return 0
         if not self._breaker.allow():
@@ -430,7 +439,7 @@ class RedisTier:
             self._breaker.abandoned()
             raise
         except Exception as exc:
-            self._failed("delete", exc)
+            self._failed("remove_many", exc)
             return 0
         self._breaker.succeeded()
         return deleted
@@ -509,10 +518,8 @@ class RedisTier:
             return await awaitable
 
     def _bounded(self) -> Any:
-        """A context bounding its body by timeout_seconds (TimeoutError)."""
-        if sys.version_info >= (3, 11):
-            return asyncio.timeout(self._timeout)
-        return _timeout_compat(self._timeout)  # pragma: no cover - Python < 3.11
+        """A context bounding its body by `timeout` (TimeoutError)."""
+        return deadline_scope(self._timeout)
 
     def _failed(self, what: str, exc: BaseException) -> None:
         self._errors += 1
@@ -547,29 +554,21 @@ class RedisTier:
         kind = "RedisCluster" if self._cluster else "Redis"
         return (
             f"RedisTier({kind}, prefix={self._prefix!r}, ttl_seconds={self._ttl}, "
-            f"timeout_seconds={self._timeout}, cooldown_seconds={self._cooldown})"
+            f"timeout={self._timeout}, cooldown_seconds={self._cooldown})"
         )
 
 
-@asynccontextmanager
-async def _timeout_compat(seconds: float) -> AsyncIterator[None]:  # pragma: no cover
-    """asyncio.timeout for Python < 3.11: cancel the body after `seconds`."""
-    task = asyncio.current_task()
-    assert task is not None
-    loop = asyncio.get_running_loop()
-    fired = False
+_RENAMED = {"timeout_seconds": "timeout"}
 
-    def fire() -> None:
-        nonlocal fired
-        fired = True
-        task.cancel()
 
-    handle = loop.call_later(seconds, fire)
-    try:
-        yield
-    except asyncio.CancelledError:
-        if fired:
-            raise TimeoutError(f"Redis call took more than {seconds} s") from None
-        raise
-    finally:
-        handle.cancel()
+def _renamed_keyword(given: dict[str, object]) -> ArgumentTypeError:
+    """The error for keywords RedisTier does not take: one that was renamed says
+    its new name (the old spelling is not kept: one name per concept), any
+    other is Python's own unexpected-keyword TypeError."""
+    name = next(iter(given))
+    if name in _RENAMED:
+        return ArgumentTypeError(
+            f"RedisTier() takes {_RENAMED[name]}= (seconds) instead of {name}=, "
+            f"which was renamed: RedisTier(client, {_RENAMED[name]}={given[name]!r})"
+        )
+    return ArgumentTypeError(f"RedisTier() got an unexpected keyword argument {name!r}")

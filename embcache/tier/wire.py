@@ -27,8 +27,6 @@ Nothing here talks to Redis; embcache.redis does.
 from __future__ import annotations
 
 import binascii
-import math
-import numbers
 import struct
 from collections.abc import Sequence
 
@@ -36,7 +34,6 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey
-from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = [
     "DIGEST_HEX",
@@ -44,7 +41,6 @@ __all__ = [
     "MAGIC",
     "VERSION",
     "Decoded",
-    "check_positive_seconds",
     "decode_values",
     "encode_rows",
     "header_for",
@@ -280,17 +276,3 @@ def _decode_into(
     decoded = decode_values(values, dim)
     out[decoded.index] = decoded.rows
     return Decoded(out, decoded.index, decoded.errors)
-
-
-def check_positive_seconds(value: object, name: str, *, allow_none: bool) -> float | None:
-    """`value` as float seconds > 0 and finite (or None when allowed): TypeError
-    for a bool or a non-number, ValueError otherwise (both EmbcacheError)."""
-    if value is None and allow_none:
-        return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        expected = "a number of seconds or None" if allow_none else "a number of seconds"
-        raise ArgumentTypeError(f"{name} must be {expected}, got {type(value).__name__}")
-    seconds = float(value)
-    if not (math.isfinite(seconds) and seconds > 0):
-        raise ArgumentValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return seconds

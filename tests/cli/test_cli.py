@@ -187,6 +187,24 @@ def test_installed_console_script_runs(tmp_path: Path) -> None:
     assert proc.stdout.strip() == f"embcache {__version__}"
 
 
+def test_compare_and_its_peers_load_only_when_asked(tmp_path: Path) -> None:
+    """A plain ``embcache check`` imports neither the comparison, its peer loops nor
+    its Redis rows; asking for the installed peers (as ``--compare`` does) loads them."""
+    code = (
+        "import sys, embcache.cli.cli as cli\n"
+        "def loaded(): return sorted(m for m in sys.modules if m.startswith('embcache.cli.'))\n"
+        "print(' '.join(loaded()))\n"
+        "cli.available_peers()\n"
+        "print(' '.join(loaded()))\n"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    before, after = (set(line.split()) for line in proc.stdout.splitlines())
+    lazy = {f"embcache.cli.{m}" for m in ("compare", "peers", "redis_compare", "redis_peers")}
+    assert "embcache.cli.criteria" in before and not before & lazy
+    assert "embcache.cli.peers" in after
+
+
 def test_json_to_stdout_parses_and_has_fields() -> None:
     code, out, err = run_main(["check", "--quick", "--json", "-", "--dim", "384"])
     assert code == 0, err

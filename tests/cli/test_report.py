@@ -238,7 +238,7 @@ def test_dead_redis_measurement_prints_no_warning(
         cache, client = await dead_tier_cache(8, tiered=True)
         try:
             await open_breaker(cache)
-            assert cache.tier.stats.breaker == "open"  # type: ignore[union-attr]
+            assert cache.tier.get_tier_info().breaker == "open"  # type: ignore[union-attr]
         finally:
             await client.aclose()
 

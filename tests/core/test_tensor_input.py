@@ -26,13 +26,12 @@ import asyncio
 import dataclasses
 import re
 import warnings
-from collections.abc import Sequence
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 import pytest
 from conftest import assert_unchanged, run, snapshot
+from dict_tier import DictTier
 
 from embcache import (
     CachedEmbedder,
@@ -60,37 +59,6 @@ KEY = CacheKey.from_text(TEXT, "m")
 OLD = CacheKey.from_text("already there", "m")
 VALUES = [1.5, -2.25, 0.0078125, 256.0]
 """Exact in bfloat16, float8_e4m3fn... and float32."""
-
-
-@dataclass
-class Counts:
-    hits: int = 0
-    misses: int = 0
-    errors: int = 0
-
-
-class DictTier:
-    """A shared tier in a dict (the facade's Tier protocol)."""
-
-    def __init__(self) -> None:
-        self.stored: dict[CacheKey, bytes] = {}
-        self._counts = Counts()
-
-    async def fetch(
-        self, keys: Sequence[CacheKey], dim: int | None, out: Any = None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        return np.zeros((0, dim or 0), dtype=np.float32), np.zeros(0, dtype=np.intp)
-
-    async def store(self, keys: Sequence[CacheKey], matrix: np.ndarray) -> None:
-        assert matrix.dtype == np.float32 and matrix.shape[0] == len(keys)
-        for k, row in zip(keys, matrix):
-            self.stored[k] = row.tobytes()
-
-    async def delete(self, keys: Sequence[CacheKey]) -> int:
-        return sum(self.stored.pop(k, None) is not None for k in keys)
-
-    def counts(self) -> Counts:
-        return self._counts
 
 
 def new_cache() -> EmbeddingCache:

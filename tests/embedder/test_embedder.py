@@ -591,7 +591,7 @@ def test_flights_take_the_callers_lookup() -> None:
     epoch = flights.epoch
     matrix, found = cache.get_many(keys)
     out = flights.get_or_compute(
-        cache, keys, lambda missing: np.zeros((len(missing), DIM)), looked_up=(epoch, matrix, found)
+        keys, lambda missing: np.zeros((len(missing), DIM)), looked_up=(epoch, matrix, found)
     )
     np.testing.assert_array_equal(out, [np.ones(DIM), np.zeros(DIM)])
     info = cache.get_cache_info()

@@ -28,7 +28,7 @@ import pytest
 from conftest import TIMEOUT, run_python
 
 from embcache import CachedEmbedder, SyncEmbeddingCache
-from embcache.errors import ArgumentTypeError, ArgumentValueError
+from embcache.errors import ArgumentTypeError, ArgumentValueError, CallContextError
 from embcache.flight.registry import FlightTimeoutError
 
 DIM = 4
@@ -319,7 +319,7 @@ def test_two_models_waiting_on_each_other_fail_with_the_cycle_error() -> None:
         t.join(TIMEOUT)
     assert time.monotonic() - start < 2.5  # not the 5 s deadline
     assert set(errors) == {"x", "y"}
-    assert all(type(e) is RuntimeError for e in errors.values()), errors
+    assert all(type(e) is CallContextError for e in errors.values()), errors
     assert any("deadlock" in str(e) for e in errors.values()), errors
     assert len(embedder.cache) == 0 and embedder.cache.flights.in_flight() == 0
 

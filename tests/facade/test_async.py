@@ -13,7 +13,6 @@ import pytest
 from conftest import FakeClock, key, vec
 
 from embcache import (
-    CacheInfo,
     DimensionMismatchError,
     EmbeddingCache,
     InvalidVectorError,
@@ -51,28 +50,6 @@ def test_constructor_same_signature_and_defaults() -> None:
     )
     with pytest.raises(TypeError):
         EmbeddingCache(7, 30.0, 2.0, 5)  # type: ignore[misc]
-
-
-def test_round_trip() -> None:
-    async def main() -> None:
-        c = EmbeddingCache(10)
-        await c.put(key(1), [1.0, 2.0, 3.0])
-        out = await c.get(key(1))
-        assert out is not None and out.dtype == np.float32 and out.tolist() == [1.0, 2.0, 3.0]
-        assert out.flags.writeable
-        assert await c.get(key(2)) is None
-        assert len(c) == 1
-        assert key(1) in c and key(2) not in c
-        assert await c.remove(key(1)) is True
-        assert await c.remove(key(1)) is False
-        await c.put(key(3), vec(3))
-        await c.clear()
-        assert len(c) == 0
-        info = await c.get_cache_info()
-        assert isinstance(info, CacheInfo)
-        assert (info.hits, info.misses, info.puts, info.removals, info.size) == (1, 1, 2, 1, 0)
-
-    run(main())
 
 
 def test_facade_and_core_share_entries_and_stats() -> None:
@@ -217,21 +194,6 @@ def test_facade_works_from_several_event_loops_in_threads() -> None:
     assert not errors, errors
     assert len(c) == 64
     c.sync._check_invariants()
-
-
-def test_ttl_through_the_facade() -> None:
-    clock = FakeClock()
-
-    async def main() -> None:
-        c = EmbeddingCache(4, 5.0, clock=clock)
-        await c.put(key(1), [1.0])
-        clock.advance(5.0)
-        assert key(1) not in c
-        assert await c.get(key(1)) is None
-        info = await c.get_cache_info()
-        assert (info.misses, info.expirations) == (1, 1)
-
-    run(main())
 
 
 def test_repr_and_slots() -> None:

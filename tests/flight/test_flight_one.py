@@ -66,7 +66,7 @@ def test_one_key_missed_by_many_threads_is_computed_once() -> None:
     k = key(1)
 
     def caller() -> np.ndarray:
-        return flights.get_or_compute_one(cache, k, compute, timeout=TIMEOUT)
+        return flights.get_or_compute_one(k, compute, timeout=TIMEOUT)
 
     def opener() -> None:
         assert compute.started.wait(TIMEOUT)
@@ -99,7 +99,7 @@ def test_one_key_missed_by_many_tasks_is_computed_once() -> None:
 
     async def main() -> list[np.ndarray]:
         return await asyncio.gather(
-            *(flights.get_or_compute_one_async(cache, k, compute) for _ in range(10))
+            *(flights.get_or_compute_one_async(k, compute) for _ in range(10))
         )
 
     results = run(main())
@@ -117,7 +117,7 @@ def test_a_thread_and_a_task_share_one_compute_of_one_key() -> None:
     out: dict[str, Any] = {}
 
     def in_thread() -> None:
-        out["thread"] = flights.get_or_compute_one(cache, k, compute, timeout=TIMEOUT)
+        out["thread"] = flights.get_or_compute_one(k, compute, timeout=TIMEOUT)
 
     thread = threading.Thread(target=in_thread, daemon=True)
     thread.start()
@@ -125,7 +125,7 @@ def test_a_thread_and_a_task_share_one_compute_of_one_key() -> None:
 
     async def task() -> np.ndarray:
         waiter = asyncio.ensure_future(
-            flights.get_or_compute_one_async(cache, k, compute, timeout=TIMEOUT)
+            flights.get_or_compute_one_async(k, compute, timeout=TIMEOUT)
         )
         await asyncio.sleep(0.02)
         assert not waiter.done()  # it waits for the thread's flight
@@ -175,7 +175,7 @@ def test_an_owner_error_reaches_every_waiter_as_its_own_copy() -> None:
     k = key(4)
 
     def caller() -> Any:
-        return flights.get_or_compute_one(cache, k, compute, timeout=TIMEOUT)
+        return flights.get_or_compute_one(k, compute, timeout=TIMEOUT)
 
     results = owner_then_waiters(caller, caller, 5, compute.started, compute.gate)
     assert len(compute.calls) == 1
@@ -213,9 +213,9 @@ def test_cancelling_the_owner_task_hands_the_key_to_a_waiter() -> None:
             calls.append("quick")
             return np.stack([vec(5) for _ in keys])
 
-        owner = asyncio.ensure_future(flights.get_or_compute_one_async(cache, k, slow))
+        owner = asyncio.ensure_future(flights.get_or_compute_one_async(k, slow))
         await first_started.wait()
-        waiter = asyncio.ensure_future(flights.get_or_compute_one_async(cache, k, quick))
+        waiter = asyncio.ensure_future(flights.get_or_compute_one_async(k, quick))
         await asyncio.sleep(0.01)
         assert not waiter.done()
         owner.cancel()
@@ -241,9 +241,9 @@ def test_cancelling_a_waiter_leaves_the_owner_alone() -> None:
             await gate.wait()
             return np.stack([vec(6) for _ in keys])
 
-        owner = asyncio.ensure_future(flights.get_or_compute_one_async(cache, k, compute))
+        owner = asyncio.ensure_future(flights.get_or_compute_one_async(k, compute))
         await asyncio.sleep(0.01)
-        waiter = asyncio.ensure_future(flights.get_or_compute_one_async(cache, k, compute))
+        waiter = asyncio.ensure_future(flights.get_or_compute_one_async(k, compute))
         await asyncio.sleep(0.01)
         waiter.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -263,13 +263,13 @@ def test_a_waiter_times_out_and_the_owner_goes_on() -> None:
     out: dict[str, Any] = {}
 
     def owner() -> None:
-        out["owner"] = flights.get_or_compute_one(cache, k, compute)
+        out["owner"] = flights.get_or_compute_one(k, compute)
 
     thread = threading.Thread(target=owner, daemon=True)
     thread.start()
     assert compute.started.wait(TIMEOUT)
     with pytest.raises(FlightTimeoutError):
-        flights.get_or_compute_one(cache, k, compute, timeout=0.05)
+        flights.get_or_compute_one(k, compute, timeout=0.05)
     compute.gate.set()
     thread.join(TIMEOUT)
     np.testing.assert_array_equal(out["owner"], vec(7)[None])
@@ -282,10 +282,10 @@ def test_a_compute_asking_for_its_own_key_is_refused() -> None:
     k = key(8)
 
     def compute(keys: list[CacheKey]) -> np.ndarray:
-        return flights.get_or_compute_one(cache, k, compute)
+        return flights.get_or_compute_one(k, compute)
 
     with pytest.raises(RuntimeError, match="its own"):
-        flights.get_or_compute_one(cache, k, compute)
+        flights.get_or_compute_one(k, compute)
     assert flights.in_flight() == 0
     assert k not in cache
 
@@ -298,13 +298,13 @@ def test_a_stale_lookup_reads_the_key_again_instead_of_computing() -> None:
     k = key(9)
     epoch = flights.epoch
     assert cache.get(k) is None  # our lookup: a miss
-    flights.get_or_compute_one(cache, k, lambda keys: np.stack([vec(9)]))  # someone else's
+    flights.get_or_compute_one(k, lambda keys: np.stack([vec(9)]))  # someone else's
     assert flights.epoch == epoch + 1
 
     def never(keys: list[CacheKey]) -> np.ndarray:
         raise AssertionError("computed a key stored meanwhile")
 
-    got = flights.get_or_compute_one(cache, k, never, missed_at=epoch)
+    got = flights.get_or_compute_one(k, never, missed_at=epoch)
     np.testing.assert_array_equal(got, vec(9)[None])
 
 
@@ -314,7 +314,7 @@ def test_missed_at_is_not_looked_up_again() -> None:
     k = key(10)
     epoch = flights.epoch
     assert cache.get(k) is None
-    flights.get_or_compute_one(cache, k, lambda keys: np.stack([vec(10)]), missed_at=epoch)
+    flights.get_or_compute_one(k, lambda keys: np.stack([vec(10)]), missed_at=epoch)
     info = cache.get_cache_info()
     assert (info.hits, info.misses) == (0, 1)  # the caller's own lookup, counted once
 
@@ -357,9 +357,9 @@ def test_bad_answers_store_nothing_and_leave_nothing_in_flight(use_async: bool) 
 
         with pytest.raises(error):
             if use_async:
-                run(flights.get_or_compute_one_async(cache, k, compute))
+                run(flights.get_or_compute_one_async(k, compute))
             else:
-                flights.get_or_compute_one(cache, k, compute)
+                flights.get_or_compute_one(k, compute)
         assert k not in cache and len(cache) == 0
         assert flights.in_flight() == 0
 
@@ -375,16 +375,16 @@ def test_bad_arguments_are_refused_before_anything_happens() -> None:
         return np.ones((1, DIM))
 
     with pytest.raises(KeyTypeError):
-        flights.get_or_compute_one(cache, "hash-1", ok)  # type: ignore[arg-type]
+        flights.get_or_compute_one("hash-1", ok)  # type: ignore[arg-type]
     with pytest.raises(KeyTypeError):
-        run(flights.get_or_compute_one_async(cache, [key(1)], ok))  # type: ignore[arg-type]
+        run(flights.get_or_compute_one_async([key(1)], ok))  # type: ignore[arg-type]
     with pytest.raises(ArgumentTypeError):
-        flights.get_or_compute_one(cache, key(1), 42)  # type: ignore[arg-type]
+        flights.get_or_compute_one(key(1), 42)  # type: ignore[arg-type]
     with pytest.raises(ArgumentTypeError, match="async function"):
-        flights.get_or_compute_one(cache, key(1), coro_fn)
+        flights.get_or_compute_one(key(1), coro_fn)
     for timeout in (0, -1.0, float("nan"), "1", True):
         with pytest.raises((TypeError, ValueError)):
-            flights.get_or_compute_one(cache, key(1), ok, timeout=timeout)  # type: ignore[arg-type]
+            flights.get_or_compute_one(key(1), ok, timeout=timeout)  # type: ignore[arg-type]
     assert len(cache) == 0 and cache.get_cache_info().misses == 0
 
 
@@ -398,7 +398,7 @@ def test_an_awaitable_answer_of_the_sync_path_is_refused_and_closed() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # "coroutine was never awaited" would fail here
         with pytest.raises(ArgumentTypeError, match="awaitable"):
-            flights.get_or_compute_one(cache, key(13), lambda keys: later())
+            flights.get_or_compute_one(key(13), lambda keys: later())
         gc.collect()
     assert flights.in_flight() == 0 and len(cache) == 0
 
@@ -411,7 +411,7 @@ def test_stop_iteration_out_of_compute_is_a_runtime_error() -> None:
         raise StopIteration
 
     with pytest.raises(RuntimeError, match="StopIteration"):
-        flights.get_or_compute_one(cache, key(14), compute)
+        flights.get_or_compute_one(key(14), compute)
     assert flights.in_flight() == 0
 
 

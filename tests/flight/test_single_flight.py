@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
+import gc
 import threading
 import time
+import weakref
 from collections import Counter
 from typing import Any, Callable
 
@@ -77,15 +80,40 @@ def test_every_cache_has_its_own_registry() -> None:
 def test_a_registry_serves_its_cache_directly() -> None:
     cache = SyncEmbeddingCache()
     flights = flights_of(cache)
-    m = flights.get_or_compute(cache, [key(1), key(1)], Counting())
+    m = flights.get_or_compute([key(1), key(1)], Counting())
     np.testing.assert_array_equal(m, rows([key(1), key(1)]))
 
     async def main() -> None:
-        m = await flights.get_or_compute_async(cache, [key(2), key(1)], Counting())
+        m = await flights.get_or_compute_async([key(2), key(1)], Counting())
         np.testing.assert_array_equal(m, rows([key(2), key(1)]))
 
     run(main())
     assert flights.in_flight() == 0 and len(cache) == 2
+
+
+def test_a_registry_does_not_keep_its_cache_alive() -> None:
+    cache = SyncEmbeddingCache()
+    flights = cache.flights
+    alive = weakref.ref(cache)
+    del cache
+    gc.collect()
+    assert alive() is None
+    with pytest.raises(ReferenceError, match="no longer exists"):
+        flights.get_or_compute([key(1)], Counting())
+
+
+def test_threads_racing_on_a_new_cache_share_one_registry() -> None:
+    """The registry is made on the first get_or_compute: callers arriving at once
+    on a cache that has none yet still share one (compute runs once)."""
+    for _ in range(20):
+        cache = SyncEmbeddingCache()
+        compute = Counting(delay=0.01)
+        call = functools.partial(cache.get_or_compute, [key(1)], compute)
+        results = in_threads(*[call] * 8)
+        assert compute.calls == 1
+        for m in results:
+            np.testing.assert_array_equal(m, rows([key(1)]))
+        assert cache.flights.in_flight() == 0
 
 
 # --- threads and tasks share flights --------------------------------------------------------
@@ -131,7 +159,7 @@ def test_a_thread_waits_for_a_task_of_another_loop() -> None:
         return rows(keys)
 
     async def owner() -> np.ndarray:
-        return await flights_of(cache).get_or_compute_async(cache, [key(1)], slow)
+        return await flights_of(cache).get_or_compute_async([key(1)], slow)
 
     def thread_waiter() -> np.ndarray:
         while flights_of(cache).in_flight() == 0:
@@ -450,7 +478,7 @@ def test_a_task_blocking_a_sync_compute_lower_in_its_stack_raises() -> None:
 
     def compute(keys: list[CacheKey]) -> np.ndarray:
         async def inner() -> Any:
-            return await cache.flights.get_or_compute_async(cache, [key(1)], Counting())
+            return await cache.flights.get_or_compute_async([key(1)], Counting())
 
         contextvars.Context().run(asyncio.run, inner())
         return rows(keys)  # pragma: no cover - never reached

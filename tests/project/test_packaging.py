@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import PACKAGE_PARENT, REPO, needs_source_tree
+from conftest import PACKAGE_PARENT, REPO, needs_source_tree, run_python
 
 INSTALLED = PACKAGE_PARENT / "embcache"
 
@@ -95,3 +95,21 @@ def test_manifest_ships_the_tests_and_not_generated_c() -> None:
         assert line in manifest
     assert any(line.startswith("global-exclude *.c ") for line in manifest)
     assert "include LICENSE README.md pyproject.toml setup.py asv.conf.json MANIFEST.in" in manifest
+
+
+def test_the_package_ships_no_benchmark_only_module(tmp_path: Path) -> None:
+    """Every module of embcache/cli (as installed, or in the source tree) is one that
+    ``embcache check --compare`` imports: code only the benchmarks use (hit-rate
+    traces, the peers' put/get adapter) lives in benchmarks/, outside the wheel."""
+    import embcache.cli
+
+    folder = Path(embcache.cli.__file__).parent
+    present = {f"embcache.cli.{p.stem}" for p in folder.glob("*.py")} - {"embcache.cli.__init__"}
+    # what the command loads: its module, and the comparison it imports for --compare
+    code = (
+        "import sys, embcache.cli.cli, embcache.cli.compare; "
+        "print(' '.join(sorted(m for m in sys.modules if m.startswith('embcache.cli.'))))"
+    )
+    proc = run_python(["-c", code], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert present == set(proc.stdout.split())

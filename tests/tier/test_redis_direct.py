@@ -1,4 +1,4 @@
-"""RedisTier.fetch reading MGET replies straight into rows (embcache.tier.mget)
+"""RedisTier.get_many reading MGET replies straight into rows (embcache.tier.mget)
 over real connections: vectors round-trip bit-exactly through a real
 redis-server in RESP2 and RESP3, an error reply is a counted failure that
 leaves the connection usable, and a reply that breaks off or is not RESP (from
@@ -44,6 +44,18 @@ def bit_rows(n: int, dim: int = DIM, seed: int = 5) -> np.ndarray:
     return rows
 
 
+async def found_rows(
+    tier: RedisTier, keys: list[CacheKey], dim: int | None, out: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """tier.get_many's answer as (the rows found, their positions): the matrix
+    itself when every key was found, checking that every miss is a zero row."""
+    matrix, found = await tier.get_many(keys, dim=dim, out=out)
+    assert out is None or matrix is out
+    assert matrix.shape[0] == len(keys) and not matrix[~found].any()
+    index = np.flatnonzero(found)
+    return (matrix if found.all() else matrix[index]), index
+
+
 def run(coro: Any) -> Any:
     async def bounded() -> Any:
         return await asyncio.wait_for(coro, 60)
@@ -65,27 +77,27 @@ def test_vectors_round_trip_bit_exactly(flushed_server: RedisServer, protocol: i
     async def main() -> None:
         client = Redis(host=HOST, port=flushed_server.port, protocol=protocol)
         try:
-            tier = RedisTier(client, timeout_seconds=10)
+            tier = RedisTier(client, timeout=10)
             keys = keys_of(1000)
             rows = bit_rows(1000)
-            await tier.store(keys, rows)
+            await tier.put_many(keys, rows)
             no_fallback(client)
             for dim in (DIM, None):
-                got, index = await tier.fetch(keys, dim)
+                got, index = await found_rows(tier, keys, dim)
                 assert index.tolist() == list(range(1000))
                 assert got.view(np.uint32).tobytes() == rows.view(np.uint32).tobytes()
             out = np.zeros((1000, DIM), np.float32)
-            got, index = await tier.fetch(keys, DIM, out=out)
+            got, index = await found_rows(tier, keys, DIM, out)
             assert got is out and len(index) == 1000
             assert out.view(np.uint32).tobytes() == rows.view(np.uint32).tobytes()
             # misses, foreign values and vectors of another dimension among them
             await client.delete(tier.redis_key(keys[3]))
             await client.set(tier.redis_key(keys[5]), b"not a vector")
             await client.set(tier.redis_key(keys[7]), encode_rows(rows[7:8, :5])[0])
-            got, index = await tier.fetch(keys, None)
+            got, index = await found_rows(tier, keys, None)
             assert 3 not in index and 5 not in index and 7 not in index
             assert len(index) == 997 and np.array_equal(got, rows[index])
-            assert tier.stats.errors == 2 and tier.stats.hits == 3000 + 997
+            assert tier.get_tier_info().errors == 2 and tier.get_tier_info().hits == 3000 + 997
             # through the cache, into its in-process tier too
             cache = EmbeddingCache(2000, None, 16, dim=None, tier=tier)
             matrix, found = await cache.get_many(keys[:3])
@@ -103,19 +115,19 @@ def test_batches_over_call_bytes_go_in_several_direct_reads(
     async def main() -> None:
         client = Redis(host=HOST, port=flushed_server.port)
         try:
-            tier = RedisTier(client, timeout_seconds=10)
+            tier = RedisTier(client, timeout=10)
             keys = keys_of(50)
             rows = bit_rows(50, 16)
-            await tier.store(keys, rows)
+            await tier.put_many(keys, rows)
             await client.delete(tier.redis_key(keys[0]), tier.redis_key(keys[21]))
             no_fallback(client)
             monkeypatch.setattr(tier_module, "CALL_BYTES", 10 * (12 + 4 * 16))
             for dim in (None, 16):
-                got, index = await tier.fetch(keys, dim)
+                got, index = await found_rows(tier, keys, dim)
                 want = [i for i in range(50) if i not in (0, 21)]
                 assert index.tolist() == want and np.array_equal(got, rows[want])
             out = np.zeros((50, 16), np.float32)
-            _, index = await tier.fetch(keys, 16, out=out)
+            _, index = await found_rows(tier, keys, 16, out)
             assert len(index) == 48 and not out[[0, 21]].any()
             assert np.array_equal(out[index], rows[index])
         finally:
@@ -134,11 +146,15 @@ def test_an_error_reply_is_a_counted_failure_and_the_connection_stays_usable(
         )
         client = Redis(host=HOST, port=flushed_server.port, username="nomget", password="")
         try:
-            tier = RedisTier(client, timeout_seconds=10)
+            tier = RedisTier(client, timeout=10)
             keys = keys_of(3)
-            await tier.store(keys, bit_rows(3))
-            rows, index = await tier.fetch(keys, DIM)
-            assert len(index) == 0 and tier.stats.errors == 1 and tier.stats.misses == 3
+            await tier.put_many(keys, bit_rows(3))
+            rows, index = await found_rows(tier, keys, DIM)
+            assert (
+                len(index) == 0
+                and tier.get_tier_info().errors == 1
+                and tier.get_tier_info().misses == 3
+            )
             pool = client.connection_pool
             conn = await pool.get_connection()
             try:  # the same connection, in step: its next reply is its own
@@ -159,11 +175,11 @@ def test_a_single_connection_client_uses_its_own_mget(flushed_server: RedisServe
     async def main() -> None:
         client = Redis(host=HOST, port=flushed_server.port, single_connection_client=True)
         try:
-            tier = RedisTier(client, timeout_seconds=10)
+            tier = RedisTier(client, timeout=10)
             keys = keys_of(4)
             rows = bit_rows(4, 8)
-            await tier.store(keys, rows)
-            got, index = await tier.fetch(keys, None)
+            await tier.put_many(keys, rows)
+            got, index = await found_rows(tier, keys, None)
             assert index.tolist() == [0, 1, 2, 3] and np.array_equal(got, rows)
         finally:
             await client.aclose()
@@ -251,15 +267,15 @@ def test_a_broken_reply_is_a_counted_failure_and_its_connection_is_dropped(
         async with scripted([broken, good_reply]) as state:
             client = Redis(host=HOST, port=state[0], protocol=2)
             try:
-                tier = RedisTier(client, timeout_seconds=0.3)
+                tier = RedisTier(client, timeout=0.3)
                 keys = keys_of(3)
                 out = np.zeros((3, 4), np.float32)
-                _, index = await tier.fetch(keys, 4, out=out)
+                _, index = await found_rows(tier, keys, 4, out)
                 # nothing from a reply not read whole and alone, not even the rows
                 # it had written before it broke off
-                assert len(index) == 0 and not out.any() and tier.stats.errors == 1
+                assert len(index) == 0 and not out.any() and tier.get_tier_info().errors == 1
                 connections = state[1]
-                rows, index = await tier.fetch(keys, None)  # on a new connection
+                rows, index = await found_rows(tier, keys, None)  # on a new connection
                 assert index.tolist() == [0, 1, 2] and rows.tolist() == [[1, 2, 3, 4]] * 3
                 assert state[1] == connections + 1
             finally:
@@ -273,17 +289,17 @@ def test_a_read_cancelled_midway_drops_its_connection() -> None:
         async with scripted([lambda n: good_reply(n)[:-30], good_reply]) as state:
             client = Redis(host=HOST, port=state[0], protocol=2)
             try:
-                tier = RedisTier(client, timeout_seconds=30)
+                tier = RedisTier(client, timeout=30)
                 keys = keys_of(3)
-                task = asyncio.ensure_future(tier.fetch(keys, 4))
+                task = asyncio.ensure_future(tier.get_many(keys, dim=4))
                 while not state[1]:
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.2)  # the reply has broken off by now
                 task.cancel()
                 with pytest.raises(asyncio.CancelledError):
                     await task
-                assert tier.stats.errors == 0  # a cancellation is not Redis failing
-                rows, index = await tier.fetch(keys, None)
+                assert tier.get_tier_info().errors == 0  # a cancellation is not Redis failing
+                rows, index = await found_rows(tier, keys, None)
                 assert index.tolist() == [0, 1, 2] and rows.tolist() == [[1, 2, 3, 4]] * 3
                 assert state[1] == 2  # a new connection: the cut reply is never read
             finally:

@@ -57,7 +57,7 @@ GENEROUS = 5.0
 
 @asynccontextmanager
 async def tier_on(server: RedisServer, **kw: Any) -> AsyncIterator[RedisTier]:
-    kw.setdefault("timeout_seconds", GENEROUS)
+    kw.setdefault("timeout", GENEROUS)
     client = Redis(host=HOST, port=server.port)
     try:
         yield RedisTier(client, **kw)
@@ -67,7 +67,7 @@ async def tier_on(server: RedisServer, **kw: Any) -> AsyncIterator[RedisTier]:
 
 @asynccontextmanager
 async def tier_on_cluster(cluster: RedisCluster, **kw: Any) -> AsyncIterator[RedisTier]:
-    kw.setdefault("timeout_seconds", GENEROUS)
+    kw.setdefault("timeout", GENEROUS)
     client = AsyncRedisCluster(host=HOST, port=cluster.nodes[0].port)
     try:
         yield RedisTier(client, **kw)
@@ -419,7 +419,7 @@ def test_dead_redis_keeps_serving_then_the_breaker_skips_it() -> None:
     async def main() -> None:
         client = Redis(host=HOST, port=free_port())  # nothing listens there
         try:
-            tier = RedisTier(client, timeout_seconds=0.5, cooldown_seconds=0.3)
+            tier = RedisTier(client, timeout=0.5, cooldown_seconds=0.3)
             cache = new_cache(tier)
             k = keys_of(1)[0]
             await cache.put(k, rows_of(1)[0])  # stored in-process, the write failed
@@ -429,12 +429,15 @@ def test_dead_redis_keeps_serving_then_the_breaker_skips_it() -> None:
             assert compute.computed == 4 and got.shape == (5, DIM)
             for i in range(5):
                 assert await cache.get(CacheKey(f"miss-{i}", "m")) is None
-            stats = tier.stats
+            stats = tier.get_tier_info()
             assert stats.errors == FAILURES_TO_OPEN and stats.breaker == "open"
             assert stats.skipped >= 3
             skipped = stats.skipped
             await cache.put(CacheKey("while-open", "m"), rows_of(1)[0])  # write skipped
-            assert tier.stats.skipped == skipped + 1 and tier.stats.errors == FAILURES_TO_OPEN
+            assert (
+                tier.get_tier_info().skipped == skipped + 1
+                and tier.get_tier_info().errors == FAILURES_TO_OPEN
+            )
             info = await cache.get_cache_info()
             assert info.tier_errors == FAILURES_TO_OPEN and info.size == 6
             # an open breaker costs no network time
@@ -443,9 +446,12 @@ def test_dead_redis_keeps_serving_then_the_breaker_skips_it() -> None:
                 await cache.get(CacheKey("miss", "m"))
             assert (time.perf_counter() - t0) / 200 < 0.005
             await asyncio.sleep(0.35)
-            assert tier.stats.breaker == "half-open"
+            assert tier.get_tier_info().breaker == "half-open"
             assert await cache.get(CacheKey("miss", "m")) is None  # the trial, fails
-            assert tier.stats.errors == FAILURES_TO_OPEN + 1 and tier.stats.breaker == "open"
+            assert (
+                tier.get_tier_info().errors == FAILURES_TO_OPEN + 1
+                and tier.get_tier_info().breaker == "open"
+            )
         finally:
             await client.aclose()
 
@@ -457,7 +463,7 @@ def test_redis_stopped_mid_run_and_restarted(tmp_path: Path) -> None:
     server = RedisServer(tmp_path / "restart").start()
 
     async def main() -> None:
-        async with tier_on(server, timeout_seconds=0.5, cooldown_seconds=0.2) as tier:
+        async with tier_on(server, timeout=0.5, cooldown_seconds=0.2) as tier:
             cache = new_cache(tier)
             keys = keys_of(30)
             first = await cache.get_or_compute(keys[:10], Counting())
@@ -470,7 +476,7 @@ def test_redis_stopped_mid_run_and_restarted(tmp_path: Path) -> None:
             assert np.array_equal(got[:10], first)
             for _ in range(FAILURES_TO_OPEN):
                 await cache.get(CacheKey("probe", "m"))
-            assert tier.stats.breaker == "open" and len(cache) == 20
+            assert tier.get_tier_info().breaker == "open" and len(cache) == 20
             server.start()  # empty again (persistence is off)
             await asyncio.sleep(0.25)
             deadline = time.monotonic() + 10
@@ -478,9 +484,9 @@ def test_redis_stopped_mid_run_and_restarted(tmp_path: Path) -> None:
                 await cache.put(keys[20], _row_for(keys[20]))
                 if await tier.client.exists(tier.redis_key(keys[20])):
                     break
-                assert time.monotonic() < deadline, tier.stats
+                assert time.monotonic() < deadline, tier.get_tier_info()
                 await asyncio.sleep(0.25)
-            assert tier.stats.breaker == "closed"
+            assert tier.get_tier_info().breaker == "closed"
             compute = Counting()
             await cache.get_or_compute(keys[20:30], compute)
             assert compute.calls == [keys[21:30]]  # keys[20] was in-process
@@ -496,7 +502,7 @@ def test_redis_stopped_mid_run_and_restarted(tmp_path: Path) -> None:
 
 def test_slow_redis_times_out_and_is_counted(flushed_server: RedisServer) -> None:
     async def main() -> None:
-        async with tier_on(flushed_server, timeout_seconds=0.05, cooldown_seconds=0.1) as tier:
+        async with tier_on(flushed_server, timeout=0.05, cooldown_seconds=0.1) as tier:
             k = keys_of(1)[0]
             await new_cache(tier).put(k, rows_of(1)[0])
             pauser = Redis(host=HOST, port=flushed_server.port)
@@ -506,12 +512,12 @@ def test_slow_redis_times_out_and_is_counted(flushed_server: RedisServer) -> Non
                 t0 = time.perf_counter()
                 assert await cache.get(k) is None
                 assert time.perf_counter() - t0 < 0.3
-                assert tier.stats.errors == 1
+                assert tier.get_tier_info().errors == 1
                 await pauser.execute_command("CLIENT", "UNPAUSE")
             finally:
                 await pauser.aclose()
             assert await cache.get(k) is not None  # Redis answers again
-            assert tier.stats.breaker == "closed"
+            assert tier.get_tier_info().breaker == "closed"
 
     run(main())
 
@@ -540,7 +546,7 @@ def test_cluster_batches_span_every_node_without_crossslot(flushed_cluster: Redi
             assert await tier.drop_model("m-v1") == 620
             assert sum(int(n.cli("dbsize")) for n in flushed_cluster.nodes) == 50
             assert await tier.drop_model("m-v1") == 0
-            assert tier.stats.errors == 0
+            assert tier.get_tier_info().errors == 0
         # a brand-new cluster client (no slot map yet) finds every primary too
         async with tier_on_cluster(flushed_cluster) as fresh:
             assert await fresh.drop_model("m-v2") == 50
@@ -703,7 +709,7 @@ def test_call_timeout_bounds_the_tier_fetch(flushed_server: RedisServer) -> None
     from embcache import FlightTimeoutError
 
     async def main() -> None:
-        async with tier_on(flushed_server, timeout_seconds=5.0) as tier:
+        async with tier_on(flushed_server, timeout=5.0) as tier:
             cache = new_cache(tier)
             pauser = Redis(host=HOST, port=flushed_server.port)
             try:
@@ -717,7 +723,7 @@ def test_call_timeout_bounds_the_tier_fetch(flushed_server: RedisServer) -> None
                 await pauser.aclose()
             compute = Counting()  # nothing was stuck in flight: the keys are computed now
             await cache.get_or_compute(keys_of(3), compute)
-            assert compute.computed == 3 and tier.stats.breaker == "closed"
+            assert compute.computed == 3 and tier.get_tier_info().breaker == "closed"
 
     run(main())
 
@@ -761,7 +767,7 @@ def test_random_workload_matches_a_model(flushed_server: RedisServer) -> None:
                     written.update(picked)
                     for k, row in zip(picked, matrix):
                         assert np.array_equal(row, _row_for(k)), step
-            assert tier.stats.errors == 0 and tier.stats.hits > 0
+            assert tier.get_tier_info().errors == 0 and tier.get_tier_info().hits > 0
             infos = [await c.get_cache_info() for c in caches]
             assert sum(info.evictions for info in infos) > 0
             for cache in caches:
@@ -839,7 +845,7 @@ def test_many_tasks_on_a_cluster(flushed_cluster: RedisCluster) -> None:
             _, found = await fresh.get_many(universe)
             everything = set(computed[0]) | set(computed[1])
             assert found.tolist() == [k in everything for k in universe]
-            assert tier.stats.errors == 0
+            assert tier.get_tier_info().errors == 0
 
     run(main())
 

@@ -269,31 +269,34 @@ def test_prefix_value(prefix: str) -> None:
         tier(prefix=prefix)
 
 
-@pytest.mark.parametrize("name", ["ttl_seconds", "timeout_seconds", "cooldown_seconds"])
+@pytest.mark.parametrize("name", ["ttl_seconds", "timeout", "cooldown_seconds"])
 @pytest.mark.parametrize("value", [True, "1", [1], b"1"])
 def test_seconds_type(name: str, value: object) -> None:
     with pytest.raises(TypeError, match=name):
         tier(**{name: value})
 
 
-@pytest.mark.parametrize("name", ["ttl_seconds", "timeout_seconds", "cooldown_seconds"])
+@pytest.mark.parametrize("name", ["ttl_seconds", "timeout", "cooldown_seconds"])
 @pytest.mark.parametrize("value", [0, -1, -0.5, math.nan, math.inf, -math.inf])
 def test_seconds_value(name: str, value: float) -> None:
     with pytest.raises(ValueError, match=name):
         tier(**{name: value})
 
 
-@pytest.mark.parametrize("name", ["timeout_seconds", "cooldown_seconds"])
+@pytest.mark.parametrize("name", ["timeout", "cooldown_seconds"])
 def test_none_is_only_for_ttl(name: str) -> None:
     with pytest.raises(TypeError, match=name):
         tier(**{name: None})
 
 
 def test_settings_are_kept() -> None:
-    t = tier(prefix="x:y", ttl_seconds=1.5, timeout_seconds=0.1, cooldown_seconds=2)
-    assert (t.prefix, t.ttl_seconds, t.timeout_seconds, t.cooldown_seconds) == ("x:y", 1.5, 0.1, 2)
+    t = tier(prefix="x:y", ttl_seconds=1.5, timeout=0.1, cooldown_seconds=2)
+    assert (t.prefix, t.ttl_seconds, t.timeout, t.cooldown_seconds) == ("x:y", 1.5, 0.1, 2)
     assert tier().ttl_seconds is None
-    assert t.stats.breaker == "closed" and t.stats.hits == t.stats.errors == 0
+    assert (
+        t.get_tier_info().breaker == "closed"
+        and t.get_tier_info().hits == t.get_tier_info().errors == 0
+    )
 
 
 @pytest.mark.parametrize("bad", [None, "key", ("h", "m"), b"x", 1])
@@ -324,7 +327,7 @@ def test_drop_model_on_a_dead_server_raises_redis_tier_error() -> None:
         client = Redis(host="127.0.0.1", port=_closed_port())
         try:
             with pytest.raises(RedisTierError) as info:
-                await RedisTier(client, timeout_seconds=0.5).drop_model("m")
+                await RedisTier(client, timeout=0.5).drop_model("m")
             assert isinstance(info.value, ConnectionError)
         finally:
             await client.aclose()
@@ -397,7 +400,7 @@ def test_importing_embcache_does_not_import_redis(tmp_path: Path) -> None:
 def test_protocol_methods_want_cachekeys(keys: object) -> None:
     t = tier()
     row = np.ones((1, 4), dtype=np.float32)
-    for call in (t.fetch(keys, 4), t.store(keys, row), t.delete(keys)):  # type: ignore[arg-type]
+    for call in (t.get_many(keys, dim=4), t.put_many(keys, row), t.remove_many(keys)):  # type: ignore[arg-type]
         with pytest.raises(TypeError):
             asyncio.run(call)
 
@@ -415,26 +418,26 @@ def test_protocol_methods_want_cachekeys(keys: object) -> None:
     ],
     ids=["list", "float64", "1-D", "rows", "dim0", "nan", "inf"],
 )
-def test_store_checks_its_matrix(matrix: object) -> None:
+def test_put_many_checks_its_matrix(matrix: object) -> None:
     t = tier()
     with pytest.raises((TypeError, ValueError)):
-        asyncio.run(t.store([CacheKey("a", "m")], matrix))  # type: ignore[arg-type]
-    assert t.stats.errors == 0  # rejected before any Redis call
+        asyncio.run(t.put_many([CacheKey("a", "m")], matrix))  # type: ignore[arg-type]
+    assert t.get_tier_info().errors == 0  # rejected before any Redis call
 
 
 @pytest.mark.parametrize("dim", [0, -1, True, 1.5, "4"])
-def test_fetch_checks_dim(dim: object) -> None:
+def test_get_many_checks_dim(dim: object) -> None:
     with pytest.raises((TypeError, ValueError)):
-        asyncio.run(tier().fetch([CacheKey("a", "m")], dim))  # type: ignore[arg-type]
+        asyncio.run(tier().get_many([CacheKey("a", "m")], dim=dim))  # type: ignore[arg-type]
 
 
 def test_protocol_methods_accept_empty_input_without_redis() -> None:
     t = tier()
-    rows, index = asyncio.run(t.fetch([], 4))
-    assert rows.shape == (0, 4) and len(index) == 0
-    asyncio.run(t.store([], np.ones((0, 4), dtype=np.float32)))
-    assert asyncio.run(t.delete([])) == 0
-    assert t.stats.errors == 0
+    matrix, found = asyncio.run(t.get_many([], dim=4))
+    assert matrix.shape == (0, 4) and found.shape == (0,)
+    asyncio.run(t.put_many([], np.ones((0, 4), dtype=np.float32)))
+    assert asyncio.run(t.remove_many([])) == 0
+    assert t.get_tier_info().errors == 0
 
 
 def test_decoding_into_out() -> None:
@@ -473,7 +476,7 @@ def test_decoding_into_out() -> None:
     ],
     ids=["float64", "rows", "dim", "strided", "list"],
 )
-def test_fetch_checks_out(out: object) -> None:
+def test_get_many_checks_out(out: object) -> None:
     keys = [CacheKey("a", "m"), CacheKey("b", "m")]
     with pytest.raises(ValueError, match="out"):
-        asyncio.run(tier().fetch(keys, 4, out))  # type: ignore[arg-type]
+        asyncio.run(tier().get_many(keys, dim=4, out=out))  # type: ignore[arg-type]

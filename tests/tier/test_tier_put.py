@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 import pytest
 import redis_servers
+from dict_tier import DictTier
 from redis_servers import HOST, RedisServer
-from test_tensor_input import DictTier
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
 
@@ -63,7 +63,7 @@ def test_a_tiered_put_reads_the_vector_once_and_stores_the_same_bytes_in_redis(
     async def main() -> None:
         client = Redis(host=HOST, port=flushed_server.port)
         try:
-            tier = RedisTier(client, timeout_seconds=5.0)
+            tier = RedisTier(client, timeout=5.0)
             cache = EmbeddingCache(100, tier=tier)
             k = key("shifty")
             vector = Shifty(GOOD, NAN)  # a second read would be refused

@@ -61,7 +61,7 @@ SNAPSHOT_HEADER = struct.Struct("<8s6I3Q3d5Q4Q")
 # version 1: the same fields up to the first reserved one; then the u64 checksum
 SNAPSHOT_HEADER_V1 = struct.Struct("<8s6I3Q3d5Q")
 
-cdef object UNSET = object()       # a load keyword not given: the snapshot's value
+from embcache.core.checks import UNSET  # a load keyword not given: the snapshot's value
 
 
 cdef struct SnapRecord:

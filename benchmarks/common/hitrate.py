@@ -1,6 +1,7 @@
 """Hit-rate workloads: reproducible access traces, the caches replaying them, and
 Belady's offline optimum. Used by benchmarks/bench_hitrate.py (``track_``) and
-by ``python -m embcache.cli.hitrate`` (the README's table).
+by ``python -m benchmarks.common.hitrate`` from the repository's root (the
+README's table). Not part of the package: only benchmarks use it.
 
 Every trace is a sequence of integer ids generated from one seed (RNG_SEED of
 the shared workloads). Replaying a trace is what a read-through embedding cache
@@ -31,7 +32,7 @@ from typing import Any, Callable
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache import CacheKey, SyncEmbeddingCache
 from embcache.cli.workloads import RNG_SEED
 
 __all__ = [
@@ -226,7 +227,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     import argparse
     import multiprocessing
 
-    parser = argparse.ArgumentParser(prog="python -m embcache.cli.hitrate")
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.common.hitrate")
     parser.add_argument("--processes", type=int, default=1)
     args = parser.parse_args(argv)
     policies = [p for p in POLICIES if p != "theine" or theine_available()]

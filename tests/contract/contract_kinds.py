@@ -1,0 +1,331 @@
+"""The cache kinds the contract suite runs over, and what it observes of them.
+
+Every test in tests/contract/ is written once, against a ``Driver``: the same
+synchronous calls whatever the kind (an async kind's coroutines are run to
+completion on the driver's own event loop). A kind is one ``Kind`` line in
+KINDS: its name, how to make a driver from the constructor's keywords, and the
+few ways its contract legitimately differs from the in-process cache's
+(``tiered``: a shared tier answers what the in-process cache misses, counts
+that in get_cache_info, and keeps what the in-process cache evicted, expired or
+cleared). Tests read those fields; they never test a kind's name.
+
+The tiered kind runs over a real redis-server on a loopback port
+(tests/redis_servers.py), emptied before each test; each driver has its own key
+prefix, so two drivers of one test share nothing, as two in-process caches do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import numpy as np
+import pytest
+import redis_servers
+from conftest import TIMEOUT, key, vec
+
+from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
+
+# a tier given plenty of time: a Redis call that times out is (by design) a
+# miss or a dropped write, which the contract's exact counts would misread
+TIER_TIMEOUT = 5.0
+
+
+class Driver:
+    """One cache of some kind, behind synchronous calls.
+
+    ``settle`` turns what a cache method returned into its result: the identity
+    for a synchronous cache, running the coroutine for an async one.
+    """
+
+    def __init__(
+        self,
+        cache: Any,
+        settle: Callable[[Any], Any],
+        shared: Callable[[], dict[bytes, bytes]] = dict,
+    ) -> None:
+        self.cache = cache
+        self._settle = settle
+        self._shared = shared
+
+    @property
+    def core(self) -> SyncEmbeddingCache:
+        """The in-process SyncEmbeddingCache (the cache itself, or the facade's)."""
+        return getattr(self.cache, "sync", self.cache)  # type: ignore[no-any-return]
+
+    def put(self, key: Any, vector: Any) -> None:
+        self._settle(self.cache.put(key, vector))
+
+    def get(self, key: Any) -> np.ndarray | None:
+        return self._settle(self.cache.get(key))  # type: ignore[no-any-return]
+
+    def get_many(self, keys: Any, out: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        return self._settle(self.cache.get_many(keys, out))  # type: ignore[no-any-return]
+
+    def put_many(self, keys: Any, matrix: Any) -> None:
+        self._settle(self.cache.put_many(keys, matrix))
+
+    def get_or_compute(self, keys: Any, compute: Any, **kw: Any) -> np.ndarray:
+        return self._settle(self.cache.get_or_compute(keys, compute, **kw))  # type: ignore[no-any-return]
+
+    def remove(self, key: Any) -> bool:
+        return self._settle(self.cache.remove(key))  # type: ignore[no-any-return]
+
+    def clear(self) -> None:
+        self._settle(self.cache.clear())
+
+    def info(self) -> Any:
+        return self._settle(self.cache.get_cache_info())
+
+    def shared(self) -> dict[bytes, bytes]:
+        """Everything the kind's shared tier holds for this cache ({} without one)."""
+        return self._shared()
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self.cache
+
+
+@dataclasses.dataclass(frozen=True)
+class Kind:
+    """A cache kind, as the contract suite sees it."""
+
+    name: str
+    open: Callable[[pytest.FixtureRequest, contextlib.ExitStack, dict[str, Any]], Driver]
+    """A new driver for ``(request, cleanup, constructor keywords)``."""
+    coroutines: bool = False
+    """Its operations are coroutines (run by the driver), and get_or_compute takes
+    an async compute as well as a synchronous one."""
+    tiered: bool = False
+    """A shared tier stands behind the in-process cache: what that cache misses is
+    asked of the tier (counted in get_cache_info's tier_hits / tier_misses) and,
+    when found, returned and kept in-process (counted as a put there); what is
+    stored is written to it; what the in-process cache evicts, expires or clears
+    stays there (so ``get`` still answers it, while ``in`` does not)."""
+
+    def tier_counts(self, asked: int = 0, found: int = 0) -> dict[str, int]:
+        """get_cache_info's tier fields after the tier was asked `asked` keys in all
+        and had `found` of them (zeros for a kind without a tier)."""
+        if not self.tiered:
+            return {"tier_hits": 0, "tier_misses": 0, "tier_errors": 0}
+        return {"tier_hits": found, "tier_misses": asked - found, "tier_errors": 0}
+
+    def forgotten(self, row: np.ndarray) -> np.ndarray | None:
+        """What ``get`` answers for `row`'s key once the in-process cache forgot it
+        (evicted, expired or cleared): `row`, from a shared tier, or None."""
+        return row if self.tiered else None
+
+    def in_tier(self, stored: int) -> int:
+        """How many entries a shared tier holds after `stored` distinct keys were
+        stored (and none removed): all of them with a tier, else none."""
+        return stored if self.tiered else 0
+
+    def refilled(self, found: int) -> int:
+        """How many of `found` keys that only a shared tier still held a lookup keeps
+        in-process again (each counted as a put there): all with a tier, else none."""
+        return found if self.tiered else 0
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _open_sync(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, kw: dict[str, Any]
+) -> Driver:
+    return Driver(SyncEmbeddingCache(**kw), lambda result: result)
+
+
+def _loop(cleanup: contextlib.ExitStack) -> Callable[[Any], Any]:
+    """A private event loop (closed at cleanup) and the settle that runs a
+    coroutine on it, failing after TIMEOUT instead of hanging."""
+    loop = asyncio.new_event_loop()
+    cleanup.callback(loop.close)
+
+    def settle(coro: Any) -> Any:
+        return loop.run_until_complete(asyncio.wait_for(coro, TIMEOUT))
+
+    return settle
+
+
+def _open_async(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, kw: dict[str, Any]
+) -> Driver:
+    return Driver(EmbeddingCache(**kw), _loop(cleanup))
+
+
+_prefixes = itertools.count()
+
+
+def _open_async_redis(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, kw: dict[str, Any]
+) -> Driver:
+    redis = pytest.importorskip(
+        "redis",
+        reason='redis-py is not installed (pip install ".[redis]")',
+    )
+    from redis.asyncio import Redis
+
+    from embcache.redis import RedisTier
+
+    # the session's server, emptied for this test (each test module names the
+    # fixtures of tests/redis_servers.py, so pytest finds them)
+    server = request.getfixturevalue("flushed_server")
+    settle = _loop(cleanup)  # closed after the clients below (callbacks run last first)
+    prefix = f"contract{next(_prefixes)}"
+    client = Redis(host=redis_servers.HOST, port=server.port)
+    cleanup.callback(settle, client.aclose())
+    tier = RedisTier(client, prefix=prefix, timeout_seconds=TIER_TIMEOUT)
+    looker = redis.Redis(host=redis_servers.HOST, port=server.port)
+    cleanup.callback(looker.close)
+
+    def shared() -> dict[bytes, bytes]:
+        names = sorted(looker.scan_iter(match=f"{prefix}:*", count=1000))
+        return dict(zip(names, looker.mget(names))) if names else {}
+
+    return Driver(EmbeddingCache(**kw, tier=tier), settle, shared)
+
+
+SYNC = Kind("sync", _open_sync)
+ASYNC = Kind("async", _open_async, coroutines=True)
+ASYNC_REDIS = Kind("async-redis", _open_async_redis, coroutines=True, tiered=True)
+
+KINDS = [SYNC, ASYNC, ASYNC_REDIS]
+"""Every cache kind the contract holds for: a new kind is one more line."""
+
+
+@pytest.fixture(params=KINDS, ids=lambda k: k.name)
+def kind(request: pytest.FixtureRequest) -> Kind:
+    return request.param  # type: ignore[no-any-return]
+
+
+Make = Callable[..., Driver]
+
+
+@pytest.fixture
+def make(kind: Kind, request: pytest.FixtureRequest) -> Iterator[Make]:
+    """``make(max_entries=64, ttl_seconds=None, max_memory_mb=4.0, **kw)``: a new
+    cache of the test's kind (closed with the test)."""
+    with contextlib.ExitStack() as cleanup:
+
+        def new(
+            max_entries: int = 64,
+            ttl_seconds: float | None = None,
+            max_memory_mb: float = 4.0,
+            **kw: Any,
+        ) -> Driver:
+            kw.update(max_entries=max_entries, ttl_seconds=ttl_seconds, max_memory_mb=max_memory_mb)
+            return kind.open(request, cleanup, kw)
+
+        yield new
+
+
+# -- what a test observes -------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """Everything observable about a cache: every get_cache_info field, ``len``,
+    the bytes stored in-process under each of some keys (None when absent), and
+    all its shared tier holds."""
+
+    info: dict[str, Any]
+    length: int
+    stored: dict[CacheKey, bytes | None]
+    shared: dict[bytes, bytes]
+
+
+def observe(cache: Driver, keys: Iterable[CacheKey] = ()) -> State:
+    """The cache's State (checking the core's invariants). Reading a present key
+    counts one in-process hit; ``assert_unchanged`` allows for exactly those."""
+    core = cache.core
+    core._check_invariants()
+    info = dataclasses.asdict(cache.info())
+    length = len(cache)
+    stored: dict[CacheKey, bytes | None] = {}
+    for k in keys:
+        row = core.get(k) if k in core else None
+        stored[k] = None if row is None else row.tobytes()
+    return State(info, length, stored, cache.shared())
+
+
+def assert_unchanged(
+    cache: Driver,
+    before: State,
+    *,
+    hits: int = 0,
+    misses: int = 0,
+    tier: dict[str, int] | None = None,
+) -> None:
+    """The cache, in-process and in its shared tier, is exactly as `before` saw it,
+    but for `hits` and `misses` more lookups counted, and `tier` (get_cache_info's
+    tier fields) added to its tier counts."""
+    after = observe(cache, before.stored)
+    expected = dict(before.info)
+    expected["hits"] += hits + sum(v is not None for v in before.stored.values())
+    expected["misses"] += misses
+    lookups = expected["hits"] + expected["misses"]
+    expected["hit_rate"] = expected["hits"] / lookups if lookups else 0.0
+    for name, count in (tier or {}).items():
+        expected[name] += count
+    assert after.info == expected
+    assert after.length == before.length
+    assert after.stored == before.stored
+    assert after.shared == before.shared
+
+
+def counts(cache: Driver) -> dict[str, int]:
+    """The counting fields of get_cache_info (tier counts included)."""
+    info = cache.info()
+    names = ("size", "hits", "misses", "puts", "overwrites", "evictions", "expirations",
+             "removals", "tier_hits", "tier_misses", "tier_errors")  # fmt: skip
+    return {name: getattr(info, name) for name in names}
+
+
+FORMS: dict[str, Callable[[list[CacheKey]], Iterable[CacheKey]]] = {
+    "list": list,
+    "tuple": tuple,
+    "iterator": iter,
+    "generator": lambda keys: (k for k in keys),
+}
+"""The ways a caller may give keys: any iterable of CacheKey behaves the same."""
+
+
+def assert_answer(got: np.ndarray | None, expected: np.ndarray | None) -> None:
+    """`got` is a float32 array equal to `expected`, or both are None."""
+    assert (got is None) == (expected is None), (got, expected)
+    if got is not None:
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, expected)  # type: ignore[arg-type]
+
+
+def rows(ids: Iterable[float], dim: int = 4) -> np.ndarray:
+    """The (n, dim) float32 matrix of vec(i) for each i of `ids`."""
+    return np.stack([vec(i, dim) for i in ids])
+
+
+__all__ = [
+    "ASYNC",
+    "ASYNC_REDIS",
+    "FORMS",
+    "KINDS",
+    "SYNC",
+    "Driver",
+    "Kind",
+    "Make",
+    "State",
+    "assert_answer",
+    "assert_unchanged",
+    "counts",
+    "key",
+    "kind",
+    "make",
+    "observe",
+    "rows",
+    "vec",
+]
