@@ -9,9 +9,9 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pytest
@@ -66,9 +66,36 @@ NO_SOURCE_REASON = (
 needs_source_tree = pytest.mark.skipif(not SOURCE_TREE, reason=NO_SOURCE_REASON)
 
 
+PROFILES = ("default", "ci")
+
+
+def profile_from(environ: Mapping[str, str]) -> str:
+    """The test profile an environment selects (unset or empty: "default")."""
+    return environ.get("EMBCACHE_TEST_PROFILE") or "default"
+
+
+PROFILE = profile_from(os.environ)
+"""The test profile, from the environment variable EMBCACHE_TEST_PROFILE: "default"
+(a plain `pytest`: every test runs, the property and stress tests with fewer
+examples and operations) or "ci" (the heavier settings: .ci/run sets it for the
+sanitizer run and the release build's suites)."""
+
+T = TypeVar("T")
+
+
+def by_profile(*, default: T, ci: T) -> T:
+    """A size, count or parameter list that depends on the test profile: `ci`
+    under EMBCACHE_TEST_PROFILE=ci, `default` otherwise."""
+    return ci if PROFILE == "ci" else default
+
+
 def pytest_report_header(config: pytest.Config) -> str:
-    """Which embcache (and numpy) the run tests: an installed wheel or a source tree."""
-    return f"embcache {embcache.__version__} from {PACKAGE_PARENT}, numpy {np.__version__}"
+    """Which embcache (and numpy) the run tests: an installed wheel or a source
+    tree; and the test profile."""
+    return (
+        f"embcache {embcache.__version__} from {PACKAGE_PARENT}, numpy {np.__version__}, "
+        f"test profile {PROFILE}"
+    )
 
 
 SETTINGS_FILES = (REPO / "tests" / "pytest.ini", REPO / "pyproject.toml")
@@ -80,7 +107,13 @@ def pytest_configure(config: pytest.Config) -> None:
     """Refuse to run without the suite's settings (asyncio mode, warnings as
     errors, strict markers): pytest finds tests/pytest.ini only when the paths it
     is given lie inside tests/, so a bare ``pytest`` in a folder holding a copy
-    of tests/ would run the suite without them, and fail in confusing ways."""
+    of tests/ would run the suite without them, and fail in confusing ways.
+    Refuse an unknown EMBCACHE_TEST_PROFILE too (a typo would run the light sizes)."""
+    if PROFILE not in PROFILES:
+        raise pytest.UsageError(
+            f"EMBCACHE_TEST_PROFILE={PROFILE!r}: the test profiles are "
+            + " and ".join(repr(p) for p in PROFILES)
+        )
     found = config.inipath.resolve() if config.inipath is not None else None
     if found not in [p.resolve() for p in SETTINGS_FILES if p.is_file()]:
         raise pytest.UsageError(

@@ -18,6 +18,9 @@
 #   --out      where the sdist, the wheels and the logs go (default: dist/)
 #   RELEASE_TEST_TIMEOUT  seconds one suite may take before it is killed (default 1800:
 #              a thread that never ends would otherwise keep pytest from exiting)
+#   EMBCACHE_TEST_PROFILE  passed on to every suite (tests/conftest.py): unset, the default
+#              profile; `ci`, the heavier property and stress settings (.ci/run sets it). The
+#              script checks that each suite's header names the profile it was given
 #
 # Steps (any failure stops the script with a non-zero exit):
 # 1. Export the tracked and untracked-but-not-ignored files to a temporary folder
@@ -63,6 +66,10 @@ done
 in_list() { case " $2 " in *" $1 "*) return 0 ;; *) return 1 ;; esac; }
 [ "$full_set" = 1 ] || full=$pythons
 test_timeout=${RELEASE_TEST_TIMEOUT:-1800}
+profile=${EMBCACHE_TEST_PROFILE:-default}
+case $profile in default|ci) ;; *)
+    echo "release.sh: EMBCACHE_TEST_PROFILE=$profile: the test profiles are default and ci" >&2; exit 2 ;;
+esac
 if [ "$in_sdist_set" = 0 ]; then
     for v in $full; do in_sdist=$v; done
 elif [ "$in_sdist" = none ]; then
@@ -202,8 +209,10 @@ for v in $pythons; do
         # the tests imported the wheel installed in the venv, nothing else
         grep -q "^embcache [0-9.]* from $venv/lib/python$v/site-packages, numpy" "$out/pytest-$v.log" \
             || { echo "release.sh: the $v suite did not import the installed wheel" >&2; exit 1; }
+        grep -q "^embcache .*, test profile $profile\$" "$out/pytest-$v.log" \
+            || { echo "release.sh: the $v suite did not run the test profile $profile" >&2; exit 1; }
         if [ "$run" = "$unpacked" ]; then place="the unpacked sdist"; else place="a copy of tests/"; fi
-        result="$(counts "$out/pytest-$v.log") (numpy $numpy_version; in $place)"
+        result="$(counts "$out/pytest-$v.log") (numpy $numpy_version; in $place; test profile $profile)"
         if [ "$status" -ne 0 ]; then
             echo "release.sh: the suite FAILED on the $v wheel (exit $status, see $out/pytest-$v.log)" >&2
             failed="$failed $v"

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import needs_source_tree, run_python
+from conftest import by_profile, needs_source_tree, run_python
 
 import embcache
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache, __version__
@@ -428,7 +428,9 @@ def test_unusable_json_path_from_python_m(tmp_path: Path) -> None:
     assert proc.stdout == ""
 
 
-@pytest.mark.parametrize("dim", [3, 4096, 100_000])
+# the largest: 80 KB rows by default; under EMBCACHE_TEST_PROFILE=ci, 400 KB rows (copied
+# without the GIL), a run of about 25 s here
+@pytest.mark.parametrize("dim", [3, 4096, by_profile(default=20_000, ci=100_000)])
 def test_quick_passes_at_small_and_large_dims(dim: int) -> None:
     """Every cache the check builds has room for what its criterion puts at
     `dim` (budgets derive from dim*4 + ENTRY_OVERHEAD_BYTES), and a check that

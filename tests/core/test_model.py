@@ -10,7 +10,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import MIB, FakeClock
+from conftest import MIB, FakeClock, by_profile
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import (
@@ -234,7 +234,7 @@ class CacheMachine(RuleBasedStateMachine):
 
 
 CacheMachine.TestCase.settings = settings(
-    max_examples=1000,
+    max_examples=by_profile(default=200, ci=1000),
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
@@ -251,7 +251,7 @@ class TinyLfuCacheMachine(CacheMachine):
 
 # half the examples of the LRU machine: each W-TinyLFU step costs the model more
 TinyLfuCacheMachine.TestCase.settings = settings(
-    CacheMachine.TestCase.settings, max_examples=500)
+    CacheMachine.TestCase.settings, max_examples=by_profile(default=100, ci=500))
 TestTinyLfuCacheMachine = TinyLfuCacheMachine.TestCase
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
-from conftest import key
+from conftest import by_profile, key
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
 
@@ -137,7 +137,7 @@ def assert_consistent(cache: SyncEmbeddingCache, tallies: list[Tally], base_puts
 @pytest.mark.usefixtures("fast_switching")
 def test_sixteen_threads_entry_bound() -> None:
     cache = SyncEmbeddingCache(24)                 # 96 keys, 24 slots: constant eviction
-    tallies = run_threads(cache, 16, 40_000)
+    tallies = run_threads(cache, 16, by_profile(default=10_000, ci=40_000))
     assert cache.get_cache_info().evictions > 1000
     assert_consistent(cache, tallies)
 
@@ -146,7 +146,7 @@ def test_sixteen_threads_entry_bound() -> None:
 @pytest.mark.usefixtures("fast_switching")
 def test_sixteen_threads_memory_bound() -> None:
     cache = SyncEmbeddingCache(1000, max_memory_mb=0.004)   # ~30 small entries fit
-    tallies = run_threads(cache, 16, 40_000)
+    tallies = run_threads(cache, 16, by_profile(default=10_000, ci=40_000))
     assert cache.get_cache_info().evictions > 1000
     assert_consistent(cache, tallies)
 
@@ -165,7 +165,7 @@ def test_sixteen_threads_fixed_dim_with_ttl() -> None:
         tally = tallies[seed]
         start.wait()
         try:
-            for n in range(20_000):
+            for n in range(by_profile(default=5_000, ci=20_000)):
                 i = int(rng.integers(0, N_KEYS))
                 if n % 2:
                     cache.put(KEYS[i], encode(i, n % 4000, dim))
@@ -446,7 +446,7 @@ def mixed_worker(cache: SyncEmbeddingCache, seed: int, ops: int, done: list[int]
 @pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning")
 def test_sixteen_threads_every_operation_and_a_fork_in_the_middle() -> None:
     cache = SyncEmbeddingCache(24, None, 0.004)  # both bounds bite: constant eviction
-    n_threads, ops = 16, 200_000
+    n_threads, ops = 16, by_profile(default=25_000, ci=200_000)
     done = [0] * n_threads
     errors: list[BaseException] = []
     start = threading.Barrier(n_threads + 1)

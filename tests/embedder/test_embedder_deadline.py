@@ -348,7 +348,7 @@ import numpy as np
 from embcache import CachedEmbedder, FlightTimeoutError, SyncEmbeddingCache
 
 def model(texts):
-    time.sleep(1.5)  # long past the timeout
+    time.sleep(1.0)  # long past the timeout (0.2 s)
     print("model call finished", flush=True)
     return np.ones((len(texts), 4))
 

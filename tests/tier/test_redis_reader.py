@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import by_profile
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -321,7 +322,7 @@ values_strategy = st.lists(
 
 @given(values_strategy, st.sampled_from([None, 3, 4, 5]), st.booleans(),
        st.lists(st.integers(0, 2000), max_size=6))  # fmt: skip
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=by_profile(default=100, ci=400), deadline=None)
 def test_reader_agrees_with_the_python_decoder(
     values: list[bytes | None | Other], dim: int | None, into: bool, cuts: list[int]
 ) -> None:
@@ -342,7 +343,7 @@ def test_reader_agrees_with_the_python_decoder(
 
 
 @given(st.binary(max_size=300), st.sampled_from([None, 1, 4]), st.integers(0, 5))
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=by_profile(default=100, ci=400), deadline=None)
 def test_arbitrary_bytes_never_crash_the_reader(wire: bytes, dim: int | None, n: int) -> None:
     reader = MgetReader(n, dim)
     status = reader.feed(wire)

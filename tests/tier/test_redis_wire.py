@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import run_python
+from conftest import by_profile, run_python
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -100,7 +100,7 @@ def _glob(pattern: bytes, key: bytes) -> bool:
 
 
 @given(st.text(min_size=1), st.text(min_size=1), st.text(min_size=1))
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=by_profile(default=100, ci=200), deadline=None)
 def test_distinct_keys_get_distinct_redis_keys(a: str, b: str, model: str) -> None:
     t = tier()
     one, other = CacheKey(a, model), CacheKey(b, model)
@@ -185,7 +185,7 @@ def test_non_bytes_values_are_misses() -> None:
     st.lists(st.one_of(st.none(), st.binary(max_size=64)), max_size=8),
     st.sampled_from([None, 1, 4]),
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=by_profile(default=100, ci=300), deadline=None)
 def test_decoding_never_raises(values: list[bytes | None], dim: int | None) -> None:
     decoded = decode_values(values, dim)
     assert decoded.errors + len(decoded.index) == sum(v is not None for v in values)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import entry_bytes, key, vec
+from conftest import by_profile, entry_bytes, key, vec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from snapshot_format import HEADER, Parsed, read_all, section_bounds
@@ -180,7 +180,8 @@ def test_splice_at_every_section_boundary(tmp_path: Path) -> None:
 
 
 @settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=by_profile(default=100, ci=300), deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(
     cuts=st.lists(st.one_of(st.integers(0, 10**6), st.integers(-20, -1)), min_size=1, max_size=6),

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from conftest import by_profile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from snapshot_format import (
@@ -187,7 +188,7 @@ def test_bad_load_keywords(saved: tuple[Path, SyncEmbeddingCache, list[CacheKey]
 
 # --- mutation fuzz -----------------------------------------------------------------------
 
-FUZZ_EXAMPLES = 150
+FUZZ_EXAMPLES = by_profile(default=50, ci=150)
 
 
 @pytest.fixture(scope="module")
