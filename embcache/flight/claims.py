@@ -62,9 +62,9 @@ class Claims:
 
     @property
     def epoch(self) -> int:
-        """How many flights have settled with rows so far. A caller that looks its
-        keys up itself reads this first and passes it with its lookup
-        (``looked_up=``), so that a flight settling in between is noticed."""
+        """How many flights have settled with rows so far. An entry point reads
+        it before its lookup and its steps compare it again before computing, so
+        that a flight settling in between is noticed (the lookup may be stale)."""
         return self._epoch
 
     def in_flight(self) -> int:

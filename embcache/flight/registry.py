@@ -122,11 +122,7 @@ from embcache.flight.wait import Flight, computing, outcome
 if TYPE_CHECKING:  # the layers above: their types for the checker only
     from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
 
-__all__ = ["Compute", "FlightTimeoutError", "Flights", "Lookup", "Source", "flights_of"]
-
-Lookup = tuple[int, Matrix, npt.NDArray[np.bool_]]
-"""``(epoch, matrix, found)``: a caller's own ``cache.get_many(keys)`` of exactly
-the keys it passes, with ``Flights.epoch`` as read before that lookup."""
+__all__ = ["Compute", "FlightTimeoutError", "Flights", "Source", "flights_of"]
 
 
 def _async_compute_error(what: str) -> ArgumentTypeError:
@@ -190,7 +186,6 @@ class Flights(Claims):
         *,
         what: str = "compute",
         timeout: float | None = None,
-        looked_up: Lookup | None = None,
     ) -> Matrix:
         """The (len(keys), dim) float32 matrix for `keys` of this registry's
         cache, in input order; blocks the calling thread.
@@ -203,10 +198,7 @@ class Flights(Claims):
         list of taken PutBatch objects of the cache holding exactly those keys in
         order. Keys another caller is computing are waited for, for at most
         `timeout` seconds from the start of the call (None: no limit); our own
-        compute is not interrupted. With ``looked_up`` (a ``Lookup``: the
-        caller's own ``cache.get_many`` of exactly `keys` and the ``epoch`` read
-        before it), that lookup is used instead of a second one, so the cache's
-        statistics count each key once.
+        compute is not interrupted.
 
         Raises KeyTypeError for a key that is not a CacheKey; ArgumentTypeError
         when `compute` is not callable or is (or returns) an awaitable;
@@ -222,20 +214,9 @@ class Flights(Claims):
         computing keys this call waits for stops without an outcome (cancelled,
         KeyboardInterrupt).
         """
-        if timeout is not None:
-            timeout = check_seconds(timeout, "timeout")
-        check_compute(compute, what)
-        if is_async_callable(compute):
-            raise _async_compute_error(what)
-        cache = self._cache()
-        if cache is None:
-            raise _cache_gone()
-        seq = self._as_keys(keys, "get_or_compute")
-        if looked_up is None:
-            epoch = self._epoch
-            matrix, found = cache.get_many(seq)
-        else:
-            epoch, matrix, found = looked_up
+        timeout, cache, seq, epoch, matrix, found = self._look_up(
+            keys, compute, what, timeout, blocking=True
+        )
         if all_found(found):
             return matrix
         me = threading.get_ident()
@@ -254,7 +235,6 @@ class Flights(Claims):
         what: str = "compute",
         timeout: float | None = None,
         source: Source | None = None,
-        looked_up: Lookup | None = None,
     ) -> Matrix:
         """As get_or_compute, for a task of the running loop: waits are awaited,
         and ``compute`` may be sync or async (an awaitable result is awaited; a
@@ -274,18 +254,9 @@ class Flights(Claims):
         `timeout`, an awaited compute still running when it expires is cancelled
         that way, and this call raises FlightTimeoutError.
         """
-        if timeout is not None:
-            timeout = check_seconds(timeout, "timeout")
-        check_compute(compute, what)
-        cache = self._cache()
-        if cache is None:
-            raise _cache_gone()
-        seq = self._as_keys(keys, "get_or_compute")
-        if looked_up is None:
-            epoch = self._epoch
-            matrix, found = cache.get_many(seq)
-        else:
-            epoch, matrix, found = looked_up
+        timeout, cache, seq, epoch, matrix, found = self._look_up(
+            keys, compute, what, timeout, blocking=False
+        )
         if all_found(found):
             return matrix
         if len(seq) == 1:  # one missed key: no planning needed
@@ -293,6 +264,28 @@ class Flights(Claims):
             return await self._run(self._steps_one, one, source, what, timeout)
         many = (cache, seq, matrix, found, compute, what, epoch)
         return await self._run(self._steps, many, source, what, timeout)
+
+    def _look_up(
+        self, keys: Sequence[CacheKey], compute: Compute, what: str, timeout: object, blocking: bool
+    ) -> tuple[
+        float | None, SyncEmbeddingCache, tuple[CacheKey, ...], int, Matrix, npt.NDArray[np.bool_]
+    ]:
+        """What every batch entry point starts with, before anything is counted:
+        the arguments checked (a `blocking` call refuses an async compute), then
+        one ``cache.get_many`` of the keys; ``(timeout, cache, keys as a tuple,
+        the epoch read before the lookup, matrix, found)``."""
+        if timeout is not None:
+            timeout = check_seconds(timeout, "timeout")
+        check_compute(compute, what)
+        if blocking and is_async_callable(compute):
+            raise _async_compute_error(what)
+        cache = self._cache()
+        if cache is None:
+            raise _cache_gone()
+        seq = self._as_keys(keys, "get_or_compute")
+        epoch = self._epoch
+        matrix, found = cache.get_many(seq)
+        return timeout, cache, seq, epoch, matrix, found
 
     def get_or_compute_one(
         self,
