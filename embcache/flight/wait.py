@@ -140,6 +140,49 @@ def check_deadlock(
                 todo.append(nxt)
 
 
+def _start_waiting(
+    lock: threading.Lock,
+    waiting: dict[Hashable, Flight],
+    flight: Flight,
+    me: Hashable,
+    thread: int,
+    blocking: bool,
+    wake: Callable[[], None],
+) -> tuple[Flight, ...] | None:
+    """Under the lock: None if `flight` has settled already; else refuse a wait
+    that would never end, record ours (`wake` among the flight's wakeups, `me`
+    in ``waiting``, the flight in the ``inner`` of the flights we compute
+    within) and return those flights (``computing.get()``) for _stop_waiting."""
+    within = computing.get()
+    with lock:
+        if flight.done:
+            return None
+        check_deadlock(waiting, flight, me, thread, blocking, within)
+        flight.wakeups.append(wake)
+        waiting[me] = flight
+        for outer in within:
+            outer.inner.append(flight)
+    return within
+
+
+def _stop_waiting(
+    lock: threading.Lock,
+    waiting: dict[Hashable, Flight],
+    flight: Flight,
+    me: Hashable,
+    wake: Callable[[], None],
+    within: tuple[Flight, ...],
+) -> None:
+    """Under the lock: take back what _start_waiting recorded, however the wait
+    ended."""
+    with lock:
+        del waiting[me]
+        for outer in within:
+            outer.inner.remove(flight)
+        if not flight.done:
+            flight.wakeups.remove(wake)
+
+
 def block_on(
     lock: threading.Lock,
     waiting: dict[Hashable, Flight],
@@ -150,27 +193,16 @@ def block_on(
 ) -> None:
     """Block this thread until `flight` settles (RuntimeError if it never would;
     FlightTimeoutError if it has not by `deadline`)."""
-    within = computing.get()
-    with lock:
-        if flight.done:
-            return
-        check_deadlock(waiting, flight, me, me, True, within)
-        settled = threading.Event()
-        wake = settled.set
-        flight.wakeups.append(wake)
-        waiting[me] = flight
-        for outer in within:
-            outer.inner.append(flight)
+    settled = threading.Event()
+    wake = settled.set
+    within = _start_waiting(lock, waiting, flight, me, me, True, wake)
+    if within is None:
+        return
     try:
         if not settled.wait(seconds_left(deadline)) and not flight.done:
             raise wait_timeout_error(timeout)
     finally:
-        with lock:
-            del waiting[me]
-            for outer in within:
-                outer.inner.remove(flight)
-            if not flight.done:
-                flight.wakeups.remove(wake)
+        _stop_waiting(lock, waiting, flight, me, wake, within)
 
 
 async def wait_for(
@@ -186,17 +218,11 @@ async def wait_for(
     """Wait, without blocking the loop, until `flight` settles (FlightTimeoutError
     if it has not by `deadline`). Cancelling this wait, or its timing out,
     leaves the flight alone (the future awaited is this waiter's own)."""
-    within = computing.get()
-    with lock:
-        if flight.done:
-            return
-        check_deadlock(waiting, flight, me, thread, False, within)
-        future: asyncio.Future[None] = loop.create_future()
-        wake = _waker(loop, future, thread)
-        flight.wakeups.append(wake)
-        waiting[me] = flight
-        for outer in within:
-            outer.inner.append(flight)
+    future: asyncio.Future[None] = loop.create_future()
+    wake = _waker(loop, future, thread)
+    within = _start_waiting(lock, waiting, flight, me, thread, False, wake)
+    if within is None:
+        return
     try:
         if deadline is None:
             await future
@@ -210,9 +236,4 @@ async def wait_for(
             if not flight.done:
                 raise wait_timeout_error(timeout)
     finally:
-        with lock:
-            del waiting[me]
-            for outer in within:
-                outer.inner.remove(flight)
-            if not flight.done:
-                flight.wakeups.remove(wake)
+        _stop_waiting(lock, waiting, flight, me, wake, within)
