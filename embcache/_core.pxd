@@ -232,6 +232,7 @@ cdef class SyncEmbeddingCache:
     cdef object max_memory_mb_arg   # the limits as given, reported back as given
     cdef object ttl_seconds_arg
     cdef object _flights            # the single-flight registry, made on first use (flights)
+    cdef dim_t last_dim             # no fixed dim: the one the last batch lookup found (0: none)
     cdef object __weakref__         # the fork hooks find live caches through a WeakSet
 
     cdef double now_unlocked(self) except? -1.0
@@ -239,6 +240,7 @@ cdef class SyncEmbeddingCache:
     cdef int check_dim(self, dim_t dim, str what) except -1
     cdef dim_t check_out(self, object out, Py_ssize_t n) except -1
     cdef dim_t decide_dim(self, tuple keys, dim_t out_dim) except -1
+    cdef int read_as(self, tuple keys, cnp.ndarray matrix, cnp.ndarray found) except -1
     cdef int read_rows(self, tuple keys, Py_ssize_t start, Py_ssize_t stop, cnp.ndarray matrix,
                        cnp.ndarray found) except -1
     cdef int store_matrix(self, tuple keys, Py_ssize_t start, Py_ssize_t stop,
