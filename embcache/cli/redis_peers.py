@@ -141,6 +141,7 @@ class Contender:
     (untimed) before each timed ``batch`` / ``singles`` call; ``close`` at the end."""
 
     name = ""
+    client: Any  # the redis-py client once ``fill`` made it (asyncio but for LangChain's store)
 
     def __init__(self, loop: asyncio.AbstractEventLoop, url: str) -> None:
         self.loop = loop
@@ -151,6 +152,14 @@ class Contender:
 
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
         raise NotImplementedError
+
+    def connect(self) -> Any:
+        """A new asyncio redis-py client for ``url``, kept in ``self.client``
+        (which ``close`` releases)."""
+        from redis.asyncio import Redis
+
+        self.client = Redis.from_url(self.url)
+        return self.client
 
     def reset(self) -> None:
         """Make the next reads go to Redis (nothing to do for most)."""
@@ -175,11 +184,9 @@ class EmbcacheContender(Contender):
     name = "embcache"
 
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
-        from redis.asyncio import Redis
-
         from embcache.redis import RedisTier
 
-        self.client = Redis.from_url(self.url)
+        self.connect()
         self.tier = RedisTier(self.client, prefix="bench-embcache", timeout=5.0)
         n, dim = rows.shape
         mb = 2 * n * (dim * 4 + 256) / 2**20 + 1
@@ -204,11 +211,9 @@ class MgetContender(Contender):
     name = "mget"
 
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
-        from redis.asyncio import Redis
-
         from embcache.tier.wire import encode_rows
 
-        self.client = Redis.from_url(self.url)
+        self.connect()
         self.keys = [f"bench-mget:{i}".encode() for i in range(len(texts))]
         await self.client.mset(dict(zip(self.keys, encode_rows(rows))))
 
@@ -225,10 +230,9 @@ class RedisvlContender(Contender):
     name = "redisvl"
 
     async def fill(self, texts: list[str], rows: np.ndarray) -> None:
-        from redis.asyncio import Redis
         from redisvl.extensions.cache.embeddings import EmbeddingsCache
 
-        self.client = Redis.from_url(self.url)
+        self.connect()
         self.cache = EmbeddingsCache(name="bench-redisvl", async_redis_client=self.client)
         self.texts = texts
         items = [

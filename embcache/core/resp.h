@@ -144,19 +144,40 @@ static void resp_element_done(resp_mget *r) {
     r->last = 0;
 }
 
+/* Read the next type line. */
+static void resp_next_line(resp_mget *r) {
+    r->state = RS_LINE;
+    r->line_len = r->line_kept = 0;
+    r->last = 0;
+}
+
 /* One complete item inside an invalid aggregate was read. */
 static void resp_nested_item_done(resp_mget *r) {
     r->nested--;
     if (r->nested == 0)
         resp_element_done(r);
-    else {
-        r->state = RS_LINE;
-        r->line_len = r->line_kept = 0;
-        r->last = 0;
-    }
+    else
+        resp_next_line(r);
 }
 
-/* A complete type line (top-level or element); a status when the feed must stop, else -1. */
+/* An item is over: an element, with this verdict, or an item inside an invalid
+ * aggregate (whose element's verdict stays invalid). */
+static void resp_item_done(resp_mget *r, int verdict) {
+    if (r->nested) {
+        resp_nested_item_done(r);
+        return;
+    }
+    r->verdict = verdict;
+    resp_element_done(r);
+}
+
+/* The length of a bulk or aggregate type line (-1: null); 0 when it is not one. */
+static int resp_line_len(const resp_mget *r, int64_t *out) {
+    return resp_line_int(r, out) && *out >= -1 && *out <= RESP_BULK_MAX;
+}
+
+/* A complete type line (top-level or item); a status when the feed must stop, else -1.
+ * Inside an invalid aggregate (r->nested) an item only has to be read to its end. */
 static int resp_on_line(resp_mget *r) {
     int64_t v = 0;
     unsigned char t = r->line_len ? r->line[0] : 0;
@@ -169,96 +190,53 @@ static int resp_on_line(resp_mget *r) {
             r->state = RS_DONE;
             return RESP_DONE;
         }
-        r->state = RS_LINE;
-        r->line_len = r->line_kept = 0;
-        r->last = 0;
+        resp_next_line(r);
         return -1;
-    }
-    if (r->nested) { /* inside an invalid aggregate: only find where it ends */
-        switch (t) {
-        case '$': case '!': case '=':
-            if (!resp_line_int(r, &v) || v < -1 || v > RESP_BULK_MAX)
-                return RESP_PROTOCOL;
-            if (v == -1) {
-                resp_nested_item_done(r);
-                return -1;
-            }
-            r->remaining = v;
-            r->state = RS_SKIP;
-            return -1;
-        case '*': case '~': case '>': case '%':
-            if (!resp_line_int(r, &v) || v < -1 || v > RESP_BULK_MAX)
-                return RESP_PROTOCOL;
-            if (v > 0) {
-                r->nested += (t == '%' ? 2 * v : v);
-                if (r->nested > ((int64_t)1 << 40))
-                    return RESP_PROTOCOL;
-            }
-            resp_nested_item_done(r);
-            return -1;
-        case '-': case '+': case ':': case ',': case '#': case '(': case '_':
-            resp_nested_item_done(r);
-            return -1;
-        default:
-            return RESP_PROTOCOL;
-        }
     }
     switch (t) {
-    case '$':
-        if (!resp_line_int(r, &v) || v < -1 || v > RESP_BULK_MAX)
+    case '$': case '!': case '=':
+        if (!resp_line_len(r, &v))
             return RESP_PROTOCOL;
         if (v == -1) {
-            r->verdict = RV_ABSENT;
-            resp_element_done(r);
+            resp_item_done(r, RV_ABSENT);
             return -1;
         }
-        r->vlen = v;
-        r->head_len = 0;
-        if (v >= 16 && (v - 12) % 4 == 0 && (r->dim == 0 || v == 12 + 4 * r->dim)) {
+        if (t == '$' && !r->nested && v >= 16 && (v - 12) % 4 == 0
+            && (r->dim == 0 || v == 12 + 4 * r->dim)) {
             r->verdict = RV_VALID; /* so far */
+            r->vlen = v;
+            r->head_len = 0;
             r->state = RS_HEAD;
-        } else {
-            r->verdict = RV_INVALID;
-            r->remaining = v;
-            r->state = RS_SKIP;
-        }
-        return -1;
-    case '!': case '=':
-        if (!resp_line_int(r, &v) || v < -1 || v > RESP_BULK_MAX)
-            return RESP_PROTOCOL;
-        r->verdict = v == -1 ? RV_ABSENT : RV_INVALID;
-        if (v == -1) {
-            resp_element_done(r);
             return -1;
         }
+        if (!r->nested)
+            r->verdict = RV_INVALID;
         r->remaining = v;
         r->state = RS_SKIP;
         return -1;
     case '*': case '~': case '>': case '%':
-        if (!resp_line_int(r, &v) || v < -1 || v > RESP_BULK_MAX)
+        if (!resp_line_len(r, &v))
             return RESP_PROTOCOL;
-        if (v == -1 && t == '*') {
-            r->verdict = RV_ABSENT;
-            resp_element_done(r);
-            return -1;
-        }
-        r->verdict = RV_INVALID;
         if (v <= 0) {
-            resp_element_done(r);
+            resp_item_done(r, v == -1 && t == '*' ? RV_ABSENT : RV_INVALID);
             return -1;
         }
-        r->nested = t == '%' ? 2 * v : v;
-        r->state = RS_LINE;
-        r->line_len = r->line_kept = 0;
-        r->last = 0;
+        if (!r->nested) { /* an invalid element: skip its items */
+            r->verdict = RV_INVALID;
+            r->nested = t == '%' ? 2 * v : v;
+            resp_next_line(r);
+            return -1;
+        }
+        r->nested += t == '%' ? 2 * v : v; /* an item: its own items are to skip too */
+        if (r->nested > ((int64_t)1 << 40))
+            return RESP_PROTOCOL;
+        resp_nested_item_done(r);
         return -1;
     case '_':
-        r->verdict = RV_ABSENT;
-        resp_element_done(r);
+        resp_item_done(r, RV_ABSENT);
         return -1;
     case '-': case '+': case ':': case ',': case '#': case '(':
-        r->verdict = RV_INVALID;
-        resp_element_done(r);
+        resp_item_done(r, RV_INVALID);
         return -1;
     default:
         return RESP_PROTOCOL;
@@ -368,20 +346,13 @@ static int resp_mget_feed(resp_mget *r, const unsigned char *p, size_t len, size
             r->dst = (unsigned char *)(r->rows + (r->compact ? r->hits : r->elem) * r->dim);
             break;
         }
-        case RS_PAYLOAD: {
+        case RS_PAYLOAD: /* copied into its row */
+        case RS_SKIP: {  /* passed over */
             size_t take = (size_t)r->remaining < len - i ? (size_t)r->remaining : len - i;
-            memcpy(r->dst, p + i, take);
-            r->dst += take;
-            r->remaining -= (int64_t)take;
-            i += take;
-            if (r->remaining == 0) {
-                r->state = RS_CRLF;
-                r->crlf_seen = 0;
+            if (r->state == RS_PAYLOAD) {
+                memcpy(r->dst, p + i, take);
+                r->dst += take;
             }
-            break;
-        }
-        case RS_SKIP: {
-            size_t take = (size_t)r->remaining < len - i ? (size_t)r->remaining : len - i;
             r->remaining -= (int64_t)take;
             i += take;
             if (r->remaining == 0) {
