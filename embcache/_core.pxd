@@ -232,7 +232,7 @@ cdef class SyncEmbeddingCache:
     cdef object max_memory_mb_arg   # the limits as given, reported back as given
     cdef object ttl_seconds_arg
     cdef object _flights            # the single-flight registry, made on first use (flights)
-    cdef dim_t last_dim             # no fixed dim: the one the last batch lookup found (0: none)
+    cdef dim_t last_dim             # the dim last stored or found: a batch lookup's guess (0: none)
     cdef object __weakref__         # the fork hooks find live caches through a WeakSet
 
     cdef double now_unlocked(self) except? -1.0

@@ -167,6 +167,7 @@ cdef class SyncEmbeddingCache:
                 f"(max_memory_mb={self.max_memory_mb_arg!r}"
                 + (f", less the policy's {self.table.policy_fixed_bytes} bytes)"
                    if self.table.policy_fixed_bytes else ")"))
+        self.last_dim = dim  # the next batch lookup's guess (read_as): what was last stored
         return 0
 
     cdef dim_t check_out(self, object out, Py_ssize_t n) except -1:
