@@ -16,7 +16,7 @@ from embcache.errors import ArgumentTypeError
 from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
-__all__ = ["QUERY_SUFFIX", "Embedders", "as_lists", "embedders", "sum_stats"]
+__all__ = ["QUERY_SUFFIX", "Embedders", "EmbeddersView", "as_lists", "embedders", "sum_stats"]
 
 QUERY_SUFFIX = "|query"
 """Appended to the model version of query keys: many models embed a query
@@ -59,6 +59,35 @@ class Embedders:
         return sum_stats(
             [e.stats for e in (self.documents, self.adocuments, self.queries, self.aqueries)]
         )
+
+
+class EmbeddersView:
+    """What an adapter shows of its Embedders (kept in ``self._embedders``)."""
+
+    _embedders: Embedders
+
+    @property
+    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
+        """The cache the vectors live in."""
+        return self._embedders.documents.cache
+
+    @property
+    def document_embedder(self) -> CachedEmbedder:
+        """The CachedEmbedder behind document (text) embeddings: its ``key(text)``
+        is a document's cache key."""
+        return self._embedders.documents
+
+    @property
+    def query_embedder(self) -> CachedEmbedder:
+        """The CachedEmbedder behind query embeddings (keys under the model
+        version + QUERY_SUFFIX)."""
+        return self._embedders.queries
+
+    @property
+    def stats(self) -> EmbedderStats:
+        """What this adapter requested, served and saved, documents and queries,
+        sync and async together."""
+        return self._embedders.stats
 
 
 def embedders(

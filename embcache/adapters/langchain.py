@@ -29,8 +29,7 @@ from collections.abc import Iterator
 from langchain_core.embeddings import Embeddings
 
 from embcache._core import SyncEmbeddingCache
-from embcache.adapters.common import QUERY_SUFFIX, as_lists, embedders
-from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
+from embcache.adapters.common import QUERY_SUFFIX, EmbeddersView, as_lists, embedders
 from embcache.errors import ArgumentTypeError, CallContextError
 from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
@@ -38,7 +37,7 @@ from embcache.identity import ModelIdentity
 __all__ = ["QUERY_SUFFIX", "CachedEmbeddings"]
 
 
-class CachedEmbeddings(Embeddings):
+class CachedEmbeddings(EmbeddersView, Embeddings):
     """A LangChain ``Embeddings`` that caches another one's vectors in embcache.
 
     ``embeddings``: the LangChain ``Embeddings`` to wrap. ``model_version``: a
@@ -97,28 +96,6 @@ class CachedEmbeddings(Embeddings):
     def model_version(self) -> str:
         """The model version of document keys (queries: this + QUERY_SUFFIX)."""
         return self._embedders.documents.model_version
-
-    @property
-    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
-        """The cache the vectors live in."""
-        return self._embedders.documents.cache
-
-    @property
-    def document_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind ``embed_documents`` (its ``key(text)`` is a
-        document's cache key)."""
-        return self._embedders.documents
-
-    @property
-    def query_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind ``embed_query``."""
-        return self._embedders.queries
-
-    @property
-    def stats(self) -> EmbedderStats:
-        """What this adapter requested, served and saved, documents and queries,
-        sync and async together."""
-        return self._embedders.stats
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """The vectors of `texts` in order (hits from the cache, the distinct misses

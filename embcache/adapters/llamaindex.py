@@ -25,8 +25,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from embcache._core import SyncEmbeddingCache
-from embcache.adapters.common import Embedders, as_lists, embedders
-from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
+from embcache.adapters.common import Embedders, EmbeddersView, as_lists, embedders
 from embcache.errors import ArgumentTypeError
 from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
@@ -38,7 +37,7 @@ __all__ = ["CachedEmbedding"]
 WHOLE_CALL = 2048
 
 
-class CachedEmbedding(BaseEmbedding):
+class CachedEmbedding(EmbeddersView, BaseEmbedding):
     """A LlamaIndex ``BaseEmbedding`` that caches another one's vectors in embcache.
 
     ``embed_model``: the BaseEmbedding to wrap. ``model_version``: a non-empty
@@ -98,27 +97,6 @@ class CachedEmbedding(BaseEmbedding):
     @classmethod
     def class_name(cls) -> str:
         return "EmbcacheCachedEmbedding"
-
-    @property
-    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
-        """The cache the vectors live in."""
-        return self._embedders.documents.cache
-
-    @property
-    def document_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind text embeddings (``key(text)`` is a text's key)."""
-        return self._embedders.documents
-
-    @property
-    def query_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind query embeddings."""
-        return self._embedders.queries
-
-    @property
-    def stats(self) -> EmbedderStats:
-        """What this adapter requested, served and saved, texts and queries, sync
-        and async together."""
-        return self._embedders.stats
 
     # pydantic serves a private attribute (self._embedders) from BaseModel.__getattr__,
     # after the normal lookup has failed: ~2.4 us a read, as much as a whole cache
