@@ -25,13 +25,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterator
-from typing import Any
 
 from langchain_core.embeddings import Embeddings
 
 from embcache._core import SyncEmbeddingCache
-from embcache.adapters.common import QUERY_SUFFIX, sum_stats
-from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
+from embcache.adapters.common import QUERY_SUFFIX, EmbeddersView, as_lists, embedders
 from embcache.errors import ArgumentTypeError, CallContextError
 from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
@@ -39,7 +37,7 @@ from embcache.identity import ModelIdentity
 __all__ = ["QUERY_SUFFIX", "CachedEmbeddings"]
 
 
-class CachedEmbeddings(Embeddings):
+class CachedEmbeddings(EmbeddersView, Embeddings):
     """A LangChain ``Embeddings`` that caches another one's vectors in embcache.
 
     ``embeddings``: the LangChain ``Embeddings`` to wrap. ``model_version``: a
@@ -76,50 +74,17 @@ class CachedEmbeddings(Embeddings):
                 "embeddings must be a langchain_core.embeddings.Embeddings, got "
                 + type(embeddings).__name__
             )
-        if model_version is None:
-            raise ArgumentTypeError("model_version must be a str or a ModelIdentity, got None")
-        if cache is None:
-            cache = EmbeddingCache()
         self._embeddings = embeddings
-        documents = CachedEmbedder(
-            embeddings.embed_documents,
+        self._embedders = embedders(
             model_version,
             cache=cache,
             batch_size=batch_size,
             timeout=timeout,
-        )
-        version = documents.model_version
-        self._documents = documents
-        self._adocuments = CachedEmbedder(
-            embeddings.aembed_documents,
-            model_version,  # a ModelIdentity's dim is checked here too
-            cache=cache,
-            batch_size=batch_size,
-            timeout=timeout,
-        )
-
-        identity = documents.identity
-
-        def checked(rows: list[list[float]], what: str) -> list[list[float]]:
-            # query keys carry a plain str version: the identity's dim is checked here
-            if identity is not None:
-                for row in rows:
-                    if hasattr(row, "__len__"):  # else the cache rejects it, saying why
-                        identity.check_dim(len(row), what)
-            return rows
-
-        def queries(texts: list[str]) -> list[list[float]]:
-            return checked([embeddings.embed_query(t) for t in texts], "embed_query's vector")
-
-        async def aqueries(texts: list[str]) -> list[list[float]]:
-            rows = [await embeddings.aembed_query(t) for t in texts]
-            return checked(rows, "aembed_query's vector")
-
-        self._queries = CachedEmbedder(
-            queries, version + QUERY_SUFFIX, cache=cache, batch_size=batch_size, timeout=timeout
-        )
-        self._aqueries = CachedEmbedder(
-            aqueries, version + QUERY_SUFFIX, cache=cache, batch_size=batch_size, timeout=timeout
+            documents=embeddings.embed_documents,
+            adocuments=embeddings.aembed_documents,
+            query=embeddings.embed_query,
+            aquery=embeddings.aembed_query,
+            query_method="embed_query",
         )
 
     @property
@@ -130,56 +95,26 @@ class CachedEmbeddings(Embeddings):
     @property
     def model_version(self) -> str:
         """The model version of document keys (queries: this + QUERY_SUFFIX)."""
-        return self._documents.model_version
-
-    @property
-    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
-        """The cache the vectors live in."""
-        return self._documents.cache
-
-    @property
-    def document_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind ``embed_documents`` (its ``key(text)`` is a
-        document's cache key)."""
-        return self._documents
-
-    @property
-    def query_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind ``embed_query``."""
-        return self._queries
-
-    @property
-    def stats(self) -> EmbedderStats:
-        """What this adapter requested, served and saved, documents and queries,
-        sync and async together."""
-        return sum_stats(
-            [e.stats for e in (self._documents, self._adocuments, self._queries, self._aqueries)]
-        )
+        return self._embedders.documents.model_version
 
     def embed_documents(self, texts: list[str]) -> list[list[float]]:
         """The vectors of `texts` in order (hits from the cache, the distinct misses
         from the wrapped model's ``embed_documents`` in batches)."""
         with _await_instead("embed_documents", "aembed_documents"):
-            result: Any = self._documents.embed_sync(texts).tolist()
-        return result  # type: ignore[no-any-return]
+            return as_lists(self._embedders.documents.embed_sync(texts))
 
     def embed_query(self, text: str) -> list[float]:
         """The vector of one query (cached under the query model version)."""
         with _await_instead("embed_query", "aembed_query"):
-            result: Any = self._queries.embed_one_sync(text).tolist()
-        return result  # type: ignore[no-any-return]
+            return as_lists(self._embedders.queries.embed_one_sync(text))
 
     async def aembed_documents(self, texts: list[str]) -> list[list[float]]:
         """``embed_documents`` on the event loop (the wrapped ``aembed_documents``)."""
-        matrix = await self._adocuments.embed(texts)
-        result: Any = matrix.tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(await self._embedders.adocuments.embed(texts))
 
     async def aembed_query(self, text: str) -> list[float]:
         """``embed_query`` on the event loop (the wrapped ``aembed_query``)."""
-        row = await self._aqueries.embed_one(text)
-        result: Any = row.tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(await self._embedders.aqueries.embed_one(text))
 
     def __repr__(self) -> str:
         return f"CachedEmbeddings({self._embeddings!r}, {self.model_version!r})"

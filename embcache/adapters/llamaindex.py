@@ -25,8 +25,7 @@ from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
 from embcache._core import SyncEmbeddingCache
-from embcache.adapters.common import QUERY_SUFFIX, sum_stats
-from embcache.embedder.embedder import CachedEmbedder, EmbedderStats
+from embcache.adapters.common import Embedders, EmbeddersView, as_lists, embedders
 from embcache.errors import ArgumentTypeError
 from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
@@ -38,7 +37,7 @@ __all__ = ["CachedEmbedding"]
 WHOLE_CALL = 2048
 
 
-class CachedEmbedding(BaseEmbedding):
+class CachedEmbedding(EmbeddersView, BaseEmbedding):
     """A LlamaIndex ``BaseEmbedding`` that caches another one's vectors in embcache.
 
     ``embed_model``: the BaseEmbedding to wrap. ``model_version``: a non-empty
@@ -56,10 +55,7 @@ class CachedEmbedding(BaseEmbedding):
 
     embed_model: BaseEmbedding = Field(description="The wrapped embedding model.")
     model_version: str = Field(description="The model version in every cache key.")
-    _documents: CachedEmbedder = PrivateAttr()
-    _adocuments: CachedEmbedder = PrivateAttr()
-    _queries: CachedEmbedder = PrivateAttr()
-    _aqueries: CachedEmbedder = PrivateAttr()
+    _embedders: Embedders = PrivateAttr()
 
     def __init__(
         self,
@@ -74,10 +70,6 @@ class CachedEmbedding(BaseEmbedding):
             raise ArgumentTypeError(
                 "embed_model must be a llama_index BaseEmbedding, got " + type(embed_model).__name__
             )
-        if model_version is None:
-            raise ArgumentTypeError("model_version must be a str or a ModelIdentity, got None")
-        if cache is None:
-            cache = EmbeddingCache()
 
         def documents(texts: list[str]) -> list[Embedding]:
             return embed_model.get_text_embedding_batch(texts)
@@ -85,108 +77,49 @@ class CachedEmbedding(BaseEmbedding):
         async def adocuments(texts: list[str]) -> list[Embedding]:
             return await embed_model.aget_text_embedding_batch(texts)
 
-        first = CachedEmbedder(
-            documents, model_version, cache=cache, batch_size=WHOLE_CALL, timeout=timeout
-        )
-        version = first.model_version
-        identity = first.identity
-
-        def checked(rows: list[Embedding], what: str) -> list[Embedding]:
-            # query keys carry a plain str version: the identity's dim is checked here
-            if identity is not None:
-                for row in rows:
-                    if hasattr(row, "__len__"):  # else the cache rejects it, saying why
-                        identity.check_dim(len(row), what)
-            return rows
-
-        def queries(texts: list[str]) -> list[Embedding]:
-            rows = [embed_model.get_query_embedding(t) for t in texts]
-            return checked(rows, "get_query_embedding's vector")
-
-        async def aqueries(texts: list[str]) -> list[Embedding]:
-            rows = [await embed_model.aget_query_embedding(t) for t in texts]
-            return checked(rows, "aget_query_embedding's vector")
-
-        kwargs.setdefault("model_name", embed_model.model_name)
-        kwargs.setdefault("embed_batch_size", WHOLE_CALL)
-        kwargs.update(embed_model=embed_model, model_version=version)
-        super().__init__(**kwargs)
-        self._documents = first
-        self._adocuments = CachedEmbedder(
-            adocuments,
-            model_version,  # a ModelIdentity's dim is checked here too
+        parts = embedders(
+            model_version,
             cache=cache,
             batch_size=WHOLE_CALL,
             timeout=timeout,
+            documents=documents,
+            adocuments=adocuments,
+            query=embed_model.get_query_embedding,
+            aquery=embed_model.aget_query_embedding,
+            query_method="get_query_embedding",
         )
-        self._queries = CachedEmbedder(
-            queries, version + QUERY_SUFFIX, cache=cache, batch_size=WHOLE_CALL, timeout=timeout
-        )
-        self._aqueries = CachedEmbedder(
-            aqueries, version + QUERY_SUFFIX, cache=cache, batch_size=WHOLE_CALL, timeout=timeout
-        )
+        kwargs.setdefault("model_name", embed_model.model_name)
+        kwargs.setdefault("embed_batch_size", WHOLE_CALL)
+        kwargs.update(embed_model=embed_model, model_version=parts.documents.model_version)
+        super().__init__(**kwargs)
+        self._embedders = parts
 
     @classmethod
     def class_name(cls) -> str:
         return "EmbcacheCachedEmbedding"
 
-    @property
-    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
-        """The cache the vectors live in."""
-        return self._documents.cache
-
-    @property
-    def document_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind text embeddings (``key(text)`` is a text's key)."""
-        return self._documents
-
-    @property
-    def query_embedder(self) -> CachedEmbedder:
-        """The CachedEmbedder behind query embeddings."""
-        return self._queries
-
-    @property
-    def stats(self) -> EmbedderStats:
-        """What this adapter requested, served and saved, texts and queries, sync
-        and async together."""
-        return sum_stats(
-            [e.stats for e in (self._documents, self._adocuments, self._queries, self._aqueries)]
-        )
-
-    # pydantic serves a private attribute (self._queries) from BaseModel.__getattr__,
+    # pydantic serves a private attribute (self._embedders) from BaseModel.__getattr__,
     # after the normal lookup has failed: ~2.4 us a read, as much as a whole cache
     # hit. The methods below read the documented store of private attributes,
     # ``__pydantic_private__``, directly (~0.07 us).
 
+    def _parts(self) -> Embedders:
+        return self.__pydantic_private__["_embedders"]  # type: ignore[index,no-any-return]
+
     def _get_query_embedding(self, query: str) -> Embedding:
-        queries: CachedEmbedder = self.__pydantic_private__["_queries"]  # type: ignore[index]
-        result: Any = queries.embed_one_sync(query).tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(self._parts().queries.embed_one_sync(query))
 
     async def _aget_query_embedding(self, query: str) -> Embedding:
-        queries: CachedEmbedder = self.__pydantic_private__["_aqueries"]  # type: ignore[index]
-        row = await queries.embed_one(query)
-        result: Any = row.tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(await self._parts().aqueries.embed_one(query))
 
     def _get_text_embedding(self, text: str) -> Embedding:
-        documents: CachedEmbedder = self.__pydantic_private__["_documents"]  # type: ignore[index]
-        result: Any = documents.embed_one_sync(text).tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(self._parts().documents.embed_one_sync(text))
 
     async def _aget_text_embedding(self, text: str) -> Embedding:
-        documents: CachedEmbedder = self.__pydantic_private__["_adocuments"]  # type: ignore[index]
-        row = await documents.embed_one(text)
-        result: Any = row.tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(await self._parts().adocuments.embed_one(text))
 
     def _get_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        documents: CachedEmbedder = self.__pydantic_private__["_documents"]  # type: ignore[index]
-        result: Any = documents.embed_sync(texts).tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(self._parts().documents.embed_sync(texts))
 
     async def _aget_text_embeddings(self, texts: list[str]) -> list[Embedding]:
-        documents: CachedEmbedder = self.__pydantic_private__["_adocuments"]  # type: ignore[index]
-        matrix = await documents.embed(texts)
-        result: Any = matrix.tolist()
-        return result  # type: ignore[no-any-return]
+        return as_lists(await self._parts().adocuments.embed(texts))

@@ -106,6 +106,18 @@ def test_queries_apart_from_texts_and_async() -> None:
     assert model.recorder.embedded == Counter({"same": 1, "other": 1, "x": 1})
 
 
+def test_views_of_its_embedders() -> None:
+    cache = EmbeddingCache()
+    cached = CachedEmbedding(FakeEmbedding(), "fake-v1", cache=cache)
+    assert cached.cache is cache
+    assert cached.document_embedder.key("x") == CacheKey.from_text("x", "fake-v1")
+    assert cached.query_embedder.key("x") == CacheKey.from_text("x", "fake-v1|query")
+    cached.get_query_embedding("q")
+    cached.get_text_embedding_batch(["a", "b", "a"])
+    s = cached.stats
+    assert (s.texts_requested, s.texts_embedded, s.model_calls) == (4, 3, 2)
+
+
 def test_nodes_are_embedded_through_the_cache() -> None:
     model = FakeEmbedding()
     cached = CachedEmbedding(model, "fake-v1")
