@@ -240,7 +240,6 @@ cdef class SyncEmbeddingCache:
     cdef int check_dim(self, dim_t dim, str what) except -1
     cdef dim_t check_out(self, object out, Py_ssize_t n) except -1
     cdef dim_t decide_dim(self, tuple keys, dim_t out_dim) except -1
-    cdef int read_as(self, tuple keys, cnp.ndarray matrix, cnp.ndarray found) except -1
     cdef int read_rows(self, tuple keys, Py_ssize_t start, Py_ssize_t stop, cnp.ndarray matrix,
                        cnp.ndarray found) except -1
     cdef int store_matrix(self, tuple keys, Py_ssize_t start, Py_ssize_t stop,

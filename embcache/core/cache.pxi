@@ -167,7 +167,7 @@ cdef class SyncEmbeddingCache:
                 f"(max_memory_mb={self.max_memory_mb_arg!r}"
                 + (f", less the policy's {self.table.policy_fixed_bytes} bytes)"
                    if self.table.policy_fixed_bytes else ")"))
-        self.last_dim = dim  # the next batch lookup's guess (read_as): what was last stored
+        self.last_dim = dim  # the next batch lookup's guess (core/lookup.pxi): the dim last stored
         return 0
 
     cdef dim_t check_out(self, object out, Py_ssize_t n) except -1:
@@ -219,41 +219,6 @@ cdef class SyncEmbeddingCache:
                     f"out has {out_dim} columns, but the entries have dim {live}")
             return out_dim
         return live if n_dims == 1 else self.table.dim
-
-    cdef int read_as(self, tuple keys, cnp.ndarray matrix, cnp.ndarray found) except -1:
-        """A whole lookup of `keys` under one lock, for a cache without a fixed
-        dim, when their live entries have the dimension `matrix` was made for
-        (the one the last lookup found: one model's rows, the usual case) or
-        none is live: the dimension check and the copy then share the lock.
-        1: done, rows in `matrix`; 2: done, nothing live (the answer has no
-        columns); 0: another dimension, or several, nothing read or counted (the
-        caller decides the dimension and reads, or raises, as without a guess)."""
-        cdef dim_t named[NAMED_DIMS]
-        cdef int n_dims = 0
-        cdef int outcome = 0
-        cdef dim_t live
-        cdef dim_t dim = cnp.PyArray_DIM(matrix, 1)
-        cdef Py_ssize_t n = len(keys)
-        cdef PyObject **items = PySequence_Fast_ITEMS(keys)
-        cdef float32_t *rows = <float32_t *>cnp.PyArray_DATA(matrix)
-        cdef cnp.npy_bool *hit = <cnp.npy_bool *>cnp.PyArray_DATA(found)
-        cdef double given = self.now_unlocked()
-        cdef double now
-        embcache_lock_acquire(&self.lock)
-        now = self.now_locked(given)
-        live = batch_dim(&self.table, items, n, now, named, &n_dims)
-        if n_dims == 0:  # every key a miss: counted, no row copied
-            copy_out_rows(&self.table, items, n, rows, 0, hit, now)
-            outcome = 2
-        elif n_dims == 1 and live == dim:
-            if <size_t>n * <size_t>dim * 4 >= GIL_FREE_COPY_BYTES:
-                with nogil:
-                    copy_out_rows(&self.table, items, n, rows, dim, hit, now)
-            else:
-                copy_out_rows(&self.table, items, n, rows, dim, hit, now)
-            outcome = 1
-        embcache_lock_release(&self.lock)
-        return outcome
 
     cdef int read_rows(self, tuple keys, Py_ssize_t start, Py_ssize_t stop, cnp.ndarray matrix,
                        cnp.ndarray found) except -1:
@@ -435,7 +400,7 @@ cdef class SyncEmbeddingCache:
             # no fixed dim: guess the last lookup's, checked and read under one lock
             matrix = np.empty((n, self.last_dim), dtype=np.float32)
             found = np.empty(n, dtype=np.bool_)
-            outcome = self.read_as(seq, matrix, found)
+            outcome = read_guessed(self, seq, matrix, found)
             if outcome == 1:
                 return matrix, found
             if outcome == 2:
