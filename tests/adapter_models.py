@@ -7,6 +7,7 @@ import hashlib
 import threading
 import time
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -60,3 +61,47 @@ class Recorder:
     @property
     def embedded(self) -> Counter[str]:
         return Counter(t for b in self.batches for t in b)
+
+
+# --- a sentence-transformers model, duck-typed (what ModelIdentity and cached_embedder read) ---
+
+
+class Normalize:
+    pass
+
+
+class Transformer:
+    def __init__(self, path: str) -> None:
+        config = type("Config", (), {"name_or_path": path})()
+        self.auto_model = type("Auto", (), {"config": config})()
+
+
+class Pooling:
+    pass
+
+
+class FakeSentenceTransformer:
+    """Just the surface ModelIdentity.from_sentence_transformer reads."""
+
+    def __init__(self, path: str, *, normalize: bool = True, dim: int = 6) -> None:
+        self.modules = [Transformer(path), Pooling()] + ([Normalize()] if normalize else [])
+        self.dim = dim
+        self.prompts = {"query": "query: ", "document": ""}
+        self.default_prompt_name: str | None = None
+        self.truncate_dim: int | None = None
+        self.max_seq_length = 256
+        self.dtype = "torch.float32"
+        self.model_card_data = type("Card", (), {"base_model": None})()
+        self.encoded: list[dict[str, Any]] = []
+
+    def __iter__(self) -> Any:
+        return iter(self.modules)
+
+    def get_embedding_dimension(self) -> int:
+        return self.dim
+
+    def encode(self, texts: list[str], **kwargs: Any) -> np.ndarray:
+        self.encoded.append({"texts": list(texts), **kwargs})
+        dim = kwargs.get("truncate_dim") or self.dim
+        prompt = kwargs.get("prompt") or self.prompts.get(kwargs.get("prompt_name") or "", "")
+        return np.ones((len(texts), dim), dtype=np.float32) * len(prompt)

@@ -39,15 +39,6 @@ def _prefer_installed_package() -> None:
 
 _prefer_installed_package()
 
-# The tests sit in folders by concern (core/, flight/, tier/, ...), each without an
-# __init__.py; a few import a helper another folder's test module defines (a fake
-# model, a dict-backed tier, a fork runner): every folder is importable by module
-# name, as the flat tests/ was (the test modules' names are unique).
-for _folder in sorted(Path(__file__).resolve().parent.glob("*/**/")):
-    if _folder.name not in ("data", "__pycache__") and any(_folder.glob("test_*.py")):
-        if str(_folder) not in sys.path:
-            sys.path.append(str(_folder))
-
 import embcache  # noqa: E402
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey, SyncEmbeddingCache  # noqa: E402
 

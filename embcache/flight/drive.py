@@ -39,6 +39,7 @@ __all__ = ["AWAIT", "WAIT", "WRITE", "Steps", "block", "run"]
 WAIT = 0
 AWAIT = 1
 WRITE = 2
+DONE = 3  # not yielded by the steps: the drivers' own mark of the end
 
 Steps = Generator[tuple[int, Any], Any, Matrix]
 """One call's generator: yields ``(kind, what)`` steps, returns the matrix."""
@@ -55,6 +56,16 @@ def awaitable_error(result: object, what: str) -> ArgumentTypeError:
     )
 
 
+def _next(steps: Steps, send: Any, error: BaseException | None) -> tuple[int, Any]:
+    """The next step of `steps`, given the answer to the last one (`send`) or
+    the error it raised (thrown into the step that asked); ``(DONE, matrix)``
+    once the call has returned."""
+    try:
+        return steps.send(send) if error is None else steps.throw(error)
+    except StopIteration as done:
+        return DONE, done.value
+
+
 def block(
     steps: Steps,
     lock: threading.Lock,
@@ -67,12 +78,10 @@ def block(
     """Run `steps` in this thread: waits block it, awaitables are refused."""
     error: BaseException | None = None
     while True:
-        try:
-            kind, arg = steps.send(None) if error is None else steps.throw(error)
-        except StopIteration as done:
-            result: Matrix = done.value
-            return result
+        kind, arg = _next(steps, None, error)
         error = None
+        if kind == DONE:
+            return arg  # type: ignore[no-any-return]
         if kind == WAIT:
             block_on(lock, waiting, arg, me, deadline, timeout)
         else:
@@ -94,12 +103,10 @@ async def run(
     send: Any = None
     error: BaseException | None = None
     while True:
-        try:
-            kind, arg = steps.send(send) if error is None else steps.throw(error)
-        except StopIteration as done:
-            result: Matrix = done.value
-            return result
+        kind, arg = _next(steps, send, error)
         send = error = None
+        if kind == DONE:
+            return arg  # type: ignore[no-any-return]
         if kind == WAIT:
             await wait_for(lock, waiting, arg, me, thread, loop, deadline, timeout)
             continue

@@ -306,17 +306,11 @@ class Flights(Claims):
         its error reaches every waiter (a copy each); an abandoned flight is
         claimed again; `timeout` bounds the wait.
         """
-        timeout = self._one_arguments(key, compute, what, timeout)
-        if is_async_callable(compute):
-            raise _async_compute_error(what)
-        cache = self._cache()
-        if cache is None:
-            raise _cache_gone()
-        if missed_at is None:
-            missed_at = self._epoch
-            row = cache.get(key)
-            if row is not None:
-                return row[None]
+        timeout, cache, missed_at, row = self._look_up_one(
+            key, compute, what, timeout, missed_at, blocking=True
+        )
+        if row is not None:
+            return row
         me = threading.get_ident()
         steps = self._steps_one(cache, key, compute, what, missed_at, me, me, None, None)
         deadline = None if timeout is None else deadline_after(timeout)
@@ -335,28 +329,43 @@ class Flights(Claims):
         """get_or_compute_one for a task of the running loop, as
         get_or_compute_async is get_or_compute's (`compute` sync or async; the
         read-through `source` asked before computing)."""
-        timeout = self._one_arguments(key, compute, what, timeout)
-        cache = self._cache()
-        if cache is None:
-            raise _cache_gone()
-        if missed_at is None:
-            missed_at = self._epoch
-            row = cache.get(key)
-            if row is not None:
-                return row[None]
+        timeout, cache, missed_at, row = self._look_up_one(
+            key, compute, what, timeout, missed_at, blocking=False
+        )
+        if row is not None:
+            return row
         one = (cache, key, compute, what, missed_at)
         return await self._run(self._steps_one, one, source, what, timeout)
 
-    def _one_arguments(
-        self, key: object, compute: Compute, what: str, timeout: float | None
-    ) -> float | None:
-        """The checks of get_or_compute_one(_async)'s arguments; the timeout, checked."""
+    def _look_up_one(
+        self,
+        key: object,
+        compute: Compute,
+        what: str,
+        timeout: float | None,
+        missed_at: int | None,
+        blocking: bool,
+    ) -> tuple[float | None, SyncEmbeddingCache, int, Matrix | None]:
+        """What both one-key entry points start with, before anything is counted:
+        the arguments checked (a `blocking` call refuses an async compute), then
+        the key looked up unless the caller's own lookup missed (`missed_at`);
+        ``(timeout, cache, the epoch before the lookup, its (1, dim) row or
+        None)``."""
         if timeout is not None:
             timeout = check_seconds(timeout, "timeout")
         check_compute(compute, what)
         if type(key) is not self._key_type:
             raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
-        return timeout
+        if blocking and is_async_callable(compute):
+            raise _async_compute_error(what)
+        cache = self._cache()
+        if cache is None:
+            raise _cache_gone()
+        if missed_at is not None:
+            return timeout, cache, missed_at, None
+        epoch = self._epoch
+        row = cache.get(key)
+        return timeout, cache, epoch, None if row is None else row[None]
 
     async def _run(
         self,

@@ -7,17 +7,12 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
-
-# the fakes of tests/embedder/test_identity.py (a folder on sys.path only once
-# pytest has collected it, which a run of the whole suite does after this one)
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "embedder"))
-from test_identity import FakeSentenceTransformer  # noqa: E402
+from adapter_models import FakeSentenceTransformer
 
 from embcache import EmbcacheError, EmbeddingCache, SyncEmbeddingCache
 from embcache.identity import ModelIdentity

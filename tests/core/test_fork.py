@@ -14,6 +14,7 @@ import time
 import numpy as np
 import pytest
 from conftest import key
+from forking import CHILD_SECONDS, fork_and_run
 
 from embcache import SyncEmbeddingCache
 
@@ -23,35 +24,6 @@ pytestmark = [
     # child: exactly what these tests show embcache's caches survive
     pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
 ]
-
-CHILD_SECONDS = 20.0
-
-
-def wait_child(pid: int) -> int:
-    """The child's exit status; the child is killed (and the test fails) if it
-    has not exited within CHILD_SECONDS."""
-    deadline = time.monotonic() + CHILD_SECONDS
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.005)
-    os.kill(pid, 9)
-    os.waitpid(pid, 0)
-    pytest.fail(f"the forked child hung for {CHILD_SECONDS:.0f} s")
-
-
-def fork_and_run(child) -> int:  # type: ignore[no-untyped-def]
-    pid = os.fork()
-    if pid == 0:  # the child: never return into pytest
-        code = 1
-        try:
-            code = 0 if child() else 3
-        except BaseException:
-            code = 2
-        finally:
-            os._exit(code)
-    return wait_child(pid)
 
 
 def test_fork_while_other_threads_copy_without_the_gil() -> None:

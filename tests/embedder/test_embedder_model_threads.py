@@ -390,17 +390,9 @@ def test_a_process_exits_normally_with_a_timed_out_call_inside_torch(
 def test_a_forked_child_gets_model_threads_of_its_own() -> None:
     """The parent's model thread does not exist in a forked child: the child
     makes its own instead of queueing calls for a worker that never runs them."""
-    import importlib.util
     import os
 
-    # the fork helper of tests/core/test_fork.py, by path (tests/core is on
-    # sys.path only once pytest has collected that folder)
-    path = Path(__file__).resolve().parent.parent / "core" / "test_fork.py"
-    spec = importlib.util.spec_from_file_location("embedder_test_fork", path)
-    assert spec is not None and spec.loader is not None
-    test_fork = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(test_fork)
-    fork_and_run = test_fork.fork_and_run
+    from forking import fork_and_run
 
     def model(texts: list[str]) -> np.ndarray:
         return np.full((len(texts), DIM), float(os.getpid() % 1000), np.float32)
