@@ -14,6 +14,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import numpy as np
+
 from embcache.errors import ArgumentTypeError, ArgumentValueError
 
 __all__ = [
@@ -61,7 +63,7 @@ def check_seconds(value: object, name: str, *, allow_none: bool = True) -> float
 def check_positive_int(value: object, name: str) -> int:
     """`value` as an int >= 1 (anything with ``__index__`` but a bool).
     ArgumentTypeError / ArgumentValueError otherwise."""
-    if isinstance(value, bool) or not hasattr(type(value), "__index__"):
+    if isinstance(value, (bool, np.bool_)) or not hasattr(type(value), "__index__"):
         raise ArgumentTypeError(f"{name} must be an int, got {type(value).__name__}")
     number = int(value.__index__())  # type: ignore[attr-defined]
     if number < 1:

@@ -178,7 +178,13 @@ def _open_async_redis(
     server = request.getfixturevalue("flushed_server")
     settle = _loop(cleanup)  # closed after the clients below (callbacks run last first)
     prefix = f"contract{next(_prefixes)}"
-    client = Redis(host=redis_servers.HOST, port=server.port)
+
+    async def connect() -> Redis:
+        # made on the loop that uses it: Python 3.9's asyncio locks (inside
+        # redis-py's pool) take the current event loop when they are created
+        return Redis(host=redis_servers.HOST, port=server.port)
+
+    client = settle(connect())
     cleanup.callback(settle, client.aclose())
     tier = RedisTier(client, prefix=prefix, timeout=TIER_TIMEOUT)
     looker = redis.Redis(host=redis_servers.HOST, port=server.port)

@@ -222,7 +222,10 @@ def test_the_tier_get_many_answers_as_the_cache_get_many(flushed_server: RedisSe
 
 
 def test_redis_tier_takes_timeout_in_seconds_and_names_the_old_keyword() -> None:
-    client = Redis(host=HOST, port=1)
+    async def connect() -> Redis:  # on a running loop (Python 3.9's asyncio locks need one)
+        return Redis(host=HOST, port=1)
+
+    client = asyncio.run(connect())
     tier = RedisTier(client, timeout=0.5)
     assert tier.timeout == 0.5 and "timeout=0.5," in repr(tier)
     with pytest.raises(TypeError, match=r"timeout= \(seconds\) instead of timeout_seconds="):
