@@ -1,4 +1,4 @@
-"""Issue 8: single-flight hardening.
+"""Single-flight hardening.
 
 * every waiter raises its own copy of the owner's exception (chained from it),
   and the owner's exception is never mutated by the waiters' raises;
