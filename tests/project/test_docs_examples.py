@@ -1,0 +1,139 @@
+"""Every ```python block of README.md and of the docs site (docs/**/*.md) runs.
+
+Each page runs in a process of its own (tests/doc_examples.py: its blocks in order
+in one namespace, the placeholders defined once there, offline), in a temporary
+folder. Blocks that import what is not installed (the real model, a framework)
+are skipped, as the README's real-model tests skip; CI installs them. Blocks
+fenced ```python {.no-run} are not run: NOT_RUN lists each, with why.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import REPO, needs_source_tree, run_python
+from doc_examples import Block, blocks
+
+RUNNER = Path(__file__).resolve().parent.parent / "doc_examples.py"
+
+# the pages: the README and the site's sources
+pytestmark = needs_source_tree
+
+
+def pages() -> list[str]:
+    found = ["README.md"]
+    docs = REPO / "docs"
+    if docs.is_dir():
+        found += sorted(str(p.relative_to(REPO)) for p in docs.rglob("*.md"))
+    return found
+
+
+# (page, the first words of the block's first line) -> why it cannot run in the tests
+NOT_RUN: dict[tuple[str, str], str] = {
+    ("docs/tiers/snapshots.md", "import contextlib"): (
+        "a FastAPI application: it needs fastapi and a server to serve it"
+    ),
+}
+
+# pages whose examples talk to Redis: the test starts a private redis-server for them
+REDIS_PAGES = {"docs/tiers/redis.md"}
+
+
+def page_blocks(page: str) -> list[Block]:
+    return blocks((REPO / page).read_text(encoding="utf-8"))
+
+
+def test_the_pages_have_examples() -> None:
+    counted = {page: len(page_blocks(page)) for page in pages()}
+    assert counted["README.md"] >= 3, counted
+    assert sum(counted.values()) >= 15, counted
+
+
+def test_no_run_blocks_are_the_listed_ones() -> None:
+    """A {.no-run} block is rare and listed in NOT_RUN; every entry still exists."""
+    found = set()
+    for page in pages():
+        for block in page_blocks(page):
+            if block.no_run:
+                first = block.code.splitlines()[0]
+                match = [k for k in NOT_RUN if k[0] == page and first.startswith(k[1])]
+                assert match, f"{page}:{block.line}: a {{.no-run}} block not listed in NOT_RUN"
+                found.update(match)
+    assert found == set(NOT_RUN), f"NOT_RUN lists blocks that are gone: {set(NOT_RUN) - found}"
+
+
+@pytest.fixture
+def redis_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str | None]:
+    page = request.node.callspec.params["page"]
+    if page not in REDIS_PAGES:
+        yield None
+        return
+    from redis_servers import RedisServer, require_redis
+
+    require_redis()
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+def pages_with_examples() -> list[str]:
+    return [page for page in pages() if any(not b.no_run for b in page_blocks(page))]
+
+
+@pytest.mark.parametrize("page", pages_with_examples())
+def test_page_examples_run(page: str, tmp_path: Path, redis_url: str | None) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    os.environ["HF_HUB_OFFLINE"] = "1"  # never the Hub: the model comes from its wheel
+    try:
+        if redis_url is not None:
+            os.environ["EMBCACHE_DOCS_REDIS_URL"] = redis_url
+        proc = run_python([str(RUNNER), str(REPO / page)], cwd=work, timeout=900)
+    finally:
+        os.environ.pop("EMBCACHE_DOCS_REDIS_URL", None)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    if summary["skipped"]:
+        if summary["ran"] == 0:
+            pytest.skip(f"{page}: every block needs what is not installed: {summary['skipped']}")
+        print(f"{page}: skipped (line, module not installed): {summary['skipped']}")
+    assert summary["ran"] >= 1
+
+
+def write_page(folder: Path, body: str) -> Path:
+    page = folder / "page.md"
+    page.write_text(body, encoding="utf-8")
+    return page
+
+
+def test_runner_fails_on_a_failing_block_and_names_the_line(tmp_path: Path) -> None:
+    page = write_page(tmp_path, "# p\n\n```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2\n```\n")
+    proc = run_python([str(RUNNER), str(page)], cwd=tmp_path)
+    assert proc.returncode != 0
+    assert f'File "{page}", line 10' in proc.stderr, proc.stderr
+
+
+def test_runner_shares_a_namespace_awaits_and_honours_no_run(tmp_path: Path) -> None:
+    page = write_page(
+        tmp_path,
+        "```python\nimport asyncio\nseen = [len(texts)]\n```\n\n"
+        "```python {.no-run}\nraise SystemExit(3)\n```\n\n"
+        "```python\nawait asyncio.sleep(0)\nseen.append(model.encode(texts).shape)\n"
+        "assert seen == [3, (3, 768)], seen\n```\n\n"
+        "```python\nimport a_module_nobody_installed\n```\n",
+    )
+    proc = run_python([str(RUNNER), str(page)], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout.splitlines()[-1])
+    assert summary == {"ran": 2, "skipped": [[17, "a_module_nobody_installed"]], "no_run": [7]}
+
+
+def test_unknown_fence_attributes_are_refused() -> None:
+    with pytest.raises(ValueError, match="unknown fence attributes"):
+        blocks("```python {.norun}\nx = 1\n```\n")
