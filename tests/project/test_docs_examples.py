@@ -47,6 +47,12 @@ def page_blocks(page: str) -> list[Block]:
     return blocks((REPO / page).read_text(encoding="utf-8"))
 
 
+def test_the_sdist_carries_the_docs() -> None:
+    """An unpacked sdist runs these tests and test_readme.py: it needs the pages."""
+    manifest = (REPO / "MANIFEST.in").read_text(encoding="utf-8").splitlines()
+    assert "graft docs" in manifest and "include mkdocs.yml" in manifest
+
+
 def test_the_pages_have_examples() -> None:
     counted = {page: len(page_blocks(page)) for page in pages()}
     assert counted["README.md"] >= 3, counted
@@ -113,7 +119,9 @@ def write_page(folder: Path, body: str) -> Path:
 
 
 def test_runner_fails_on_a_failing_block_and_names_the_line(tmp_path: Path) -> None:
-    page = write_page(tmp_path, "# p\n\n```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2\n```\n")
+    page = write_page(
+        tmp_path, "# p\n\n```python\nx = 1\n```\n\ntext\n\n```python\nassert x == 2\n```\n"
+    )
     proc = run_python([str(RUNNER), str(page)], cwd=tmp_path)
     assert proc.returncode != 0
     assert f'File "{page}", line 10' in proc.stderr, proc.stderr

@@ -86,7 +86,10 @@ RUN_BY: dict[str, str] = {
     "--in-sdist 3.9": CI,
     # Development (docs/development.md)
     'pip install Cython numpy "setuptools>=77"': CI,
-    'pip install --no-build-isolation -e ".[test]"': CI,
+    'pip install --no-build-isolation -e ".[test,docs]"': CI,
+    # Documentation (docs/development.md)
+    "mkdocs build --strict": CI,
+    "python tools/docs_check.py": CI,
     "python setup.py build_ext --inplace": "tools/sanitize.sh",
     "bash tools/sanitize.sh": CI,
     "python tools/fuzz/fuzz_cache.py --random --seconds 10": CI,
