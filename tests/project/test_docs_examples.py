@@ -145,3 +145,53 @@ def test_runner_shares_a_namespace_awaits_and_honours_no_run(tmp_path: Path) -> 
 def test_unknown_fence_attributes_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown fence attributes"):
         blocks("```python {.norun}\nx = 1\n```\n")
+
+
+# the public modules and where the Reference documents them (mkdocstrings' ::: lines)
+PUBLIC_MODULES = {
+    "embcache": "embcache/__init__.py",
+    "embcache.errors": "embcache/errors.py",
+    "embcache.identity": "embcache/identity.py",
+    "embcache.redis": "embcache/redis.py",
+    "embcache.langchain": "embcache/langchain.py",
+    "embcache.llamaindex": "embcache/llamaindex.py",
+    "embcache.sentence_transformers": "embcache/sentence_transformers.py",
+}
+
+
+def public_names(path: Path) -> list[str]:
+    """A module's ``__all__``, read from its source (importing an adapter would need
+    its framework)."""
+    import ast
+
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.Assign) and any(
+            isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets
+        ):
+            names: list[str] = ast.literal_eval(node.value)
+            return names
+    raise AssertionError(f"{path} has no __all__")
+
+
+def test_the_reference_documents_every_public_name() -> None:
+    """Every name of every public module's __all__ has its ::: entry in
+    docs/reference/ (directly, under another public path, or through its whole
+    module), so a new public name cannot be left out of the Reference."""
+    import re
+
+    text = "\n".join(p.read_text(encoding="utf-8") for p in (REPO / "docs/reference").glob("*.md"))
+    documented = set(re.findall(r"^::: ([\w.]+)$", text, flags=re.M))
+    assert documented, "no ::: entry in docs/reference/"
+    short = {name.rsplit(".", 1)[-1] for name in documented}
+    missing = []
+    for module, source in PUBLIC_MODULES.items():
+        if module in documented:
+            continue  # the whole module
+        for name in public_names(REPO / source):
+            if name == "__version__":
+                continue  # said in the text of the Reference
+            if f"{module}.{name}" not in documented and name not in short and not (
+                name.endswith("Error") and "embcache.errors" in documented
+            ):
+                missing.append(f"{module}.{name}")
+    assert not missing, f"public names without a Reference entry: {missing}"
