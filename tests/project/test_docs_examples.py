@@ -190,8 +190,10 @@ def test_the_reference_documents_every_public_name() -> None:
         for name in public_names(REPO / source):
             if name == "__version__":
                 continue  # said in the text of the Reference
-            if f"{module}.{name}" not in documented and name not in short and not (
-                name.endswith("Error") and "embcache.errors" in documented
+            if (
+                f"{module}.{name}" not in documented
+                and name not in short
+                and not (name.endswith("Error") and "embcache.errors" in documented)
             ):
                 missing.append(f"{module}.{name}")
     assert not missing, f"public names without a Reference entry: {missing}"
