@@ -54,7 +54,7 @@ def test_traces_are_reproducible_and_shaped(hitrate: Any) -> None:
 
 @pytest.mark.parametrize("name", ["zipf", "loop"])
 def test_hit_rate_goals_hold_loosely(hitrate: Any, name: str) -> None:
-    """Generous floors for the README's figures (the benchmark measures them)."""
+    """Generous floors for the hit rates in docs/performance.md (the benchmark measures them)."""
     lru, tinylfu = hitrate.hit_rate(name, "lru"), hitrate.hit_rate(name, "tinylfu")
     optimum = hitrate.hit_rate(name, "belady")
     assert tinylfu <= optimum
