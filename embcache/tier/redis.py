@@ -28,8 +28,9 @@ one call tries Redis again. The breaker's transitions are logged on the
 opened it; closed again, once a call succeeds); single failures that do not
 open it are logged at DEBUG, so a Redis that is down logs one line per cooldown
 at most. The library adds no handler of its own but a NullHandler on
-``embcache``: nothing is printed unless the application configures logging. ``drop_model`` is the exception: an explicit
-administrative call, it raises RedisTierError when Redis fails.
+``embcache``: nothing is printed unless the application configures logging.
+``drop_model`` is the exception to never raising: an explicit administrative
+call, it raises RedisTierError when Redis fails.
 
 Needs redis-py >= 5 (``pip install ".[redis]"`` from a clone, which adds hiredis). A
 RedisTier, like its client, belongs to the event loop it is used on.
