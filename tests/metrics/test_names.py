@@ -183,6 +183,7 @@ def test_cached_embedders_name_is_still_the_models() -> None:
 
     from embcache.sentence_transformers import cached_embedder
 
-    embedder = cached_embedder(FakeSentenceTransformer("fake-model"), name="n", embedder_name="metrics-n")
+    model = FakeSentenceTransformer("fake-model")
+    embedder = cached_embedder(model, name="n", embedder_name="metrics-n")
     assert embedder.name == "metrics-n"
     assert embedder.identity is not None and embedder.identity.name == "n"
