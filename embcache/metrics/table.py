@@ -74,7 +74,7 @@ METRICS: tuple[Metric, ...] = (
         "puts",
         "embcache.puts",
         "{put}",
-        "Vectors stored (new keys and overwrites).",
+        "Successful puts, overwrites included.",
     ),
     _m(
         "embcache_evictions",
@@ -92,7 +92,7 @@ METRICS: tuple[Metric, ...] = (
         "expirations",
         "embcache.expirations",
         "{expiration}",
-        "Entries dropped because their TTL passed.",
+        "Expired entries reclaimed (on lookup, on put, to make room, or when counts are read).",
     ),
     _m(
         "embcache_removals",
@@ -110,7 +110,8 @@ METRICS: tuple[Metric, ...] = (
         "admission_rejections",
         "embcache.admission.rejections",
         "{rejection}",
-        "New entries W-TinyLFU did not admit (0 under LRU).",
+        "W-TinyLFU candidates evicted for being accessed less than the entries they would "
+        "displace (also counted as evictions; 0 under LRU).",
     ),
     _m("embcache_entries", False, "cache", "size", "embcache.entries", "{entry}", "Live entries."),
     _m(
@@ -129,7 +130,7 @@ METRICS: tuple[Metric, ...] = (
         "memory_usage_bytes",
         "embcache.memory.usage",
         "By",
-        "Memory accounted to the entries against the budget.",
+        "Memory accounted against the budget (rows, entry overhead, the policy's sketch).",
     ),
     _m(
         "embcache_allocated_bytes",
@@ -138,7 +139,7 @@ METRICS: tuple[Metric, ...] = (
         "allocated_bytes",
         "embcache.memory.allocated",
         "By",
-        "Memory the cache's tables and slabs hold resident.",
+        "Bytes resident for the entry table, the index and the slab rows.",
     ),
     _m(
         "embcache_memory_budget_bytes",
