@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import threading
 import time
 import urllib.request
@@ -15,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from conftest import FakeClock, key, vec
+from conftest import FakeClock, key, run_python, vec
 from redis_servers import RedisServer, require_redis
 
 from embcache import CachedEmbedder, EmbeddingCache, SyncEmbeddingCache
@@ -293,3 +294,40 @@ def test_tier_counts_errors_and_breaker_with_a_stopped_server(
         asyncio.run(main())
     finally:
         server.stop()
+
+
+LAZY = """
+import importlib.abc, json, sys
+
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("prometheus_client", "opentelemetry"):
+            raise ImportError(f"blocked: {name}")
+        return None
+
+import embcache
+loaded_by_embcache = "embcache.metrics" in sys.modules
+import embcache.metrics
+from embcache.metrics import METRICS
+libraries = sorted(n for n in sys.modules if n.startswith(("prometheus_client", "opentelemetry")))
+sys.meta_path.insert(0, Block())
+errors = []
+for entry in ("PrometheusCollector", "instrument"):
+    try:
+        getattr(embcache.metrics, entry)
+    except ImportError as exc:
+        errors.append(str(exc))
+print(json.dumps([loaded_by_embcache, libraries, len(METRICS), errors]))
+"""
+
+
+def test_the_libraries_are_imported_only_when_used(tmp_path: Path) -> None:
+    proc = run_python(["-c", LAZY], cwd=tmp_path, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    loaded_by_embcache, libraries, n, errors = json.loads(proc.stdout)
+    assert (loaded_by_embcache, libraries, n) == (False, [], len(METRICS))
+    assert errors == [
+        "embcache.metrics.PrometheusCollector needs prometheus_client: "
+        'pip install "embcache[prometheus]"',
+        'embcache.metrics.instrument needs OpenTelemetry: pip install "embcache[opentelemetry]"',
+    ]
