@@ -253,7 +253,7 @@ def test_tier_counts_errors_and_breaker_with_a_stopped_server(
 
     async def main() -> None:
         client = Redis(host="127.0.0.1", port=server.port)
-        tier = RedisTier(client, timeout=0.5, cooldown_seconds=0.2, name="pc-tier")
+        tier = RedisTier(client, timeout=0.5, cooldown_seconds=1.0, name="pc-tier")
         try:
             cache = EmbeddingCache(100, dim=4, tier=tier, name="pc-tiered")
             await cache.put(key(1), vec(1))
