@@ -9,7 +9,12 @@ array([0.1, 0.2, 0.3], dtype=float32)
 """
 
 import importlib.util as _util
+import logging as _logging
 import os as _os
+
+# the library logs on "embcache" (tier faults, failed periodic saves) and prints
+# nothing itself: what reaches the user is up to the application's logging setup
+_logging.getLogger("embcache").addHandler(_logging.NullHandler())
 
 if _util.find_spec("embcache._core") is None:  # a clear error, naming the fix
     _here = _os.path.dirname(_os.path.abspath(__file__))
@@ -55,7 +60,7 @@ from embcache.errors import (  # noqa: E402
 )
 from embcache.facade.cache import EmbeddingCache  # noqa: E402
 
-del _util, _os
+del _util, _os, _logging
 
 __version__ = "0.1.0"
 

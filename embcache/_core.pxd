@@ -234,6 +234,7 @@ cdef class SyncEmbeddingCache:
     cdef object _flights            # the single-flight registry, made on first use (flights)
     cdef dim_t last_dim             # the dim last stored or found: a batch lookup's guess (0: none)
     cdef object __weakref__         # the fork hooks find live caches through a WeakSet
+    cdef readonly str name          # a label for monitoring (embcache.core.names)
 
     cdef double now_unlocked(self) except? -1.0
     cdef double now_locked(self, double given) noexcept nogil

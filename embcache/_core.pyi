@@ -134,11 +134,13 @@ class SyncEmbeddingCache:
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        name: str | None = None,
     ) -> None:
         """max_entries: int >= 1; ttl_seconds: > 0 or None (never expire);
         max_memory_mb: > 0; dim: int >= 1 fixes the dimension and preallocates the
         slab; clock: zero-argument callable returning monotonic seconds;
-        policy: "lru" or "tinylfu" (W-TinyLFU admission)."""
+        policy: "lru" or "tinylfu" (W-TinyLFU admission); name: a label for
+        monitoring, 1 to 64 of ``A-Za-z0-9_.:-`` (None: ``embcache-N``)."""
     @property
     def flights(self) -> Any:
         """The single-flight registry behind get_or_compute (made on first use;
@@ -198,6 +200,7 @@ class SyncEmbeddingCache:
         dim: int | None = ...,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        name: str | None = None,
     ) -> SyncEmbeddingCache:
         """A new cache holding the snapshot file `path`; a limit not given is the
         recorded one. SnapshotError for a malformed file, FileNotFoundError for a
@@ -217,6 +220,9 @@ class SyncEmbeddingCache:
     @property
     def policy(self) -> str:
         """The eviction policy: "lru" or "tinylfu"."""
+    @property
+    def name(self) -> str:
+        """The cache's label in monitoring (embcache.metrics); never part of a key."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def _probe_lengths(self) -> tuple[float, int]:

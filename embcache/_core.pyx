@@ -101,6 +101,8 @@ import weakref
 import numpy as np
 
 from embcache.core.info import CacheInfo
+from embcache.core.names import check_name
+from embcache.core.names import track as track_named
 from embcache.errors import (
     ArgumentTypeError,
     ArgumentValueError,

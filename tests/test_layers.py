@@ -55,7 +55,9 @@ BLOCKED_RUN = textwrap.dedent(
                 "embcache.adapters.langchain": "langchain_core",
                 "embcache.adapters.llamaindex": "llama_index.core",
                 "embcache.redis": "redis", "embcache.tier.redis": "redis",
-                "embcache.tier.mget": "redis"}
+                "embcache.tier.mget": "redis",
+                "embcache.metrics.prometheus": "prometheus_client",
+                "embcache.metrics.otel": "opentelemetry"}
 
     def framework_missing(name):
         needs = OPTIONAL.get(name)

@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import SyncEmbeddingCache
+from embcache.core.names import check_name
 from embcache.embedder.embedder import CachedEmbedder, EmbedderStats, EmbedFn
 from embcache.errors import ArgumentTypeError
 from embcache.facade.cache import EmbeddingCache
@@ -72,6 +73,12 @@ class EmbeddersView:
         return self._embedders.documents.cache
 
     @property
+    def name(self) -> str:
+        """The label of this adapter's embedders in monitoring (embcache.metrics:
+        the four are reported together under it); never part of a key."""
+        return self._embedders.documents.name
+
+    @property
     def document_embedder(self) -> CachedEmbedder:
         """The CachedEmbedder behind document (text) embeddings: its ``key(text)``
         is a document's cache key."""
@@ -101,24 +108,28 @@ def embedders(
     query: Callable[[str], Vector],
     aquery: Callable[[str], Awaitable[Vector]],
     query_method: str,
+    name: str | None = None,
 ) -> Embedders:
     """The Embedders of an adapter: `documents` / `adocuments` embed a list of
     texts, keyed under `model_version`; `query` / `aquery` (the wrapped model's
     method `query_method` and its ``"a"``-prefixed twin) one query, keyed under
     the model version + QUERY_SUFFIX. `cache` None: a new EmbeddingCache.
-    `batch_size` and `timeout` as CachedEmbedder's.
+    `batch_size` and `timeout` as CachedEmbedder's; `name` (CachedEmbedder's;
+    None: one generated name) names all four, so monitoring reports them as one.
 
     ArgumentTypeError for a None `model_version`; CachedEmbedder's errors for
     the other arguments. A query vector whose dimension is not a ModelIdentity's
     ``dim`` raises DimensionMismatchError (its keys carry a plain str version,
     so the check is made here)."""
+    named = check_name(name) if name is not None else None
     if model_version is None:
         raise ArgumentTypeError("model_version must be a str or a ModelIdentity, got None")
+    named = named or check_name(None)
     shared = EmbeddingCache() if cache is None else cache
 
     def embedder(embed_fn: EmbedFn, version: str | ModelIdentity) -> CachedEmbedder:
         return CachedEmbedder(
-            embed_fn, version, cache=shared, batch_size=batch_size, timeout=timeout
+            embed_fn, version, cache=shared, batch_size=batch_size, timeout=timeout, name=named
         )
 
     first = embedder(documents, model_version)

@@ -47,7 +47,8 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
     SyncEmbeddingCache (default: a new ``EmbeddingCache()``: 100,000 entries,
     512 MiB, no expiry); it may be shared with other embedders and adapters.
     ``batch_size``: the most texts sent to ``embed_documents`` at once.
-    ``timeout``: as CachedEmbedder's (seconds > 0 or None).
+    ``timeout``: as CachedEmbedder's (seconds > 0 or None). ``name``: the
+    label of its embedders in monitoring (embcache.metrics), as CachedEmbedder's.
 
     ``embed_documents`` / ``aembed_documents`` call the wrapped model's
     ``embed_documents`` / ``aembed_documents`` with the distinct misses;
@@ -68,6 +69,7 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
         batch_size: int = 256,
         timeout: float | None = None,
+        name: str | None = None,
     ) -> None:
         if not isinstance(embeddings, Embeddings):
             raise ArgumentTypeError(
@@ -85,6 +87,7 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
             query=embeddings.embed_query,
             aquery=embeddings.aembed_query,
             query_method="embed_query",
+            name=name,
         )
 
     @property

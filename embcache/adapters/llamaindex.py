@@ -44,6 +44,8 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
     str or a ``ModelIdentity`` naming everything that changes its vectors; it
     goes into every key. ``cache``: an EmbeddingCache or SyncEmbeddingCache
     (default: a new ``EmbeddingCache()``). ``timeout``: as CachedEmbedder's.
+    ``name``: the label of its embedders in monitoring (embcache.metrics), as
+    CachedEmbedder's.
     Other keyword arguments go to BaseEmbedding (``model_name`` defaults to the
     wrapped model's, ``embed_batch_size`` to 2048: a whole call is looked up
     at once, and the wrapped model still embeds in its own batches).
@@ -64,6 +66,7 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
         *,
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
         timeout: float | None = None,
+        name: str | None = None,
         **kwargs: Any,
     ) -> None:
         if not isinstance(embed_model, BaseEmbedding):
@@ -87,6 +90,7 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
             query=embed_model.get_query_embedding,
             aquery=embed_model.aget_query_embedding,
             query_method="get_query_embedding",
+            name=name,
         )
         kwargs.setdefault("model_name", embed_model.model_name)
         kwargs.setdefault("embed_batch_size", WHOLE_CALL)

@@ -43,6 +43,7 @@ def cached_embedder(
     name: str | None = None,
     revision: str | None = None,
     timeout: float | None = None,
+    embedder_name: str | None = None,
 ) -> CachedEmbedder:
     """A CachedEmbedder whose misses go to ``model.encode``.
 
@@ -53,7 +54,9 @@ def cached_embedder(
     ``truncate_dim`` are passed to ``encode`` and go into the model identity;
     ``name`` and ``revision`` override the identity's (see
     ``ModelIdentity.from_sentence_transformer``). ``cache`` and ``timeout`` as
-    CachedEmbedder's.
+    CachedEmbedder's; ``embedder_name`` is CachedEmbedder's ``name`` (the
+    embedder's label in monitoring, embcache.metrics), spelled so here because
+    ``name`` is the model's.
 
     ArgumentTypeError / ArgumentValueError for a `model` without ``encode`` or
     arguments of the wrong type or range.
@@ -90,4 +93,5 @@ def cached_embedder(
         cache=cache,
         batch_size=check_positive_int(texts_per_call, "texts_per_call"),
         timeout=timeout,
+        name=embedder_name,
     )

@@ -58,7 +58,7 @@ cdef class SyncEmbeddingCache:
     """Thread-safe, synchronous embedding cache: the core behind EmbeddingCache.
 
     SyncEmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                       *, dim=None, clock=None, policy="lru")
+                       *, dim=None, clock=None, policy="lru", name=None)
 
     Vectors are stored as float32 rows of a slab, one per distinct dimension,
     each reserving at once every row it may ever need (the OS maps pages in as
@@ -72,11 +72,13 @@ cdef class SyncEmbeddingCache:
     more often than the entries it would displace. `ttl_seconds` expires an entry that
     long after its last write (None: never). `clock` is a zero-argument callable
     returning monotonic seconds (tests); by default the C monotonic clock is read.
-    Bad arguments raise ArgumentTypeError / ArgumentValueError.
+    `name` labels the cache in monitoring (embcache.metrics), never in keys:
+    1 to 64 characters from ``A-Za-z0-9_.:-``; None: a generated ``embcache-N``
+    (embcache.core.names). Bad arguments raise ArgumentTypeError / ArgumentValueError.
     """
 
     def __cinit__(self, max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                  *, dim=None, clock=None, policy="lru"):
+                  *, dim=None, clock=None, policy="lru", name=None):
         # the Table is zeroed with the object, so __dealloc__ is safe from here on
         cdef Py_ssize_t max_entries_ = as_count(max_entries, "max_entries", 1, MAX_SLOTS)
         cdef double ttl = 0.0
@@ -125,7 +127,9 @@ cdef class SyncEmbeddingCache:
             raise MemoryError()
         if dim_ and add_slab(&self.table, dim_) < 0:
             raise MemoryError(f"could not reserve the slab for vectors of dim {dim_}")
+        self.name = check_name(name)
         _live_caches.add(self)
+        track_named("cache", self)
 
     def __dealloc__(self):
         table_free(&self.table)
@@ -516,7 +520,7 @@ cdef class SyncEmbeddingCache:
 
     @classmethod
     def load(cls, path, *, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET,
-             dim=UNSET, clock=None, policy="lru"):
+             dim=UNSET, clock=None, policy="lru", name=None):
         """A new cache holding the entries of the snapshot file `path`.
 
         Every keyword is optional: a limit not given is the one the snapshot
@@ -527,7 +531,8 @@ cdef class SyncEmbeddingCache:
         fresh TTL) and their recency order. When the limits are smaller, the most
         recent entries that fit are kept, under any policy. Statistics start at zero. `clock` and
         `policy` are the constructor's (the snapshot records neither; under
-        "tinylfu" the loaded entries start with an empty frequency sketch).
+        "tinylfu" the loaded entries start with an empty frequency sketch), and
+        so is `name`.
 
         Everything is checked before a cache is returned: SnapshotError (a
         ValueError) says what is wrong with an empty, truncated, corrupt, spliced
@@ -536,7 +541,11 @@ cdef class SyncEmbeddingCache:
         DimensionMismatchError when `dim` differs from the snapshot's vectors,
         and the constructor's errors for bad limits.
         """
-        return snapshot_load(path, max_entries, ttl_seconds, max_memory_mb, dim, clock, policy)
+        named = None if name is None else check_name(name)  # checked before reading
+        cache = snapshot_load(path, max_entries, ttl_seconds, max_memory_mb, dim, clock, policy)
+        if named is not None:
+            cache.name = named
+        return cache
 
     @property
     def max_entries(self):

@@ -23,6 +23,7 @@ import numpy.typing as npt
 from embcache._core import CacheKey, SyncEmbeddingCache
 from embcache.core.checks import check_positive_int, check_seconds, is_async_callable
 from embcache.core.info import CacheInfo
+from embcache.core.names import check_name, track
 from embcache.embedder.model import EmbedCall, EmbedFn, Model
 from embcache.embedder.stats import EmbedderStats, StatsCounter
 from embcache.embedder.texts import keys_of, text_key
@@ -94,9 +95,23 @@ class CachedEmbedder:
     to finish). A model that asks its own embedder for the texts it is embedding
     raises CallContextError (a RuntimeError) at once, in whatever thread it
     runs; for other texts, such a call runs in that model thread directly.
+
+    ``name``: the embedder's label in monitoring (embcache.metrics), never part
+    of a key: 1 to 64 characters from ``A-Za-z0-9_.:-`` (None: a generated
+    ``embcache-N``). Embedders sharing a name are reported together.
     """
 
-    __slots__ = ("_model", "_model_version", "_identity", "_cache", "_sync", "_async", "_stats")
+    __slots__ = (
+        "_model",
+        "_model_version",
+        "_identity",
+        "_cache",
+        "_sync",
+        "_async",
+        "_stats",
+        "_name",
+        "__weakref__",
+    )
 
     def __init__(
         self,
@@ -107,7 +122,9 @@ class CachedEmbedder:
         batch_size: int = 256,
         timeout: float | None = None,
         model_threads: int = 1,
+        name: str | None = None,
     ) -> None:
+        named = check_name(name) if name is not None else ""  # generated once all passed
         if not callable(embed_fn):
             raise ArgumentTypeError(f"embed_fn must be callable, got {type(embed_fn).__name__}")
         identity: ModelIdentity | None = None
@@ -154,8 +171,21 @@ class CachedEmbedder:
         self._model_version = model_version
         self._identity = identity
         self._stats = StatsCounter(size)
+        self._name = named or check_name(None)
+        track("embedder", self)
 
     # -- properties --------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The embedder's label in monitoring (embcache.metrics); never part of a key."""
+        return self._name
+
+    @property
+    def model_seconds(self) -> float:
+        """Wall-clock seconds spent in ``embed_fn`` calls so far (awaiting an
+        async one included; calls that raised or timed out too)."""
+        return self._model.seconds
 
     @property
     def embed_fn(self) -> EmbedFn:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import threading
 import time
 from collections.abc import Awaitable, Sequence
 from typing import Any, Callable, Union
@@ -64,7 +65,17 @@ class Model:
     `batch_size`, its answers taken by `core` (the cache's SyncEmbeddingCache),
     under `timeout` on `threads` when sync."""
 
-    __slots__ = ("embed_fn", "is_async", "batch_size", "timeout", "threads", "identity", "core")
+    __slots__ = (
+        "embed_fn",
+        "is_async",
+        "batch_size",
+        "timeout",
+        "threads",
+        "identity",
+        "core",
+        "seconds",
+        "seconds_lock",
+    )
 
     def __init__(
         self,
@@ -83,6 +94,16 @@ class Model:
         self.threads = threads
         self.identity = identity
         self.core = core
+        self.seconds = 0.0
+        """Wall-clock seconds spent in embed_fn calls (see add_seconds)."""
+        self.seconds_lock = threading.Lock()
+
+    def add_seconds(self, since: float) -> None:
+        """Count the time from `since` (a time.perf_counter reading) to now as
+        spent in embed_fn (thread-safe)."""
+        spent = time.perf_counter() - since
+        with self.seconds_lock:
+            self.seconds += spent
 
     def check_sync_context(self) -> None:
         """CallContextError when a sync embed of an async ``embed_fn`` is asked for
@@ -126,20 +147,26 @@ class Model:
         else on a model thread waited for until `deadline`; an awaitable answer
         run to completion in an event loop of its own (cancelled at `deadline`;
         CallContextError when an event loop runs in this thread)."""
-        if deadline is None:
-            result = _no_stop_iteration(self.embed_fn, batch)
-        else:
-            result = self.threads.call(self.call_in_thread, batch, deadline, WHAT, self.timeout)
-        if type(result) is not np.ndarray and inspect.isawaitable(result):
-            if loop_running():
-                if inspect.iscoroutine(result):
-                    result.close()  # never awaited: close it quietly
-                raise CallContextError(
-                    "embed_fn returned an awaitable, which embed_sync cannot await "
-                    "while an event loop is running in this thread; use "
-                    "'await embedder.embed(texts)' instead"
+        began = time.perf_counter()
+        try:
+            if deadline is None:
+                result = _no_stop_iteration(self.embed_fn, batch)
+            else:
+                result = self.threads.call(
+                    self.call_in_thread, batch, deadline, WHAT, self.timeout
                 )
-            result = run_until(result, deadline, WHAT, self.timeout)
+            if type(result) is not np.ndarray and inspect.isawaitable(result):
+                if loop_running():
+                    if inspect.iscoroutine(result):
+                        result.close()  # never awaited: close it quietly
+                    raise CallContextError(
+                        "embed_fn returned an awaitable, which embed_sync cannot await "
+                        "while an event loop is running in this thread; use "
+                        "'await embedder.embed(texts)' instead"
+                    )
+                result = run_until(result, deadline, WHAT, self.timeout)
+        finally:
+            self.add_seconds(began)
         return result
 
     def call_in_thread(self, batch: list[str]) -> Any:
@@ -197,15 +224,19 @@ class EmbedCall:
             check_deadline(deadline, WHAT, model.timeout)  # no call with no time left
             self.model_calls += 1
             self.texts_embedded += len(batch)
-            if in_thread and deadline is not None:
-                # one of the embedder's model threads: get_or_compute cancels this
-                # wait at the deadline, which abandons the call
-                result = await model.threads.call_async(model.call_in_thread, batch)
-            elif in_thread:
-                result = await asyncio.to_thread(_no_stop_iteration, model.embed_fn, batch)
-            else:
-                result = _no_stop_iteration(model.embed_fn, batch)
-            if inspect.isawaitable(result):
-                result = await result
+            began = time.perf_counter()
+            try:
+                if in_thread and deadline is not None:
+                    # one of the embedder's model threads: get_or_compute cancels this
+                    # wait at the deadline, which abandons the call
+                    result = await model.threads.call_async(model.call_in_thread, batch)
+                elif in_thread:
+                    result = await asyncio.to_thread(_no_stop_iteration, model.embed_fn, batch)
+                else:
+                    result = _no_stop_iteration(model.embed_fn, batch)
+                if inspect.isawaitable(result):
+                    result = await result
+            finally:
+                model.add_seconds(began)
             parts.append(model.take(batch_keys, result, start, parts))
         return parts

@@ -82,7 +82,7 @@ class EmbeddingCache:
     ``async def`` operations. ``len(cache)`` and ``key in cache`` stay synchronous.
 
     EmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                   *, dim=None, clock=None, policy="lru", tier=None)
+                   *, dim=None, clock=None, policy="lru", tier=None, name=None)
 
     ``tier``: a shared second tier (embcache.redis.RedisTier), or None. With one,
     ``get``, ``get_many`` and ``get_or_compute`` ask the tier for what the
@@ -94,6 +94,9 @@ class EmbeddingCache:
     ``SyncEmbeddingCache`` (``.sync``) and its methods never use the tier.
 
     ``policy``: ``"lru"`` or ``"tinylfu"`` (W-TinyLFU), as for SyncEmbeddingCache.
+
+    ``name``: the cache's label in monitoring (embcache.metrics), held by its
+    core (``.sync.name``); as for SyncEmbeddingCache.
     """
 
     __slots__ = ("_sync", "_get", "_put", "_flights", "_tier", "_source")
@@ -108,11 +111,18 @@ class EmbeddingCache:
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
         tier: Tier | None = None,
+        name: str | None = None,
     ) -> None:
         checked = check_tier(tier)
         self._attach(
             SyncEmbeddingCache(
-                max_entries, ttl_seconds, max_memory_mb, dim=dim, clock=clock, policy=policy
+                max_entries,
+                ttl_seconds,
+                max_memory_mb,
+                dim=dim,
+                clock=clock,
+                policy=policy,
+                name=name,
             ),
             checked,
         )
@@ -132,6 +142,11 @@ class EmbeddingCache:
     def sync(self) -> SyncEmbeddingCache:
         """The synchronous core this facade wraps (same entries, same stats)."""
         return self._sync
+
+    @property
+    def name(self) -> str:
+        """The cache's label in monitoring (its core's ``name``); never part of a key."""
+        return self._sync.name
 
     @property
     def tier(self) -> Tier | None:
@@ -323,15 +338,16 @@ class EmbeddingCache:
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
         tier: Tier | None = None,
+        name: str | None = None,
     ) -> EmbeddingCache:
         """A new EmbeddingCache holding the snapshot file `path` (see
         SyncEmbeddingCache.load for the keywords and errors), over `tier` as the
-        constructor's; read and verified in a worker thread, so the event loop is
-        not blocked."""
+        constructor's, named `name`; read and verified in a worker thread, so the
+        event loop is not blocked."""
         checked = check_tier(tier)
         kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
         sync = await asyncio.to_thread(
-            SyncEmbeddingCache.load, path, clock=clock, policy=policy, **kwargs
+            SyncEmbeddingCache.load, path, clock=clock, policy=policy, name=name, **kwargs
         )
         return cls._around(sync, checked)
 
@@ -367,12 +383,13 @@ class EmbeddingCache:
         policy: str = "lru",
         tier: Tier | None = None,
         save_every: float | None = None,
+        name: str | None = None,
     ) -> AsyncIterator[EmbeddingCache]:
         """Warm start for a service: ``async with EmbeddingCache.open(path, ...) as
         cache:``. On entry the snapshot at `path` is loaded if the file exists
         (the keywords given override its limits, as for load), else a new cache
         is made from the keywords (the constructor's defaults for the others);
-        `clock`, `policy` and `tier` are the constructor's.
+        `clock`, `policy`, `tier` and `name` are the constructor's.
         Every `save_every` seconds (None: never) the cache is saved to `path` in
         the background, and once more on exit, also when the body raised. A
         periodic save that fails (a full disk, say) is logged on the
@@ -385,9 +402,11 @@ class EmbeddingCache:
         kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
         check_folder(path)
         try:
-            cache = await cls.load(path, clock=clock, policy=policy, tier=tier, **kwargs)
+            cache = await cls.load(
+                path, clock=clock, policy=policy, tier=tier, name=name, **kwargs
+            )
         except FileNotFoundError:
-            cache = cls(clock=clock, policy=policy, tier=tier, **kwargs)
+            cache = cls(clock=clock, policy=policy, tier=tier, name=name, **kwargs)
         saver = None
         stop = asyncio.Event()
         if period is not None:

@@ -28,13 +28,14 @@ __all__ = ["Claims"]
 class Claims:
     """The keys in flight of one cache and the callers waiting on them."""
 
-    __slots__ = ("_lock", "_registry", "_waiting", "_epoch", "__weakref__")
+    __slots__ = ("_lock", "_registry", "_waiting", "_epoch", "_waits", "__weakref__")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._registry: dict[CacheKey, tuple[Flight, int]] = {}
         self._waiting: dict[Hashable, Flight] = {}
         self._epoch = 0
+        self._waits = 0
         _ALL_CLAIMS.add(self)
 
     def after_fork_in_child(self) -> None:
@@ -67,6 +68,12 @@ class Claims:
         that a flight settling in between is noticed (the lookup may be stale)."""
         return self._epoch
 
+    @property
+    def waits(self) -> int:
+        """How many missed keys callers found in flight and waited for instead of
+        computing them (each key of each call once, counted as it is claimed)."""
+        return self._waits
+
     def in_flight(self) -> int:
         """How many keys are being computed right now (for tests and monitoring)."""
         with self._lock:
@@ -91,6 +98,7 @@ class Claims:
                 return flight, 0, True
             if entry[0].owner == me or entry[0] in within:
                 raise reentry_error(key)
+            self._waits += 1
             return entry[0], entry[1], False
 
     def _claim(
@@ -120,6 +128,7 @@ class Claims:
                 if other.owner == me or other in within:
                     raise reentry_error(misses[j])
                 waits.setdefault(other, []).append((j, r))
+            self._waits += len(pending) - len(ours)
             flight = None
             if ours:
                 flight = Flight(me, thread, loop)

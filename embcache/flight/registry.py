@@ -106,6 +106,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache.core.checks import check_seconds, is_async_callable
+from embcache.core.names import track
 from embcache.errors import ArgumentTypeError, KeyTypeError
 from embcache.flight.call import Compute, Matrix, Plan, Work, all_found, check_compute, store_one
 from embcache.flight.claims import Claims
@@ -162,7 +163,7 @@ class Flights(Claims):
     asyncio tasks of any loop (it awaits); both share the same flights.
     """
 
-    __slots__ = ("_cache", "_key_type", "_batch_type", "_as_keys")
+    __slots__ = ("_cache", "_key_type", "_batch_type", "_as_keys", "_name")
 
     def __init__(
         self,
@@ -176,6 +177,13 @@ class Flights(Claims):
         self._key_type = key_type
         self._batch_type = batch_type
         self._as_keys = as_keys
+        self._name: str = cache.name
+        track("flights", self)  # its waits are reported under its cache's name
+
+    @property
+    def name(self) -> str:
+        """The name of the cache this registry serves (for monitoring)."""
+        return self._name
 
     # -- entry points: check, look up, hand the steps to a driver -----------------------
 

@@ -53,19 +53,30 @@ class Breaker:
         self.trial = True
         return True
 
-    def succeeded(self) -> None:
+    def succeeded(self) -> bool:
+        """Record a success; True if the breaker closed because of it (it was
+        open or half-open: the trial call succeeded)."""
+        was_open = self.failures >= self.threshold
         self.failures = 0
         self.trial = False
+        return was_open
 
     def failed(self) -> bool:
-        """Record a failure; True if the breaker opened because of it."""
+        """Record a failure; True if the breaker opened because of it: it was
+        closed, half-open, or this was the trial call. A call allowed before
+        the breaker opened and failing while it is open (a concurrent one)
+        extends the cooldown but is no new opening (False; ``opened`` unchanged)."""
+        now = self.clock()
+        was_open = self.failures >= self.threshold and not self.trial and now < self.open_until
         self.trial = False
         self.failures += 1
-        if self.failures >= self.threshold:
-            self.open_until = self.clock() + self.cooldown
-            self.opened += 1
-            return True
-        return False
+        if self.failures < self.threshold:
+            return False
+        self.open_until = now + self.cooldown
+        if was_open:
+            return False
+        self.opened += 1
+        return True
 
     def abandoned(self) -> None:
         """The allowed call was cancelled: no outcome; a trial may go out again."""

@@ -23,8 +23,14 @@ CALL_BYTES goes in several calls); a failure (refused, reset, timeout, an error
 reply) is counted and answered as a miss, never raised.
 After FAILURES_TO_OPEN failures in a row the tier is skipped for
 `cooldown_seconds` (the circuit breaker is open: calls cost a clock read), then
-one call tries Redis again. ``drop_model`` is the exception: an explicit
-administrative call, it raises RedisTierError when Redis fails.
+one call tries Redis again. The breaker's transitions are logged on the
+``embcache.redis`` logger at WARNING, once each (opened, with the failure that
+opened it; closed again, once a call succeeds); single failures that do not
+open it are logged at DEBUG, so a Redis that is down logs one line per cooldown
+at most. The library adds no handler of its own but a NullHandler on
+``embcache``: nothing is printed unless the application configures logging.
+``drop_model`` is the exception to never raising: an explicit administrative
+call, it raises RedisTierError when Redis fails.
 
 Needs redis-py >= 5 (``pip install ".[redis]"`` from a clone, which adds hiredis). A
 RedisTier, like its client, belongs to the event loop it is used on.
@@ -43,6 +49,7 @@ import numpy.typing as npt
 
 from embcache._core import CacheKey, as_key_tuple
 from embcache.core.checks import check_seconds, deadline_scope
+from embcache.core.names import check_name, track
 from embcache.errors import ArgumentTypeError, ArgumentValueError, RedisTierError
 from embcache.tier.breaker import Breaker
 from embcache.tier.mget import direct_mget, joined_spans
@@ -99,7 +106,9 @@ class RedisTier:
     trip). `timeout`: the bound on every Redis call, in seconds (the former
     ``timeout_seconds=`` is refused with an error naming ``timeout=``).
     `cooldown_seconds`: how long Redis is skipped once FAILURES_TO_OPEN calls
-    failed in a row.
+    failed in a row. `name`: the tier's label in monitoring (embcache.metrics)
+    and in its log lines, never part of a key: 1 to 64 characters from
+    ``A-Za-z0-9_.:-`` (None: a generated ``embcache-N``).
 
     ArgumentTypeError (a TypeError) / ArgumentValueError (a ValueError) for
     anything else.
@@ -119,6 +128,8 @@ class RedisTier:
         "_misses",
         "_errors",
         "_skipped",
+        "_name",
+        "__weakref__",
     )
 
     def __init__(
@@ -129,6 +140,7 @@ class RedisTier:
         ttl_seconds: float | None = None,
         timeout: float = 0.25,
         cooldown_seconds: float = 5.0,
+        name: str | None = None,
         **renamed: object,
     ) -> None:
         if renamed:
@@ -166,6 +178,7 @@ class RedisTier:
         timeout_ = check_seconds(timeout, "timeout", allow_none=False)
         cooldown = check_seconds(cooldown_seconds, "cooldown_seconds", allow_none=False)
         assert cooldown is not None and timeout_ is not None
+        self._name = check_name(name)
         self._timeout = timeout_
         self._cooldown = cooldown
         self._breaker = Breaker(FAILURES_TO_OPEN, cooldown)
@@ -173,8 +186,14 @@ class RedisTier:
         self._misses = 0
         self._errors = 0
         self._skipped = 0
+        track("tier", self)
 
     # -- configuration -----------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        """The tier's label in monitoring and in its log lines; never part of a key."""
+        return self._name
 
     @property
     def client(self) -> Redis | RedisCluster:
@@ -324,7 +343,7 @@ class RedisTier:
                 return nothing, np.empty(0, dtype=np.intp)
             values += [None] * (n - len(values))  # the spans read before the failure count
         else:
-            self._breaker.succeeded()
+            self._succeeded()
         decoded = decode_values(values, dim, out)
         hits = len(decoded.index)
         self._hits += hits
@@ -371,7 +390,7 @@ class RedisTier:
                 self._misses += n
                 return nothing, np.empty(0, dtype=np.intp)
         else:
-            self._breaker.succeeded()
+            self._succeeded()
         decoded = parts[0][1] if len(parts) == 1 else joined_spans(parts, dim, out)
         hits = len(decoded.index)
         self._hits += hits
@@ -420,7 +439,7 @@ class RedisTier:
         except Exception as exc:
             self._failed("put_many", exc)
             return
-        self._breaker.succeeded()
+        self._succeeded()
 
     async def remove_many(self, keys: Sequence[CacheKey]) -> int:
         """Remove `keys` from Redis (UNLINK); how many existed (0 on a failure,
@@ -441,7 +460,7 @@ class RedisTier:
         except Exception as exc:
             self._failed("remove_many", exc)
             return 0
-        self._breaker.succeeded()
+        self._succeeded()
         return deleted
 
     # -- administration ----------------------------------------------------------------
@@ -522,13 +541,26 @@ class RedisTier:
         return deadline_scope(self._timeout)
 
     def _failed(self, what: str, exc: BaseException) -> None:
+        """Count a failed call; log it at WARNING only when it opens the breaker."""
         self._errors += 1
         if self._breaker.failed():
             log.warning(
-                "embcache.redis: %s failed (%r); Redis skipped for %.3g s",
+                "embcache.redis: tier %s: %s failed (%r); circuit breaker open, "
+                "Redis skipped for %.3g s",
+                self._name,
                 what,
                 exc,
                 self._cooldown,
+            )
+        else:
+            log.debug("embcache.redis: tier %s: %s failed (%r)", self._name, what, exc)
+
+    def _succeeded(self) -> None:
+        """Record a successful call; log it at WARNING when it closes the breaker."""
+        if self._breaker.succeeded():
+            log.warning(
+                "embcache.redis: tier %s: Redis answers again; circuit breaker closed",
+                self._name,
             )
 
     async def _cluster_mget(self, rkeys: list[bytes]) -> list[Any]:
