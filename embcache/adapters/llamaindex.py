@@ -1,6 +1,6 @@
 """LlamaIndex adapter: an embcache in front of any LlamaIndex ``BaseEmbedding``.
 
-Needs ``llama-index-core`` (``pip install "embcache[llamaindex]"``); ``import
+Needs ``llama-index-core`` (from a clone, ``pip install ".[llamaindex]"``); ``import
 embcache`` never imports this module. ::
 
     from embcache.llamaindex import CachedEmbedding

@@ -1,6 +1,6 @@
 """sentence-transformers: a CachedEmbedder for a ``SentenceTransformer`` model.
 
-``pip install "embcache[sentence-transformers]"``. Nothing here imports
+Install from a clone with ``pip install ".[sentence-transformers]"``. Nothing here imports
 sentence-transformers or torch (the model is used through ``encode``), and
 ``import embcache`` never imports this module. ::
 

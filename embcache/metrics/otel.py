@@ -26,7 +26,8 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
-        'embcache.metrics.instrument needs OpenTelemetry: pip install ".[opentelemetry]" from a clone'
+        'embcache.metrics.instrument needs OpenTelemetry: pip install opentelemetry-sdk '
+        '(from a clone of embcache: pip install ".[opentelemetry]")'
     ) from exc
 
 __all__ = ["METER_NAME", "instrument"]

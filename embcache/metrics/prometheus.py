@@ -22,7 +22,7 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
         "embcache.metrics.PrometheusCollector needs prometheus_client: "
-        'pip install ".[prometheus]" from a clone'
+        'pip install prometheus_client (from a clone of embcache: pip install ".[prometheus]")'
     ) from exc
 
 __all__ = ["PrometheusCollector"]

@@ -328,6 +328,7 @@ def test_the_libraries_are_imported_only_when_used(tmp_path: Path) -> None:
     assert (loaded_by_embcache, libraries, n) == (False, [], len(METRICS))
     assert errors == [
         "embcache.metrics.PrometheusCollector needs prometheus_client: "
-        'pip install "embcache[prometheus]"',
-        'embcache.metrics.instrument needs OpenTelemetry: pip install "embcache[opentelemetry]"',
+        'pip install prometheus_client (from a clone of embcache: pip install ".[prometheus]")',
+        "embcache.metrics.instrument needs OpenTelemetry: pip install opentelemetry-sdk "
+        '(from a clone of embcache: pip install ".[opentelemetry]")',
     ]

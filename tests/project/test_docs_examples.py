@@ -37,6 +37,10 @@ NOT_RUN: dict[tuple[str, str], str] = {
     ("docs/tiers/snapshots.md", "import contextlib"): (
         "a FastAPI application: it needs fastapi and a server to serve it"
     ),
+    ("docs/operations/metrics.md", "from fastapi import FastAPI"): (
+        "a FastAPI application: it needs fastapi and a server to serve it (tests/metrics "
+        "compiles it and runs the generate_latest example after it)"
+    ),
 }
 
 # pages whose examples talk to Redis: the test starts a private redis-server for them
