@@ -51,7 +51,17 @@ extensions = [
         + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else [])
         + (["-g0"] if RELEASE else []),
         extra_link_args=(SANITIZE_FLAGS if SANITIZE else []) + (["-s"] if RELEASE else []),
-    )
+    ),
+    Extension(
+        "embcache.shared._segment",
+        ["embcache/shared/_segment.pyx"],
+        include_dirs=[numpy.get_include(), "embcache"],
+        define_macros=macros,
+        extra_compile_args=(["-O0", "-g"] if DEBUG else ["-O3"])
+        + (SANITIZE_FLAGS + ["-O1", "-g"] if SANITIZE else [])
+        + (["-g0"] if RELEASE else []),
+        extra_link_args=(SANITIZE_FLAGS if SANITIZE else []) + (["-s"] if RELEASE else []),
+    ),
 ]
 
 setup(ext_modules=cythonize(extensions, compiler_directives=directives))

@@ -54,11 +54,13 @@ from embcache.errors import (  # noqa: E402
     InvalidVectorError,
     KeyTypeError,
     RedisTierError,
+    SharedSegmentError,
     SnapshotError,
     SnapshotFolderError,
     VectorTypeError,
 )
 from embcache.facade.cache import EmbeddingCache  # noqa: E402
+from embcache.shared import SharedEmbeddingCache  # noqa: E402
 
 del _util, _os, _logging
 
@@ -84,6 +86,8 @@ __all__ = [
     "KeyTypeError",
     "PutBatch",
     "RedisTierError",
+    "SharedEmbeddingCache",
+    "SharedSegmentError",
     "SnapshotError",
     "SnapshotFolderError",
     "SyncEmbeddingCache",

@@ -40,6 +40,10 @@ FlightTimeoutError          TimeoutError a ``get_or_compute`` (or a CachedEmbedd
 RedisTierError              ConnectionError
                                          ``RedisTier.drop_model`` could not finish
                                          because Redis failed (cause chained)
+SharedSegmentError          ValueError   a shared-memory segment that cannot be
+                                         used: not an embcache segment, another
+                                         format version or ABI, truncated or
+                                         resized, another user's, or closed
 ==========================  ===========  ==========================================
 
 Errors that are not about the caller's input keep their built-in type:
@@ -63,6 +67,7 @@ __all__ = [
     "CallContextError",
     "FlightTimeoutError",
     "RedisTierError",
+    "SharedSegmentError",
 ]
 
 
@@ -142,3 +147,10 @@ class RedisTierError(EmbcacheError, ConnectionError):
     """``RedisTier.drop_model`` could not finish because Redis failed (the cause
     is chained). The tier's reads and writes never raise it: their failures are
     misses, counted."""
+
+
+class SharedSegmentError(EmbcacheError, ValueError):
+    """A shared-memory segment (SharedEmbeddingCache) cannot be used: the file is
+    not an embcache segment, is of another format version or ABI, is truncated or
+    resized, belongs to another user, or the cache was closed. The message says
+    which; a refused file is left untouched."""

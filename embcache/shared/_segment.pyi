@@ -1,0 +1,89 @@
+# Typed surface of embcache.shared._segment (behaviour in _segment.pyx).
+from collections.abc import Sequence
+from types import TracebackType
+
+import numpy as np
+import numpy.typing as npt
+
+from embcache._core import CacheKey
+from embcache.core.info import CacheInfo
+
+STORAGES: dict[str, int]
+ENTRY_OVERHEAD_BYTES: int
+SHM_DIR: str
+MAX_DIM: int
+
+def segment_path(name: str) -> str:
+    """The file behind a segment `name` (/dev/shm/NAME, or a path holding a /)."""
+
+def open_segment(path: str) -> int:
+    """Open an existing segment file, never through a symbolic link or a folder."""
+
+class SharedEmbeddingCache:
+    """A cache of embedding vectors in a shared-memory segment for every process
+    of the host that opens the same `name` (Linux)."""
+
+    @property
+    def path(self) -> str: ...
+    def __init__(
+        self,
+        name: str,
+        max_entries: int,
+        ttl_seconds: float | None,
+        max_memory_mb: float,
+        *,
+        dim: int,
+        storage: str = "float32",
+        mode: int = 0o600,
+    ) -> None: ...
+    @classmethod
+    def attach(cls, name: str) -> SharedEmbeddingCache:
+        """Attach to the existing segment `name` with whatever limits it has."""
+    @staticmethod
+    def unlink(name: str) -> bool:
+        """Remove segment `name`'s file; True if it existed."""
+    def close(self) -> None:
+        """Unmap the segment; idempotent."""
+    def __enter__(self) -> SharedEmbeddingCache: ...
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool: ...
+    def put(self, key: CacheKey, vector: npt.ArrayLike) -> None:
+        """Store `vector` under `key`."""
+    def get(self, key: CacheKey) -> npt.NDArray[np.float32] | None:
+        """The vector under `key`, or None."""
+    def get_many(
+        self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
+    ) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+        """``(matrix, found)`` for `keys`; miss rows are zero."""
+    def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
+        """Store row i of `matrix` under keys[i]."""
+    def remove(self, key: CacheKey) -> bool:
+        """Delete `key`; True if a live entry was removed."""
+    def clear(self) -> None:
+        """Remove every entry."""
+    def get_cache_info(self) -> CacheInfo:
+        """Size, bounds, exact memory use and statistics of the whole segment."""
+    def verify(self) -> list[str]:
+        """What is broken in the segment's invariants (empty when sound)."""
+    @property
+    def repairs(self) -> int: ...
+    @property
+    def max_entries(self) -> int: ...
+    @property
+    def max_memory_mb(self) -> float: ...
+    @property
+    def ttl_seconds(self) -> float | None: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def storage(self) -> str: ...
+    @property
+    def capacity(self) -> int: ...
+    @property
+    def stripes(self) -> int: ...
+    def __len__(self) -> int: ...
+    def __contains__(self, key: object) -> bool: ...

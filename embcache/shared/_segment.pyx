@@ -1,0 +1,682 @@
+# cython: language_level=3
+"""SharedEmbeddingCache: one cache in a shared-memory segment for every process
+of a host.
+
+The C side (embcache/shared/segment.h: layout, header checks and the crash-safety
+argument; embcache/shared/stripe.h: robust stripe locks, repair, index, CLOCK)
+touches no Python. This file owns the Python surface: argument checks, the
+atomic create / checked attach of the segment file, and calls into the stripes.
+
+Locking: each operation locks one stripe at a time and only while holding the
+GIL; a contended lock is waited for with the GIL dropped, but never held across
+a GIL release, so a fork() (which runs with the GIL) never copies a stripe lock
+held by one of this process's threads. Arrays are allocated before a lock is
+taken; nothing Python is built under one.
+"""
+
+cimport cython
+cimport numpy as cnp
+from libc.errno cimport EBUSY
+from libc.math cimport INFINITY, isfinite
+from libc.stdint cimport uint32_t, uint64_t
+from libc.string cimport memcpy, memset
+from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
+
+from embcache._core cimport CacheKey
+
+import errno
+import os
+import re
+import secrets
+import stat
+
+import numpy as np
+
+from embcache._core import as_key_tuple
+from embcache.core.info import CacheInfo
+from embcache.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    DimensionMismatchError,
+    EntryTooLargeError,
+    InvalidVectorError,
+    KeyTypeError,
+    SharedSegmentError,
+    VectorTypeError,
+)
+
+cnp.import_array()
+
+cdef extern from "shared/segment.h":
+    int EMBC_SHM_SUPPORTED
+    unsigned EMBC_SHM_HEADER_BYTES
+    ctypedef struct embc_layout:
+        uint32_t dim, storage, row_bytes, row_stride
+        uint64_t max_entries, budget_bytes, capacity
+        double max_memory_mb, ttl_seconds
+        uint32_t n_stripes, cells_per_stripe
+        uint64_t stripes_at, entries_at, cells_at, rows_at, total_bytes
+    ctypedef struct embc_header:
+        uint64_t k0, k1
+    size_t EMBC_ENTRY_OVERHEAD
+    const char *embc_layout_make(embc_layout *L, uint32_t dim, uint32_t storage, uint32_t row_bytes,
+                                 uint64_t max_entries, double max_memory_mb,
+                                 double ttl_seconds) noexcept nogil
+    void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, uint64_t k1) noexcept nogil
+    const char *embc_header_check(const embc_header *h, uint64_t file_size,
+                                  size_t (*row_bytes_of)(int, size_t) noexcept nogil,
+                                  embc_layout *L) noexcept nogil
+    uint32_t embc_stripe_cap(const embc_layout *L, uint32_t s) noexcept nogil
+
+cdef extern from "shared/stripe.h":
+    ctypedef struct embc_seg:
+        char *base
+        embc_layout L
+        uint64_t k0, k1
+    ctypedef struct embc_put:
+        uint32_t slot
+    ctypedef struct embc_stripe:
+        uint32_t size
+        uint64_t repairs, hits, misses, puts, overwrites, evictions, expirations, removals
+    embc_stripe *embc_stripe_at(const embc_seg *g, uint32_t s) noexcept nogil
+    char *embc_row(const embc_seg *g, uint32_t s, uint32_t slot) noexcept nogil
+    uint64_t embc_hash(const embc_seg *g, const uint64_t *digest) noexcept nogil
+    uint32_t embc_stripe_of(const embc_seg *g, uint64_t h) noexcept nogil
+    double embc_now() noexcept nogil
+    int embc_lock(const embc_seg *g, uint32_t s, int block) noexcept nogil
+    void embc_unlock(const embc_seg *g, uint32_t s) noexcept nogil
+    const char *embc_lookup(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
+                            double now, int count) noexcept nogil
+    int embc_put_begin(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
+                       double now, embc_put *p) noexcept nogil
+    void embc_put_publish(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
+                          double expires_at, const embc_put *p) noexcept nogil
+    int embc_remove(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
+                    double now) noexcept nogil
+    void embc_clear(const embc_seg *g, uint32_t s) noexcept nogil
+    int embc_init(const embc_seg *g) noexcept nogil
+    const char *embc_verify(const embc_seg *g, uint32_t s) noexcept nogil
+
+cdef extern from *:
+    """
+    #include <math.h>
+    #define EMBC_STORE_F32 0
+    static size_t embc_row_bytes_of(int storage, size_t dim) {
+        return storage == EMBC_STORE_F32 ? dim * 4 : 0;
+    }
+    static int embc_f32_finite(const float *p, size_t n) {
+        size_t i;
+        for (i = 0; i < n; i++) if (!isfinite(p[i])) return 0;
+        return 1;
+    }
+    """
+    size_t embc_row_bytes_of(int storage, size_t dim) noexcept nogil
+    int embc_f32_finite(const float *p, size_t n) noexcept nogil
+
+STORAGES = {"float32": 0}
+"""The row storages a segment takes, and their codes in the header."""
+
+ENTRY_OVERHEAD_BYTES = EMBC_ENTRY_OVERHEAD
+"""Bytes each live entry costs in a segment besides its row (entry and cells)."""
+
+NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+SHM_DIR = "/dev/shm"
+MAX_DIM = 1 << 20
+
+
+def segment_path(name):
+    """The file behind a segment `name`: a plain name (``[A-Za-z0-9._-]``, 1 to
+    200 characters, not starting with a dot) lives in /dev/shm; a name holding a
+    ``/`` is taken as a path. ArgumentTypeError / ArgumentValueError otherwise."""
+    if not isinstance(name, str):
+        raise ArgumentTypeError(f"name must be a str, got {type(name).__name__}")
+    if "/" in name:
+        if "\x00" in name or name.endswith("/"):
+            raise ArgumentValueError(f"name {name!r} is not a usable file path")
+        return name
+    if NAME_RE.fullmatch(name) is None:
+        raise ArgumentValueError(
+            f"name must be 1 to 200 characters from A-Za-z0-9._- not starting with a dot "
+            f"(or a path holding a /), got {name!r}")
+    return f"{SHM_DIR}/{name}"
+
+
+cdef inline object check_count(object value, str what, long long low, long long high):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ArgumentTypeError(f"{what} must be an int, got {type(value).__name__}")
+    if not low <= value <= high:
+        raise ArgumentValueError(f"{what} must be between {low} and {high}, got {value!r}")
+    return value
+
+
+cdef inline double check_positive(object value, str what) except? -1.0:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ArgumentTypeError(f"{what} must be a number, got {type(value).__name__}")
+    cdef double v = value
+    if not v > 0:
+        raise ArgumentValueError(f"{what} must be positive, got {value!r}")
+    return v
+
+
+cdef inline void check_supported() except *:
+    if not EMBC_SHM_SUPPORTED:
+        raise SharedSegmentError(
+            "SharedEmbeddingCache needs Linux (robust process-shared mutexes and /dev/shm)")
+
+
+cdef object refuse(str path, str why):
+    return SharedSegmentError(f"cannot attach {path}: {why}; the file was left untouched")
+
+
+def open_segment(str path):
+    """Open an existing segment file for reading and writing, never through a
+    symbolic link (SharedSegmentError) or a folder."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise refuse(path, "it is a symbolic link") from None
+        if exc.errno == errno.EISDIR:
+            raise refuse(path, "it is a folder") from None
+        raise
+
+
+@cython.final
+cdef class SharedEmbeddingCache:
+    """SharedEmbeddingCache(name, max_entries, ttl_seconds, max_memory_mb, *, dim,
+                            storage="float32", mode=0o600)
+
+    A cache of embedding vectors in a shared-memory segment that every process
+    of the host opening the same `name` uses: the first creates it (with file
+    mode `mode`), the others attach to it, and attaching with other limits
+    raises ArgumentValueError naming the field that differs. A forked child uses
+    its parent's object as is. Every process may be killed at any instant
+    without stopping the others or making them read a wrong vector: a stripe
+    whose lock holder died is repaired by the next process to lock it (entries
+    may be lost, never corrupted). Linux only.
+    """
+    cdef embc_seg seg
+    cdef int fd
+    cdef readonly str path
+    cdef object max_memory_mb_arg
+    cdef object ttl_seconds_arg
+    cdef int waiters           # this process's threads waiting on a stripe lock
+
+    def __cinit__(self):
+        self.fd = -1
+        self.seg.base = NULL
+
+    def __init__(self, name, max_entries, ttl_seconds, max_memory_mb, *, dim,
+                 storage="float32", mode=0o600):
+        check_supported()
+        path = segment_path(name)
+        check_count(max_entries, "max_entries", 1, 1 << 30)
+        cdef double ttl = 0.0
+        if ttl_seconds is not None:
+            ttl = check_positive(ttl_seconds, "ttl_seconds")
+            if ttl == INFINITY:
+                ttl = 0.0
+        cdef double mb = check_positive(max_memory_mb, "max_memory_mb")
+        if not mb < 2.0 ** 42:
+            raise ArgumentValueError(f"max_memory_mb must be finite and below 2**42, got {max_memory_mb!r}")
+        check_count(dim, "dim", 1, MAX_DIM)
+        if not isinstance(storage, str):
+            raise ArgumentTypeError(f"storage must be a str, got {type(storage).__name__}")
+        if storage not in STORAGES:
+            raise ArgumentValueError(
+                f"storage must be one of {', '.join(map(repr, STORAGES))}, got {storage!r}")
+        check_count(mode, "mode", 0, 0o777)
+        cdef embc_layout L
+        cdef const char *why = embc_layout_make(&L, dim, STORAGES[storage],
+                                                embc_row_bytes_of(STORAGES[storage], dim),
+                                                max_entries, mb, ttl)
+        if why != NULL:
+            if L.capacity == 0 and L.row_bytes:
+                raise EntryTooLargeError(
+                    f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim} "
+                    f"({L.row_bytes + EMBC_ENTRY_OVERHEAD} bytes with metadata)")
+            raise ArgumentValueError(why.decode())
+        while True:
+            try:
+                fd = open_segment(path)
+            except FileNotFoundError:
+                if self.create(path, &L, mode):
+                    break
+                continue   # another process linked its segment first: attach to it
+            self.open_checked(path, fd)
+            break
+        self.max_memory_mb_arg = self.seg.L.max_memory_mb
+        self.ttl_seconds_arg = self.seg.L.ttl_seconds if self.seg.L.ttl_seconds > 0 else None
+        for field, mine, theirs in (
+                ("dim", L.dim, self.seg.L.dim),
+                ("storage", L.storage, self.seg.L.storage),
+                ("max_entries", L.max_entries, self.seg.L.max_entries),
+                ("max_memory_mb", L.max_memory_mb, self.seg.L.max_memory_mb),
+                ("ttl_seconds", L.ttl_seconds, self.seg.L.ttl_seconds)):
+            if mine != theirs:
+                self.close()
+                raise ArgumentValueError(
+                    f"segment {path} exists with other limits: {field} is {self.describe(field)} "
+                    f"there, {self.describe(field, mine)} here (attach with "
+                    f"SharedEmbeddingCache.attach(name) to take its limits)")
+
+    cdef str describe(self, str field, object value=None):
+        if field == "storage":
+            code = self.seg.L.storage if value is None else value
+            return next((repr(k) for k, v in STORAGES.items() if v == code), str(code))
+        if field == "ttl_seconds":
+            ttl = self.seg.L.ttl_seconds if value is None else value
+            return repr(ttl) if ttl > 0 else "None"
+        if value is None:
+            value = {"dim": self.seg.L.dim, "max_entries": self.seg.L.max_entries,
+                     "max_memory_mb": self.seg.L.max_memory_mb}[field]
+        return repr(value)
+
+    @classmethod
+    def attach(cls, name):
+        """Attach to the existing segment `name` with whatever limits it has.
+        FileNotFoundError if there is none; SharedSegmentError for a file that is
+        not a sound segment of this version."""
+        check_supported()
+        path = segment_path(name)
+        cdef SharedEmbeddingCache self = cls.__new__(cls)
+        self.open_checked(path, open_segment(path))
+        self.max_memory_mb_arg = self.seg.L.max_memory_mb
+        self.ttl_seconds_arg = self.seg.L.ttl_seconds if self.seg.L.ttl_seconds > 0 else None
+        return self
+
+    @staticmethod
+    def unlink(name):
+        """Remove segment `name`'s file; processes attached keep using it until they
+        close. True if it existed."""
+        path = segment_path(name)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            return False
+        return True
+
+    cdef bint create(self, str path, embc_layout *L, int mode) except -1:
+        """Build a segment under a temporary name and link it to `path`; False if
+        another process's segment got there first (this one is discarded)."""
+        folder, base = os.path.split(path)
+        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+        cdef void *base_p = MAP_FAILED
+        cdef embc_header header
+        cdef int rc
+        try:
+            os.fchmod(fd, mode)          # exactly `mode`, whatever the umask
+            # reserve every page now: a full /dev/shm is an error here, not a
+            # SIGBUS at some later write
+            os.posix_fallocate(fd, 0, L.total_bytes)
+            base_p = mmap(NULL, L.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            if base_p == MAP_FAILED:
+                raise MemoryError(f"could not map {L.total_bytes} bytes of {tmp}")
+            self.seg.base = <char *>base_p
+            self.seg.L = L[0]
+            key = secrets.token_bytes(16)
+            self.seg.k0 = int.from_bytes(key[:8], "little")
+            self.seg.k1 = int.from_bytes(key[8:], "little")
+            rc = embc_init(&self.seg)
+            if rc:
+                raise OSError(rc, f"could not initialise the segment's locks: {os.strerror(rc)}")
+            embc_header_fill(&header, L, self.seg.k0, self.seg.k1)
+            memcpy(self.seg.base, &header, sizeof(header))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                munmap(base_p, L.total_bytes)
+                self.seg.base = NULL
+                os.close(fd)
+                fd = -1
+                return False
+            self.fd = fd
+            self.path = path
+            fd = -1
+            return True
+        except BaseException:
+            if self.seg.base != NULL:
+                munmap(self.seg.base, L.total_bytes)
+                self.seg.base = NULL
+            raise
+        finally:
+            if fd >= 0:
+                os.close(fd)
+            os.unlink(tmp)
+
+    cdef int open_checked(self, str path, int fd) except -1:
+        """Check the open file `fd` is a sound segment (header read with pread,
+        sizes compared before mapping) and map it; closes `fd` on refusal."""
+        cdef embc_header header
+        cdef embc_layout L
+        cdef const char *why
+        cdef void *base_p
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise refuse(path, "it is not a regular file")
+            if st.st_uid != os.geteuid():
+                raise refuse(path, f"it belongs to another user (uid {st.st_uid}); a segment "
+                                   "is attached by the user that created it")
+            raw = os.pread(fd, sizeof(header), 0)
+            memset(&header, 0, sizeof(header))
+            memcpy(&header, <const char *>raw, len(raw))
+            why = embc_header_check(&header, <uint64_t>st.st_size if len(raw) == sizeof(header) else 0,
+                                    embc_row_bytes_of, &L)
+            if why != NULL:
+                raise refuse(path, why.decode())
+            base_p = mmap(NULL, L.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
+            if base_p == MAP_FAILED:
+                raise MemoryError(f"could not map {L.total_bytes} bytes of {path}")
+        except BaseException:
+            os.close(fd)
+            raise
+        self.seg.base = <char *>base_p
+        self.seg.L = L
+        self.seg.k0 = header.k0
+        self.seg.k1 = header.k1
+        self.fd = fd
+        self.path = path
+        return 0
+
+    def close(self):
+        """Unmap the segment (it lives on for the other processes; unlink removes
+        its name). Idempotent; any later call raises SharedSegmentError."""
+        if self.waiters:
+            raise SharedSegmentError("close() while another thread of this process is "
+                                     "waiting on the segment")
+        if self.seg.base != NULL:
+            munmap(self.seg.base, self.seg.L.total_bytes)
+            self.seg.base = NULL
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+    def __dealloc__(self):
+        if self.seg.base != NULL:
+            munmap(self.seg.base, self.seg.L.total_bytes)
+        if self.fd >= 0:
+            os.close(self.fd)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def __reduce__(self):
+        raise TypeError("a SharedEmbeddingCache is not pickled: open it by name in "
+                        "each process (SharedEmbeddingCache(name, ...) or .attach(name))")
+
+    # --- locking -------------------------------------------------------------------
+
+    cdef inline int lock(self, uint32_t s) except -1:
+        cdef int rc
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        rc = embc_lock(&self.seg, s, 0)
+        if rc == EBUSY:
+            self.waiters += 1
+            with nogil:
+                rc = embc_lock(&self.seg, s, 1)
+            self.waiters -= 1
+        if rc:
+            raise SharedSegmentError(f"could not lock a stripe of {self.path}: {os.strerror(rc)}")
+        return 0
+
+    cdef inline double expiry(self, double now) noexcept:
+        return now + self.seg.L.ttl_seconds if self.seg.L.ttl_seconds > 0 else INFINITY
+
+    # --- vectors in ------------------------------------------------------------------
+
+    cdef cnp.ndarray as_rows(self, object data, int ndim, str what):
+        """`data` as a C-contiguous float32 array of `ndim` dims whose last is dim,
+        every value finite; the errors say what is wrong and name `what`."""
+        try:
+            arr = np.asarray(data)
+        except Exception as exc:
+            raise VectorTypeError(f"{what} cannot be read as an array: {exc}") from exc
+        if arr.dtype.kind not in "fiu":
+            raise VectorTypeError(f"{what} must hold real numbers, got dtype {arr.dtype}")
+        if arr.ndim != ndim:
+            raise InvalidVectorError(f"{what} must have {ndim} dimension(s), got shape {arr.shape}")
+        if arr.shape[ndim - 1] == 0:
+            raise InvalidVectorError(f"{what} is empty")
+        if arr.shape[ndim - 1] != self.seg.L.dim:
+            raise DimensionMismatchError(
+                f"{what} has dim {arr.shape[ndim - 1]}; this cache takes dim {self.seg.L.dim}")
+        if arr.dtype != np.float32:
+            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+                raise InvalidVectorError(f"{what} holds NaN or infinity")
+            with np.errstate(over="ignore"):
+                arr = arr.astype(np.float32)
+        cdef cnp.ndarray rows = np.ascontiguousarray(arr)
+        if not embc_f32_finite(<const float *>cnp.PyArray_DATA(rows), rows.size):
+            raise InvalidVectorError(f"{what} holds NaN, infinity or values that overflow float32")
+        return rows
+
+    cdef int store(self, CacheKey key, const char *row, double now) except -1:
+        cdef uint64_t h = embc_hash(&self.seg, key.ident.digest)
+        cdef uint32_t s = embc_stripe_of(&self.seg, h)
+        cdef embc_put p
+        self.lock(s)
+        if embc_put_begin(&self.seg, s, h, key.ident.digest, now, &p):
+            embc_unlock(&self.seg, s)
+            raise SharedSegmentError(f"a stripe of {self.path} could not be repaired")
+        memcpy(embc_row(&self.seg, s, p.slot), row, self.seg.L.row_bytes)
+        embc_put_publish(&self.seg, s, h, key.ident.digest, self.expiry(now), &p)
+        embc_unlock(&self.seg, s)
+        return 0
+
+    cdef bint fetch(self, CacheKey key, char *out, double now, int count) except -1:
+        cdef uint64_t h = embc_hash(&self.seg, key.ident.digest)
+        cdef uint32_t s = embc_stripe_of(&self.seg, h)
+        cdef const char *row
+        self.lock(s)
+        row = embc_lookup(&self.seg, s, h, key.ident.digest, now, count)
+        if row != NULL and out != NULL:
+            memcpy(out, row, self.seg.L.row_bytes)
+        embc_unlock(&self.seg, s)
+        return row != NULL
+
+    # --- the cache's methods -----------------------------------------------------------
+
+    def put(self, key, vector):
+        """Store `vector` (dim real numbers) under `key`, replacing any value; the
+        oldest-unused entry of its stripe makes room when the stripe is full."""
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        cdef cnp.ndarray row = self.as_rows(vector, 1, "vector")
+        self.store(<CacheKey>key, <const char *>cnp.PyArray_DATA(row), embc_now())
+
+    def get(self, key):
+        """The vector under `key` as a new float32 array, or None on a miss."""
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        cdef cnp.npy_intp dim = self.seg.L.dim
+        cdef cnp.ndarray out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
+        if self.fetch(<CacheKey>key, <char *>cnp.PyArray_DATA(out), embc_now(), 1):
+            return out
+        return None
+
+    def get_many(self, keys, out=None):
+        """``(matrix, found)``: a float32 (len(keys), dim) matrix whose miss rows are
+        zero, and a bool (len(keys),) array. With `out` (C-contiguous float32 of that
+        shape), rows are written there and `out` is returned."""
+        cdef tuple seq = as_key_tuple(keys, "get_many")
+        cdef Py_ssize_t i, n = len(seq)
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        cdef cnp.ndarray matrix
+        if out is None:
+            matrix = np.zeros((n, self.seg.L.dim), dtype=np.float32)
+        else:
+            if not isinstance(out, np.ndarray):
+                raise ArgumentTypeError(f"out must be a numpy array, got {type(out).__name__}")
+            if (out.dtype != np.float32 or out.shape != (n, self.seg.L.dim)
+                    or not out.flags.c_contiguous or not out.flags.writeable):
+                raise ArgumentValueError(
+                    f"out must be a writeable C-contiguous float32 array of shape "
+                    f"({n}, {self.seg.L.dim}), got {out.dtype} {out.shape}")
+            matrix = out
+        cdef cnp.ndarray found = np.zeros(n, dtype=np.bool_)
+        cdef char *base = <char *>cnp.PyArray_DATA(matrix)
+        cdef char *hit = <char *>cnp.PyArray_DATA(found)
+        cdef size_t row_bytes = self.seg.L.row_bytes
+        cdef double now = embc_now()
+        for i in range(n):
+            if self.fetch(<CacheKey>seq[i], base + i * row_bytes, now, 1):
+                hit[i] = 1
+            elif out is not None:
+                memset(base + i * row_bytes, 0, row_bytes)
+        return matrix, found
+
+    def put_many(self, keys, matrix):
+        """Store row i of `matrix` under keys[i]; the whole matrix is checked before
+        anything is stored."""
+        cdef tuple seq = as_key_tuple(keys, "put_many")
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        cdef cnp.ndarray rows = self.as_rows(matrix, 2, "matrix")
+        cdef Py_ssize_t i, n = len(seq)
+        if rows.shape[0] != n:
+            raise InvalidVectorError(f"matrix has {rows.shape[0]} rows for {n} keys")
+        cdef const char *base = <const char *>cnp.PyArray_DATA(rows)
+        cdef double now = embc_now()
+        for i in range(n):
+            self.store(<CacheKey>seq[i], base + i * self.seg.L.row_bytes, now)
+
+    def remove(self, key):
+        """Delete `key`; True if a live entry was removed (expired counts as absent)."""
+        if type(key) is not CacheKey:
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        cdef uint64_t h = embc_hash(&self.seg, (<CacheKey>key).ident.digest)
+        cdef uint32_t s = embc_stripe_of(&self.seg, h)
+        self.lock(s)
+        cdef int removed = embc_remove(&self.seg, s, h, (<CacheKey>key).ident.digest, embc_now())
+        embc_unlock(&self.seg, s)
+        return bool(removed)
+
+    def clear(self):
+        """Remove every entry (stripe by stripe; the statistics stay)."""
+        cdef uint32_t s
+        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
+            self.lock(s)
+            embc_clear(&self.seg, s)
+            embc_unlock(&self.seg, s)
+
+    def __len__(self):
+        cdef uint32_t s
+        cdef Py_ssize_t n = 0
+        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
+            self.lock(s)
+            n += embc_stripe_at(&self.seg, s).size
+            embc_unlock(&self.seg, s)
+        return n
+
+    def __contains__(self, key):
+        if type(key) is not CacheKey:
+            return False
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        return self.fetch(<CacheKey>key, NULL, embc_now(), 0)
+
+    def get_cache_info(self):
+        """A CacheInfo: live entries, bounds, exact memory use and the statistics of
+        every process attached, summed over the stripes."""
+        cdef uint32_t s
+        cdef embc_stripe *st
+        cdef uint64_t size = 0, hits = 0, misses = 0, puts = 0, overwrites = 0
+        cdef uint64_t evictions = 0, expirations = 0, removals = 0
+        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
+            self.lock(s)
+            st = embc_stripe_at(&self.seg, s)
+            size += st.size
+            hits += st.hits
+            misses += st.misses
+            puts += st.puts
+            overwrites += st.overwrites
+            evictions += st.evictions
+            expirations += st.expirations
+            removals += st.removals
+            embc_unlock(&self.seg, s)
+        used = size * (self.seg.L.row_bytes + EMBC_ENTRY_OVERHEAD)
+        return CacheInfo(
+            size=size, max_entries=self.seg.L.max_entries,
+            memory_usage_bytes=used, memory_usage_mb=used / 1048576.0,
+            max_memory_mb=self.max_memory_mb_arg, hits=hits, misses=misses,
+            hit_rate=hits / <double>(hits + misses) if hits + misses else 0.0,
+            evictions=evictions, expirations=expirations, puts=puts,
+            overwrites=overwrites, removals=removals, ttl_seconds=self.ttl_seconds_arg,
+            dim=self.seg.L.dim, dims=(self.seg.L.dim,) if size else (),
+            entry_overhead_bytes=EMBC_ENTRY_OVERHEAD,
+            memory_budget_bytes=self.seg.L.budget_bytes,
+            allocated_bytes=self.seg.L.total_bytes, reserved_bytes=self.seg.L.total_bytes,
+            policy="clock", admission_rejections=0, policy_bytes=0)
+
+    def verify(self):
+        """Walk every stripe (each locked in turn) checking the segment's invariants
+        (each live entry found through the index once, size, free chain, bounds);
+        a list of what is broken, empty when the segment is sound."""
+        cdef uint32_t s
+        cdef const char *why
+        problems = []
+        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
+            self.lock(s)
+            why = embc_verify(&self.seg, s)
+            embc_unlock(&self.seg, s)
+            if why != NULL:
+                problems.append(f"stripe {s}: {why.decode()}")
+        return problems
+
+    @property
+    def repairs(self):
+        """Stripe repairs made so far (after a lock holder died), by any process."""
+        cdef uint32_t s
+        cdef uint64_t n = 0
+        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
+            self.lock(s)
+            n += embc_stripe_at(&self.seg, s).repairs
+            embc_unlock(&self.seg, s)
+        return n
+
+    @property
+    def max_entries(self):
+        """max_entries as the segment was created with."""
+        return self.seg.L.max_entries
+
+    @property
+    def max_memory_mb(self):
+        """max_memory_mb as the segment was created with."""
+        return self.max_memory_mb_arg
+
+    @property
+    def ttl_seconds(self):
+        """ttl_seconds as the segment was created with (None: no TTL)."""
+        return self.ttl_seconds_arg
+
+    @property
+    def dim(self):
+        """The segment's fixed dimension."""
+        return self.seg.L.dim
+
+    @property
+    def storage(self):
+        """The row storage (``"float32"``)."""
+        return self.describe("storage").strip("'")
+
+    @property
+    def capacity(self):
+        """Live entries the limits allow: min(max_entries, budget // entry bytes)."""
+        return self.seg.L.capacity
+
+    @property
+    def stripes(self):
+        """Independently locked parts of the segment."""
+        return self.seg.L.n_stripes
