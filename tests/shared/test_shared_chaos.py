@@ -1,0 +1,172 @@
+"""Chaos: worker processes run mixed put / get / get_many / put_many / remove /
+clear traffic on one segment while random workers are SIGKILLed, at any
+instruction, over and over. Every vector any survivor reads must be the one its
+key always holds (a function of the key), no survivor may stop making progress,
+and after every kill the segment's invariants hold once the dead worker's
+stripe is repaired. EMBCACHE_TEST_PROFILE=ci kills 1,000 times."""
+
+from __future__ import annotations
+
+import mmap
+import os
+import random
+import signal
+import sys
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from conftest import by_profile
+from segments import fresh_segment_name, key_of, vector_of
+
+from embcache import SharedEmbeddingCache
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only"),
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
+
+DIM = 1024
+KEYS = 6000
+WORKERS = 3
+KILLS = by_profile(default=60, ci=1000)
+PROGRESS_SECONDS = 15.0
+# per worker: ops done, wrong vectors seen, exceptions raised
+OPS, WRONG, ERRORS = 0, 1, 2
+
+
+@pytest.fixture
+def segment_name() -> Iterator[str]:
+    yield from fresh_segment_name()
+
+
+def traffic(
+    cache: SharedEmbeddingCache,
+    name: str,
+    counters: np.ndarray,
+    stop: np.ndarray,
+    vectors: np.ndarray,
+    seed: int,
+) -> None:
+    """A worker's loop (in a forked child): half of them use the parent's object
+    as is, half attach by name."""
+    rng = random.Random(seed)
+    if seed % 2:
+        cache = SharedEmbeddingCache.attach(name)
+    keys = [key_of(i) for i in range(KEYS)]
+    while not stop[0]:
+        op = rng.random()
+        i = rng.randrange(KEYS)
+        if op < 0.45:
+            got = cache.get(keys[i])
+            if got is not None and got.tobytes() != vectors[i].tobytes():
+                counters[WRONG] += 1
+        elif op < 0.75:
+            cache.put(keys[i], vectors[i])
+        elif op < 0.85:
+            ids = [rng.randrange(KEYS) for _ in range(8)]
+            matrix, found = cache.get_many([keys[j] for j in ids])
+            for row, j, hit in zip(matrix, ids, found):
+                if hit and row.tobytes() != vectors[j].tobytes():
+                    counters[WRONG] += 1
+                elif not hit and row.any():
+                    counters[WRONG] += 1
+        elif op < 0.93:
+            cache.remove(keys[i])
+        elif op < 0.9995:
+            ids = [rng.randrange(KEYS) for _ in range(8)]
+            cache.put_many([keys[j] for j in ids], vectors[ids])
+        else:
+            cache.clear()
+        counters[OPS] += 1
+
+
+def start_worker(
+    cache: SharedEmbeddingCache,
+    name: str,
+    board: np.ndarray,
+    w: int,
+    vectors: np.ndarray,
+    seed: int,
+) -> int:
+    board[w] = 0
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            traffic(cache, name, board[w], board[WORKERS], vectors, seed)
+        except BaseException:
+            board[w, ERRORS] += 1
+            code = 2
+        finally:
+            os._exit(code)
+    return pid
+
+
+def wait_for_progress(board: np.ndarray, alive: list[int]) -> None:
+    """Every live worker does at least one more operation within PROGRESS_SECONDS."""
+    start = board[alive, OPS].copy()
+    deadline = time.monotonic() + PROGRESS_SECONDS
+    while (board[alive, OPS] <= start).any():
+        if time.monotonic() > deadline:
+            stuck = [w for w, s in zip(alive, start) if board[w, OPS] <= s]
+            pytest.fail(f"workers {stuck} made no progress for {PROGRESS_SECONDS} s (a hang)")
+        time.sleep(0.0005)
+
+
+def test_sigkill_at_random_instants_never_yields_a_wrong_vector(segment_name: str) -> None:
+    vectors = np.stack([vector_of(i, DIM) for i in range(KEYS)])
+    shared = mmap.mmap(-1, (WORKERS + 1) * 3 * 8)  # shared with the forked workers
+    board = np.frombuffer(shared, dtype=np.int64).reshape(WORKERS + 1, 3)
+    rng = random.Random(1234)
+    cache = SharedEmbeddingCache(segment_name, 2048, None, 64, dim=DIM)
+    assert cache.stripes == 8
+    pids = [start_worker(cache, segment_name, board, w, vectors, w) for w in range(WORKERS)]
+    total_ops = 0
+    try:
+        for kill in range(KILLS):
+            time.sleep(rng.uniform(0.0, 0.006))
+            w = rng.randrange(WORKERS)
+            os.kill(pids[w], signal.SIGKILL)
+            _, status = os.waitpid(pids[w], 0)
+            assert board[w, ERRORS] == 0, f"worker {w} raised"
+            assert board[:WORKERS, WRONG].sum() == 0, "a worker read a wrong vector"
+            total_ops += int(board[w, OPS])
+            problems = cache.verify()  # repairs the dead worker's stripe
+            assert problems == [], (kill, problems)
+            alive = [v for v in range(WORKERS) if v != w]
+            wait_for_progress(board, alive)
+            pids[w] = start_worker(cache, segment_name, board, w, vectors, WORKERS + kill)
+    finally:
+        board[WORKERS, 0] = 1
+        for pid in pids:
+            try:
+                os.waitpid(pid, 0) if _stopped(pid) else None
+            except ChildProcessError:
+                pass
+    assert board[:WORKERS, ERRORS].sum() == 0
+    assert board[:WORKERS, WRONG].sum() == 0
+    total_ops += int(board[:WORKERS, OPS].sum())
+    assert cache.verify() == []
+    info = cache.get_cache_info()
+    assert info.size <= cache.capacity and info.memory_usage_bytes <= info.memory_budget_bytes
+    for i in range(KEYS):
+        got = cache.get(key_of(i))
+        assert got is None or got.tobytes() == vectors[i].tobytes()
+    print(f"\n{KILLS} kills, {total_ops} operations, {cache.repairs} stripe repairs")
+    if KILLS >= 1000:
+        assert cache.repairs > 0  # kills did land inside locked sections
+    cache.close()
+
+
+def _stopped(pid: int) -> bool:
+    """Wait up to 10 s for a worker told to stop; SIGKILL it if it does not."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        done, _ = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return False
+        time.sleep(0.01)
+    os.kill(pid, signal.SIGKILL)
+    return True
