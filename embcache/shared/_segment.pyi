@@ -1,6 +1,7 @@
 # Typed surface of embcache.shared._segment (behaviour in _segment.pyx).
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -15,6 +16,9 @@ MAX_DIM: int
 
 def segment_path(name: str) -> str:
     """The file behind a segment `name` (/dev/shm/NAME, or a path holding a /)."""
+
+def owner_alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie does not)."""
 
 def open_segment(path: str) -> int:
     """Open an existing segment file, never through a symbolic link or a folder."""
@@ -61,6 +65,15 @@ class SharedEmbeddingCache:
         """``(matrix, found)`` for `keys`; miss rows are zero."""
     def put_many(self, keys: Sequence[CacheKey], matrix: npt.ArrayLike) -> None:
         """Store row i of `matrix` under keys[i]."""
+    def get_or_compute(
+        self,
+        keys: Sequence[CacheKey],
+        compute: Callable[[list[CacheKey]], Any],
+        *,
+        timeout: float | None = None,
+    ) -> npt.NDArray[np.float32]:
+        """The (len(keys), dim) matrix for `keys`; `compute(missing_keys)` fills the
+        misses, once per key across every attached process (single flight)."""
     def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""
     def clear(self) -> None:

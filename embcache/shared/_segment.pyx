@@ -18,7 +18,7 @@ cimport cython
 cimport numpy as cnp
 from libc.errno cimport EBUSY
 from libc.math cimport INFINITY, isfinite
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.string cimport memcpy, memset
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 
@@ -29,6 +29,7 @@ import os
 import re
 import secrets
 import stat
+import threading
 
 import numpy as np
 
@@ -36,6 +37,7 @@ from embcache._core import as_key_tuple
 from embcache.core.info import CacheInfo
 from embcache.errors import (
     ArgumentTypeError,
+    CallContextError,
     ArgumentValueError,
     DimensionMismatchError,
     EntryTooLargeError,
@@ -97,6 +99,22 @@ cdef extern from "shared/stripe.h":
     int embc_init(const embc_seg *g) noexcept nogil
     const char *embc_verify(const embc_seg *g, uint32_t s) noexcept nogil
 
+cdef extern from "shared/flight.h":
+    int embc_pending_find(const embc_seg *g, uint32_t s, const uint64_t *digest) noexcept nogil
+    int embc_pending_own(const embc_seg *g, uint32_t s, int i, const uint64_t *digest,
+                         int32_t pid, uint64_t thread, double now) noexcept nogil
+    int embc_pending_mine(const embc_seg *g, uint32_t s, int i, const uint64_t *digest,
+                          int32_t pid, uint64_t thread) noexcept nogil
+    void embc_pending_release(const embc_seg *g, uint32_t s, int i) noexcept nogil
+    uint32_t *embc_pending_word(const embc_seg *g, uint32_t s, int i) noexcept nogil
+    void embc_futex_wake(uint32_t *word) noexcept nogil
+    void embc_futex_wait(uint32_t *word, uint32_t seen, double seconds) noexcept nogil
+    ctypedef struct embc_pending:
+        int32_t pid
+        uint32_t word
+        double started
+    embc_pending *embc_pending_get(const embc_seg *g, uint32_t s, int i) noexcept nogil
+
 cdef extern from *:
     """
     #include <math.h>
@@ -122,6 +140,23 @@ ENTRY_OVERHEAD_BYTES = EMBC_ENTRY_OVERHEAD
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 SHM_DIR = "/dev/shm"
 MAX_DIM = 1 << 20
+cdef double WAKE_EVERY_S = 0.05   # seconds a single-flight waiter sleeps before checking the owner
+
+
+def owner_alive(int pid):
+    """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state not in (b"Z", b"X")
 
 
 def segment_path(name):
@@ -549,6 +584,139 @@ cdef class SharedEmbeddingCache:
         cdef double now = embc_now()
         for i in range(n):
             self.store(<CacheKey>seq[i], base + i * self.seg.L.row_bytes, now)
+
+    def get_or_compute(self, keys, compute, *, timeout=None):
+        """The (len(keys), dim) float32 matrix for `keys`: hits are read, and
+        ``compute(missing_keys)`` (a list of distinct keys, in first-seen order) is
+        called for the misses, returning one vector per key, which are stored.
+        Single flight across every process attached: a key another process (or
+        thread) is computing is waited for (a futex, no busy loop) rather than
+        computed again; a waiter takes a key over when its computing process has
+        died, or has held it longer than `timeout` seconds (None: only a death).
+        A compute that would wait on a key it is itself computing raises
+        CallContextError. What compute raises is raised; nothing of it is stored."""
+        cdef tuple seq = as_key_tuple(keys, "get_or_compute")
+        if not callable(compute):
+            raise ArgumentTypeError(f"compute must be callable, got {type(compute).__name__}")
+        cdef double late = INFINITY
+        if timeout is not None:
+            late = check_positive(timeout, "timeout")
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        cdef Py_ssize_t n = len(seq)
+        cdef cnp.ndarray matrix = np.zeros((n, self.seg.L.dim), dtype=np.float32)
+        cdef char *base = <char *>cnp.PyArray_DATA(matrix)
+        cdef size_t row_bytes = self.seg.L.row_bytes
+        positions = {}
+        for i, key in enumerate(seq):
+            positions.setdefault(key, []).append(i)
+        todo = list(positions)
+        cdef int32_t pid = os.getpid()
+        cdef uint64_t thread = threading.get_ident()
+        cdef CacheKey k
+        cdef uint64_t h
+        cdef uint32_t s, seen
+        cdef int m
+        cdef const char *row
+        cdef embc_pending *marker
+        cdef double now
+        while todo:
+            owned = []       # (key, stripe, marker or -1)
+            waiting = []     # (stripe, marker, word seen)
+            for key in todo:
+                k = <CacheKey>key
+                h = embc_hash(&self.seg, k.ident.digest)
+                s = embc_stripe_of(&self.seg, h)
+                now = embc_now()
+                self.lock(s)
+                row = embc_lookup(&self.seg, s, h, k.ident.digest, now, 1)
+                if row != NULL:
+                    memcpy(base + <Py_ssize_t>positions[key][0] * row_bytes, row, row_bytes)
+                    embc_unlock(&self.seg, s)
+                    continue
+                m = embc_pending_find(&self.seg, s, k.ident.digest)
+                if m >= 0 and embc_pending_mine(&self.seg, s, m, k.ident.digest, pid, thread):
+                    embc_unlock(&self.seg, s)
+                    self.release(owned)
+                    raise CallContextError(
+                        "get_or_compute would wait on a key this very call is computing "
+                        "(compute asked for it again)")
+                if m >= 0:
+                    marker = embc_pending_get(&self.seg, s, m)
+                    seen = marker.word
+                    owner = marker.pid
+                    started = marker.started
+                    embc_unlock(&self.seg, s)
+                    if now - started <= late and owner_alive(owner):
+                        waiting.append((key, s, m, seen))
+                        continue
+                    self.lock(s)          # take it over, unless it changed meanwhile
+                    if embc_pending_word(&self.seg, s, m)[0] != seen:
+                        embc_unlock(&self.seg, s)
+                        waiting.append((key, s, m, seen))
+                        continue
+                    m = embc_pending_own(&self.seg, s, m, k.ident.digest, pid, thread, now)
+                    embc_unlock(&self.seg, s)
+                    embc_futex_wake(embc_pending_word(&self.seg, s, m))
+                    owned.append((key, s, m))
+                    continue
+                m = embc_pending_own(&self.seg, s, -1, k.ident.digest, pid, thread, now)
+                embc_unlock(&self.seg, s)
+                owned.append((key, s, m))
+            if owned:
+                try:
+                    self.compute_and_store(owned, compute, positions, base)
+                finally:
+                    self.release(owned)
+            if waiting:      # sleep on one of them; every key is looked at again after
+                key, s, m, seen = waiting[0]
+                self.waiters += 1
+                with nogil:
+                    embc_futex_wait(embc_pending_word(&self.seg, s, m), seen, WAKE_EVERY_S)
+                self.waiters -= 1
+            todo = [w[0] for w in waiting]
+        for rows in positions.values():
+            for i in rows[1:]:
+                memcpy(base + <Py_ssize_t>i * row_bytes, base + <Py_ssize_t>rows[0] * row_bytes,
+                       row_bytes)
+        return matrix
+
+    cdef int compute_and_store(self, list owned, object compute, dict positions,
+                               char *base) except -1:
+        missing = [o[0] for o in owned]
+        result = compute(list(missing))
+        cdef cnp.ndarray rows = self.as_rows(result, 2, "compute's result")
+        if rows.shape[0] != len(missing):
+            raise InvalidVectorError(
+                f"compute returned {rows.shape[0]} vectors for {len(missing)} keys")
+        cdef const char *src = <const char *>cnp.PyArray_DATA(rows)
+        cdef size_t row_bytes = self.seg.L.row_bytes
+        cdef double now = embc_now()
+        cdef Py_ssize_t j
+        for j, key in enumerate(missing):
+            self.store(<CacheKey>key, src + j * row_bytes, now)
+            memcpy(base + <Py_ssize_t>positions[key][0] * row_bytes, src + j * row_bytes, row_bytes)
+        return 0
+
+    cdef int release(self, list owned) except -1:
+        """Release the markers of `owned` this thread still holds, and wake their
+        waiters."""
+        cdef int32_t pid = os.getpid()
+        cdef uint64_t thread = threading.get_ident()
+        cdef uint32_t s
+        cdef int m
+        cdef bint mine
+        for key, s, m in owned:
+            if m < 0:
+                continue
+            self.lock(s)
+            mine = embc_pending_mine(&self.seg, s, m, (<CacheKey>key).ident.digest, pid, thread)
+            if mine:
+                embc_pending_release(&self.seg, s, m)
+            embc_unlock(&self.seg, s)
+            if mine:
+                embc_futex_wake(embc_pending_word(&self.seg, s, m))
+        return 0
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""

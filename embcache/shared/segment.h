@@ -20,6 +20,8 @@
  *                 a fresh slot before the old one goes, with the stripe full.
  *   cells         per stripe, a power-of-two open-addressing index (tag, slot),
  *                 linear probing, backward-shift deletion.
+ *   pending       per stripe, EMBC_PENDING_PER_STRIPE single-flight markers
+ *                 (embcache/shared/flight.h: owner pid and thread, futex word).
  *   rows          one fixed-size row per slot (dim is fixed, so rows never move),
  *                 page aligned.
  *
@@ -125,6 +127,19 @@ typedef struct __attribute__((aligned(64))) {
     uint64_t hits, misses, puts, overwrites, evictions, expirations, removals;
 } embc_stripe;
 
+#define EMBC_PENDING_PER_STRIPE 32
+
+/* A pending marker of cross-process single flight (embcache/shared/flight.h). */
+typedef struct {
+    uint64_t digest[4];
+    uint64_t thread;            /* the owner's thread id */
+    double started;             /* CLOCK_MONOTONIC seconds when claimed */
+    int32_t pid;                /* the owner's process */
+    uint32_t word;              /* futex word: bumped at every claim and release */
+    uint32_t busy;              /* 1 while a flight holds it */
+    uint32_t pad;
+} embc_pending;
+
 /* what one live entry costs besides its row: its entry and its two cells */
 #define EMBC_ENTRY_OVERHEAD (sizeof(embc_entry) + 2 * sizeof(embc_cell))
 
@@ -143,7 +158,7 @@ typedef struct {
     uint64_t budget_bytes;
     uint64_t capacity;          /* live entries the limits allow */
     uint32_t n_stripes, cells_per_stripe;
-    uint64_t stripes_at, entries_at, cells_at, rows_at;
+    uint64_t stripes_at, entries_at, cells_at, rows_at, pending_at;
     uint64_t k0, k1;            /* the segment's SipHash key */
     uint64_t checksum;          /* mix64 of every byte before it */
 } embc_header;
@@ -154,7 +169,7 @@ typedef struct {
     uint64_t max_entries, budget_bytes, capacity;
     double max_memory_mb, ttl_seconds;
     uint32_t n_stripes, cells_per_stripe;
-    uint64_t stripes_at, entries_at, cells_at, rows_at, total_bytes;
+    uint64_t stripes_at, entries_at, cells_at, pending_at, rows_at, total_bytes;
 } embc_layout;
 
 static inline uint64_t embc_align(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
@@ -206,7 +221,9 @@ static const char *embc_layout_make(embc_layout *L, uint32_t dim, uint32_t stora
     L->stripes_at = EMBC_SHM_HEADER_BYTES;
     L->entries_at = embc_align(L->stripes_at + n * sizeof(embc_stripe), 64);
     L->cells_at = embc_align(L->entries_at + embc_total_slots(L) * sizeof(embc_entry), 64);
-    L->rows_at = embc_align(L->cells_at + n * cells * sizeof(embc_cell), EMBC_SHM_PAGE);
+    L->pending_at = embc_align(L->cells_at + n * cells * sizeof(embc_cell), 64);
+    L->rows_at = embc_align(L->pending_at + n * EMBC_PENDING_PER_STRIPE * sizeof(embc_pending),
+                            EMBC_SHM_PAGE);
     L->total_bytes = embc_align(L->rows_at + embc_total_slots(L) * L->row_stride, EMBC_SHM_PAGE);
     return 0;
 }
@@ -242,6 +259,7 @@ static void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, 
     h->entries_at = L->entries_at;
     h->cells_at = L->cells_at;
     h->rows_at = L->rows_at;
+    h->pending_at = L->pending_at;
     h->k0 = k0;
     h->k1 = k1;
     h->checksum = embc_header_checksum(h);
@@ -275,7 +293,8 @@ static const char *embc_header_check(const embc_header *h, uint64_t file_size,
     if (L->capacity != h->capacity || L->n_stripes != h->n_stripes
         || L->cells_per_stripe != h->cells_per_stripe || L->stripes_at != h->stripes_at
         || L->entries_at != h->entries_at || L->cells_at != h->cells_at
-        || L->rows_at != h->rows_at || L->total_bytes != h->total_bytes
+        || L->rows_at != h->rows_at || L->pending_at != h->pending_at
+        || L->total_bytes != h->total_bytes
         || L->row_stride != h->row_stride || L->budget_bytes != h->budget_bytes)
         return "the segment's layout does not follow from its limits (forged or corrupt header)";
     if (file_size != h->total_bytes) return "the segment file's size differs from its header's (truncated or resized)";

@@ -1,6 +1,6 @@
-"""Chaos: worker processes run mixed put / get / get_many / put_many / remove /
-clear traffic on one segment while random workers are SIGKILLed, at any
-instruction, over and over. Every vector any survivor reads must be the one its
+"""Chaos: worker processes run mixed put / get / get_many / put_many /
+get_or_compute / remove / clear traffic on one segment while random workers are
+SIGKILLed, at any instruction, over and over. Every vector any survivor reads must be the one its
 key always holds (a function of the key), no survivor may stop making progress,
 and after every kill the segment's invariants hold once the dead worker's
 stripe is repaired. EMBCACHE_TEST_PROFILE=ci kills 1,000 times."""
@@ -71,6 +71,16 @@ def traffic(
                 if hit and row.tobytes() != vectors[j].tobytes():
                     counters[WRONG] += 1
                 elif not hit and row.any():
+                    counters[WRONG] += 1
+        elif op < 0.88:
+            ids = [rng.randrange(KEYS) for _ in range(4)]
+            matrix = cache.get_or_compute(
+                [keys[j] for j in ids],
+                lambda missing: np.stack([vectors[int(k.content_hash[4:])] for k in missing]),
+                timeout=2.0,
+            )
+            for row, j in zip(matrix, ids):
+                if row.tobytes() != vectors[j].tobytes():
                     counters[WRONG] += 1
         elif op < 0.93:
             cache.remove(keys[i])

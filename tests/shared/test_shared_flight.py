@@ -1,0 +1,197 @@
+"""get_or_compute on a SharedEmbeddingCache: single flight across processes
+(compute runs once per key in total, counted exactly), a waiter takes a key over
+when its computing process dies or holds it past the timeout, re-entry and
+failing computes."""
+
+from __future__ import annotations
+
+import mmap
+import multiprocessing as mp
+import os
+import random
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+from segments import fresh_segment_name, key_of, vector_of
+
+from embcache import (
+    CacheKey,
+    CallContextError,
+    InvalidVectorError,
+    SharedEmbeddingCache,
+)
+
+pytestmark = [
+    pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux only"),
+    pytest.mark.filterwarnings("ignore:This process .* is multi-threaded:DeprecationWarning"),
+]
+
+DIM = 16
+LIMITS = (10_000, None, 16)
+KEYS = 300
+
+
+@pytest.fixture
+def segment_name() -> Iterator[str]:
+    yield from fresh_segment_name()
+
+
+def index_of(key: CacheKey) -> int:
+    return int(key.content_hash.split("-")[1])
+
+
+def counted_compute(counts: np.ndarray, delay: float):  # type: ignore[no-untyped-def]
+    def compute(keys: list[CacheKey]) -> np.ndarray:
+        time.sleep(delay)
+        for k in keys:
+            counts[index_of(k)] += 1
+        return np.stack([vector_of(index_of(k), DIM) for k in keys])
+
+    return compute
+
+
+def test_hits_are_read_and_misses_computed_once(segment_name: str) -> None:
+    counts = np.zeros(KEYS, np.int64)
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+        cache.put(key_of(1), vector_of(1, DIM))
+        keys = [key_of(i) for i in (1, 2, 3, 2, 1)]
+        got = cache.get_or_compute(keys, counted_compute(counts, 0))
+        assert counts[[1, 2, 3]].tolist() == [0, 1, 1]
+        for row, i in zip(got, (1, 2, 3, 2, 1)):
+            assert row.tobytes() == vector_of(i, DIM).tobytes()
+        again = cache.get_or_compute(keys, counted_compute(counts, 0))
+        assert again.tobytes() == got.tobytes() and counts.sum() == 2
+
+
+def worker(name: str, seed: int, counts: np.ndarray, delay: float) -> bool:
+    ids = list(range(KEYS))
+    random.Random(seed).shuffle(ids)
+    with SharedEmbeddingCache(name, *LIMITS, dim=DIM) as cache:
+        ok = True
+        for start in range(0, KEYS, 50):
+            chunk = ids[start : start + 50]
+            got = cache.get_or_compute([key_of(i) for i in chunk], counted_compute(counts, delay))
+            ok &= all(row.tobytes() == vector_of(i, DIM).tobytes() for row, i in zip(got, chunk))
+        return ok
+
+
+def test_processes_compute_each_key_once_in_total(segment_name: str) -> None:
+    shared = mmap.mmap(-1, KEYS * 8)
+    counts = np.frombuffer(shared, dtype=np.int64)
+    SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM).close()
+    ctx = mp.get_context("fork")
+    procs = [
+        ctx.Process(target=lambda s=s: os._exit(0 if worker(segment_name, s, counts, 0.02) else 3))
+        for s in range(4)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+    assert counts.tolist() == [1] * KEYS
+
+
+def test_a_waiter_takes_over_when_the_computing_process_dies(segment_name: str) -> None:
+    shared = mmap.mmap(-1, KEYS * 8)
+    counts = np.frombuffer(shared, dtype=np.int64)
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+        keys = [key_of(i) for i in range(10)]
+        started_r, started_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+
+            def hang(missing: list[CacheKey]) -> np.ndarray:
+                os.write(started_w, b"x")
+                time.sleep(120)
+                raise AssertionError
+
+            try:
+                cache.get_or_compute(keys, hang)
+            finally:
+                os._exit(0)
+        assert os.read(started_r, 1) == b"x"  # the child holds the keys
+
+        def kill_soon() -> None:
+            time.sleep(0.3)
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        began = time.monotonic()
+        got = cache.get_or_compute(keys, counted_compute(counts, 0))
+        waited = time.monotonic() - began
+        killer.join()
+        assert 0.25 < waited < 5
+        assert counts[:10].tolist() == [1] * 10
+        assert all(row.tobytes() == vector_of(i, DIM).tobytes() for i, row in enumerate(got))
+        os.close(started_r)
+        os.close(started_w)
+
+
+def test_a_waiter_takes_over_a_key_held_past_its_timeout(segment_name: str) -> None:
+    shared = mmap.mmap(-1, KEYS * 8)
+    counts = np.frombuffer(shared, dtype=np.int64)
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+        keys = [key_of(i) for i in range(5)]
+        started_r, started_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+
+            def slow(missing: list[CacheKey]) -> np.ndarray:
+                os.write(started_w, b"x")
+                time.sleep(3)
+                return np.stack([vector_of(index_of(k), DIM) for k in missing])
+
+            try:
+                cache.get_or_compute(keys, slow)
+            finally:
+                os._exit(0)
+        try:
+            assert os.read(started_r, 1) == b"x"
+            began = time.monotonic()
+            got = cache.get_or_compute(keys, counted_compute(counts, 0), timeout=0.3)
+            assert time.monotonic() - began < 2.5
+            assert counts[:5].tolist() == [1] * 5
+            assert all(row.tobytes() == vector_of(i, DIM).tobytes() for i, row in enumerate(got))
+        finally:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            os.close(started_r)
+            os.close(started_w)
+
+
+def test_a_compute_asking_for_its_own_keys_is_refused(segment_name: str) -> None:
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+
+        def reenter(missing: list[CacheKey]) -> np.ndarray:
+            return cache.get_or_compute(missing, reenter)
+
+        with pytest.raises(CallContextError):
+            cache.get_or_compute([key_of(1)], reenter)
+        counts = np.zeros(KEYS, np.int64)  # the key is free again
+        cache.get_or_compute([key_of(1)], counted_compute(counts, 0))
+        assert counts[1] == 1
+
+
+def test_a_failing_compute_stores_nothing_and_frees_its_keys(segment_name: str) -> None:
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+
+        def boom(missing: list[CacheKey]) -> np.ndarray:
+            raise KeyError("model down")
+
+        with pytest.raises(KeyError):
+            cache.get_or_compute([key_of(1), key_of(2)], boom)
+        with pytest.raises(InvalidVectorError):
+            cache.get_or_compute([key_of(1), key_of(2)], lambda m: np.ones((1, DIM)))
+        assert len(cache) == 0
+        counts = np.zeros(KEYS, np.int64)
+        began = time.monotonic()
+        cache.get_or_compute([key_of(1), key_of(2)], counted_compute(counts, 0))
+        assert time.monotonic() - began < 1 and counts[[1, 2]].tolist() == [1, 1]
