@@ -19,7 +19,10 @@ cimport numpy as cnp
 from libc.errno cimport EBUSY
 from libc.math cimport INFINITY, isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
+from libc.stdlib cimport calloc, free, malloc
 from libc.string cimport memcpy, memset
+from cpython.object cimport PyObject
+from cpython.sequence cimport PySequence_Fast_ITEMS
 from posix.mman cimport MAP_FAILED, MAP_SHARED, PROT_READ, PROT_WRITE, mmap, munmap
 
 from embcache._core cimport CacheKey
@@ -561,14 +564,55 @@ cdef class SharedEmbeddingCache:
         cdef cnp.ndarray found = np.zeros(n, dtype=np.bool_)
         cdef char *base = <char *>cnp.PyArray_DATA(matrix)
         cdef char *hit = <char *>cnp.PyArray_DATA(found)
+        self.read_grouped(seq, base, hit)
+        if out is not None:
+            for i in range(n):
+                if not hit[i]:
+                    memset(base + i * self.seg.L.row_bytes, 0, self.seg.L.row_bytes)
+        return matrix, found
+
+    cdef int read_grouped(self, tuple seq, char *base, char *hit) except -1:
+        """Look every key of `seq` up, locking each stripe once for all of its keys
+        (a counting sort by stripe), copying hits to their rows of `base`."""
+        cdef Py_ssize_t i, j, n = len(seq)
+        cdef uint32_t s, stripes = self.seg.L.n_stripes
         cdef size_t row_bytes = self.seg.L.row_bytes
         cdef double now = embc_now()
-        for i in range(n):
-            if self.fetch(<CacheKey>seq[i], base + i * row_bytes, now, 1):
-                hit[i] = 1
-            elif out is not None:
-                memset(base + i * row_bytes, 0, row_bytes)
-        return matrix, found
+        cdef const char *row
+        cdef PyObject **items = PySequence_Fast_ITEMS(seq)
+        cdef uint64_t *hs = <uint64_t *>malloc(n * sizeof(uint64_t) + 1)
+        cdef uint32_t *order = <uint32_t *>malloc(n * sizeof(uint32_t) + 1)
+        cdef uint32_t *start = <uint32_t *>calloc(stripes + 1, sizeof(uint32_t))
+        try:
+            if hs == NULL or order == NULL or start == NULL:
+                raise MemoryError()
+            for i in range(n):
+                hs[i] = embc_hash(&self.seg, (<CacheKey>items[i]).ident.digest)
+                start[embc_stripe_of(&self.seg, hs[i]) + 1] += 1
+            for s in range(stripes):
+                start[s + 1] += start[s]
+            for i in range(n):
+                s = embc_stripe_of(&self.seg, hs[i])
+                order[start[s]] = <uint32_t>i
+                start[s] += 1
+            j = 0
+            for s in range(stripes):          # start[s] is now the end of stripe s
+                if <Py_ssize_t>start[s] == j:
+                    continue
+                self.lock(s)
+                while j < <Py_ssize_t>start[s]:
+                    i = order[j]
+                    row = embc_lookup(&self.seg, s, hs[i], (<CacheKey>items[i]).ident.digest, now, 1)
+                    if row != NULL:
+                        memcpy(base + i * row_bytes, row, row_bytes)
+                        hit[i] = 1
+                    j += 1
+                embc_unlock(&self.seg, s)
+        finally:
+            free(hs)
+            free(order)
+            free(start)
+        return 0
 
     def put_many(self, keys, matrix):
         """Store row i of `matrix` under keys[i]; the whole matrix is checked before
