@@ -1,7 +1,7 @@
 # Typed surface of embcache.shared._segment (behaviour in _segment.pyx).
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, final
 
 import numpy as np
 import numpy.typing as npt
@@ -23,6 +23,7 @@ def owner_alive(pid: int) -> bool:
 def open_segment(path: str) -> int:
     """Open an existing segment file, never through a symbolic link or a folder."""
 
+@final
 class SharedEmbeddingCache:
     """A cache of embedding vectors in a shared-memory segment for every process
     of the host that opens the same `name` (Linux)."""
@@ -99,4 +100,4 @@ class SharedEmbeddingCache:
     @property
     def stripes(self) -> int: ...
     def __len__(self) -> int: ...
-    def __contains__(self, key: object) -> bool: ...
+    def __contains__(self, key: object, /) -> bool: ...
