@@ -7,12 +7,12 @@ unreachable; it may not make them wrong)."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import shutil
 import struct
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -31,8 +31,8 @@ DIM = 8
 HEADER_END = HEADER_CHECKSUM_AT + 8
 
 
-@pytest.fixture(scope="module")
-def pristine() -> Iterator[bytes]:
+@functools.cache
+def pristine() -> bytes:
     """The bytes of a small segment holding keys 0-49."""
     name = next(fresh_segment_name())
     with SharedEmbeddingCache(name, 300, None, 1, dim=DIM) as cache:
@@ -40,7 +40,7 @@ def pristine() -> Iterator[bytes]:
             cache.put(key_of(i), vector_of(i, DIM))
     data = Path(f"/dev/shm/{name}").read_bytes()
     SharedEmbeddingCache.unlink(name)
-    yield data
+    return data
 
 
 @settings(
@@ -58,13 +58,12 @@ def pristine() -> Iterator[bytes]:
 @example(changes=[(155, 0x5A)], reseal=True, cut=None)  # another hash key: accepted
 @example(changes=[(64, 0x2D)], reseal=True, cut=None)  # other max_entries: refused
 def test_mutated_headers_are_refused_or_read_true(
-    pristine: bytes,
     tmp_path_factory: pytest.TempPathFactory,
     changes: list[tuple[int, int]],
     reseal: bool,
     cut: int | None,
 ) -> None:
-    data = bytearray(pristine)
+    data = bytearray(pristine())
     for at, value in changes:
         data[at] = value
     if reseal:
@@ -93,6 +92,8 @@ def test_mutated_headers_are_refused_or_read_true(
                 assert got is None or got.tobytes() == vector_of(i, DIM).tobytes()
             cache.put(key_of(1000), vector_of(1000, DIM))  # and it goes on working
             got = cache.get(key_of(1000))
-            assert got is not None and got.tobytes() == vector_of(1000, DIM).tobytes()
+            if cache.ttl_seconds is None or cache.ttl_seconds > 60:  # not a TTL of nothing
+                assert got is not None
+            assert got is None or got.tobytes() == vector_of(1000, DIM).tobytes()
     finally:
         shutil.rmtree(folder)
