@@ -20,6 +20,9 @@ def segment_path(name: str) -> str:
 def owner_alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie does not)."""
 
+def sweep_stale_builds(folder: str, base: str) -> None:
+    """Remove temporary files of segments `base` whose builder died unlinked."""
+
 def open_segment(path: str) -> int:
     """Open an existing segment file, never through a symbolic link or a folder."""
 

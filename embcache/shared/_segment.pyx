@@ -206,6 +206,27 @@ cdef object refuse(str path, str why):
     return SharedSegmentError(f"cannot attach {path}: {why}; the file was left untouched")
 
 
+def sweep_stale_builds(str folder, str base):
+    """Remove the temporary files of segments `base` whose builder died before
+    linking them (a process killed while creating): ``.BASE.PID.HEX.tmp`` with
+    no process PID."""
+    prefix = f".{base}."
+    try:
+        names = os.listdir(folder or ".")
+    except OSError:
+        return
+    for entry in names:
+        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
+            continue
+        parts = entry[len(prefix):-4].split(".")
+        if len(parts) != 2 or not parts[0].isdigit() or owner_alive(int(parts[0])):
+            continue
+        try:
+            os.unlink(os.path.join(folder, entry))
+        except OSError:
+            pass
+
+
 def open_segment(str path):
     """Open an existing segment file for reading and writing, never through a
     symbolic link (SharedSegmentError) or a folder."""
@@ -338,6 +359,7 @@ cdef class SharedEmbeddingCache:
         """Build a segment under a temporary name and link it to `path`; False if
         another process's segment got there first (this one is discarded)."""
         folder, base = os.path.split(path)
+        sweep_stale_builds(folder, base)
         tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
         fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
         cdef void *base_p = MAP_FAILED

@@ -299,3 +299,21 @@ def test_keys_are_spread_over_stripes(segment_name: str) -> None:
         keys = [CacheKey(str(i), "m") for i in range(5000)]
         cache.put_many(keys, np.ones((5000, 4)))
         assert len(cache) == 5000 and cache.verify() == []
+
+
+def test_a_builder_killed_before_linking_leaves_no_file_behind(segment_name: str) -> None:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)  # a process that no longer exists
+    stale = f"/dev/shm/.{segment_name}.{pid}.0123456789ab.tmp"
+    live = f"/dev/shm/.{segment_name}.{os.getpid()}.0123456789ab.tmp"
+    for path in (stale, live):
+        with open(path, "wb") as f:
+            f.write(b"half built")
+    try:
+        with SharedEmbeddingCache(segment_name, 10, None, 1, dim=4):
+            assert not os.path.exists(stale)
+            assert os.path.exists(live)  # a builder still running is left alone
+    finally:
+        os.unlink(live)
