@@ -20,6 +20,9 @@ def segment_path(name: str) -> str:
 def owner_alive(pid: int) -> bool:
     """Whether process `pid` runs (a zombie does not)."""
 
+def boot_id() -> bytes:
+    """The 16 bytes of the kernel's id for this boot of the machine."""
+
 def sweep_stale_builds(folder: str, base: str) -> None:
     """Remove temporary files of segments `base` whose builder died unlinked."""
 

@@ -67,10 +67,11 @@ cdef extern from "shared/segment.h":
     const char *embc_layout_make(embc_layout *L, uint32_t dim, uint32_t storage, uint32_t row_bytes,
                                  uint64_t max_entries, double max_memory_mb,
                                  double ttl_seconds) noexcept nogil
-    void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, uint64_t k1) noexcept nogil
+    void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, uint64_t k1,
+                          const unsigned char *boot_id) noexcept nogil
     const char *embc_header_check(const embc_header *h, uint64_t file_size,
                                   size_t (*row_bytes_of)(int, size_t) noexcept nogil,
-                                  embc_layout *L) noexcept nogil
+                                  const unsigned char *boot_id, embc_layout *L) noexcept nogil
     uint32_t embc_stripe_cap(const embc_layout *L, uint32_t s) noexcept nogil
 
 cdef extern from "shared/stripe.h":
@@ -204,6 +205,12 @@ cdef inline void check_supported() except *:
 
 cdef object refuse(str path, str why):
     return SharedSegmentError(f"cannot attach {path}: {why}; the file was left untouched")
+
+
+def boot_id():
+    """The 16 bytes of the kernel's id for this boot of the machine."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return bytes.fromhex(f.read().strip().replace("-", ""))
 
 
 def sweep_stale_builds(str folder, str base):
@@ -365,6 +372,7 @@ cdef class SharedEmbeddingCache:
         cdef void *base_p = MAP_FAILED
         cdef embc_header header
         cdef int rc
+        cdef bytes boot
         try:
             os.fchmod(fd, mode)          # exactly `mode`, whatever the umask
             # reserve every page now: a full /dev/shm is an error here, not a
@@ -381,7 +389,8 @@ cdef class SharedEmbeddingCache:
             rc = embc_init(&self.seg)
             if rc:
                 raise OSError(rc, f"could not initialise the segment's locks: {os.strerror(rc)}")
-            embc_header_fill(&header, L, self.seg.k0, self.seg.k1)
+            boot = boot_id()
+            embc_header_fill(&header, L, self.seg.k0, self.seg.k1, <const unsigned char *>boot)
             memcpy(self.seg.base, &header, sizeof(header))
             try:
                 os.link(tmp, path)
@@ -412,6 +421,7 @@ cdef class SharedEmbeddingCache:
         cdef embc_layout L
         cdef const char *why
         cdef void *base_p
+        cdef bytes boot
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
@@ -422,8 +432,9 @@ cdef class SharedEmbeddingCache:
             raw = os.pread(fd, sizeof(header), 0)
             memset(&header, 0, sizeof(header))
             memcpy(&header, <const char *>raw, len(raw))
+            boot = boot_id()
             why = embc_header_check(&header, <uint64_t>st.st_size if len(raw) == sizeof(header) else 0,
-                                    embc_row_bytes_of, &L)
+                                    embc_row_bytes_of, <const unsigned char *>boot, &L)
             if why != NULL:
                 raise refuse(path, why.decode())
             base_p = mmap(NULL, L.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)

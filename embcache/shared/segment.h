@@ -9,7 +9,9 @@
  *                 stripe, entry, cell) and a byte-order mark, the file size, the
  *                 limits as given (max_entries, max_memory_mb, ttl), dim, storage,
  *                 row bytes, the derived layout (capacity, stripes, cells per
- *                 stripe, offsets), the segment's SipHash key, a ready flag, and a
+ *                 stripe, offsets), the segment's SipHash key, a ready flag, the
+ *                 kernel's boot id (a segment kept on disk across a reboot is
+ *                 refused: its lock words and clock readings are stale), and a
  *                 checksum of all of it.
  *   stripes       n_stripes x embc_stripe (64-byte aligned, each its own lines):
  *                 a robust process-shared mutex and the stripe's mutable state
@@ -160,6 +162,8 @@ typedef struct {
     uint32_t n_stripes, cells_per_stripe;
     uint64_t stripes_at, entries_at, cells_at, rows_at, pending_at;
     uint64_t k0, k1;            /* the segment's SipHash key */
+    unsigned char boot_id[16];  /* the kernel's boot id when made: locks and
+                                   CLOCK_MONOTONIC readings mean nothing after a reboot */
     uint64_t checksum;          /* mix64 of every byte before it */
 } embc_header;
 
@@ -232,7 +236,8 @@ static inline uint64_t embc_header_checksum(const embc_header *h) {
     return embcache_mix64(h, offsetof(embc_header, checksum), 0x656d6263736d3031ULL);
 }
 
-static void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, uint64_t k1) {
+static void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, uint64_t k1,
+                             const unsigned char boot_id[16]) {
     memset(h, 0, sizeof(*h));
     memcpy(h->magic, "EMBCSHM", 8);
     h->version = EMBC_SHM_VERSION;
@@ -262,6 +267,7 @@ static void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, 
     h->pending_at = L->pending_at;
     h->k0 = k0;
     h->k1 = k1;
+    memcpy(h->boot_id, boot_id, 16);
     h->checksum = embc_header_checksum(h);
 }
 
@@ -272,7 +278,8 @@ static void embc_header_fill(embc_header *h, const embc_layout *L, uint64_t k0, 
  * or 0 for an unknown storage.
  */
 static const char *embc_header_check(const embc_header *h, uint64_t file_size,
-                                     size_t (*row_bytes_of)(int, size_t), embc_layout *L) {
+                                     size_t (*row_bytes_of)(int, size_t),
+                                     const unsigned char boot_id[16], embc_layout *L) {
     const char *why;
     size_t rb;
     if (file_size < EMBC_SHM_HEADER_BYTES) return "the file is shorter than a segment header (truncated, or not an embcache segment)";
@@ -298,6 +305,8 @@ static const char *embc_header_check(const embc_header *h, uint64_t file_size,
         || L->row_stride != h->row_stride || L->budget_bytes != h->budget_bytes)
         return "the segment's layout does not follow from its limits (forged or corrupt header)";
     if (file_size != h->total_bytes) return "the segment file's size differs from its header's (truncated or resized)";
+    if (memcmp(h->boot_id, boot_id, 16) != 0)
+        return "the segment was made before the machine last started (its locks and clock readings mean nothing now; unlink it)";
     return 0;
 }
 

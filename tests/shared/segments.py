@@ -12,7 +12,7 @@ import numpy as np
 from embcache import CacheKey
 from embcache.shared import SharedEmbeddingCache
 
-HEADER_CHECKSUM_AT = 168
+HEADER_CHECKSUM_AT = 184
 """Byte offset of the header's checksum (every header byte before it is summed)."""
 
 

@@ -28,6 +28,7 @@ def segment_name() -> Iterator[str]:
 
 
 SEED = 0x656D6263736D3031
+BOOT_ID_AT = 168
 OFFSETS = {
     "version": 8,
     "abi_entry": 24,
@@ -198,3 +199,14 @@ def test_a_folder_or_a_symbolic_link_is_refused(segment_name: str, tmp_path: Pat
         SharedEmbeddingCache.attach(str(link))
     with pytest.raises(SharedSegmentError, match="symbolic link"):
         SharedEmbeddingCache(str(link), 500, None, 4, dim=8)
+
+
+def test_a_segment_made_before_the_last_reboot_is_refused(segment_name: str) -> None:
+    """A path-named segment kept on disk across a reboot holds lock words of
+    threads of the previous boot, which no kernel will ever mark dead."""
+    path = make_segment(segment_name)
+    data = bytearray(path.read_bytes())
+    data[BOOT_ID_AT] ^= 0xFF
+    reseal(data)
+    path.write_bytes(bytes(data))
+    refused(path, "before the machine last started")
