@@ -147,37 +147,7 @@ MAX_DIM = 1 << 20
 cdef double WAKE_EVERY_S = 0.05   # seconds a single-flight waiter sleeps before checking the owner
 
 
-def owner_alive(int pid):
-    """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return True
-    return state not in (b"Z", b"X")
-
-
-def segment_path(name):
-    """The file behind a segment `name`: a plain name (``[A-Za-z0-9._-]``, 1 to
-    200 characters, not starting with a dot) lives in /dev/shm; a name holding a
-    ``/`` is taken as a path. ArgumentTypeError / ArgumentValueError otherwise."""
-    if not isinstance(name, str):
-        raise ArgumentTypeError(f"name must be a str, got {type(name).__name__}")
-    if "/" in name:
-        if "\x00" in name or name.endswith("/"):
-            raise ArgumentValueError(f"name {name!r} is not a usable file path")
-        return name
-    if NAME_RE.fullmatch(name) is None:
-        raise ArgumentValueError(
-            f"name must be 1 to 200 characters from A-Za-z0-9._- not starting with a dot "
-            f"(or a path holding a /), got {name!r}")
-    return f"{SHM_DIR}/{name}"
+include "files.pxi"
 
 
 cdef inline object check_count(object value, str what, long long low, long long high):
@@ -203,50 +173,6 @@ cdef inline void check_supported() except *:
             "SharedEmbeddingCache needs Linux (robust process-shared mutexes and /dev/shm)")
 
 
-cdef object refuse(str path, str why):
-    return SharedSegmentError(f"cannot attach {path}: {why}; the file was left untouched")
-
-
-def boot_id():
-    """The 16 bytes of the kernel's id for this boot of the machine."""
-    with open("/proc/sys/kernel/random/boot_id") as f:
-        return bytes.fromhex(f.read().strip().replace("-", ""))
-
-
-def sweep_stale_builds(str folder, str base):
-    """Remove the temporary files of segments `base` whose builder died before
-    linking them (a process killed while creating): ``.BASE.PID.HEX.tmp`` with
-    no process PID."""
-    prefix = f".{base}."
-    try:
-        names = os.listdir(folder or ".")
-    except OSError:
-        return
-    for entry in names:
-        if not (entry.startswith(prefix) and entry.endswith(".tmp")):
-            continue
-        parts = entry[len(prefix):-4].split(".")
-        if len(parts) != 2 or not parts[0].isdigit() or owner_alive(int(parts[0])):
-            continue
-        try:
-            os.unlink(os.path.join(folder, entry))
-        except OSError:
-            pass
-
-
-def open_segment(str path):
-    """Open an existing segment file for reading and writing, never through a
-    symbolic link (SharedSegmentError) or a folder."""
-    try:
-        return os.open(path, os.O_RDWR | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        if exc.errno == errno.ELOOP:
-            raise refuse(path, "it is a symbolic link") from None
-        if exc.errno == errno.EISDIR:
-            raise refuse(path, "it is a folder") from None
-        raise
-
-
 @cython.final
 cdef class SharedEmbeddingCache:
     """SharedEmbeddingCache(name, max_entries, ttl_seconds, max_memory_mb, *, dim,
@@ -266,7 +192,7 @@ cdef class SharedEmbeddingCache:
     cdef readonly str path
     cdef object max_memory_mb_arg
     cdef object ttl_seconds_arg
-    cdef int waiters           # this process's threads waiting on a stripe lock
+    cdef int waiters           # threads of this process waiting on the segment or computing
 
     def __cinit__(self):
         self.fd = -1
@@ -455,8 +381,8 @@ cdef class SharedEmbeddingCache:
         """Unmap the segment (it lives on for the other processes; unlink removes
         its name). Idempotent; any later call raises SharedSegmentError."""
         if self.waiters:
-            raise SharedSegmentError("close() while another thread of this process is "
-                                     "waiting on the segment")
+            raise SharedSegmentError("close() while this process is using the segment (a "
+                                     "thread waiting on it, or a get_or_compute computing)")
         if self.seg.base != NULL:
             munmap(self.seg.base, self.seg.L.total_bytes)
             self.seg.base = NULL
@@ -680,120 +606,7 @@ cdef class SharedEmbeddingCache:
             late = check_positive(timeout, "timeout")
         if self.seg.base == NULL:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
-        cdef Py_ssize_t n = len(seq)
-        cdef cnp.ndarray matrix = np.zeros((n, self.seg.L.dim), dtype=np.float32)
-        cdef char *base = <char *>cnp.PyArray_DATA(matrix)
-        cdef size_t row_bytes = self.seg.L.row_bytes
-        positions = {}
-        for i, key in enumerate(seq):
-            positions.setdefault(key, []).append(i)
-        todo = list(positions)
-        cdef int32_t pid = os.getpid()
-        cdef uint64_t thread = threading.get_ident()
-        cdef CacheKey k
-        cdef uint64_t h
-        cdef uint32_t s, seen
-        cdef int m
-        cdef const char *row
-        cdef embc_pending *marker
-        cdef double now
-        while todo:
-            owned = []       # (key, stripe, marker or -1)
-            waiting = []     # (stripe, marker, word seen)
-            for key in todo:
-                k = <CacheKey>key
-                h = embc_hash(&self.seg, k.ident.digest)
-                s = embc_stripe_of(&self.seg, h)
-                now = embc_now()
-                self.lock(s)
-                row = embc_lookup(&self.seg, s, h, k.ident.digest, now, 1)
-                if row != NULL:
-                    memcpy(base + <Py_ssize_t>positions[key][0] * row_bytes, row, row_bytes)
-                    embc_unlock(&self.seg, s)
-                    continue
-                m = embc_pending_find(&self.seg, s, k.ident.digest)
-                if m >= 0 and embc_pending_mine(&self.seg, s, m, k.ident.digest, pid, thread):
-                    embc_unlock(&self.seg, s)
-                    self.release(owned)
-                    raise CallContextError(
-                        "get_or_compute would wait on a key this very call is computing "
-                        "(compute asked for it again)")
-                if m >= 0:
-                    marker = embc_pending_get(&self.seg, s, m)
-                    seen = marker.word
-                    owner = marker.pid
-                    started = marker.started
-                    embc_unlock(&self.seg, s)
-                    if now - started <= late and owner_alive(owner):
-                        waiting.append((key, s, m, seen))
-                        continue
-                    self.lock(s)          # take it over, unless it changed meanwhile
-                    if embc_pending_word(&self.seg, s, m)[0] != seen:
-                        embc_unlock(&self.seg, s)
-                        waiting.append((key, s, m, seen))
-                        continue
-                    m = embc_pending_own(&self.seg, s, m, k.ident.digest, pid, thread, now)
-                    embc_unlock(&self.seg, s)
-                    embc_futex_wake(embc_pending_word(&self.seg, s, m))
-                    owned.append((key, s, m))
-                    continue
-                m = embc_pending_own(&self.seg, s, -1, k.ident.digest, pid, thread, now)
-                embc_unlock(&self.seg, s)
-                owned.append((key, s, m))
-            if owned:
-                try:
-                    self.compute_and_store(owned, compute, positions, base)
-                finally:
-                    self.release(owned)
-            if waiting:      # sleep on one of them; every key is looked at again after
-                key, s, m, seen = waiting[0]
-                self.waiters += 1
-                with nogil:
-                    embc_futex_wait(embc_pending_word(&self.seg, s, m), seen, WAKE_EVERY_S)
-                self.waiters -= 1
-            todo = [w[0] for w in waiting]
-        for rows in positions.values():
-            for i in rows[1:]:
-                memcpy(base + <Py_ssize_t>i * row_bytes, base + <Py_ssize_t>rows[0] * row_bytes,
-                       row_bytes)
-        return matrix
-
-    cdef int compute_and_store(self, list owned, object compute, dict positions,
-                               char *base) except -1:
-        missing = [o[0] for o in owned]
-        result = compute(list(missing))
-        cdef cnp.ndarray rows = self.as_rows(result, 2, "compute's result")
-        if rows.shape[0] != len(missing):
-            raise InvalidVectorError(
-                f"compute returned {rows.shape[0]} vectors for {len(missing)} keys")
-        cdef const char *src = <const char *>cnp.PyArray_DATA(rows)
-        cdef size_t row_bytes = self.seg.L.row_bytes
-        cdef double now = embc_now()
-        cdef Py_ssize_t j
-        for j, key in enumerate(missing):
-            self.store(<CacheKey>key, src + j * row_bytes, now)
-            memcpy(base + <Py_ssize_t>positions[key][0] * row_bytes, src + j * row_bytes, row_bytes)
-        return 0
-
-    cdef int release(self, list owned) except -1:
-        """Release the markers of `owned` this thread still holds, and wake their
-        waiters."""
-        cdef int32_t pid = os.getpid()
-        cdef uint64_t thread = threading.get_ident()
-        cdef uint32_t s
-        cdef int m
-        cdef bint mine
-        for key, s, m in owned:
-            if m < 0:
-                continue
-            self.lock(s)
-            mine = embc_pending_mine(&self.seg, s, m, (<CacheKey>key).ident.digest, pid, thread)
-            if mine:
-                embc_pending_release(&self.seg, s, m)
-            embc_unlock(&self.seg, s)
-            if mine:
-                embc_futex_wake(embc_pending_word(&self.seg, s, m))
-        return 0
+        return flight_get_or_compute(self, seq, compute, late)
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
@@ -925,3 +738,6 @@ cdef class SharedEmbeddingCache:
     def stripes(self):
         """Independently locked parts of the segment."""
         return self.seg.L.n_stripes
+
+
+include "flight.pxi"

@@ -24,6 +24,7 @@ from embcache import (
     CallContextError,
     InvalidVectorError,
     SharedEmbeddingCache,
+    SharedSegmentError,
 )
 
 pytestmark = [
@@ -195,3 +196,19 @@ def test_a_failing_compute_stores_nothing_and_frees_its_keys(segment_name: str) 
         began = time.monotonic()
         cache.get_or_compute([key_of(1), key_of(2)], counted_compute(counts, 0))
         assert time.monotonic() - began < 1 and counts[[1, 2]].tolist() == [1, 1]
+
+
+def test_closing_while_a_compute_runs_is_refused(segment_name: str) -> None:
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+        refused: list[BaseException] = []
+
+        def close_inside(missing: list[CacheKey]) -> np.ndarray:
+            try:
+                cache.close()
+            except SharedSegmentError as exc:
+                refused.append(exc)
+            return np.stack([vector_of(index_of(k), DIM) for k in missing])
+
+        got = cache.get_or_compute([key_of(1)], close_inside)
+        assert len(refused) == 1 and got[0].tobytes() == vector_of(1, DIM).tobytes()
+        assert cache.get(key_of(1)) is not None
