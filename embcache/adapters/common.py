@@ -11,6 +11,7 @@ import numpy as np
 import numpy.typing as npt
 
 from embcache._core import SyncEmbeddingCache
+from embcache.embedder.caches import cache_for
 from embcache.embedder.embedder import CachedEmbedder, EmbedderStats, EmbedFn
 from embcache.errors import ArgumentTypeError
 from embcache.facade.cache import EmbeddingCache
@@ -94,6 +95,7 @@ def embedders(
     model_version: str | ModelIdentity,
     *,
     cache: EmbeddingCache | SyncEmbeddingCache | None,
+    storage: str | None,
     batch_size: int,
     timeout: float | None,
     documents: EmbedFn,
@@ -105,8 +107,9 @@ def embedders(
     """The Embedders of an adapter: `documents` / `adocuments` embed a list of
     texts, keyed under `model_version`; `query` / `aquery` (the wrapped model's
     method `query_method` and its ``"a"``-prefixed twin) one query, keyed under
-    the model version + QUERY_SUFFIX. `cache` None: a new EmbeddingCache.
-    `batch_size` and `timeout` as CachedEmbedder's.
+    the model version + QUERY_SUFFIX. `cache` None: a new
+    ``EmbeddingCache(storage=storage)``; `storage`, `batch_size` and `timeout`
+    as CachedEmbedder's (a cache passed in keeps its own storage).
 
     ArgumentTypeError for a None `model_version`; CachedEmbedder's errors for
     the other arguments. A query vector whose dimension is not a ModelIdentity's
@@ -114,7 +117,7 @@ def embedders(
     so the check is made here)."""
     if model_version is None:
         raise ArgumentTypeError("model_version must be a str or a ModelIdentity, got None")
-    shared = EmbeddingCache() if cache is None else cache
+    shared = cache_for(cache, storage)
 
     def embedder(embed_fn: EmbedFn, version: str | ModelIdentity) -> CachedEmbedder:
         return CachedEmbedder(
