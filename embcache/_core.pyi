@@ -3,7 +3,7 @@
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, Callable, TypeAlias, final
+from typing import Any, Callable, SupportsIndex, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -42,7 +42,7 @@ def siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes:
 def blake2b(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
     """BLAKE2b (RFC 7693) of `data`: the implementation behind CacheKey.digest."""
 
-def row_bytes(storage: str, dim: int) -> int:
+def row_bytes(storage: str, dim: SupportsIndex) -> int:
     """Bytes one row of `dim` values takes in `storage`: 4 * dim for "float32",
     2 * dim for "float16" and "bfloat16", dim + 4 for "int8" (a float32 scale,
     then one int8 per value)."""
@@ -56,7 +56,7 @@ def encode_rows(matrix: npt.NDArray[np.float32], storage: str) -> npt.NDArray[np
 def decode_rows(
     encoded: npt.NDArray[np.uint8],
     storage: str,
-    dim: int,
+    dim: SupportsIndex,
     out: npt.NDArray[np.float32] | None = None,
 ) -> npt.NDArray[np.float32]:
     """Rows encoded by encode_rows for `storage` and `dim` decoded to float32
