@@ -3,7 +3,7 @@
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, Callable, TypeAlias, final
+from typing import Any, Callable, SupportsIndex, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,32 @@ def siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes:
 
 def blake2b(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
     """BLAKE2b (RFC 7693) of `data`: the implementation behind CacheKey.digest."""
+
+def row_bytes(storage: str, dim: SupportsIndex) -> int:
+    """Bytes one row of `dim` values takes in `storage`: 4 * dim for "float32",
+    2 * dim for "float16" and "bfloat16", dim + 4 for "int8" (a float32 scale,
+    then one int8 per value)."""
+
+def encode_rows(matrix: npt.NDArray[np.float32], storage: str) -> npt.NDArray[np.uint8]:
+    """The rows of a C-contiguous float32 (n, dim) `matrix` encoded for `storage`:
+    a new uint8 (n, row_bytes(storage, dim)) array. InvalidVectorError naming the
+    position and the storage for a value it cannot hold (NaN, infinity,
+    |x| > 65504 for float16, a value that rounds to infinity for bfloat16)."""
+
+def decode_rows(
+    encoded: npt.NDArray[np.uint8],
+    storage: str,
+    dim: SupportsIndex,
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Rows encoded by encode_rows for `storage` and `dim` decoded to float32
+    (into `out`, a writable C-contiguous float32 (n, dim) array, when given).
+    DimensionMismatchError for rows of another length; InvalidVectorError for a
+    row that decodes to values that are not finite."""
+
+def _force_portable_kernels(on: bool) -> bool:
+    """Tests only: use the portable C codec kernels (True) or the CPU's fastest
+    (False); returns the previous setting."""
 
 def as_key_tuple(keys: object, caller: str) -> tuple[CacheKey, ...]:
     """`keys` as a tuple of CacheKey; KeyTypeError (naming `caller`) otherwise."""

@@ -49,6 +49,7 @@ Where things are:
   _core.pxd          typedefs, C declarations, the Table struct, the classes' fields
   core/key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
   core/intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
+  core/codec.pxi         encode_rows / decode_rows / row_bytes: the row codecs of core/convert.h
   core/table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
   core/slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
   core/policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
@@ -64,6 +65,7 @@ Where things are:
   core/resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
                      Redis tier; C in core/resp.h)
   core/siphash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
+  core/convert.h     C: the row codecs (float16, bfloat16, int8) with kernels chosen per CPU
   core/snapshot/checksum.h core/snapshot/reader.h core/snapshot/writer.h core/worker.h   C: the snapshot checksum (mix64 v1),
                      double-buffered reading, double-buffered writing with write-behind,
                      the worker thread both are built on
@@ -129,6 +131,7 @@ DEF POLICY_TINYLFU = 1
 
 include "core/key.pxi"
 include "core/intake.pxi"
+include "core/codec.pxi"
 include "core/invariants.pxi"
 include "core/policy.pxi"
 include "core/table.pxi"

@@ -69,7 +69,8 @@ cdef class PutBatch:
         """Check rows [start, stop) of the caller's matrix (stop: the end) and copy
         them into the private rows. Slices must follow each other from row 0.
         InvalidVectorError names the row and element of a NaN, an infinity or a
-        value beyond float32; the batch then keeps only the rows taken before."""
+        value beyond float32 or the cache's storage; the batch then keeps only
+        the rows taken before."""
         cdef Py_ssize_t start_ = as_count(start, "start", 0, self.n)
         cdef Py_ssize_t stop_ = stop_or_end(stop, self.n)
         if start_ != self.taken or stop_ < start_:
@@ -79,7 +80,7 @@ cdef class PutBatch:
         cdef Source first
         describe(source, 1, &first)
         cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(source, 0)
-        check_rows(&first, row_stride, start_, stop_, self.what)
+        check_rows(&first, row_stride, start_, stop_, self.what, self.cache.table.storage)
         cdef float32_t *dst = <float32_t *>cnp.PyArray_DATA(<cnp.ndarray>self.private)
         if <size_t>(stop_ - start_) * <size_t>self.dim * 4 >= GIL_FREE_COPY_BYTES:
             with nogil:

@@ -21,21 +21,59 @@ cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
     return <size_t>slab.capacity * slab.stride
 
 
-cdef inline float32_t *row_at(const Slab *slab, row_t r) noexcept nogil:
-    return <float32_t *>(slab.rows + <size_t>r * slab.stride)
+cdef inline char *row_at(const Slab *slab, row_t r) noexcept nogil:
+    return slab.rows + <size_t>r * slab.stride
 
 
-cdef inline slot_t *owner_at(const Slab *slab, row_t r) noexcept nogil:
-    """The slot of the entry whose vector is in row r: the row's last 4 bytes."""
-    return <slot_t *>(slab.rows + <size_t>r * slab.stride + <size_t>slab.dim * 4)
+cdef inline slot_t owner_at(const Slab *slab, row_t r) noexcept nogil:
+    """The slot of the entry whose vector is in row r: the row's last 4 bytes
+    (unaligned when the storage's row bytes are not a multiple of 4)."""
+    cdef slot_t s
+    memcpy(&s, slab.rows + <size_t>r * slab.stride + slab.row_bytes, sizeof(slot_t))
+    return s
 
 
-cdef inline Py_ssize_t entry_bytes(dim_t dim) noexcept nogil:
-    return dim * 4 + ENTRY_OVERHEAD
+cdef inline void set_owner(Slab *slab, row_t r, slot_t s) noexcept nogil:
+    memcpy(slab.rows + <size_t>r * slab.stride + slab.row_bytes, &s, sizeof(slot_t))
+
+
+cdef inline Py_ssize_t entry_bytes(int storage, dim_t dim) noexcept nogil:
+    """What one live entry of `dim` costs in a table of `storage`: its encoded row
+    (core/convert.h) and ENTRY_OVERHEAD."""
+    return <Py_ssize_t>embcache_row_bytes(storage, <size_t>dim) + ENTRY_OVERHEAD
+
+
+cdef inline Py_ssize_t slab_entry_bytes(const Slab *slab) noexcept nogil:
+    """entry_bytes of slab's dimension, from the slab (the put path's form)."""
+    return <Py_ssize_t>slab.row_bytes + ENTRY_OVERHEAD
+
+
+cdef inline void write_row(Table *t, const Slab *slab, char *row, const Source *src) noexcept nogil:
+    """Row = `src` (checked storable) encoded in the table's storage: a float32
+    row as copy_in writes it; a compact one encoded from the float32 values
+    (converted into the table's scratch row first when they are float64 or
+    strided; prepare_put sized it), or copied as is when `src` is already encoded."""
+    if t.storage == EMBCACHE_STORE_F32:
+        copy_in(<float32_t *>row, src)
+    elif src.encoded:
+        memcpy(row, src.data, slab.row_bytes)
+    elif not src.is_f64 and src.stride == 4:
+        embcache_encode_row(t.storage, <const float *>src.data, <size_t>src.n, row)
+    else:
+        copy_in(t.scratch, src)
+        embcache_encode_row(t.storage, t.scratch, <size_t>src.n, row)
+
+
+cdef inline void read_row(const Table *t, float32_t *dst, const char *row, dim_t dim) noexcept nogil:
+    """dst = the float32 values of a row (decoded from a compact storage)."""
+    if t.storage == EMBCACHE_STORE_F32:
+        memcpy(dst, row, <size_t>dim * 4)
+    else:
+        embcache_decode_row(t.storage, row, <size_t>dim, dst)
 
 
 cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl, dim_t dim,
-                     bint user_clock) noexcept nogil:
+                     bint user_clock, int storage) noexcept nogil:
     memset(t, 0, sizeof(Table))
     t.max_entries = max_entries
     t.memory_budget_bytes = budget
@@ -43,6 +81,7 @@ cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl
     t.dim = dim
     t.user_clock = user_clock
     t.policy = POLICY_LRU
+    t.storage = storage
     t.free_slot_head = NO_SLOT
     t.recency_head = t.recency_tail = NO_SLOT
     t.expiry_head = t.expiry_tail = NO_SLOT
@@ -83,6 +122,9 @@ cdef void table_free(Table *t) noexcept nogil:
     free(t.dim_cells)
     t.dim_cells = NULL
     policy_free(t)
+    free(t.scratch)
+    t.scratch = NULL
+    t.scratch_floats = 0
     free(t.entries)
     t.entries = NULL
     free(t.cells)
@@ -117,8 +159,10 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
             index_slab(t, i)
     slab = &t.slabs[t.n_slabs]
     slab.dim = dim
-    slab.stride = <size_t>dim * sizeof(float32_t) + sizeof(slot_t)
-    slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries, t.memory_budget_bytes // entry_bytes(dim))
+    slab.row_bytes = embcache_row_bytes(t.storage, <size_t>dim)
+    slab.stride = slab.row_bytes + sizeof(slot_t)
+    slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries,
+                               t.memory_budget_bytes // entry_bytes(t.storage, dim))
     slab.rows = <char *>embcache_slab_reserve(slab_bytes(slab), t.dim != 0)
     if slab.rows == NULL:
         return -1
@@ -214,6 +258,13 @@ cdef int32_t prepare_put(Table *t, dim_t dim, Py_ssize_t count) noexcept nogil:
     before anything changes: the slab for `dim` and enough free slots. Returns the
     slab's index (-1: no memory). After it, store() cannot fail."""
     cdef int32_t slab_index = slab_for(t, dim)
+    cdef float32_t *grown
+    if t.storage != EMBCACHE_STORE_F32 and <size_t>dim > t.scratch_floats:
+        grown = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))
+        if grown == NULL:
+            return -1
+        t.scratch = grown
+        t.scratch_floats = <size_t>dim
     if slab_index < 0:
         slab_index = add_slab(t, dim)
         if slab_index < 0:
@@ -291,7 +342,7 @@ cdef inline bint expired(const Table *t, slot_t s, double now) noexcept nogil:
     return t.ttl_seconds > 0 and t.entries[s].expires_at <= now
 
 
-cdef inline float32_t *row_of(const Table *t, slot_t s) noexcept nogil:
+cdef inline char *row_of(const Table *t, slot_t s) noexcept nogil:
     return row_at(&t.slabs[t.entries[s].slab], t.entries[s].row)
 
 
@@ -319,7 +370,7 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     policy_on_remove(t, s)
     expiry_unlink(t, s)
     release_row(t, slab, e.row)
-    t.used_bytes -= entry_bytes(slab.dim) + t.policy_entry_bytes
+    t.used_bytes -= slab_entry_bytes(slab) + t.policy_entry_bytes
     t.size -= 1
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
@@ -376,12 +427,11 @@ cdef slot_t find_live(Table *t, const KeyId *k, double now) noexcept nogil:
 cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
                 double now) noexcept nogil:
     """Store one checked vector (its slab and slots made ready by prepare_put)."""
-    cdef dim_t dim = src.n
-    cdef Py_ssize_t need = entry_bytes(dim) + t.policy_entry_bytes
+    cdef Slab *slab = &t.slabs[slab_index]
+    cdef Py_ssize_t need = slab_entry_bytes(slab) + t.policy_entry_bytes
     cdef size_t cell = find_cell(t, k)
     cdef slot_t s = t.cells[cell].slot
     cdef Entry *e
-    cdef Slab *slab
     cdef row_t row
     cdef int32_t previous
 
@@ -392,7 +442,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
             t.stats.overwrites += 1
         if t.entries[s].slab == slab_index:
             # same key, same dimension: rewrite the row in place
-            copy_in(row_of(t, s), src)
+            write_row(t, slab, row_of(t, s), src)
             t.entries[s].expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
             policy_on_hit(t, s)
             expiry_unlink(t, s)
@@ -408,7 +458,6 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     # take a slot and a row; prepare_put and make_room guarantee both exist
     s = t.free_slot_head
     t.free_slot_head = t.entries[s].recency_next
-    slab = &t.slabs[slab_index]
     row = take_row(t, slab_index, s)
     if t.last_slab != slab_index:
         previous = t.last_slab
@@ -421,7 +470,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     e.expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
     e.slab = slab_index
     e.row = row
-    copy_in(row_at(slab, row), src)
+    write_row(t, slab, row_at(slab, row), src)
     policy_on_insert(t, s, k)
     expiry_push_tail(t, s)
     # cells may have shifted while room was made: probe again for a free cell
@@ -516,7 +565,7 @@ cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim
         return
     t.stats.hits += 1
     found[0] = 1
-    memcpy(dst, row_of(t, s), <size_t>dim * 4)
+    read_row(t, dst, row_of(t, s), dim)
     policy_on_hit(t, s)
 
 
