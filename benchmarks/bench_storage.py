@@ -116,7 +116,8 @@ class StorageGetMany:
 
 
 def entries_per_gib(storage: str) -> int:
-    """How many dim-768 entries a FILL_MB cache of `storage` holds when full, x (1 GiB / FILL_MB)."""
+    """How many dim-768 entries a FILL_MB cache of `storage` holds when full, scaled
+    to one GiB (x 1024 / FILL_MB)."""
     cache = SyncEmbeddingCache(10**7, None, FILL_MB, dim=DIM, storage=storage)
     chunk = memo(("storage-chunk",), lambda: rows(4096, salt=2))
     start, size = 0, -1

@@ -34,6 +34,7 @@ import os
 import platform
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -88,19 +89,21 @@ def corpus(every: int = 1) -> tuple[list[str], list[str]]:
     every QUERY_EVERY-th of those as the queries."""
     seen: set[str] = set()
     documents: list[str] = []
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        for obj in _members(module):
-            doc = inspect.getdoc(obj) if not isinstance(obj, (str, bytes, int, float)) else None
-            if not doc:
+    with warnings.catch_warnings():  # reading a deprecated alias (typing.io) warns
+        warnings.simplefilter("ignore")
+        for name in MODULES:
+            try:
+                module = importlib.import_module(name)
+            except ImportError:
                 continue
-            paragraph = " ".join(doc.strip().split("\n\n")[0].split())
-            if len(paragraph) >= MIN_CHARS and paragraph not in seen:
-                seen.add(paragraph)
-                documents.append(paragraph)
+            for obj in _members(module):
+                doc = inspect.getdoc(obj)
+                if not doc:
+                    continue
+                paragraph = " ".join(doc.strip().split("\n\n")[0].split())
+                if len(paragraph) >= MIN_CHARS and paragraph not in seen:
+                    seen.add(paragraph)
+                    documents.append(paragraph)
     documents = documents[::every]
     queries = [d.split(". ")[0][:120] for d in documents[::QUERY_EVERY]]
     return documents, queries
