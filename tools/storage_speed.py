@@ -102,7 +102,7 @@ def speed_table(runs: list[dict[tuple[str, str], float]]) -> list[str]:
     n = len(runs)
     lines = [
         "| figure (ratio storage / float32 rows) | goal | "
-        + " | ".join(f"{s}, {n} runs" for s in COMPACT)
+        + " | ".join(f"{s}, {n} run{'s' if n > 1 else ''}" for s in COMPACT)
         + " |",
         "| --- | ---: | " + " | ".join("---:" for _ in COMPACT) + " |",
     ]
@@ -165,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"`python tools/storage_speed.py{' ' + argv_text if argv_text else ''}`: {args.runs} "
-        f"runs of {args.rounds} interleaved rounds per figure (best round per storage), "
+        f"run{'s' if args.runs > 1 else ''} of {args.rounds} interleaved rounds per figure "
+        "(best round per storage), "
         f"dim {DIM}, a cache of {bench_storage.ENTRIES:,} entries; Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, load average {load:.1f} at the "
         f"end; {time.monotonic() - t0:.0f} s."
