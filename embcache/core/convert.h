@@ -15,7 +15,9 @@
  * bytes (never undefined behaviour); callers check first.
  *
  * The portable C below is the reference; faster kernels for the running CPU are chosen at run
- * time and give bit-identical bytes and floats. None of these functions touches Python.
+ * time and give bit-identical bytes and floats. The portable code assumes the FPU rounds to
+ * nearest even (the C default; so do the hardware conversions). None of these functions touches
+ * Python.
  */
 #ifndef EMBCACHE_CONVERT_H
 #define EMBCACHE_CONVERT_H
@@ -46,13 +48,27 @@ static inline float embcache_bits_f32(uint32_t u) {
     return f;
 }
 
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define EMBCACHE_LITTLE_ENDIAN 1
+#endif
+
 static inline void embcache_store_u16_le(unsigned char *p, uint16_t v) {
+#ifdef EMBCACHE_LITTLE_ENDIAN
+    memcpy(p, &v, 2);
+#else
     p[0] = (unsigned char)(v & 0xffu);
     p[1] = (unsigned char)(v >> 8);
+#endif
 }
 
 static inline uint16_t embcache_load_u16_le(const unsigned char *p) {
+#ifdef EMBCACHE_LITTLE_ENDIAN
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+#else
     return (uint16_t)((uint16_t)p[0] | (uint16_t)((uint16_t)p[1] << 8));
+#endif
 }
 
 static inline void embcache_store_u32_le(unsigned char *p, uint32_t v) {
@@ -66,52 +82,34 @@ static inline uint32_t embcache_load_u32_le(const unsigned char *p) {
     return (uint32_t)p[0] | ((uint32_t)p[1] << 8) | ((uint32_t)p[2] << 16) | ((uint32_t)p[3] << 24);
 }
 
-/* float32 -> binary16 bits, round to nearest even; subnormals, signed zeros, overflow to infinity. */
+/* float32 -> binary16 bits, round to nearest even; subnormals, signed zeros, overflow to infinity.
+ * Branch-free, so the compiler vectorizes the portable loops: a normal result rounds its 13 dropped
+ * bits in integer arithmetic (a carry into the exponent is the right answer); a subnormal one is
+ * |f| + 0.5f, whose float32 ulp (2^-24) is the binary16 subnormal step, rounded by the FPU to
+ * nearest even. */
 static inline uint16_t embcache_f32_to_f16(float f) {
     uint32_t x = embcache_f32_bits(f);
     uint32_t sign = (x >> 16) & 0x8000u;
     uint32_t ax = x & 0x7fffffffu;
-    uint32_t h;
-    if (ax >= 0x7f800000u) /* infinity stays infinity, NaN stays a quiet NaN */
-        return (uint16_t)(sign | 0x7c00u | (ax > 0x7f800000u ? 0x0200u | ((ax >> 13) & 0x3ffu) : 0u));
-    if (ax >= 0x477ff000u) /* 65520 and above round to infinity */
-        return (uint16_t)(sign | 0x7c00u);
-    if (ax >= 0x38800000u) { /* the result is normal: |f| >= 2^-14 */
-        uint32_t rem = ax & 0x1fffu;
-        h = (ax >> 13) - (112u << 10);
-        if (rem > 0x1000u || (rem == 0x1000u && (h & 1u)))
-            h += 1u; /* a carry into the exponent is the right answer */
-        return (uint16_t)(sign | h);
-    }
-    if (ax <= 0x33000000u) /* at most half the smallest subnormal (2^-25): rounds to zero */
-        return (uint16_t)sign;
-    {
-        /* subnormal result: value = m * 2^(e - 150), in units of 2^-24 that is m >> (126 - e) */
-        uint32_t e = ax >> 23;
-        uint32_t m = (ax & 0x7fffffu) | 0x800000u;
-        uint32_t shift = 126u - e; /* 14 .. 24 */
-        uint32_t rem = m & ((1u << shift) - 1u);
-        uint32_t half = 1u << (shift - 1u);
-        h = m >> shift;
-        if (rem > half || (rem == half && (h & 1u)))
-            h += 1u; /* may become 0x400, the smallest normal */
-        return (uint16_t)(sign | h);
-    }
+    uint32_t normal = ((ax + 0x0fffu + ((ax >> 13) & 1u)) >> 13) - (112u << 10);
+    uint32_t subnormal = embcache_f32_bits(embcache_bits_f32(ax) + 0.5f) - 0x3f000000u;
+    uint32_t h = ax < 0x38800000u ? subnormal : normal; /* below 2^-14: a subnormal result */
+    h = ax >= 0x477ff000u ? 0x7c00u : h;                 /* 65520 and above: infinity */
+    h = ax > 0x7f800000u ? 0x7e00u : h;                  /* NaN: a quiet NaN */
+    return (uint16_t)(h | sign);
 }
 
-/* binary16 bits -> float32 (exact). */
+/* binary16 bits -> float32 (exact), branch-free: a subnormal m * 2^-24 is made as the float32
+ * 2^-14 * (1 + m / 1024) less 2^-14. */
 static inline float embcache_f16_to_f32(uint16_t h) {
     uint32_t sign = ((uint32_t)h & 0x8000u) << 16;
-    uint32_t e = ((uint32_t)h >> 10) & 0x1fu;
-    uint32_t m = (uint32_t)h & 0x3ffu;
-    if (e == 0u) {
-        /* zero or subnormal: m * 2^-24, exact in float32 */
-        float v = (float)m * 5.9604644775390625e-8f;
-        return embcache_bits_f32(embcache_f32_bits(v) | sign);
-    }
-    if (e == 31u)
-        return embcache_bits_f32(sign | 0x7f800000u | (m << 13));
-    return embcache_bits_f32(sign | ((e + 112u) << 23) | (m << 13));
+    uint32_t bits = ((uint32_t)h & 0x7fffu) << 13;
+    uint32_t e = bits & 0x0f800000u;
+    uint32_t normal = bits + (112u << 23);
+    uint32_t special = bits + (224u << 23); /* infinity and NaN keep their mantissa */
+    uint32_t subnormal = embcache_f32_bits(embcache_bits_f32(bits + (113u << 23)) - 6.103515625e-05f);
+    uint32_t out = e == 0u ? subnormal : (e == 0x0f800000u ? special : normal);
+    return embcache_bits_f32(out | sign);
 }
 
 /* float32 -> bfloat16 bits, round to nearest even; a NaN stays a quiet NaN. */
@@ -220,7 +218,7 @@ static void embcache_encode_row_portable(int storage, const float *src, size_t d
         return;
     }
     default:
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#ifdef EMBCACHE_LITTLE_ENDIAN
         memcpy(d, src, 4 * dim);
 #else
         for (i = 0; i < dim; i++)
@@ -250,7 +248,7 @@ static void embcache_decode_row_portable(int storage, const void *src, size_t di
         return;
     }
     default:
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#ifdef EMBCACHE_LITTLE_ENDIAN
         memcpy(dst, s, 4 * dim);
 #else
         for (i = 0; i < dim; i++)
