@@ -36,19 +36,6 @@ cdef extern from "core/kernels.h":
     int embcache_f64_all_storable(const double *p, size_t n) noexcept nogil
     void embcache_f64_to_f32(float *dst, const double *src, size_t n) noexcept nogil
 
-cdef extern from "core/convert.h":
-    # the row codecs: float32, float16, bfloat16, int8 (scale + values) rows
-    enum:
-        EMBCACHE_STORE_F32
-        EMBCACHE_STORE_F16
-        EMBCACHE_STORE_BF16
-        EMBCACHE_STORE_I8
-    size_t embcache_row_bytes(int storage, size_t dim) noexcept nogil
-    ptrdiff_t embcache_first_unstorable(int storage, const float *src, size_t dim) noexcept nogil
-    void embcache_encode_row(int storage, const float *src, size_t dim, void *dst) noexcept nogil
-    void embcache_decode_row(int storage, const void *src, size_t dim, float *dst) noexcept nogil
-    int embcache_force_portable_kernels(int on) noexcept nogil
-
 cdef extern from "core/snapshot/checksum.h":
     ctypedef struct embcache_mix_state:
         pass
