@@ -142,14 +142,13 @@ cdef struct Cell:
 
 cdef struct Slab:
     # Rows are dense: [0, used) hold live vectors, but for at most one hole. A
-    # row is the vector encoded in the table's storage (row_bytes: dim float32,
-    # dim float16 / bfloat16, or a float32 scale and dim int8; core/convert.h)
-    # followed by its owner's slot (a freed row is refilled by the slab's last
-    # row, which needs to know whose it is; not aligned when row_bytes is not a
-    # multiple of 4, so read and written through memcpy).
+    # row is the vector encoded in the table's storage (its row bytes: dim
+    # float32, dim float16 / bfloat16, or a float32 scale and dim int8;
+    # core/convert.h) followed by its owner's slot (a freed row is refilled by
+    # the slab's last row, which needs to know whose it is; not aligned when the
+    # row bytes are not a multiple of 4, so read and written through memcpy).
     dim_t dim                   # floats per vector
-    size_t row_bytes            # bytes of one encoded vector: embcache_row_bytes(storage, dim)
-    size_t stride               # bytes per row: row_bytes + sizeof(slot_t)
+    size_t stride               # bytes per row: embcache_row_bytes(storage, dim) + sizeof(slot_t)
     char *rows                  # capacity rows, reserved whole (core/slab.h)
     row_t capacity              # rows this dimension may ever need (budget and max_entries)
     row_t used                  # rows [0, used) are live, but for `hole`

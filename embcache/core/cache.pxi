@@ -311,6 +311,8 @@ cdef class SyncEmbeddingCache:
         if long_copy:
             with nogil:
                 bad = first_unstorable_in(self.table.storage, &src)
+        elif self.table.storage == EMBCACHE_STORE_F32:
+            bad = first_unstorable(&src)
         else:
             bad = first_unstorable_in(self.table.storage, &src)
         if bad >= 0:
