@@ -36,19 +36,6 @@ cdef extern from "core/kernels.h":
     int embcache_f64_all_storable(const double *p, size_t n) noexcept nogil
     void embcache_f64_to_f32(float *dst, const double *src, size_t n) noexcept nogil
 
-cdef extern from "core/convert.h":
-    # the row codecs: float32, float16, bfloat16, int8 (scale + values) rows
-    enum:
-        EMBCACHE_STORE_F32
-        EMBCACHE_STORE_F16
-        EMBCACHE_STORE_BF16
-        EMBCACHE_STORE_I8
-    size_t embcache_row_bytes(int storage, size_t dim) noexcept nogil
-    ptrdiff_t embcache_first_unstorable(int storage, const float *src, size_t dim) noexcept nogil
-    void embcache_encode_row(int storage, const float *src, size_t dim, void *dst) noexcept nogil
-    void embcache_decode_row(int storage, const void *src, size_t dim, float *dst) noexcept nogil
-    int embcache_force_portable_kernels(int on) noexcept nogil
-
 cdef extern from "core/snapshot/checksum.h":
     ctypedef struct embcache_mix_state:
         pass
@@ -155,14 +142,13 @@ cdef struct Cell:
 
 cdef struct Slab:
     # Rows are dense: [0, used) hold live vectors, but for at most one hole. A
-    # row is the vector encoded in the table's storage (row_bytes: dim float32,
-    # dim float16 / bfloat16, or a float32 scale and dim int8; core/convert.h)
-    # followed by its owner's slot (a freed row is refilled by the slab's last
-    # row, which needs to know whose it is; not aligned when row_bytes is not a
-    # multiple of 4, so read and written through memcpy).
+    # row is the vector encoded in the table's storage (its row bytes: dim
+    # float32, dim float16 / bfloat16, or a float32 scale and dim int8;
+    # core/convert.h) followed by its owner's slot (a freed row is refilled by
+    # the slab's last row, which needs to know whose it is; not aligned when the
+    # row bytes are not a multiple of 4, so read and written through memcpy).
     dim_t dim                   # floats per vector
-    size_t row_bytes            # bytes of one encoded vector: embcache_row_bytes(storage, dim)
-    size_t stride               # bytes per row: row_bytes + sizeof(slot_t)
+    size_t stride               # bytes per row: embcache_row_bytes(storage, dim) + sizeof(slot_t)
     char *rows                  # capacity rows, reserved whole (core/slab.h)
     row_t capacity              # rows this dimension may ever need (budget and max_entries)
     row_t used                  # rows [0, used) are live, but for `hole`

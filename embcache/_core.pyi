@@ -64,6 +64,10 @@ def decode_rows(
     DimensionMismatchError for rows of another length; InvalidVectorError for a
     row that decodes to values that are not finite."""
 
+def _codec_kernels(limit: str | None = None) -> str:
+    """Tests only: the codec kernels in use ("portable", "avx2", "avx512"), after
+    limiting them to no better than `limit` when given."""
+
 def _force_portable_kernels(on: bool) -> bool:
     """Tests only: use the portable C codec kernels (True) or the CPU's fastest
     (False); returns the previous setting."""
@@ -160,11 +164,14 @@ class SyncEmbeddingCache:
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = "float32",
     ) -> None:
         """max_entries: int >= 1; ttl_seconds: > 0 or None (never expire);
         max_memory_mb: > 0; dim: int >= 1 fixes the dimension and preallocates the
         slab; clock: zero-argument callable returning monotonic seconds;
-        policy: "lru" or "tinylfu" (W-TinyLFU admission)."""
+        policy: "lru" or "tinylfu" (W-TinyLFU admission); storage: "float32",
+        "float16", "bfloat16" or "int8", how rows hold vectors (lookups return
+        float32)."""
     @property
     def flights(self) -> Any:
         """The single-flight registry behind get_or_compute (made on first use;
@@ -224,10 +231,13 @@ class SyncEmbeddingCache:
         dim: int | None = ...,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = ...,
     ) -> SyncEmbeddingCache:
         """A new cache holding the snapshot file `path`; a limit not given is the
-        recorded one. SnapshotError for a malformed file, FileNotFoundError for a
-        missing one."""
+        recorded one. `storage` not given is the snapshot's (rows restored byte for
+        byte); another converts every vector (InvalidVectorError naming an entry
+        the new storage cannot hold). SnapshotError for a malformed file,
+        FileNotFoundError for a missing one."""
     @property
     def max_entries(self) -> int:
         """The bound on the number of entries."""
@@ -243,6 +253,9 @@ class SyncEmbeddingCache:
     @property
     def policy(self) -> str:
         """The eviction policy: "lru" or "tinylfu"."""
+    @property
+    def storage(self) -> str:
+        """How rows hold vectors: "float32", "float16", "bfloat16" or "int8"."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def _probe_lengths(self) -> tuple[float, int]:

@@ -112,7 +112,7 @@ cdef class SyncEmbeddingCache:
             raise ArgumentValueError(
                 f"policy must be one of {', '.join(map(repr, POLICIES))}, got {policy!r}")
         cdef int policy_kind = POLICIES[policy]
-        cdef int storage_kind = as_storage(storage)
+        cdef int storage_kind = codec_storage(storage)
         cdef Py_ssize_t budget = <Py_ssize_t>math.floor(mb * 1048576.0)
         cdef Py_ssize_t fixed = 0, per_entry = 0
         if policy_kind == POLICY_TINYLFU:
@@ -311,6 +311,8 @@ cdef class SyncEmbeddingCache:
         if long_copy:
             with nogil:
                 bad = first_unstorable_in(self.table.storage, &src)
+        elif self.table.storage == EMBCACHE_STORE_F32:
+            bad = first_unstorable(&src)
         else:
             bad = first_unstorable_in(self.table.storage, &src)
         if bad >= 0:
@@ -585,7 +587,7 @@ cdef class SyncEmbeddingCache:
     @property
     def storage(self):
         """How rows hold vectors: "float32", "float16", "bfloat16" or "int8"."""
-        return STORAGE_NAMES[self.table.storage]
+        return CODEC_STORAGES[self.table.storage]
 
     @property
     def dim(self):
@@ -597,7 +599,7 @@ cdef class SyncEmbeddingCache:
                 f"memory={self.table.used_bytes} of {self.table.memory_budget_bytes} bytes, "
                 f"ttl_seconds={self.ttl_seconds_arg!r}, dim={self.table.dim or None}, "
                 f"policy={POLICY_NAMES[self.table.policy]!r}, "
-                f"storage={STORAGE_NAMES[self.table.storage]!r})")
+                f"storage={CODEC_STORAGES[self.table.storage]!r})")
 
     def _probe_lengths(self):
         """``(mean, longest)`` cells a lookup of a live key visits (1.0 is every key

@@ -64,5 +64,5 @@ cdef object cache_info(SyncEmbeddingCache cache):
         policy=POLICY_NAMES[t.policy],
         admission_rejections=rejections,
         policy_bytes=t.policy_fixed_bytes,
-        storage=STORAGE_NAMES[t.storage],
+        storage=CODEC_STORAGES[t.storage],
     )

@@ -316,9 +316,7 @@ cdef object unstorable_error(str where, const Source *src, Py_ssize_t i,
         return InvalidVectorError(
             f"{where} is {value}; embeddings must be finite (no NaN or infinity)")
     if storage != EMBCACHE_STORE_F32:
-        return InvalidVectorError(
-            f"{where} = {value!r} overflows storage={STORAGE_NAMES[storage]!r} (largest finite "
-            f"is {STORAGE_LARGEST[storage]}); a cache of another storage can hold it")
+        return storage_value_error(where, value, storage)   # core/codec.pxi
     return InvalidVectorError(
         f"{where} = {value!r} overflows float32 (largest finite is 3.4028235e+38)")
 
@@ -337,28 +335,6 @@ cdef int check_rows(const Source *first, Py_ssize_t row_stride, Py_ssize_t start
                 f"{what}[{bad}]" if what == "vector" else f"{what}[{i}, {bad}]", &row, bad,
                 storage)
     return 0
-
-
-# --- storage= ------------------------------------------------------------------
-
-# storage= names -> EMBCACHE_STORE_* kinds (core/convert.h), and back
-cdef dict STORAGES = {"float32": EMBCACHE_STORE_F32, "float16": EMBCACHE_STORE_F16,
-                      "bfloat16": EMBCACHE_STORE_BF16, "int8": EMBCACHE_STORE_I8}
-cdef tuple STORAGE_NAMES = ("float32", "float16", "bfloat16", "int8")
-# the largest finite value each storage holds (int8 rows scale to any float32)
-cdef tuple STORAGE_LARGEST = ("3.4028235e+38", "65504", "3.3895314e+38", "3.4028235e+38")
-
-
-cdef int as_storage(object storage) except -1:
-    """The EMBCACHE_STORE_* kind of a storage= argument: ArgumentTypeError for
-    anything but a str, ArgumentValueError for a name other than the four."""
-    if not isinstance(storage, str):
-        raise ArgumentTypeError(f"storage must be a str, got {type(storage).__name__}")
-    kind = STORAGES.get(storage)
-    if kind is None:
-        raise ArgumentValueError(
-            f"storage must be one of {', '.join(map(repr, STORAGE_NAMES))}, got {storage!r}")
-    return kind
 
 
 # --- arguments --------------------------------------------------------------------

@@ -21,6 +21,11 @@ cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
     return <size_t>slab.capacity * slab.stride
 
 
+cdef inline size_t row_bytes_of(const Slab *slab) noexcept nogil:
+    """Bytes of one encoded vector of the slab: its stride less the owner slot."""
+    return slab.stride - sizeof(slot_t)
+
+
 cdef inline char *row_at(const Slab *slab, row_t r) noexcept nogil:
     return slab.rows + <size_t>r * slab.stride
 
@@ -29,12 +34,12 @@ cdef inline slot_t owner_at(const Slab *slab, row_t r) noexcept nogil:
     """The slot of the entry whose vector is in row r: the row's last 4 bytes
     (unaligned when the storage's row bytes are not a multiple of 4)."""
     cdef slot_t s
-    memcpy(&s, slab.rows + <size_t>r * slab.stride + slab.row_bytes, sizeof(slot_t))
+    memcpy(&s, slab.rows + <size_t>r * slab.stride + row_bytes_of(slab), sizeof(slot_t))
     return s
 
 
 cdef inline void set_owner(Slab *slab, row_t r, slot_t s) noexcept nogil:
-    memcpy(slab.rows + <size_t>r * slab.stride + slab.row_bytes, &s, sizeof(slot_t))
+    memcpy(slab.rows + <size_t>r * slab.stride + row_bytes_of(slab), &s, sizeof(slot_t))
 
 
 cdef inline Py_ssize_t entry_bytes(int storage, dim_t dim) noexcept nogil:
@@ -45,7 +50,7 @@ cdef inline Py_ssize_t entry_bytes(int storage, dim_t dim) noexcept nogil:
 
 cdef inline Py_ssize_t slab_entry_bytes(const Slab *slab) noexcept nogil:
     """entry_bytes of slab's dimension, from the slab (the put path's form)."""
-    return <Py_ssize_t>slab.row_bytes + ENTRY_OVERHEAD
+    return <Py_ssize_t>row_bytes_of(slab) + ENTRY_OVERHEAD
 
 
 cdef inline void write_row(Table *t, const Slab *slab, char *row, const Source *src) noexcept nogil:
@@ -56,7 +61,7 @@ cdef inline void write_row(Table *t, const Slab *slab, char *row, const Source *
     if t.storage == EMBCACHE_STORE_F32:
         copy_in(<float32_t *>row, src)
     elif src.encoded:
-        memcpy(row, src.data, slab.row_bytes)
+        memcpy(row, src.data, row_bytes_of(slab))
     elif not src.is_f64 and src.stride == 4:
         embcache_encode_row(t.storage, <const float *>src.data, <size_t>src.n, row)
     else:
@@ -159,8 +164,7 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
             index_slab(t, i)
     slab = &t.slabs[t.n_slabs]
     slab.dim = dim
-    slab.row_bytes = embcache_row_bytes(t.storage, <size_t>dim)
-    slab.stride = slab.row_bytes + sizeof(slot_t)
+    slab.stride = embcache_row_bytes(t.storage, <size_t>dim) + sizeof(slot_t)
     slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries,
                                t.memory_budget_bytes // entry_bytes(t.storage, dim))
     slab.rows = <char *>embcache_slab_reserve(slab_bytes(slab), t.dim != 0)

@@ -266,9 +266,9 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     # version 3 records the rows' storage where version 2 has a reserved 0 (float32)
     cdef int snap_storage = EMBCACHE_STORE_F32
     if version == SNAPSHOT_VERSION:
-        if reserved2 >= len(STORAGE_NAMES):
+        if reserved2 >= len(CODEC_STORAGES):
             raise bad(f"the header records storage {reserved2}, which this embcache does not "
-                      f"know (0 to {len(STORAGE_NAMES) - 1}: {', '.join(STORAGE_NAMES)})")
+                      f"know (0 to {len(CODEC_STORAGES) - 1}: {', '.join(CODEC_STORAGES)})")
         snap_storage = reserved2
         reserved2 = 0
     if header_bytes != hb or flags != 0 or reserved != 0 or reserved2 != 0:
@@ -346,7 +346,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     ttl = load_limit(ttl_arg, None if ttl_rec == 0 else ttl_rec)
     mb = load_limit(mb_arg, mb_rec)
     dim_ = load_limit(dim_arg, fixed_dim_ or None)
-    storage_ = load_limit(storage_arg, STORAGE_NAMES[snap_storage])
+    storage_ = load_limit(storage_arg, CODEC_STORAGES[snap_storage])
 
     cdef SnapRecord *recs = NULL
     cdef unsigned char *keep = NULL
@@ -502,14 +502,15 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                         embcache_lock_release(&cache.lock)
                     if failed == ROW_NOT_FINITE:
                         raise bad(f"a vector of dim {groups[g].dim} holds NaN or infinity "
-                                  f"(entry {where[0]}, stored as {STORAGE_NAMES[snap_storage]})")
+                                  f"(entry {where[0]}, stored as {CODEC_STORAGES[snap_storage]})")
                     if failed == ROW_UNSTORABLE:
+                        digest = bytes((<char *>recs[where[0]].digest)[:32]).hex()
                         raise _SnapshotStorageError(
-                            f"entry {where[0]} (key digest "
-                            f"{bytes((<char *>recs[where[0]].digest)[:32]).hex()}) holds "
-                            f"{value!r} at position {where[1]}, which storage={storage_!r} "
-                            f"cannot hold (largest finite is {STORAGE_LARGEST[t.storage]}); "
-                            f"nothing was loaded")
+                            f"converting to storage={storage_!r}: "
+                            + str(storage_value_error(
+                                f"entry {where[0]} (key digest {digest}) value [{where[1]}]",
+                                value, t.storage))
+                            + "; nothing was loaded")
                     with nogil:
                         embcache_reader_release(&reader)
                     j += rows
