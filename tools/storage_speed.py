@@ -1,7 +1,7 @@
 """Speed and size of each row storage against float32 rows in the same cache,
 over benchmarks/bench_storage.py's loops (dim 768).
 
-    python tools/storage_speed.py [--runs 3] [--rounds 15]
+    python tools/storage_speed.py [--runs 3] [--rounds 15] [--kernels portable|avx2|avx512]
 
 Per run, ``--rounds`` rounds; in each round every figure (get hit, put of a new
 key, get_many of 1,000 keys per row) times every storage one after the other
@@ -11,7 +11,9 @@ the ratio is that over float32's best in the same run. Prints a Markdown table
 of the ratios over the runs (the range; a goal missed in any run is marked
 **missed**, saying in how many), the best times, then the memory table:
 accounted bytes per entry, entries per GiB (a 64 MiB cache filled until it
-evicts, x 16) and snapshot bytes per entry, and the command.
+evicts, x 16) and snapshot bytes per entry, and the command. ``--kernels``
+limits the row codecs to the portable C kernels or to AVX2 (default: the best
+this CPU runs), to measure what a CPU without the wider ones gets.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from benchmarks.bench_storage import (  # noqa: E402
     StorageGetMany,
     StoragePut,
 )
-from embcache._core import row_bytes  # noqa: E402
+from embcache._core import _codec_kernels, row_bytes  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -114,9 +116,7 @@ def speed_table(runs: list[dict[tuple[str, str], float]]) -> list[str]:
         lines.append(f"| {figure.title} | ≤ {figure.goal:g} | " + " | ".join(cells) + " |")
     lines += [
         "",
-        "| best ns per operation (per row), over the runs | "
-        + " | ".join(STORAGES)
-        + " |",
+        "| best ns per operation (per row), over the runs | " + " | ".join(STORAGES) + " |",
         "| --- | " + " | ".join("---:" for _ in STORAGES) + " |",
     ]
     for name, figure in FIGURES.items():
@@ -150,15 +150,26 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--runs", type=int, default=3)
     p.add_argument("--rounds", type=int, default=15, help="interleaved rounds per run (15)")
+    p.add_argument(
+        "--kernels",
+        choices=("portable", "avx2", "avx512"),
+        default="avx512",
+        help="use no better codec kernels than these (avx512: the best this CPU runs)",
+    )
     args = p.parse_args(argv)
     if args.runs < 1 or args.rounds < 1:
         p.error("--runs and --rounds must be >= 1")
+    kernels = _codec_kernels(args.kernels)
     t0 = time.monotonic()
     runs = []
-    for run in range(args.runs):
-        print(f"run {run + 1}/{args.runs} ...", file=sys.stderr)
-        runs.append(run_once(args.rounds))
-    for line in speed_table(runs) + [""] + memory_table():
+    try:
+        for run in range(args.runs):
+            print(f"run {run + 1}/{args.runs} ...", file=sys.stderr)
+            runs.append(run_once(args.rounds))
+        lines = speed_table(runs) + [""] + memory_table()
+    finally:
+        _codec_kernels("avx512")  # lift the limit again
+    for line in lines:
         print(line)
     argv_text = " ".join(sys.argv[1:] if argv is None else argv)
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -167,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
         f"`python tools/storage_speed.py{' ' + argv_text if argv_text else ''}`: {args.runs} "
         f"run{'s' if args.runs > 1 else ''} of {args.rounds} interleaved rounds per figure "
         "(best round per storage), "
-        f"dim {DIM}, a cache of {bench_storage.ENTRIES:,} entries; Python "
+        f"dim {DIM}, a cache of {bench_storage.ENTRIES:,} entries, {kernels} codec kernels; Python "
         f"{platform.python_version()}, {os.cpu_count()} CPUs, load average {load:.1f} at the "
         f"end; {time.monotonic() - t0:.0f} s."
     )

@@ -76,6 +76,23 @@ def test_storage_speed_prints_ratios_marking_misses_and_the_memory_table(
     assert lines[19].startswith(
         "`python tools/storage_speed.py --runs 2 --rounds 1`: 2 runs of 1 interleaved rounds"
     )
+    from embcache._core import _codec_kernels
+
+    assert f", {_codec_kernels()} codec kernels;" in lines[19]
+
+
+def test_storage_speed_can_limit_the_codec_kernels(
+    tools: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from embcache._core import _codec_kernels
+
+    best = _codec_kernels()
+    speed = tools.import_module("tools.storage_speed")
+    assert speed.main(["--runs", "1", "--rounds", "1", "--kernels", "portable"]) == 0
+    last = capsys.readouterr().out.splitlines()[-1]
+    assert last.startswith("`python tools/storage_speed.py --runs 1 --rounds 1 --kernels portable`")
+    assert ": 1 run of 1 interleaved rounds" in last and ", portable codec kernels;" in last
+    assert _codec_kernels() == best  # the limit is lifted again
 
 
 def test_the_speed_tool_cell_marks_a_missed_goal() -> None:
