@@ -12,6 +12,7 @@ import importlib
 import importlib.util
 from typing import Any
 
+import numpy as np
 import pytest
 from conftest import REPO, by_profile
 
@@ -45,9 +46,14 @@ def tool() -> Any:
         sys.path.remove(str(REPO))
 
 
-def test_recall_at_10_floors_per_storage(tool: Any) -> None:
+@pytest.fixture(scope="module")
+def model(tool: Any) -> Any:
+    return tool.load_model()
+
+
+def test_recall_at_10_floors_per_storage(tool: Any, model: Any) -> None:
     every = by_profile(default=6, ci=1)
-    run = tool.measure(tool.load_model(), every)
+    run = tool.measure(model, every)
     assert run.dim == 384 and run.queries == -(-run.documents // tool.QUERY_EVERY)
     assert run.documents >= by_profile(default=300, ci=1600)
     results = {r.storage: r for r in run.results}
@@ -73,3 +79,23 @@ def test_the_corpus_is_deterministic(tool: Any) -> None:
     assert queries == [d.split(". ")[0][:120] for d in documents[::5]]
     whole, _ = tool.corpus()
     assert whole[::6] == documents and len(whole) >= 1600
+
+
+@pytest.mark.parametrize("storage", ["float16", "bfloat16", "int8"])
+def test_a_compact_embedder_over_the_real_model(model: Any, storage: str) -> None:
+    """cached_embedder(storage=...) end to end: a miss and a hit give the same
+    floats (what the cache holds), close to the model's own."""
+    from embcache.sentence_transformers import cached_embedder
+
+    texts = ["Return a new frozenset object.", "Open file and return a stream.", "Sleep."]
+    embedder = cached_embedder(model, normalize_embeddings=True, storage=storage)
+    first = embedder.embed_sync(texts)
+    again = embedder.embed_sync(texts)
+    assert embedder.stats.texts_from_cache == len(texts)
+    np.testing.assert_array_equal(first, again)
+    exact = model.encode(texts, normalize_embeddings=True)
+    cosines = (first * exact).sum(axis=1) / np.linalg.norm(first, axis=1)
+    assert cosines.min() > 0.9999
+    assert embedder.key(texts[0]) == cached_embedder(model, normalize_embeddings=True).key(
+        texts[0]
+    )
