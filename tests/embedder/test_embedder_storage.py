@@ -68,10 +68,11 @@ def test_storage_chooses_the_default_caches_rows(storage: str, entry: str) -> No
             return run(embedder.embed(texts))  # type: ignore[no-any-return]
         return embedder.embed_sync(texts)
 
-    call(TEXTS)
+    misses = call(TEXTS)
     assert model.texts == ["alpha", "beta", "gamma"]
     hits = call(TEXTS)  # every text from the cache: the stored rows, decoded
     assert model.texts == ["alpha", "beta", "gamma"]
+    np.testing.assert_array_equal(misses, hits)  # a miss gives what the cache holds
     assert hits.dtype == np.float32 and hits.shape == (4, DIM)
     want = np.stack([vector(t) for t in TEXTS])
     if storage == "float32":
