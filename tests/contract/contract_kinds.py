@@ -12,10 +12,8 @@ cleared). Tests read those fields; they never test a kind's name.
 Every kind runs under each storage= (float32, float16, bfloat16, int8): what a
 cache gives back is then the codec's round trip of what was put
 (``Driver.stored``: embcache._core.decode_rows(encode_rows(...))), and an entry
-costs the storage's row bytes (``Driver.entry_bytes``). Under the ci profile
-every kind runs under every storage; by default, every kind under float32 and
-the in-process kind under each compact storage, with the tiered kind under
-int8 (the tier's compact values), which keeps the default run short.
+costs the storage's row bytes (``Driver.entry_bytes``). Every kind runs under
+every storage, in every test profile.
 
 The tiered kind runs over a real redis-server on a loopback port
 (tests/redis_servers.py), emptied before each test; each driver has its own key
@@ -34,7 +32,7 @@ from typing import Any
 import numpy as np
 import pytest
 import redis_servers
-from conftest import OVERHEAD, TIMEOUT, by_profile, key, vec
+from conftest import OVERHEAD, TIMEOUT, key, vec
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
 from embcache._core import decode_rows, encode_rows, row_bytes
@@ -132,6 +130,10 @@ class Kind:
     when found, returned and kept in-process (counted as a put there); what is
     stored is written to it; what the in-process cache evicts, expires or clears
     stays there (so ``get`` still answers it, while ``in`` does not)."""
+
+    def entry_bytes(self, dim: int) -> int:
+        """Accounted bytes of one live entry of dimension `dim` in its storage."""
+        return row_bytes(self.storage, dim) + OVERHEAD
 
     def tier_counts(self, asked: int = 0, found: int = 0) -> dict[str, int]:
         """get_cache_info's tier fields after the tier was asked `asked` keys in all
@@ -237,15 +239,8 @@ def under(kind: Kind, storage: str) -> Kind:
     return dataclasses.replace(kind, name=f"{kind.name}-{storage}", storage=storage)
 
 
-KINDS = by_profile(
-    default=[
-        *BASE_KINDS,
-        *(under(SYNC, s) for s in STORAGES[1:]),
-        under(ASYNC_REDIS, "int8"),
-    ],
-    ci=[under(k, s) for s in STORAGES for k in BASE_KINDS],
-)
-"""The kinds and storages the suite runs over (see the module docstring)."""
+KINDS = [under(k, s) for s in STORAGES for k in BASE_KINDS]
+"""Every kind under every storage (the suite takes seconds, whatever the profile)."""
 
 
 @pytest.fixture(params=KINDS, ids=lambda k: k.name)

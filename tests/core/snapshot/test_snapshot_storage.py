@@ -57,9 +57,7 @@ def test_the_file_records_the_storage_and_its_row_bytes(storage: str, tmp_path: 
         by_dim[len(v)].append(v)
     first = 3 if p.group_records()[0][0] == 3 else 5
     second = 8 - first
-    want = b"".join(
-        encode_rows(np.stack(by_dim[d]), storage).tobytes() for d in (first, second)
-    )
+    want = b"".join(encode_rows(np.stack(by_dim[d]), storage).tobytes() for d in (first, second))
     assert p.blocks == want
     assert section_bounds(data)[-1] == len(data)
 
@@ -157,4 +155,3 @@ def test_a_compact_row_that_decodes_to_nan_is_refused(storage: str, tmp_path: Pa
     p.set_groups(groups)
     with pytest.raises(SnapshotError, match="NaN or infinity"):
         load_bytes(tmp_path, p.build())
-
