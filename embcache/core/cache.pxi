@@ -41,11 +41,16 @@ cdef inline void copy_row_out(const Table *t, float32_t *dst, const char *row,
                               dim_t dim) noexcept:
     """A row's float32 values into `dst` (read_row), dropping the GIL for long
     rows (the caller holds the cache lock)."""
-    if <size_t>dim * 4 >= GIL_FREE_COPY_BYTES:
+    cdef size_t nbytes = <size_t>dim * 4
+    if t.storage == EMBCACHE_STORE_F32:
+        if nbytes >= GIL_FREE_COPY_BYTES:
+            with nogil:
+                memcpy(dst, row, nbytes)
+        else:
+            memcpy(dst, row, nbytes)
+    elif nbytes >= GIL_FREE_COPY_BYTES:
         with nogil:
-            read_row(t, dst, row, dim)
-    elif t.storage == EMBCACHE_STORE_F32:
-        memcpy(dst, row, <size_t>dim * 4)
+            embcache_decode_row(t.storage, row, <size_t>dim, dst)
     else:
         embcache_decode_row(t.storage, row, <size_t>dim, dst)
 

@@ -228,7 +228,7 @@ cdef cnp.ndarray read_matrix(object matrix, Py_ssize_t n_rows, str what, Source 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef Py_ssize_t first_unstorable(const Source *src) noexcept nogil:
+cdef inline Py_ssize_t first_unstorable(const Source *src) noexcept nogil:
     """Index of the first value that is NaN, infinite, or (float64) overflows
     float32; -1 when every value can be stored."""
     cdef Py_ssize_t i

@@ -45,6 +45,8 @@ cdef inline void set_owner(Slab *slab, row_t r, slot_t s) noexcept nogil:
 cdef inline Py_ssize_t entry_bytes(int storage, dim_t dim) noexcept nogil:
     """What one live entry of `dim` costs in a table of `storage`: its encoded row
     (core/convert.h) and ENTRY_OVERHEAD."""
+    if storage == EMBCACHE_STORE_F32:   # the put path's case, without the codec's switch
+        return dim * 4 + ENTRY_OVERHEAD
     return <Py_ssize_t>embcache_row_bytes(storage, <size_t>dim) + ENTRY_OVERHEAD
 
 
@@ -53,7 +55,7 @@ cdef inline Py_ssize_t slab_entry_bytes(const Slab *slab) noexcept nogil:
     return <Py_ssize_t>row_bytes_of(slab) + ENTRY_OVERHEAD
 
 
-cdef inline void write_row(Table *t, const Slab *slab, char *row, const Source *src) noexcept nogil:
+cdef inline void write_row(Table *t, int32_t slab_index, char *row, const Source *src) noexcept nogil:
     """Row = `src` (checked storable) encoded in the table's storage: a float32
     row as copy_in writes it; a compact one encoded from the float32 values
     (converted into the table's scratch row first when they are float64 or
@@ -61,7 +63,7 @@ cdef inline void write_row(Table *t, const Slab *slab, char *row, const Source *
     if t.storage == EMBCACHE_STORE_F32:
         copy_in(<float32_t *>row, src)
     elif src.encoded:
-        memcpy(row, src.data, row_bytes_of(slab))
+        memcpy(row, src.data, row_bytes_of(&t.slabs[slab_index]))
     elif not src.is_f64 and src.stride == 4:
         embcache_encode_row(t.storage, <const float *>src.data, <size_t>src.n, row)
     else:
@@ -87,6 +89,8 @@ cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl
     t.user_clock = user_clock
     t.policy = POLICY_LRU
     t.storage = storage
+    # float32 rows are never encoded from a scratch row: no dim ever needs one
+    t.scratch_floats = <size_t>-1 if storage == EMBCACHE_STORE_F32 else 0
     t.free_slot_head = NO_SLOT
     t.recency_head = t.recency_tail = NO_SLOT
     t.expiry_head = t.expiry_tail = NO_SLOT
@@ -263,7 +267,7 @@ cdef int32_t prepare_put(Table *t, dim_t dim, Py_ssize_t count) noexcept nogil:
     slab's index (-1: no memory). After it, store() cannot fail."""
     cdef int32_t slab_index = slab_for(t, dim)
     cdef float32_t *grown
-    if t.storage != EMBCACHE_STORE_F32 and <size_t>dim > t.scratch_floats:
+    if <size_t>dim > t.scratch_floats:     # never under float32 (table_init)
         grown = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))
         if grown == NULL:
             return -1
@@ -431,11 +435,11 @@ cdef slot_t find_live(Table *t, const KeyId *k, double now) noexcept nogil:
 cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
                 double now) noexcept nogil:
     """Store one checked vector (its slab and slots made ready by prepare_put)."""
-    cdef Slab *slab = &t.slabs[slab_index]
-    cdef Py_ssize_t need = slab_entry_bytes(slab) + t.policy_entry_bytes
+    cdef Py_ssize_t need = entry_bytes(t.storage, src.n) + t.policy_entry_bytes
     cdef size_t cell = find_cell(t, k)
     cdef slot_t s = t.cells[cell].slot
     cdef Entry *e
+    cdef Slab *slab
     cdef row_t row
     cdef int32_t previous
 
@@ -446,7 +450,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
             t.stats.overwrites += 1
         if t.entries[s].slab == slab_index:
             # same key, same dimension: rewrite the row in place
-            write_row(t, slab, row_of(t, s), src)
+            write_row(t, slab_index, row_of(t, s), src)
             t.entries[s].expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
             policy_on_hit(t, s)
             expiry_unlink(t, s)
@@ -462,6 +466,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     # take a slot and a row; prepare_put and make_room guarantee both exist
     s = t.free_slot_head
     t.free_slot_head = t.entries[s].recency_next
+    slab = &t.slabs[slab_index]
     row = take_row(t, slab_index, s)
     if t.last_slab != slab_index:
         previous = t.last_slab
@@ -474,7 +479,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     e.expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
     e.slab = slab_index
     e.row = row
-    write_row(t, slab, row_at(slab, row), src)
+    write_row(t, slab_index, row_at(slab, row), src)
     policy_on_insert(t, s, k)
     expiry_push_tail(t, s)
     # cells may have shifted while room was made: probe again for a free cell

@@ -154,9 +154,7 @@ def test_an_all_zero_int8_row_stays_exact() -> None:
 @settings(max_examples=40, deadline=None)
 @given(
     rows=st.lists(
-        st.lists(
-            st.floats(-60000, 60000, allow_nan=False, width=32), min_size=5, max_size=5
-        ),
+        st.lists(st.floats(-60000, 60000, allow_nan=False, width=32), min_size=5, max_size=5),
         min_size=1,
         max_size=12,
     ),
@@ -190,9 +188,7 @@ OVERFLOWS = {
 }
 
 
-@pytest.mark.parametrize(
-    ("storage", "value"), [(s, v) for s, vs in OVERFLOWS.items() for v in vs]
-)
+@pytest.mark.parametrize(("storage", "value"), [(s, v) for s, vs in OVERFLOWS.items() for v in vs])
 def test_a_value_beyond_the_storage_is_rejected_and_the_cache_unchanged(
     storage: str, value: float
 ) -> None:
