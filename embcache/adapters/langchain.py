@@ -16,10 +16,10 @@ from a document (an instruction prefix). Underneath are ``CachedEmbedder``s over
 one cache, so a call's duplicate texts are embedded once, its misses go to the
 wrapped model in batches (``embed_documents`` of the distinct misses), and
 concurrent calls for the same texts - sync or async, any thread - embed them once.
-Vectors are stored as float32 by default, so a text gives the same floats
-whether it was a hit or a miss; with a compact ``storage=`` (float16, bfloat16,
-int8) a hit gives the stored row decoded to float32, within that storage's
-rounding of the miss's floats.
+Vectors are stored as float32 by default, or with a compact ``storage=``
+(float16, bfloat16, int8) in that encoding, and come back as the cache holds
+them (decoded to float32): a text gives the same floats whether it was a hit or
+a miss.
 """
 
 from __future__ import annotations
