@@ -62,13 +62,16 @@ def test_recall_at_10_floors_per_storage(tool: Any, model: Any) -> None:
         assert result.recall >= FLOORS[storage], result
         assert result.min_cosine >= MIN_COSINE[storage], result
     assert results["float32"].max_abs_error == 0.0
+    assert results["float32"].changed_queries == 0 and results["float32"].max_gap == 0.0
+    for result in results.values():  # a changed top 10 is recall lost, and the other way
+        assert (result.changed_queries == 0) == (result.recall == 1.0)
     # normalised components are below 1: float16 within half an ulp at 0.5-1 (2^-12),
     # bfloat16 within 2^-9, int8 within half a step of a scale <= 1 / 127
     assert 0 < results["float16"].max_abs_error <= 2.0**-12
     assert 0 < results["bfloat16"].max_abs_error <= 2.0**-9
     assert 0 < results["int8"].max_abs_error <= 0.5 / 127
     lines = tool.table(run.results)
-    assert lines[0].startswith("| storage | recall@10 vs float32 |") and len(lines) == 5
+    assert lines[0].startswith("| storage | recall@10 vs float32 |") and len(lines) == 7
     assert lines[4].startswith(f"| int8 | {results['int8'].recall:.4f} | ")
 
 

@@ -139,9 +139,15 @@ def test_storage_accuracy_prints_the_recall_table(
         assert 0.9 <= float(cells[1]) <= 1 and re.fullmatch(r"\d\.\d{4}", cells[1].strip())
         assert 0.999 <= float(cells[2]) <= 1 and re.fullmatch(r"\d\.\d{6}", cells[2].strip())
         assert 0 < float(cells[3]) < 0.01 and re.fullmatch(r"\d\.\de-\d\d", cells[3].strip())
-    assert lines[5] == ""
-    assert lines[6].startswith("`python tools/storage_accuracy.py --every 20`: all-MiniLM-L6-v2")
-    assert "(dim 32)" in lines[6] and "float32 through the cache: recall 1.0000" in lines[6]
+    assert lines[5] == "" and lines[7] == ""
+    assert re.fullmatch(
+        r"Queries whose top 10 changed, and the largest float32 score gap between the 10th and "
+        r"11th documents of one of them: float16 \d+, \d\.\de[-+]\d\d; bfloat16 \d+, "
+        r"\d\.\de[-+]\d\d; int8 \d+, \d\.\de[-+]\d\d\.",
+        lines[6],
+    ), lines[6]
+    assert lines[8].startswith("`python tools/storage_accuracy.py --every 20`: all-MiniLM-L6-v2")
+    assert "(dim 32)" in lines[8] and "float32 through the cache: recall 1.0000" in lines[8]
 
 
 def test_bench_storage_figures_run(tools: Any) -> None:
