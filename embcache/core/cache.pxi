@@ -55,6 +55,22 @@ cdef inline void copy_row_out(const Table *t, float32_t *dst, const char *row,
         embcache_decode_row(t.storage, row, <size_t>dim, dst)
 
 
+cdef dim_t largest_fitting_dim(const Table *t) noexcept nogil:
+    """The largest dim of which one entry (its row in the table's storage, the
+    entry overhead and the policy's bytes) fits the budget less the policy's
+    fixed bytes; 0 when none does. check_dim compares against it."""
+    cdef Py_ssize_t room = (t.memory_budget_bytes - t.policy_fixed_bytes
+                            - t.policy_entry_bytes - ENTRY_OVERHEAD)
+    cdef size_t per_value = embcache_row_bytes(t.storage, 2) - embcache_row_bytes(t.storage, 1)
+    cdef dim_t d
+    if room <= 0:
+        return 0
+    d = <dim_t>(<size_t>room // per_value)
+    while d > 0 and embcache_row_bytes(t.storage, <size_t>d) > <size_t>room:
+        d -= 1
+    return d
+
+
 cdef str name_dims(const dim_t *named, int n_dims):
     listed = ", ".join([str(named[i]) for i in range(min(n_dims, NAMED_DIMS))])
     if n_dims > NAMED_DIMS:
@@ -136,6 +152,7 @@ cdef class SyncEmbeddingCache:
                    storage_kind)
         if policy_init(&self.table, policy_kind) != 0:
             raise MemoryError("could not allocate the W-TinyLFU frequency sketch")
+        self.max_fit_dim = largest_fitting_dim(&self.table)
         # The tables start small and grow with use (up to the bounds), whatever the
         # limits: a huge max_entries costs nothing until entries arrive. A fixed
         # dim's slab reserves its address space now; pages map in as rows are written.
@@ -176,9 +193,10 @@ cdef class SyncEmbeddingCache:
         if self.table.dim and dim != self.table.dim:
             raise DimensionMismatchError(
                 f"{what} has dim {dim}, but this cache stores dim {self.table.dim}")
-        cdef Py_ssize_t need = entry_bytes(self.table.storage, dim) + self.table.policy_entry_bytes
-        cdef Py_ssize_t room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
-        if need > room:
+        cdef Py_ssize_t need, room
+        if dim > self.max_fit_dim:
+            need = entry_bytes(self.table.storage, dim) + self.table.policy_entry_bytes
+            room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
             raise EntryTooLargeError(
                 f"{what}: a vector of dim {dim} needs {need} bytes with metadata, "
                 f"more than the whole budget of {room} bytes "

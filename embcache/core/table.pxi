@@ -59,16 +59,17 @@ cdef inline void write_row(Table *t, int32_t slab_index, char *row, const Source
     """Row = `src` (checked storable) encoded in the table's storage: a float32
     row as copy_in writes it; a compact one encoded from the float32 values
     (converted into the table's scratch row first when they are float64 or
-    strided; prepare_put sized it), or copied as is when `src` is already encoded."""
-    if t.storage == EMBCACHE_STORE_F32:
-        copy_in(<float32_t *>row, src)
-    elif src.encoded:
-        memcpy(row, src.data, row_bytes_of(&t.slabs[slab_index]))
-    elif not src.is_f64 and src.stride == 4:
-        embcache_encode_row(t.storage, <const float *>src.data, <size_t>src.n, row)
+    strided; add_slab sized it), or copied as is when `src` is already encoded."""
+    if t.storage != EMBCACHE_STORE_F32:
+        if src.encoded:
+            memcpy(row, src.data, row_bytes_of(&t.slabs[slab_index]))
+        elif not src.is_f64 and src.stride == 4:
+            embcache_encode_row(t.storage, <const float *>src.data, <size_t>src.n, row)
+        else:
+            copy_in(t.scratch, src)
+            embcache_encode_row(t.storage, t.scratch, <size_t>src.n, row)
     else:
-        copy_in(t.scratch, src)
-        embcache_encode_row(t.storage, t.scratch, <size_t>src.n, row)
+        copy_in(<float32_t *>row, src)
 
 
 cdef inline void read_row(const Table *t, float32_t *dst, const char *row, dim_t dim) noexcept nogil:
@@ -150,6 +151,13 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     cdef Slab *slab
     cdef int32_t *cells
     cdef int32_t i
+    cdef float32_t *scratch
+    if <size_t>dim > t.scratch_floats:     # a compact storage's scratch row: as long as
+        scratch = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))  # any dim
+        if scratch == NULL:
+            return -1
+        t.scratch = scratch
+        t.scratch_floats = <size_t>dim
     if t.n_slabs == t.slab_capacity:
         cap = 4 if t.slab_capacity == 0 else 2 * t.slab_capacity
         cells = <int32_t *>malloc(2 * <size_t>cap * sizeof(int32_t))
@@ -266,13 +274,6 @@ cdef int32_t prepare_put(Table *t, dim_t dim, Py_ssize_t count) noexcept nogil:
     before anything changes: the slab for `dim` and enough free slots. Returns the
     slab's index (-1: no memory). After it, store() cannot fail."""
     cdef int32_t slab_index = slab_for(t, dim)
-    cdef float32_t *grown
-    if <size_t>dim > t.scratch_floats:     # never under float32 (table_init)
-        grown = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))
-        if grown == NULL:
-            return -1
-        t.scratch = grown
-        t.scratch_floats = <size_t>dim
     if slab_index < 0:
         slab_index = add_slab(t, dim)
         if slab_index < 0:
