@@ -37,40 +37,6 @@ cdef inline double monotonic_now() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
-cdef inline void copy_row_out(const Table *t, float32_t *dst, const char *row,
-                              dim_t dim) noexcept:
-    """A row's float32 values into `dst` (read_row), dropping the GIL for long
-    rows (the caller holds the cache lock)."""
-    cdef size_t nbytes = <size_t>dim * 4
-    if t.storage == EMBCACHE_STORE_F32:
-        if nbytes >= GIL_FREE_COPY_BYTES:
-            with nogil:
-                memcpy(dst, row, nbytes)
-        else:
-            memcpy(dst, row, nbytes)
-    elif nbytes >= GIL_FREE_COPY_BYTES:
-        with nogil:
-            embcache_decode_row(t.storage, row, <size_t>dim, dst)
-    else:
-        embcache_decode_row(t.storage, row, <size_t>dim, dst)
-
-
-cdef dim_t largest_fitting_dim(const Table *t) noexcept nogil:
-    """The largest dim of which one entry (its row in the table's storage, the
-    entry overhead and the policy's bytes) fits the budget less the policy's
-    fixed bytes; 0 when none does. check_dim compares against it."""
-    cdef Py_ssize_t room = (t.memory_budget_bytes - t.policy_fixed_bytes
-                            - t.policy_entry_bytes - ENTRY_OVERHEAD)
-    cdef size_t per_value = embcache_row_bytes(t.storage, 2) - embcache_row_bytes(t.storage, 1)
-    cdef dim_t d
-    if room <= 0:
-        return 0
-    d = <dim_t>(<size_t>room // per_value)
-    while d > 0 and embcache_row_bytes(t.storage, <size_t>d) > <size_t>room:
-        d -= 1
-    return d
-
-
 cdef str name_dims(const dim_t *named, int n_dims):
     listed = ", ".join([str(named[i]) for i in range(min(n_dims, NAMED_DIMS))])
     if n_dims > NAMED_DIMS:
