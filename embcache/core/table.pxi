@@ -202,10 +202,24 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
     entries will find free slots (or the table is at its limit, where making room
     frees one): a failed allocation then changes nothing."""
     cdef Py_ssize_t want = min(<Py_ssize_t>t.entry_limit, <Py_ssize_t>t.size + count)
+    cdef Py_ssize_t grown, fit, smallest
+    cdef int32_t i
     if want > t.entry_capacity:
-        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit,
-                                           max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS,
-                                               2 * <Py_ssize_t>t.entry_capacity)))
+        grown = max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>t.entry_capacity)
+        # Doubling, but not far past what the budget can hold: as many more entries
+        # as its free bytes hold of the smallest dimension in use, yet at least an
+        # eighth more each time (growth stays amortized). Compact rows make entries
+        # many and small, and a doubled table half unused would be megabytes.
+        smallest = 0
+        for i in range(t.n_slabs):
+            if smallest == 0 or slab_entry_bytes(&t.slabs[i]) < smallest:
+                smallest = slab_entry_bytes(&t.slabs[i])
+        if smallest:
+            fit = (<Py_ssize_t>t.size
+                   + (t.memory_budget_bytes - t.used_bytes) // (smallest + t.policy_entry_bytes))
+            grown = max(want, min(grown, max(fit, <Py_ssize_t>t.entry_capacity
+                                                  + <Py_ssize_t>t.entry_capacity // 8)))
+        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown))
     return 0
 
 
