@@ -64,6 +64,10 @@ def decode_rows(
     DimensionMismatchError for rows of another length; InvalidVectorError for a
     row that decodes to values that are not finite."""
 
+def _codec_kernels(limit: str | None = None) -> str:
+    """Tests only: the codec kernels in use ("portable", "avx2", "avx512"), after
+    limiting them to no better than `limit` when given."""
+
 def _force_portable_kernels(on: bool) -> bool:
     """Tests only: use the portable C codec kernels (True) or the CPU's fastest
     (False); returns the previous setting."""

@@ -13,8 +13,12 @@ cdef extern from "core/convert.h":
     void embcache_encode_row(int storage, const float *src, size_t dim, void *dst) noexcept nogil
     void embcache_decode_row(int storage, const void *src, size_t dim, float *dst) noexcept nogil
     int embcache_force_portable_kernels(int on) noexcept nogil
+    int embcache_limit_kernels(int cap) noexcept nogil
+    int embcache_kernels() noexcept nogil
 
 # The storages, in their code order (EMBCACHE_STORE_F32 ... EMBCACHE_STORE_I8).
+# The codec kernels, in their level order (EMBCACHE_KERNELS_PORTABLE, _AVX2, _AVX512).
+cdef tuple CODEC_KERNELS = ("portable", "avx2", "avx512")
 cdef tuple CODEC_STORAGES = ("float32", "float16", "bfloat16", "int8")
 DEF CODEC_MAX_DIM = 1 << 28     # 1 GiB of float32 per row: far past any embedding
 
@@ -213,3 +217,15 @@ def _force_portable_kernels(on):
     fastest the CPU supports (the default); returns the previous setting. The
     results are the same bit for bit either way."""
     return bool(embcache_force_portable_kernels(1 if on else 0))
+
+
+def _codec_kernels(limit=None):
+    """Tests only: the codec kernels in use ("portable", "avx2" or "avx512": the
+    best the CPU runs, unless limited). With `limit`, first use no better
+    kernels than that one ("avx512" lifts the limit)."""
+    if limit is not None:
+        if limit not in CODEC_KERNELS:
+            raise ArgumentValueError(
+                f"limit must be one of 'portable', 'avx2', 'avx512', got {limit!r}")
+        return CODEC_KERNELS[embcache_limit_kernels(CODEC_KERNELS.index(limit))]
+    return CODEC_KERNELS[embcache_kernels()]

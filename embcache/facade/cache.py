@@ -129,6 +129,9 @@ class EmbeddingCache:
 
     def _attach(self, sync: SyncEmbeddingCache, tier: Tier | None) -> None:
         """Make this facade the face of `sync` over `tier` (checked)."""
+        attach_storage = getattr(tier, "attach_storage", None)
+        if attach_storage is not None:  # a tier that writes its cache's storage (RedisTier)
+            attach_storage(getattr(sync, "storage", "float32"))
         self._tier = tier
         self._sync = sync
         # bound once: the awaitable wrappers below then cost one attribute load
