@@ -177,7 +177,8 @@ cdef struct Table:
     int policy                  # POLICY_LRU or POLICY_TINYLFU (see core/policy.pxi)
     int storage                 # EMBCACHE_STORE_*: how rows hold vectors (core/convert.h)
     float32_t *scratch          # a compact storage's float32 row for encoding converted
-    size_t scratch_floats       #   (float64, strided) input; grown by prepare_put
+    size_t scratch_floats       #   (float64, strided) input: as long as any slab's dim
+                                #   (add_slab); SIZE_MAX under float32, which needs none
 
     # entry table and its free-slot chain
     Entry *entries
@@ -241,6 +242,7 @@ cdef class SyncEmbeddingCache:
     cdef object ttl_seconds_arg
     cdef object _flights            # the single-flight registry, made on first use (flights)
     cdef dim_t last_dim             # the dim last stored or found: a batch lookup's guess (0: none)
+    cdef dim_t max_fit_dim          # the largest dim one entry of fits the budget (check_dim)
     cdef object __weakref__         # the fork hooks find live caches through a WeakSet
 
     cdef double now_unlocked(self) except? -1.0

@@ -5,12 +5,14 @@ Data structures (one Table)::
 
     cells (Cell[2^k])            entries (Entry[capacity], 64 B)       slabs (Slab[n], one per dim)
     +-------+------+             +------------------------------+      +-------------------------+
-    | tag32 | slot |---------->  | digest (32 B)   expires_at   |      | dim=768  rows --------> [capacity] x (float32[768], owner slot)
+    | tag32 | slot |---------->  | digest (32 B)   expires_at   |      | dim=768  rows --------> [capacity] x (row of 768 values, owner slot)
     +-------+------+             | recency_prev / recency_next  |      | used: rows [0, used) live|
     | empty |  -1  |             | expiry_prev  / expiry_next   |      | hole: one free row or -1 |
     +-------+------+             | slab, row -------------------+----> | written: maybe resident  |
                                  +------------------------------+      +-------------------------+
 
+    row: the vector in the table's storage (float32[dim]; float16 or bfloat16[dim];
+         int8: a float32 scale and int8[dim]; core/convert.h), decoded by every lookup
     tag = low 32 bits of SipHash-2-4(digest) under the secret process key; home cell = tag & mask
     recency list: recency_head (most recent) <-> ... <-> recency_tail   (the LRU policy's links)
     W-TinyLFU (policy="tinylfu") uses the same links for three LRU segments,
@@ -32,8 +34,10 @@ Invariants (checked by check_table, core/invariants.pxi):
     entry, which the row names as its owner, but for at most one hole below the
     last row; used <= written <= capacity;
   * used_bytes == policy_fixed_bytes (the sketch; 0 for LRU) + sum over live
-    entries of (dim * 4 + ENTRY_OVERHEAD_BYTES + policy_entry_bytes (4 for
-    W-TinyLFU, else 0)) <= memory_budget_bytes, and size <= max_entries;
+    entries of (the row bytes of dim in the table's storage: dim * 4 for
+    float32, dim * 2 for float16 / bfloat16, dim + 4 for int8 + ENTRY_OVERHEAD_BYTES
+    + policy_entry_bytes (4 for W-TinyLFU, else 0)) <= memory_budget_bytes, and
+    size <= max_entries; each slab's stride is its row bytes + the owner slot;
   * with one TTL for the whole cache, write order is expiry order: expires_at is
     non-decreasing from expiry_head to expiry_tail, so the head is the only entry
     that ever needs checking before a live entry is evicted.
@@ -51,6 +55,9 @@ Where things are:
   core/intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
   core/codec.pxi         encode_rows / decode_rows / row_bytes: the row codecs of core/convert.h
   core/table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
+  core/rows.pxi          rows in the table's storage (float32, float16, bfloat16, int8): their
+                     bytes, writing (encoding) and reading (decoding) them; codecs in core/convert.h
+  core/codec.pxi         encode_rows / decode_rows / row_bytes for Python, and the storages' names
   core/slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
   core/policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
@@ -134,6 +141,7 @@ include "core/intake.pxi"
 include "core/codec.pxi"
 include "core/invariants.pxi"
 include "core/policy.pxi"
+include "core/rows.pxi"
 include "core/table.pxi"
 include "core/slab_rows.pxi"
 include "core/snapshot/format.pxi"

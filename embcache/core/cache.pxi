@@ -37,24 +37,6 @@ cdef inline double monotonic_now() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
-cdef inline void copy_row_out(const Table *t, float32_t *dst, const char *row,
-                              dim_t dim) noexcept:
-    """A row's float32 values into `dst` (read_row), dropping the GIL for long
-    rows (the caller holds the cache lock)."""
-    cdef size_t nbytes = <size_t>dim * 4
-    if t.storage == EMBCACHE_STORE_F32:
-        if nbytes >= GIL_FREE_COPY_BYTES:
-            with nogil:
-                memcpy(dst, row, nbytes)
-        else:
-            memcpy(dst, row, nbytes)
-    elif nbytes >= GIL_FREE_COPY_BYTES:
-        with nogil:
-            embcache_decode_row(t.storage, row, <size_t>dim, dst)
-    else:
-        embcache_decode_row(t.storage, row, <size_t>dim, dst)
-
-
 cdef str name_dims(const dim_t *named, int n_dims):
     listed = ", ".join([str(named[i]) for i in range(min(n_dims, NAMED_DIMS))])
     if n_dims > NAMED_DIMS:
@@ -136,6 +118,7 @@ cdef class SyncEmbeddingCache:
                    storage_kind)
         if policy_init(&self.table, policy_kind) != 0:
             raise MemoryError("could not allocate the W-TinyLFU frequency sketch")
+        self.max_fit_dim = largest_fitting_dim(&self.table)
         # The tables start small and grow with use (up to the bounds), whatever the
         # limits: a huge max_entries costs nothing until entries arrive. A fixed
         # dim's slab reserves its address space now; pages map in as rows are written.
@@ -176,9 +159,10 @@ cdef class SyncEmbeddingCache:
         if self.table.dim and dim != self.table.dim:
             raise DimensionMismatchError(
                 f"{what} has dim {dim}, but this cache stores dim {self.table.dim}")
-        cdef Py_ssize_t need = entry_bytes(self.table.storage, dim) + self.table.policy_entry_bytes
-        cdef Py_ssize_t room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
-        if need > room:
+        cdef Py_ssize_t need, room
+        if dim > self.max_fit_dim:
+            need = entry_bytes(self.table.storage, dim) + self.table.policy_entry_bytes
+            room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
             raise EntryTooLargeError(
                 f"{what}: a vector of dim {dim} needs {need} bytes with metadata, "
                 f"more than the whole budget of {room} bytes "

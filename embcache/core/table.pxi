@@ -21,11 +21,6 @@ cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
     return <size_t>slab.capacity * slab.stride
 
 
-cdef inline size_t row_bytes_of(const Slab *slab) noexcept nogil:
-    """Bytes of one encoded vector of the slab: its stride less the owner slot."""
-    return slab.stride - sizeof(slot_t)
-
-
 cdef inline char *row_at(const Slab *slab, row_t r) noexcept nogil:
     return slab.rows + <size_t>r * slab.stride
 
@@ -40,43 +35,6 @@ cdef inline slot_t owner_at(const Slab *slab, row_t r) noexcept nogil:
 
 cdef inline void set_owner(Slab *slab, row_t r, slot_t s) noexcept nogil:
     memcpy(slab.rows + <size_t>r * slab.stride + row_bytes_of(slab), &s, sizeof(slot_t))
-
-
-cdef inline Py_ssize_t entry_bytes(int storage, dim_t dim) noexcept nogil:
-    """What one live entry of `dim` costs in a table of `storage`: its encoded row
-    (core/convert.h) and ENTRY_OVERHEAD."""
-    if storage == EMBCACHE_STORE_F32:   # the put path's case, without the codec's switch
-        return dim * 4 + ENTRY_OVERHEAD
-    return <Py_ssize_t>embcache_row_bytes(storage, <size_t>dim) + ENTRY_OVERHEAD
-
-
-cdef inline Py_ssize_t slab_entry_bytes(const Slab *slab) noexcept nogil:
-    """entry_bytes of slab's dimension, from the slab (the put path's form)."""
-    return <Py_ssize_t>row_bytes_of(slab) + ENTRY_OVERHEAD
-
-
-cdef inline void write_row(Table *t, int32_t slab_index, char *row, const Source *src) noexcept nogil:
-    """Row = `src` (checked storable) encoded in the table's storage: a float32
-    row as copy_in writes it; a compact one encoded from the float32 values
-    (converted into the table's scratch row first when they are float64 or
-    strided; prepare_put sized it), or copied as is when `src` is already encoded."""
-    if t.storage == EMBCACHE_STORE_F32:
-        copy_in(<float32_t *>row, src)
-    elif src.encoded:
-        memcpy(row, src.data, row_bytes_of(&t.slabs[slab_index]))
-    elif not src.is_f64 and src.stride == 4:
-        embcache_encode_row(t.storage, <const float *>src.data, <size_t>src.n, row)
-    else:
-        copy_in(t.scratch, src)
-        embcache_encode_row(t.storage, t.scratch, <size_t>src.n, row)
-
-
-cdef inline void read_row(const Table *t, float32_t *dst, const char *row, dim_t dim) noexcept nogil:
-    """dst = the float32 values of a row (decoded from a compact storage)."""
-    if t.storage == EMBCACHE_STORE_F32:
-        memcpy(dst, row, <size_t>dim * 4)
-    else:
-        embcache_decode_row(t.storage, row, <size_t>dim, dst)
 
 
 cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl, dim_t dim,
@@ -150,6 +108,13 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     cdef Slab *slab
     cdef int32_t *cells
     cdef int32_t i
+    cdef float32_t *scratch
+    if <size_t>dim > t.scratch_floats:     # a compact storage's scratch row: as long as
+        scratch = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))  # any dim
+        if scratch == NULL:
+            return -1
+        t.scratch = scratch
+        t.scratch_floats = <size_t>dim
     if t.n_slabs == t.slab_capacity:
         cap = 4 if t.slab_capacity == 0 else 2 * t.slab_capacity
         cells = <int32_t *>malloc(2 * <size_t>cap * sizeof(int32_t))
@@ -237,10 +202,24 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
     entries will find free slots (or the table is at its limit, where making room
     frees one): a failed allocation then changes nothing."""
     cdef Py_ssize_t want = min(<Py_ssize_t>t.entry_limit, <Py_ssize_t>t.size + count)
+    cdef Py_ssize_t grown, fit, smallest
+    cdef int32_t i
     if want > t.entry_capacity:
-        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit,
-                                           max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS,
-                                               2 * <Py_ssize_t>t.entry_capacity)))
+        grown = max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>t.entry_capacity)
+        # Doubling, but not far past what the budget can hold: as many more entries
+        # as its free bytes hold of the smallest dimension in use, yet at least an
+        # eighth more each time (growth stays amortized). Compact rows make entries
+        # many and small, and a doubled table half unused would be megabytes.
+        smallest = 0
+        for i in range(t.n_slabs):
+            if smallest == 0 or slab_entry_bytes(&t.slabs[i]) < smallest:
+                smallest = slab_entry_bytes(&t.slabs[i])
+        if smallest:
+            fit = (<Py_ssize_t>t.size
+                   + (t.memory_budget_bytes - t.used_bytes) // (smallest + t.policy_entry_bytes))
+            grown = max(want, min(grown, max(fit, <Py_ssize_t>t.entry_capacity
+                                                  + <Py_ssize_t>t.entry_capacity // 8)))
+        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown))
     return 0
 
 
@@ -266,13 +245,6 @@ cdef int32_t prepare_put(Table *t, dim_t dim, Py_ssize_t count) noexcept nogil:
     before anything changes: the slab for `dim` and enough free slots. Returns the
     slab's index (-1: no memory). After it, store() cannot fail."""
     cdef int32_t slab_index = slab_for(t, dim)
-    cdef float32_t *grown
-    if <size_t>dim > t.scratch_floats:     # never under float32 (table_init)
-        grown = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))
-        if grown == NULL:
-            return -1
-        t.scratch = grown
-        t.scratch_floats = <size_t>dim
     if slab_index < 0:
         slab_index = add_slab(t, dim)
         if slab_index < 0:
@@ -550,6 +522,7 @@ cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matr
     decided) reads as a miss."""
     cdef Py_ssize_t i
     cdef slot_t s
+    cdef int storage = t.storage        # a local: the loop's test of it hoisted
     # A look-ahead that changes nothing: every key's index cell, then a load of
     # its entry started, so that these trips from memory overlap one another
     # instead of each waiting for the row copy before it (a table with one
@@ -559,11 +532,11 @@ cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matr
         if s != NO_SLOT:
             embcache_prefetch(&t.entries[s], sizeof(Entry))
     for i in range(n):
-        copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now)
+        copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now, storage)
 
 
 cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim,
-                              cnp.npy_bool *found, double now) noexcept nogil:
+                              cnp.npy_bool *found, double now, int storage) noexcept nogil:
     """One key of a batch lookup: its row into `dst` if live and of `dim`, else zeros."""
     cdef slot_t s = find_live(t, key_ident(key), now)
     if s == NO_SLOT or dim_of(t, s) != dim:
@@ -574,7 +547,10 @@ cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim
         return
     t.stats.hits += 1
     found[0] = 1
-    read_row(t, dst, row_of(t, s), dim)
+    if storage == EMBCACHE_STORE_F32:
+        memcpy(dst, row_of(t, s), <size_t>dim * 4)
+    else:
+        embcache_decode_row(storage, row_of(t, s), <size_t>dim, dst)
     policy_on_hit(t, s)
 
 
