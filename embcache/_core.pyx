@@ -72,7 +72,8 @@ Where things are:
   core/resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
                      Redis tier; C in core/resp.h)
   core/siphash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
-  core/convert.h     C: the row codecs (float16, bfloat16, int8) with kernels chosen per CPU
+  core/convert.h core/convert_x86.h   C: the row codecs (float16, bfloat16, int8), portable and
+                     AVX2 / AVX-512 kernels chosen per CPU at run time
   core/snapshot/checksum.h core/snapshot/reader.h core/snapshot/writer.h core/worker.h   C: the snapshot checksum (mix64 v1),
                      double-buffered reading, double-buffered writing with write-behind,
                      the worker thread both are built on

@@ -7,13 +7,15 @@ forced.
 
 The wall clock times each (storage, kernels, direction) 40 times, interleaved
 round by round so the machine's load falls on all alike. Under callgrind each
-case runs 2 and 12 batches in fresh processes; the difference over 10 batches
-of 1000 rows is the cost of one row (imports and setup cancel out). valgrind
+case runs 2 and 22 batches in fresh processes (PYTHONHASHSEED=0); the
+difference over 20 batches of 1000 rows is the cost of one row (imports and
+setup cancel out). valgrind
 does not run AVX-512, so there the CPU's kernels are AVX2 + F16C.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import statistics
 import subprocess
@@ -51,6 +53,7 @@ def instructions(storage: str, portable: bool, direction: str, batches: int) -> 
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, "-c", CHILD, storage, "1" if portable else "0", direction, str(batches)],
         capture_output=True, text=True, check=True, cwd=ROOT,
+        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in every run
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", proc.stderr)
     assert found, proc.stderr[-2000:]
@@ -66,9 +69,9 @@ def callgrind() -> None:
         cells = []
         for direction in ("encode", "decode"):
             for portable in (False, True):
-                per = instructions(storage, portable, direction, 12)
+                per = instructions(storage, portable, direction, 22)
                 per -= instructions(storage, portable, direction, 2)
-                cells.append(per / (10 * ROWS))
+                cells.append(per / (20 * ROWS))
         print(f"{storage:9s} {cells[0]:11.0f} {cells[1]:9.0f} {cells[2]:11.0f} {cells[3]:9.0f}")
 
 

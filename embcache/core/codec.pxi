@@ -16,6 +16,9 @@ cdef extern from "core/convert.h":
     int embcache_limit_kernels(int cap) noexcept nogil
     int embcache_kernels() noexcept nogil
 
+cdef extern from "core/convert_x86.h":  # included by convert.h; named so a change rebuilds
+    pass
+
 # The storages, in their code order (EMBCACHE_STORE_F32 ... EMBCACHE_STORE_I8).
 # The codec kernels, in their level order (EMBCACHE_KERNELS_PORTABLE, _AVX2, _AVX512).
 cdef tuple CODEC_KERNELS = ("portable", "avx2", "avx512")
