@@ -64,4 +64,5 @@ cdef object cache_info(SyncEmbeddingCache cache):
         policy=POLICY_NAMES[t.policy],
         admission_rejections=rejections,
         policy_bytes=t.policy_fixed_bytes,
+        storage=CODEC_STORAGES[t.storage],
     )

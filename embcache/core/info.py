@@ -12,7 +12,9 @@ class CacheInfo:
     """A consistent snapshot, taken under the cache's lock.
 
     Memory accounting is exact: ``memory_usage_bytes`` is ``policy_bytes`` plus
-    the sum over live entries of ``dim * 4 + entry_overhead_bytes`` and never exceeds
+    the sum over live entries of their row bytes (``dim * 4`` under ``storage``
+    "float32", ``dim * 2`` under "float16" and "bfloat16", ``dim + 4`` under
+    "int8") plus ``entry_overhead_bytes``, and never exceeds
     ``memory_budget_bytes`` (``max_memory_mb * 2**20``). ``allocated_bytes`` is
     what the cache actually holds for slabs and tables.
     """
@@ -44,7 +46,8 @@ class CacheInfo:
     dims: tuple[int, ...]
     """Dimensions that have live entries."""
     entry_overhead_bytes: int
-    """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
+    """Metadata bytes accounted to each entry beyond its row bytes (the vector as
+    its ``storage`` encodes it)."""
     memory_budget_bytes: int
     allocated_bytes: int
     """Bytes held resident for the entry table, the index and the slab rows (the
@@ -63,6 +66,9 @@ class CacheInfo:
     policy_bytes: int
     """Bytes the policy holds once per cache, counted in ``memory_usage_bytes``:
     the W-TinyLFU frequency sketch (README, "Eviction policy"); 0 under LRU."""
+    storage: str
+    """How rows hold vectors: ``"float32"``, ``"float16"``, ``"bfloat16"`` or
+    ``"int8"`` (lookups return float32 whatever it is)."""
     tier_hits: int = 0
     """Keys the shared tier (``EmbeddingCache(..., tier=)``) answered; 0 without a
     tier, and always 0 from SyncEmbeddingCache, which has none."""
