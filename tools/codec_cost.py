@@ -53,7 +53,8 @@ def instructions(storage: str, portable: bool, direction: str, batches: int) -> 
         ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null",
          sys.executable, "-c", CHILD, storage, "1" if portable else "0", direction, str(batches)],
         capture_output=True, text=True, check=True, cwd=ROOT,
-        env={**os.environ, "PYTHONHASHSEED": "0"},  # the same start-up in every run
+        # the same start-up in every run; no BLAS threads spinning (counted by callgrind)
+        env={**os.environ, "PYTHONHASHSEED": "0", "OPENBLAS_NUM_THREADS": "1"},
     )  # fmt: skip
     found = re.search(r"Collected : (\d+)", proc.stderr)
     assert found, proc.stderr[-2000:]
