@@ -7,7 +7,6 @@ misses, and rows a narrower tier storage cannot hold stay in-process only."""
 from __future__ import annotations
 
 import asyncio
-import inspect
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -246,16 +245,12 @@ def test_storage_argument_and_attaching(flushed_server: RedisServer) -> None:
     run(main())
 
 
-@pytest.mark.skipif(
-    "storage" not in inspect.signature(EmbeddingCache).parameters,
-    reason="EmbeddingCache(storage=) is not in this build",
-)
 @pytest.mark.parametrize("storage", STORAGES)
 def test_a_tier_writes_the_storage_of_its_cache(flushed_server: RedisServer, storage: str) -> None:
     async def main() -> None:
         keys, rows = keys_of(5), rows_of(5, seed=8)
         async with tier_on(flushed_server) as tier:
-            cache = EmbeddingCache(1000, None, 16, dim=DIM, tier=tier, storage=storage)  # type: ignore[call-arg]
+            cache = EmbeddingCache(1000, None, 16, dim=DIM, tier=tier, storage=storage)
             assert tier.storage == storage
             await cache.put_many(keys, rows)
             value = await tier.client.get(tier.redis_key(keys[0]))
@@ -263,11 +258,56 @@ def test_a_tier_writes_the_storage_of_its_cache(flushed_server: RedisServer, sto
             assert value[5] == wire.DTYPES[storage]
             # another storage's cache reads it, and keeps the rows in its own
             reader = RedisTier(tier.client, timeout=5.0)
-            other = EmbeddingCache(1000, None, 16, dim=DIM, tier=reader, storage="float16")  # type: ignore[call-arg]
+            other = EmbeddingCache(1000, None, 16, dim=DIM, tier=reader, storage="float16")
             assert reader.storage == "float16"
             matrix, found = await other.get_many(keys)
-            assert found.all() and np.array_equal(matrix, stored(rows, storage))
+            # the read-through answers what the cache now holds: the tier's rows
+            # as float16 keeps them, the same as every later hit
+            held = stored(stored(rows, storage), "float16")
+            assert found.all() and np.array_equal(matrix, held)
             kept, found = other.sync.get_many(keys)
-            assert found.all() and np.array_equal(kept, stored(stored(rows, storage), "float16"))
+            assert found.all() and np.array_equal(kept, held)
+
+    run(main())
+
+
+@pytest.mark.parametrize("reader", ["float16", "bfloat16", "int8"])
+def test_a_read_through_answers_what_later_hits_answer(
+    flushed_server: RedisServer, reader: str
+) -> None:
+    """A cache whose storage differs from the encoding of the tier's values: the
+    first answer of get, get_many and get_or_compute (read from the tier) is the
+    same vector every later hit on the key returns."""
+
+    async def main() -> None:
+        keys, rows = keys_of(12), rows_of(12, seed=9)
+        async with tier_on(flushed_server, storage="float32") as tier:
+            await tier.put_many(keys, rows)
+            held = stored(rows, reader)
+            for how in ("get", "get_many", "get_or_compute", "get_many_out"):
+                tier_r = RedisTier(tier.client, timeout=5.0)
+                cache = EmbeddingCache(1000, None, 16, dim=DIM, tier=tier_r, storage=reader)
+                if how == "get":
+                    first = np.stack([await cache.get(k) for k in keys[:3]])
+                    want = held[:3]
+                    later = np.stack([await cache.get(k) for k in keys[:3]])
+                elif how == "get_many":
+                    await cache.put(keys[0], rows[0])  # one local hit among the misses
+                    first, found = await cache.get_many(keys)
+                    assert found.all()
+                    want = held
+                    later = (await cache.get_many(keys))[0]
+                elif how == "get_many_out":
+                    out = np.zeros((len(keys), DIM), np.float32)
+                    first, found = await cache.get_many(keys, out=out)
+                    assert first is out and found.all()
+                    want = held
+                    later = (await cache.get_many(keys))[0]
+                else:
+                    first = await cache.get_or_compute(keys, lambda ks: np.zeros((len(ks), DIM)))
+                    want = held
+                    later = (await cache.get_many(keys))[0]
+                assert np.array_equal(first, want), how
+                assert np.array_equal(later, want), how
 
     run(main())
