@@ -79,6 +79,13 @@ cdef extern from "core/slab.h":
     size_t EMBCACHE_HUGE_PAGE
     void embcache_prefetch(const void *p, size_t n) noexcept nogil
 
+cdef extern from "core/table_mem.h":
+    void *embcache_table_alloc(size_t nbytes) noexcept nogil
+    void embcache_table_free(void *p, size_t nbytes) noexcept nogil
+    void *embcache_table_resize(void *p, size_t old, size_t nbytes) noexcept nogil
+    size_t embcache_table_footprint(size_t nbytes) noexcept nogil
+    size_t EMBCACHE_OWN_MAP_BYTES
+
 
 # --- keys -------------------------------------------------------------------
 
@@ -186,6 +193,7 @@ cdef struct Table:
     slot_t entry_limit          # entry_capacity never grows past this
     slot_t free_slot_head
     slot_t size
+    slot_t shrink_below         # fewer entries than this: reserve_slots shrinks the table
 
     # open-addressing index: power-of-two cells, linear probing, backward-shift deletion
     Cell *cells
