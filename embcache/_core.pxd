@@ -80,9 +80,9 @@ cdef extern from "core/slab.h":
     void embcache_prefetch(const void *p, size_t n) noexcept nogil
 
 cdef extern from "core/table_mem.h":
-    void *embcache_table_alloc(size_t nbytes) noexcept nogil
+    void *embcache_table_alloc(size_t nbytes, size_t align) noexcept nogil
     void embcache_table_free(void *p, size_t nbytes) noexcept nogil
-    void *embcache_table_resize(void *p, size_t old, size_t nbytes) noexcept nogil
+    void *embcache_table_resize(void *p, size_t old, size_t nbytes, size_t align) noexcept nogil
     size_t embcache_table_footprint(size_t nbytes) noexcept nogil
     size_t EMBCACHE_OWN_MAP_BYTES
 

@@ -151,7 +151,7 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
 cdef int resize_index(Table *t, size_t cells) noexcept nogil:
     cdef Cell *old = t.cells
     cdef size_t old_cells = 0 if old == NULL else t.cell_mask + 1
-    cdef Cell *fresh = <Cell *>embcache_table_alloc(cells * sizeof(Cell))
+    cdef Cell *fresh = <Cell *>embcache_table_alloc(cells * sizeof(Cell), sizeof(Cell))
     cdef size_t i, j
     if fresh == NULL:
         return -1
@@ -183,7 +183,7 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
         return -1
     # a table of its own mapping grows by moving its pages, not by a copy
     grown = <Entry *>embcache_table_resize(t.entries, <size_t>t.entry_capacity * sizeof(Entry),
-                                           <size_t>capacity * sizeof(Entry))
+                                           <size_t>capacity * sizeof(Entry), ENTRY_ALIGN)
     if grown == NULL:
         return -1
     t.entries = grown

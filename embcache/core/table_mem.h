@@ -9,7 +9,9 @@
  * heap once its mapping threshold has risen past it, so the process would hold
  * the table's largest size for good. A smaller block comes from malloc (a small
  * cache costs no whole page). Which a block is follows from its size alone:
- * every function takes the block's size in bytes. Blocks are 64-byte aligned.
+ * every function takes the block's size in bytes. A mapped block is page
+ * aligned, a smaller one aligned to `align` (a power of two: 64 for the entry
+ * table's cache lines; up to malloc's own alignment, a plain malloc).
  *
  * Where mmap is unavailable, every block comes from posix_memalign.
  */
@@ -53,8 +55,8 @@ static inline size_t embcache_table_footprint(size_t bytes) {
     return embcache_table_mapped(bytes) ? (bytes + page - 1) / page * page : bytes;
 }
 
-/* A block of `bytes` (> 0), 64-byte aligned, contents undefined; NULL on failure. */
-static inline void *embcache_table_alloc(size_t bytes) {
+/* A block of `bytes`, aligned to `align`, contents undefined; NULL on failure. */
+static inline void *embcache_table_alloc(size_t bytes, size_t align) {
     void *p = NULL;
 #ifdef EMBCACHE_TABLE_MMAP
     if (embcache_table_mapped(bytes)) {
@@ -63,7 +65,8 @@ static inline void *embcache_table_alloc(size_t bytes) {
         return p == MAP_FAILED ? NULL : p;
     }
 #endif
-    if (posix_memalign(&p, 64, bytes ? bytes : 1) != 0) return NULL;
+    if (align <= 16) return malloc(bytes ? bytes : 1);
+    if (posix_memalign(&p, align, bytes ? bytes : 1) != 0) return NULL;
     return p;
 }
 
@@ -82,9 +85,9 @@ static inline void embcache_table_free(void *p, size_t bytes) {
 /* The block p of `old` bytes resized to `bytes`, keeping its first
  * min(old, bytes) bytes: p itself or a new block (p is then freed). NULL on
  * failure, p left as it was. p may be NULL (old 0): a new block. */
-static inline void *embcache_table_resize(void *p, size_t old, size_t bytes) {
+static inline void *embcache_table_resize(void *p, size_t old, size_t bytes, size_t align) {
     void *q;
-    if (p == NULL) return embcache_table_alloc(bytes);
+    if (p == NULL) return embcache_table_alloc(bytes, align);
 #ifdef EMBCACHE_TABLE_MMAP
     if (embcache_table_mapped(old) && embcache_table_mapped(bytes)) {
         size_t from = embcache_table_footprint(old), to = embcache_table_footprint(bytes);
@@ -96,7 +99,7 @@ static inline void *embcache_table_resize(void *p, size_t old, size_t bytes) {
 #endif
     }
 #endif
-    q = embcache_table_alloc(bytes);
+    q = embcache_table_alloc(bytes, align);
     if (q == NULL) return NULL;
     memcpy(q, p, old < bytes ? old : bytes);
     embcache_table_free(p, old);

@@ -69,7 +69,7 @@ cdef void shrink_entries(Table *t, Py_ssize_t count) noexcept nogil:
             move_entry(t, s, d)
         s = following
     shrunk = <Entry *>embcache_table_resize(t.entries, <size_t>capacity * sizeof(Entry),
-                                            <size_t>keep * sizeof(Entry))
+                                            <size_t>keep * sizeof(Entry), ENTRY_ALIGN)
     if shrunk == NULL:
         # keep the size: slots [keep, capacity) are all free now
         for i in range(capacity - 1, <slot_t>keep - 1, -1):
