@@ -194,6 +194,7 @@ cdef struct Table:
     slot_t free_slot_head
     slot_t size
     slot_t shrink_below         # fewer entries than this: reserve_slots shrinks the table
+    slot_t shrink_mark          # what shrink_below becomes at the next removal (discard)
 
     # open-addressing index: power-of-two cells, linear probing, backward-shift deletion
     Cell *cells

@@ -192,7 +192,6 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
         t.entries[i].recency_next = t.free_slot_head
         t.free_slot_head = i
     t.entry_capacity = capacity
-    set_shrink_mark(t)
     return 0
 
 
@@ -219,7 +218,10 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
                    + (t.memory_budget_bytes - t.used_bytes) // (smallest + t.policy_entry_bytes))
             grown = max(want, min(grown, max(fit, <Py_ssize_t>t.entry_capacity
                                                   + <Py_ssize_t>t.entry_capacity // 8)))
-        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown))
+        if grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown)) != 0:
+            return -1
+        set_shrink_mark(t)
+        return 0
     if t.size < t.shrink_below:
         shrink_entries(t, count)
     return 0
@@ -354,6 +356,7 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     release_row(t, slab, e.row)
     t.used_bytes -= slab_entry_bytes(slab) + t.policy_entry_bytes
     t.size -= 1
+    t.shrink_below = t.shrink_mark      # entries are becoming fewer (core/table_shrink.pxi)
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
     trim(t, e.slab)
@@ -570,6 +573,7 @@ cdef void clear_table(Table *t) noexcept nogil:
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.size = 0
     t.used_bytes = t.policy_fixed_bytes
+    t.shrink_below = t.shrink_mark = 0      # a kept table is kept for refilling
     policy_clear(t)
     if t.dim:
         t.slabs[0].used = 0
@@ -579,7 +583,6 @@ cdef void clear_table(Table *t) noexcept nogil:
         embcache_table_free(t.entries, <size_t>t.entry_capacity * sizeof(Entry))
         t.entries = NULL
         t.entry_capacity = 0
-        t.shrink_below = 0
         t.free_slot_head = NO_SLOT
         # shrinking cannot fail for want of memory that matters: keep the old
         # index if even MIN_INDEX_CELLS cannot be had

@@ -4,18 +4,22 @@
 # over the Table (core/table.pxi), without the GIL; the caller holds the lock.
 #
 # Only a table of its own mapping (core/table_mem.h) shrinks: a smaller one
-# costs too little to be worth moving entries for. It shrinks once a quarter of
-# its slots are free, to an eighth more than its entries: the O(capacity) move
-# follows at least an eighth of the capacity in removals, and growing again
-# (by at least an eighth, reserve_slots) follows as many puts.
+# costs too little to be worth moving entries for. It shrinks when a put finds
+# a quarter of its slots free and an entry removed (evicted, expired, removed)
+# since the table last grew or shrank: a table just grown (by up to double) is
+# not shrunk while it fills. It shrinks to an eighth more slots than entries, so
+# the O(capacity) move follows at least an eighth of the capacity in removals,
+# and growing again (by at least an eighth, reserve_slots) as many puts.
 
 
 cdef inline void set_shrink_mark(Table *t) noexcept nogil:
-    """Set the entry count below which reserve_slots shrinks the table."""
+    """The table was resized: no shrinking before the next removal, then below
+    three quarters of its slots (discard arms shrink_below with shrink_mark)."""
+    t.shrink_below = 0
     if <size_t>t.entry_capacity * sizeof(Entry) >= 2 * EMBCACHE_OWN_MAP_BYTES:
-        t.shrink_below = t.entry_capacity - t.entry_capacity // 4
+        t.shrink_mark = t.entry_capacity - t.entry_capacity // 4
     else:
-        t.shrink_below = 0
+        t.shrink_mark = 0
 
 
 cdef void move_entry(Table *t, slot_t s, slot_t d) noexcept nogil:
@@ -76,7 +80,7 @@ cdef void shrink_entries(Table *t, Py_ssize_t count) noexcept nogil:
             t.entries[i].recency_next = low
             low = i
         t.free_slot_head = low
-        t.shrink_below = 0          # not again before the table grows
+        t.shrink_below = t.shrink_mark = 0      # not again before the table grows
         return
     t.entries = shrunk
     t.entry_capacity = <slot_t>keep
