@@ -193,8 +193,9 @@ cdef struct Table:
     slot_t entry_limit          # entry_capacity never grows past this
     slot_t free_slot_head
     slot_t size
-    slot_t shrink_below         # fewer entries than this: reserve_slots shrinks the table
-    slot_t shrink_mark          # what shrink_below becomes at the next removal (discard)
+    slot_t resize_above         # reserve_slots resizes past this: entry_capacity, or -1 once
+                                #   removals leave fewer entries than shrink_mark
+    slot_t shrink_mark          # 0, or three quarters of a table that may shrink
 
     # open-addressing index: power-of-two cells, linear probing, backward-shift deletion
     Cell *cells

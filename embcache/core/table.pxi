@@ -203,6 +203,8 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
     cdef Py_ssize_t want = min(<Py_ssize_t>t.entry_limit, <Py_ssize_t>t.size + count)
     cdef Py_ssize_t grown, fit, smallest
     cdef int32_t i
+    if want <= t.resize_above:      # entry_capacity unless a shrink is due
+        return 0
     if want > t.entry_capacity:
         grown = max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>t.entry_capacity)
         # Doubling, but not far past what the budget can hold: as many more entries
@@ -222,8 +224,7 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
             return -1
         set_shrink_mark(t)
         return 0
-    if t.size < t.shrink_below:
-        shrink_entries(t, count)
+    shrink_entries(t, count)
     return 0
 
 
@@ -356,7 +357,8 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     release_row(t, slab, e.row)
     t.used_bytes -= slab_entry_bytes(slab) + t.policy_entry_bytes
     t.size -= 1
-    t.shrink_below = t.shrink_mark      # entries are becoming fewer (core/table_shrink.pxi)
+    if t.size < t.shrink_mark:
+        t.resize_above = -1             # the next put shrinks the table (core/table_shrink.pxi)
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
     trim(t, e.slab)
@@ -573,7 +575,8 @@ cdef void clear_table(Table *t) noexcept nogil:
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.size = 0
     t.used_bytes = t.policy_fixed_bytes
-    t.shrink_below = t.shrink_mark = 0      # a kept table is kept for refilling
+    t.resize_above = t.entry_capacity       # a kept table is kept for refilling
+    t.shrink_mark = 0
     policy_clear(t)
     if t.dim:
         t.slabs[0].used = 0
@@ -583,6 +586,7 @@ cdef void clear_table(Table *t) noexcept nogil:
         embcache_table_free(t.entries, <size_t>t.entry_capacity * sizeof(Entry))
         t.entries = NULL
         t.entry_capacity = 0
+        t.resize_above = 0
         t.free_slot_head = NO_SLOT
         # shrinking cannot fail for want of memory that matters: keep the old
         # index if even MIN_INDEX_CELLS cannot be had

@@ -4,18 +4,19 @@
 # over the Table (core/table.pxi), without the GIL; the caller holds the lock.
 #
 # Only a table of its own mapping (core/table_mem.h) shrinks: a smaller one
-# costs too little to be worth moving entries for. It shrinks when a put finds
-# a quarter of its slots free and an entry removed (evicted, expired, removed)
-# since the table last grew or shrank: a table just grown (by up to double) is
-# not shrunk while it fills. It shrinks to an eighth more slots than entries, so
+# costs too little to be worth moving entries for. It shrinks at the put after
+# a removal (eviction, expiry, removal) that leaves a quarter of its slots free
+# (discard sets resize_above to -1, which sends reserve_slots past its one test):
+# a table just grown (by up to double) is not shrunk while it fills. It shrinks
+# to an eighth more slots than entries, so
 # the O(capacity) move follows at least an eighth of the capacity in removals,
 # and growing again (by at least an eighth, reserve_slots) as many puts.
 
 
 cdef inline void set_shrink_mark(Table *t) noexcept nogil:
-    """The table was resized: no shrinking before the next removal, then below
-    three quarters of its slots (discard arms shrink_below with shrink_mark)."""
-    t.shrink_below = 0
+    """The table was resized: no shrinking before a removal leaves fewer entries
+    than three quarters of its slots (discard compares with shrink_mark)."""
+    t.resize_above = t.entry_capacity
     if <size_t>t.entry_capacity * sizeof(Entry) >= 2 * EMBCACHE_OWN_MAP_BYTES:
         t.shrink_mark = t.entry_capacity - t.entry_capacity // 4
     else:
@@ -53,6 +54,7 @@ cdef void shrink_entries(Table *t, Py_ssize_t count) noexcept nogil:
     cdef size_t cells = MIN_INDEX_CELLS
     cdef Entry *shrunk
     if keep >= capacity:
+        t.resize_above = capacity   # not again before the next removal
         return
     # the free slots below `keep`, chained through recency_next (the others are
     # dropped); there are at least as many as live entries at or above `keep`
@@ -80,7 +82,8 @@ cdef void shrink_entries(Table *t, Py_ssize_t count) noexcept nogil:
             t.entries[i].recency_next = low
             low = i
         t.free_slot_head = low
-        t.shrink_below = t.shrink_mark = 0      # not again before the table grows
+        t.resize_above = capacity   # not again before the table grows
+        t.shrink_mark = 0
         return
     t.entries = shrunk
     t.entry_capacity = <slot_t>keep
