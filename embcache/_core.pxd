@@ -79,6 +79,13 @@ cdef extern from "core/slab.h":
     size_t EMBCACHE_HUGE_PAGE
     void embcache_prefetch(const void *p, size_t n) noexcept nogil
 
+cdef extern from "core/table_mem.h":
+    void *embcache_table_alloc(size_t nbytes, size_t align) noexcept nogil
+    void embcache_table_free(void *p, size_t nbytes) noexcept nogil
+    void *embcache_table_resize(void *p, size_t old, size_t nbytes, size_t align) noexcept nogil
+    size_t embcache_table_footprint(size_t nbytes) noexcept nogil
+    size_t EMBCACHE_OWN_MAP_BYTES
+
 
 # --- keys -------------------------------------------------------------------
 
@@ -186,6 +193,9 @@ cdef struct Table:
     slot_t entry_limit          # entry_capacity never grows past this
     slot_t free_slot_head
     slot_t size
+    slot_t resize_above         # reserve_slots resizes past this: entry_capacity, or -1 once
+                                #   removals leave fewer entries than shrink_mark
+    slot_t shrink_mark          # 0, or three quarters of a table that may shrink
 
     # open-addressing index: power-of-two cells, linear probing, backward-shift deletion
     Cell *cells

@@ -59,6 +59,7 @@ Where things are:
                      bytes, writing (encoding) and reading (decoding) them; codecs in core/convert.h
   core/codec.pxi         encode_rows / decode_rows / row_bytes for Python, and the storages' names
   core/slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
+  core/table_shrink.pxi  shrinking the entry table and index as entries become fewer
   core/policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
   core/sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
@@ -74,6 +75,7 @@ Where things are:
   core/siphash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
   core/convert.h core/convert_x86.h   C: the row codecs (float16, bfloat16, int8), portable and
                      AVX2 / AVX-512 kernels chosen per CPU at run time
+  core/table_mem.h   C: the entry table's and index's memory (a mapping of their own once large)
   core/snapshot/checksum.h core/snapshot/reader.h core/snapshot/writer.h core/worker.h   C: the snapshot checksum (mix64 v1),
                      double-buffered reading, double-buffered writing with write-behind,
                      the worker thread both are built on
@@ -90,7 +92,6 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport POSIX_FADV_SEQUENTIAL, posix_fadvise
-from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport off_t
 from posix.unistd cimport pread, write
@@ -147,6 +148,7 @@ include "core/policy.pxi"
 include "core/rows.pxi"
 include "core/table.pxi"
 include "core/slab_rows.pxi"
+include "core/table_shrink.pxi"
 include "core/snapshot/format.pxi"
 include "core/snapshot/save.pxi"
 include "core/snapshot/load.pxi"

@@ -243,6 +243,29 @@ cdef inline void policy_on_remove(Table *t, slot_t s) noexcept nogil:
         segment_unlink(t, segment_of(t, s), s)
 
 
+cdef void policy_on_move(Table *t, slot_t s, slot_t d) noexcept nogil:
+    """Live entry `s` now sits in slot `d` (its Entry copied there, links as they
+    were; the table is shrinking): its neighbours, list ends and policy slot
+    follow it. Order, segments and the sketch are unchanged."""
+    cdef Entry *e = &t.entries[d]
+    cdef slot_t *head = &t.recency_head
+    cdef slot_t *tail = &t.recency_tail
+    cdef int seg
+    if t.policy != POLICY_LRU:
+        seg = segment_of(t, s)
+        head = &t.segment_head[seg]
+        tail = &t.segment_tail[seg]
+        t.policy_slots[d] = t.policy_slots[s]
+    if e.recency_prev != NO_SLOT:
+        t.entries[e.recency_prev].recency_next = d
+    else:
+        head[0] = d
+    if e.recency_next != NO_SLOT:
+        t.entries[e.recency_next].recency_prev = d
+    else:
+        tail[0] = d
+
+
 cdef inline void policy_on_miss(Table *t, const KeyId *k) noexcept nogil:
     if t.policy != POLICY_LRU:
         sketch_increment(t, key_bits(k))

@@ -92,9 +92,9 @@ cdef void table_free(Table *t) noexcept nogil:
     free(t.scratch)
     t.scratch = NULL
     t.scratch_floats = 0
-    free(t.entries)
+    embcache_table_free(t.entries, <size_t>t.entry_capacity * sizeof(Entry))
     t.entries = NULL
-    free(t.cells)
+    embcache_table_free(t.cells, (t.cell_mask + 1) * sizeof(Cell))
     t.cells = NULL
 
 
@@ -151,7 +151,7 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
 cdef int resize_index(Table *t, size_t cells) noexcept nogil:
     cdef Cell *old = t.cells
     cdef size_t old_cells = 0 if old == NULL else t.cell_mask + 1
-    cdef Cell *fresh = <Cell *>malloc(cells * sizeof(Cell))
+    cdef Cell *fresh = <Cell *>embcache_table_alloc(cells * sizeof(Cell), sizeof(Cell))
     cdef size_t i, j
     if fresh == NULL:
         return -1
@@ -164,14 +164,13 @@ cdef int resize_index(Table *t, size_t cells) noexcept nogil:
             fresh[j] = old[i]
     t.cells = fresh
     t.cell_mask = cells - 1
-    free(old)
+    embcache_table_free(old, old_cells * sizeof(Cell))
     return 0
 
 
 cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
     """Grow the entry table (and the index, to 2+ cells per slot) to `capacity`."""
     cdef Entry *grown
-    cdef void *memory = NULL
     cdef slot_t i
     cdef size_t cells = MIN_INDEX_CELLS
     if capacity <= t.entry_capacity:
@@ -182,12 +181,11 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
         return -1
     if policy_reserve(t, capacity) != 0:
         return -1
-    if posix_memalign(&memory, ENTRY_ALIGN, <size_t>capacity * sizeof(Entry)) != 0:
+    # a table of its own mapping grows by moving its pages, not by a copy
+    grown = <Entry *>embcache_table_resize(t.entries, <size_t>t.entry_capacity * sizeof(Entry),
+                                           <size_t>capacity * sizeof(Entry), ENTRY_ALIGN)
+    if grown == NULL:
         return -1
-    grown = <Entry *>memory
-    if t.entries != NULL:
-        memcpy(grown, t.entries, <size_t>t.entry_capacity * sizeof(Entry))
-        free(t.entries)
     t.entries = grown
     # chain the new slots onto the free list, lowest index first
     for i in range(capacity - 1, t.entry_capacity - 1, -1):
@@ -200,10 +198,13 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
 cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
     """Grow the entry table now, before anything is evicted, so that `count` new
     entries will find free slots (or the table is at its limit, where making room
-    frees one): a failed allocation then changes nothing."""
+    frees one): a failed allocation then changes nothing. A table a quarter
+    unused shrinks instead (core/table_shrink.pxi), keeping room for `count`."""
     cdef Py_ssize_t want = min(<Py_ssize_t>t.entry_limit, <Py_ssize_t>t.size + count)
     cdef Py_ssize_t grown, fit, smallest
     cdef int32_t i
+    if want <= t.resize_above:      # entry_capacity unless a shrink is due
+        return 0
     if want > t.entry_capacity:
         grown = max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>t.entry_capacity)
         # Doubling, but not far past what the budget can hold: as many more entries
@@ -219,7 +220,11 @@ cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
                    + (t.memory_budget_bytes - t.used_bytes) // (smallest + t.policy_entry_bytes))
             grown = max(want, min(grown, max(fit, <Py_ssize_t>t.entry_capacity
                                                   + <Py_ssize_t>t.entry_capacity // 8)))
-        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown))
+        if grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown)) != 0:
+            return -1
+        set_shrink_mark(t)
+        return 0
+    shrink_entries(t, count)
     return 0
 
 
@@ -352,6 +357,8 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     release_row(t, slab, e.row)
     t.used_bytes -= slab_entry_bytes(slab) + t.policy_entry_bytes
     t.size -= 1
+    if t.size < t.shrink_mark:
+        t.resize_above = -1             # the next put shrinks the table (core/table_shrink.pxi)
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
     trim(t, e.slab)
@@ -568,15 +575,18 @@ cdef void clear_table(Table *t) noexcept nogil:
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.size = 0
     t.used_bytes = t.policy_fixed_bytes
+    t.resize_above = t.entry_capacity       # a kept table is kept for refilling
+    t.shrink_mark = 0
     policy_clear(t)
     if t.dim:
         t.slabs[0].used = 0
         t.slabs[0].hole = NO_ROW
     else:
         release_slabs(t)
-        free(t.entries)
+        embcache_table_free(t.entries, <size_t>t.entry_capacity * sizeof(Entry))
         t.entries = NULL
         t.entry_capacity = 0
+        t.resize_above = 0
         t.free_slot_head = NO_SLOT
         # shrinking cannot fail for want of memory that matters: keep the old
         # index if even MIN_INDEX_CELLS cannot be had

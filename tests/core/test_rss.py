@@ -74,18 +74,7 @@ def test_resident_memory_stays_within_the_budget(tmp_path: Path, work: str, stor
     assert abs(peak - allocated) <= SLACK, "allocated_bytes is not what is resident"
 
 
-# int8 rows make entries 3.5x as many in one budget: the entry table, which
-# never shrinks, stays at the size of the phase with the most entries (dim 384:
-# ~69,000 slots, 4.2 MiB) while later phases hold fewer, and the peak is 37.3 MiB
-# against the 36 MiB bound. Known, not yet fixed (the table would have to give
-# back its free slots' pages).
-PHASED = [
-    s if s != "int8" else pytest.param(s, marks=pytest.mark.xfail(strict=True, reason="see above"))
-    for s in STORAGES
-]
-
-
-@pytest.mark.parametrize("storage", PHASED)
+@pytest.mark.parametrize("storage", STORAGES)
 def test_resident_memory_of_phased_dimensions_stays_within_the_budget(
     tmp_path: Path, storage: str
 ) -> None:
