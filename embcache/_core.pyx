@@ -65,7 +65,7 @@ Where things are:
   core/sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
   core/invariants.pxi    the invariant walker
   core/snapshot/format.pxi  snapshots: the file layout, records, checksum and section checks
-                     (README "Snapshots")
+                     (docs/formats.md)
   core/snapshot/save.pxi    snapshots: the atomic save
   core/snapshot/load.pxi    snapshots: the verified load
   core/cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table

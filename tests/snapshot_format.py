@@ -1,6 +1,6 @@
 """Helpers of the snapshot tests: the file format (version 3; version 2 is the
 same with float32 rows and a reserved 0 where version 3 records the storage)
-taken apart and put back together (README "Snapshots"), a filled cache, its
+taken apart and put back together (docs/formats.md), a filled cache, its
 saved snapshot."""
 
 from __future__ import annotations

@@ -2,7 +2,7 @@
 
 Needs ``langchain-core`` (from a clone, ``pip install ".[langchain]"``); ``import
 embcache`` never imports this module. With any LangChain ``Embeddings`` (the
-README has a complete offline example over sentence-transformers)::
+docs/frameworks.md has a complete offline example over sentence-transformers)::
 
     from embcache.langchain import CachedEmbeddings
 

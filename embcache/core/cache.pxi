@@ -58,7 +58,7 @@ cdef class SyncEmbeddingCache:
     When `max_entries` or `max_memory_mb` would be exceeded, expired entries go
     first, then the policy's victims: least-recently-used ones under
     ``policy="lru"``; under ``policy="tinylfu"`` (W-TinyLFU: an admission window,
-    a segmented main region and a frequency sketch, README "Eviction policy")
+    a segmented main region and a frequency sketch, docs/guide/policies.md)
     the window's oldest entry enters the main region only if it was accessed
     more often than the entries it would displace. `ttl_seconds` expires an entry that
     long after its last write (None: never). `clock` is a zero-argument callable

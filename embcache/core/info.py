@@ -52,8 +52,8 @@ class CacheInfo:
     allocated_bytes: int
     """Bytes held resident for the entry table, the index and the slab rows (the
     pages the kernel has mapped in, huge pages whole). It exceeds
-    ``memory_budget_bytes`` by at most a fixed overhead (README, "Memory
-    accounting")."""
+    ``memory_budget_bytes`` by at most a fixed overhead (docs/guide/ttl-memory.md,
+    "Memory accounting")."""
     reserved_bytes: int
     """Address space reserved for slab rows (every row each dimension may need);
     the kernel maps it in only as rows are written."""
@@ -65,7 +65,7 @@ class CacheInfo:
     would have displaced; each is also counted in ``evictions``. 0 under LRU."""
     policy_bytes: int
     """Bytes the policy holds once per cache, counted in ``memory_usage_bytes``:
-    the W-TinyLFU frequency sketch (README, "Eviction policy"); 0 under LRU."""
+    the W-TinyLFU frequency sketch (docs/guide/policies.md); 0 under LRU."""
     storage: str
     """How rows hold vectors: ``"float32"``, ``"float16"``, ``"bfloat16"`` or
     ``"int8"`` (lookups return float32 whatever it is)."""

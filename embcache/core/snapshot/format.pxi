@@ -1,4 +1,4 @@
-# Snapshots, the format: a cache's live entries in one file (README "Snapshots"
+# Snapshots, the format: a cache's live entries in one file (docs/formats.md
 # has the table). core/snapshot/save.pxi writes it, core/snapshot/load.pxi reads it.
 #
 # Owns: the layout, its constants and records, the checksum, and the checks of
@@ -59,7 +59,7 @@ DEF SNAP_MAX_DIM = 1099511627776  # 2**40, the constructor's bound on dim
 SNAPSHOT_MAGIC = b"EMBCSNAP"
 SNAPSHOT_VERSION = 3
 SNAPSHOT_BYTE_ORDER = 0x01020304
-SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (README "Semantics")
+SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (docs/guide/keys.md)
 SNAPSHOT_CHECKSUM_SCHEME = 1      # mix64 v1 (core/snapshot/checksum.h)
 # magic, version, byte order, header bytes, digest scheme, checksum scheme, groups,
 # entries, fixed dim, max_entries, max_memory_mb, ttl_seconds, saved_at, file bytes,
