@@ -1,10 +1,10 @@
-"""Eviction policies (README "Eviction policy"): hit rates on reproducible traces, and what
+"""Eviction policies (docs/guide/policies.md): hit rates on reproducible traces, and what
 W-TinyLFU costs per operation, beside LRU and beside theine (W-TinyLFU, PyPI).
 
 ``HitRate.track_hit_rate`` replays each trace of benchmarks/common/hitrate.py
 (``get``, then ``put`` on a miss) through a cache of CACHE_SIZE entries and
 reports the hit rate in percent; ``belady`` is the offline optimum of the same
-trace. The README's "Eviction policy" table is ``python -m
+trace. The hit-rate table of docs/performance.md is ``python -m
 benchmarks.common.hitrate``, the same code.
 
 ``PolicyCost`` times the per-operation cost (see _util.py: 1000 operations per

@@ -28,7 +28,7 @@ operation**; setup runs before every call, untimed. Caches hold 10k entries
 
 The asv runner times one benchmark (all its samples) and then the next, so
 contenders are not interleaved here; ``embcache check --compare`` interleaves
-them per figure and is the harness the README's goal table comes from.
+them per figure and is the harness the goal table of docs/performance.md comes from.
 """
 
 from __future__ import annotations

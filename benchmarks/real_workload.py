@@ -1,4 +1,5 @@
-"""A real workload (README "Real workload"): index, re-index and query a corpus of real text.
+"""A real workload (docs/performance.md, "Real workload"): index, re-index and query a
+corpus of real text.
 
 Not an asv suite (asv imports this module and finds nothing to time: the heavy
 imports happen inside functions). Run it directly::

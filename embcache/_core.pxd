@@ -49,7 +49,7 @@ cdef extern from "core/snapshot/reader.h":
         pass
     int EMBCACHE_READER_SHORT
     int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
-                              size_t chunk, char *buf0, char *buf1) noexcept nogil
+                              size_t chunk, char *buf0, char *buf1, int f32) noexcept nogil
     char *embcache_reader_next(embcache_reader *r, ptrdiff_t *len, int *finite) noexcept nogil
     void embcache_reader_release(embcache_reader *r) noexcept nogil
     void embcache_reader_stop(embcache_reader *r) noexcept nogil
@@ -78,6 +78,13 @@ cdef extern from "core/slab.h":
     void embcache_slab_advise(void *p, size_t reserved, size_t start, size_t stop, int huge) noexcept nogil
     size_t EMBCACHE_HUGE_PAGE
     void embcache_prefetch(const void *p, size_t n) noexcept nogil
+
+cdef extern from "core/table_mem.h":
+    void *embcache_table_alloc(size_t nbytes, size_t align) noexcept nogil
+    void embcache_table_free(void *p, size_t nbytes) noexcept nogil
+    void *embcache_table_resize(void *p, size_t old, size_t nbytes, size_t align) noexcept nogil
+    size_t embcache_table_footprint(size_t nbytes) noexcept nogil
+    size_t EMBCACHE_OWN_MAP_BYTES
 
 
 # --- keys -------------------------------------------------------------------
@@ -113,6 +120,8 @@ cdef struct Source:
     Py_ssize_t n                # elements
     Py_ssize_t stride           # bytes between elements
     bint is_f64                 # float64 source, else float32
+    bint encoded                # a row already in the table's storage (a snapshot load):
+                                #   copied as is; n, stride and is_f64 unused
 
 
 # --- the table --------------------------------------------------------------
@@ -140,10 +149,13 @@ cdef struct Cell:
 
 cdef struct Slab:
     # Rows are dense: [0, used) hold live vectors, but for at most one hole. A
-    # row is the vector's dim floats followed by its owner's slot (a freed row is
-    # refilled by the slab's last row, which needs to know whose it is).
+    # row is the vector encoded in the table's storage (its row bytes: dim
+    # float32, dim float16 / bfloat16, or a float32 scale and dim int8;
+    # core/convert.h) followed by its owner's slot (a freed row is refilled by
+    # the slab's last row, which needs to know whose it is; not aligned when the
+    # row bytes are not a multiple of 4, so read and written through memcpy).
     dim_t dim                   # floats per vector
-    size_t stride               # bytes per row: dim * 4 + sizeof(slot_t)
+    size_t stride               # bytes per row: embcache_row_bytes(storage, dim) + sizeof(slot_t)
     char *rows                  # capacity rows, reserved whole (core/slab.h)
     row_t capacity              # rows this dimension may ever need (budget and max_entries)
     row_t used                  # rows [0, used) are live, but for `hole`
@@ -170,6 +182,10 @@ cdef struct Table:
     bint user_clock             # times come from a Python clock, read before locking
     double last_now             # latest user-clock reading used
     int policy                  # POLICY_LRU or POLICY_TINYLFU (see core/policy.pxi)
+    int storage                 # EMBCACHE_STORE_*: how rows hold vectors (core/convert.h)
+    float32_t *scratch          # a compact storage's float32 row for encoding converted
+    size_t scratch_floats       #   (float64, strided) input: as long as any slab's dim
+                                #   (add_slab); SIZE_MAX under float32, which needs none
 
     # entry table and its free-slot chain
     Entry *entries
@@ -177,6 +193,9 @@ cdef struct Table:
     slot_t entry_limit          # entry_capacity never grows past this
     slot_t free_slot_head
     slot_t size
+    slot_t resize_above         # reserve_slots resizes past this: entry_capacity, or -1 once
+                                #   removals leave fewer entries than shrink_mark
+    slot_t shrink_mark          # 0, or three quarters of a table that may shrink
 
     # open-addressing index: power-of-two cells, linear probing, backward-shift deletion
     Cell *cells
@@ -233,6 +252,7 @@ cdef class SyncEmbeddingCache:
     cdef object ttl_seconds_arg
     cdef object _flights            # the single-flight registry, made on first use (flights)
     cdef dim_t last_dim             # the dim last stored or found: a batch lookup's guess (0: none)
+    cdef dim_t max_fit_dim          # the largest dim one entry of fits the budget (check_dim)
     cdef object __weakref__         # the fork hooks find live caches through a WeakSet
     cdef readonly str name          # a label for monitoring (embcache.core.names)
 

@@ -3,7 +3,7 @@
 import os
 import struct
 from collections.abc import Sequence
-from typing import Any, Callable, TypeAlias, final
+from typing import Any, Callable, SupportsIndex, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
@@ -41,6 +41,36 @@ def siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes:
 
 def blake2b(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
     """BLAKE2b (RFC 7693) of `data`: the implementation behind CacheKey.digest."""
+
+def row_bytes(storage: str, dim: SupportsIndex) -> int:
+    """Bytes one row of `dim` values takes in `storage`: 4 * dim for "float32",
+    2 * dim for "float16" and "bfloat16", dim + 4 for "int8" (a float32 scale,
+    then one int8 per value)."""
+
+def encode_rows(matrix: npt.NDArray[np.float32], storage: str) -> npt.NDArray[np.uint8]:
+    """The rows of a C-contiguous float32 (n, dim) `matrix` encoded for `storage`:
+    a new uint8 (n, row_bytes(storage, dim)) array. InvalidVectorError naming the
+    position and the storage for a value it cannot hold (NaN, infinity,
+    |x| > 65504 for float16, a value that rounds to infinity for bfloat16)."""
+
+def decode_rows(
+    encoded: npt.NDArray[np.uint8],
+    storage: str,
+    dim: SupportsIndex,
+    out: npt.NDArray[np.float32] | None = None,
+) -> npt.NDArray[np.float32]:
+    """Rows encoded by encode_rows for `storage` and `dim` decoded to float32
+    (into `out`, a writable C-contiguous float32 (n, dim) array, when given).
+    DimensionMismatchError for rows of another length; InvalidVectorError for a
+    row that decodes to values that are not finite."""
+
+def _codec_kernels(limit: str | None = None) -> str:
+    """Tests only: the codec kernels in use ("portable", "avx2", "avx512"), after
+    limiting them to no better than `limit` when given."""
+
+def _force_portable_kernels(on: bool) -> bool:
+    """Tests only: use the portable C codec kernels (True) or the CPU's fastest
+    (False); returns the previous setting."""
 
 def as_key_tuple(keys: object, caller: str) -> tuple[CacheKey, ...]:
     """`keys` as a tuple of CacheKey; KeyTypeError (naming `caller`) otherwise."""
@@ -134,13 +164,16 @@ class SyncEmbeddingCache:
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = "float32",
         name: str | None = None,
     ) -> None:
         """max_entries: int >= 1; ttl_seconds: > 0 or None (never expire);
         max_memory_mb: > 0; dim: int >= 1 fixes the dimension and preallocates the
         slab; clock: zero-argument callable returning monotonic seconds;
-        policy: "lru" or "tinylfu" (W-TinyLFU admission); name: a label for
-        monitoring, 1 to 64 of ``A-Za-z0-9_.:-`` (None: ``embcache-N``)."""
+        policy: "lru" or "tinylfu" (W-TinyLFU admission); storage: "float32",
+        "float16", "bfloat16" or "int8", how rows hold vectors (lookups return
+        float32); name: a label for monitoring, 1 to 64 of ``A-Za-z0-9_.:-``
+        (None: ``embcache-N``)."""
     @property
     def flights(self) -> Any:
         """The single-flight registry behind get_or_compute (made on first use;
@@ -200,11 +233,14 @@ class SyncEmbeddingCache:
         dim: int | None = ...,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = ...,
         name: str | None = None,
     ) -> SyncEmbeddingCache:
         """A new cache holding the snapshot file `path`; a limit not given is the
-        recorded one. SnapshotError for a malformed file, FileNotFoundError for a
-        missing one."""
+        recorded one. `storage` not given is the snapshot's (rows restored byte for
+        byte); another converts every vector (InvalidVectorError naming an entry
+        the new storage cannot hold). SnapshotError for a malformed file,
+        FileNotFoundError for a missing one."""
     @property
     def max_entries(self) -> int:
         """The bound on the number of entries."""
@@ -223,6 +259,9 @@ class SyncEmbeddingCache:
     @property
     def name(self) -> str:
         """The cache's label in monitoring (embcache.metrics); never part of a key."""
+    @property
+    def storage(self) -> str:
+        """How rows hold vectors: "float32", "float16", "bfloat16" or "int8"."""
     def __len__(self) -> int: ...
     def __contains__(self, key: object) -> bool: ...
     def _probe_lengths(self) -> tuple[float, int]:

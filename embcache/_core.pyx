@@ -5,12 +5,14 @@ Data structures (one Table)::
 
     cells (Cell[2^k])            entries (Entry[capacity], 64 B)       slabs (Slab[n], one per dim)
     +-------+------+             +------------------------------+      +-------------------------+
-    | tag32 | slot |---------->  | digest (32 B)   expires_at   |      | dim=768  rows --------> [capacity] x (float32[768], owner slot)
+    | tag32 | slot |---------->  | digest (32 B)   expires_at   |      | dim=768  rows --------> [capacity] x (row of 768 values, owner slot)
     +-------+------+             | recency_prev / recency_next  |      | used: rows [0, used) live|
     | empty |  -1  |             | expiry_prev  / expiry_next   |      | hole: one free row or -1 |
     +-------+------+             | slab, row -------------------+----> | written: maybe resident  |
                                  +------------------------------+      +-------------------------+
 
+    row: the vector in the table's storage (float32[dim]; float16 or bfloat16[dim];
+         int8: a float32 scale and int8[dim]; core/convert.h), decoded by every lookup
     tag = low 32 bits of SipHash-2-4(digest) under the secret process key; home cell = tag & mask
     recency list: recency_head (most recent) <-> ... <-> recency_tail   (the LRU policy's links)
     W-TinyLFU (policy="tinylfu") uses the same links for three LRU segments,
@@ -32,8 +34,10 @@ Invariants (checked by check_table, core/invariants.pxi):
     entry, which the row names as its owner, but for at most one hole below the
     last row; used <= written <= capacity;
   * used_bytes == policy_fixed_bytes (the sketch; 0 for LRU) + sum over live
-    entries of (dim * 4 + ENTRY_OVERHEAD_BYTES + policy_entry_bytes (4 for
-    W-TinyLFU, else 0)) <= memory_budget_bytes, and size <= max_entries;
+    entries of (the row bytes of dim in the table's storage: dim * 4 for
+    float32, dim * 2 for float16 / bfloat16, dim + 4 for int8 + ENTRY_OVERHEAD_BYTES
+    + policy_entry_bytes (4 for W-TinyLFU, else 0)) <= memory_budget_bytes, and
+    size <= max_entries; each slab's stride is its row bytes + the owner slot;
   * with one TTL for the whole cache, write order is expiry order: expires_at is
     non-decreasing from expiry_head to expiry_tail, so the head is the only entry
     that ever needs checking before a live entry is evicted.
@@ -49,14 +53,19 @@ Where things are:
   _core.pxd          typedefs, C declarations, the Table struct, the classes' fields
   core/key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
   core/intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
+  core/codec.pxi         encode_rows / decode_rows / row_bytes: the row codecs of core/convert.h
   core/table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
+  core/rows.pxi          rows in the table's storage (float32, float16, bfloat16, int8): their
+                     bytes, writing (encoding) and reading (decoding) them; codecs in core/convert.h
+  core/codec.pxi         encode_rows / decode_rows / row_bytes for Python, and the storages' names
   core/slab_rows.pxi     slab rows: taking and freeing rows, huge-page advice by chunk, trimming
+  core/table_shrink.pxi  shrinking the entry table and index as entries become fewer
   core/policy.pxi        the policy seam: hit / insert / remove / miss / victim / admit hooks;
                      LRU and W-TinyLFU (segments, candidate vs victims, hill climbing)
   core/sketch.pxi        W-TinyLFU's count-min frequency sketch (4-bit counters, halving)
   core/invariants.pxi    the invariant walker
   core/snapshot/format.pxi  snapshots: the file layout, records, checksum and section checks
-                     (README "Snapshots")
+                     (docs/formats.md)
   core/snapshot/save.pxi    snapshots: the atomic save
   core/snapshot/load.pxi    snapshots: the verified load
   core/cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
@@ -64,6 +73,9 @@ Where things are:
   core/resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
                      Redis tier; C in core/resp.h)
   core/siphash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
+  core/convert.h core/convert_x86.h   C: the row codecs (float16, bfloat16, int8), portable and
+                     AVX2 / AVX-512 kernels chosen per CPU at run time
+  core/table_mem.h   C: the entry table's and index's memory (a mapping of their own once large)
   core/snapshot/checksum.h core/snapshot/reader.h core/snapshot/writer.h core/worker.h   C: the snapshot checksum (mix64 v1),
                      double-buffered reading, double-buffered writing with write-behind,
                      the worker thread both are built on
@@ -80,7 +92,6 @@ from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc, qsort, realloc
 from libc.string cimport memcpy, memset
 from posix.fcntl cimport POSIX_FADV_SEQUENTIAL, posix_fadvise
-from posix.stdlib cimport posix_memalign
 from posix.time cimport CLOCK_MONOTONIC, clock_gettime, timespec
 from posix.types cimport off_t
 from posix.unistd cimport pread, write
@@ -131,10 +142,13 @@ DEF POLICY_TINYLFU = 1
 
 include "core/key.pxi"
 include "core/intake.pxi"
+include "core/codec.pxi"
 include "core/invariants.pxi"
 include "core/policy.pxi"
+include "core/rows.pxi"
 include "core/table.pxi"
 include "core/slab_rows.pxi"
+include "core/table_shrink.pxi"
 include "core/snapshot/format.pxi"
 include "core/snapshot/save.pxi"
 include "core/snapshot/load.pxi"

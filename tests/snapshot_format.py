@@ -1,5 +1,7 @@
-"""Helpers of the snapshot tests: the file format (version 2) taken apart and
-put back together (README "Snapshots"), a filled cache, its saved snapshot."""
+"""Helpers of the snapshot tests: the file format (version 3; version 2 is the
+same with float32 rows and a reserved 0 where version 3 records the storage)
+taken apart and put back together (docs/formats.md), a filled cache, its
+saved snapshot."""
 
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ from typing import Any
 from conftest import key, vec
 
 from embcache import CacheKey, SyncEmbeddingCache
-from embcache._core import SNAPSHOT_HEADER, snapshot_checksum
+from embcache._core import SNAPSHOT_HEADER, row_bytes, snapshot_checksum
 
-HEADER = 160  # version 2
-TRAILER = 16  # version 2: file id, checksum
+HEADER = 160  # versions 2 and 3
+TRAILER = 16  # versions 2 and 3: file id, checksum
+STORAGES = ("float32", "float16", "bfloat16", "int8")  # by the header's storage code
 RECORD = 48
 GROUP = 32
 SEED_HEADER, SEED_GROUPS, SEED_ENTRIES, SEED_BLOCK = 1, 2, 3, 256
@@ -23,11 +26,11 @@ FIELDS_V1 = (
     "n_entries fixed_dim max_entries max_memory_mb ttl_seconds saved_at file_bytes "
     "entries_offset groups_offset flags reserved"
 ).split()
-FIELDS = [*FIELDS_V1, "file_id", "entries_sum", "groups_sum", "reserved2"]
+FIELDS = [*FIELDS_V1, "file_id", "entries_sum", "groups_sum", "storage"]
 
 
 def section_sum(records: bytes, file_id: int, seed: int) -> int:
-    """A version-2 section's checksum: its records and the file id, seeded by both."""
+    """A version-2 or 3 section's checksum: its records and the file id, seeded by both."""
     return snapshot_checksum(records + file_id.to_bytes(8, "little"), file_id ^ seed)
 
 
@@ -36,7 +39,7 @@ def block_sum(block: bytes, file_id: int, group: int) -> int:
 
 
 class Parsed:
-    """A version-2 snapshot file taken apart: header fields, blocks, entries, groups."""
+    """A version-2 or 3 snapshot file taken apart: header fields, blocks, entries, groups."""
 
     def __init__(self, data: bytes) -> None:
         self.h = dict(zip(FIELDS, SNAPSHOT_HEADER.unpack_from(data)))
@@ -80,13 +83,14 @@ def section_bounds(data: bytes) -> list[int]:
     and their trailer, the groups and their trailer) and its end; read from the
     header's offsets, so that a version-1 file is cut right too."""
     (version,) = struct.unpack_from("<I", data, 8)
-    header, trailer = (HEADER, TRAILER) if version == 2 else (128, 8)
+    header, trailer = (HEADER, TRAILER) if version >= 2 else (128, 8)
+    storage = STORAGES[struct.unpack_from("<Q", data, 144)[0]] if version >= 3 else "float32"
     (n_groups,) = struct.unpack_from("<I", data, 28)
     eo, go = struct.unpack_from("<QQ", data, 88)
     cuts = [0, header]
     for g in range(n_groups):
         dim, count = struct.unpack_from("<QQ", data, go + g * GROUP)
-        cuts.append(cuts[-1] + dim * count * 4)
+        cuts.append(cuts[-1] + row_bytes(storage, dim) * count)
     cuts += [eo, go - trailer, go - 8, go, len(data) - trailer, len(data) - 8, len(data)]
     return sorted(set(cuts))
 

@@ -34,67 +34,30 @@ published dashboard, no results, or no Chromium found).
 from __future__ import annotations
 
 import argparse
-import functools
-import http.server
 import json
 import re
-import shutil
 import struct
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import zlib
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.local_site import find_browser, serve  # noqa: E402
+
 ERROR_PAGE_TEXT = "Can not determine continental origin of swallow"
 PREFERRED = "bench_peers.GetHit.time_get_hit"
 WINDOW = (1400, 900)
 SIDEBAR_PX = 220  # asv's left panel is ~185 px wide at this window size
 NAVBAR_PX = 70
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 
 
 class CheckFailed(Exception):
     """A dashboard check failed; the message says which."""
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Static file handler that records failed requests instead of logging them."""
-
-    failures: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        if str(code).startswith(("4", "5")) and self.path != "/favicon.ico":
-            self.failures.append(f"{code} {self.path}")
-
-
-def serve(html_dir: Path) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
-    """Serve ``html_dir`` on 127.0.0.1:<free port> in a daemon thread."""
-    failures: list[str] = []
-    handler = type("Handler", (_Handler,), {"failures": failures})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(html_dir))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, failures
-
-
-def find_browser(explicit: str | None) -> str | None:
-    """Return the Chromium executable to use, or None."""
-    if explicit:
-        return shutil.which(explicit) or (explicit if Path(explicit).is_file() else None)
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 def run_browser(browser: str, profile: Path, url: str, *extra: str, budget_ms: int) -> str:

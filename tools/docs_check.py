@@ -21,64 +21,24 @@ from __future__ import annotations
 
 import argparse
 import base64
-import functools
-import http.server
 import json
-import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from tools.local_site import find_browser, serve  # noqa: E402
+
 PAGES = ("index.html", "guide/keys.html", "reference/caches.html")
-BROWSERS = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
 WINDOW = (1280, 900)
 
 
 class CheckError(Exception):
     """The browser could not be run or driven (not a finding about the site)."""
-
-
-class _Handler(http.server.SimpleHTTPRequestHandler):
-    """Serves the site quietly; records every answer of 400 or more."""
-
-    errors: list[str]
-
-    def log_message(self, format: str, *args: Any) -> None:
-        return
-
-    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
-        # /favicon.ico: asked for by the browser itself, not by a page (a page's own
-        # icon is a <link rel="icon"> elsewhere, whose absence does count)
-        if str(code)[:1] in ("4", "5") and self.path != "/favicon.ico":
-            self.errors.append(f"HTTP {code} {self.path}")
-
-
-def serve(site: Path) -> tuple[http.server.ThreadingHTTPServer, list[str]]:
-    """Serve `site` on 127.0.0.1 (a free port) in a daemon thread; the list the
-    server appends its HTTP errors to."""
-    errors: list[str] = []
-    handler = type("Handler", (_Handler,), {"errors": errors})
-    server = http.server.ThreadingHTTPServer(
-        ("127.0.0.1", 0), functools.partial(handler, directory=str(site))
-    )
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, errors
-
-
-def find_browser(explicit: str | None) -> str | None:
-    """The Chromium executable to use, or None."""
-    if explicit:
-        return shutil.which(explicit) or (explicit if Path(explicit).is_file() else None)
-    for name in BROWSERS:
-        path = shutil.which(name)
-        if path:
-            return path
-    return None
 
 
 @dataclass

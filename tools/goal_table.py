@@ -1,4 +1,4 @@
-"""The README's goal table: embcache against its fastest peer, the default cache
+"""The goal table of docs/performance.md: embcache against its fastest peer, the default cache
 (``dim`` not given) beside a fixed-dim one, from ``embcache check --compare``'s
 own harness (embcache.cli.compare.measure_against_peers), run several times.
 

@@ -1,5 +1,5 @@
-"""Per-operation cost of policy="tinylfu" beside "lru" and theine (README,
-"Eviction policy"), two ways, both over benchmarks/bench_hitrate.py's PolicyCost.
+"""Per-operation cost of policy="tinylfu" beside "lru" and theine (docs/performance.md,
+"Eviction policies"), two ways, both over benchmarks/bench_hitrate.py's PolicyCost.
 
     python tools/policy_cost.py time [ROUNDS]
         best of ROUNDS interleaved rounds of each loop (1,000 operations each),

@@ -1,5 +1,5 @@
 """Only the Redis rows of ``embcache check --compare`` (embcache.cli.redis_compare),
-printed one per line: the README's Redis figures.
+printed one per line: the Redis figures of docs/performance.md.
 
     python -m tools.redis_compare [--repeats N] [--dim D]
 """

@@ -24,11 +24,13 @@
 #   ASan's shadow memory and quarantine change RSS; stress and scalability runs
 #   that take minutes under ASan), tests/project/test_sourcecode.py (ruff, mypy,
 #   stubtest: nothing of the core runs), tests/cli/test_cli.py (subprocess-heavy,
-#   timings), and three tests that assert speed, RSS or page faults:
+#   timings), and four tests that assert speed, RSS or page faults:
 #   test_acceptance.py::test_performance_regression (ops/sec),
-#   test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front and
-#   test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page
-#   (ASan's allocator and shadow memory fault pages of their own).
+#   test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front,
+#   test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page and
+#   test_table_shrink.py::test_a_shrunk_table_gives_its_pages_back (ASan's allocator
+#   and shadow memory fault and keep pages of their own; the other shrink tests, the
+#   moves and the invariants after them, run here).
 # - PYTHONMALLOC=malloc routes CPython's own allocations (key strings, bytes)
 #   through malloc too, so ASan also sees the core over-reading a Python buffer.
 set -euo pipefail
@@ -79,6 +81,7 @@ PYTHONMALLOC=malloc \
         --deselect=tests/facade/test_acceptance.py::test_performance_regression \
         --deselect=tests/core/test_hardening.py::test_huge_bounds_with_a_fixed_dim_cost_nothing_up_front \
         --deselect=tests/core/test_slab_pages.py::test_filling_a_default_cache_faults_far_less_than_once_per_page \
+        --deselect=tests/core/test_table_shrink.py::test_a_shrunk_table_gives_its_pages_back \
         "$@"
 
 echo "== sanitizer run passed in $((SECONDS - started)) s"

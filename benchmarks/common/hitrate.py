@@ -1,7 +1,7 @@
 """Hit-rate workloads: reproducible access traces, the caches replaying them, and
 Belady's offline optimum. Used by benchmarks/bench_hitrate.py (``track_``) and
 by ``python -m benchmarks.common.hitrate`` from the repository's root (the
-README's table). Not part of the package: only benchmarks use it.
+docs/performance.md's table). Not part of the package: only benchmarks use it.
 
 Every trace is a sequence of integer ids generated from one seed (RNG_SEED of
 the shared workloads). Replaying a trace is what a read-through embedding cache
@@ -217,7 +217,7 @@ def _in_fresh_process(job: tuple[str, str]) -> float:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the README's hit-rate table (percent), one row per trace.
+    """Print the hit-rate table of docs/performance.md (percent), one row per trace.
 
     embcache's index and sketch hash under a secret key drawn per process, and
     theine seeds its own, so a hashing policy's hit rate moves a little from one

@@ -12,6 +12,7 @@ import numpy.typing as npt
 
 from embcache._core import SyncEmbeddingCache
 from embcache.core.names import check_name
+from embcache.embedder.caches import cache_for
 from embcache.embedder.embedder import CachedEmbedder, EmbedderStats, EmbedFn
 from embcache.errors import ArgumentTypeError
 from embcache.facade.cache import EmbeddingCache
@@ -101,6 +102,7 @@ def embedders(
     model_version: str | ModelIdentity,
     *,
     cache: EmbeddingCache | SyncEmbeddingCache | None,
+    storage: str | None,
     batch_size: int,
     timeout: float | None,
     documents: EmbedFn,
@@ -113,9 +115,11 @@ def embedders(
     """The Embedders of an adapter: `documents` / `adocuments` embed a list of
     texts, keyed under `model_version`; `query` / `aquery` (the wrapped model's
     method `query_method` and its ``"a"``-prefixed twin) one query, keyed under
-    the model version + QUERY_SUFFIX. `cache` None: a new EmbeddingCache.
-    `batch_size` and `timeout` as CachedEmbedder's; `name` (CachedEmbedder's;
-    None: one generated name) names all four, so monitoring reports them as one.
+    the model version + QUERY_SUFFIX. `cache` None: a new
+    ``EmbeddingCache(storage=storage)``; `storage`, `batch_size` and `timeout`
+    as CachedEmbedder's (a cache passed in keeps its own storage); `name`
+    (CachedEmbedder's; None: one generated name) names all four, so monitoring
+    reports them as one.
 
     ArgumentTypeError for a None `model_version`; CachedEmbedder's errors for
     the other arguments. A query vector whose dimension is not a ModelIdentity's
@@ -124,8 +128,8 @@ def embedders(
     named = check_name(name) if name is not None else None
     if model_version is None:
         raise ArgumentTypeError("model_version must be a str or a ModelIdentity, got None")
+    shared = cache_for(cache, storage)
     named = named or check_name(None)
-    shared = EmbeddingCache() if cache is None else cache
 
     def embedder(embed_fn: EmbedFn, version: str | ModelIdentity) -> CachedEmbedder:
         return CachedEmbedder(

@@ -2,7 +2,7 @@
 
 Needs ``langchain-core`` (from a clone, ``pip install ".[langchain]"``); ``import
 embcache`` never imports this module. With any LangChain ``Embeddings`` (the
-README has a complete offline example over sentence-transformers)::
+docs/frameworks.md has a complete offline example over sentence-transformers)::
 
     from embcache.langchain import CachedEmbeddings
 
@@ -16,8 +16,10 @@ from a document (an instruction prefix). Underneath are ``CachedEmbedder``s over
 one cache, so a call's duplicate texts are embedded once, its misses go to the
 wrapped model in batches (``embed_documents`` of the distinct misses), and
 concurrent calls for the same texts - sync or async, any thread - embed them once.
-Vectors are stored as float32: a text gives the same floats whether it was a hit
-or a miss.
+Vectors are stored as float32 by default, or with a compact ``storage=``
+(float16, bfloat16, int8) in that encoding, and come back as the cache holds
+them (decoded to float32): a text gives the same floats whether it was a hit or
+a miss.
 """
 
 from __future__ import annotations
@@ -46,6 +48,10 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
     configurations never share an entry. ``cache``: an EmbeddingCache or
     SyncEmbeddingCache (default: a new ``EmbeddingCache()``: 100,000 entries,
     512 MiB, no expiry); it may be shared with other embedders and adapters.
+    ``storage``: how that default cache holds its rows (None: ``"float32"``;
+    ``"float16"``, ``"bfloat16"`` or ``"int8"`` hold 2x to 3.6x the vectors in
+    the same memory; vectors still come back as float32); a cache passed in
+    keeps its own. The storage is part of no key.
     ``batch_size``: the most texts sent to ``embed_documents`` at once.
     ``timeout``: as CachedEmbedder's (seconds > 0 or None). ``name``: the
     label of its embedders in monitoring (embcache.metrics), as CachedEmbedder's.
@@ -67,6 +73,7 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
         model_version: str | ModelIdentity,
         *,
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+        storage: str | None = None,
         batch_size: int = 256,
         timeout: float | None = None,
         name: str | None = None,
@@ -80,6 +87,7 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
         self._embedders = embedders(
             model_version,
             cache=cache,
+            storage=storage,
             batch_size=batch_size,
             timeout=timeout,
             documents=embeddings.embed_documents,

@@ -43,7 +43,10 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
     ``embed_model``: the BaseEmbedding to wrap. ``model_version``: a non-empty
     str or a ``ModelIdentity`` naming everything that changes its vectors; it
     goes into every key. ``cache``: an EmbeddingCache or SyncEmbeddingCache
-    (default: a new ``EmbeddingCache()``). ``timeout``: as CachedEmbedder's.
+    (default: a new ``EmbeddingCache()``). ``storage``: how that default cache
+    holds its rows (None: ``"float32"``; ``"float16"``, ``"bfloat16"`` or
+    ``"int8"``; vectors still come back as float32); a cache passed in keeps
+    its own, and the storage is part of no key. ``timeout``: as CachedEmbedder's.
     ``name``: the label of its embedders in monitoring (embcache.metrics), as
     CachedEmbedder's.
     Other keyword arguments go to BaseEmbedding (``model_name`` defaults to the
@@ -65,6 +68,7 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
         model_version: str | ModelIdentity,
         *,
         cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+        storage: str | None = None,
         timeout: float | None = None,
         name: str | None = None,
         **kwargs: Any,
@@ -83,6 +87,7 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
         parts = embedders(
             model_version,
             cache=cache,
+            storage=storage,
             batch_size=WHOLE_CALL,
             timeout=timeout,
             documents=documents,

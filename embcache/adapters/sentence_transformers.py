@@ -33,6 +33,7 @@ def cached_embedder(
     model: Any,
     *,
     cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+    storage: str | None = None,
     batch_size: int = 32,
     texts_per_call: int = 1024,
     prompt_name: str | None = None,
@@ -53,10 +54,13 @@ def cached_embedder(
     ``prompt_name``, ``prompt``, ``normalize_embeddings``, ``precision`` and
     ``truncate_dim`` are passed to ``encode`` and go into the model identity;
     ``name`` and ``revision`` override the identity's (see
-    ``ModelIdentity.from_sentence_transformer``). ``cache`` and ``timeout`` as
-    CachedEmbedder's; ``embedder_name`` is CachedEmbedder's ``name`` (the
-    embedder's label in monitoring, embcache.metrics), spelled so here because
-    ``name`` is the model's.
+    ``ModelIdentity.from_sentence_transformer``). ``cache``, ``storage`` and
+    ``timeout`` as CachedEmbedder's: ``storage`` (None: ``"float32"``;
+    ``"float16"``, ``"bfloat16"`` or ``"int8"``) is how the default cache holds
+    its rows, which is not the model's ``precision`` (what ``encode``
+    computes, and part of the key); a cache passed in keeps its own storage.
+    ``embedder_name`` is CachedEmbedder's ``name`` (the embedder's label in
+    monitoring, embcache.metrics), spelled so here because ``name`` is the model's.
 
     ArgumentTypeError / ArgumentValueError for a `model` without ``encode`` or
     arguments of the wrong type or range.
@@ -91,6 +95,7 @@ def cached_embedder(
         encode,
         identity,
         cache=cache,
+        storage=storage,
         batch_size=check_positive_int(texts_per_call, "texts_per_call"),
         timeout=timeout,
         name=embedder_name,

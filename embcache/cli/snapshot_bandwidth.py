@@ -1,5 +1,5 @@
 """Snapshot bandwidth beside ``dd``'s on the same disk (``embcache check`` and the
-figures of README "Snapshots").
+figures of docs/performance.md, "Snapshots").
 
 In one folder, in one run, interleaved round by round (best of the rounds):
 
@@ -49,7 +49,7 @@ __all__ = [
 MIB = 2**20
 GIB = 2**30
 GOAL = 0.60
-"""Save and load should reach this fraction of dd's bandwidth (README "Snapshots")."""
+"""Save and load should reach this fraction of dd's bandwidth (docs/performance.md, "Snapshots")."""
 
 
 def drop_page_cache() -> bool:

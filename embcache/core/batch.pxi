@@ -24,6 +24,32 @@ cdef void copy_rows_in(float32_t *dst, const Source *first, Py_ssize_t row_strid
         copy_in(dst + <size_t>i * <size_t>first.n, &row)
 
 
+DEF ROUND_TRIP_STACK_BYTES = 8192    # an encoded row this long or shorter needs no malloc
+
+
+cdef int round_trip_rows(int storage, float32_t *rows, dim_t dim, Py_ssize_t start,
+                         Py_ssize_t stop) noexcept nogil:
+    """Rows [start, stop) of a (n, dim) float32 matrix replaced by what a row of
+    `storage` decodes them to (encoded, then decoded): the values the cache will
+    hold. -1 when the scratch row cannot be had (nothing changed)."""
+    cdef unsigned char stack[ROUND_TRIP_STACK_BYTES]
+    cdef size_t nbytes = embcache_row_bytes(storage, <size_t>dim)
+    cdef unsigned char *encoded = stack
+    cdef Py_ssize_t i
+    cdef float32_t *row
+    if nbytes > ROUND_TRIP_STACK_BYTES:
+        encoded = <unsigned char *>malloc(nbytes)
+        if encoded == NULL:
+            return -1
+    for i in range(start, stop):
+        row = rows + <size_t>i * <size_t>dim
+        embcache_encode_row(storage, row, <size_t>dim, encoded)
+        embcache_decode_row(storage, encoded, <size_t>dim, row)
+    if encoded != stack:
+        free(encoded)
+    return 0
+
+
 @cython.final
 cdef class PutBatch:
     """Rows to store under keys, checked by SyncEmbeddingCache.put_batch.
@@ -31,7 +57,9 @@ cdef class PutBatch:
     ``take(start, stop)`` checks rows [start, stop) into the batch's private
     copy (in order, continuing from ``taken``); ``store(start, stop)`` stores
     taken rows into the batch's cache, as put_many would. ``rows`` is the
-    private (n, dim) float32 copy, read-only (rows [0, taken) are valid).
+    private (n, dim) float32 copy, read-only (rows [0, taken) are valid): the
+    values the cache will hold, so for a compact storage what its rows decode
+    to (what a later get returns), not the values given.
     """
 
     def __init__(self):
@@ -67,9 +95,10 @@ cdef class PutBatch:
 
     def take(self, start=0, stop=None):
         """Check rows [start, stop) of the caller's matrix (stop: the end) and copy
-        them into the private rows. Slices must follow each other from row 0.
+        them into the private rows (as the cache's storage will hold them). Slices must follow each other from row 0.
         InvalidVectorError names the row and element of a NaN, an infinity or a
-        value beyond float32; the batch then keeps only the rows taken before."""
+        value beyond float32 or the cache's storage; the batch then keeps only
+        the rows taken before."""
         cdef Py_ssize_t start_ = as_count(start, "start", 0, self.n)
         cdef Py_ssize_t stop_ = stop_or_end(stop, self.n)
         if start_ != self.taken or stop_ < start_:
@@ -79,13 +108,21 @@ cdef class PutBatch:
         cdef Source first
         describe(source, 1, &first)
         cdef Py_ssize_t row_stride = cnp.PyArray_STRIDE(source, 0)
-        check_rows(&first, row_stride, start_, stop_, self.what)
+        check_rows(&first, row_stride, start_, stop_, self.what, self.cache.table.storage)
         cdef float32_t *dst = <float32_t *>cnp.PyArray_DATA(<cnp.ndarray>self.private)
+        cdef int storage = self.cache.table.storage
+        cdef int failed = 0
         if <size_t>(stop_ - start_) * <size_t>self.dim * 4 >= GIL_FREE_COPY_BYTES:
             with nogil:
                 copy_rows_in(dst, &first, row_stride, start_, stop_)
+                if storage != EMBCACHE_STORE_F32:
+                    failed = round_trip_rows(storage, dst, self.dim, start_, stop_)
         else:
             copy_rows_in(dst, &first, row_stride, start_, stop_)
+            if storage != EMBCACHE_STORE_F32:
+                failed = round_trip_rows(storage, dst, self.dim, start_, stop_)
+        if failed:
+            raise MemoryError(f"could not allocate a row of dim {self.dim} to encode")
         self.taken = stop_
 
     def store(self, start=0, stop=None):

@@ -37,15 +37,6 @@ cdef inline double monotonic_now() noexcept nogil:
     return <double>ts.tv_sec + <double>ts.tv_nsec * 1e-9
 
 
-cdef inline void copy_rows(float32_t *dst, const float32_t *src, size_t nbytes) noexcept:
-    """memcpy that drops the GIL for long copies (the caller holds the cache lock)."""
-    if nbytes >= GIL_FREE_COPY_BYTES:
-        with nogil:
-            memcpy(dst, src, nbytes)
-    else:
-        memcpy(dst, src, nbytes)
-
-
 cdef str name_dims(const dim_t *named, int n_dims):
     listed = ", ".join([str(named[i]) for i in range(min(n_dims, NAMED_DIMS))])
     if n_dims > NAMED_DIMS:
@@ -58,27 +49,34 @@ cdef class SyncEmbeddingCache:
     """Thread-safe, synchronous embedding cache: the core behind EmbeddingCache.
 
     SyncEmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                       *, dim=None, clock=None, policy="lru", name=None)
+                       *, dim=None, clock=None, policy="lru", storage="float32", name=None)
 
-    Vectors are stored as float32 rows of a slab, one per distinct dimension,
+    Vectors are stored as rows of a slab, one per distinct dimension,
     each reserving at once every row it may ever need (the OS maps pages in as
     rows are written); with `dim` given, that slab is reserved here. The entry
     table and the index grow with use, so large bounds cost nothing up front.
     When `max_entries` or `max_memory_mb` would be exceeded, expired entries go
     first, then the policy's victims: least-recently-used ones under
     ``policy="lru"``; under ``policy="tinylfu"`` (W-TinyLFU: an admission window,
-    a segmented main region and a frequency sketch, README "Eviction policy")
+    a segmented main region and a frequency sketch, docs/guide/policies.md)
     the window's oldest entry enters the main region only if it was accessed
     more often than the entries it would displace. `ttl_seconds` expires an entry that
     long after its last write (None: never). `clock` is a zero-argument callable
     returning monotonic seconds (tests); by default the C monotonic clock is read.
+
+    `storage` is how rows hold vectors: "float32" (dim x 4 bytes, exact),
+    "float16" or "bfloat16" (dim x 2 bytes, rounded to nearest even) or "int8"
+    (dim + 4 bytes: one float32 scale, absmax / 127, and dim values rounded half
+    to even; an all-zero vector stays exact). Lookups always return float32,
+    decoded; the memory bound counts each entry's row bytes in its storage. A
+    value the storage cannot hold (|x| > 65504 for float16) is rejected like NaN.
     `name` labels the cache in monitoring (embcache.metrics), never in keys:
     1 to 64 characters from ``A-Za-z0-9_.:-``; None: a generated ``embcache-N``
     (embcache.core.names). Bad arguments raise ArgumentTypeError / ArgumentValueError.
     """
 
     def __cinit__(self, max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                  *, dim=None, clock=None, policy="lru", name=None):
+                  *, dim=None, clock=None, policy="lru", storage="float32", name=None):
         # the Table is zeroed with the object, so __dealloc__ is safe from here on
         cdef Py_ssize_t max_entries_ = as_count(max_entries, "max_entries", 1, MAX_SLOTS)
         cdef double ttl = 0.0
@@ -103,23 +101,26 @@ cdef class SyncEmbeddingCache:
             raise ArgumentValueError(
                 f"policy must be one of {', '.join(map(repr, POLICIES))}, got {policy!r}")
         cdef int policy_kind = POLICIES[policy]
+        cdef int storage_kind = codec_storage(storage)
         cdef Py_ssize_t budget = <Py_ssize_t>math.floor(mb * 1048576.0)
         cdef Py_ssize_t fixed = 0, per_entry = 0
         if policy_kind == POLICY_TINYLFU:
             fixed = <Py_ssize_t>(sketch_words_for(
-                tinylfu_capacity(<slot_t>max_entries_, budget, dim_), budget) * 8)
+                tinylfu_capacity(<slot_t>max_entries_, budget, dim_, storage_kind), budget) * 8)
             per_entry = POLICY_SLOT_BYTES
-        if dim_ and entry_bytes(dim_) + per_entry + fixed > budget:
+        if dim_ and entry_bytes(storage_kind, dim_) + per_entry + fixed > budget:
             raise EntryTooLargeError(
                 f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim_} "
-                f"({entry_bytes(dim_) + per_entry} bytes with metadata"
+                f"({entry_bytes(storage_kind, dim_) + per_entry} bytes with metadata"
                 + (f", after the policy's {fixed} bytes)" if fixed else ")"))
         self.clock = clock
         self.max_memory_mb_arg = max_memory_mb
         self.ttl_seconds_arg = ttl_seconds
-        table_init(&self.table, <slot_t>max_entries_, budget, ttl, dim_, clock is not None)
+        table_init(&self.table, <slot_t>max_entries_, budget, ttl, dim_, clock is not None,
+                   storage_kind)
         if policy_init(&self.table, policy_kind) != 0:
             raise MemoryError("could not allocate the W-TinyLFU frequency sketch")
+        self.max_fit_dim = largest_fitting_dim(&self.table)
         # The tables start small and grow with use (up to the bounds), whatever the
         # limits: a huge max_entries costs nothing until entries arrive. A fixed
         # dim's slab reserves its address space now; pages map in as rows are written.
@@ -162,9 +163,10 @@ cdef class SyncEmbeddingCache:
         if self.table.dim and dim != self.table.dim:
             raise DimensionMismatchError(
                 f"{what} has dim {dim}, but this cache stores dim {self.table.dim}")
-        cdef Py_ssize_t need = entry_bytes(dim) + self.table.policy_entry_bytes
-        cdef Py_ssize_t room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
-        if need > room:
+        cdef Py_ssize_t need, room
+        if dim > self.max_fit_dim:
+            need = entry_bytes(self.table.storage, dim) + self.table.policy_entry_bytes
+            room = self.table.memory_budget_bytes - self.table.policy_fixed_bytes
             raise EntryTooLargeError(
                 f"{what}: a vector of dim {dim} needs {need} bytes with metadata, "
                 f"more than the whole budget of {room} bytes "
@@ -274,7 +276,8 @@ cdef class SyncEmbeddingCache:
     # -- single entries ------------------------------------------------------------
 
     def put(self, key, vector):
-        """Store a float32 copy of `vector` under `key`.
+        """Store a float32 copy of `vector` under `key` (encoded in the cache's
+        `storage`).
 
         `vector` is any 1-D array-like of real numbers (lists, tuples, any real
         dtype, any strides); the caller may reuse its buffer at once. Overwriting
@@ -287,7 +290,8 @@ cdef class SyncEmbeddingCache:
         error). A rejected call leaves the cache unchanged:
         KeyTypeError for a key that is not a CacheKey, VectorTypeError for data
         that is not real numbers, InvalidVectorError for a vector that is not
-        1-D, is empty, or holds NaN/inf, DimensionMismatchError for a dimension
+        1-D, is empty, holds NaN/inf or a value the storage cannot hold (naming
+        its position and the storage), DimensionMismatchError for a dimension
         other than the fixed `dim`, EntryTooLargeError when one entry exceeds the
         whole memory budget.
         """
@@ -299,11 +303,13 @@ cdef class SyncEmbeddingCache:
         cdef Py_ssize_t bad
         if long_copy:
             with nogil:
-                bad = first_unstorable(&src)
-        else:
+                bad = first_unstorable_in(self.table.storage, &src)
+        elif self.table.storage == EMBCACHE_STORE_F32:
             bad = first_unstorable(&src)
+        else:
+            bad = first_unstorable_in(self.table.storage, &src)
         if bad >= 0:
-            raise unstorable_error(f"vector[{bad}]", &src, bad)
+            raise unstorable_error(f"vector[{bad}]", &src, bad, self.table.storage)
         cdef double given = self.now_unlocked()
         cdef int32_t slab_index
         cdef const KeyId *k = &(<CacheKey>key).ident
@@ -320,7 +326,8 @@ cdef class SyncEmbeddingCache:
             raise MemoryError(f"could not allocate room for a vector of dim {src.n}")
 
     def get(self, key):
-        """The vector stored under `key` as a new float32 array of shape (dim,),
+        """The vector stored under `key` as a new float32 array of shape (dim,)
+        (decoded from the cache's `storage`),
         owned by the caller; None on a miss. A hit makes the entry most recent
         (its TTL is unchanged); an expired entry is a miss and is reclaimed."""
         check_key(key)
@@ -345,7 +352,7 @@ cdef class SyncEmbeddingCache:
             # re-enters; if it fails (MemoryError), the finally drops the lock.
             dim = dim_of(t, s)
             out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
-            copy_rows(<float32_t *>cnp.PyArray_DATA(out), row_of(t, s), <size_t>dim * 4)
+            copy_row_out(t, <float32_t *>cnp.PyArray_DATA(out), row_of(t, s), dim)
             t.stats.hits += 1
             policy_on_hit(t, s)
             return out
@@ -432,7 +439,7 @@ cdef class SyncEmbeddingCache:
         if n == 0:
             return
         self.check_dim(first.n, "matrix")
-        check_rows(&first, row_stride, 0, n, "matrix")
+        check_rows(&first, row_stride, 0, n, "matrix", self.table.storage)
         self.store_matrix(seq, 0, n, &first, row_stride)
 
     def put_batch(self, keys, matrix, *, str what not None="matrix", dim=None):
@@ -520,7 +527,7 @@ cdef class SyncEmbeddingCache:
 
     @classmethod
     def load(cls, path, *, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET,
-             dim=UNSET, clock=None, policy="lru", name=None):
+             dim=UNSET, clock=None, policy="lru", storage=UNSET, name=None):
         """A new cache holding the entries of the snapshot file `path`.
 
         Every keyword is optional: a limit not given is the one the snapshot
@@ -534,6 +541,13 @@ cdef class SyncEmbeddingCache:
         "tinylfu" the loaded entries start with an empty frequency sketch), and
         so is `name`.
 
+        `storage` not given is the snapshot's: its rows are restored byte for
+        byte, nothing rounded again. Given another, every vector is converted
+        (decoded to float32, then encoded in `storage`): InvalidVectorError names
+        the first entry whose values the new storage cannot hold (a float16 load
+        of values beyond 65504), and no cache is returned. Snapshots of format
+        versions 1 and 2 (before storage=) hold float32 rows.
+
         Everything is checked before a cache is returned: SnapshotError (a
         ValueError) says what is wrong with an empty, truncated, corrupt, spliced
         (mixing two saves' bytes), foreign or other-version file, FileNotFoundError
@@ -542,7 +556,8 @@ cdef class SyncEmbeddingCache:
         and the constructor's errors for bad limits.
         """
         named = None if name is None else check_name(name)  # checked before reading
-        cache = snapshot_load(path, max_entries, ttl_seconds, max_memory_mb, dim, clock, policy)
+        cache = snapshot_load(path, max_entries, ttl_seconds, max_memory_mb, dim, clock, policy,
+                              storage)
         if named is not None:
             cache.name = named
         return cache
@@ -568,6 +583,11 @@ cdef class SyncEmbeddingCache:
         return POLICY_NAMES[self.table.policy]
 
     @property
+    def storage(self):
+        """How rows hold vectors: "float32", "float16", "bfloat16" or "int8"."""
+        return CODEC_STORAGES[self.table.storage]
+
+    @property
     def dim(self):
         """The fixed vector dimension, or None when any dimension is accepted."""
         return self.table.dim or None
@@ -576,7 +596,8 @@ cdef class SyncEmbeddingCache:
         return (f"SyncEmbeddingCache(size={self.table.size}, max_entries={self.table.max_entries}, "
                 f"memory={self.table.used_bytes} of {self.table.memory_budget_bytes} bytes, "
                 f"ttl_seconds={self.ttl_seconds_arg!r}, dim={self.table.dim or None}, "
-                f"policy={POLICY_NAMES[self.table.policy]!r})")
+                f"policy={POLICY_NAMES[self.table.policy]!r}, "
+                f"storage={CODEC_STORAGES[self.table.storage]!r})")
 
     def _probe_lengths(self):
         """``(mean, longest)`` cells a lookup of a live key visits (1.0 is every key

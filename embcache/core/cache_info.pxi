@@ -18,8 +18,9 @@ cdef object cache_info(SyncEmbeddingCache cache):
     # could start a garbage collection whose finalizers re-enter the cache.
     embcache_lock_acquire(&cache.lock)
     purge_expired(t, cache.now_locked(given))
-    allocated = (<Py_ssize_t>t.entry_capacity * sizeof(Entry)
-                 + <Py_ssize_t>(t.cell_mask + 1) * sizeof(Cell)
+    # the entry table and the index: whole pages once they have mappings of their own
+    allocated = (<Py_ssize_t>embcache_table_footprint(<size_t>t.entry_capacity * sizeof(Entry))
+                 + <Py_ssize_t>embcache_table_footprint((t.cell_mask + 1) * sizeof(Cell))
                  + <Py_ssize_t>t.slab_capacity * (sizeof(Slab) + 2 * sizeof(int32_t))
                  + policy_allocated_bytes(t))
     live_dims = <dim_t *>malloc((t.n_slabs + 1) * sizeof(dim_t))
@@ -64,4 +65,5 @@ cdef object cache_info(SyncEmbeddingCache cache):
         policy=POLICY_NAMES[t.policy],
         admission_rejections=rejections,
         policy_bytes=t.policy_fixed_bytes,
+        storage=CODEC_STORAGES[t.storage],
     )

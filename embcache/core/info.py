@@ -12,7 +12,9 @@ class CacheInfo:
     """A consistent snapshot, taken under the cache's lock.
 
     Memory accounting is exact: ``memory_usage_bytes`` is ``policy_bytes`` plus
-    the sum over live entries of ``dim * 4 + entry_overhead_bytes`` and never exceeds
+    the sum over live entries of their row bytes (``dim * 4`` under ``storage``
+    "float32", ``dim * 2`` under "float16" and "bfloat16", ``dim + 4`` under
+    "int8") plus ``entry_overhead_bytes``, and never exceeds
     ``memory_budget_bytes`` (``max_memory_mb * 2**20``). ``allocated_bytes`` is
     what the cache actually holds for slabs and tables.
     """
@@ -44,13 +46,14 @@ class CacheInfo:
     dims: tuple[int, ...]
     """Dimensions that have live entries."""
     entry_overhead_bytes: int
-    """Metadata bytes accounted to each entry beyond its ``dim * 4`` payload."""
+    """Metadata bytes accounted to each entry beyond its row bytes (the vector as
+    its ``storage`` encodes it)."""
     memory_budget_bytes: int
     allocated_bytes: int
     """Bytes held resident for the entry table, the index and the slab rows (the
     pages the kernel has mapped in, huge pages whole). It exceeds
-    ``memory_budget_bytes`` by at most a fixed overhead (README, "Memory
-    accounting")."""
+    ``memory_budget_bytes`` by at most a fixed overhead (docs/guide/ttl-memory.md,
+    "Memory accounting")."""
     reserved_bytes: int
     """Address space reserved for slab rows (every row each dimension may need);
     the kernel maps it in only as rows are written."""
@@ -62,7 +65,10 @@ class CacheInfo:
     would have displaced; each is also counted in ``evictions``. 0 under LRU."""
     policy_bytes: int
     """Bytes the policy holds once per cache, counted in ``memory_usage_bytes``:
-    the W-TinyLFU frequency sketch (README, "Eviction policy"); 0 under LRU."""
+    the W-TinyLFU frequency sketch (docs/guide/policies.md); 0 under LRU."""
+    storage: str
+    """How rows hold vectors: ``"float32"``, ``"float16"``, ``"bfloat16"`` or
+    ``"int8"`` (lookups return float32 whatever it is)."""
     tier_hits: int = 0
     """Keys the shared tier (``EmbeddingCache(..., tier=)``) answered; 0 without a
     tier, and always 0 from SyncEmbeddingCache, which has none."""

@@ -186,6 +186,7 @@ cdef inline void describe(cnp.ndarray arr, int axis, Source *src) noexcept:
     src.n = cnp.PyArray_DIM(arr, axis)
     src.stride = cnp.PyArray_STRIDE(arr, axis)
     src.is_f64 = cnp.PyArray_TYPE(arr) == cnp.NPY_FLOAT64
+    src.encoded = False
 
 
 cdef cnp.ndarray read_vector(object vector, Source *src):
@@ -227,7 +228,7 @@ cdef cnp.ndarray read_matrix(object matrix, Py_ssize_t n_rows, str what, Source 
 
 @cython.boundscheck(False)
 @cython.wraparound(False)
-cdef Py_ssize_t first_unstorable(const Source *src) noexcept nogil:
+cdef inline Py_ssize_t first_unstorable(const Source *src) noexcept nogil:
     """Index of the first value that is NaN, infinite, or (float64) overflows
     float32; -1 when every value can be stored."""
     cdef Py_ssize_t i
@@ -243,6 +244,44 @@ cdef Py_ssize_t first_unstorable(const Source *src) noexcept nogil:
                 return i
         elif not (fabsf((<const float *>(src.data + i * src.stride))[0]) <= F32_MAX):
             return i
+    return -1
+
+
+DEF CHECK_CHUNK = 256    # float64 or strided values judged for a compact storage this many at a time
+
+
+@cython.boundscheck(False)
+@cython.wraparound(False)
+cdef Py_ssize_t first_unstorable_in(int storage, const Source *src) noexcept nogil:
+    """Index of the first value of `src` that a row of `storage` cannot hold:
+    first_unstorable's rule for float32; for a compact storage, NaN, infinity
+    or a value beyond float32 or beyond the storage's range once rounded to
+    float32 (core/convert.h decides); -1 when all can be stored.
+    Values that are not one contiguous float32 run are converted to float32 a
+    chunk at a time into a buffer on the stack: nothing is allocated."""
+    cdef Py_ssize_t start, m, bad
+    cdef ptrdiff_t found
+    cdef float32_t chunk[CHECK_CHUNK]
+    cdef Source part
+    if storage == EMBCACHE_STORE_F32:
+        return first_unstorable(src)
+    if not src.is_f64 and src.stride == 4:   # NaN and infinity included
+        return embcache_first_unstorable(storage, <const float *>src.data, <size_t>src.n)
+    part = src[0]
+    start = 0
+    while start < src.n:
+        m = min(<Py_ssize_t>CHECK_CHUNK, src.n - start)
+        part.data = src.data + start * src.stride
+        part.n = m
+        bad = first_unstorable(&part)       # converted only up to a value beyond float32
+        part.n = bad if bad >= 0 else m
+        copy_in(chunk, &part)
+        found = embcache_first_unstorable(storage, chunk, <size_t>part.n)
+        if found >= 0:
+            return start + found
+        if bad >= 0:
+            return start + bad
+        start += m
     return -1
 
 
@@ -263,9 +302,11 @@ cdef void copy_in(float32_t *row, const Source *src) noexcept nogil:
             row[i] = (<const float *>(src.data + i * src.stride))[0]
 
 
-cdef object unstorable_error(str where, const Source *src, Py_ssize_t i):
-    """The InvalidVectorError for value i of `src` (found by first_unstorable);
-    `where` locates it, e.g. "vector[3]" or "matrix[2, 3]" (row 2, element 3)."""
+cdef object unstorable_error(str where, const Source *src, Py_ssize_t i,
+                             int storage=EMBCACHE_STORE_F32):
+    """The InvalidVectorError for value i of `src` (found by first_unstorable_in
+    for `storage`); `where` locates it, e.g. "vector[3]" or "matrix[2, 3]" (row 2,
+    element 3)."""
     cdef double value
     if src.is_f64:
         value = (<const double *>(src.data + i * src.stride))[0]
@@ -274,21 +315,25 @@ cdef object unstorable_error(str where, const Source *src, Py_ssize_t i):
     if isnan(value) or isinf(value):
         return InvalidVectorError(
             f"{where} is {value}; embeddings must be finite (no NaN or infinity)")
+    if storage != EMBCACHE_STORE_F32:
+        return storage_value_error(where, value, storage)   # core/codec.pxi
     return InvalidVectorError(
         f"{where} = {value!r} overflows float32 (largest finite is 3.4028235e+38)")
 
 
 cdef int check_rows(const Source *first, Py_ssize_t row_stride, Py_ssize_t start,
-                    Py_ssize_t stop, str what) except -1:
-    """Every value of rows [start, stop) storable, else the error naming row and element."""
+                    Py_ssize_t stop, str what, int storage) except -1:
+    """Every value of rows [start, stop) storable in `storage`, else the error
+    naming row and element."""
     cdef Source row = first[0]
     cdef Py_ssize_t i, bad
     for i in range(start, stop):
         row.data = first.data + i * row_stride
-        bad = first_unstorable(&row)
+        bad = first_unstorable_in(storage, &row)
         if bad >= 0:
             raise unstorable_error(  # put's one vector (read_matrix) named as put names it
-                f"{what}[{bad}]" if what == "vector" else f"{what}[{i}, {bad}]", &row, bad)
+                f"{what}[{bad}]" if what == "vector" else f"{what}[{i}, {bad}]", &row, bad,
+                storage)
     return 0
 
 

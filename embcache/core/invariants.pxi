@@ -66,6 +66,7 @@ cdef dict VIOLATIONS = {
     40: "protected share {a} is not 80% of the main region",
     41: "frequency sketch is malformed (size, halving count or accounting)",
     42: "huge frontier names slab {a} of {b}",
+    43: "slab {a}: a stride of {b} bytes is not the storage's row bytes and the owner slot",
 }
 
 
@@ -166,9 +167,9 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
         if rows[first_row[e.slab] + e.row] != ROW_UNSEEN:
             return fail(v, 21, e.slab, e.row)
         rows[first_row[e.slab] + e.row] = ROW_USED
-        if owner_at(slab, e.row)[0] != s:
+        if owner_at(slab, e.row) != s:
             return fail(v, 26, e.slab, e.row, s)
-        used += entry_bytes(slab.dim) + t.policy_entry_bytes
+        used += entry_bytes(t.storage, slab.dim) + t.policy_entry_bytes
         memcpy(key.digest, e.digest, sizeof(key.digest))
         key.hash = digest_hash(e.digest)
         if find(t, &key) != s:
@@ -185,6 +186,8 @@ cdef int check_slabs(const Table *t, const unsigned char *state, unsigned char *
             n_used += rows[first_row[i] + r] == ROW_USED
         if n_used != slab.used - (slab.hole != NO_ROW):
             return fail(v, 23, i, slab.used - (slab.hole != NO_ROW), n_used)
+        if slab.stride != embcache_row_bytes(t.storage, <size_t>slab.dim) + sizeof(slot_t):
+            return fail(v, 43, i, <long long>slab.stride)
         if slab_for(t, slab.dim) != i:
             return fail(v, 33, i, slab.dim)
         entry_limit += slab.capacity

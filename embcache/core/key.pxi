@@ -1,7 +1,7 @@
 # Keys: CacheKey, its stable digest and its per-process hash, and key sequences.
 #
 # Owns: the secret per-process SipHash key, the canonical encoding of a key
-# (README "Semantics"), CacheKey and as_key_tuple. Nothing here touches
+# (docs/guide/keys.md), CacheKey and as_key_tuple. Nothing here touches
 # a cache.
 
 # A key's canonical encoding, fed to BLAKE2b piece by piece (nothing is built in

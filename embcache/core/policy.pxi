@@ -210,7 +210,7 @@ cdef slot_t tinylfu_victim(Table *t, Py_ssize_t need) noexcept nogil:
         if first == NO_SLOT:
             first = v
         count_short -= 1
-        bytes_short -= entry_bytes(dim_of(t, v)) + t.policy_entry_bytes
+        bytes_short -= slab_entry_bytes(&t.slabs[t.entries[v].slab]) + t.policy_entry_bytes
         v = t.entries[v].recency_prev
     return first
 
@@ -241,6 +241,29 @@ cdef inline void policy_on_remove(Table *t, slot_t s) noexcept nogil:
         recency_unlink(t, s)
     else:
         segment_unlink(t, segment_of(t, s), s)
+
+
+cdef void policy_on_move(Table *t, slot_t s, slot_t d) noexcept nogil:
+    """Live entry `s` now sits in slot `d` (its Entry copied there, links as they
+    were; the table is shrinking): its neighbours, list ends and policy slot
+    follow it. Order, segments and the sketch are unchanged."""
+    cdef Entry *e = &t.entries[d]
+    cdef slot_t *head = &t.recency_head
+    cdef slot_t *tail = &t.recency_tail
+    cdef int seg
+    if t.policy != POLICY_LRU:
+        seg = segment_of(t, s)
+        head = &t.segment_head[seg]
+        tail = &t.segment_tail[seg]
+        t.policy_slots[d] = t.policy_slots[s]
+    if e.recency_prev != NO_SLOT:
+        t.entries[e.recency_prev].recency_next = d
+    else:
+        head[0] = d
+    if e.recency_next != NO_SLOT:
+        t.entries[e.recency_next].recency_prev = d
+    else:
+        tail[0] = d
 
 
 cdef inline void policy_on_miss(Table *t, const KeyId *k) noexcept nogil:
@@ -312,10 +335,12 @@ cdef void policy_reset(Table *t) noexcept nogil:
     set_window(t, initial_window(t.policy_capacity))
 
 
-cdef Py_ssize_t tinylfu_capacity(slot_t max_entries, Py_ssize_t budget, dim_t dim) noexcept nogil:
+cdef Py_ssize_t tinylfu_capacity(slot_t max_entries, Py_ssize_t budget, dim_t dim,
+                                 int storage) noexcept nogil:
     """Entries the segments' shares are measured against: the entry bound, or as
-    many entries of the fixed dim (of dim 1 when none is fixed) as the budget holds."""
-    cdef Py_ssize_t fit = budget // (entry_bytes(dim if dim else 1) + POLICY_SLOT_BYTES)
+    many entries of the fixed dim (of dim 1 when none is fixed) as the budget holds
+    in `storage`."""
+    cdef Py_ssize_t fit = budget // (entry_bytes(storage, dim if dim else 1) + POLICY_SLOT_BYTES)
     return max(<Py_ssize_t>1, min(<Py_ssize_t>max_entries, fit))
 
 
@@ -324,7 +349,8 @@ cdef int policy_init(Table *t, int policy) noexcept nogil:
     allocated) when the sketch's memory cannot be had."""
     t.policy = policy
     if policy == POLICY_TINYLFU:
-        t.policy_capacity = <slot_t>tinylfu_capacity(t.max_entries, t.memory_budget_bytes, t.dim)
+        t.policy_capacity = <slot_t>tinylfu_capacity(t.max_entries, t.memory_budget_bytes, t.dim,
+                                                      t.storage)
         t.sketch_words = sketch_words_for(t.policy_capacity, t.memory_budget_bytes)
         t.sketch = <uint64_t *>calloc(t.sketch_words, sizeof(uint64_t))
         if t.sketch == NULL:

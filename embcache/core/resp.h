@@ -3,13 +3,17 @@
  *
  * The reply is fed in chunks as they come off the connection; each value is
  * checked as the shared tier writes it (embcache/tier/wire.py: a 12-byte
- * header b"EMBC", version 1, dtype 1, reserved 0, dim as u32 LE, then dim
- * float32 LE) and its payload copied once, into its row. Nothing here touches
- * Python: the caller owns the rows and the index and grows nothing.
+ * header b"EMBC", version 1, dtype, reserved 0, dim as u32 LE, then the row in
+ * the encoding the dtype names: 1 float32 LE, copied once into its row; 2
+ * float16, 3 bfloat16, 4 int8, decoded into its row by core/convert.h, from
+ * the chunk when the whole payload is in it, else from a scratch row the
+ * reader allocates once). Nothing here touches Python: the caller owns the
+ * rows and the index and grows nothing.
  *
  * What each element of the reply becomes:
  *   $<len> bulk string   a valid vector (right length, header and dimension,
- *                         every element finite): a hit; otherwise invalid
+ *                         every element finite, an int8 scale >= 0): a hit;
+ *                         otherwise invalid
  *   $-1, *-1, _          absent (a miss, not an error)
  *   anything else         invalid: -error, +simple, :integer, ,double, #bool,
  *                         (big number, !blob error, =verbatim, and every
@@ -30,8 +34,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include "core/kernels.h"
+#include "core/convert.h"
 
 #define RESP_MORE 0         /* every byte used; the reply is not complete */
 #define RESP_DONE 1         /* the reply is complete (bytes may remain) */
@@ -70,7 +76,10 @@ typedef struct {
     unsigned char line[RESP_LINE_MAX];
     unsigned char head[12];
     size_t head_len;
-    unsigned char *dst;   /* the current value's row */
+    int storage;          /* the current value's encoding (EMBCACHE_STORE_*) */
+    int decoded;          /* a compact payload was decoded straight from the chunk */
+    unsigned char *dst;   /* where the current value's payload goes: its row, or scratch */
+    unsigned char *scratch; /* a compact payload split over chunks (malloc'd on first need) */
     size_t err_len;
     char err[RESP_ERR_MAX + 1];
 } resp_mget;
@@ -86,10 +95,21 @@ static void resp_mget_init(resp_mget *r, int64_t n, int64_t dim, int compact,
     r->state = RS_TOP;
 }
 
+/* Free what the reader allocated (its scratch row); it may not be fed again. */
+static void resp_mget_release(resp_mget *r) {
+    free(r->scratch);
+    r->scratch = NULL;
+}
+
+/* The current value's row. */
+static float *resp_row(const resp_mget *r) {
+    return r->rows + (r->compact ? r->hits : r->elem) * r->dim;
+}
+
 static void resp_mget_set_rows(resp_mget *r, float *rows) {
     r->rows = rows;
-    if (r->state == RS_PAYLOAD)
-        r->dst = (unsigned char *)(rows + (r->compact ? r->hits : r->elem) * r->dim);
+    if (r->state == RS_PAYLOAD && r->storage == EMBCACHE_STORE_F32)
+        r->dst = (unsigned char *)resp_row(r);
 }
 
 /* The integer of a type line (after its type byte); 0 when it is not one. */
@@ -119,15 +139,24 @@ static uint32_t resp_u32le(const unsigned char *p) {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
 
-/* The dimension the 12-byte header declares, if it and the bulk length agree; else 0. */
-static int64_t resp_header_dim(const unsigned char *h, int64_t vlen) {
+/* The dimension the 12-byte header declares (its encoding in *storage), if it and the
+ * bulk length agree; else 0. */
+static int64_t resp_header_dim(const unsigned char *h, int64_t vlen, int *storage) {
     uint32_t d;
-    if (memcmp(h, "EMBC\x01\x01\x00\x00", 8) != 0)
+    if (memcmp(h, "EMBC\x01", 5) != 0 || h[5] < 1 || h[5] > 4 || h[6] != 0 || h[7] != 0)
         return 0;
+    *storage = h[5] - 1; /* dtype 1..4 is EMBCACHE_STORE_F32..EMBCACHE_STORE_I8 */
     d = resp_u32le(h + 8);
-    if (d < 1 || (int64_t)12 + 4 * (int64_t)d != vlen)
+    if (d < 1 || (int64_t)12 + (int64_t)embcache_row_bytes(*storage, d) != vlen)
         return 0;
     return (int64_t)d;
+}
+
+/* Whether a bulk of `v` bytes can be a value of dimension `dim` (0: any) in some encoding. */
+static int resp_value_length(int64_t v, int64_t dim) {
+    if (dim == 0)
+        return v >= 14; /* the shortest: float16 of dim 1 */
+    return v == 12 + 4 * dim || v == 12 + 2 * dim || v == 16 + dim;
 }
 
 /* The current element is over: count it and move on. */
@@ -201,8 +230,7 @@ static int resp_on_line(resp_mget *r) {
             resp_item_done(r, RV_ABSENT);
             return -1;
         }
-        if (t == '$' && !r->nested && v >= 16 && (v - 12) % 4 == 0
-            && (r->dim == 0 || v == 12 + 4 * r->dim)) {
+        if (t == '$' && !r->nested && resp_value_length(v, r->dim)) {
             r->verdict = RV_VALID; /* so far */
             r->vlen = v;
             r->head_len = 0;
@@ -243,6 +271,15 @@ static int resp_on_line(resp_mget *r) {
     }
 }
 
+/* Decode the current value's whole compact payload at `src` into its row; 0 when it is not
+ * a payload an encoder writes (an int8 scale with its sign bit set). */
+static int resp_decode_compact(resp_mget *r, const unsigned char *src) {
+    if (r->storage == EMBCACHE_STORE_I8 && (src[3] & 0x80u))
+        return 0;
+    embcache_decode_row(r->storage, src, (size_t)r->dim, resp_row(r));
+    return 1;
+}
+
 /* The bulk (payload copied or skipped) and its CRLF are read. */
 static void resp_bulk_done(resp_mget *r) {
     if (r->nested) {
@@ -250,16 +287,23 @@ static void resp_bulk_done(resp_mget *r) {
         return;
     }
     if (r->verdict == RV_VALID) {
-        const float *row = (const float *)r->dst - r->dim;
+        float *row = resp_row(r);
+        int ok = 1;
+        if (r->storage != EMBCACHE_STORE_F32) {
+            if (!r->decoded)
+                ok = resp_decode_compact(r, r->scratch);
+            else
+                ok = r->decoded > 0;
+        }
 #if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_BIG_ENDIAN__
-        {
+        else {
             uint32_t *w = (uint32_t *)row;
             int64_t j;
             for (j = 0; j < r->dim; j++)
                 w[j] = __builtin_bswap32(w[j]);
         }
 #endif
-        if (!embcache_f32_all_finite(row, (size_t)r->dim)) {
+        if (!ok || !embcache_f32_all_finite(row, (size_t)r->dim)) {
             r->verdict = RV_INVALID;
             if (!r->compact)
                 memset((void *)row, 0, (size_t)r->dim * 4);
@@ -329,29 +373,49 @@ static int resp_mget_feed(resp_mget *r, const unsigned char *p, size_t len, size
             i += take;
             if (r->head_len < 12)
                 break;
-            d = resp_header_dim(r->head, r->vlen);
+            d = resp_header_dim(r->head, r->vlen, &r->storage);
             r->remaining = r->vlen - 12;
             if (!d || (r->dim && d != r->dim)) {
                 r->verdict = RV_INVALID;
                 r->state = RS_SKIP;
                 break;
             }
+            r->decoded = 0;
+            if (r->storage != EMBCACHE_STORE_F32) {
+                /* a compact payload: decoded once whole (from the chunk, or from scratch) */
+                if (r->scratch == NULL) /* every valid payload of this dim fits in 4 * d + 4 */
+                    r->scratch = (unsigned char *)malloc(4 * (size_t)d + 4);
+                if (r->scratch == NULL) { /* no memory: this value is a miss */
+                    r->verdict = RV_INVALID;
+                    r->state = RS_SKIP;
+                    break;
+                }
+                r->dst = r->scratch;
+            }
             r->state = RS_PAYLOAD;
             if (!r->dim) {
                 r->dim = d;
-                r->dst = NULL;
+                if (r->storage == EMBCACHE_STORE_F32)
+                    r->dst = NULL;
                 *used = i;
                 return RESP_NEED_ROWS;
             }
-            r->dst = (unsigned char *)(r->rows + (r->compact ? r->hits : r->elem) * r->dim);
+            if (r->storage == EMBCACHE_STORE_F32)
+                r->dst = (unsigned char *)resp_row(r);
             break;
         }
-        case RS_PAYLOAD: /* copied into its row */
+        case RS_PAYLOAD: /* copied into its row (float32) or decoded into it */
         case RS_SKIP: {  /* passed over */
             size_t take = (size_t)r->remaining < len - i ? (size_t)r->remaining : len - i;
             if (r->state == RS_PAYLOAD) {
-                memcpy(r->dst, p + i, take);
-                r->dst += take;
+                if (r->storage != EMBCACHE_STORE_F32 && r->remaining == r->vlen - 12
+                    && take == (size_t)r->remaining) {
+                    /* the whole compact payload is in this chunk: decoded from here */
+                    r->decoded = resp_decode_compact(r, p + i) ? 1 : -1;
+                } else {
+                    memcpy(r->dst, p + i, take);
+                    r->dst += take;
+                }
             }
             r->remaining -= (int64_t)take;
             i += take;

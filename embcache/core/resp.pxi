@@ -15,6 +15,7 @@ cdef extern from "core/resp.h":
     void resp_mget_init(resp_mget *r, int64_t n, int64_t dim, int compact,
                         float *rows, cnp.intp_t *index)
     void resp_mget_set_rows(resp_mget *r, float *rows)
+    void resp_mget_release(resp_mget *r)
     int resp_mget_feed(resp_mget *r, const unsigned char *p, size_t length,
                        size_t *used) nogil
 
@@ -30,7 +31,8 @@ cdef class MgetReader:
     """Reads one RESP reply to ``MGET`` of `n` keys, fed in chunks, into float32
     rows of dimension `dim` (None: that of the first valid value), checking every
     value as embcache.tier.wire.decode_values does (header, dimension, length,
-    finiteness) and copying each payload once.
+    finiteness) and copying each float32 payload once, or decoding a compact one
+    (float16, bfloat16, int8: the header's dtype says which) into its row.
 
     Without `out`, valid values fill ``rows`` in order and ``index`` holds their
     positions; with `out` (a writable C-contiguous float32 (n, dim) array, zero
@@ -82,6 +84,9 @@ cdef class MgetReader:
         resp_mget_init(&self.state, n, d, self.compact, rows,
                        <cnp.intp_t *>cnp.PyArray_DATA(self.positions))
         self.status = RESP_MORE
+
+    def __dealloc__(self):
+        resp_mget_release(&self.state)
 
     def feed(self, const unsigned char[::1] data not None):
         """Read the next chunk of the reply; the status (see the class)."""

@@ -61,7 +61,7 @@ cdef inline row_t take_row(Table *t, int32_t i, slot_t s) noexcept nogil:
                 if end > decided:
                     advise_chunks(t, i, decided, end)
             slab.written = slab.used
-    owner_at(slab, row)[0] = s
+    set_owner(slab, row, s)
     return row
 
 
@@ -75,7 +75,7 @@ cdef void release_row(Table *t, Slab *slab, row_t r) noexcept nogil:
         if slab.hole == NO_ROW:
             slab.hole = r
             return
-        mover = owner_at(slab, last)[0]
+        mover = owner_at(slab, last)
         memcpy(row_at(slab, r), row_at(slab, last), slab.stride)   # the owner slot moves too
         t.entries[mover].row = r
     slab.used = last

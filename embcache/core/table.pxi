@@ -21,21 +21,24 @@ cdef inline size_t slab_bytes(const Slab *slab) noexcept nogil:
     return <size_t>slab.capacity * slab.stride
 
 
-cdef inline float32_t *row_at(const Slab *slab, row_t r) noexcept nogil:
-    return <float32_t *>(slab.rows + <size_t>r * slab.stride)
+cdef inline char *row_at(const Slab *slab, row_t r) noexcept nogil:
+    return slab.rows + <size_t>r * slab.stride
 
 
-cdef inline slot_t *owner_at(const Slab *slab, row_t r) noexcept nogil:
-    """The slot of the entry whose vector is in row r: the row's last 4 bytes."""
-    return <slot_t *>(slab.rows + <size_t>r * slab.stride + <size_t>slab.dim * 4)
+cdef inline slot_t owner_at(const Slab *slab, row_t r) noexcept nogil:
+    """The slot of the entry whose vector is in row r: the row's last 4 bytes
+    (unaligned when the storage's row bytes are not a multiple of 4)."""
+    cdef slot_t s
+    memcpy(&s, slab.rows + <size_t>r * slab.stride + row_bytes_of(slab), sizeof(slot_t))
+    return s
 
 
-cdef inline Py_ssize_t entry_bytes(dim_t dim) noexcept nogil:
-    return dim * 4 + ENTRY_OVERHEAD
+cdef inline void set_owner(Slab *slab, row_t r, slot_t s) noexcept nogil:
+    memcpy(slab.rows + <size_t>r * slab.stride + row_bytes_of(slab), &s, sizeof(slot_t))
 
 
 cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl, dim_t dim,
-                     bint user_clock) noexcept nogil:
+                     bint user_clock, int storage) noexcept nogil:
     memset(t, 0, sizeof(Table))
     t.max_entries = max_entries
     t.memory_budget_bytes = budget
@@ -43,6 +46,9 @@ cdef void table_init(Table *t, slot_t max_entries, Py_ssize_t budget, double ttl
     t.dim = dim
     t.user_clock = user_clock
     t.policy = POLICY_LRU
+    t.storage = storage
+    # float32 rows are never encoded from a scratch row: no dim ever needs one
+    t.scratch_floats = <size_t>-1 if storage == EMBCACHE_STORE_F32 else 0
     t.free_slot_head = NO_SLOT
     t.recency_head = t.recency_tail = NO_SLOT
     t.expiry_head = t.expiry_tail = NO_SLOT
@@ -83,9 +89,12 @@ cdef void table_free(Table *t) noexcept nogil:
     free(t.dim_cells)
     t.dim_cells = NULL
     policy_free(t)
-    free(t.entries)
+    free(t.scratch)
+    t.scratch = NULL
+    t.scratch_floats = 0
+    embcache_table_free(t.entries, <size_t>t.entry_capacity * sizeof(Entry))
     t.entries = NULL
-    free(t.cells)
+    embcache_table_free(t.cells, (t.cell_mask + 1) * sizeof(Cell))
     t.cells = NULL
 
 
@@ -99,6 +108,13 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
     cdef Slab *slab
     cdef int32_t *cells
     cdef int32_t i
+    cdef float32_t *scratch
+    if <size_t>dim > t.scratch_floats:     # a compact storage's scratch row: as long as
+        scratch = <float32_t *>realloc(t.scratch, <size_t>dim * sizeof(float32_t))  # any dim
+        if scratch == NULL:
+            return -1
+        t.scratch = scratch
+        t.scratch_floats = <size_t>dim
     if t.n_slabs == t.slab_capacity:
         cap = 4 if t.slab_capacity == 0 else 2 * t.slab_capacity
         cells = <int32_t *>malloc(2 * <size_t>cap * sizeof(int32_t))
@@ -117,8 +133,9 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
             index_slab(t, i)
     slab = &t.slabs[t.n_slabs]
     slab.dim = dim
-    slab.stride = <size_t>dim * sizeof(float32_t) + sizeof(slot_t)
-    slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries, t.memory_budget_bytes // entry_bytes(dim))
+    slab.stride = embcache_row_bytes(t.storage, <size_t>dim) + sizeof(slot_t)
+    slab.capacity = <row_t>min(<Py_ssize_t>t.max_entries,
+                               t.memory_budget_bytes // entry_bytes(t.storage, dim))
     slab.rows = <char *>embcache_slab_reserve(slab_bytes(slab), t.dim != 0)
     if slab.rows == NULL:
         return -1
@@ -134,7 +151,7 @@ cdef int32_t add_slab(Table *t, dim_t dim) noexcept nogil:
 cdef int resize_index(Table *t, size_t cells) noexcept nogil:
     cdef Cell *old = t.cells
     cdef size_t old_cells = 0 if old == NULL else t.cell_mask + 1
-    cdef Cell *fresh = <Cell *>malloc(cells * sizeof(Cell))
+    cdef Cell *fresh = <Cell *>embcache_table_alloc(cells * sizeof(Cell), sizeof(Cell))
     cdef size_t i, j
     if fresh == NULL:
         return -1
@@ -147,14 +164,13 @@ cdef int resize_index(Table *t, size_t cells) noexcept nogil:
             fresh[j] = old[i]
     t.cells = fresh
     t.cell_mask = cells - 1
-    free(old)
+    embcache_table_free(old, old_cells * sizeof(Cell))
     return 0
 
 
 cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
     """Grow the entry table (and the index, to 2+ cells per slot) to `capacity`."""
     cdef Entry *grown
-    cdef void *memory = NULL
     cdef slot_t i
     cdef size_t cells = MIN_INDEX_CELLS
     if capacity <= t.entry_capacity:
@@ -165,12 +181,11 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
         return -1
     if policy_reserve(t, capacity) != 0:
         return -1
-    if posix_memalign(&memory, ENTRY_ALIGN, <size_t>capacity * sizeof(Entry)) != 0:
+    # a table of its own mapping grows by moving its pages, not by a copy
+    grown = <Entry *>embcache_table_resize(t.entries, <size_t>t.entry_capacity * sizeof(Entry),
+                                           <size_t>capacity * sizeof(Entry), ENTRY_ALIGN)
+    if grown == NULL:
         return -1
-    grown = <Entry *>memory
-    if t.entries != NULL:
-        memcpy(grown, t.entries, <size_t>t.entry_capacity * sizeof(Entry))
-        free(t.entries)
     t.entries = grown
     # chain the new slots onto the free list, lowest index first
     for i in range(capacity - 1, t.entry_capacity - 1, -1):
@@ -183,12 +198,33 @@ cdef int grow_entries(Table *t, slot_t capacity) noexcept nogil:
 cdef int reserve_slots(Table *t, Py_ssize_t count) noexcept nogil:
     """Grow the entry table now, before anything is evicted, so that `count` new
     entries will find free slots (or the table is at its limit, where making room
-    frees one): a failed allocation then changes nothing."""
+    frees one): a failed allocation then changes nothing. A table a quarter
+    unused shrinks instead (core/table_shrink.pxi), keeping room for `count`."""
     cdef Py_ssize_t want = min(<Py_ssize_t>t.entry_limit, <Py_ssize_t>t.size + count)
+    cdef Py_ssize_t grown, fit, smallest
+    cdef int32_t i
+    if want <= t.resize_above:      # entry_capacity unless a shrink is due
+        return 0
     if want > t.entry_capacity:
-        return grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit,
-                                           max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS,
-                                               2 * <Py_ssize_t>t.entry_capacity)))
+        grown = max(want, <Py_ssize_t>FIRST_ENTRY_SLOTS, 2 * <Py_ssize_t>t.entry_capacity)
+        # Doubling, but not far past what the budget can hold: as many more entries
+        # as its free bytes hold of the smallest dimension in use, yet at least an
+        # eighth more each time (growth stays amortized). Compact rows make entries
+        # many and small, and a doubled table half unused would be megabytes.
+        smallest = 0
+        for i in range(t.n_slabs):
+            if smallest == 0 or slab_entry_bytes(&t.slabs[i]) < smallest:
+                smallest = slab_entry_bytes(&t.slabs[i])
+        if smallest:
+            fit = (<Py_ssize_t>t.size
+                   + (t.memory_budget_bytes - t.used_bytes) // (smallest + t.policy_entry_bytes))
+            grown = max(want, min(grown, max(fit, <Py_ssize_t>t.entry_capacity
+                                                  + <Py_ssize_t>t.entry_capacity // 8)))
+        if grow_entries(t, <slot_t>min(<Py_ssize_t>t.entry_limit, grown)) != 0:
+            return -1
+        set_shrink_mark(t)
+        return 0
+    shrink_entries(t, count)
     return 0
 
 
@@ -291,7 +327,7 @@ cdef inline bint expired(const Table *t, slot_t s, double now) noexcept nogil:
     return t.ttl_seconds > 0 and t.entries[s].expires_at <= now
 
 
-cdef inline float32_t *row_of(const Table *t, slot_t s) noexcept nogil:
+cdef inline char *row_of(const Table *t, slot_t s) noexcept nogil:
     return row_at(&t.slabs[t.entries[s].slab], t.entries[s].row)
 
 
@@ -319,8 +355,10 @@ cdef void discard(Table *t, slot_t s) noexcept nogil:
     policy_on_remove(t, s)
     expiry_unlink(t, s)
     release_row(t, slab, e.row)
-    t.used_bytes -= entry_bytes(slab.dim) + t.policy_entry_bytes
+    t.used_bytes -= slab_entry_bytes(slab) + t.policy_entry_bytes
     t.size -= 1
+    if t.size < t.shrink_mark:
+        t.resize_above = -1             # the next put shrinks the table (core/table_shrink.pxi)
     e.recency_next = t.free_slot_head
     t.free_slot_head = s
     trim(t, e.slab)
@@ -376,8 +414,7 @@ cdef slot_t find_live(Table *t, const KeyId *k, double now) noexcept nogil:
 cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
                 double now) noexcept nogil:
     """Store one checked vector (its slab and slots made ready by prepare_put)."""
-    cdef dim_t dim = src.n
-    cdef Py_ssize_t need = entry_bytes(dim) + t.policy_entry_bytes
+    cdef Py_ssize_t need = entry_bytes(t.storage, src.n) + t.policy_entry_bytes
     cdef size_t cell = find_cell(t, k)
     cdef slot_t s = t.cells[cell].slot
     cdef Entry *e
@@ -392,7 +429,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
             t.stats.overwrites += 1
         if t.entries[s].slab == slab_index:
             # same key, same dimension: rewrite the row in place
-            copy_in(row_of(t, s), src)
+            write_row(t, slab_index, row_of(t, s), src)
             t.entries[s].expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
             policy_on_hit(t, s)
             expiry_unlink(t, s)
@@ -421,7 +458,7 @@ cdef void store(Table *t, const KeyId *k, const Source *src, int32_t slab_index,
     e.expires_at = now + t.ttl_seconds if t.ttl_seconds > 0 else INFINITY
     e.slab = slab_index
     e.row = row
-    copy_in(row_at(slab, row), src)
+    write_row(t, slab_index, row_at(slab, row), src)
     policy_on_insert(t, s, k)
     expiry_push_tail(t, s)
     # cells may have shifted while room was made: probe again for a free cell
@@ -492,6 +529,7 @@ cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matr
     decided) reads as a miss."""
     cdef Py_ssize_t i
     cdef slot_t s
+    cdef int storage = t.storage        # a local: the loop's test of it hoisted
     # A look-ahead that changes nothing: every key's index cell, then a load of
     # its entry started, so that these trips from memory overlap one another
     # instead of each waiting for the row copy before it (a table with one
@@ -501,11 +539,11 @@ cdef void copy_out_rows(Table *t, PyObject **keys, Py_ssize_t n, float32_t *matr
         if s != NO_SLOT:
             embcache_prefetch(&t.entries[s], sizeof(Entry))
     for i in range(n):
-        copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now)
+        copy_out_row(t, keys[i], matrix + <size_t>i * <size_t>dim, dim, &found[i], now, storage)
 
 
 cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim,
-                              cnp.npy_bool *found, double now) noexcept nogil:
+                              cnp.npy_bool *found, double now, int storage) noexcept nogil:
     """One key of a batch lookup: its row into `dst` if live and of `dim`, else zeros."""
     cdef slot_t s = find_live(t, key_ident(key), now)
     if s == NO_SLOT or dim_of(t, s) != dim:
@@ -516,7 +554,10 @@ cdef inline void copy_out_row(Table *t, PyObject *key, float32_t *dst, dim_t dim
         return
     t.stats.hits += 1
     found[0] = 1
-    memcpy(dst, row_of(t, s), <size_t>dim * 4)
+    if storage == EMBCACHE_STORE_F32:
+        memcpy(dst, row_of(t, s), <size_t>dim * 4)
+    else:
+        embcache_decode_row(storage, row_of(t, s), <size_t>dim, dst)
     policy_on_hit(t, s)
 
 
@@ -534,15 +575,18 @@ cdef void clear_table(Table *t) noexcept nogil:
     t.expiry_head = t.expiry_tail = NO_SLOT
     t.size = 0
     t.used_bytes = t.policy_fixed_bytes
+    t.resize_above = t.entry_capacity       # a kept table is kept for refilling
+    t.shrink_mark = 0
     policy_clear(t)
     if t.dim:
         t.slabs[0].used = 0
         t.slabs[0].hole = NO_ROW
     else:
         release_slabs(t)
-        free(t.entries)
+        embcache_table_free(t.entries, <size_t>t.entry_capacity * sizeof(Entry))
         t.entries = NULL
         t.entry_capacity = 0
+        t.resize_above = 0
         t.free_slot_head = NO_SLOT
         # shrinking cannot fail for want of memory that matters: keep the old
         # index if even MIN_INDEX_CELLS cannot be had

@@ -24,6 +24,7 @@ from embcache._core import CacheKey, SyncEmbeddingCache
 from embcache.core.checks import check_positive_int, check_seconds, is_async_callable
 from embcache.core.info import CacheInfo
 from embcache.core.names import check_name, track
+from embcache.embedder.caches import cache_for
 from embcache.embedder.model import EmbedCall, EmbedFn, Model
 from embcache.embedder.stats import EmbedderStats, StatsCounter
 from embcache.embedder.texts import keys_of, text_key
@@ -62,7 +63,13 @@ class CachedEmbedder:
     left out (None) only for a sentence-transformers model's own ``encode``,
     whose identity is then read off the model
     (``ModelIdentity.from_sentence_transformer``). ``cache`` is an EmbeddingCache (the
-    default: a new ``EmbeddingCache()``) or a SyncEmbeddingCache; ``batch_size``
+    default: a new ``EmbeddingCache(storage=storage)``) or a SyncEmbeddingCache;
+    ``storage`` (None, the default: ``"float32"``; or ``"float16"``,
+    ``"bfloat16"``, ``"int8"``) is how that default cache holds its rows (see
+    SyncEmbeddingCache); a cache passed in keeps its own, and a ``storage`` that
+    differs from it raises ArgumentValueError. The storage is part of no key:
+    a text has the same key, and so is one entry, whatever its cache stores it
+    as (a snapshot of a float16 cache loaded as int8 still answers it). ``batch_size``
     (int >= 1) is the most texts sent to ``embed_fn`` in one call. ``timeout``
     (seconds > 0, or None: no limit) bounds each ``embed``, ``embed_one``,
     ``embed_sync`` and ``embed_one_sync`` call, whether ``embed_fn`` is sync or
@@ -122,6 +129,7 @@ class CachedEmbedder:
         batch_size: int = 256,
         timeout: float | None = None,
         model_threads: int = 1,
+        storage: str | None = None,
         name: str | None = None,
     ) -> None:
         named = check_name(name) if name is not None else ""  # generated once all passed
@@ -149,19 +157,13 @@ class CachedEmbedder:
         size = check_positive_int(batch_size, "batch_size")
         seconds = check_seconds(timeout, "timeout")
         threads = ModelThreads(check_positive_int(model_threads, "model_threads"))
-        if cache is None:
-            cache = EmbeddingCache()
+        cache = cache_for(cache, storage)
         if isinstance(cache, EmbeddingCache):
             self._sync = cache.sync
             self._async: EmbeddingCache | None = cache
-        elif isinstance(cache, SyncEmbeddingCache):
+        else:
             self._sync = cache
             self._async = None  # made by the first embed: EmbeddingCache.wrap(cache)
-        else:
-            raise ArgumentTypeError(
-                "cache must be an EmbeddingCache or a SyncEmbeddingCache, got "
-                + type(cache).__name__
-            )
         if identity is not None and self._sync.dim is not None:
             identity.check_dim(self._sync.dim, "the cache")
         self._cache = cache
@@ -222,6 +224,12 @@ class CachedEmbedder:
     def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
         """The cache the vectors live in (as given, or the default EmbeddingCache)."""
         return self._cache
+
+    @property
+    def storage(self) -> str:
+        """How the cache holds its rows (its ``storage``: ``"float32"``,
+        ``"float16"``, ``"bfloat16"`` or ``"int8"``); vectors come back float32."""
+        return self._sync.storage
 
     @property
     def stats(self) -> EmbedderStats:

@@ -82,7 +82,8 @@ class EmbeddingCache:
     ``async def`` operations. ``len(cache)`` and ``key in cache`` stay synchronous.
 
     EmbeddingCache(max_entries=100_000, ttl_seconds=None, max_memory_mb=512.0,
-                   *, dim=None, clock=None, policy="lru", tier=None, name=None)
+                   *, dim=None, clock=None, policy="lru", storage="float32", tier=None,
+                   name=None)
 
     ``tier``: a shared second tier (embcache.redis.RedisTier), or None. With one,
     ``get``, ``get_many`` and ``get_or_compute`` ask the tier for what the
@@ -94,6 +95,9 @@ class EmbeddingCache:
     ``SyncEmbeddingCache`` (``.sync``) and its methods never use the tier.
 
     ``policy``: ``"lru"`` or ``"tinylfu"`` (W-TinyLFU), as for SyncEmbeddingCache.
+    ``storage``: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``, how the
+    in-process cache's rows hold vectors, as for SyncEmbeddingCache (lookups
+    return float32 whatever it is).
 
     ``name``: the cache's label in monitoring (embcache.metrics), held by its
     core (``.sync.name``); as for SyncEmbeddingCache.
@@ -110,6 +114,7 @@ class EmbeddingCache:
         dim: int | None = None,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = "float32",
         tier: Tier | None = None,
         name: str | None = None,
     ) -> None:
@@ -122,6 +127,7 @@ class EmbeddingCache:
                 dim=dim,
                 clock=clock,
                 policy=policy,
+                storage=storage,
                 name=name,
             ),
             checked,
@@ -129,6 +135,9 @@ class EmbeddingCache:
 
     def _attach(self, sync: SyncEmbeddingCache, tier: Tier | None) -> None:
         """Make this facade the face of `sync` over `tier` (checked)."""
+        attach_storage = getattr(tier, "attach_storage", None)
+        if attach_storage is not None:  # a tier that writes its cache's storage (RedisTier)
+            attach_storage(sync.storage)
         self._tier = tier
         self._sync = sync
         # bound once: the awaitable wrappers below then cost one attribute load
@@ -147,6 +156,12 @@ class EmbeddingCache:
     def name(self) -> str:
         """The cache's label in monitoring (its core's ``name``); never part of a key."""
         return self._sync.name
+
+    @property
+    def storage(self) -> str:
+        """How the in-process cache's rows hold vectors: "float32", "float16",
+        "bfloat16" or "int8"."""
+        return self._sync.storage
 
     @property
     def tier(self) -> Tier | None:
@@ -337,15 +352,19 @@ class EmbeddingCache:
         dim: int | None = UNSET,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = UNSET,
         tier: Tier | None = None,
         name: str | None = None,
     ) -> EmbeddingCache:
         """A new EmbeddingCache holding the snapshot file `path` (see
-        SyncEmbeddingCache.load for the keywords and errors), over `tier` as the
+        SyncEmbeddingCache.load for the keywords and errors; `storage` not given
+        is the snapshot's, another converts every vector), over `tier` as the
         constructor's, named `name`; read and verified in a worker thread, so the
         event loop is not blocked."""
         checked = check_tier(tier)
         kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
+        if storage is not UNSET:
+            kwargs["storage"] = storage
         sync = await asyncio.to_thread(
             SyncEmbeddingCache.load, path, clock=clock, policy=policy, name=name, **kwargs
         )
@@ -381,6 +400,7 @@ class EmbeddingCache:
         dim: int | None = UNSET,
         clock: Callable[[], float] | None = None,
         policy: str = "lru",
+        storage: str = UNSET,
         tier: Tier | None = None,
         save_every: float | None = None,
         name: str | None = None,
@@ -389,7 +409,9 @@ class EmbeddingCache:
         cache:``. On entry the snapshot at `path` is loaded if the file exists
         (the keywords given override its limits, as for load), else a new cache
         is made from the keywords (the constructor's defaults for the others);
-        `clock`, `policy`, `tier` and `name` are the constructor's.
+        `clock`, `policy`, `tier` and `name` are the constructor's. `storage` not
+        given is the snapshot's (or "float32" for a new cache); given, a snapshot of
+        another storage is converted.
         Every `save_every` seconds (None: never) the cache is saved to `path` in
         the background, and once more on exit, also when the body raised. A
         periodic save that fails (a full disk, say) is logged on the
@@ -400,6 +422,8 @@ class EmbeddingCache:
         OSError) on entry, before any request is served."""
         period = check_save_every(save_every)
         kwargs = given(max_entries, ttl_seconds, max_memory_mb, dim)
+        if storage is not UNSET:
+            kwargs["storage"] = storage
         check_folder(path)
         try:
             cache = await cls.load(

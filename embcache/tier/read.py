@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache._core import CacheKey, SyncEmbeddingCache, decode_rows, encode_rows
 from embcache.tier.protocol import Tier
 
 __all__ = ["TierSource", "keep_rows", "read_through"]
@@ -35,9 +35,16 @@ def keep_rows(
 ) -> bool:
     """Store row i of `matrix` under keys[i] in `cache` for every found[i] (rows
     a tier answered), in one put_many. False, storing nothing, when the cache
-    cannot hold them (rows larger than its budget, or of another dimension than
-    its fixed one): the rows are still good answers, just not kept."""
-    if len(found) and found.all():
+    cannot hold them (rows larger than its budget, of another dimension than
+    its fixed one, or values its storage cannot hold): the rows are still good
+    answers, just not kept.
+
+    Kept rows of a compact storage are rewritten in `matrix` as the cache now
+    holds them (encoded in its storage, decoded), so a read-through answers what
+    every later hit on those keys answers, whatever encoding the tier's values
+    were written in."""
+    every = bool(len(found)) and bool(found.all())
+    if every:
         got_keys, rows = keys, matrix
     else:
         index = np.flatnonzero(found)
@@ -48,6 +55,13 @@ def keep_rows(
         cache.put_many(got_keys, rows)
     except ValueError:
         return False
+    storage = cache.storage
+    if storage != "float32":
+        held = decode_rows(encode_rows(np.ascontiguousarray(rows), storage), storage, rows.shape[1])
+        if every:
+            matrix[...] = held
+        else:
+            matrix[index] = held
     return True
 
 

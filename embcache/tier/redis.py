@@ -11,8 +11,9 @@ EmbeddingCache, so worker processes on many machines compute each embedding once
 The cache reads its in-process tier first and Redis for what it misses (one
 round trip per batch; per node on a cluster), fills the in-process tier with
 what Redis had, and writes what it stores or computes to Redis too (pipelined,
-``SET ... PX`` when `ttl_seconds` is set). Values are binary (a 12-byte header,
-then little-endian float32: embcache.tier.wire); keys are
+``SET ... PX`` when `ttl_seconds` is set). Values are binary (a 12-byte header
+naming the row's encoding and dimension, then the row as the cache stores it:
+float32, float16, bfloat16 or int8; embcache.tier.wire); keys are
 ``prefix:model:digest-hex``. A value that fails validation is a miss, counted in
 ``tier_errors``. From one server (not a cluster), the reply to MGET is read
 straight into the float32 rows, on a connection of the client's own pool
@@ -47,10 +48,15 @@ from typing import Any, TypeVar
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, as_key_tuple
+from embcache._core import CacheKey, as_key_tuple, row_bytes
 from embcache.core.checks import check_seconds, deadline_scope
 from embcache.core.names import check_name, track
-from embcache.errors import ArgumentTypeError, ArgumentValueError, RedisTierError
+from embcache.errors import (
+    ArgumentTypeError,
+    ArgumentValueError,
+    InvalidVectorError,
+    RedisTierError,
+)
 from embcache.tier.breaker import Breaker
 from embcache.tier.mget import direct_mget, joined_spans
 from embcache.tier.protocol import TierInfo
@@ -60,6 +66,7 @@ from embcache.tier.wire import (
     Decoded,
     decode_values,
     encode_rows,
+    encode_storable,
     key_prefix,
     mget_command,
     model_pattern,
@@ -106,9 +113,14 @@ class RedisTier:
     trip). `timeout`: the bound on every Redis call, in seconds (the former
     ``timeout_seconds=`` is refused with an error naming ``timeout=``).
     `cooldown_seconds`: how long Redis is skipped once FAILURES_TO_OPEN calls
-    failed in a row. `name`: the tier's label in monitoring (embcache.metrics)
-    and in its log lines, never part of a key: 1 to 64 characters from
-    ``A-Za-z0-9_.:-`` (None: a generated ``embcache-N``).
+    failed in a row. `storage`: the encoding of the rows it writes,
+    ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"`` (as
+    ``EmbeddingCache(storage=)``); None (the default): the storage of the
+    cache it is attached to (the first one, when caches share the tier;
+    float32 until then). It reads rows of every encoding whatever it writes:
+    each value's header names its own. `name`: the tier's label in monitoring
+    (embcache.metrics) and in its log lines, never part of a key: 1 to 64
+    characters from ``A-Za-z0-9_.:-`` (None: a generated ``embcache-N``).
 
     ArgumentTypeError (a TypeError) / ArgumentValueError (a ValueError) for
     anything else.
@@ -129,6 +141,7 @@ class RedisTier:
         "_errors",
         "_skipped",
         "_name",
+        "_storage",
         "__weakref__",
     )
 
@@ -140,6 +153,7 @@ class RedisTier:
         ttl_seconds: float | None = None,
         timeout: float = 0.25,
         cooldown_seconds: float = 5.0,
+        storage: str | None = None,
         name: str | None = None,
         **renamed: object,
     ) -> None:
@@ -178,6 +192,8 @@ class RedisTier:
         timeout_ = check_seconds(timeout, "timeout", allow_none=False)
         cooldown = check_seconds(cooldown_seconds, "cooldown_seconds", allow_none=False)
         assert cooldown is not None and timeout_ is not None
+        if storage is not None:
+            row_bytes(storage, 1)  # ArgumentTypeError / ArgumentValueError naming the four
         self._name = check_name(name)
         self._timeout = timeout_
         self._cooldown = cooldown
@@ -186,6 +202,7 @@ class RedisTier:
         self._misses = 0
         self._errors = 0
         self._skipped = 0
+        self._storage = storage
         track("tier", self)
 
     # -- configuration -----------------------------------------------------------------
@@ -219,6 +236,20 @@ class RedisTier:
     def cooldown_seconds(self) -> float:
         """How long Redis is skipped once the breaker opens, in seconds."""
         return self._cooldown
+
+    @property
+    def storage(self) -> str | None:
+        """The encoding of the rows this tier writes (None: not given and not yet
+        attached to a cache; it writes float32 then)."""
+        return self._storage
+
+    def attach_storage(self, storage: str) -> None:
+        """Called by EmbeddingCache when this tier is attached to it: a tier made
+        with ``storage=None`` writes in `storage` from now on. A tier whose
+        storage is already set (given, or by an earlier cache) keeps it."""
+        if self._storage is None:
+            row_bytes(storage, 1)
+            self._storage = storage
 
     def get_tier_info(self) -> TierInfo:
         """A TierInfo snapshot of this tier's counts and breaker state (its
@@ -399,10 +430,13 @@ class RedisTier:
         return (decoded.rows if out is None else out), decoded.index
 
     async def put_many(self, keys: Sequence[CacheKey], matrix: npt.NDArray[np.float32]) -> None:
-        """Write row i of the float32 `matrix` under keys[i] in one pipeline of
+        """Write row i of the float32 `matrix` under keys[i], encoded in this
+        tier's storage, in one pipeline of
         ``SET key value [PX ttl]`` (grouped per node on a cluster) per CALL_BYTES
         of values, stopping at the first failed one. Never raises
-        for a Redis failure (counted in errors). KeyTypeError for a key that is
+        for a Redis failure (counted in errors); a row this tier's storage
+        cannot hold (|x| > 65504 for float16, say, from a cache of a wider
+        storage) is not written, and counted in errors. KeyTypeError for a key that is
         not a CacheKey; ArgumentTypeError / ArgumentValueError (nothing written)
         unless `matrix` is a float32 ndarray of shape (len(keys), dim >= 1) with
         finite values."""
@@ -420,7 +454,15 @@ class RedisTier:
         if not self._breaker.allow():
             self._skipped += len(keys)
             return
-        values = encode_rows(matrix)
+        storage = self._storage or "float32"
+        try:
+            values = encode_rows(matrix, storage)
+        except InvalidVectorError:  # rows the storage cannot hold: the others are written
+            kept, values = encode_storable(matrix, storage)
+            self._errors += len(keys) - len(kept)
+            keys = tuple(keys[i] for i in kept)
+            if not keys:
+                return
         rkeys = self._keys(keys)
         px = self._px
         try:
@@ -586,7 +628,8 @@ class RedisTier:
         kind = "RedisCluster" if self._cluster else "Redis"
         return (
             f"RedisTier({kind}, prefix={self._prefix!r}, ttl_seconds={self._ttl}, "
-            f"timeout={self._timeout}, cooldown_seconds={self._cooldown})"
+            f"timeout={self._timeout}, cooldown_seconds={self._cooldown}, "
+            f"storage={self._storage!r})"
         )
 
 

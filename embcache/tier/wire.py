@@ -6,10 +6,19 @@ A value is a 12-byte header and the payload::
     offset  size  field
     0       4     magic      b"EMBC"
     4       1     version    1
-    5       1     dtype      1 = float32, little-endian
+    5       1     dtype      the row encoding (the storage the writing tier keeps):
+                             1 = float32, 2 = float16, 3 = bfloat16, 4 = int8
     6       2     reserved   0 (u16 LE)
     8       4     dim        >= 1 (u32 LE)
-    12      4*dim payload    dim float32, little-endian
+    12      ...   payload    the row, as embcache._core.encode_rows writes it:
+                             float32: 4*dim bytes, dim float32 little-endian;
+                             float16 / bfloat16: 2*dim bytes, little-endian;
+                             int8: dim + 4 bytes, a float32 scale (LE), dim int8
+
+A reader decodes whatever encoding a value names into float32 rows, so tiers
+of caches with different storages share values (a cache then stores the rows
+in its own storage). Readers that predate the compact encodings know only
+dtype 1: to them a compact value is invalid, a miss.
 
 A Redis key is ``prefix ":" model ":" digest``: `model` is the key's
 model_version, UTF-8, with every byte outside ``[A-Za-z0-9._-]`` written as
@@ -33,16 +42,20 @@ from collections.abc import Sequence
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey
+from embcache._core import CacheKey, decode_rows, row_bytes
+from embcache._core import encode_rows as encode_payloads
+from embcache.errors import InvalidVectorError
 
 __all__ = [
     "DIGEST_HEX",
     "HEADER",
     "MAGIC",
     "VERSION",
+    "DTYPES",
     "Decoded",
     "decode_values",
     "encode_rows",
+    "encode_storable",
     "header_for",
     "key_prefix",
     "mget_command",
@@ -54,6 +67,9 @@ __all__ = [
 MAGIC = b"EMBC"
 VERSION = 1
 DTYPE_FLOAT32_LE = 1
+DTYPES = {"float32": 1, "float16": 2, "bfloat16": 3, "int8": 4}
+"""The header's dtype byte of each storage."""
+_STORAGE_OF = {code: storage for storage, code in DTYPES.items()}
 HEADER = struct.Struct("<4sBBHI")
 """magic, version, dtype, reserved, dim."""
 DIGEST_HEX = 64
@@ -62,9 +78,14 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _LE_F32 = np.dtype("<f4")
 
 
-def header_for(dim: int) -> bytes:
-    """The 12-byte header of a value of dimension `dim`."""
-    return HEADER.pack(MAGIC, VERSION, DTYPE_FLOAT32_LE, 0, dim)
+def header_for(dim: int, storage: str = "float32") -> bytes:
+    """The 12-byte header of a value of dimension `dim` encoded for `storage`."""
+    return HEADER.pack(MAGIC, VERSION, DTYPES[storage], 0, dim)
+
+
+def value_length(dim: int, storage: str) -> int:
+    """Bytes of a whole value (header and payload) of `dim` values in `storage`."""
+    return HEADER.size + int(row_bytes(storage, dim))
 
 
 def quote_model(model_version: str) -> bytes:
@@ -113,15 +134,34 @@ def mget_command(prefix: bytes, keys: Sequence[CacheKey]) -> bytes:
     return b"*%d\r\n$4\r\nMGET\r\n" % (n + 1) + body
 
 
-def encode_rows(matrix: npt.NDArray[np.float32]) -> list[bytes]:
-    """One value per row of a float32 (m, dim) `matrix`."""
+def encode_rows(matrix: npt.NDArray[np.float32], storage: str = "float32") -> list[bytes]:
+    """One value per row of a float32 (m, dim) `matrix`, encoded for `storage`
+    (InvalidVectorError, from embcache._core.encode_rows, for a value it cannot
+    hold)."""
     m, dim = matrix.shape
-    length = HEADER.size + 4 * dim
+    length = value_length(dim, storage) if storage != "float32" else HEADER.size + 4 * dim
     buf = np.empty((m, length), dtype=np.uint8)
-    buf[:, : HEADER.size] = np.frombuffer(header_for(dim), dtype=np.uint8)
-    buf[:, HEADER.size :] = np.ascontiguousarray(matrix, dtype=_LE_F32).view(np.uint8)
+    buf[:, : HEADER.size] = np.frombuffer(header_for(dim, storage), dtype=np.uint8)
+    if storage == "float32":
+        buf[:, HEADER.size :] = np.ascontiguousarray(matrix, dtype=_LE_F32).view(np.uint8)
+    else:
+        buf[:, HEADER.size :] = encode_payloads(np.ascontiguousarray(matrix), storage)
     raw = buf.tobytes()
     return [raw[i * length : (i + 1) * length] for i in range(m)]
+
+
+def encode_storable(matrix: npt.NDArray[np.float32], storage: str) -> tuple[list[int], list[bytes]]:
+    """The rows of `matrix` that `storage` can hold, each encoded alone (see
+    encode_rows): their positions and their values."""
+    kept: list[int] = []
+    values: list[bytes] = []
+    for i in range(len(matrix)):
+        try:
+            values += encode_rows(matrix[i : i + 1], storage)
+        except InvalidVectorError:
+            continue
+        kept.append(i)
+    return kept, values
 
 
 class Decoded:
@@ -147,16 +187,76 @@ _ONE_INDEX.flags.writeable = False
 _NO_INDEX.flags.writeable = False
 
 
+def _header_of(value: bytes) -> tuple[int, str]:
+    """The dimension and storage a value declares, if its header and length are
+    right; else (0, "")."""
+    if len(value) < HEADER.size + 2:
+        return 0, ""
+    magic, version, dtype, reserved, dim = HEADER.unpack_from(value)
+    storage = _STORAGE_OF.get(dtype, "")
+    if magic != MAGIC or version != VERSION or not storage or reserved != 0 or dim < 1:
+        return 0, ""
+    if len(value) != value_length(dim, storage):
+        return 0, ""
+    return int(dim), storage
+
+
 def _dim_of(value: bytes) -> int:
     """The dimension a value declares, if its header and length are right; else 0."""
-    if len(value) < HEADER.size + 4:
-        return 0
-    magic, version, dtype, reserved, dim = HEADER.unpack_from(value)
-    if magic != MAGIC or version != VERSION or dtype != DTYPE_FLOAT32_LE or reserved != 0:
-        return 0
-    if dim < 1 or len(value) != HEADER.size + 4 * dim:
-        return 0
-    return int(dim)
+    return _header_of(value)[0]
+
+
+def _payload_rows(
+    block: npt.NDArray[np.uint8], storage: str, dim: int
+) -> tuple[npt.NDArray[np.float32], npt.NDArray[np.bool_]]:
+    """The rows of whole values (k, length) of one storage and dimension, decoded,
+    and which are valid (a row that decodes to a value that is not finite is
+    not: it is left zero)."""
+    payload = np.ascontiguousarray(block[:, HEADER.size :])
+    k = len(payload)
+    try:
+        return decode_rows(payload, storage, dim), np.ones(k, dtype=np.bool_)
+    except InvalidVectorError:  # a corrupt row among them: row by row
+        rows = np.zeros((k, dim), dtype=np.float32)
+        ok = np.zeros(k, dtype=np.bool_)
+        for j in range(k):
+            try:
+                decode_rows(payload[j : j + 1], storage, dim, out=rows[j : j + 1])
+            except InvalidVectorError:
+                rows[j] = 0.0
+            else:
+                ok[j] = True
+        return rows, ok
+
+
+def _decode_mixed(values: Sequence[object], dim: int) -> Decoded:
+    """decode_values for a batch holding values of any encoding: grouped by
+    length, each group's headers compared per storage and its payloads decoded."""
+    lengths = {value_length(dim, storage) for storage in DTYPES}
+    groups: dict[int, list[int]] = {}
+    present = 0
+    for i, value in enumerate(values):
+        if value is not None:
+            present += 1
+            if type(value) is bytes and len(value) in lengths:
+                groups.setdefault(len(value), []).append(i)
+    rows = np.zeros((len(values), dim), dtype=np.float32)
+    ok = np.zeros(len(values), dtype=np.bool_)
+    for length, positions in groups.items():
+        raw = np.frombuffer(b"".join([values[i] for i in positions]), dtype=np.uint8)  # type: ignore[misc]
+        raw = raw.reshape(len(positions), length)
+        where = np.asarray(positions, dtype=np.intp)
+        for storage in DTYPES:
+            if value_length(dim, storage) != length:
+                continue
+            header = np.frombuffer(header_for(dim, storage), dtype=np.uint8)
+            match = (raw[:, : HEADER.size] == header).all(axis=1)
+            if match.any():
+                got, valid = _payload_rows(raw[match], storage, dim)
+                rows[where[match]] = got
+                ok[where[match]] = valid
+    index = np.flatnonzero(ok)
+    return Decoded(rows[index] if len(index) < len(values) else rows, index, present - len(index))
 
 
 def _none(dim: int | None, errors: int) -> Decoded:
@@ -169,13 +269,16 @@ def _decode_one(value: object, dim: int | None) -> Decoded:
         return _none(dim, 0)
     if type(value) is not bytes:
         return _none(dim, 1)
-    d = _dim_of(value)
+    d, storage = _header_of(value)
     if not d or (dim is not None and d != dim):
         return _none(dim, 1)
-    row = np.frombuffer(value, dtype=_LE_F32, offset=HEADER.size).astype(np.float32)
-    if not np.isfinite(row).all():
-        return _none(dim, 1)
-    return Decoded(row.reshape(1, d), _ONE_INDEX, 0)
+    if storage == "float32":
+        row = np.frombuffer(value, dtype=_LE_F32, offset=HEADER.size).astype(np.float32)
+        if not np.isfinite(row).all():
+            return _none(dim, 1)
+        return Decoded(row.reshape(1, d), _ONE_INDEX, 0)
+    rows, ok = _payload_rows(np.frombuffer(value, dtype=np.uint8).reshape(1, -1), storage, d)
+    return Decoded(rows, _ONE_INDEX, 0) if ok[0] else _none(dim, 1)
 
 
 def _candidates(values: Sequence[object], length: int) -> tuple[list[int] | None, int]:
@@ -204,8 +307,10 @@ def decode_values(
 
     The values of the batch's length are joined, their headers compared and
     their payloads copied into one new, native float32 matrix (``rows``, owned
-    by the caller) and checked for finiteness, all in vectorised passes; every
-    other value is invalid. Never raises for any value contents.
+    by the caller) and checked for finiteness, all in vectorised passes; values
+    of a compact encoding (float16, bfloat16, int8; their header says which) are
+    decoded to float32 by embcache._core.decode_rows, per encoding; every other
+    value is invalid. Never raises for any value contents.
 
     With `out` (a zero-filled, C-contiguous float32 (len(values), dim) array),
     valid value i is written to ``out[i]`` instead, the rows of the others stay
@@ -225,6 +330,8 @@ def decode_values(
         return _none(None, sum(value is not None for value in values))
     length = HEADER.size + 4 * dim
     good, errors = _candidates(values, length)
+    if errors:  # values of another length: maybe of a compact encoding
+        return _decode_mixed(values, dim)
     chunks = values if good is None else [values[i] for i in good]
     try:
         joined = b"".join(chunks)  # type: ignore[arg-type]

@@ -9,6 +9,12 @@ few ways its contract legitimately differs from the in-process cache's
 that in get_cache_info, and keeps what the in-process cache evicted, expired or
 cleared). Tests read those fields; they never test a kind's name.
 
+Every kind runs under each storage= (float32, float16, bfloat16, int8): what a
+cache gives back is then the codec's round trip of what was put
+(``Driver.stored``: embcache._core.decode_rows(encode_rows(...))), and an entry
+costs the storage's row bytes (``Driver.entry_bytes``). Every kind runs under
+every storage, in every test profile.
+
 The tiered kind runs over a real redis-server on a loopback port
 (tests/redis_servers.py), emptied before each test; each driver has its own key
 prefix, so two drivers of one test share nothing, as two in-process caches do.
@@ -26,9 +32,10 @@ from typing import Any
 import numpy as np
 import pytest
 import redis_servers
-from conftest import TIMEOUT, key, vec
+from conftest import OVERHEAD, TIMEOUT, key, vec
 
 from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
+from embcache._core import decode_rows, encode_rows, row_bytes
 
 # a tier given plenty of time: a Redis call that times out is (by design) a
 # miss or a dropped write, which the contract's exact counts would misread
@@ -85,6 +92,19 @@ class Driver:
         """Everything the kind's shared tier holds for this cache ({} without one)."""
         return self._shared()
 
+    def stored(self, values: Any) -> np.ndarray:
+        """What this cache gives back for `values` (a vector or rows, as float32):
+        their round trip through its storage's codec (themselves under float32)."""
+        m = np.asarray(values, dtype=np.float32)
+        rows = np.ascontiguousarray(m.reshape(-1, m.shape[-1]))
+        storage = self.core.storage
+        back = decode_rows(encode_rows(rows, storage), storage, rows.shape[1])
+        return back.reshape(m.shape)  # type: ignore[no-any-return]
+
+    def entry_bytes(self, dim: int) -> int:
+        """Accounted bytes of one live entry of dimension `dim` in this cache."""
+        return row_bytes(self.core.storage, dim) + OVERHEAD
+
     def __len__(self) -> int:
         return len(self.cache)
 
@@ -99,6 +119,8 @@ class Kind:
     name: str
     open: Callable[[pytest.FixtureRequest, contextlib.ExitStack, dict[str, Any]], Driver]
     """A new driver for ``(request, cleanup, constructor keywords)``."""
+    storage: str = "float32"
+    """The storage= its caches are made with (unless a test names one)."""
     coroutines: bool = False
     """Its operations are coroutines (run by the driver), and get_or_compute takes
     an async compute as well as a synchronous one."""
@@ -108,6 +130,10 @@ class Kind:
     when found, returned and kept in-process (counted as a put there); what is
     stored is written to it; what the in-process cache evicts, expires or clears
     stays there (so ``get`` still answers it, while ``in`` does not)."""
+
+    def entry_bytes(self, dim: int) -> int:
+        """Accounted bytes of one live entry of dimension `dim` in its storage."""
+        return row_bytes(self.storage, dim) + OVERHEAD
 
     def tier_counts(self, asked: int = 0, found: int = 0) -> dict[str, int]:
         """get_cache_info's tier fields after the tier was asked `asked` keys in all
@@ -201,8 +227,20 @@ SYNC = Kind("sync", _open_sync)
 ASYNC = Kind("async", _open_async, coroutines=True)
 ASYNC_REDIS = Kind("async-redis", _open_async_redis, coroutines=True, tiered=True)
 
-KINDS = [SYNC, ASYNC, ASYNC_REDIS]
+BASE_KINDS = [SYNC, ASYNC, ASYNC_REDIS]
 """Every cache kind the contract holds for: a new kind is one more line."""
+STORAGES = ("float32", "float16", "bfloat16", "int8")
+
+
+def under(kind: Kind, storage: str) -> Kind:
+    """`kind` with caches of `storage` (named so, but under float32)."""
+    if storage == "float32":
+        return kind
+    return dataclasses.replace(kind, name=f"{kind.name}-{storage}", storage=storage)
+
+
+KINDS = [under(k, s) for s in STORAGES for k in BASE_KINDS]
+"""Every kind under every storage (the suite takes seconds, whatever the profile)."""
 
 
 @pytest.fixture(params=KINDS, ids=lambda k: k.name)
@@ -226,6 +264,7 @@ def make(kind: Kind, request: pytest.FixtureRequest) -> Iterator[Make]:
             **kw: Any,
         ) -> Driver:
             kw.update(max_entries=max_entries, ttl_seconds=ttl_seconds, max_memory_mb=max_memory_mb)
+            kw.setdefault("storage", kind.storage)
             return kind.open(request, cleanup, kw)
 
         yield new
@@ -318,6 +357,8 @@ def rows(ids: Iterable[float], dim: int = 4) -> np.ndarray:
 __all__ = [
     "ASYNC",
     "ASYNC_REDIS",
+    "BASE_KINDS",
+    "STORAGES",
     "FORMS",
     "KINDS",
     "SYNC",

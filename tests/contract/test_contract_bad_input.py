@@ -222,9 +222,9 @@ def test_a_computed_answer_is_stored_as_returned_everywhere(kind: Kind, make: Ma
 @pytest.mark.parametrize(
     "call",
     [
-        lambda c: c.put(key(9), vec(9, 1000)),
-        lambda c: c.put_many([key(8), key(9)], rows([8, 9], 1000)),
-        lambda c: c.get_or_compute([key(1), key(9)], lambda keys: rows([9], 1000)),
+        lambda c: c.put(key(9), vec(9, 2100)),  # more than the budget in every storage
+        lambda c: c.put_many([key(8), key(9)], rows([8, 9], 2100)),
+        lambda c: c.get_or_compute([key(1), key(9)], lambda keys: rows([9], 2100)),
     ],
     ids=["put", "put_many", "get_or_compute"],
 )

@@ -48,7 +48,7 @@ def test_get_many_order_duplicates_and_found(kind: Kind, make: Make) -> None:
     matrix, found = c.get_many(wanted)
     assert matrix.dtype == np.float32 and matrix.shape == (6, 4) and matrix.flags.c_contiguous
     assert found.dtype == np.bool_ and found.tolist() == [True, False, True, True, False, True]
-    np.testing.assert_array_equal(matrix[found], rows([2, 0, 2, 3]))
+    np.testing.assert_array_equal(matrix[found], c.stored(rows([2, 0, 2, 3])))
     assert not matrix[~found].any()  # a miss row is zeros
     assert counts(c) == {
         "size": 4, "hits": 4, "misses": 2, "puts": 4, "overwrites": 0, "evictions": 0,
@@ -63,7 +63,8 @@ def test_get_many_into_out(make: Make) -> None:
     matrix, found = c.get_many([key(1), key(5), key(0)], out=out)
     assert matrix is out
     assert found.tolist() == [True, False, True]
-    np.testing.assert_array_equal(out, np.stack([vec(1), np.zeros(4, np.float32), vec(0)]))
+    want = np.stack([vec(1), np.zeros(4, np.float32), vec(0)])
+    np.testing.assert_array_equal(out, c.stored(want))
 
 
 def test_get_many_of_nothing(make: Make) -> None:
@@ -81,7 +82,8 @@ def test_put_many_stores_rows_in_order(kind: Kind, make: Make) -> None:
     assert len(c) == 6
     matrix, found = c.get_many([key(i) for i in (4, 7, 0)])
     assert found.all()
-    np.testing.assert_array_equal(matrix, np.stack([vec(4, 3), [1, 2, 3], vec(0, 3)]))
+    want = np.stack([vec(4, 3), [1, 2, 3], vec(0, 3)])
+    np.testing.assert_array_equal(matrix, c.stored(want))
     assert len(c.shared()) == kind.in_tier(6)
     assert c.info().puts == 6
 
@@ -90,7 +92,7 @@ def test_put_many_duplicate_keys_the_last_row_wins(make: Make) -> None:
     c = make(dim=4)
     c.put_many([key(0), key(1), key(0)], rows([10, 1, 20]))
     assert len(c) == 2
-    np.testing.assert_array_equal(c.get(key(0)), vec(20))
+    np.testing.assert_array_equal(c.get(key(0)), c.stored(vec(20)))
     info = c.info()
     assert (info.puts, info.overwrites) == (3, 1)
 
@@ -101,7 +103,7 @@ def test_put_many_overwrites(make: Make) -> None:
     c.put_many([key(1), key(2)], rows([11, 2]))
     matrix, found = c.get_many([key(0), key(1), key(2)])
     assert found.all()
-    np.testing.assert_array_equal(matrix, rows([0, 11, 2]))
+    np.testing.assert_array_equal(matrix, c.stored(rows([0, 11, 2])))
     assert (c.info().overwrites, len(c)) == (1, 3)
 
 
@@ -116,20 +118,20 @@ def test_get_or_compute_computes_only_the_misses_in_one_call(kind: Kind, make: M
     result = c.get_or_compute(wanted, compute)
     assert compute.calls == [[key(5), key(2)]]  # the distinct misses, in order, once
     assert result.dtype == np.float32 and result.shape == (6, 4)
-    np.testing.assert_array_equal(result, rows([5, 1, 2, 5, 3, 2]))
+    np.testing.assert_array_equal(result, c.stored(rows([5, 1, 2, 5, 3, 2])))
     assert len(c) == 4 and key(5) in c and key(2) in c
     assert len(c.shared()) == kind.in_tier(4)
     # all hits now: no call
     again = c.get_or_compute(list(reversed(wanted)), compute)
     assert len(compute.calls) == 1
-    np.testing.assert_array_equal(again, rows([2, 3, 5, 2, 1, 5]))
+    np.testing.assert_array_equal(again, c.stored(rows([2, 3, 5, 2, 1, 5])))
 
 
 def test_get_or_compute_with_nothing_missing_or_nothing_asked(make: Make) -> None:
     c = make(dim=4)
     c.put(key(0), vec(0))
     compute = Compute()
-    np.testing.assert_array_equal(c.get_or_compute([key(0)], compute), rows([0]))
+    np.testing.assert_array_equal(c.get_or_compute([key(0)], compute), c.stored(rows([0])))
     assert c.get_or_compute([], compute).shape[0] == 0
     assert compute.calls == []
 
@@ -142,11 +144,14 @@ def test_get_or_compute_of_an_async_kind_takes_an_async_compute_too(make: Make) 
     async def acompute(keys: list[CacheKey]) -> np.ndarray:
         return compute(keys)
 
-    np.testing.assert_array_equal(c.get_or_compute([key(1), key(2)], acompute), rows([1, 2]))
+    np.testing.assert_array_equal(
+        c.get_or_compute([key(1), key(2)], acompute), c.stored(rows([1, 2]))
+    )
     assert compute.calls == [[key(1), key(2)]]
 
 
 # -- keys as any iterable ----------------------------------------------------------------
+
 
 def forms_by_kind() -> list[Any]:
     """(kind, form) parameters: every cache kind with every way keys may come."""
@@ -160,7 +165,7 @@ def test_get_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) 
     wanted = [key(1), key(8), key(0), key(8)]
     matrix, found = c.get_many(FORMS[form](wanted))
     assert found.tolist() == [True, False, True, False]
-    np.testing.assert_array_equal(matrix[found], rows([1, 0]))
+    np.testing.assert_array_equal(matrix[found], c.stored(rows([1, 0])))
     assert counts(c) == {
         "size": 2, "hits": 2, "misses": 2, "puts": 2, "overwrites": 0, "evictions": 0,
         "expirations": 0, "removals": 0, **kind.tier_counts(asked=1),
@@ -174,7 +179,7 @@ def test_put_many_takes_keys_as_any_iterable(kind: Kind, make: Make, form: str) 
     assert len(c) == 3
     matrix, found = c.get_many([key(2), key(0), key(1)])
     assert found.all()
-    np.testing.assert_array_equal(matrix, rows([2, 0, 1]))
+    np.testing.assert_array_equal(matrix, c.stored(rows([2, 0, 1])))
     assert len(c.shared()) == kind.in_tier(3)
 
 
@@ -185,5 +190,5 @@ def test_get_or_compute_takes_keys_as_any_iterable(kind: Kind, make: Make, form:
     compute = Compute()
     result = c.get_or_compute(FORMS[form]([key(3), key(1), key(3), key(2)]), compute)
     assert compute.calls == [[key(3), key(2)]]
-    np.testing.assert_array_equal(result, rows([3, 1, 3, 2]))
+    np.testing.assert_array_equal(result, c.stored(rows([3, 1, 3, 2])))
     assert len(c.shared()) == kind.in_tier(3)

@@ -10,7 +10,7 @@ import contract_kinds
 import numpy as np
 import pytest
 import redis_servers
-from conftest import FakeClock, entry_bytes
+from conftest import FakeClock
 from contract_kinds import Kind, Make, assert_answer, counts, key, vec
 
 kind = contract_kinds.kind
@@ -37,7 +37,7 @@ def test_put_then_get_round_trips_float32_copies(kind: Kind, make: Make) -> None
     for name, src in sources.items():
         c.put(key(name), src)
     for name, src in sources.items():
-        want = np.asarray(src).astype(np.float32)
+        want = c.stored(np.asarray(src).astype(np.float32))
         got = c.get(key(name))
         assert got is not None
         assert got.dtype == np.float32 and got.shape == want.shape
@@ -57,11 +57,12 @@ def test_stored_rows_are_copies(make: Make) -> None:
     assert a is not None and b is not None
     assert not np.shares_memory(a, b)
     a[:] = 99.0  # and the caller scribbles on what it got
-    assert b.tolist() == [1.0, 2.0, 3.0]
-    assert c.get(key(1)).tolist() == [1.0, 2.0, 3.0]  # type: ignore[union-attr]
+    held = c.stored([1.0, 2.0, 3.0]).tolist()
+    assert b.tolist() == held
+    assert c.get(key(1)).tolist() == held  # type: ignore[union-attr]
     c.put(key(1), [7.0, 8.0, 9.0])
     c.clear()
-    assert b.tolist() == [1.0, 2.0, 3.0]  # returned arrays outlive the entry
+    assert b.tolist() == held  # returned arrays outlive the entry
 
 
 @pytest.mark.parametrize("dim", [1, 4, 384])
@@ -70,7 +71,7 @@ def test_shapes_of_a_fixed_dimension(make: Make, dim: int) -> None:
     c.put(key(1), vec(1, dim))
     got = c.get(key(1))
     assert got is not None and got.shape == (dim,)
-    np.testing.assert_array_equal(got, vec(1, dim))
+    np.testing.assert_array_equal(got, c.stored(vec(1, dim)))
 
 
 def test_a_miss_is_none_and_counted(kind: Kind, make: Make) -> None:
@@ -88,16 +89,16 @@ def test_overwrite_replaces_and_counts(make: Make) -> None:
     c = make()
     c.put(key(1), vec(1))
     c.put(key(1), vec(2))
-    np.testing.assert_array_equal(c.get(key(1)), vec(2))
+    np.testing.assert_array_equal(c.get(key(1)), c.stored(vec(2)))
     c.put(key(1), vec(2))  # the same values again: still an overwrite
     c.put(key(1), vec(3, 16))  # another dimension, when none is fixed
-    np.testing.assert_array_equal(c.get(key(1)), vec(3, 16))
+    np.testing.assert_array_equal(c.get(key(1)), c.stored(vec(3, 16)))
     info = c.info()
     assert (info.size, info.puts, info.overwrites, info.evictions) == (1, 4, 3, 0)
-    assert info.memory_usage_bytes == entry_bytes(16)
+    assert info.memory_usage_bytes == c.entry_bytes(16)
     assert info.dims == (16,)
     c.put(key(1), vec(4, 2))
-    assert (c.info().memory_usage_bytes, c.info().dims) == (entry_bytes(2), (2,))
+    assert (c.info().memory_usage_bytes, c.info().dims) == (c.entry_bytes(2), (2,))
 
 
 def test_remove(kind: Kind, make: Make) -> None:
@@ -109,13 +110,13 @@ def test_remove(kind: Kind, make: Make) -> None:
     assert c.get(key(1)) is None  # gone from every tier
     assert c.remove(key(1)) is False
     assert c.remove(key("never")) is False
-    np.testing.assert_array_equal(c.get(key(0)), vec(0))
-    np.testing.assert_array_equal(c.get(key(2)), vec(2))
+    np.testing.assert_array_equal(c.get(key(0)), c.stored(vec(0)))
+    np.testing.assert_array_equal(c.get(key(2)), c.stored(vec(2)))
     info = c.info()
-    assert (info.size, info.removals, info.memory_usage_bytes) == (2, 1, 2 * entry_bytes(4))
+    assert (info.size, info.removals, info.memory_usage_bytes) == (2, 1, 2 * c.entry_bytes(4))
     assert len(c.shared()) == kind.in_tier(2)
     c.put(key(1), vec(7))  # a removed key can be stored again
-    np.testing.assert_array_equal(c.get(key(1)), vec(7))
+    np.testing.assert_array_equal(c.get(key(1)), c.stored(vec(7)))
     assert c.info().overwrites == 0
 
 
@@ -133,13 +134,13 @@ def test_clear_empties_and_keeps_stats(kind: Kind, make: Make, dim: int | None) 
     assert (info.size, info.memory_usage_bytes, info.dims) == (0, 0, ())
     assert counts(c) == {**before, "size": 0}
     # what the in-process cache forgot, a shared tier still has
-    assert_answer(c.get(key(3)), kind.forgotten(vec(3)))
+    assert_answer(c.get(key(3)), kind.forgotten(c.stored(vec(3))))
     c.clear()
     c.clear()
     for i in range(10, 20):  # usable again, up to its bound
         c.put(key(i), vec(i))
     assert len(c) == 8 and key(11) not in c
-    np.testing.assert_array_equal(c.get(key(19)), vec(19))
+    np.testing.assert_array_equal(c.get(key(19)), c.stored(vec(19)))
 
 
 def test_len_and_in_move_no_statistics(make: Make) -> None:
@@ -161,16 +162,16 @@ def test_ttl_expiry_on_an_injected_clock(kind: Kind, make: Make) -> None:
     clock.advance(4.0)
     c.put(key(2), vec(22))  # a write restarts its entry's time to live
     clock.advance(0.999)
-    np.testing.assert_array_equal(c.get(key(1)), vec(1))
+    np.testing.assert_array_equal(c.get(key(1)), c.stored(vec(1)))
     clock.advance(0.001)
     assert key(1) not in c and key(2) in c
     assert len(c) == 1
     assert c.info().expirations == 1
-    np.testing.assert_array_equal(c.get(key(2)), vec(22))
+    np.testing.assert_array_equal(c.get(key(2)), c.stored(vec(22)))
     clock.advance(4.0)
     assert key(2) not in c and len(c) == 0
     # expired in-process; a shared tier keeps its own time
-    assert_answer(c.get(key(1)), kind.forgotten(vec(1)))
+    assert_answer(c.get(key(1)), kind.forgotten(c.stored(vec(1))))
     assert counts(c) == {
         "size": kind.refilled(1), "hits": 2, "misses": 1, "puts": 3 + kind.refilled(1),
         "overwrites": 1, "evictions": 0, "expirations": 2, "removals": 0,
@@ -192,14 +193,14 @@ def test_entry_bound_evicts_the_least_recently_used(kind: Kind, make: Make) -> N
         "size": 3, "hits": 1, "misses": 0, "puts": 5, "overwrites": 0, "evictions": 2,
         "expirations": 0, "removals": 0, **kind.tier_counts(),
     }  # fmt: skip
-    assert_answer(c.get(key(1)), kind.forgotten(vec(1)))  # evicted in-process
+    assert_answer(c.get(key(1)), kind.forgotten(c.stored(vec(1))))  # evicted in-process
     kept = bool(kind.refilled(1))  # and kept in-process again, evicting 0
     assert [key(i) in c for i in range(5)] == [not kept, kept, False, True, True]
     assert len(c) == 3
 
 
-def test_memory_bound_evicts_the_least_recently_used(make: Make) -> None:
-    each = entry_bytes(8)
+def test_memory_bound_evicts_the_least_recently_used(kind: Kind, make: Make) -> None:
+    each = kind.entry_bytes(8)
     c = make(max_entries=100, max_memory_mb=(3 * each + 0.5) / MIB, dim=8)
     for i in range(3):
         c.put(key(i), vec(i, 8))

@@ -17,7 +17,7 @@ from embcache._core import hash_key, siphash24
 
 
 def canonical(content_hash: str, model_version: str, chunk_id: str | None) -> bytes:
-    """The encoding the README documents ("Semantics"): each required field as its UTF-8 length
+    """The encoding docs/guide/keys.md documents: each required field as its UTF-8 length
     (u64 LE) and bytes, then 0x00 for no chunk_id or 0x01, length and bytes."""
     out = bytearray()
     for field in (content_hash, model_version):

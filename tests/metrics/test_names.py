@@ -50,7 +50,10 @@ def make_tier(name: Any) -> Any:
 
     from embcache.redis import RedisTier
 
-    return RedisTier(Redis(host="127.0.0.1", port=9), name=name)
+    async def on_a_loop() -> Any:  # Python 3.9's redis-py client takes the running loop
+        return RedisTier(Redis(host="127.0.0.1", port=9), name=name)
+
+    return asyncio.run(on_a_loop())
 
 
 def make_langchain(name: Any) -> Any:

@@ -25,6 +25,10 @@ pytestmark = needs_source_tree
 
 
 def pages() -> list[str]:
+    """The pages with examples; none outside a source tree (a copy of tests/ alone),
+    where every test here is skipped."""
+    if not (REPO / "README.md").is_file():
+        return []
     found = ["README.md"]
     docs = REPO / "docs"
     if docs.is_dir():

@@ -59,7 +59,7 @@ def test_key_layout_and_stability() -> None:
     k = CacheKey("hash", "nomic-embed-text-v1.5", "chunk-3")
     key = RedisTier(CLIENT, prefix="emb").redis_key(k)
     assert key == b"emb:nomic-embed-text-v1.5:" + k.digest.hex().encode()
-    # the digest is stable across processes and releases (README "Semantics"), so is the key
+    # the digest is stable across processes and releases (docs/guide/keys.md), so is the key
     assert k.digest.hex() == CacheKey("hash", "nomic-embed-text-v1.5", "chunk-3").digest.hex()
 
 

@@ -1,4 +1,4 @@
-# Snapshots, the format: a cache's live entries in one file (README "Snapshots"
+# Snapshots, the format: a cache's live entries in one file (docs/formats.md
 # has the table). core/snapshot/save.pxi writes it, core/snapshot/load.pxi reads it.
 #
 # Owns: the layout, its constants and records, the checksum, and the checks of
@@ -7,15 +7,20 @@
 # holds no secret and a loading process re-keys every entry under its own
 # SipHash key.
 #
-# Layout of version 2, written by save (little-endian; offsets in bytes):
+# Layout of version 3, written by save (little-endian; offsets in bytes):
 #
 #   [0, 160)                  header: magic, version, byte-order mark, schemes,
 #                             counts, limits, wall-clock save time, section
 #                             offsets, file size, the file id, the checksums of
-#                             the entries and groups sections; checksum of
-#                             bytes [0, 152) last
-#   [160, entries_offset)     one block per dimension group: count * dim float32,
-#                             rows in the policy's order (least recent first under LRU)
+#                             the entries and groups sections, the storage (u64
+#                             at 144: 0 float32, 1 float16, 2 bfloat16, 3 int8);
+#                             checksum of bytes [0, 152) last
+#   [160, entries_offset)     one block per dimension group: count rows of the
+#                             storage's row bytes (float32: dim * 4; float16,
+#                             bfloat16: dim * 2; int8: a float32 scale then dim
+#                             int8, dim + 4; core/convert.h), exactly the bytes
+#                             the cache held, in the policy's order (least
+#                             recent first under LRU)
 #   [entries_offset, ...)     N records of 48 bytes in recency order (least recent
 #                             first): digest, wall-clock expiry, group; file id;
 #                             checksum
@@ -28,6 +33,9 @@
 # header's checksum covers, through that chain, every byte of the file. A file
 # mixing the bytes of two saves (spliced, or rewritten in place while being read)
 # fails a checksum whatever the mix, even when both saves have the same layout.
+#
+# Version 2 (still loaded) is version 3 with float32 rows only: the field at
+# 144 is reserved (0).
 #
 # Version 1 (still loaded) has a 128-byte header without the file id and the
 # sections' checksums, and sections that end with their checksum alone: each
@@ -49,14 +57,14 @@ DEF SNAP_SEED_BLOCK = 256         # + the group's index
 DEF SNAP_MAX_DIM = 1099511627776  # 2**40, the constructor's bound on dim
 
 SNAPSHOT_MAGIC = b"EMBCSNAP"
-SNAPSHOT_VERSION = 2
+SNAPSHOT_VERSION = 3
 SNAPSHOT_BYTE_ORDER = 0x01020304
-SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (README "Semantics")
+SNAPSHOT_DIGEST_SCHEME = 1        # BLAKE2b-256 of the canonical key encoding (docs/guide/keys.md)
 SNAPSHOT_CHECKSUM_SCHEME = 1      # mix64 v1 (core/snapshot/checksum.h)
 # magic, version, byte order, header bytes, digest scheme, checksum scheme, groups,
 # entries, fixed dim, max_entries, max_memory_mb, ttl_seconds, saved_at, file bytes,
 # entries offset, groups offset, flags, reserved, file id, entries checksum, groups
-# checksum, reserved; then the u64 checksum
+# checksum, storage (reserved, 0, in version 2); then the u64 checksum
 SNAPSHOT_HEADER = struct.Struct("<8s6I3Q3d5Q4Q")
 # version 1: the same fields up to the first reserved one; then the u64 checksum
 SNAPSHOT_HEADER_V1 = struct.Struct("<8s6I3Q3d5Q")
@@ -82,6 +90,11 @@ cdef struct SnapGroup:
 
 class _SnapshotFormatError(Exception):
     """Internal: a malformed snapshot, re-raised as SnapshotError naming the file."""
+
+
+class _SnapshotStorageError(Exception):
+    """Internal: a value the loading cache's storage cannot hold, re-raised as
+    InvalidVectorError naming the file."""
 
 
 cdef inline uint64_t bytes_checksum(const unsigned char *p, size_t n, uint64_t seed) noexcept nogil:
@@ -134,9 +147,10 @@ cdef int compare_dims(const void *a, const void *b) noexcept nogil:
 
 
 cdef object check_groups(const SnapGroup *groups, uint32_t n_groups, uint64_t n_entries,
-                         uint64_t file_bytes, uint64_t fixed_dim, uint64_t *blocks_bytes):
-    """The groups section against the header and the file size; the message of the
-    first problem, or None. Sets blocks_bytes (the vectors' total)."""
+                         uint64_t file_bytes, uint64_t fixed_dim, int storage,
+                         uint64_t *blocks_bytes):
+    """The groups section against the header and the file size (rows of `storage`);
+    the message of the first problem, or None. Sets blocks_bytes (the vectors' total)."""
     cdef uint32_t g
     cdef uint64_t total = 0, entries = 0, row_bytes
     cdef uint64_t *dims
@@ -150,7 +164,7 @@ cdef object check_groups(const SnapGroup *groups, uint32_t n_groups, uint64_t n_
             return f"group {g} has a non-zero reserved field"
         if fixed_dim and groups[g].dim != fixed_dim:
             return f"group {g} holds dim {groups[g].dim} in a snapshot of fixed dim {fixed_dim}"
-        row_bytes = groups[g].dim * 4
+        row_bytes = embcache_row_bytes(storage, <size_t>groups[g].dim)
         if row_bytes > file_bytes or groups[g].count > file_bytes // row_bytes:
             return (f"group {g} records {groups[g].count} vectors of dim {groups[g].dim}, "
                     f"more than the {file_bytes}-byte file can hold")

@@ -8,6 +8,11 @@
 # checksums the other and stores its rows; the block's checksum is compared at
 # its end. A cache is returned only when everything has passed; on any failure it
 # is dropped, never seen.
+#
+# Rows of a compact storage (core/convert.h) are decoded to check they are
+# finite. Loaded into a cache of the snapshot's storage they are stored as read,
+# byte for byte; into another, they are stored from their float32 values (decoded,
+# then encoded again), each checked against the new storage first.
 
 
 cdef struct ExpiryRank:
@@ -64,7 +69,7 @@ cdef Py_ssize_t choose_entries(const Table *t, const SnapRecord *recs, Py_ssize_
     for i in range(n - 1, -1, -1):
         if recs[i].expires <= wall_now:
             continue
-        need = entry_bytes(<dim_t>groups[recs[i].group].dim) + t.policy_entry_bytes
+        need = entry_bytes(t.storage, <dim_t>groups[recs[i].group].dim) + t.policy_entry_bytes
         if need > t.memory_budget_bytes - t.policy_fixed_bytes:
             continue
         if count >= t.max_entries or used + need > t.memory_budget_bytes:
@@ -81,25 +86,61 @@ cdef Py_ssize_t choose_entries(const Table *t, const SnapRecord *recs, Py_ssize_
     return count
 
 
-cdef Py_ssize_t store_block_rows(Table *t, const SnapRecord *recs, const unsigned char *keep,
-                                 const Py_ssize_t *order, Py_ssize_t j, Py_ssize_t rows,
-                                 const char *buf, dim_t dim, int32_t slab_index,
-                                 double now) noexcept nogil:
-    """Store the kept ones of `rows` rows read into `buf` (entries order[j:j+rows])."""
+DEF ROWS_STORED = 0
+DEF ROW_NOT_FINITE = 1           # a compact row decodes to NaN or infinity
+DEF ROW_UNSTORABLE = 2           # a value the cache's storage cannot hold
+
+
+cdef int store_block_rows(Table *t, const SnapRecord *recs, const unsigned char *keep,
+                          const Py_ssize_t *order, Py_ssize_t j, Py_ssize_t rows,
+                          const char *buf, dim_t dim, int32_t slab_index, double now,
+                          int snap_storage, float32_t *floats, Py_ssize_t *where,
+                          double *value) noexcept nogil:
+    """Store the kept ones of `rows` rows of `snap_storage` read into `buf`
+    (entries order[j:j+rows]). A compact row is decoded into `floats` (dim
+    float32) and checked finite, kept or not. A row of the cache's storage is
+    stored as read; another is checked against the cache's storage, then stored
+    from its float32 values. ROWS_STORED, or ROW_NOT_FINITE / ROW_UNSTORABLE
+    with where[0] = the entry, where[1] = the position and `value` its value
+    (rows before it are stored: the caller drops the cache)."""
     cdef Source src
     cdef KeyId k
     cdef Py_ssize_t r, i
+    cdef ptrdiff_t bad
+    cdef size_t row_bytes = embcache_row_bytes(snap_storage, <size_t>dim)
+    cdef const char *row
+    cdef const float *values
     src.n = dim
     src.stride = 4
     src.is_f64 = False
     for r in range(rows):
         i = order[j + r]
-        if keep[i]:
-            memcpy(k.digest, recs[i].digest, sizeof(k.digest))
-            k.hash = digest_hash(k.digest)
-            src.data = buf + <size_t>r * <size_t>dim * 4
-            store(t, &k, &src, slab_index, now)
-    return j + rows
+        row = buf + <size_t>r * row_bytes
+        values = <const float *>row
+        if snap_storage != EMBCACHE_STORE_F32:
+            embcache_decode_row(snap_storage, row, <size_t>dim, floats)
+            values = floats
+            if not embcache_f32_all_finite(floats, <size_t>dim):
+                where[0] = i
+                return ROW_NOT_FINITE
+        if not keep[i]:
+            continue
+        if snap_storage == t.storage:
+            src.data = row              # stored as read, not rounded again
+            src.encoded = True
+        else:
+            bad = embcache_first_unstorable(t.storage, values, <size_t>dim)
+            if bad >= 0:
+                where[0] = i
+                where[1] = bad
+                value[0] = values[bad]
+                return ROW_UNSTORABLE
+            src.data = <const char *>values
+            src.encoded = False
+        memcpy(k.digest, recs[i].digest, sizeof(k.digest))
+        k.hash = digest_hash(k.digest)
+        store(t, &k, &src, slab_index, now)
+    return ROWS_STORED
 
 
 cdef int finish_load(Table *t, const SnapRecord *recs, Py_ssize_t n,
@@ -162,7 +203,7 @@ cdef object load_limit(object given, object recorded):
 
 cdef SyncEmbeddingCache snapshot_load(object path, object max_entries, object ttl_seconds,
                                       object max_memory_mb, object dim, object clock,
-                                      object policy):
+                                      object policy, object storage):
     source = snapshot_path(path, "load")
     fd = os.open(source, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NONBLOCK", 0))
     try:
@@ -173,15 +214,18 @@ cdef SyncEmbeddingCache snapshot_load(object path, object max_entries, object tt
             raise SnapshotError(f"cannot load snapshot {source!r}: not a regular file")
         try:
             return load_fd(fd, st.st_size, max_entries, ttl_seconds, max_memory_mb, dim, clock,
-                           policy)
+                           policy, storage)
         except _SnapshotFormatError as exc:
             raise SnapshotError(f"cannot load snapshot {source!r}: {exc}") from None
+        except _SnapshotStorageError as exc:
+            raise InvalidVectorError(f"cannot load snapshot {source!r}: {exc}") from None
     finally:
         os.close(fd)
 
 
 cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, object ttl_arg,
-                                object mb_arg, object dim_arg, object clock, object policy):
+                                object mb_arg, object dim_arg, object clock, object policy,
+                                object storage_arg):
     bad = _SnapshotFormatError
     if size == 0:
         raise bad("the file is empty")
@@ -199,14 +243,14 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         raise bad(f"its byte-order mark is {byte_order:#010x}, not 0x01020304 (corrupt header)")
     cdef uint64_t hb, summed, trailer
     cdef bint bound          # version 2: the file id and the chained checksums
-    if version == SNAPSHOT_VERSION:
+    if version == SNAPSHOT_VERSION or version == 2:
         hb, summed, trailer, layout, bound = (SNAP_HEADER_BYTES, SNAP_HEADER_SUMMED,
                                               SNAP_TRAILER_BYTES, SNAPSHOT_HEADER, True)
     elif version == 1:
         hb, summed, trailer, layout, bound = (SNAP_V1_HEADER_BYTES, SNAP_V1_HEADER_SUMMED,
                                               SNAP_V1_TRAILER_BYTES, SNAPSHOT_HEADER_V1, False)
     else:
-        raise bad(f"it is format version {version}; this embcache reads versions 1 and "
+        raise bad(f"it is format version {version}; this embcache reads versions 1 to "
                   f"{SNAPSHOT_VERSION}")
     if size < hb:
         raise bad(f"the file is {size} bytes, shorter than the {hb}-byte header of format "
@@ -219,6 +263,14 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     if snapshot_checksum(head[:summed], SNAP_SEED_HEADER) != int.from_bytes(
             head[summed:hb], "little"):
         raise bad("the header fails its checksum (corrupt header)")
+    # version 3 records the rows' storage where version 2 has a reserved 0 (float32)
+    cdef int snap_storage = EMBCACHE_STORE_F32
+    if version == SNAPSHOT_VERSION:
+        if reserved2 >= len(CODEC_STORAGES):
+            raise bad(f"the header records storage {reserved2}, which this embcache does not "
+                      f"know (0 to {len(CODEC_STORAGES) - 1}: {', '.join(CODEC_STORAGES)})")
+        snap_storage = reserved2
+        reserved2 = 0
     if header_bytes != hb or flags != 0 or reserved != 0 or reserved2 != 0:
         raise bad("the header records an unknown layout (header size, flags or reserved fields)")
     if digest_scheme != SNAPSHOT_DIGEST_SCHEME:
@@ -243,7 +295,8 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         raise bad(f"the header records the save time {saved_at!r}")
     if fixed_dim_ > SNAP_MAX_DIM:
         raise bad(f"the header records dim={fixed_dim_}")
-    if fixed_dim_ and entry_bytes(<dim_t>fixed_dim_) > <Py_ssize_t>math.floor(mb_rec * 1048576.0):
+    if fixed_dim_ and (entry_bytes(snap_storage, <dim_t>fixed_dim_)
+                       > <Py_ssize_t>math.floor(mb_rec * 1048576.0)):
         # no cache saves this: its constructor refuses limits that cannot hold one vector
         raise bad(f"the header records max_memory_mb={mb_rec!r}, which cannot hold one vector "
                   f"of its dim {fixed_dim_}")
@@ -280,7 +333,8 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     if gid != file_id or (bound and gsum != <uint64_t>groups_sum_rec):
         raise bad(MIXED.format("groups section"))
     cdef const SnapGroup *groups = <const SnapGroup *>gp
-    problem = check_groups(groups, n_groups, n_entries, size, fixed_dim, &blocks_bytes)
+    problem = check_groups(groups, n_groups, n_entries, size, fixed_dim, snap_storage,
+                           &blocks_bytes)
     if problem is not None:
         raise bad(problem)
     if entries_offset != hb + blocks_bytes:
@@ -292,6 +346,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     ttl = load_limit(ttl_arg, None if ttl_rec == 0 else ttl_rec)
     mb = load_limit(mb_arg, mb_rec)
     dim_ = load_limit(dim_arg, fixed_dim_ or None)
+    storage_ = load_limit(storage_arg, CODEC_STORAGES[snap_storage])
 
     cdef SnapRecord *recs = NULL
     cdef unsigned char *keep = NULL
@@ -302,6 +357,10 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef int32_t *slab_index = NULL
     cdef ExpiryRank *ranks = NULL
     cdef char *buf = NULL
+    cdef float32_t *floats = NULL           # a compact row decoded
+    cdef Py_ssize_t where[2]
+    cdef double value = 0.0
+    cdef size_t max_dim = 0
     cdef Py_ssize_t n = <Py_ssize_t>n_entries, i, j, bad_record, rows, n_kept = 0
     cdef uint32_t g
     cdef uint64_t esum, eid = 0, offset, pos, block, want, row_bytes
@@ -356,7 +415,8 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                       f"{recs[bad_record].expires!r})")
 
         # everything but the vectors' checksums has passed: build the cache
-        cache = SyncEmbeddingCache(me, ttl, mb, dim=dim_, clock=clock, policy=policy)
+        cache = SyncEmbeddingCache(me, ttl, mb, dim=dim_, clock=clock, policy=policy,
+                                   storage=storage_)
         t = &cache.table
         if t.dim:
             for g in range(n_groups):
@@ -396,21 +456,25 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         j = 0
         cap = SNAP_IO_BYTES
         for g in range(n_groups):
-            row_bytes = groups[g].dim * 4
+            row_bytes = embcache_row_bytes(snap_storage, <size_t>groups[g].dim)
             if row_bytes > cap:
                 cap = row_bytes
+            if groups[g].dim > max_dim:
+                max_dim = <size_t>groups[g].dim
         buf = <char *>malloc(2 * cap)
-        if buf == NULL:
+        floats = <float32_t *>malloc((max_dim + 1) * sizeof(float32_t))
+        if buf == NULL or floats == NULL:
             raise MemoryError("not enough memory for the snapshot's read buffers")
         posix_fadvise(fd, <off_t>hb, <off_t>blocks_bytes, POSIX_FADV_SEQUENTIAL)
         for g in range(n_groups):
-            row_bytes = groups[g].dim * 4
+            row_bytes = embcache_row_bytes(snap_storage, <size_t>groups[g].dim)
             block = groups[g].count * row_bytes
             embcache_mix_init(&mix, section_seed(file_id, SNAP_SEED_BLOCK + g))
             # a reader thread reads and checks one buffer while this one is checksummed
             # and stored
             failed = embcache_reader_start(&reader, fd, offset, block,
-                                           (cap // row_bytes) * row_bytes, buf, buf + cap)
+                                           (cap // row_bytes) * row_bytes, buf, buf + cap,
+                                           snap_storage == EMBCACHE_STORE_F32)
             if failed:
                 raise OSError(failed, f"cannot start the snapshot reader: {os.strerror(failed)}")
             try:
@@ -428,12 +492,25 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
                     rows = <Py_ssize_t>(<uint64_t>got // row_bytes)
                     with nogil:
                         embcache_mix_update(&mix, chunk, <size_t>got)
-                    if kept[g]:
+                    failed = ROWS_STORED
+                    if kept[g] or snap_storage != EMBCACHE_STORE_F32:
                         embcache_lock_acquire(&cache.lock)
                         with nogil:
-                            store_block_rows(t, recs, keep, order, j, rows, chunk,
-                                             <dim_t>groups[g].dim, slab_index[g], now)
+                            failed = store_block_rows(
+                                t, recs, keep, order, j, rows, chunk, <dim_t>groups[g].dim,
+                                slab_index[g], now, snap_storage, floats, where, &value)
                         embcache_lock_release(&cache.lock)
+                    if failed == ROW_NOT_FINITE:
+                        raise bad(f"a vector of dim {groups[g].dim} holds NaN or infinity "
+                                  f"(entry {where[0]}, stored as {CODEC_STORAGES[snap_storage]})")
+                    if failed == ROW_UNSTORABLE:
+                        digest = bytes((<char *>recs[where[0]].digest)[:32]).hex()
+                        raise _SnapshotStorageError(
+                            f"converting to storage={storage_!r}: "
+                            + str(storage_value_error(
+                                f"entry {where[0]} (key digest {digest}) value [{where[1]}]",
+                                value, t.storage))
+                            + "; nothing was loaded")
                     with nogil:
                         embcache_reader_release(&reader)
                     j += rows
@@ -474,3 +551,4 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         free(order)
         free(ranks)
         free(buf)
+        free(floats)

@@ -2,14 +2,16 @@
  * Double-buffered sequential reading for snapshot loads.
  *
  * A reader thread fills one buffer with pread() and checks that every float in
- * it is finite while the loading thread checksums and stores the other, so the
+ * it is finite (float32 rows; rows of a compact storage are checked once decoded,
+ * by the loader) while the loading thread checksums and stores the other, so the
  * disk (or, from the page cache, the kernel's copy), the checks and the stores
  * overlap. The work is split so that neither thread waits long for the other:
  * the kernel's copy costs about what the checksum does. Two buffers, handed back
  * and forth under one mutex and one condition variable; no Python anywhere (the
  * loader calls these without the GIL).
  *
- *   embcache_reader_start(r, fd, offset, nbytes, chunk, buf0, buf1)   0 or an errno
+ *   embcache_reader_start(r, fd, offset, nbytes, chunk, buf0, buf1, f32)   0 or an errno;
+ *                                       f32: the bytes are float32 values to check
  *   p = embcache_reader_next(r, &len, &finite)   the next filled buffer (file order);
  *                                       len < 0: -errno of a failed read, or
  *                                       -EMBCACHE_READER_SHORT at an early end of file;
@@ -40,6 +42,7 @@ typedef struct {
     char *buf[2];
     ptrdiff_t len[2];          /* bytes in a full buffer, or -errno / -SHORT */
     int finite[2];
+    int check_f32;             /* check the floats (1), or leave them (0: finite is 1) */
     int full[2];
     int next;                  /* the buffer the consumer takes next */
     embcache_worker worker;    /* the thread, its mutex and condition (core/worker.h) */
@@ -79,7 +82,7 @@ static void *embcache_reader_main(void *arg) {
         pthread_mutex_unlock(&r->worker.mu);
 
         len = embcache_reader_fill(r->fd, r->buf[slot], n, offset);
-        if (len > 0) {
+        if (len > 0 && r->check_f32) {
             r->finite[slot] = embcache_f32_all_finite((const float *)r->buf[slot],
                                                      (size_t)len / 4);
         }
@@ -96,8 +99,10 @@ static void *embcache_reader_main(void *arg) {
 }
 
 static int embcache_reader_start(embcache_reader *r, int fd, uint64_t offset, uint64_t nbytes,
-                                 size_t chunk, char *buf0, char *buf1) {
+                                 size_t chunk, char *buf0, char *buf1, int f32) {
     memset(r, 0, sizeof(*r));
+    r->check_f32 = f32;
+    r->finite[0] = r->finite[1] = 1;
     r->fd = fd;
     r->offset = offset;
     r->end = offset + nbytes;

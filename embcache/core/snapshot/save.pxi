@@ -79,9 +79,10 @@ cdef slot_t gather_entries(const Table *t, double now, SaveItem *items) noexcept
 cdef Py_ssize_t copy_rows_out(const Table *t, SaveItem *items, const slot_t *order,
                               Py_ssize_t j, Py_ssize_t end, dim_t dim, Writer *w) noexcept nogil:
     """Copy the rows of items order[j:end] (dimension `dim`) into the write buffer
-    while it has room; each entry is looked up again by digest, and one that has
-    gone or changed dimension is left out. Returns the next j."""
-    cdef size_t row_bytes = <size_t>dim * 4
+    while it has room, as the cache holds them (in its storage's encoding); each
+    entry is looked up again by digest, and one that has gone or changed
+    dimension is left out. Returns the next j."""
+    cdef size_t row_bytes = embcache_row_bytes(t.storage, <size_t>dim)
     cdef KeyId k
     cdef slot_t s
     cdef SaveItem *it
@@ -172,8 +173,8 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
                     group_start[n_groups + 1] = slab_group[g]
                     slab_group[g] = n_groups
                     n_groups += 1
-                    if <size_t>slab_dims[g] * 4 > max_row:
-                        max_row = <size_t>slab_dims[g] * 4
+                    if embcache_row_bytes(t.storage, <size_t>slab_dims[g]) > max_row:
+                        max_row = embcache_row_bytes(t.storage, <size_t>slab_dims[g])
                 else:
                     slab_group[g] = -1
             for g in range(n_groups):
@@ -204,7 +205,7 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
 
         # vectors: one block per group, rows copied under the lock ~4 MiB at a time
         for g in range(n_groups):
-            row_bytes = <size_t>group_dim[g] * 4
+            row_bytes = embcache_row_bytes(t.storage, <size_t>group_dim[g])
             embcache_mix_init(&mix, section_seed(file_id, SNAP_SEED_BLOCK + final_groups))
             j = group_start[g]
             end = group_start[g + 1]
@@ -275,7 +276,8 @@ cdef object snapshot_save(SyncEmbeddingCache cache, object path):
             SNAPSHOT_DIGEST_SCHEME, SNAPSHOT_CHECKSUM_SCHEME, final_groups,
             kept, t.dim, t.max_entries, float(cache.max_memory_mb_arg),
             0.0 if cache.ttl_seconds_arg is None else float(cache.ttl_seconds_arg), saved_at,
-            file_bytes, entries_offset, groups_offset, 0, 0, file_id, entries_sum, groups_sum, 0)
+            file_bytes, entries_offset, groups_offset, 0, 0, file_id, entries_sum, groups_sum,
+            t.storage)
         head += snapshot_checksum(head, SNAP_SEED_HEADER).to_bytes(8, "little")
         if os.pwrite(fd, head, 0) != SNAP_HEADER_BYTES:
             raise OSError(EIO, "short write of the snapshot header", tmp)

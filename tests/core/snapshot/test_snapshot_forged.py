@@ -104,7 +104,8 @@ def test_other_version_byte_order_and_schemes(
 ) -> None:
     p = Parsed(saved[0].read_bytes())
     for field, value, message in [
-        ("version", 3, "format version 3"),
+        ("version", 4, "format version 4"),
+        ("storage", 4, "storage 4"),
         ("version", 0, "format version 0"),
         ("byte_order", 0x04030201, "big-endian"),
         ("digest_scheme", 9, "digest scheme 9"),
