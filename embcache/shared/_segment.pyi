@@ -46,9 +46,10 @@ class SharedEmbeddingCache:
         dim: int,
         storage: str = "float32",
         mode: int = 0o600,
+        label: str | None = None,
     ) -> None: ...
     @classmethod
-    def attach(cls, name: str) -> SharedEmbeddingCache:
+    def attach(cls, name: str, *, label: str | None = None) -> SharedEmbeddingCache:
         """Attach to the existing segment `name` with whatever limits it has."""
     @staticmethod
     def unlink(name: str) -> bool:
@@ -107,3 +108,75 @@ class SharedEmbeddingCache:
     def stripes(self) -> int: ...
     def __len__(self) -> int: ...
     def __contains__(self, key: object, /) -> bool: ...
+    @property
+    def name(self) -> str:
+        """The cache's label in monitoring (embcache.metrics); never part of a key."""
+    def put_batch(
+        self,
+        keys: Sequence[CacheKey],
+        matrix: npt.ArrayLike,
+        *,
+        what: str = "matrix",
+        dim: int | None = None,
+    ) -> SharedPutBatch:
+        """A SharedPutBatch bound to this cache; keys, shape and dimension checked now."""
+    def get_batch(
+        self, keys: Sequence[CacheKey], out: npt.NDArray[np.float32] | None = None
+    ) -> SharedGetBatch:
+        """A SharedGetBatch bound to this cache; keys and `out` checked now."""
+    @property
+    def flights(self) -> Any:
+        """This process's single-flight registry over the cache (made on first use)."""
+    @property
+    def policy(self) -> str:
+        """The eviction policy: "clock"."""
+
+@final
+class SharedPutBatch:
+    """Rows to store under keys, checked by SharedEmbeddingCache.put_batch (the
+    protocol of the core's PutBatch)."""
+
+    @property
+    def cache(self) -> SharedEmbeddingCache: ...
+    @property
+    def keys(self) -> tuple[CacheKey, ...]: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def taken(self) -> int: ...
+    @property
+    def what(self) -> str: ...
+    @property
+    def rows(self) -> npt.NDArray[np.float32]:
+        """The private (n, dim) float32 copy, read-only; rows [0, taken) valid."""
+    def take(self, start: int = 0, stop: int | None = None) -> None:
+        """Check rows [start, stop) into the private copy, continuing from ``taken``."""
+    def store(self, start: int = 0, stop: int | None = None) -> None:
+        """Store taken rows [start, stop) into the batch's segment."""
+    def __len__(self) -> int: ...
+
+@final
+class SharedGetBatch:
+    """Keys to look up, checked by SharedEmbeddingCache.get_batch (the protocol
+    of the core's GetBatch)."""
+
+    @property
+    def cache(self) -> SharedEmbeddingCache: ...
+    @property
+    def keys(self) -> tuple[CacheKey, ...]: ...
+    @property
+    def n(self) -> int: ...
+    @property
+    def dim(self) -> int: ...
+    @property
+    def matrix(self) -> npt.NDArray[np.float32]: ...
+    @property
+    def found(self) -> npt.NDArray[np.bool_]: ...
+    @property
+    def read_count(self) -> int:
+        """Keys looked up so far."""
+    def read(self, start: int = 0, stop: int | None = None) -> None:
+        """Look up keys [start, stop) into their rows, continuing from the last read."""
+    def __len__(self) -> int: ...

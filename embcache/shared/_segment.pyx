@@ -199,9 +199,10 @@ cdef class SharedEmbeddingCache:
         self.seg.base = NULL
 
     def __init__(self, name, max_entries, ttl_seconds, max_memory_mb, *, dim,
-                 storage="float32", mode=0o600):
+                 storage="float32", mode=0o600, label=None):
         check_supported()
         path = segment_path(name)
+        label = label_of(label, path)
         check_count(max_entries, "max_entries", 1, 1 << 30)
         cdef double ttl = 0.0
         if ttl_seconds is not None:
@@ -251,6 +252,7 @@ cdef class SharedEmbeddingCache:
                     f"segment {path} exists with other limits: {field} is {self.describe(field)} "
                     f"there, {self.describe(field, mine)} here (attach with "
                     f"SharedEmbeddingCache.attach(name) to take its limits)")
+        self.named(label)
 
     cdef str describe(self, str field, object value=None):
         if field == "storage":
@@ -265,14 +267,16 @@ cdef class SharedEmbeddingCache:
         return repr(value)
 
     @classmethod
-    def attach(cls, name):
+    def attach(cls, name, *, label=None):
         """Attach to the existing segment `name` with whatever limits it has.
         FileNotFoundError if there is none; SharedSegmentError for a file that is
-        not a sound segment of this version."""
+        not a sound segment of this version. `label` as the constructor's."""
         check_supported()
         path = segment_path(name)
+        label = label_of(label, path)
         cdef SharedEmbeddingCache self = cls.__new__(cls)
         self.open_checked(path, open_segment(path))
+        self.named(label)
         self.max_memory_mb_arg = self.seg.L.max_memory_mb
         self.ttl_seconds_arg = self.seg.L.ttl_seconds if self.seg.L.ttl_seconds > 0 else None
         return self
@@ -739,5 +743,43 @@ cdef class SharedEmbeddingCache:
         """Independently locked parts of the segment."""
         return self.seg.L.n_stripes
 
+    # --- what the package above drives it by (embcache/shared/batch.pxi) ----------
+
+    cdef object __weakref__          # the single-flight registry and monitoring hold it weakly
+    cdef readonly str name
+    """The cache's label in monitoring (embcache.metrics); never part of a key."""
+    cdef object flights_registry     # made on first use (flights)
+
+    cdef int named(self, str label) except -1:
+        self.name = label
+        track_named("cache", self)
+        return 0
+
+    def put_batch(self, keys, matrix, *, str what not None="matrix", dim=None):
+        """A SharedPutBatch of `matrix`'s rows under `keys`, bound to this cache
+        (the protocol of SyncEmbeddingCache.put_batch): keys, shape and dimension
+        checked now, nothing stored; ``take()`` checks the values into a private
+        copy, ``store()`` stores them. Error messages start with `what`."""
+        return SharedPutBatch.create(self, keys, matrix, what, dim)
+
+    def get_batch(self, keys, out=None):
+        """A SharedGetBatch for `keys`, bound to this cache (the protocol of
+        SyncEmbeddingCache.get_batch): keys and `out` checked now, nothing
+        counted until ``read()``."""
+        return SharedGetBatch.create(self, keys, out)
+
+    @property
+    def flights(self):
+        """This process's single-flight registry over the cache
+        (embcache.flight.registry.Flights), behind EmbeddingCache.get_or_compute
+        and CachedEmbedder; made on first use."""
+        return segment_flights(self)
+
+    @property
+    def policy(self):
+        """The eviction policy: ``"clock"`` (per-stripe CLOCK)."""
+        return "clock"
+
 
 include "flight.pxi"
+include "batch.pxi"
