@@ -10,12 +10,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import SyncEmbeddingCache
 from embcache.core.names import check_name
-from embcache.embedder.caches import cache_for
+from embcache.embedder.caches import AnyCache, cache_for
 from embcache.embedder.embedder import CachedEmbedder, EmbedderStats, EmbedFn
 from embcache.errors import ArgumentTypeError
-from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["QUERY_SUFFIX", "Embedders", "EmbeddersView", "as_lists", "embedders", "sum_stats"]
@@ -69,7 +67,7 @@ class EmbeddersView:
     _embedders: Embedders
 
     @property
-    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
+    def cache(self) -> AnyCache:
         """The cache the vectors live in."""
         return self._embedders.documents.cache
 
@@ -101,7 +99,7 @@ class EmbeddersView:
 def embedders(
     model_version: str | ModelIdentity,
     *,
-    cache: EmbeddingCache | SyncEmbeddingCache | None,
+    cache: AnyCache | None,
     storage: str | None,
     batch_size: int,
     timeout: float | None,

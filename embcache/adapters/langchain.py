@@ -30,10 +30,9 @@ from collections.abc import Iterator
 
 from langchain_core.embeddings import Embeddings
 
-from embcache._core import SyncEmbeddingCache
 from embcache.adapters.common import QUERY_SUFFIX, EmbeddersView, as_lists, embedders
+from embcache.embedder.caches import AnyCache
 from embcache.errors import ArgumentTypeError, CallContextError
-from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["QUERY_SUFFIX", "CachedEmbeddings"]
@@ -45,9 +44,10 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
     ``embeddings``: the LangChain ``Embeddings`` to wrap. ``model_version``: a
     non-empty str or a ``ModelIdentity`` naming everything that changes its
     vectors (``embcache.identity``); it goes into every key, so two models or
-    configurations never share an entry. ``cache``: an EmbeddingCache or
-    SyncEmbeddingCache (default: a new ``EmbeddingCache()``: 100,000 entries,
-    512 MiB, no expiry); it may be shared with other embedders and adapters.
+    configurations never share an entry. ``cache``: an EmbeddingCache,
+    SyncEmbeddingCache or SharedEmbeddingCache (default: a new
+    ``EmbeddingCache()``: 100,000 entries, 512 MiB, no expiry); it may be
+    shared with other embedders and adapters.
     ``storage``: how that default cache holds its rows (None: ``"float32"``;
     ``"float16"``, ``"bfloat16"`` or ``"int8"`` hold 2x to 3.6x the vectors in
     the same memory; vectors still come back as float32); a cache passed in
@@ -72,7 +72,7 @@ class CachedEmbeddings(EmbeddersView, Embeddings):
         embeddings: Embeddings,
         model_version: str | ModelIdentity,
         *,
-        cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+        cache: AnyCache | None = None,
         storage: str | None = None,
         batch_size: int = 256,
         timeout: float | None = None,

@@ -24,10 +24,9 @@ from typing import Any
 from llama_index.core.base.embeddings.base import BaseEmbedding, Embedding
 from llama_index.core.bridge.pydantic import Field, PrivateAttr
 
-from embcache._core import SyncEmbeddingCache
 from embcache.adapters.common import Embedders, EmbeddersView, as_lists, embedders
+from embcache.embedder.caches import AnyCache
 from embcache.errors import ArgumentTypeError
-from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["CachedEmbedding"]
@@ -42,8 +41,8 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
 
     ``embed_model``: the BaseEmbedding to wrap. ``model_version``: a non-empty
     str or a ``ModelIdentity`` naming everything that changes its vectors; it
-    goes into every key. ``cache``: an EmbeddingCache or SyncEmbeddingCache
-    (default: a new ``EmbeddingCache()``). ``storage``: how that default cache
+    goes into every key. ``cache``: an EmbeddingCache, SyncEmbeddingCache or
+    SharedEmbeddingCache (default: a new ``EmbeddingCache()``). ``storage``: how that default cache
     holds its rows (None: ``"float32"``; ``"float16"``, ``"bfloat16"`` or
     ``"int8"``; vectors still come back as float32); a cache passed in keeps
     its own, and the storage is part of no key. ``timeout``: as CachedEmbedder's.
@@ -67,7 +66,7 @@ class CachedEmbedding(EmbeddersView, BaseEmbedding):
         embed_model: BaseEmbedding,
         model_version: str | ModelIdentity,
         *,
-        cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+        cache: AnyCache | None = None,
         storage: str | None = None,
         timeout: float | None = None,
         name: str | None = None,

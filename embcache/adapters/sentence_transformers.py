@@ -20,10 +20,9 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from embcache._core import SyncEmbeddingCache
 from embcache.core.checks import check_positive_int
+from embcache.embedder.caches import AnyCache
 from embcache.embedder.embedder import CachedEmbedder
-from embcache.facade.cache import EmbeddingCache
 from embcache.identity import ModelIdentity
 
 __all__ = ["cached_embedder"]
@@ -32,7 +31,7 @@ __all__ = ["cached_embedder"]
 def cached_embedder(
     model: Any,
     *,
-    cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+    cache: AnyCache | None = None,
     storage: str | None = None,
     batch_size: int = 32,
     texts_per_call: int = 1024,

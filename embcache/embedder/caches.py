@@ -6,20 +6,26 @@ one key whatever a cache stores it as.
 
 from __future__ import annotations
 
+from typing import Union
+
 from embcache._core import SyncEmbeddingCache
 from embcache.errors import ArgumentTypeError, ArgumentValueError
 from embcache.facade.cache import EmbeddingCache
+from embcache.shared import SharedEmbeddingCache
 
-__all__ = ["STORAGES", "cache_for"]
+__all__ = ["STORAGES", "AnyCache", "cache_for"]
+
+AnyCache = Union[EmbeddingCache, SyncEmbeddingCache, SharedEmbeddingCache]
+"""A cache an embedder or adapter takes: the asyncio facade, an in-process
+SyncEmbeddingCache, or a host-shared SharedEmbeddingCache."""
 
 STORAGES = ("float32", "float16", "bfloat16", "int8")
 """The row storages a cache offers (``storage=`` of SyncEmbeddingCache / EmbeddingCache)."""
 
 
-def cache_for(
-    cache: EmbeddingCache | SyncEmbeddingCache | None, storage: str | None
-) -> EmbeddingCache | SyncEmbeddingCache:
-    """`cache` when given (it keeps its own storage), else a new
+def cache_for(cache: AnyCache | None, storage: str | None) -> AnyCache:
+    """`cache` when given (an EmbeddingCache, SyncEmbeddingCache or
+    SharedEmbeddingCache; it keeps its own storage), else a new
     ``EmbeddingCache(storage=storage)`` (``storage`` None: ``"float32"``).
 
     ArgumentTypeError (a TypeError) for a `cache` of another type or a `storage`
@@ -39,9 +45,10 @@ def cache_for(
             )
     if cache is None:
         return EmbeddingCache(storage="float32" if storage is None else storage)
-    if not isinstance(cache, (EmbeddingCache, SyncEmbeddingCache)):
+    if not isinstance(cache, (EmbeddingCache, SyncEmbeddingCache, SharedEmbeddingCache)):
         raise ArgumentTypeError(
-            "cache must be an EmbeddingCache or a SyncEmbeddingCache, got " + type(cache).__name__
+            "cache must be an EmbeddingCache, a SyncEmbeddingCache or a SharedEmbeddingCache, "
+            "got " + type(cache).__name__
         )
     if storage is not None and storage != cache.storage:
         raise ArgumentValueError(

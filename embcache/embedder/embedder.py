@@ -20,11 +20,11 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, SyncEmbeddingCache
+from embcache._core import CacheKey
 from embcache.core.checks import check_positive_int, check_seconds, is_async_callable
 from embcache.core.info import CacheInfo
 from embcache.core.names import check_name, track
-from embcache.embedder.caches import cache_for
+from embcache.embedder.caches import AnyCache, cache_for
 from embcache.embedder.model import EmbedCall, EmbedFn, Model
 from embcache.embedder.stats import EmbedderStats, StatsCounter
 from embcache.embedder.texts import keys_of, text_key
@@ -63,7 +63,9 @@ class CachedEmbedder:
     left out (None) only for a sentence-transformers model's own ``encode``,
     whose identity is then read off the model
     (``ModelIdentity.from_sentence_transformer``). ``cache`` is an EmbeddingCache (the
-    default: a new ``EmbeddingCache(storage=storage)``) or a SyncEmbeddingCache;
+    default: a new ``EmbeddingCache(storage=storage)``), a SyncEmbeddingCache, or a
+    SharedEmbeddingCache (one cache for every process of the host: a text one
+    process embedded is a hit in every other);
     ``storage`` (None, the default: ``"float32"``; or ``"float16"``,
     ``"bfloat16"``, ``"int8"``) is how that default cache holds its rows (see
     SyncEmbeddingCache); a cache passed in keeps its own, and a ``storage`` that
@@ -125,7 +127,7 @@ class CachedEmbedder:
         embed_fn: EmbedFn,
         model_version: str | ModelIdentity | None = None,
         *,
-        cache: EmbeddingCache | SyncEmbeddingCache | None = None,
+        cache: AnyCache | None = None,
         batch_size: int = 256,
         timeout: float | None = None,
         model_threads: int = 1,
@@ -221,7 +223,7 @@ class CachedEmbedder:
         return self._model.threads.size
 
     @property
-    def cache(self) -> EmbeddingCache | SyncEmbeddingCache:
+    def cache(self) -> AnyCache:
         """The cache the vectors live in (as given, or the default EmbeddingCache)."""
         return self._cache
 
@@ -339,7 +341,8 @@ class CachedEmbedder:
         return row
 
     def _embed_sync(self, keys: list[CacheKey], texts: Sequence[str]) -> Matrix:
-        """`keys` (of `texts`) from SyncEmbeddingCache.get_or_compute, blocking."""
+        """`keys` (of `texts`) from the synchronous cache's get_or_compute, blocking
+        (a SharedEmbeddingCache's coalesces across processes)."""
         call = EmbedCall(self._model, keys, texts)
         matrix = self._sync.get_or_compute(keys, call.compute_sync, timeout=self._model.timeout)
         self._stats.record(len(keys), call.model_calls, call.texts_embedded)
@@ -348,7 +351,7 @@ class CachedEmbedder:
     async def _embed(self, keys: list[CacheKey], texts: Sequence[str]) -> Matrix:
         """`keys` (of `texts`) from EmbeddingCache.get_or_compute, awaited."""
         cache = self._async
-        if cache is None:  # a SyncEmbeddingCache was given: its facade, made once
+        if cache is None:  # a synchronous cache was given: its facade, made once
             cache = self._async = EmbeddingCache.wrap(self._sync)
         call = EmbedCall(self._model, keys, texts)
         # compute answers with taken PutBatch objects, which get_or_compute stores as they are

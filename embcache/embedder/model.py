@@ -28,7 +28,8 @@ from typing import Any, Callable, Union
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
+from embcache._core import CacheKey
+from embcache.core.protocol import CoreCache, PutRows
 from embcache.errors import CallContextError
 from embcache.flight.deadline import ModelThreads, check_deadline, run_until
 from embcache.identity import ModelIdentity
@@ -62,7 +63,8 @@ def _no_stop_iteration(embed_fn: EmbedFn, batch: list[str]) -> Any:
 
 class Model:
     """One embedder's ``embed_fn`` and how it is called: in batches of
-    `batch_size`, its answers taken by `core` (the cache's SyncEmbeddingCache),
+    `batch_size`, its answers taken by `core` (the cache's synchronous core: a SyncEmbeddingCache or
+    SharedEmbeddingCache),
     under `timeout` on `threads` when sync."""
 
     __slots__ = (
@@ -85,7 +87,7 @@ class Model:
         timeout: float | None,
         threads: ModelThreads,
         identity: ModelIdentity | None,
-        core: SyncEmbeddingCache,
+        core: CoreCache,
     ) -> None:
         self.embed_fn = embed_fn
         self.is_async = is_async
@@ -125,9 +127,7 @@ class Model:
             batches.append((start, batch_keys, [text_of[k] for k in batch_keys]))
         return batches
 
-    def take(
-        self, keys: list[CacheKey], result: Any, start: int, before: list[PutBatch]
-    ) -> PutBatch:
+    def take(self, keys: list[CacheKey], result: Any, start: int, before: list[PutRows]) -> PutRows:
         """The model's answer for one batch, converted and validated by the core
         (shape, dimension against the cache's and the earlier batches', values);
         stored later by single flight, with the other batches."""
@@ -152,9 +152,7 @@ class Model:
             if deadline is None:
                 result = _no_stop_iteration(self.embed_fn, batch)
             else:
-                result = self.threads.call(
-                    self.call_in_thread, batch, deadline, WHAT, self.timeout
-                )
+                result = self.threads.call(self.call_in_thread, batch, deadline, WHAT, self.timeout)
             if type(result) is not np.ndarray and inspect.isawaitable(result):
                 if loop_running():
                     if inspect.iscoroutine(result):
@@ -194,7 +192,7 @@ class EmbedCall:
         """The text of each key (only the misses need it)."""
         return dict(zip(self.keys, self.texts))
 
-    def compute_sync(self, missing: list[CacheKey]) -> list[PutBatch]:
+    def compute_sync(self, missing: list[CacheKey]) -> list[PutRows]:
         """The compute of embed_sync: `missing` batch after batch in this thread
         (a sync embed_fn as Model.call_sync says; an async one in an event loop
         of its own, cancelled at the deadline)."""
@@ -203,7 +201,7 @@ class EmbedCall:
             return run_until(  # type: ignore[no-any-return]
                 self.compute(missing), self.deadline, WHAT, model.timeout
             )
-        parts: list[PutBatch] = []
+        parts: list[PutRows] = []
         for start, batch_keys, batch in model.batches(missing, self._text_of()):
             self.model_calls += 1
             self.texts_embedded += len(batch)
@@ -211,7 +209,7 @@ class EmbedCall:
             parts.append(model.take(batch_keys, result, start, parts))
         return parts
 
-    async def compute(self, missing: list[CacheKey]) -> list[PutBatch]:
+    async def compute(self, missing: list[CacheKey]) -> list[PutRows]:
         """The compute of embed: `missing` batch after batch; a sync embed_fn runs
         in a worker thread (one of the embedder's model threads under a
         timeout) so the event loop is not blocked, and an awaitable answer is
@@ -219,7 +217,7 @@ class EmbedCall:
         model = self.model
         in_thread = not model.is_async
         deadline = self.deadline
-        parts: list[PutBatch] = []
+        parts: list[PutRows] = []
         for start, batch_keys, batch in model.batches(missing, self._text_of()):
             check_deadline(deadline, WHAT, model.timeout)  # no call with no time left
             self.model_calls += 1

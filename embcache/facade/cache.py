@@ -27,6 +27,7 @@ import numpy.typing as npt
 from embcache._core import CacheKey, SyncEmbeddingCache, as_key_tuple
 from embcache.core.checks import UNSET
 from embcache.core.info import CacheInfo
+from embcache.core.protocol import CoreCache, Saving
 from embcache.errors import ArgumentTypeError
 from embcache.facade.snapshots import (
     PathLike,
@@ -37,6 +38,7 @@ from embcache.facade.snapshots import (
 )
 from embcache.flight.call import all_found, distinct_misses
 from embcache.flight.registry import flights_of
+from embcache.shared import SharedEmbeddingCache
 from embcache.tier.protocol import Tier, check_tier
 from embcache.tier.read import TierSource, read_through
 
@@ -133,7 +135,7 @@ class EmbeddingCache:
             checked,
         )
 
-    def _attach(self, sync: SyncEmbeddingCache, tier: Tier | None) -> None:
+    def _attach(self, sync: CoreCache, tier: Tier | None) -> None:
         """Make this facade the face of `sync` over `tier` (checked)."""
         attach_storage = getattr(tier, "attach_storage", None)
         if attach_storage is not None:  # a tier that writes its cache's storage (RedisTier)
@@ -148,8 +150,10 @@ class EmbeddingCache:
         self._source = None if tier is None else TierSource(sync, tier)
 
     @property
-    def sync(self) -> SyncEmbeddingCache:
-        """The synchronous core this facade wraps (same entries, same stats)."""
+    def sync(self) -> CoreCache:
+        """The synchronous cache this facade wraps (same entries, same stats): its
+        own SyncEmbeddingCache, or the SyncEmbeddingCache or SharedEmbeddingCache
+        given to ``wrap``."""
         return self._sync
 
     @property
@@ -293,9 +297,12 @@ class EmbeddingCache:
 
         Single flight, shared with every caller on the same SyncEmbeddingCache
         (threads, other event loops, CachedEmbedders): a key someone is already
-        computing is awaited, not computed again. If compute raises, nothing is
-        stored, every waiter for those keys gets the exception, and a later call
-        tries again. Cancelling a waiter cancels nothing else.
+        computing is awaited, not computed again. Over a SharedEmbeddingCache
+        (``wrap``) the callers of this process share one flight per key; a
+        flight's owner computes what the segment lacks, and other processes
+        see it stored (see ``wrap`` for what coalesces across processes). If
+        compute raises, nothing is stored, every waiter for those keys gets the
+        exception, and a later call tries again. Cancelling a waiter cancels nothing else.
 
         ``timeout`` (seconds > 0, or None: no limit) bounds the call: waiting for
         keys another caller computes raises FlightTimeoutError (a TimeoutError)
@@ -338,8 +345,12 @@ class EmbeddingCache:
         """Write every live entry to the snapshot file `path` and return how many
         (see SyncEmbeddingCache.save: atomic, checksummed). The work runs in a
         worker thread, so the event loop goes on serving; the cache lock is held
-        only in short steps, so gets and puts go on too."""
-        return await asyncio.to_thread(self._sync.save, path)
+        only in short steps, so gets and puts go on too. ArgumentTypeError for a
+        wrapped cache that writes no snapshots."""
+        sync = self._sync
+        if not isinstance(sync, Saving):
+            raise ArgumentTypeError(f"a {type(sync).__name__} cannot be saved through this facade")
+        return await asyncio.to_thread(sync.save, path)
 
     @classmethod
     async def load(
@@ -371,17 +382,31 @@ class EmbeddingCache:
         return cls._around(sync, checked)
 
     @classmethod
-    def wrap(cls, sync: SyncEmbeddingCache) -> EmbeddingCache:
-        """An EmbeddingCache over the existing `sync` (no tier): the same entries,
-        statistics and single flight, with the async operations (for code given
-        a SyncEmbeddingCache that must also await, such as CachedEmbedder.embed).
-        ArgumentTypeError for anything but a SyncEmbeddingCache."""
-        if not isinstance(sync, SyncEmbeddingCache):
-            raise ArgumentTypeError(f"wrap needs a SyncEmbeddingCache, got {type(sync).__name__}")
-        return cls._around(sync, None)
+    def wrap(cls, sync: CoreCache, *, tier: Tier | None = None) -> EmbeddingCache:
+        """An EmbeddingCache over the existing `sync`, a SyncEmbeddingCache or a
+        SharedEmbeddingCache, over `tier` (as the constructor's; None: none): the
+        same entries, statistics and single flight, with the async operations
+        (for code given a synchronous cache that must also await, such as
+        CachedEmbedder.embed). A tier that writes its cache's storage
+        (RedisTier) is attached to the storage of `sync`.
+
+        Over a SharedEmbeddingCache, the entries are every process's, and
+        ``get_or_compute`` single flight is this process's: concurrent callers
+        in this process compute a missing key once; callers in other processes
+        that miss it at the same moment compute it too (each stores the same
+        key; the last write stands), while every later caller anywhere finds it
+        stored. ``SharedEmbeddingCache.get_or_compute`` (synchronous; also
+        ``CachedEmbedder.embed_sync``) is the one that coalesces across
+        processes. ArgumentTypeError for anything but those two caches."""
+        if not isinstance(sync, (SyncEmbeddingCache, SharedEmbeddingCache)):
+            raise ArgumentTypeError(
+                "wrap needs a SyncEmbeddingCache or a SharedEmbeddingCache, got "
+                + type(sync).__name__
+            )
+        return cls._around(sync, check_tier(tier))
 
     @classmethod
-    def _around(cls, sync: SyncEmbeddingCache, tier: Tier | None) -> EmbeddingCache:
+    def _around(cls, sync: CoreCache, tier: Tier | None) -> EmbeddingCache:
         """A facade over the existing `sync` (a freshly loaded one, or wrap's),
         with `tier` (checked), without building a core of its own."""
         self = cls.__new__(cls)
@@ -452,4 +477,6 @@ class EmbeddingCache:
         return key in self._sync
 
     def __repr__(self) -> str:
-        return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
+        if isinstance(self._sync, SyncEmbeddingCache):
+            return "Embedding" + repr(self._sync)[len("SyncEmbedding") :]
+        return f"EmbeddingCache.wrap({self._sync!r})"

@@ -24,7 +24,8 @@ import numpy.typing as npt
 from embcache.errors import ArgumentTypeError, ArgumentValueError, DimensionMismatchError
 
 if TYPE_CHECKING:  # the core is the layer above: its types for the checker only
-    from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
+    from embcache._core import CacheKey
+    from embcache.core.protocol import CoreCache, PutRows
 
 __all__ = [
     "Compute",
@@ -136,8 +137,8 @@ class Plan:
 
 
 def store_one(
-    cache: SyncEmbeddingCache,
-    batch_type: type[PutBatch],
+    cache: CoreCache,
+    batch_type: type[PutRows],
     key: CacheKey,
     hit_dim: int | None,
     result: Any,
@@ -189,8 +190,8 @@ class Work:
 
     def __init__(
         self,
-        cache: SyncEmbeddingCache,
-        batch_type: type[PutBatch],
+        cache: CoreCache,
+        batch_type: type[PutRows],
         hit_dim: int | None,
         keys: list[CacheKey],
         stale: bool,
@@ -260,7 +261,7 @@ class Work:
                 return computed
         return self._own_rows(computed)
 
-    def _batches(self, result: Any, what: str) -> list[PutBatch]:
+    def _batches(self, result: Any, what: str) -> list[PutRows]:
         """compute's answer as taken PutBatch objects covering ``todo`` in order."""
         cache, todo = self.cache, self.todo
         batch_type = self.batch_type

@@ -3,7 +3,10 @@
 Every SyncEmbeddingCache makes its ``Flights`` object itself, on its first
 ``get_or_compute`` (or ``cache.flights``), and passes it what it needs of the
 core: the cache (held weakly: the registry never keeps it alive), the key and
-PutBatch types and the key-sequence check. This package imports nothing of the
+PutBatch types and the key-sequence check. A SharedEmbeddingCache makes one
+the same way (``flights``, with its SharedPutBatch type): the registry is then
+this process's over the segment (embcache.core.protocol.CoreCache is what
+both caches offer it). This package imports nothing of the
 core at run time: it sits below it and works on the cache through its public
 methods (get_many, get, put_batch, ``in``, dim). Every caller on the cache
 shares its registry: threads in ``SyncEmbeddingCache.get_or_compute``, asyncio
@@ -121,7 +124,8 @@ from embcache.flight.timeouts import (
 from embcache.flight.wait import Flight, computing, outcome
 
 if TYPE_CHECKING:  # the layers above: their types for the checker only
-    from embcache._core import CacheKey, PutBatch, SyncEmbeddingCache
+    from embcache._core import CacheKey
+    from embcache.core.protocol import CoreCache, PutRows
 
 __all__ = ["Compute", "FlightTimeoutError", "Flights", "Source", "flights_of"]
 
@@ -167,9 +171,9 @@ class Flights(Claims):
 
     def __init__(
         self,
-        cache: SyncEmbeddingCache,
+        cache: CoreCache,
         key_type: type[CacheKey],
-        batch_type: type[PutBatch],
+        batch_type: type[PutRows],
         as_keys: Callable[[Any, str], tuple[CacheKey, ...]],
     ) -> None:
         super().__init__()
@@ -275,9 +279,7 @@ class Flights(Claims):
 
     def _look_up(
         self, keys: Sequence[CacheKey], compute: Compute, what: str, timeout: object, blocking: bool
-    ) -> tuple[
-        float | None, SyncEmbeddingCache, tuple[CacheKey, ...], int, Matrix, npt.NDArray[np.bool_]
-    ]:
+    ) -> tuple[float | None, CoreCache, tuple[CacheKey, ...], int, Matrix, npt.NDArray[np.bool_]]:
         """What every batch entry point starts with, before anything is counted:
         the arguments checked (a `blocking` call refuses an async compute), then
         one ``cache.get_many`` of the keys; ``(timeout, cache, keys as a tuple,
@@ -353,7 +355,7 @@ class Flights(Claims):
         timeout: float | None,
         missed_at: int | None,
         blocking: bool,
-    ) -> tuple[float | None, SyncEmbeddingCache, int, Matrix | None]:
+    ) -> tuple[float | None, CoreCache, int, Matrix | None]:
         """What both one-key entry points start with, before anything is counted:
         the arguments checked (a `blocking` call refuses an async compute), then
         the key looked up unless the caller's own lookup missed (`missed_at`);
@@ -398,7 +400,7 @@ class Flights(Claims):
 
     def _steps(
         self,
-        cache: SyncEmbeddingCache,
+        cache: CoreCache,
         seq: tuple[CacheKey, ...],
         matrix: Matrix,
         found: npt.NDArray[np.bool_],
@@ -433,7 +435,7 @@ class Flights(Claims):
 
     def _steps_one(
         self,
-        cache: SyncEmbeddingCache,
+        cache: CoreCache,
         key: CacheKey,
         compute: Compute,
         what: str,
@@ -462,7 +464,7 @@ class Flights(Claims):
 
     def _fly(
         self,
-        cache: SyncEmbeddingCache,
+        cache: CoreCache,
         hit_dim: int | None,
         flight: Flight,
         keys: list[CacheKey],
@@ -516,7 +518,7 @@ class Flights(Claims):
         return rows
 
 
-def flights_of(cache: SyncEmbeddingCache) -> Flights:
+def flights_of(cache: CoreCache) -> Flights:
     """The single-flight registry of `cache` (made on first use, by the cache)."""
     flights: Flights = cache.flights
     return flights

@@ -680,7 +680,7 @@ cdef class SharedEmbeddingCache:
             entry_overhead_bytes=EMBC_ENTRY_OVERHEAD,
             memory_budget_bytes=self.seg.L.budget_bytes,
             allocated_bytes=self.seg.L.total_bytes, reserved_bytes=self.seg.L.total_bytes,
-            policy="clock", admission_rejections=0, policy_bytes=0)
+            policy="clock", admission_rejections=0, policy_bytes=0, storage=self.storage)
 
     def verify(self):
         """Walk every stripe (each locked in turn) checking the segment's invariants
@@ -779,6 +779,12 @@ cdef class SharedEmbeddingCache:
     def policy(self):
         """The eviction policy: ``"clock"`` (per-stripe CLOCK)."""
         return "clock"
+
+    def __repr__(self):
+        if self.seg.base == NULL:
+            return f"SharedEmbeddingCache({self.path!r}, closed)"
+        return (f"SharedEmbeddingCache({self.path!r}, max_entries={self.seg.L.max_entries}, "
+                f"dim={self.seg.L.dim}, storage={self.storage!r}, label={self.name!r})")
 
 
 include "flight.pxi"

@@ -55,6 +55,32 @@ cdef object segment_flights(SharedEmbeddingCache cache):
     return cache.flights_registry
 
 
+cdef object batch_rows(SharedEmbeddingCache cache, object result, list missing):
+    """A compute's `result` as rows: a list of taken SharedPutBatch of `cache`
+    holding exactly the `missing` keys in order (what CachedEmbedder's compute
+    answers) becomes their rows; anything else is returned as it is."""
+    if not (type(result) is list and result and isinstance(result[0], SharedPutBatch)):
+        return result
+    cdef Py_ssize_t start = 0
+    keys = tuple(missing)
+    for i, batch in enumerate(result):
+        if not isinstance(batch, SharedPutBatch) or (<SharedPutBatch>batch).cache is not cache:
+            raise ArgumentValueError(
+                f"compute returned a list whose item {i} is not a SharedPutBatch of this cache")
+        b = <SharedPutBatch>batch
+        if b.keys != keys[start:start + b.n] or b.taken != b.n:
+            raise ArgumentValueError(
+                f"compute returned SharedPutBatch objects that do not hold the missing keys "
+                f"in order, taken (item {i})")
+        start += b.n
+    if start != len(keys):
+        raise ArgumentValueError(
+            f"compute returned SharedPutBatch objects for {start} keys, but {len(keys)} are missing")
+    if len(result) == 1:
+        return (<SharedPutBatch>result[0]).rows
+    return np.concatenate([(<SharedPutBatch>b).rows for b in result])
+
+
 cdef str label_of(object label, str path):
     """The monitoring label: `label` checked as SyncEmbeddingCache checks ``name``;
     None: the segment's file name when it is a valid label (every process

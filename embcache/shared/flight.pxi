@@ -92,7 +92,7 @@ cdef int compute_and_store(SharedEmbeddingCache self, list owned, object compute
         result = compute(list(missing))
     finally:
         self.waiters -= 1
-    cdef cnp.ndarray rows = self.as_rows(result, 2, "compute's result")
+    cdef cnp.ndarray rows = self.as_rows(batch_rows(self, result, missing), 2, "compute's result")
     if rows.shape[0] != len(missing):
         raise InvalidVectorError(
             f"compute returned {rows.shape[0]} vectors for {len(missing)} keys")

@@ -20,7 +20,8 @@ from collections.abc import Awaitable, Sequence
 import numpy as np
 import numpy.typing as npt
 
-from embcache._core import CacheKey, SyncEmbeddingCache, decode_rows, encode_rows
+from embcache._core import CacheKey, decode_rows, encode_rows
+from embcache.core.protocol import CoreCache
 from embcache.tier.protocol import Tier
 
 __all__ = ["TierSource", "keep_rows", "read_through"]
@@ -30,9 +31,7 @@ Found = npt.NDArray[np.bool_]
 Index = npt.NDArray[np.intp]
 
 
-def keep_rows(
-    cache: SyncEmbeddingCache, keys: Sequence[CacheKey], matrix: Matrix, found: Found
-) -> bool:
+def keep_rows(cache: CoreCache, keys: Sequence[CacheKey], matrix: Matrix, found: Found) -> bool:
     """Store row i of `matrix` under keys[i] in `cache` for every found[i] (rows
     a tier answered), in one put_many. False, storing nothing, when the cache
     cannot hold them (rows larger than its budget, of another dimension than
@@ -66,7 +65,7 @@ def keep_rows(
 
 
 async def read_through(
-    cache: SyncEmbeddingCache,
+    cache: CoreCache,
     tier: Tier,
     keys: Sequence[CacheKey],
     dim: int | None,
@@ -87,7 +86,7 @@ class TierSource:
 
     __slots__ = ("cache", "tier")
 
-    def __init__(self, cache: SyncEmbeddingCache, tier: Tier) -> None:
+    def __init__(self, cache: CoreCache, tier: Tier) -> None:
         self.cache = cache
         self.tier = tier
 

@@ -478,7 +478,11 @@ def test_texts_must_be_strings() -> None:
         ({"batch_size": 2.0}, TypeError, "batch_size must be an int"),
         ({"batch_size": True}, TypeError, "batch_size must be an int"),
         ({"batch_size": "8"}, TypeError, "batch_size must be an int"),
-        ({"cache": {}}, TypeError, "cache must be an EmbeddingCache or a SyncEmbeddingCache"),
+        (
+            {"cache": {}},
+            TypeError,
+            "cache must be an EmbeddingCache, a SyncEmbeddingCache or a SharedEmbeddingCache",
+        ),
     ],
 )
 def test_constructor_checks(kwargs: dict[str, Any], error: type, match: str) -> None:
