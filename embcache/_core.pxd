@@ -124,6 +124,13 @@ cdef struct Source:
                                 #   copied as is; n, stride and is_f64 unused
 
 
+# The core's intake (core/intake.pxi), shared with embcache.shared so a vector is
+# read and judged with the same rules and messages wherever it is stored.
+cdef cnp.ndarray read_real(object data, int ndim, str what, str shape_hint)
+cdef int check_rows(const Source *first, Py_ssize_t row_stride, Py_ssize_t start,
+                    Py_ssize_t stop, str what, int storage) except -1
+
+
 # --- the table --------------------------------------------------------------
 
 cdef struct Entry:

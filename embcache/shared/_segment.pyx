@@ -119,24 +119,7 @@ cdef extern from "shared/flight.h":
         double started
     embc_pending *embc_pending_get(const embc_seg *g, uint32_t s, int i) noexcept nogil
 
-cdef extern from *:
-    """
-    #include <math.h>
-    #define EMBC_STORE_F32 0
-    static size_t embc_row_bytes_of(int storage, size_t dim) {
-        return storage == EMBC_STORE_F32 ? dim * 4 : 0;
-    }
-    static int embc_f32_finite(const float *p, size_t n) {
-        size_t i;
-        for (i = 0; i < n; i++) if (!isfinite(p[i])) return 0;
-        return 1;
-    }
-    """
-    size_t embc_row_bytes_of(int storage, size_t dim) noexcept nogil
-    int embc_f32_finite(const float *p, size_t n) noexcept nogil
-
-STORAGES = {"float32": 0}
-"""The row storages a segment takes, and their codes in the header."""
+include "rows.pxi"
 
 ENTRY_OVERHEAD_BYTES = EMBC_ENTRY_OVERHEAD
 """Bytes each live entry costs in a segment besides its row (entry and cells)."""
@@ -432,33 +415,19 @@ cdef class SharedEmbeddingCache:
 
     # --- vectors in ------------------------------------------------------------------
 
-    cdef cnp.ndarray as_rows(self, object data, int ndim, str what):
-        """`data` as a C-contiguous float32 array of `ndim` dims whose last is dim,
-        every value finite; the errors say what is wrong and name `what`."""
-        try:
-            arr = np.asarray(data)
-        except Exception as exc:
-            raise VectorTypeError(f"{what} cannot be read as an array: {exc}") from exc
-        if arr.dtype.kind not in "fiu":
-            raise VectorTypeError(f"{what} must hold real numbers, got dtype {arr.dtype}")
-        if arr.ndim != ndim:
-            raise InvalidVectorError(f"{what} must have {ndim} dimension(s), got shape {arr.shape}")
-        if arr.shape[ndim - 1] == 0:
-            raise InvalidVectorError(f"{what} is empty")
-        if arr.shape[ndim - 1] != self.seg.L.dim:
-            raise DimensionMismatchError(
-                f"{what} has dim {arr.shape[ndim - 1]}; this cache takes dim {self.seg.L.dim}")
-        if arr.dtype != np.float32:
-            if arr.dtype.kind == "f" and not np.isfinite(arr).all():
-                raise InvalidVectorError(f"{what} holds NaN or infinity")
-            with np.errstate(over="ignore"):
-                arr = arr.astype(np.float32)
-        cdef cnp.ndarray rows = np.ascontiguousarray(arr)
-        if not embc_f32_finite(<const float *>cnp.PyArray_DATA(rows), rows.size):
-            raise InvalidVectorError(f"{what} holds NaN, infinity or values that overflow float32")
-        return rows
+    cdef cnp.ndarray checked_rows(self, object data, int ndim, str what):
+        """`data` as the C-contiguous float32 (n, dim) (ndim 2) or (dim,) (ndim 1)
+        array of its values, after every check a put makes (type, shape, dim,
+        NaN / infinity, the storage's range), with SyncEmbeddingCache's errors
+        and messages naming `what`; raises before anything changes."""
+        if self.seg.base == NULL:
+            raise SharedSegmentError("the SharedEmbeddingCache is closed")
+        return read_rows(data, ndim, what, self.seg.L.dim, self.seg.L.storage)
 
-    cdef int store(self, CacheKey key, const char *row, double now) except -1:
+    cdef int store_row(self, CacheKey key, const float *row, double now) except -1:
+        """Encode `row` (dim float32, checked) in the segment's storage and publish
+        it under `key` (rows/rows.pxi; the encoding runs into the fresh slot, which
+        no reader sees until it is published)."""
         cdef uint64_t h = embc_hash(&self.seg, key.ident.digest)
         cdef uint32_t s = embc_stripe_of(&self.seg, h)
         cdef embc_put p
@@ -466,21 +435,31 @@ cdef class SharedEmbeddingCache:
         if embc_put_begin(&self.seg, s, h, key.ident.digest, now, &p):
             embc_unlock(&self.seg, s)
             raise SharedSegmentError(f"a stripe of {self.path} could not be repaired")
-        memcpy(embc_row(&self.seg, s, p.slot), row, self.seg.L.row_bytes)
+        encode_row(&self.seg.L, embc_row(&self.seg, s, p.slot), row)
         embc_put_publish(&self.seg, s, h, key.ident.digest, self.expiry(now), &p)
         embc_unlock(&self.seg, s)
         return 0
 
-    cdef bint fetch(self, CacheKey key, char *out, double now, int count) except -1:
+    cdef bint fetch_row(self, CacheKey key, float *out, double now, int count) except -1:
+        """Decode the live row of `key` into `out` (dim float32; NULL: only say
+        whether it is live) and return True, or False on a miss; `count` 1 moves
+        the hit / miss counters and the CLOCK bit. The row is decoded under the
+        stripe lock: one vectorised pass that reads fewer bytes than the float32
+        copy it replaces, so the lock is held no longer than for float32."""
         cdef uint64_t h = embc_hash(&self.seg, key.ident.digest)
         cdef uint32_t s = embc_stripe_of(&self.seg, h)
         cdef const char *row
         self.lock(s)
         row = embc_lookup(&self.seg, s, h, key.ident.digest, now, count)
         if row != NULL and out != NULL:
-            memcpy(out, row, self.seg.L.row_bytes)
+            decode_row(&self.seg.L, out, row)
         embc_unlock(&self.seg, s)
         return row != NULL
+
+    cdef double clock_now(self) noexcept:
+        """The time store_row and fetch_row take (CLOCK_MONOTONIC seconds, the same
+        clock in every process of the host)."""
+        return embc_now()
 
     # --- the cache's methods -----------------------------------------------------------
 
@@ -489,8 +468,8 @@ cdef class SharedEmbeddingCache:
         oldest-unused entry of its stripe makes room when the stripe is full."""
         if type(key) is not CacheKey:
             raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
-        cdef cnp.ndarray row = self.as_rows(vector, 1, "vector")
-        self.store(<CacheKey>key, <const char *>cnp.PyArray_DATA(row), embc_now())
+        cdef cnp.ndarray row = self.checked_rows(vector, 1, "vector")
+        self.store_row(<CacheKey>key, <const float *>cnp.PyArray_DATA(row), self.clock_now())
 
     def get(self, key):
         """The vector under `key` as a new float32 array, or None on a miss."""
@@ -500,7 +479,7 @@ cdef class SharedEmbeddingCache:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
         cdef cnp.npy_intp dim = self.seg.L.dim
         cdef cnp.ndarray out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
-        if self.fetch(<CacheKey>key, <char *>cnp.PyArray_DATA(out), embc_now(), 1):
+        if self.fetch_row(<CacheKey>key, <float *>cnp.PyArray_DATA(out), self.clock_now(), 1):
             return out
         return None
 
@@ -531,7 +510,7 @@ cdef class SharedEmbeddingCache:
         if out is not None:
             for i in range(n):
                 if not hit[i]:
-                    memset(base + i * self.seg.L.row_bytes, 0, self.seg.L.row_bytes)
+                    memset(base + i * self.seg.L.dim * 4, 0, self.seg.L.dim * 4)
         return matrix, found
 
     cdef int read_grouped(self, tuple seq, char *base, char *hit) except -1:
@@ -539,8 +518,8 @@ cdef class SharedEmbeddingCache:
         (a counting sort by stripe), copying hits to their rows of `base`."""
         cdef Py_ssize_t i, j, n = len(seq)
         cdef uint32_t s, stripes = self.seg.L.n_stripes
-        cdef size_t row_bytes = self.seg.L.row_bytes
-        cdef double now = embc_now()
+        cdef size_t out_bytes = self.seg.L.dim * 4
+        cdef double now = self.clock_now()
         cdef const char *row
         cdef PyObject **items = PySequence_Fast_ITEMS(seq)
         cdef uint64_t *hs = <uint64_t *>malloc(n * sizeof(uint64_t) + 1)
@@ -567,7 +546,7 @@ cdef class SharedEmbeddingCache:
                     i = order[j]
                     row = embc_lookup(&self.seg, s, hs[i], (<CacheKey>items[i]).ident.digest, now, 1)
                     if row != NULL:
-                        memcpy(base + i * row_bytes, row, row_bytes)
+                        decode_row(&self.seg.L, <float *>(base + i * out_bytes), row)
                         hit[i] = 1
                     j += 1
                 embc_unlock(&self.seg, s)
@@ -583,14 +562,16 @@ cdef class SharedEmbeddingCache:
         cdef tuple seq = as_key_tuple(keys, "put_many")
         if self.seg.base == NULL:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
-        cdef cnp.ndarray rows = self.as_rows(matrix, 2, "matrix")
         cdef Py_ssize_t i, n = len(seq)
+        if n == 0 and no_rows(matrix):
+            return
+        cdef cnp.ndarray rows = self.checked_rows(matrix, 2, "matrix")
         if rows.shape[0] != n:
             raise InvalidVectorError(f"matrix has {rows.shape[0]} rows for {n} keys")
-        cdef const char *base = <const char *>cnp.PyArray_DATA(rows)
-        cdef double now = embc_now()
+        cdef const float *base = <const float *>cnp.PyArray_DATA(rows)
+        cdef double now = self.clock_now()
         for i in range(n):
-            self.store(<CacheKey>seq[i], base + i * self.seg.L.row_bytes, now)
+            self.store_row(<CacheKey>seq[i], base + i * self.seg.L.dim, now)
 
     def get_or_compute(self, keys, compute, *, timeout=None):
         """The (len(keys), dim) float32 matrix for `keys`: hits are read, and
@@ -647,7 +628,7 @@ cdef class SharedEmbeddingCache:
             return False
         if self.seg.base == NULL:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
-        return self.fetch(<CacheKey>key, NULL, embc_now(), 0)
+        return self.fetch_row(<CacheKey>key, NULL, self.clock_now(), 0)
 
     def get_cache_info(self):
         """A CacheInfo: live entries, bounds, exact memory use and the statistics of
@@ -730,7 +711,8 @@ cdef class SharedEmbeddingCache:
 
     @property
     def storage(self):
-        """The row storage (``"float32"``)."""
+        """The row storage: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``
+        (reads return float32 whatever it is)."""
         return self.describe("storage").strip("'")
 
     @property

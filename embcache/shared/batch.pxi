@@ -16,27 +16,6 @@ from embcache.core.names import NAME_PATTERN, check_name
 from embcache.core.names import track as track_named
 
 
-# --- TEMPORARY SHIM: the segment's row interface (checked_rows, store_row,
-# fetch_row, clock_now) is the seg helper's; until it is merged these four
-# forward to the float32 methods this file found. Replaced by the real names
-# on merge (and deleted). ------------------------------------------------------
-cdef inline cnp.ndarray shim_checked_rows(SharedEmbeddingCache cache, object data, int ndim,
-                                          str what):
-    return cache.as_rows(data, ndim, what)
-
-cdef inline int shim_store_row(SharedEmbeddingCache cache, CacheKey key, const float *row,
-                               double now) except -1:
-    return cache.store(key, <const char *>row, now)
-
-cdef inline bint shim_fetch_row(SharedEmbeddingCache cache, CacheKey key, float *out, double now,
-                                int count) except -1:
-    return cache.fetch(key, <char *>out, now, count)
-
-cdef inline double shim_clock_now(SharedEmbeddingCache cache) noexcept:
-    return embc_now()
-# --- end of the temporary shim -------------------------------------------------
-
-
 # embcache.flight.registry.Flights, imported on first use: single flight sits
 # above the segment and imports nothing of it
 cdef object _Flights = None
@@ -195,7 +174,7 @@ cdef class SharedPutBatch:
         if stop_ == start_:
             return
         what = self.what if (start_ == 0 and stop_ == self.n) else f"{self.what}[{start_}:{stop_}]"
-        cdef cnp.ndarray rows = shim_checked_rows(self.cache, self.source[start_:stop_], 2, what)
+        cdef cnp.ndarray rows = self.cache.checked_rows(self.source[start_:stop_], 2, what)
         storage = self.cache.storage
         if storage != "float32":   # the values the segment will hold: the codec's round trip
             rows = decode_rows(encode_rows(rows, storage), storage, self.dim)
@@ -211,10 +190,10 @@ cdef class SharedPutBatch:
             raise ArgumentValueError(
                 f"rows [{start_}, {stop_}) are not among the taken rows [0, {self.taken})")
         cdef const float *base = <const float *>cnp.PyArray_DATA(self.private)
-        cdef double now = shim_clock_now(self.cache)
+        cdef double now = self.cache.clock_now()
         cdef Py_ssize_t i
         for i in range(start_, stop_):
-            shim_store_row(self.cache, <CacheKey>self.keys[i], base + i * self.dim, now)
+            self.cache.store_row(<CacheKey>self.keys[i], base + i * self.dim, now)
 
     def __len__(self):
         return self.n
@@ -274,10 +253,10 @@ cdef class SharedGetBatch:
                 f"keys [{start_}, {stop_}) do not continue the keys read [0, {self.done})")
         cdef float *base = <float *>cnp.PyArray_DATA(self.matrix)
         cdef char *hit = <char *>cnp.PyArray_DATA(self.found)
-        cdef double now = shim_clock_now(self.cache)
+        cdef double now = self.cache.clock_now()
         cdef Py_ssize_t i
         for i in range(start_, stop_):
-            if shim_fetch_row(self.cache, <CacheKey>self.keys[i], base + i * self.dim, now, 1):
+            if self.cache.fetch_row(<CacheKey>self.keys[i], base + i * self.dim, now, 1):
                 hit[i] = 1
             else:
                 memset(base + i * self.dim, 0, self.dim * sizeof(float))

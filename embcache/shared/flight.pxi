@@ -8,7 +8,7 @@ cdef object flight_get_or_compute(SharedEmbeddingCache self, tuple seq, object c
     cdef Py_ssize_t n = len(seq)
     cdef cnp.ndarray matrix = np.zeros((n, self.seg.L.dim), dtype=np.float32)
     cdef char *base = <char *>cnp.PyArray_DATA(matrix)
-    cdef size_t row_bytes = self.seg.L.row_bytes
+    cdef size_t row_bytes = self.seg.L.dim * 4      # of the float32 result
     positions = {}
     for i, key in enumerate(seq):
         positions.setdefault(key, []).append(i)
@@ -29,11 +29,12 @@ cdef object flight_get_or_compute(SharedEmbeddingCache self, tuple seq, object c
             k = <CacheKey>key
             h = embc_hash(&self.seg, k.ident.digest)
             s = embc_stripe_of(&self.seg, h)
-            now = embc_now()
+            now = self.clock_now()
             self.lock(s)
             row = embc_lookup(&self.seg, s, h, k.ident.digest, now, 1)
             if row != NULL:
-                memcpy(base + <Py_ssize_t>positions[key][0] * row_bytes, row, row_bytes)
+                decode_row(&self.seg.L, <float *>(base + <Py_ssize_t>positions[key][0] * row_bytes),
+                           row)
                 embc_unlock(&self.seg, s)
                 continue
             m = embc_pending_find(&self.seg, s, k.ident.digest)
@@ -92,17 +93,21 @@ cdef int compute_and_store(SharedEmbeddingCache self, list owned, object compute
         result = compute(list(missing))
     finally:
         self.waiters -= 1
-    cdef cnp.ndarray rows = self.as_rows(batch_rows(self, result, missing), 2, "compute's result")
+    cdef cnp.ndarray rows = self.checked_rows(batch_rows(self, result, missing), 2,
+                                              "compute's result")
     if rows.shape[0] != len(missing):
         raise InvalidVectorError(
             f"compute returned {rows.shape[0]} vectors for {len(missing)} keys")
-    cdef const char *src = <const char *>cnp.PyArray_DATA(rows)
-    cdef size_t row_bytes = self.seg.L.row_bytes
-    cdef double now = embc_now()
+    cdef const float *src = <const float *>cnp.PyArray_DATA(rows)
+    cdef size_t dim = self.seg.L.dim
+    cdef double now = self.clock_now()
+    cdef float *dst
     cdef Py_ssize_t j
     for j, key in enumerate(missing):
-        self.store(<CacheKey>key, src + j * row_bytes, now)
-        memcpy(base + <Py_ssize_t>positions[key][0] * row_bytes, src + j * row_bytes, row_bytes)
+        self.store_row(<CacheKey>key, src + j * dim, now)
+        dst = <float *>(base + <Py_ssize_t>positions[key][0] * dim * 4)
+        memcpy(dst, src + j * dim, dim * 4)
+        round_trip(&self.seg.L, dst)      # what a get of it returns
     return 0
 
 cdef int release(SharedEmbeddingCache self, list owned) except -1:
