@@ -232,14 +232,21 @@ cdef class SharedGetBatch:
         b.dim = cache.seg.L.dim
         if out is None:
             b.matrix = np.empty((b.n, b.dim), dtype=np.float32)
-        else:
-            if not isinstance(out, np.ndarray):
-                raise ArgumentTypeError(f"out must be a numpy array, got {type(out).__name__}")
-            if (out.dtype != np.float32 or out.shape != (b.n, b.dim)
+        else:   # checked as SyncEmbeddingCache.get_batch checks it, with its errors
+            if type(out) is not np.ndarray:
+                raise ArgumentTypeError(f"out must be a numpy.ndarray (not a subclass), got "
+                                        f"{type(out).__module__}.{type(out).__name__}")
+            if (out.dtype != np.float32 or not out.dtype.isnative or out.ndim != 2
                     or not out.flags.c_contiguous or not out.flags.writeable):
-                raise ArgumentValueError(
-                    f"out must be a writeable C-contiguous float32 array of shape "
-                    f"({b.n}, {b.dim}), got {out.dtype} {out.shape}")
+                raise ArgumentTypeError(
+                    "out must be a writable, C-contiguous, native-order float32 array of shape "
+                    f"(len(keys), dim); got dtype {out.dtype}, shape {out.shape}, "
+                    f"C-contiguous {out.flags.c_contiguous}, writable {out.flags.writeable}")
+            if out.shape[0] != b.n:
+                raise ArgumentValueError(f"out has {out.shape[0]} rows for {b.n} keys")
+            if out.shape[1] != b.dim:
+                raise DimensionMismatchError(
+                    f"out has {out.shape[1]} columns, but this cache stores dim {b.dim}")
             b.matrix = out
         b.found = np.zeros(b.n, dtype=np.bool_)
         return b

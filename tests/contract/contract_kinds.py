@@ -15,6 +15,14 @@ cache gives back is then the codec's round trip of what was put
 costs the storage's row bytes (``Driver.entry_bytes``). Every kind runs under
 every storage, in every test profile.
 
+The shared kinds run over a SharedEmbeddingCache: a fresh segment in /dev/shm
+per driver, unlinked after its test, alone (``shared``) or behind the asyncio
+facade (``async-shared``, ``EmbeddingCache.wrap``). Their legitimate
+differences are Kind fields: one dimension fixed at construction
+(``fixed_dim``), CLOCK eviction rather than exact LRU order (``lru``), the
+segment's own per-entry overhead (``overhead``) and no injected clock
+(``clock``).
+
 The tiered kind runs over a real redis-server on a loopback port
 (tests/redis_servers.py), emptied before each test; each driver has its own key
 prefix, so two drivers of one test share nothing, as two in-process caches do.
@@ -26,6 +34,7 @@ import asyncio
 import contextlib
 import dataclasses
 import itertools
+import os
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -34,8 +43,9 @@ import pytest
 import redis_servers
 from conftest import OVERHEAD, TIMEOUT, key, vec
 
-from embcache import CacheKey, EmbeddingCache, SyncEmbeddingCache
+from embcache import CacheKey, EmbeddingCache, SharedEmbeddingCache, SyncEmbeddingCache
 from embcache._core import decode_rows, encode_rows, row_bytes
+from embcache.shared import ENTRY_OVERHEAD_BYTES as SHARED_OVERHEAD
 
 # a tier given plenty of time: a Redis call that times out is (by design) a
 # miss or a dropped write, which the contract's exact counts would misread
@@ -60,9 +70,18 @@ class Driver:
         self._shared = shared
 
     @property
-    def core(self) -> SyncEmbeddingCache:
-        """The in-process SyncEmbeddingCache (the cache itself, or the facade's)."""
-        return getattr(self.cache, "sync", self.cache)  # type: ignore[no-any-return]
+    def core(self) -> Any:
+        """The synchronous cache (the cache itself, or the facade's): a
+        SyncEmbeddingCache or a SharedEmbeddingCache."""
+        return getattr(self.cache, "sync", self.cache)
+
+    def check(self) -> None:
+        """Assert the cache's internal invariants hold."""
+        core = self.core
+        if isinstance(core, SharedEmbeddingCache):
+            assert core.verify() == []
+        else:
+            core._check_invariants()
 
     def put(self, key: Any, vector: Any) -> None:
         self._settle(self.cache.put(key, vector))
@@ -103,7 +122,8 @@ class Driver:
 
     def entry_bytes(self, dim: int) -> int:
         """Accounted bytes of one live entry of dimension `dim` in this cache."""
-        return row_bytes(self.core.storage, dim) + OVERHEAD
+        overhead = SHARED_OVERHEAD if isinstance(self.core, SharedEmbeddingCache) else OVERHEAD
+        return row_bytes(self.core.storage, dim) + overhead
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -130,10 +150,27 @@ class Kind:
     when found, returned and kept in-process (counted as a put there); what is
     stored is written to it; what the in-process cache evicts, expires or clears
     stays there (so ``get`` still answers it, while ``in`` does not)."""
+    fixed_dim: bool = False
+    """Its caches hold one dimension, fixed at construction (``make()`` without
+    ``dim=`` gives DEFAULT_DIM, vec's): a vector of another dimension is refused
+    (DimensionMismatchError), so tests store other dimensions only where
+    ``kind.any_dim(dim)``."""
+    gaps: frozenset[str] = frozenset()
+    """Contract cases this kind is known to break today (defects to fix, not
+    differences): each runs as a strict xfail, so the fix shows as a failure
+    until the name is taken out of here."""
+    clock: bool = True
+    """Takes an injected ``clock=`` (the TTL tests run on one)."""
+    overhead: int = OVERHEAD
+    """Accounted bytes of each entry beyond its row."""
 
     def entry_bytes(self, dim: int) -> int:
         """Accounted bytes of one live entry of dimension `dim` in its storage."""
-        return row_bytes(self.storage, dim) + OVERHEAD
+        return row_bytes(self.storage, dim) + self.overhead
+
+    def any_dim(self, dim: int) -> bool:
+        """Whether a cache of this kind made without ``dim=`` stores vectors of `dim`."""
+        return not self.fixed_dim or dim == DEFAULT_DIM
 
     def tier_counts(self, asked: int = 0, found: int = 0) -> dict[str, int]:
         """get_cache_info's tier fields after the tier was asked `asked` keys in all
@@ -223,11 +260,54 @@ def _open_async_redis(
     return Driver(EmbeddingCache(**kw, tier=tier), settle, shared)
 
 
+DEFAULT_DIM = 4
+"""The dimension of a fixed-dimension kind's cache made without ``dim=`` (vec's)."""
+
+
+def _shared_of(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, kw: dict[str, Any]
+) -> SharedEmbeddingCache:
+    """A SharedEmbeddingCache on a fresh segment, closed and unlinked at cleanup."""
+    name = f"embcache-contract-{os.getpid()}-{next(_segments)}"
+    dim = kw.pop("dim", None) or DEFAULT_DIM
+    kw.pop("clock", None)
+    cache = SharedEmbeddingCache(
+        name, kw.pop("max_entries"), kw.pop("ttl_seconds"), kw.pop("max_memory_mb"), dim=dim, **kw
+    )
+    cleanup.callback(SharedEmbeddingCache.unlink, name)
+    cleanup.callback(cache.close)
+    return cache
+
+
+_segments = itertools.count()
+
+
+def _open_shared(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, kw: dict[str, Any]
+) -> Driver:
+    return Driver(_shared_of(request, cleanup, kw), lambda result: result)
+
+
+def _open_async_shared(
+    request: pytest.FixtureRequest, cleanup: contextlib.ExitStack, kw: dict[str, Any]
+) -> Driver:
+    return Driver(EmbeddingCache.wrap(_shared_of(request, cleanup, kw)), _loop(cleanup))
+
+
+SHARED_DIFFERENCES: dict[str, Any] = {
+    "fixed_dim": True, "clock": False, "overhead": SHARED_OVERHEAD,
+    # SharedEmbeddingCache.__contains__ answers False for a non-key (the others
+    # raise KeyTypeError); its get_many raises ArgumentValueError for an `out` of
+    # another dtype or read-only (the others: ArgumentTypeError)
+    "gaps": frozenset({"in-key", "get_many-out-dtype", "get_many-out-readonly"}),
+}  # fmt: skip
 SYNC = Kind("sync", _open_sync)
 ASYNC = Kind("async", _open_async, coroutines=True)
 ASYNC_REDIS = Kind("async-redis", _open_async_redis, coroutines=True, tiered=True)
+SHARED = Kind("shared", _open_shared, **SHARED_DIFFERENCES)
+ASYNC_SHARED = Kind("async-shared", _open_async_shared, coroutines=True, **SHARED_DIFFERENCES)
 
-BASE_KINDS = [SYNC, ASYNC, ASYNC_REDIS]
+BASE_KINDS = [SYNC, ASYNC, ASYNC_REDIS, SHARED, ASYNC_SHARED]
 """Every cache kind the contract holds for: a new kind is one more line."""
 STORAGES = ("float32", "float16", "bfloat16", "int8")
 
@@ -289,7 +369,7 @@ def observe(cache: Driver, keys: Iterable[CacheKey] = ()) -> State:
     """The cache's State (checking the core's invariants). Reading a present key
     counts one in-process hit; ``assert_unchanged`` allows for exactly those."""
     core = cache.core
-    core._check_invariants()
+    cache.check()
     info = dataclasses.asdict(cache.info())
     length = len(cache)
     stored: dict[CacheKey, bytes | None] = {}
@@ -357,7 +437,10 @@ def rows(ids: Iterable[float], dim: int = 4) -> np.ndarray:
 __all__ = [
     "ASYNC",
     "ASYNC_REDIS",
+    "ASYNC_SHARED",
     "BASE_KINDS",
+    "DEFAULT_DIM",
+    "SHARED",
     "STORAGES",
     "FORMS",
     "KINDS",

@@ -147,8 +147,10 @@ CASES = [
 
 @pytest.mark.parametrize("case", CASES, ids=lambda case: case.name)
 def test_rejected_call_leaves_the_cache_exactly_as_it_was(
-    kind: Kind, make: Make, case: Case
+    kind: Kind, make: Make, case: Case, request: pytest.FixtureRequest
 ) -> None:
+    if case.name in kind.gaps:
+        request.applymarker(pytest.mark.xfail(strict=True, reason="a known gap of this kind"))
     c = make(dim=DIM)
     c.put_many(PRESENT, rows(range(5)))
     c.get(key(0))  # some statistics to keep
@@ -231,6 +233,10 @@ def test_a_computed_answer_is_stored_as_returned_everywhere(kind: Kind, make: Ma
 def test_an_entry_larger_than_the_budget_goes_nowhere(
     kind: Kind, make: Make, call: Callable[[Driver], Any]
 ) -> None:
+    if kind.fixed_dim:  # no entry of its one dimension can outgrow the budget: refused at once
+        with pytest.raises(EntryTooLargeError):
+            make(max_memory_mb=2048 / 2**20, dim=4096)
+        return
     c = make(max_memory_mb=2048 / 2**20)  # room for a few small entries only
     c.put(key(1), vec(1, 8))
     before = observe(c, [key(1), key(8), key(9)])

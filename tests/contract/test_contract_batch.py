@@ -76,13 +76,13 @@ def test_get_many_of_nothing(make: Make) -> None:
 
 def test_put_many_stores_rows_in_order(kind: Kind, make: Make) -> None:
     c = make()
-    c.put_many([key(i) for i in range(5)], rows(range(5), 3).astype(np.float64))
-    c.put_many([key(7)], [[1, 2, 3]])
-    c.put_many([], np.empty((0, 3)))
+    c.put_many([key(i) for i in range(5)], rows(range(5), 4).astype(np.float64))
+    c.put_many([key(7)], [[1, 2, 3, 4]])
+    c.put_many([], np.empty((0, 4)))
     assert len(c) == 6
     matrix, found = c.get_many([key(i) for i in (4, 7, 0)])
     assert found.all()
-    want = np.stack([vec(4, 3), [1, 2, 3], vec(0, 3)])
+    want = np.stack([vec(4, 4), [1, 2, 3, 4], vec(0, 4)])
     np.testing.assert_array_equal(matrix, c.stored(want))
     assert len(c.shared()) == kind.in_tier(6)
     assert c.info().puts == 6
