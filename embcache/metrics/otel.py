@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, Callable
 
-from embcache.metrics.readings import read
+from embcache.metrics.readings import series
 from embcache.metrics.table import METRICS, Metric
 
 try:
@@ -26,7 +26,7 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
     raise ImportError(
-        'embcache.metrics.instrument needs OpenTelemetry: pip install opentelemetry-sdk '
+        "embcache.metrics.instrument needs OpenTelemetry: pip install opentelemetry-sdk "
         '(from a clone of embcache: pip install ".[opentelemetry]")'
     ) from exc
 
@@ -39,14 +39,15 @@ Callback = Callable[[CallbackOptions], Iterable[Observation]]
 
 
 def _callback(metric: Metric) -> Callback:
-    """The observation callback of `metric`: one value per live object's name,
-    read when the SDK collects."""
-    label, kind, field = metric.label, metric.kind, metric.field
+    """The observation callback of `metric`: one value per live object's name
+    (and segment: a host-shared cache has the attribute ``segment`` too), read
+    when the SDK collects."""
+    kind, field = metric.kind, metric.field
 
     def observe(options: CallbackOptions) -> Iterable[Observation]:
         return [
-            Observation(reading[field], {label: name})
-            for name, reading in sorted(read(kind).items())
+            Observation(reading[field], dict(labels))
+            for labels, reading in sorted(series(kind).items())
         ]
 
     return observe

@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Union
 
-from embcache.metrics.readings import read
+from embcache.metrics.readings import series
 from embcache.metrics.table import METRICS, Metric
 
 try:
@@ -42,7 +42,9 @@ class PrometheusCollector(Collector):
     (``REGISTRY.register(PrometheusCollector())``) and each scrape reads their
     counters then (embcache.metrics.METRICS: names, types and labels). Objects
     are held weakly: a dropped cache disappears from the next scrape; objects
-    sharing a name are one series (their values added)."""
+    sharing a name are one series (their values added). A SharedEmbeddingCache
+    is labelled ``segment`` (its path) besides ``cache``, its values the whole
+    segment's (see embcache.metrics.readings)."""
 
     def describe(self) -> list[Family]:
         """The families this collector reports (no samples): lets a registry
@@ -50,10 +52,11 @@ class PrometheusCollector(Collector):
         return [_family(metric) for metric in METRICS]
 
     def collect(self) -> Iterator[Family]:
-        """One family per metric, a sample per live object's name."""
-        readings = {kind: read(kind) for kind in {m.kind for m in METRICS}}
+        """One family per metric, a sample per live object's name (and segment,
+        for a host-shared cache: its samples carry a ``segment`` label too)."""
+        readings = {kind: series(kind) for kind in {m.kind for m in METRICS}}
         for metric in METRICS:
             family = _family(metric)
-            for name, reading in sorted(readings[metric.kind].items()):
-                family.add_metric([name], reading[metric.field])
+            for labels, reading in sorted(readings[metric.kind].items()):
+                family.add_sample(metric.sample, dict(labels), reading[metric.field])
             yield family

@@ -130,6 +130,9 @@ class SharedEmbeddingCache:
     @property
     def policy(self) -> str:
         """The eviction policy: "clock"."""
+    @property
+    def closed(self) -> bool:
+        """True once close() has unmapped the segment from this process."""
 
 @final
 class SharedPutBatch:

@@ -762,6 +762,11 @@ cdef class SharedEmbeddingCache:
         """The eviction policy: ``"clock"`` (per-stripe CLOCK)."""
         return "clock"
 
+    @property
+    def closed(self):
+        """True once close() has unmapped the segment from this process."""
+        return self.seg.base == NULL
+
     def __repr__(self):
         if self.seg.base == NULL:
             return f"SharedEmbeddingCache({self.path!r}, closed)"
