@@ -139,6 +139,9 @@ class SharedPutBatch:
     """Rows to store under keys, checked by SharedEmbeddingCache.put_batch (the
     protocol of the core's PutBatch)."""
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: made by SharedEmbeddingCache.put_batch."""
+
     @property
     def cache(self) -> SharedEmbeddingCache: ...
     @property
@@ -164,6 +167,9 @@ class SharedPutBatch:
 class SharedGetBatch:
     """Keys to look up, checked by SharedEmbeddingCache.get_batch (the protocol
     of the core's GetBatch)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Refused: made by SharedEmbeddingCache.get_batch."""
 
     @property
     def cache(self) -> SharedEmbeddingCache: ...

@@ -113,6 +113,7 @@ cdef cnp.ndarray read_batch_matrix(SharedEmbeddingCache cache, object matrix, Py
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class SharedPutBatch:
     """Rows to store under keys, checked by SharedEmbeddingCache.put_batch: the
     same protocol as the core's PutBatch. ``take(start, stop)`` checks rows
@@ -204,6 +205,7 @@ cdef class SharedPutBatch:
 
 
 @cython.final
+@cython.auto_pickle(False)
 cdef class SharedGetBatch:
     """Keys to look up, checked by SharedEmbeddingCache.get_batch: the same
     protocol as the core's GetBatch. ``read(start, stop)`` looks keys [start,
