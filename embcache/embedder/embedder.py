@@ -97,7 +97,10 @@ class CachedEmbedder:
 
     Single flight: no text is sent to the model twice at once by callers sharing
     one cache (the SyncEmbeddingCache behind it): concurrent ``embed`` calls on any
-    event loop, ``embed_sync`` calls in any thread, and other embedders. The one
+    event loop, ``embed_sync`` calls in any thread, and other embedders; over a
+    SharedEmbeddingCache (without a tier), embedders in every process of the
+    host too (the segment's own single flight; a waiter whose owner died or
+    held a text past ``timeout`` takes it over). The one
     exception is a timeout: a model call abandoned at its caller's deadline may
     still be running when another caller, with time left, sends the same text
     (with the default one model thread, that call waits for the abandoned one

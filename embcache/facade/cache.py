@@ -29,6 +29,7 @@ from embcache.core.checks import UNSET
 from embcache.core.info import CacheInfo
 from embcache.core.protocol import CoreCache, Saving
 from embcache.errors import ArgumentTypeError
+from embcache.facade.across import get_or_compute_across
 from embcache.facade.snapshots import (
     PathLike,
     check_folder,
@@ -105,7 +106,7 @@ class EmbeddingCache:
     core (``.sync.name``); as for SyncEmbeddingCache.
     """
 
-    __slots__ = ("_sync", "_get", "_put", "_flights", "_tier", "_source")
+    __slots__ = ("_sync", "_get", "_put", "_flights", "_tier", "_source", "_across")
 
     def __init__(
         self,
@@ -148,6 +149,8 @@ class EmbeddingCache:
         self._flights = flights_of(sync)
         # what a single-flight owner reads through and writes back to
         self._source = None if tier is None else TierSource(sync, tier)
+        # a host-shared cache without a tier: single flight across processes
+        self._across = sync if isinstance(sync, SharedEmbeddingCache) and tier is None else None
 
     @property
     def sync(self) -> CoreCache:
@@ -298,10 +301,8 @@ class EmbeddingCache:
         Single flight, shared with every caller on the same SyncEmbeddingCache
         (threads, other event loops, CachedEmbedders): a key someone is already
         computing is awaited, not computed again. Over a SharedEmbeddingCache
-        (``wrap``) the callers of this process share one flight per key; a
-        flight's owner computes what the segment lacks, and other processes
-        see it stored (see ``wrap`` for what coalesces across processes). If
-        compute raises, nothing is stored, every waiter for those keys gets the
+        without a tier (``wrap``), single flight spans every process of the
+        host (see ``wrap``). If compute raises, nothing is stored, every waiter for those keys gets the
         exception, and a later call tries again. Cancelling a waiter cancels nothing else.
 
         ``timeout`` (seconds > 0, or None: no limit) bounds the call: waiting for
@@ -316,6 +317,8 @@ class EmbeddingCache:
         are written to the tier in one pipeline. Single flight covers both
         tiers: callers waiting for those keys wait for the tier's answer too.
         """
+        if self._across is not None:
+            return await get_or_compute_across(self._across, keys, compute, timeout)
         return await self._flights.get_or_compute_async(
             keys, compute, timeout=timeout, source=self._source
         )
@@ -390,14 +393,16 @@ class EmbeddingCache:
         CachedEmbedder.embed). A tier that writes its cache's storage
         (RedisTier) is attached to the storage of `sync`.
 
-        Over a SharedEmbeddingCache, the entries are every process's, and
-        ``get_or_compute`` single flight is this process's: concurrent callers
-        in this process compute a missing key once; callers in other processes
-        that miss it at the same moment compute it too (each stores the same
-        key; the last write stands), while every later caller anywhere finds it
-        stored. ``SharedEmbeddingCache.get_or_compute`` (synchronous; also
-        ``CachedEmbedder.embed_sync``) is the one that coalesces across
-        processes. ArgumentTypeError for anything but those two caches."""
+        Over a SharedEmbeddingCache the entries are every process's. Without a
+        tier, ``get_or_compute`` is the segment's own single flight
+        (``SharedEmbeddingCache.get_or_compute``, run in a worker thread so
+        the event loop never blocks; an async compute runs on this loop): a
+        key missing everywhere is computed once by all the tasks, threads and
+        processes of the host asking for it at once, the others wait for it.
+        With a tier it is this process's single flight (embcache.flight): the
+        tier is asked first, and a process missing a key at the same moment as
+        another computes it too. ArgumentTypeError for anything but those two
+        caches."""
         if not isinstance(sync, (SyncEmbeddingCache, SharedEmbeddingCache)):
             raise ArgumentTypeError(
                 "wrap needs a SyncEmbeddingCache or a SharedEmbeddingCache, got "

@@ -176,3 +176,66 @@ def test_embed_sync_in_several_processes_sends_each_text_to_a_model_once(
     for _, raw in got:
         matrix = np.frombuffer(raw, dtype=np.float32).reshape(-1, DIM)
         assert {r.tobytes() for r in matrix} == {r.tobytes() for r in stable_model(texts)}
+
+
+def embed_async_at_once(name: str, texts: list[str], barrier: Any, results: Any) -> None:
+    """As embed_at_once, through the async ``embed`` with an async model."""
+    sent: list[str] = []
+
+    async def slow(batch: list[str]) -> np.ndarray:
+        sent.extend(batch)
+        await asyncio.sleep(0.3)
+        return stable_model(batch)
+
+    async def main(embedder: CachedEmbedder) -> np.ndarray:
+        # two tasks of this process asking at once too
+        both = await asyncio.gather(embedder.embed(texts), embedder.embed(texts[::-1]))
+        np.testing.assert_array_equal(both[0], both[1][::-1])
+        return both[0]
+
+    with SharedEmbeddingCache(name, *LIMITS, dim=DIM) as shared:
+        embedder = CachedEmbedder(slow, "model-v1", cache=shared, batch_size=4)
+        barrier.wait()
+        matrix = asyncio.run(main(embedder))
+    results.put((sent, matrix.tobytes()))
+
+
+def test_embed_in_several_processes_sends_each_text_to_a_model_once(
+    segment_name: str,  # noqa: F811
+) -> None:
+    texts = [f"text {i}" for i in range(12)]
+    SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM).close()
+    ctx = mp.get_context("spawn")
+    barrier, results = ctx.Barrier(3), ctx.Queue()
+    workers = [
+        ctx.Process(target=embed_async_at_once, args=(segment_name, order, barrier, results))
+        for order in (texts, texts[::-1], texts[3:] + texts[:3])
+    ]
+    for w in workers:
+        w.start()
+    got = [results.get(timeout=60) for _ in workers]
+    for w in workers:
+        w.join(30)
+        assert w.exitcode == 0
+    assert sorted(t for s, _ in got for t in s) == sorted(texts)  # once in total
+    for _, raw in got:
+        matrix = np.frombuffer(raw, dtype=np.float32).reshape(-1, DIM)
+        assert {r.tobytes() for r in matrix} == {r.tobytes() for r in stable_model(texts)}
+
+
+def test_embed_under_a_timeout_over_a_shared_cache(segment_name: str) -> None:  # noqa: F811
+    from embcache import FlightTimeoutError
+
+    async def slow(batch: list[str]) -> np.ndarray:
+        await asyncio.sleep(5)
+        return stable_model(batch)
+
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as shared:
+        quick = CachedEmbedder(stable_model, "v", cache=shared, timeout=5.0)
+        np.testing.assert_array_equal(run(quick.embed(["a"])), stable_model(["a"]))
+        np.testing.assert_array_equal(quick.embed_sync(["b"]), stable_model(["b"]))
+        late = CachedEmbedder(slow, "v2", cache=shared, timeout=0.2)
+        started = time.monotonic()
+        with pytest.raises(FlightTimeoutError):
+            run(late.embed(["c"]))
+        assert time.monotonic() - started < 4
