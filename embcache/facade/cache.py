@@ -302,8 +302,9 @@ class EmbeddingCache:
         (threads, other event loops, CachedEmbedders): a key someone is already
         computing is awaited, not computed again. Over a SharedEmbeddingCache
         without a tier (``wrap``), single flight spans every process of the
-        host (see ``wrap``). If compute raises, nothing is stored, every waiter for those keys gets the
-        exception, and a later call tries again. Cancelling a waiter cancels nothing else.
+        host (see ``wrap``). If compute raises, nothing is stored, every waiter
+        for those keys gets the exception, and a later call tries again.
+        Cancelling a waiter cancels nothing else.
 
         ``timeout`` (seconds > 0, or None: no limit) bounds the call: waiting for
         keys another caller computes raises FlightTimeoutError (a TimeoutError)
