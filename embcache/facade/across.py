@@ -12,6 +12,15 @@ only runs it for a task without blocking the event loop.
         keys another process or thread computes are waited for in the thread
         (a futex), never on the loop.
 
+A compute asking for keys its own call computes (re-entry) raises
+CallContextError at once, as the in-process registry's does, instead of
+waiting for itself: the keys being computed are a context variable of the
+compute (set in the task running an async compute, or the worker thread).
+What differs from the in-process registry: a compute's error reaches its own
+caller only (a waiter, here or in another process, finds the key still
+missing and computes it itself), and cancelling a caller or its timeout stops
+nothing of its worker thread's call.
+
 ``timeout`` bounds the call as for the in-process registry: the caller raises
 FlightTimeoutError when it is up (the worker thread finishes its call, storing
 what it computed; an awaited compute is not cancelled); the segment also lets
@@ -23,10 +32,12 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Sequence
+from contextvars import ContextVar
 from typing import Any
 
 from embcache._core import CacheKey, as_key_tuple
 from embcache.core.checks import check_seconds
+from embcache.errors import CallContextError
 from embcache.flight.call import Compute, Matrix, check_compute
 from embcache.flight.timeouts import ComputeTimeout, FlightTimeoutError, compute_timeout_error
 from embcache.shared import SharedEmbeddingCache
@@ -34,7 +45,14 @@ from embcache.shared import SharedEmbeddingCache
 __all__ = ["get_or_compute_across"]
 
 
-async def _awaited(awaitable: Awaitable[Any]) -> Any:
+_computing: ContextVar[frozenset[CacheKey]] = ContextVar(
+    "embcache_across_computing", default=frozenset()
+)
+"""The keys the compute running in this context computes (re-entry detection)."""
+
+
+async def _awaited(awaitable: Awaitable[Any], keys: frozenset[CacheKey]) -> Any:
+    _computing.set(_computing.get() | keys)  # this task's own context
     return await awaitable
 
 
@@ -50,6 +68,12 @@ async def get_or_compute_across(
         timeout = check_seconds(timeout, "timeout")
     check_compute(compute, "compute")
     seq = as_key_tuple(keys, "get_or_compute")
+    busy = _computing.get()
+    if busy and not busy.isdisjoint(seq):
+        raise CallContextError(
+            "get_or_compute would wait on keys its own compute is computing (compute asked "
+            "for them again)"
+        )
     if all(key in cache for key in seq):  # every key live: no thread needed
         matrix, found = cache.get_many(seq)
         if found.all():
@@ -57,9 +81,11 @@ async def get_or_compute_across(
     loop = asyncio.get_running_loop()
 
     def in_thread(missing: list[CacheKey]) -> Any:
+        ours = frozenset(missing)
+        _computing.set(_computing.get() | ours)  # the worker thread's own context
         result = compute(missing)
         if type(result) is not list and inspect.isawaitable(result):
-            result = asyncio.run_coroutine_threadsafe(_awaited(result), loop).result()
+            result = asyncio.run_coroutine_threadsafe(_awaited(result, ours), loop).result()
         return result
 
     call = asyncio.ensure_future(

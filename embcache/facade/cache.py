@@ -399,10 +399,13 @@ class EmbeddingCache:
         (``SharedEmbeddingCache.get_or_compute``, run in a worker thread so
         the event loop never blocks; an async compute runs on this loop): a
         key missing everywhere is computed once by all the tasks, threads and
-        processes of the host asking for it at once, the others wait for it.
-        With a tier it is this process's single flight (embcache.flight): the
-        tier is asked first, and a process missing a key at the same moment as
-        another computes it too. ArgumentTypeError for anything but those two
+        processes of the host asking for it at once, the others wait for it
+        (embcache.facade.across says what differs from the in-process
+        registry: an error reaches its own caller only, a timeout or a
+        cancel stops nothing of the call's worker thread). With a tier it is
+        this process's single flight (embcache.flight): the tier is asked
+        first, and a process missing a key at the same moment as another
+        computes it too. ArgumentTypeError for anything but those two
         caches."""
         if not isinstance(sync, (SyncEmbeddingCache, SharedEmbeddingCache)):
             raise ArgumentTypeError(

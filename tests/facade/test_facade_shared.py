@@ -145,3 +145,28 @@ def test_both_caches_satisfy_the_core_protocol(segment_name: str) -> None:  # no
             missing = [m for m in members if not hasattr(cache, m)]
             assert missing == [], type(cache).__name__
         assert shared.policy == "clock"
+
+
+def test_a_compute_asking_for_its_own_keys_is_refused_not_deadlocked(
+    segment_name: str,  # noqa: F811
+) -> None:
+    from embcache import CallContextError
+
+    with SharedEmbeddingCache(segment_name, 1000, None, 8, dim=DIM) as shared:
+        facade = EmbeddingCache.wrap(shared)
+
+        async def reentrant(missing: list[CacheKey]) -> np.ndarray:
+            await facade.get_or_compute(missing, reentrant)  # its own keys again
+            return rows(len(missing))
+
+        async def other(missing: list[CacheKey]) -> np.ndarray:
+            # other keys from inside a compute: allowed
+            inner = await facade.get_or_compute([CacheKey("inner", "m")], lambda m: rows(1, 5))
+            return np.repeat(inner, len(missing), axis=0)
+
+        with pytest.raises(CallContextError):
+            run(facade.get_or_compute(keys(2), reentrant))
+        assert len(shared) == 0
+        got = run(facade.get_or_compute(keys(3), other))
+        np.testing.assert_array_equal(got, np.repeat(rows(1, 5), 3, axis=0))
+        assert len(shared) == 4
