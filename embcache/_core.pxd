@@ -302,3 +302,77 @@ cdef class GetBatch:
 
     @staticmethod
     cdef GetBatch create(SyncEmbeddingCache cache, object keys, object out)
+
+
+# --- snapshots (the format: core/snapshot/format.pxi; embcache.shared shares it) --
+
+cdef enum:
+    SNAP_HEADER_BYTES = 160         # versions 2 and 3
+    SNAP_HEADER_SUMMED = 152        # the header checksum covers bytes [0, 152)
+    SNAP_TRAILER_BYTES = 16         # file id, checksum: the end of the entries and groups
+    SNAP_SEED_HEADER = 1
+    SNAP_SEED_GROUPS = 2
+    SNAP_SEED_ENTRIES = 3
+    SNAP_SEED_BLOCK = 256           # + the group's index
+
+
+cdef struct SnapRecord:
+    # one entry on disk, 48 bytes
+    uint64_t digest[4]
+    double expires          # wall-clock seconds since the epoch; +inf: never
+    uint32_t group
+    uint32_t flags          # 0
+
+
+cdef struct SnapGroup:
+    # one dimension on disk, 32 bytes
+    uint64_t dim
+    uint64_t count
+    uint64_t checksum       # of the group's block of vectors
+    uint64_t reserved       # 0
+
+
+cdef struct SnapLayout:
+    # what a load learns from a snapshot's header and groups section, all checked
+    uint32_t version
+    uint64_t header_bytes   # where the vector blocks start
+    uint64_t trailer_bytes  # of the entries and groups sections
+    bint bound              # version >= 2: the file id and the chained checksums
+    int storage             # the rows' storage (EMBCACHE_STORE_*)
+    uint64_t n_entries
+    uint32_t n_groups
+    uint64_t fixed_dim      # 0: any
+    uint64_t max_entries
+    double max_memory_mb
+    double ttl_seconds      # 0: none
+    double saved_at         # wall clock
+    uint64_t entries_offset
+    uint64_t groups_offset
+    uint64_t blocks_bytes
+    uint64_t file_id
+    uint64_t entries_sum    # the entries section's checksum the header records
+
+
+cdef inline uint64_t section_seed(uint64_t file_id, uint64_t seed) noexcept nogil:
+    """A section's checksum seed: its own seed mixed with the file id (0 in
+    version 1, where the seeds are the sections' own)."""
+    return file_id ^ seed
+
+
+cdef inline uint64_t section_checksum(const unsigned char *p, size_t n, uint64_t file_id,
+                                      uint64_t seed, bint with_id) noexcept nogil:
+    """The checksum of a small section's records (`n` bytes at `p`) and, in
+    version 2 (`with_id`), of the file id that follows them."""
+    cdef embcache_mix_state mix
+    embcache_mix_init(&mix, section_seed(file_id, seed))
+    embcache_mix_update(&mix, p, n)
+    if with_id:
+        embcache_mix_update(&mix, &file_id, 8)
+    return embcache_mix_final(&mix)
+
+
+# core/snapshot/load.pxi: a snapshot's header, groups and entries read and checked
+# (SnapshotError naming `source` for a malformed file)
+cdef bytes snapshot_meta(object source, int fd, uint64_t size, SnapLayout *L)
+cdef int snapshot_entries(object source, int fd, const SnapLayout *L, const SnapGroup *groups,
+                          SnapRecord *recs, uint64_t *counts) except -1

@@ -1,13 +1,16 @@
 # Typed surface of embcache.shared._segment (behaviour in _segment.pyx).
+import os
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Any, final
+from typing import Any, TypeAlias, final
 
 import numpy as np
 import numpy.typing as npt
 
 from embcache._core import CacheKey
 from embcache.core.info import CacheInfo
+
+_Path: TypeAlias = str | bytes | os.PathLike[str] | os.PathLike[bytes]
 
 STORAGES: dict[str, int]
 ENTRY_OVERHEAD_BYTES: int
@@ -82,6 +85,23 @@ class SharedEmbeddingCache:
     ) -> npt.NDArray[np.float32]:
         """The (len(keys), dim) matrix for `keys`; `compute(missing_keys)` fills the
         misses, once per key across every attached process (single flight)."""
+    def save(self, path: _Path) -> int:
+        """Write every live entry to the snapshot file `path` (SyncEmbeddingCache's
+        format); returns how many."""
+    @classmethod
+    def load(
+        cls,
+        path: _Path,
+        name: str,
+        max_entries: int = ...,
+        ttl_seconds: float | None = ...,
+        max_memory_mb: float = ...,
+        *,
+        storage: str = ...,
+        mode: int = 0o600,
+    ) -> SharedEmbeddingCache:
+        """The segment `name` holding the snapshot file `path` (saved by either
+        cache); a limit or storage not given is the recorded one."""
     def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""
     def clear(self) -> None:

@@ -37,6 +37,7 @@ import threading
 import numpy as np
 
 from embcache._core import as_key_tuple
+from embcache.core.checks import UNSET   # a load keyword not given: the snapshot's value
 from embcache.core.info import CacheInfo
 from embcache.errors import (
     ArgumentTypeError,
@@ -81,10 +82,18 @@ cdef extern from "shared/stripe.h":
         uint64_t k0, k1
     ctypedef struct embc_put:
         uint32_t slot
+    ctypedef struct embc_entry:
+        uint64_t digest[4]
+        double expires_at
+        uint32_t state
+        uint32_t ref
+    int EMBC_LIVE
     ctypedef struct embc_stripe:
-        uint32_t size
+        uint32_t size, hand
         uint64_t repairs, hits, misses, puts, overwrites, evictions, expirations, removals
     embc_stripe *embc_stripe_at(const embc_seg *g, uint32_t s) noexcept nogil
+    embc_entry *embc_entries(const embc_seg *g, uint32_t s) noexcept nogil
+    uint32_t embc_slots(const embc_seg *g, uint32_t s) noexcept nogil
     char *embc_row(const embc_seg *g, uint32_t s, uint32_t slot) noexcept nogil
     uint64_t embc_hash(const embc_seg *g, const uint64_t *digest) noexcept nogil
     uint32_t embc_stripe_of(const embc_seg *g, uint64_t h) noexcept nogil
@@ -176,6 +185,7 @@ cdef class SharedEmbeddingCache:
     cdef object max_memory_mb_arg
     cdef object ttl_seconds_arg
     cdef int waiters           # threads of this process waiting on the segment or computing
+    cdef bint created          # this object made the segment (rather than attaching to it)
 
     def __cinit__(self):
         self.fd = -1
@@ -315,6 +325,7 @@ cdef class SharedEmbeddingCache:
                 return False
             self.fd = fd
             self.path = path
+            self.created = True
             fd = -1
             return True
         except BaseException:
@@ -593,6 +604,34 @@ cdef class SharedEmbeddingCache:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
         return flight_get_or_compute(self, seq, compute, late)
 
+    def save(self, path):
+        """Write every live entry to the snapshot file `path` (the format of
+        SyncEmbeddingCache.save, which SyncEmbeddingCache.load reads); returns how
+        many. Each entry keeps its stored row byte for byte, its remaining TTL (as
+        a wall-clock expiry) and its place in CLOCK's order (least recent first as
+        far as reference bits tell). Written to a temporary file in the same
+        folder, fsynced and renamed over `path`; a stripe is locked only to list
+        its entries and to copy one row; the disk is written with no lock held."""
+        return segment_save(self, path)
+
+    @classmethod
+    def load(cls, path, name, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET, *,
+             storage=UNSET, mode=0o600):
+        """The SharedEmbeddingCache `name` holding the entries of the snapshot file
+        `path` (saved by either cache). A limit or storage not given is the one the
+        snapshot recorded; the dim is the snapshot's. The whole file is read and
+        checked (checksums, values finite and storable in `storage`, no key twice)
+        before the segment is opened: a bad file raises SnapshotError (a value the
+        storage cannot hold, InvalidVectorError) and changes nothing. When `name`
+        does not exist it is created (with `mode`); when it exists, its limits,
+        dim and storage must be these (else ArgumentValueError naming the field)
+        and the entries are added to it as puts. Entries expired on disk are
+        dropped, the rest keep their remaining TTL (cut to the segment's) and
+        their order; walking from the most recent, an entry whose stripe is full
+        is left out. Statistics of a segment the load created start at zero."""
+        return segment_load(cls, path, name, max_entries, ttl_seconds, max_memory_mb, storage,
+                            mode)
+
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
         if type(key) is not CacheKey:
@@ -775,4 +814,5 @@ cdef class SharedEmbeddingCache:
 
 
 include "flight.pxi"
+include "snapshot.pxi"
 include "batch.pxi"

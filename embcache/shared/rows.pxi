@@ -18,7 +18,8 @@ cdef extern from *:
         return embcache_row_bytes(storage, dim);
     }
     """
-    int EMBCACHE_STORE_F32
+    int EMBCACHE_STORE_F32, EMBCACHE_STORE_I8
+    ptrdiff_t embcache_first_unstorable(int storage, const float *src, size_t dim) noexcept nogil
     size_t embc_row_bytes_of(int storage, size_t dim) noexcept nogil
     void embcache_encode_row(int storage, const float *src, size_t dim, void *dst) noexcept nogil
     void embcache_decode_row(int storage, const void *src, size_t dim, float *dst) noexcept nogil

@@ -43,17 +43,13 @@
 # the same layout is not detected.
 
 
-DEF SNAP_HEADER_BYTES = 160       # version 2
-DEF SNAP_HEADER_SUMMED = 152      # the header checksum covers bytes [0, 152)
-DEF SNAP_TRAILER_BYTES = 16       # file id, checksum: the end of the entries and groups
+# The version-3 sizes, the seeds, the records (SnapRecord, SnapGroup, SnapLayout)
+# and the section checksum are in _core.pxd: embcache.shared writes and reads the
+# same files with them.
 DEF SNAP_V1_HEADER_BYTES = 128
 DEF SNAP_V1_HEADER_SUMMED = 120
 DEF SNAP_V1_TRAILER_BYTES = 8     # checksum
 DEF SNAP_IO_BYTES = 4194304       # read / write buffer; rows copied per lock hold
-DEF SNAP_SEED_HEADER = 1
-DEF SNAP_SEED_GROUPS = 2
-DEF SNAP_SEED_ENTRIES = 3
-DEF SNAP_SEED_BLOCK = 256         # + the group's index
 DEF SNAP_MAX_DIM = 1099511627776  # 2**40, the constructor's bound on dim
 
 SNAPSHOT_MAGIC = b"EMBCSNAP"
@@ -72,22 +68,6 @@ SNAPSHOT_HEADER_V1 = struct.Struct("<8s6I3Q3d5Q")
 from embcache.core.checks import UNSET  # a load keyword not given: the snapshot's value
 
 
-cdef struct SnapRecord:
-    # one entry on disk, 48 bytes
-    uint64_t digest[4]
-    double expires          # wall-clock seconds since the epoch; +inf: never
-    uint32_t group
-    uint32_t flags          # 0
-
-
-cdef struct SnapGroup:
-    # one dimension on disk, 32 bytes
-    uint64_t dim
-    uint64_t count
-    uint64_t checksum       # of the group's block of vectors
-    uint64_t reserved       # 0
-
-
 class _SnapshotFormatError(Exception):
     """Internal: a malformed snapshot, re-raised as SnapshotError naming the file."""
 
@@ -99,24 +79,6 @@ class _SnapshotStorageError(Exception):
 
 cdef inline uint64_t bytes_checksum(const unsigned char *p, size_t n, uint64_t seed) noexcept nogil:
     return embcache_mix64(p, n, seed)
-
-
-cdef inline uint64_t section_seed(uint64_t file_id, uint64_t seed) noexcept nogil:
-    """A section's checksum seed: its own seed mixed with the file id (0 in
-    version 1, where the seeds are the sections' own)."""
-    return file_id ^ seed
-
-
-cdef inline uint64_t section_checksum(const unsigned char *p, size_t n, uint64_t file_id,
-                                      uint64_t seed, bint with_id) noexcept nogil:
-    """The checksum of a small section's records (`n` bytes at `p`) and, in
-    version 2 (`with_id`), of the file id that follows them."""
-    cdef embcache_mix_state mix
-    embcache_mix_init(&mix, section_seed(file_id, seed))
-    embcache_mix_update(&mix, p, n)
-    if with_id:
-        embcache_mix_update(&mix, &file_id, 8)
-    return embcache_mix_final(&mix)
 
 
 def snapshot_checksum(data, uint64_t seed=0) -> int:

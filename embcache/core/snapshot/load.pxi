@@ -223,9 +223,17 @@ cdef SyncEmbeddingCache snapshot_load(object path, object max_entries, object tt
         os.close(fd)
 
 
-cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, object ttl_arg,
-                                object mb_arg, object dim_arg, object clock, object policy,
-                                object storage_arg):
+cdef bytes snapshot_meta(object source, int fd, uint64_t size, SnapLayout *L):
+    """The header and groups section of the snapshot open at `fd` (`size` bytes),
+    every count, offset and checksum checked against the file: fills `L`, returns
+    the groups section (its records first). SnapshotError naming `source`."""
+    try:
+        return read_meta(fd, size, L)
+    except _SnapshotFormatError as exc:
+        raise SnapshotError(f"cannot load snapshot {source!r}: {exc}") from None
+
+
+cdef bytes read_meta(int fd, uint64_t size, SnapLayout *L):
     bad = _SnapshotFormatError
     if size == 0:
         raise bad("the file is empty")
@@ -341,6 +349,90 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         raise bad(f"the vector blocks ({blocks_bytes} bytes) do not end where the entries section "
                   f"starts ({entries_offset})")
 
+    L.version = version
+    L.header_bytes = hb
+    L.trailer_bytes = trailer
+    L.bound = bound
+    L.storage = snap_storage
+    L.n_entries = n_entries
+    L.n_groups = n_groups
+    L.fixed_dim = fixed_dim
+    L.max_entries = max_entries_rec
+    L.max_memory_mb = mb_rec
+    L.ttl_seconds = ttl_rec
+    L.saved_at = saved_at
+    L.entries_offset = entries_offset
+    L.groups_offset = groups_offset
+    L.blocks_bytes = blocks_bytes
+    L.file_id = file_id
+    L.entries_sum = entries_sum_rec
+    return groups_data
+
+
+cdef int snapshot_entries(object source, int fd, const SnapLayout *L, const SnapGroup *groups,
+                          SnapRecord *recs, uint64_t *counts) except -1:
+    """Read the entries section (L from snapshot_meta) into `recs` (room for
+    n_entries records and the trailer) and check it: its checksum, its file id,
+    each record against the groups (`counts`: n_groups zeroed counters).
+    SnapshotError naming `source`."""
+    try:
+        return read_entries(fd, L, groups, recs, counts)
+    except _SnapshotFormatError as exc:
+        raise SnapshotError(f"cannot load snapshot {source!r}: {exc}") from None
+
+
+cdef int read_entries(int fd, const SnapLayout *L, const SnapGroup *groups, SnapRecord *recs,
+                      uint64_t *counts) except -1:
+    bad = _SnapshotFormatError
+    cdef uint64_t entries_bytes = L.n_entries * sizeof(SnapRecord)
+    cdef uint64_t trailer = L.trailer_bytes
+    cdef uint64_t esum = 0, eid = 0
+    cdef Py_ssize_t got_entries, bad_record
+    cdef bint ok = False
+    with nogil:
+        got_entries = read_at(fd, <char *>recs, <size_t>(entries_bytes + trailer),
+                              L.entries_offset)
+        if got_entries == <Py_ssize_t>(entries_bytes + trailer):
+            memcpy(&esum, (<char *>recs) + entries_bytes + trailer - 8, 8)
+            if L.bound:
+                memcpy(&eid, (<char *>recs) + entries_bytes, 8)
+            ok = section_checksum(<const unsigned char *>recs, <size_t>entries_bytes, eid,
+                                  SNAP_SEED_ENTRIES, L.bound) == esum
+    if got_entries < 0:
+        raise OSError(-got_entries, os.strerror(-got_entries))
+    if got_entries != <Py_ssize_t>(entries_bytes + trailer):
+        raise bad("the file ended inside the entries section (it shrank while being read)")
+    if not ok:
+        raise bad("the entries section fails its checksum (corrupt)")
+    if eid != L.file_id or (L.bound and esum != L.entries_sum):
+        raise bad(MIXED.format("entries section"))
+    bad_record = check_records(recs, L.n_entries, groups, L.n_groups, counts)
+    if bad_record == <Py_ssize_t>L.n_entries:
+        raise bad("the entries' groups do not match the groups' counts")
+    if bad_record >= 0:
+        raise bad(f"entry {bad_record} is malformed (group {recs[bad_record].group} of "
+                  f"{L.n_groups}, flags {recs[bad_record].flags}, expiry "
+                  f"{recs[bad_record].expires!r})")
+
+    return 0
+
+
+cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, object ttl_arg,
+                                object mb_arg, object dim_arg, object clock, object policy,
+                                object storage_arg):
+    cdef SnapLayout layout
+    groups_data = read_meta(fd, size, &layout)
+    bad = _SnapshotFormatError
+    cdef const SnapGroup *groups = <const SnapGroup *>(<char *>groups_data)
+    cdef uint64_t hb = layout.header_bytes, trailer = layout.trailer_bytes
+    cdef bint bound = layout.bound
+    cdef int snap_storage = layout.storage
+    cdef uint64_t n_entries = layout.n_entries
+    cdef uint32_t n_groups = layout.n_groups
+    cdef uint64_t blocks_bytes = layout.blocks_bytes, file_id = layout.file_id
+    max_entries_rec, mb_rec, ttl_rec = layout.max_entries, layout.max_memory_mb, layout.ttl_seconds
+    fixed_dim_ = layout.fixed_dim
+
     # limits: given, else recorded; the cache is built only from here on
     me = load_limit(max_entries_arg, max_entries_rec)
     ttl = load_limit(ttl_arg, None if ttl_rec == 0 else ttl_rec)
@@ -361,11 +453,10 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef Py_ssize_t where[2]
     cdef double value = 0.0
     cdef size_t max_dim = 0
-    cdef Py_ssize_t n = <Py_ssize_t>n_entries, i, j, bad_record, rows, n_kept = 0
+    cdef Py_ssize_t n = <Py_ssize_t>n_entries, i, j, rows, n_kept = 0
     cdef uint32_t g
-    cdef uint64_t esum, eid = 0, offset, pos, block, want, row_bytes
+    cdef uint64_t offset, pos, block, want, row_bytes
     cdef uint64_t entries_bytes = n_entries * sizeof(SnapRecord)
-    cdef Py_ssize_t got_entries
     cdef ptrdiff_t got
     cdef char *chunk
     cdef embcache_reader reader
@@ -376,7 +467,6 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
     cdef Table *t
     cdef int failed
     cdef int all_finite = 0
-    cdef bint ok = False
     try:
         recs = <SnapRecord *>malloc(<size_t>(entries_bytes + trailer))
         counts = <uint64_t *>calloc(<size_t>n_groups + 1, sizeof(uint64_t))
@@ -389,30 +479,7 @@ cdef SyncEmbeddingCache load_fd(int fd, uint64_t size, object max_entries_arg, o
         if (recs == NULL or counts == NULL or kept == NULL or slab_index == NULL or keep == NULL
                 or expires == NULL or order == NULL or ranks == NULL):
             raise MemoryError(f"not enough memory to read {n_entries} snapshot entries")
-        with nogil:
-            got_entries = read_at(fd, <char *>recs, <size_t>(entries_bytes + trailer),
-                                  entries_offset)
-            if got_entries == <Py_ssize_t>(entries_bytes + trailer):
-                memcpy(&esum, (<char *>recs) + entries_bytes + trailer - 8, 8)
-                if bound:
-                    memcpy(&eid, (<char *>recs) + entries_bytes, 8)
-                ok = section_checksum(<const unsigned char *>recs, <size_t>entries_bytes, eid,
-                                      SNAP_SEED_ENTRIES, bound) == esum
-        if got_entries < 0:
-            raise OSError(-got_entries, os.strerror(-got_entries))
-        if got_entries != <Py_ssize_t>(entries_bytes + trailer):
-            raise bad("the file ended inside the entries section (it shrank while being read)")
-        if not ok:
-            raise bad("the entries section fails its checksum (corrupt)")
-        if eid != file_id or (bound and esum != <uint64_t>entries_sum_rec):
-            raise bad(MIXED.format("entries section"))
-        bad_record = check_records(recs, n_entries, groups, n_groups, counts)
-        if bad_record == n:
-            raise bad("the entries' groups do not match the groups' counts")
-        if bad_record >= 0:
-            raise bad(f"entry {bad_record} is malformed (group {recs[bad_record].group} of "
-                      f"{n_groups}, flags {recs[bad_record].flags}, expiry "
-                      f"{recs[bad_record].expires!r})")
+        read_entries(fd, &layout, groups, recs, counts)
 
         # everything but the vectors' checksums has passed: build the cache
         cache = SyncEmbeddingCache(me, ttl, mb, dim=dim_, clock=clock, policy=policy,
