@@ -5,13 +5,14 @@ and memory bounds (LRU eviction order) and get_cache_info's exact counts."""
 from __future__ import annotations
 
 import array
+import time
 
 import contract_kinds
 import numpy as np
 import pytest
 import redis_servers
 from conftest import FakeClock
-from contract_kinds import Kind, Make, assert_answer, counts, key, vec
+from contract_kinds import KINDS, Kind, Make, assert_answer, counts, key, vec
 
 kind = contract_kinds.kind
 make = contract_kinds.make
@@ -188,6 +189,19 @@ def test_ttl_expiry_on_an_injected_clock(kind: Kind, make: Make) -> None:
         "overwrites": 1, "evictions": 0, "expirations": 2, "removals": 0,
         **kind.tier_counts(asked=1, found=1),
     }  # fmt: skip
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if not k.clock], ids=repr)
+def test_ttl_expiry_on_the_host_clock(kind: Kind, make: Make) -> None:
+    """A kind without an injected clock expires on the host's monotonic clock."""
+    c = make(ttl_seconds=0.5)
+    c.put(key(1), vec(1))
+    np.testing.assert_array_equal(c.get(key(1)), c.stored(vec(1)))
+    time.sleep(0.6)
+    assert key(1) not in c and len(c) == 0
+    assert_answer(c.get(key(1)), kind.forgotten(c.stored(vec(1))))
+    info = c.info()
+    assert (info.hits, info.misses, info.expirations, info.size) == (1, 1, 1, 0)
 
 
 def test_entry_bound_evicts_the_least_recently_used(kind: Kind, make: Make) -> None:

@@ -9,6 +9,7 @@ import concurrent.futures
 import multiprocessing as mp
 import sys
 import threading
+from typing import Any
 
 import numpy as np
 import pytest
@@ -170,3 +171,18 @@ def test_a_compute_asking_for_its_own_keys_is_refused_not_deadlocked(
         got = run(facade.get_or_compute(keys(3), other))
         np.testing.assert_array_equal(got, np.repeat(rows(1, 5), 3, axis=0))
         assert len(shared) == 4
+
+
+def test_save_through_the_facade_writes_the_segment_s_snapshot(
+    segment_name: str,  # noqa: F811
+    tmp_path: Any,
+) -> None:
+    from embcache import SyncEmbeddingCache
+
+    with SharedEmbeddingCache(segment_name, 1000, None, 8, dim=DIM) as shared:
+        facade = EmbeddingCache.wrap(shared)
+        data = rows(7, seed=4)
+        run(facade.put_many(keys(7), data))
+        assert run(facade.save(tmp_path / "s.embc")) == 7
+    loaded = SyncEmbeddingCache.load(tmp_path / "s.embc")
+    np.testing.assert_array_equal(loaded.get_many(keys(7))[0], data)
