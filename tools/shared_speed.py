@@ -4,7 +4,9 @@
                                  [--seconds 1.5] [--only get|get_many|throughput]
     python tools/shared_speed.py --callgrind [--dim 768] [--storage float32]
 
-Prints, per figure, the median over rounds of each contender and their ratio:
+Prints, per figure, the median over rounds of each contender and their ratio
+(with the median of the rounds' own ratios, and best round against best round,
+which a loaded machine disturbs least):
 - get hit: ns per get of a present key (same keys, same dim and storage);
 - get_many: ns per row of a 256-key get_many(out=) of present keys;
 - throughput: operations per second of 1 process and of 2 processes on one
@@ -210,7 +212,12 @@ def main() -> None:
             if not by:
                 continue
             sync, mine = statistics.median(by["sync"]), statistics.median(by["shared"])
-            print(f"{figure:18} sync {sync:9.0f}  shared {mine:9.0f}  ratio {mine / sync:.2f}x")
+            pairs = statistics.median(b / a for a, b in zip(by["sync"], by["shared"]))
+            best = min(by["shared"]) / min(by["sync"])
+            print(
+                f"{figure:18} sync {sync:9.0f}  shared {mine:9.0f}  ratio {mine / sync:.2f}x  "
+                f"(median of round ratios {pairs:.2f}x, best against best {best:.2f}x)"
+            )
         shares = ((0.0, "all gets"), (0.1, "90% get / 10% put"))
         for put_share, label in shares if args.only in (None, "throughput") else ():
             one: list[float] = []
