@@ -102,6 +102,7 @@ cdef extern from "shared/stripe.h":
     void embc_unlock(const embc_seg *g, uint32_t s) noexcept nogil
     const char *embc_lookup(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
                             double now, int count) noexcept nogil
+    void embc_prefetch_cell(const embc_seg *g, uint32_t s, uint64_t h) noexcept nogil
     int embc_put_begin(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
                        double now, embc_put *p) noexcept nogil
     void embc_put_publish(const embc_seg *g, uint32_t s, uint64_t h, const uint64_t *digest,
@@ -526,8 +527,12 @@ cdef class SharedEmbeddingCache:
 
     cdef int read_grouped(self, tuple seq, char *base, char *hit) except -1:
         """Look every key of `seq` up, locking each stripe once for all of its keys
-        (a counting sort by stripe), copying hits to their rows of `base`."""
-        cdef Py_ssize_t i, j, n = len(seq)
+        (a counting sort by stripe), copying hits to their rows of `base`. Every
+        key's index cell is prefetched first; a stripe's hits and misses are
+        added once for its keys (one write to the stripe's counters per batch)."""
+        cdef Py_ssize_t i, j, k, n = len(seq)
+        cdef uint64_t hits
+        cdef embc_stripe *st
         cdef uint32_t s, stripes = self.seg.L.n_stripes
         cdef size_t out_bytes = self.seg.L.dim * 4
         cdef double now = self.clock_now()
@@ -541,7 +546,9 @@ cdef class SharedEmbeddingCache:
                 raise MemoryError()
             for i in range(n):
                 hs[i] = embc_hash(&self.seg, (<CacheKey>items[i]).ident.digest)
-                start[embc_stripe_of(&self.seg, hs[i]) + 1] += 1
+                s = embc_stripe_of(&self.seg, hs[i])
+                embc_prefetch_cell(&self.seg, s, hs[i])
+                start[s + 1] += 1
             for s in range(stripes):
                 start[s + 1] += start[s]
             for i in range(n):
@@ -553,13 +560,19 @@ cdef class SharedEmbeddingCache:
                 if <Py_ssize_t>start[s] == j:
                     continue
                 self.lock(s)
+                hits = 0
+                k = j
                 while j < <Py_ssize_t>start[s]:
                     i = order[j]
-                    row = embc_lookup(&self.seg, s, hs[i], (<CacheKey>items[i]).ident.digest, now, 1)
+                    row = embc_lookup(&self.seg, s, hs[i], (<CacheKey>items[i]).ident.digest, now, 2)
                     if row != NULL:
                         decode_row(&self.seg.L, <float *>(base + i * out_bytes), row)
                         hit[i] = 1
+                        hits += 1
                     j += 1
+                st = embc_stripe_at(&self.seg, s)
+                st.hits += hits
+                st.misses += <uint64_t>(j - k) - hits
                 embc_unlock(&self.seg, s)
         finally:
             free(hs)

@@ -9,7 +9,7 @@
  *                 stripe, entry, cell) and a byte-order mark, the file size, the
  *                 limits as given (max_entries, max_memory_mb, ttl), dim, storage,
  *                 row bytes, the derived layout (capacity, stripes, cells per
- *                 stripe, offsets), the segment's SipHash key, a ready flag, the
+ *                 stripe, offsets), the segment's secret hash key, a ready flag, the
  *                 kernel's boot id (a segment kept on disk across a reboot is
  *                 refused: its lock words and clock readings are stale), and a
  *                 checksum of all of it.
@@ -28,8 +28,8 @@
  *                 page aligned.
  *
  * A key's digest (BLAKE2b-256, the same in every process) is hashed with the
- * segment's own SipHash key: bits 32.. pick the stripe, the low 32 bits are the
- * cell tag and home. Stripes are independent caches with bounds that sum to the
+ * segment's own secret key (embc_hash in stripe.h): bits 32.. pick the stripe,
+ * the low 32 bits are the cell tag and home. Stripes are independent caches with bounds that sum to the
  * limits: capacity = min(max_entries, budget // (row bytes + entry overhead)),
  * split evenly over a power-of-two number of stripes (at most 256, at least 256
  * entries each, so small caches have one stripe and evict exactly as one).
@@ -92,7 +92,7 @@ typedef struct { char opaque[40]; } pthread_mutex_t;
 #endif
 #endif
 
-#define EMBC_SHM_VERSION 1u
+#define EMBC_SHM_VERSION 2u      /* 2: keys placed by embc_hash's multiply mix (1: SipHash) */
 #define EMBC_SHM_HEADER_BYTES 4096u
 #define EMBC_SHM_PAGE 4096u
 #define EMBC_SHM_BOM 0x01020304u
@@ -161,7 +161,7 @@ typedef struct {
     uint64_t capacity;          /* live entries the limits allow */
     uint32_t n_stripes, cells_per_stripe;
     uint64_t stripes_at, entries_at, cells_at, rows_at, pending_at;
-    uint64_t k0, k1;            /* the segment's SipHash key */
+    uint64_t k0, k1;            /* the segment's secret hash key (embc_hash) */
     unsigned char boot_id[16];  /* the kernel's boot id when made: locks and
                                    CLOCK_MONOTONIC readings mean nothing after a reboot */
     uint64_t checksum;          /* mix64 of every byte before it */
@@ -173,19 +173,21 @@ typedef struct {
     uint64_t max_entries, budget_bytes, capacity;
     double max_memory_mb, ttl_seconds;
     uint32_t n_stripes, cells_per_stripe;
+    uint32_t stripe_shift;      /* log2(n_stripes): the hot path divides by shifting */
     uint64_t stripes_at, entries_at, cells_at, pending_at, rows_at, total_bytes;
 } embc_layout;
 
 static inline uint64_t embc_align(uint64_t x, uint64_t a) { return (x + a - 1) / a * a; }
 
-/* Entries of stripe s: capacity split evenly, the first (capacity % n) one more. */
+/* Entries of stripe s: capacity split evenly, the first (capacity % n) one more
+   (n is a power of two: shifts and masks, no division on the hot path). */
 static inline uint32_t embc_stripe_cap(const embc_layout *L, uint32_t s) {
-    return (uint32_t)(L->capacity / L->n_stripes + (s < L->capacity % L->n_stripes));
+    return (uint32_t)((L->capacity >> L->stripe_shift) + (s < (L->capacity & (L->n_stripes - 1))));
 }
 
 /* First global slot of stripe s (each stripe has cap + 1 slots). */
 static inline uint64_t embc_stripe_first(const embc_layout *L, uint32_t s) {
-    uint64_t base = L->capacity / L->n_stripes, extra = L->capacity % L->n_stripes;
+    uint64_t base = L->capacity >> L->stripe_shift, extra = L->capacity & (L->n_stripes - 1);
     return (uint64_t)s * (base + 1) + (s < extra ? s : extra);
 }
 
@@ -216,7 +218,10 @@ static const char *embc_layout_make(embc_layout *L, uint32_t dim, uint32_t stora
     if (cap == 0) return "the limits leave room for no entry of this dim";
     if (cap > EMBC_MAX_CAPACITY) return "the limits allow more than 2^30 entries";
     L->capacity = cap;
-    while (n * 2 <= EMBC_MAX_STRIPES && cap / (n * 2) >= EMBC_MIN_PER_STRIPE) n *= 2;
+    while (n * 2 <= EMBC_MAX_STRIPES && cap / (n * 2) >= EMBC_MIN_PER_STRIPE) {
+        n *= 2;
+        L->stripe_shift++;
+    }
     L->n_stripes = (uint32_t)n;
     max_cap = cap / n + (cap % n != 0);
     cells = 8;

@@ -117,7 +117,8 @@ def test_a_grown_segment_is_refused(segment_name: str) -> None:
 def test_another_format_version_is_refused(segment_name: str) -> None:
     path = make_segment(segment_name)
     data = bytearray(path.read_bytes())
-    struct.pack_into("<I", data, OFFSETS["version"], 2)
+    assert struct.unpack_from("<I", data, OFFSETS["version"])[0] == 2
+    struct.pack_into("<I", data, OFFSETS["version"], 1)  # the previous version (SipHash places)
     reseal(data)
     path.write_bytes(bytes(data))
     refused(path, "another format version")

@@ -252,3 +252,14 @@ def test_spawned_processes_see_rows_bit_exact(segment_name: str, storage: str) -
         want = round_trip(np.stack([spread_vector(i, DIM) for i in range(1000, 1200)]), storage)
         assert matrix.tobytes() == want.tobytes()
         assert cache.verify() == []
+
+
+def test_get_many_counts_each_key_once(segment_name: str) -> None:
+    with SharedEmbeddingCache(segment_name, 10_000, None, 64, dim=8, storage="int8") as cache:
+        assert cache.stripes > 1  # a batch spans stripes, each counted once per batch
+        cache.put_many([key_of(i) for i in range(2000)], np.ones((2000, 8), np.float32))
+        before = cache.get_cache_info()
+        _, found = cache.get_many([key_of(i) for i in range(0, 4000, 2)] + [key_of(0)])
+        info = cache.get_cache_info()
+        assert int(found.sum()) == 1001
+        assert (info.hits - before.hits, info.misses - before.misses) == (1001, 1000)
