@@ -150,6 +150,21 @@ def test_runner_shares_a_namespace_awaits_and_honours_no_run(tmp_path: Path) -> 
     assert summary == {"ran": 2, "skipped": [[17, "a_module_nobody_installed"]], "no_run": [7]}
 
 
+def test_a_function_a_page_defines_runs_in_a_fork_pool(tmp_path: Path) -> None:
+    """The page is the __main__ module while it runs: its functions pickle by name,
+    so a multiprocessing.Pool (fork) runs them, as it would in a script."""
+    page = write_page(
+        tmp_path,
+        "```python\nfrom multiprocessing import get_context\n\n\ndef twice(x):\n"
+        "    return 2 * x\n```\n\n"
+        "```python\nwith get_context('fork').Pool(2) as pool:\n"
+        "    assert pool.map(twice, [1, 2, 3]) == [2, 4, 6]\n```\n",
+    )
+    proc = run_python([str(RUNNER), str(page)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["ran"] == 2
+
+
 def test_unknown_fence_attributes_are_refused() -> None:
     with pytest.raises(ValueError, match="unknown fence attributes"):
         blocks("```python {.norun}\nx = 1\n```\n")
