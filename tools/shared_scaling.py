@@ -14,7 +14,8 @@ goals (>= 1.8x all gets, >= 1.6x with puts).
 
 Whether the figure means anything depends on the machine: before each round the tool
 sleeps --idle-sample seconds and reads /proc/stat to see how busy each core was without
-it (a core at least 75% idle is free), and prints the load average. Two processes can
+it (a core at least 75% idle is free), and prints the load average (the one taken
+before the first run judges: later ones count the tool's own workers). Two processes can
 scale 2x only on two free cores: when the load average leaves no free core the figures
 are printed as NOT meaningful; with one free core the 2-process figure measures the
 machine's spare capacity, not the segment (said too). The CPU share each worker got
@@ -142,7 +143,11 @@ def run(
         if status != 0:
             raise SystemExit(f"a worker failed (status {status})")
     rate = float(sum(ops / wall for ops, wall, _ in board))
-    return rate, [float(cpu / wall) for _, wall, cpu in board]
+    return (
+        rate,
+        [float(cpu / wall) for _, wall, cpu in board],
+        [float(cpu / ops) for ops, _, cpu in board],
+    )
 
 
 def busiest_stripe_share(stripes: int, draws: int = 5) -> dict[str, float]:
@@ -163,19 +168,21 @@ def busiest_stripe_share(stripes: int, draws: int = 5) -> dict[str, float]:
     return shares
 
 
-def verdict(cores: int, worst_load: float, free_rounds: list[int]) -> str:
-    """Whether the 2-process figure means anything: `worst_load` is the highest 1-minute
-    load average seen, `free_rounds` the free cores in each round's idle sample."""
-    if cores - worst_load < 1 or max(free_rounds) == 0:
+def verdict(cores: int, load: float, free_rounds: list[int]) -> str:
+    """Whether the 2-process figure means anything: `load` is the 1-minute load average
+    before the tool's own workers ran, `free_rounds` the free cores in each round's idle
+    sample. The load average leaves round(cores - load) cores free."""
+    free_by_load = max(0, round(cores - load))
+    if free_by_load == 0 or max(free_rounds) == 0:
         return (
             "VERDICT: the load average shows no free core: these figures are NOT "
             "meaningful (the workers shared busy cores with other processes)."
         )
-    if cores - worst_load < 2 or min(free_rounds) < 2:
+    if free_by_load < 2 or min(free_rounds) < 2:
         return (
-            "VERDICT: fewer than 2 free cores in some rounds: the 2-process figure "
-            "measures the spare capacity of the machine, not the segment; it is NOT "
-            "a meaningful scaling figure (rerun on an idle machine)."
+            "VERDICT: fewer than 2 free cores (by the load average or in some round): the "
+            "2-process figure measures the spare capacity of the machine, not the segment; "
+            "it is NOT a meaningful scaling figure (rerun on an idle machine)."
         )
     return "VERDICT: 2 free cores throughout: the ratios are the segment's scaling."
 
@@ -206,6 +213,7 @@ def main() -> None:
             ratios: dict[str, list[float]] = {label: [] for label in GOALS}
             rates: dict[tuple[str, int], list[float]] = {}
             shares: dict[tuple[str, int], list[float]] = {}
+            cpu_per_op: dict[tuple[str, int], list[float]] = {}
             free_rounds = []
             for r in range(args.rounds):
                 idle = idle_per_core(args.idle_sample)
@@ -218,7 +226,8 @@ def main() -> None:
                 for label, share in PUT_SHARE.items():
                     got = {}
                     for p in order:
-                        got[p], cpu = run(name, keys, rows, p, share, args.seconds)
+                        got[p], cpu, per_op = run(name, keys, rows, p, share, args.seconds)
+                        cpu_per_op.setdefault((label, p), []).extend(per_op)
                         rates.setdefault((label, p), []).append(got[p])
                         shares.setdefault((label, p), []).extend(cpu)
                     ratios[label].append(got[2] / got[1])
@@ -247,28 +256,37 @@ def main() -> None:
                     f"{statistics.median(shares[(label, 2)]):.0%} (median)"
                 )
             loads.append(os.getloadavg())
-            worst = max(load[0] for load in loads)
             print(
-                f"\nload average (1 min) over the run: {min(x[0] for x in loads):.2f} to "
-                f"{worst:.2f} on {cores} cores; free cores in the idle samples: "
+                f"\nload average (1 min) before the run {loads[0][0]:.2f} on {cores} cores "
+                f"(during it, with this tool's own workers counted: up to "
+                f"{max(x[0] for x in loads):.2f}); free cores in the idle samples: "
                 f"{min(free_rounds)} to {max(free_rounds)}"
             )
-            print(verdict(cores, worst, free_rounds))
+            print(verdict(cores, loads[0][0], free_rounds))
             per_row = many_per_row(cache, keys, args.dim)
-            op = 1.0 / statistics.median(rates[("all gets", 1)])
+            op = statistics.median(cpu_per_op[("all gets", 1)])
             print(
-                f"\nmodel inputs: a get takes {op * 1e9:.0f} ns in one process; the locked "
-                f"work of a get is at most {per_row * 1e9:.0f} ns (get_many per row)"
+                f"\nmodel inputs: a get takes T = {op * 1e9:.0f} ns of CPU in one process (its "
+                f"CPU time / its gets: the machine's load does not inflate it); the locked work "
+                f"of a get is h <= {per_row * 1e9:.0f} ns (get_many per row, best of 20)"
             )
             print(
-                f"busiest stripe's share of the accesses, keys spread uniformly over "
-                f"{cache.stripes} and 256 stripes (project traces):"
+                "busiest stripe's share q of the accesses, keys spread uniformly over the "
+                "stripes (project traces), and how busy that stripe's lock is with P processes "
+                "(P x q x h / T):"
             )
             for stripes in sorted({cache.stripes, 256}):
-                for trace_name, share in busiest_stripe_share(stripes).items():
+                even = 1 / stripes
+                print(
+                    f"  {stripes:3d} stripes  even spread  q {even:6.2%}  P=16 "
+                    f"{16 * even * per_row / op:6.1%}  P=64 {64 * even * per_row / op:6.1%}  "
+                    f"saturates at P = {op / (even * per_row):.0f}"
+                )
+                for trace_name, q in busiest_stripe_share(stripes).items():
                     print(
-                        f"  {stripes:3d} stripes  {trace_name:12} {share:.2%} "
-                        f"(even spread: {1 / stripes:.2%})"
+                        f"  {stripes:3d} stripes  {trace_name:12} q {q:6.2%}  P=16 "
+                        f"{16 * q * per_row / op:6.1%}  P=64 {64 * q * per_row / op:6.1%}  "
+                        f"saturates at P = {op / (q * per_row):.0f}"
                     )
         finally:
             SharedEmbeddingCache.unlink(name)

@@ -45,6 +45,14 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "a FastAPI application: it needs fastapi and a server to serve it (tests/metrics "
         "compiles it and runs the generate_latest example after it)"
     ),
+    ("docs/operations/shared.md", "# gunicorn -c gunicorn.conf.py"): (
+        "a Gunicorn configuration file: gunicorn (not a test dependency) reads it and calls "
+        "its hooks (tests/shared/test_shared_recipes.py runs the hooks as Gunicorn does)"
+    ),
+    ("docs/operations/shared.md", "import contextlib"): (
+        "a FastAPI application served by `uvicorn --workers 4`: it needs fastapi, uvicorn (not "
+        "test dependencies) and a server to serve it"
+    ),
 }
 
 # pages whose examples talk to Redis: the test starts a private redis-server for them
