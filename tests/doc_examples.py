@@ -1,7 +1,9 @@
 """Runs the ```python blocks of a Markdown page (README.md, docs/**/*.md).
 
-The blocks of one page run in order in one namespace, which starts with the
-placeholders below (what the examples use without defining: some texts, a model,
+The blocks of one page run in order in one namespace, the ``__main__`` module
+while they run (so a function a page defines pickles by name, as a script's does:
+a ``multiprocessing.Pool`` of the ``fork`` start method can run it), which starts
+with the placeholders below (what the examples use without defining: some texts, a model,
 an embedding function, a Redis URL), in the current folder, offline. A block may
 ``await`` at top level: it then runs on the page's one event loop. A block fenced
 ```python {.no-run} is not run (keep them rare: the tests list them); a block
@@ -23,6 +25,7 @@ import inspect
 import json
 import re
 import sys
+import types
 from pathlib import Path
 from typing import Any
 
@@ -101,10 +104,13 @@ def missing_module(code: str) -> str | None:
 
 def run_page(path: Path) -> dict[str, Any]:
     """Run `path`'s blocks (see the module docstring); the summary."""
-    namespace: dict[str, Any] = {"__name__": "__main__"}
+    page = types.ModuleType("__main__")
+    namespace: dict[str, Any] = page.__dict__
     exec(compile(PLACEHOLDERS, "<doc placeholders>", "exec"), namespace)
     summary: dict[str, Any] = {"ran": 0, "skipped": [], "no_run": []}
     loop = asyncio.new_event_loop()
+    runner = sys.modules["__main__"]
+    sys.modules["__main__"] = page
     try:
         for block in blocks(path.read_text(encoding="utf-8")):
             if block.no_run:
@@ -122,6 +128,7 @@ def run_page(path: Path) -> dict[str, Any]:
                 loop.run_until_complete(result)
             summary["ran"] += 1
     finally:
+        sys.modules["__main__"] = runner
         loop.run_until_complete(loop.shutdown_asyncgens())
         loop.close()
     return summary

@@ -31,6 +31,14 @@
 #   test_table_shrink.py::test_a_shrunk_table_gives_its_pages_back (ASan's allocator
 #   and shadow memory fault and keep pages of their own; the other shrink tests, the
 #   moves and the invariants after them, run here).
+# - The shared segment's tests (tests/shared) run here too, against the sanitized
+#   embcache.shared._segment: real processes (fork, spawn, subprocess) inherit
+#   LD_PRELOAD and the ASan/UBSan options, so every worker of the chaos test (1,000
+#   SIGKILLs under the ci profile), the crash, flight and refusal tests and the header
+#   fuzzer runs instrumented. Nothing of tests/shared is left out: its one memory
+#   figure, test_shared_pss.py, is the proportional set size of the segment's own file
+#   mapping (/proc/<pid>/smaps, by inode), which ASan neither shadows nor allocates
+#   from, so it holds under ASan as without it.
 # - PYTHONMALLOC=malloc routes CPython's own allocations (key strings, bytes)
 #   through malloc too, so ASan also sees the core over-reading a Python buffer.
 set -euo pipefail
@@ -46,7 +54,8 @@ mkdir -p "$src"
 (cd "$repo" && git ls-files -z --cached --others --exclude-standard) |
     (cd "$repo" && xargs -0 sh -c 'for f; do [ -f "$f" ] && printf "%s\0" "$f"; done' sh) |
     (cd "$repo" && tar --null -T - -cf -) | tar -xf - -C "$src"
-rm -f "$src"/embcache/_core.c "$src"/embcache/_core.*.so
+rm -f "$src"/embcache/_core.c "$src"/embcache/_core.*.so \
+    "$src"/embcache/shared/_segment.c "$src"/embcache/shared/_segment.*.so
 
 "$python" -m venv "$tmp/venv"
 # shellcheck disable=SC1091
@@ -63,11 +72,13 @@ echo "== sanitizer build (EMBCACHE_SANITIZE=1: -fsanitize=address,undefined)"
 libasan=$(gcc -print-file-name=libasan.so)
 libubsan=$(gcc -print-file-name=libubsan.so)
 [ -f "$libasan" ] && [ -f "$libubsan" ] || { echo "libasan/libubsan not found" >&2; exit 1; }
-# the build really is instrumented (a silently plain build would pass everything)
-so=$(ls "$src"/embcache/_core.*.so)
-linked=$(ldd "$so")
-grep -q libasan <<<"$linked" && grep -q libubsan <<<"$linked" \
-    || { echo "$so is not linked against libasan and libubsan" >&2; exit 1; }
+# both extensions really are instrumented (a silently plain build would pass everything)
+for so in "$src"/embcache/_core.*.so "$src"/embcache/shared/_segment.*.so; do
+    [ -f "$so" ] || { echo "$so was not built" >&2; exit 1; }
+    linked=$(ldd "$so")
+    grep -q libasan <<<"$linked" && grep -q libubsan <<<"$linked" \
+        || { echo "$so is not linked against libasan and libubsan" >&2; exit 1; }
+done
 
 echo "   (built after $((SECONDS - started)) s)"
 echo "== pytest under ASan + UBSan"

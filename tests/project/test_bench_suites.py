@@ -8,6 +8,7 @@ import dataclasses
 import importlib
 import importlib.util
 import itertools
+import os
 import re
 import sys
 import types
@@ -190,3 +191,35 @@ def test_goal_table_prints_a_pasteable_table_marking_misses(
     assert lines[8].startswith(
         "`python -m tools.goal_table --runs 2 --repeats 1 --ops 300 --dim 16`"
     )
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="shared segments: Linux only")
+def test_bench_shared_times_both_caches_alike_and_leaves_no_segment(suites: Any) -> None:
+    """Each shared-cache benchmark runs on SharedEmbeddingCache and on the
+    SyncEmbeddingCache beside it, over the same keys and rows; teardown removes the
+    segment's name; a storage the segment does not take is skipped for both."""
+    bench_shared = suites.import_module("benchmarks.bench_shared")
+    assert bench_shared.CACHES == ["sync", "shared"]
+    assert bench_shared.STORAGES[:4] == ["float32", "float16", "bfloat16", "int8"]
+    mine = f"embcache-bench-{os.getpid()}-"
+    for cls, method in [
+        (bench_shared.SharedGetHit, "time_get_hit"),
+        (bench_shared.SharedGetMany, "time_get_many"),
+        (bench_shared.SharedPut, "time_put"),
+    ]:
+        for cache in bench_shared.CACHES:
+            bench = cls()
+            bench.setup("float32", cache)
+            getattr(bench, method)("float32", cache)
+            assert len(bench.cache) == bench_shared.ENTRIES + (cls is bench_shared.SharedPut) * 1000
+            bench.teardown("float32", cache)
+            assert not [n for n in os.listdir("/dev/shm") if n.startswith(mine)], cls
+    sync, keys = bench_shared.filled("sync", "float32")
+    shared, same_keys = bench_shared.filled("shared", "float32")
+    assert type(shared).__name__ == "SharedEmbeddingCache" and shared.dim == sync.dim == 768
+    assert same_keys == keys
+    matrix, found = shared.get_many(keys)
+    assert found.all() and matrix.tobytes() == sync.get_many(keys)[0].tobytes()
+    with pytest.raises(NotImplementedError, match="does not take storage='no-such-rows'"):
+        bench_shared.require_storage("no-such-rows")
+    assert not [n for n in os.listdir("/dev/shm") if n.startswith(mine)]

@@ -45,6 +45,14 @@ NOT_RUN: dict[tuple[str, str], str] = {
         "a FastAPI application: it needs fastapi and a server to serve it (tests/metrics "
         "compiles it and runs the generate_latest example after it)"
     ),
+    ("docs/operations/shared.md", "# gunicorn -c gunicorn.conf.py"): (
+        "a Gunicorn configuration file: gunicorn (not a test dependency) reads it and calls "
+        "its hooks (tests/shared/test_shared_recipes.py runs the hooks as Gunicorn does)"
+    ),
+    ("docs/operations/shared.md", "import contextlib"): (
+        "a FastAPI application served by `uvicorn --workers 4`: it needs fastapi, uvicorn (not "
+        "test dependencies) and a server to serve it"
+    ),
 }
 
 # pages whose examples talk to Redis: the test starts a private redis-server for them
@@ -148,6 +156,21 @@ def test_runner_shares_a_namespace_awaits_and_honours_no_run(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout.splitlines()[-1])
     assert summary == {"ran": 2, "skipped": [[17, "a_module_nobody_installed"]], "no_run": [7]}
+
+
+def test_a_function_a_page_defines_runs_in_a_fork_pool(tmp_path: Path) -> None:
+    """The page is the __main__ module while it runs: its functions pickle by name,
+    so a multiprocessing.Pool (fork) runs them, as it would in a script."""
+    page = write_page(
+        tmp_path,
+        "```python\nfrom multiprocessing import get_context\n\n\ndef twice(x):\n"
+        "    return 2 * x\n```\n\n"
+        "```python\nwith get_context('fork').Pool(2) as pool:\n"
+        "    assert pool.map(twice, [1, 2, 3]) == [2, 4, 6]\n```\n",
+    )
+    proc = run_python([str(RUNNER), str(page)], cwd=tmp_path, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1])["ran"] == 2
 
 
 def test_unknown_fence_attributes_are_refused() -> None:

@@ -83,3 +83,21 @@ def test_ci_runs_the_heavy_settings_and_the_readme_command_as_is() -> None:
     release = (REPO / "tools" / "release.sh").read_text(encoding="utf-8")
     assert "profile=${EMBCACHE_TEST_PROFILE:-default}" in release
     assert "test profile $profile" in release
+
+
+@needs_source_tree
+def test_the_sanitizer_run_covers_the_shared_segment() -> None:
+    """tools/sanitize.sh builds and checks both extensions instrumented and runs
+    tests/shared whole: nothing of it ignored or deselected, and none of its tests
+    marked slow (the run leaves out the slow marker)."""
+    script = (REPO / "tools" / "sanitize.sh").read_text(encoding="utf-8")
+    assert 'for so in "$src"/embcache/_core.*.so "$src"/embcache/shared/_segment.*.so' in script
+    pytest_line = script[script.rindex("python -m pytest") :]
+    assert '-m "not slow"' in pytest_line
+    assert "tests/shared" not in pytest_line
+    marked = [
+        p.name
+        for p in (REPO / "tests" / "shared").glob("test_*.py")
+        if "mark.slow" in p.read_text(encoding="utf-8")
+    ]
+    assert not marked, f"slow tests in tests/shared would not run under ASan: {marked}"

@@ -1,6 +1,7 @@
 """Lint and type checks as part of the suite: ruff over the code, tests,
 benchmarks and tools; mypy (strict, from pyproject.toml) over the package; stubtest of the
-typed surface of the Cython core against the built module."""
+typed surfaces of the Cython extensions (the core, the shared segment) against the built
+modules."""
 
 from __future__ import annotations
 
@@ -45,8 +46,15 @@ def test_mypy() -> None:
 
 @pytest.mark.slow
 def test_stubtest(tmp_path: Path) -> None:
-    # outside the source tree: the stub is checked against the compiled module the
+    # outside the source tree: each stub is checked against the compiled module the
     # tests imported (with the .pyi that sits beside it)
     assert_clean(
-        run_tool("mypy.stubtest", "embcache._core", "--allowlist", str(ALLOWLIST), cwd=tmp_path)
+        run_tool(
+            "mypy.stubtest",
+            "embcache._core",
+            "embcache.shared._segment",
+            "--allowlist",
+            str(ALLOWLIST),
+            cwd=tmp_path,
+        )
     )
