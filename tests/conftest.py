@@ -80,6 +80,13 @@ def by_profile(*, default: T, ci: T) -> T:
     return ci if PROFILE == "ci" else default
 
 
+SANITIZED = os.environ.get("EMBCACHE_SANITIZED") == "1"
+"""True in tools/sanitize.sh's run against the ASan + UBSan build, where every
+instruction costs several times more: a test whose count only buys more of the
+same coverage (the chaos test's kills) may run fewer there; the plain and the
+release suites run the full count."""
+
+
 def pytest_report_header(config: pytest.Config) -> str:
     """Which embcache (and numpy) the run tests: an installed wheel or a source
     tree; and the test profile."""

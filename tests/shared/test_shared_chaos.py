@@ -3,7 +3,7 @@ get_or_compute / remove / clear traffic on one segment while random workers are
 SIGKILLed, at any instruction, over and over. Every vector any survivor reads must be the one its
 key always holds (a function of the key), no survivor may stop making progress,
 and after every kill the segment's invariants hold once the dead worker's
-stripe is repaired. EMBCACHE_TEST_PROFILE=ci kills 1,000 times."""
+stripe is repaired. EMBCACHE_TEST_PROFILE=ci kills 1,000 times (150 in the ASan run)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from collections.abc import Iterator
 
 import numpy as np
 import pytest
-from conftest import by_profile
+from conftest import SANITIZED, by_profile
 from segments import fresh_segment_name, key_of, vector_of
 
 from embcache import SharedEmbeddingCache
@@ -30,7 +30,9 @@ pytestmark = [
 DIM = 1024
 KEYS = 6000
 WORKERS = 3
-KILLS = by_profile(default=60, ci=1000)
+# under ASan (SANITIZED) each kill costs about 7x: 150 kills there still land some
+# inside locked sections; the plain and release suites run the ci profile's 1,000
+KILLS = by_profile(default=60, ci=150 if SANITIZED else 1000)
 PROGRESS_SECONDS = 15.0
 # per worker: ops done, wrong vectors seen, exceptions raised
 OPS, WRONG, ERRORS = 0, 1, 2
