@@ -351,13 +351,7 @@ cdef class SharedEmbeddingCache:
         if out is None:
             matrix = np.zeros((n, self.seg.L.dim), dtype=np.float32)
         else:
-            if not isinstance(out, np.ndarray):
-                raise ArgumentTypeError(f"out must be a numpy array, got {type(out).__name__}")
-            if (out.dtype != np.float32 or out.shape != (n, self.seg.L.dim)
-                    or not out.flags.c_contiguous or not out.flags.writeable):
-                raise ArgumentValueError(
-                    f"out must be a writeable C-contiguous float32 array of shape "
-                    f"({n}, {self.seg.L.dim}), got {out.dtype} {out.shape}")
+            check_out(self, out, n)
             matrix = out
         cdef cnp.ndarray found = np.zeros(n, dtype=np.bool_)
         cdef char *base = <char *>cnp.PyArray_DATA(matrix)
@@ -465,8 +459,10 @@ cdef class SharedEmbeddingCache:
         return n
 
     def __contains__(self, key):
+        """Whether `key` has a live entry (no statistics, no CLOCK bit moved);
+        KeyTypeError for a key that is not a CacheKey."""
         if type(key) is not CacheKey:
-            return False
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
         if self.seg.base == NULL:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
         return self.fetch_row(<CacheKey>key, NULL, self.clock_now(), 0)

@@ -4,6 +4,32 @@
 # takes the cache it reads.
 
 
+cdef int check_out(SharedEmbeddingCache c, object out, Py_ssize_t n) except -1:
+    """Check a get_many / get_batch `out` for `n` keys: a numpy.ndarray (not a
+    subclass), writable, C-contiguous, native-order float32, of shape (n, dim);
+    each defect raises what SyncEmbeddingCache raises for it, with its message
+    (ArgumentTypeError, ArgumentValueError for the rows, DimensionMismatchError
+    for the columns)."""
+    if not cnp.PyArray_CheckExact(out):
+        raise ArgumentTypeError(f"out must be a numpy.ndarray (not a subclass), got "
+                                f"{type(out).__module__}.{type(out).__name__}")
+    cdef cnp.ndarray arr = <cnp.ndarray>out
+    if (cnp.PyArray_TYPE(arr) != cnp.NPY_FLOAT32 or not cnp.PyArray_ISNOTSWAPPED(arr)
+            or cnp.PyArray_NDIM(arr) != 2 or not cnp.PyArray_IS_C_CONTIGUOUS(arr)
+            or not cnp.PyArray_ISWRITEABLE(arr)):
+        raise ArgumentTypeError(
+            "out must be a writable, C-contiguous, native-order float32 array of shape "
+            f"(len(keys), dim); got dtype {out.dtype}, shape {out.shape}, "
+            f"C-contiguous {bool(cnp.PyArray_IS_C_CONTIGUOUS(arr))}, "
+            f"writable {bool(cnp.PyArray_ISWRITEABLE(arr))}")
+    if cnp.PyArray_DIM(arr, 0) != n:
+        raise ArgumentValueError(f"out has {cnp.PyArray_DIM(arr, 0)} rows for {n} keys")
+    if cnp.PyArray_DIM(arr, 1) != c.seg.L.dim:
+        raise DimensionMismatchError(
+            f"out has {cnp.PyArray_DIM(arr, 1)} columns, but this cache stores dim {c.seg.L.dim}")
+    return 0
+
+
 cdef int read_grouped(SharedEmbeddingCache c, tuple seq, char *base, char *hit) except -1:
     """Look every key of `seq` up, locking each stripe once for all of its keys
     (a counting sort by stripe), copying hits to their rows of `base`. Every
