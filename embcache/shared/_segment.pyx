@@ -412,7 +412,7 @@ cdef class SharedEmbeddingCache:
 
     @classmethod
     def load(cls, path, name, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET, *,
-             storage=UNSET, mode=0o600):
+             storage=UNSET, mode=0o600, label=None):
         """The SharedEmbeddingCache `name` holding the entries of the snapshot file
         `path` (saved by either cache). A limit or storage not given is the one the
         snapshot recorded; the dim is the snapshot's. The whole file is read and
@@ -424,9 +424,11 @@ cdef class SharedEmbeddingCache:
         and the entries are added to it as puts. Entries expired on disk are
         dropped, the rest keep their remaining TTL (cut to the segment's) and
         their order; walking from the most recent, an entry whose stripe is full
-        is left out. Statistics of a segment the load created start at zero."""
+        is left out. Statistics of a segment the load created start at zero.
+        `label` is the monitoring label, as the constructor's (checked, like
+        `name`, before the file is read)."""
         return segment_load(cls, path, name, max_entries, ttl_seconds, max_memory_mb, storage,
-                            mode)
+                            mode, label)
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
