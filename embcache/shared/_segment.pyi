@@ -99,9 +99,11 @@ class SharedEmbeddingCache:
         *,
         storage: str = ...,
         mode: int = 0o600,
+        label: str | None = None,
     ) -> SharedEmbeddingCache:
         """The segment `name` holding the snapshot file `path` (saved by either
-        cache); a limit or storage not given is the recorded one."""
+        cache); a limit or storage not given is the recorded one; `label` as the
+        constructor's."""
     def remove(self, key: CacheKey) -> bool:
         """Delete `key`; True if a live entry was removed."""
     def clear(self) -> None:

@@ -4,8 +4,12 @@ of a host.
 
 The C side (embcache/shared/segment.h: layout, header checks and the crash-safety
 argument; embcache/shared/stripe.h: robust stripe locks, repair, index, CLOCK)
-touches no Python. This file owns the Python surface: argument checks, the
-atomic create / checked attach of the segment file, and calls into the stripes.
+touches no Python. This file owns the class, the Python surface, and its
+calls into the stripes; opening.pxi opens a segment (argument checks, atomic
+create, checked attach), lookup.pxi reads get_many's batches, stats.pxi
+reports (get_cache_info, verify), rows.pxi encodes and decodes rows,
+files.pxi names the files, flight.pxi, snapshot.pxi and batch.pxi hold
+single flight, save / load and the batch protocol.
 
 Locking: each operation locks one stripe at a time and only while holding the
 GIL; a contended lock is waited for with the GIL dropped, but never held across
@@ -143,29 +147,6 @@ cdef double WAKE_EVERY_S = 0.05   # seconds a single-flight waiter sleeps before
 include "files.pxi"
 
 
-cdef inline object check_count(object value, str what, long long low, long long high):
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ArgumentTypeError(f"{what} must be an int, got {type(value).__name__}")
-    if not low <= value <= high:
-        raise ArgumentValueError(f"{what} must be between {low} and {high}, got {value!r}")
-    return value
-
-
-cdef inline double check_positive(object value, str what) except? -1.0:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ArgumentTypeError(f"{what} must be a number, got {type(value).__name__}")
-    cdef double v = value
-    if not v > 0:
-        raise ArgumentValueError(f"{what} must be positive, got {value!r}")
-    return v
-
-
-cdef inline void check_supported() except *:
-    if not EMBC_SHM_SUPPORTED:
-        raise SharedSegmentError(
-            "SharedEmbeddingCache needs Linux (robust process-shared mutexes and /dev/shm)")
-
-
 @cython.final
 cdef class SharedEmbeddingCache:
     """SharedEmbeddingCache(name, max_entries, ttl_seconds, max_memory_mb, *, dim,
@@ -197,68 +178,21 @@ cdef class SharedEmbeddingCache:
         check_supported()
         path = segment_path(name)
         label = label_of(label, path)
-        check_count(max_entries, "max_entries", 1, 1 << 30)
-        cdef double ttl = 0.0
-        if ttl_seconds is not None:
-            ttl = check_positive(ttl_seconds, "ttl_seconds")
-            if ttl == INFINITY:
-                ttl = 0.0
-        cdef double mb = check_positive(max_memory_mb, "max_memory_mb")
-        if not mb < 2.0 ** 42:
-            raise ArgumentValueError(f"max_memory_mb must be finite and below 2**42, got {max_memory_mb!r}")
-        check_count(dim, "dim", 1, MAX_DIM)
-        if not isinstance(storage, str):
-            raise ArgumentTypeError(f"storage must be a str, got {type(storage).__name__}")
-        if storage not in STORAGES:
-            raise ArgumentValueError(
-                f"storage must be one of {', '.join(map(repr, STORAGES))}, got {storage!r}")
-        check_count(mode, "mode", 0, 0o777)
         cdef embc_layout L
-        cdef const char *why = embc_layout_make(&L, dim, STORAGES[storage],
-                                                embc_row_bytes_of(STORAGES[storage], dim),
-                                                max_entries, mb, ttl)
-        if why != NULL:
-            if L.capacity == 0 and L.row_bytes:
-                raise EntryTooLargeError(
-                    f"max_memory_mb={max_memory_mb!r} cannot hold even one vector of dim {dim} "
-                    f"({L.row_bytes + EMBC_ENTRY_OVERHEAD} bytes with metadata)")
-            raise ArgumentValueError(why.decode())
+        layout_of_args(&L, max_entries, ttl_seconds, max_memory_mb, dim, storage, mode)
         while True:
             try:
                 fd = open_segment(path)
             except FileNotFoundError:
-                if self.create(path, &L, mode):
+                if segment_create(self, path, &L, mode):
                     break
                 continue   # another process linked its segment first: attach to it
-            self.open_checked(path, fd)
+            segment_open_checked(self, path, fd)
             break
         self.max_memory_mb_arg = self.seg.L.max_memory_mb
         self.ttl_seconds_arg = self.seg.L.ttl_seconds if self.seg.L.ttl_seconds > 0 else None
-        for field, mine, theirs in (
-                ("dim", L.dim, self.seg.L.dim),
-                ("storage", L.storage, self.seg.L.storage),
-                ("max_entries", L.max_entries, self.seg.L.max_entries),
-                ("max_memory_mb", L.max_memory_mb, self.seg.L.max_memory_mb),
-                ("ttl_seconds", L.ttl_seconds, self.seg.L.ttl_seconds)):
-            if mine != theirs:
-                self.close()
-                raise ArgumentValueError(
-                    f"segment {path} exists with other limits: {field} is {self.describe(field)} "
-                    f"there, {self.describe(field, mine)} here (attach with "
-                    f"SharedEmbeddingCache.attach(name) to take its limits)")
+        check_same_limits(self, &L, path)
         self.named(label)
-
-    cdef str describe(self, str field, object value=None):
-        if field == "storage":
-            code = self.seg.L.storage if value is None else value
-            return next((repr(k) for k, v in STORAGES.items() if v == code), str(code))
-        if field == "ttl_seconds":
-            ttl = self.seg.L.ttl_seconds if value is None else value
-            return repr(ttl) if ttl > 0 else "None"
-        if value is None:
-            value = {"dim": self.seg.L.dim, "max_entries": self.seg.L.max_entries,
-                     "max_memory_mb": self.seg.L.max_memory_mb}[field]
-        return repr(value)
 
     @classmethod
     def attach(cls, name, *, label=None):
@@ -269,7 +203,7 @@ cdef class SharedEmbeddingCache:
         path = segment_path(name)
         label = label_of(label, path)
         cdef SharedEmbeddingCache self = cls.__new__(cls)
-        self.open_checked(path, open_segment(path))
+        segment_open_checked(self, path, open_segment(path))
         self.named(label)
         self.max_memory_mb_arg = self.seg.L.max_memory_mb
         self.ttl_seconds_arg = self.seg.L.ttl_seconds if self.seg.L.ttl_seconds > 0 else None
@@ -285,96 +219,6 @@ cdef class SharedEmbeddingCache:
         except FileNotFoundError:
             return False
         return True
-
-    cdef bint create(self, str path, embc_layout *L, int mode) except -1:
-        """Build a segment under a temporary name and link it to `path`; False if
-        another process's segment got there first (this one is discarded)."""
-        folder, base = os.path.split(path)
-        sweep_stale_builds(folder, base)
-        tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-        fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
-        cdef void *base_p = MAP_FAILED
-        cdef embc_header header
-        cdef int rc
-        cdef bytes boot
-        try:
-            os.fchmod(fd, mode)          # exactly `mode`, whatever the umask
-            # reserve every page now: a full /dev/shm is an error here, not a
-            # SIGBUS at some later write
-            os.posix_fallocate(fd, 0, L.total_bytes)
-            base_p = mmap(NULL, L.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-            if base_p == MAP_FAILED:
-                raise MemoryError(f"could not map {L.total_bytes} bytes of {tmp}")
-            self.seg.base = <char *>base_p
-            self.seg.L = L[0]
-            key = secrets.token_bytes(16)
-            self.seg.k0 = int.from_bytes(key[:8], "little")
-            self.seg.k1 = int.from_bytes(key[8:], "little")
-            rc = embc_init(&self.seg)
-            if rc:
-                raise OSError(rc, f"could not initialise the segment's locks: {os.strerror(rc)}")
-            boot = boot_id()
-            embc_header_fill(&header, L, self.seg.k0, self.seg.k1, <const unsigned char *>boot)
-            memcpy(self.seg.base, &header, sizeof(header))
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                munmap(base_p, L.total_bytes)
-                self.seg.base = NULL
-                os.close(fd)
-                fd = -1
-                return False
-            self.fd = fd
-            self.path = path
-            self.created = True
-            fd = -1
-            return True
-        except BaseException:
-            if self.seg.base != NULL:
-                munmap(self.seg.base, L.total_bytes)
-                self.seg.base = NULL
-            raise
-        finally:
-            if fd >= 0:
-                os.close(fd)
-            os.unlink(tmp)
-
-    cdef int open_checked(self, str path, int fd) except -1:
-        """Check the open file `fd` is a sound segment (header read with pread,
-        sizes compared before mapping) and map it; closes `fd` on refusal."""
-        cdef embc_header header
-        cdef embc_layout L
-        cdef const char *why
-        cdef void *base_p
-        cdef bytes boot
-        try:
-            st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode):
-                raise refuse(path, "it is not a regular file")
-            if st.st_uid != os.geteuid():
-                raise refuse(path, f"it belongs to another user (uid {st.st_uid}); a segment "
-                                   "is attached by the user that created it")
-            raw = os.pread(fd, sizeof(header), 0)
-            memset(&header, 0, sizeof(header))
-            memcpy(&header, <const char *>raw, len(raw))
-            boot = boot_id()
-            why = embc_header_check(&header, <uint64_t>st.st_size if len(raw) == sizeof(header) else 0,
-                                    embc_row_bytes_of, <const unsigned char *>boot, &L)
-            if why != NULL:
-                raise refuse(path, why.decode())
-            base_p = mmap(NULL, L.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
-            if base_p == MAP_FAILED:
-                raise MemoryError(f"could not map {L.total_bytes} bytes of {path}")
-        except BaseException:
-            os.close(fd)
-            raise
-        self.seg.base = <char *>base_p
-        self.seg.L = L
-        self.seg.k0 = header.k0
-        self.seg.k1 = header.k1
-        self.fd = fd
-        self.path = path
-        return 0
 
     def close(self):
         """Unmap the segment (it lives on for the other processes; unlink removes
@@ -507,78 +351,17 @@ cdef class SharedEmbeddingCache:
         if out is None:
             matrix = np.zeros((n, self.seg.L.dim), dtype=np.float32)
         else:
-            if not isinstance(out, np.ndarray):
-                raise ArgumentTypeError(f"out must be a numpy array, got {type(out).__name__}")
-            if (out.dtype != np.float32 or out.shape != (n, self.seg.L.dim)
-                    or not out.flags.c_contiguous or not out.flags.writeable):
-                raise ArgumentValueError(
-                    f"out must be a writeable C-contiguous float32 array of shape "
-                    f"({n}, {self.seg.L.dim}), got {out.dtype} {out.shape}")
+            check_out(self, out, n)
             matrix = out
         cdef cnp.ndarray found = np.zeros(n, dtype=np.bool_)
         cdef char *base = <char *>cnp.PyArray_DATA(matrix)
         cdef char *hit = <char *>cnp.PyArray_DATA(found)
-        self.read_grouped(seq, base, hit)
+        read_grouped(self, seq, base, hit)
         if out is not None:
             for i in range(n):
                 if not hit[i]:
                     memset(base + i * self.seg.L.dim * 4, 0, self.seg.L.dim * 4)
         return matrix, found
-
-    cdef int read_grouped(self, tuple seq, char *base, char *hit) except -1:
-        """Look every key of `seq` up, locking each stripe once for all of its keys
-        (a counting sort by stripe), copying hits to their rows of `base`. Every
-        key's index cell is prefetched first; a stripe's hits and misses are
-        added once for its keys (one write to the stripe's counters per batch)."""
-        cdef Py_ssize_t i, j, k, n = len(seq)
-        cdef uint64_t hits
-        cdef embc_stripe *st
-        cdef uint32_t s, stripes = self.seg.L.n_stripes
-        cdef size_t out_bytes = self.seg.L.dim * 4
-        cdef double now = self.clock_now()
-        cdef const char *row
-        cdef PyObject **items = PySequence_Fast_ITEMS(seq)
-        cdef uint64_t *hs = <uint64_t *>malloc(n * sizeof(uint64_t) + 1)
-        cdef uint32_t *order = <uint32_t *>malloc(n * sizeof(uint32_t) + 1)
-        cdef uint32_t *start = <uint32_t *>calloc(stripes + 1, sizeof(uint32_t))
-        try:
-            if hs == NULL or order == NULL or start == NULL:
-                raise MemoryError()
-            for i in range(n):
-                hs[i] = embc_hash(&self.seg, (<CacheKey>items[i]).ident.digest)
-                s = embc_stripe_of(&self.seg, hs[i])
-                embc_prefetch_cell(&self.seg, s, hs[i])
-                start[s + 1] += 1
-            for s in range(stripes):
-                start[s + 1] += start[s]
-            for i in range(n):
-                s = embc_stripe_of(&self.seg, hs[i])
-                order[start[s]] = <uint32_t>i
-                start[s] += 1
-            j = 0
-            for s in range(stripes):          # start[s] is now the end of stripe s
-                if <Py_ssize_t>start[s] == j:
-                    continue
-                self.lock(s)
-                hits = 0
-                k = j
-                while j < <Py_ssize_t>start[s]:
-                    i = order[j]
-                    row = embc_lookup(&self.seg, s, hs[i], (<CacheKey>items[i]).ident.digest, now, 2)
-                    if row != NULL:
-                        decode_row(&self.seg.L, <float *>(base + i * out_bytes), row)
-                        hit[i] = 1
-                        hits += 1
-                    j += 1
-                st = embc_stripe_at(&self.seg, s)
-                st.hits += hits
-                st.misses += <uint64_t>(j - k) - hits
-                embc_unlock(&self.seg, s)
-        finally:
-            free(hs)
-            free(order)
-            free(start)
-        return 0
 
     def put_many(self, keys, matrix):
         """Store row i of `matrix` under keys[i]; the whole matrix is checked before
@@ -629,7 +412,7 @@ cdef class SharedEmbeddingCache:
 
     @classmethod
     def load(cls, path, name, max_entries=UNSET, ttl_seconds=UNSET, max_memory_mb=UNSET, *,
-             storage=UNSET, mode=0o600):
+             storage=UNSET, mode=0o600, label=None):
         """The SharedEmbeddingCache `name` holding the entries of the snapshot file
         `path` (saved by either cache). A limit or storage not given is the one the
         snapshot recorded; the dim is the snapshot's. The whole file is read and
@@ -641,9 +424,11 @@ cdef class SharedEmbeddingCache:
         and the entries are added to it as puts. Entries expired on disk are
         dropped, the rest keep their remaining TTL (cut to the segment's) and
         their order; walking from the most recent, an entry whose stripe is full
-        is left out. Statistics of a segment the load created start at zero."""
+        is left out. Statistics of a segment the load created start at zero.
+        `label` is the monitoring label, as the constructor's (checked, like
+        `name`, before the file is read)."""
         return segment_load(cls, path, name, max_entries, ttl_seconds, max_memory_mb, storage,
-                            mode)
+                            mode, label)
 
     def remove(self, key):
         """Delete `key`; True if a live entry was removed (expired counts as absent)."""
@@ -676,8 +461,10 @@ cdef class SharedEmbeddingCache:
         return n
 
     def __contains__(self, key):
+        """Whether `key` has a live entry (no statistics, no CLOCK bit moved);
+        KeyTypeError for a key that is not a CacheKey."""
         if type(key) is not CacheKey:
-            return False
+            raise KeyTypeError(f"key must be a CacheKey, got {type(key).__name__}")
         if self.seg.base == NULL:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
         return self.fetch_row(<CacheKey>key, NULL, self.clock_now(), 0)
@@ -685,61 +472,18 @@ cdef class SharedEmbeddingCache:
     def get_cache_info(self):
         """A CacheInfo: live entries, bounds, exact memory use and the statistics of
         every process attached, summed over the stripes."""
-        cdef uint32_t s
-        cdef embc_stripe *st
-        cdef uint64_t size = 0, hits = 0, misses = 0, puts = 0, overwrites = 0
-        cdef uint64_t evictions = 0, expirations = 0, removals = 0
-        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
-            self.lock(s)
-            st = embc_stripe_at(&self.seg, s)
-            size += st.size
-            hits += st.hits
-            misses += st.misses
-            puts += st.puts
-            overwrites += st.overwrites
-            evictions += st.evictions
-            expirations += st.expirations
-            removals += st.removals
-            embc_unlock(&self.seg, s)
-        used = size * (self.seg.L.row_bytes + EMBC_ENTRY_OVERHEAD)
-        return CacheInfo(
-            size=size, max_entries=self.seg.L.max_entries,
-            memory_usage_bytes=used, memory_usage_mb=used / 1048576.0,
-            max_memory_mb=self.max_memory_mb_arg, hits=hits, misses=misses,
-            hit_rate=hits / <double>(hits + misses) if hits + misses else 0.0,
-            evictions=evictions, expirations=expirations, puts=puts,
-            overwrites=overwrites, removals=removals, ttl_seconds=self.ttl_seconds_arg,
-            dim=self.seg.L.dim, dims=(self.seg.L.dim,) if size else (),
-            entry_overhead_bytes=EMBC_ENTRY_OVERHEAD,
-            memory_budget_bytes=self.seg.L.budget_bytes,
-            allocated_bytes=self.seg.L.total_bytes, reserved_bytes=self.seg.L.total_bytes,
-            policy="clock", admission_rejections=0, policy_bytes=0, storage=self.storage)
+        return segment_info(self)
 
     def verify(self):
         """Walk every stripe (each locked in turn) checking the segment's invariants
         (each live entry found through the index once, size, free chain, bounds);
         a list of what is broken, empty when the segment is sound."""
-        cdef uint32_t s
-        cdef const char *why
-        problems = []
-        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
-            self.lock(s)
-            why = embc_verify(&self.seg, s)
-            embc_unlock(&self.seg, s)
-            if why != NULL:
-                problems.append(f"stripe {s}: {why.decode()}")
-        return problems
+        return segment_verify(self)
 
     @property
     def repairs(self):
         """Stripe repairs made so far (after a lock holder died), by any process."""
-        cdef uint32_t s
-        cdef uint64_t n = 0
-        for s in range(self.seg.L.n_stripes if self.seg.base != NULL else 1):
-            self.lock(s)
-            n += embc_stripe_at(&self.seg, s).repairs
-            embc_unlock(&self.seg, s)
-        return n
+        return segment_repairs(self)
 
     @property
     def max_entries(self):
@@ -765,7 +509,7 @@ cdef class SharedEmbeddingCache:
     def storage(self):
         """The row storage: ``"float32"``, ``"float16"``, ``"bfloat16"`` or ``"int8"``
         (reads return float32 whatever it is)."""
-        return self.describe("storage").strip("'")
+        return describe_field(&self.seg.L, "storage").strip("'")
 
     @property
     def capacity(self):
@@ -826,6 +570,9 @@ cdef class SharedEmbeddingCache:
                 f"dim={self.seg.L.dim}, storage={self.storage!r}, label={self.name!r})")
 
 
+include "opening.pxi"
+include "lookup.pxi"
+include "stats.pxi"
 include "flight.pxi"
 include "snapshot.pxi"
 include "batch.pxi"

@@ -235,20 +235,7 @@ cdef class SharedGetBatch:
         if out is None:
             b.matrix = np.empty((b.n, b.dim), dtype=np.float32)
         else:   # checked as SyncEmbeddingCache.get_batch checks it, with its errors
-            if type(out) is not np.ndarray:
-                raise ArgumentTypeError(f"out must be a numpy.ndarray (not a subclass), got "
-                                        f"{type(out).__module__}.{type(out).__name__}")
-            if (out.dtype != np.float32 or not out.dtype.isnative or out.ndim != 2
-                    or not out.flags.c_contiguous or not out.flags.writeable):
-                raise ArgumentTypeError(
-                    "out must be a writable, C-contiguous, native-order float32 array of shape "
-                    f"(len(keys), dim); got dtype {out.dtype}, shape {out.shape}, "
-                    f"C-contiguous {out.flags.c_contiguous}, writable {out.flags.writeable}")
-            if out.shape[0] != b.n:
-                raise ArgumentValueError(f"out has {out.shape[0]} rows for {b.n} keys")
-            if out.shape[1] != b.dim:
-                raise DimensionMismatchError(
-                    f"out has {out.shape[1]} columns, but this cache stores dim {b.dim}")
+            check_out(cache, out, b.n)
             b.matrix = out
         b.found = np.zeros(b.n, dtype=np.bool_)
         return b

@@ -320,13 +320,15 @@ cdef Py_ssize_t convert_rows(int from_storage, const char *src, int to_storage, 
 
 
 cdef object segment_load(type cls, object path, object name, object max_entries,
-                         object ttl_seconds, object max_memory_mb, object storage, object mode):
+                         object ttl_seconds, object max_memory_mb, object storage, object mode,
+                         object label):
     """SharedEmbeddingCache.load (its docstring says what it does)."""
     if not isinstance(path, (str, bytes, os.PathLike)):
         raise ArgumentTypeError(f"load: path must be a str, bytes or os.PathLike, got "
                                 f"{type(path).__name__}")
     source = os.fspath(path)
-    segment_path(name)                       # a bad name fails before the file is read
+    # a bad name or label fails before the file is read
+    label = label_of(label, segment_path(name))
     if storage is not UNSET:
         if not isinstance(storage, str):
             raise ArgumentTypeError(f"storage must be a str, got {type(storage).__name__}")
@@ -414,7 +416,7 @@ cdef object segment_load(type cls, object path, object name, object max_entries,
             F.max_memory_mb if max_memory_mb is UNSET else max_memory_mb,
         )
         # everything is checked: open (or create) the segment and store
-        cache = cls(name, *limits, dim=dim, storage=storage_, mode=mode)
+        cache = cls(name, *limits, dim=dim, storage=storage_, mode=mode, label=label)
         try:
             store_loaded(cache, recs, rows, n)
         except BaseException:

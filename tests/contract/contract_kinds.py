@@ -296,10 +296,6 @@ def _open_async_shared(
 
 SHARED_DIFFERENCES: dict[str, Any] = {
     "fixed_dim": True, "clock": False, "overhead": SHARED_OVERHEAD,
-    # SharedEmbeddingCache.__contains__ answers False for a non-key (the others
-    # raise KeyTypeError); its get_many raises ArgumentValueError for an `out` of
-    # another dtype or read-only (the others: ArgumentTypeError)
-    "gaps": frozenset({"in-key", "get_many-out-dtype", "get_many-out-readonly"}),
 }  # fmt: skip
 SYNC = Kind("sync", _open_sync)
 ASYNC = Kind("async", _open_async, coroutines=True)

@@ -16,6 +16,7 @@ import pytest
 from segments import fresh_segment_name, key_of, vector_of
 
 from embcache import (
+    ArgumentTypeError,
     ArgumentValueError,
     DimensionMismatchError,
     InvalidVectorError,
@@ -221,3 +222,26 @@ def test_several_dims_and_bad_arguments_are_refused(segment_name: str, tmp_path:
     with pytest.raises(FileNotFoundError):
         SharedEmbeddingCache.load(tmp_path / "none.snap", segment_name)
     assert not os.path.exists(f"/dev/shm/{segment_name}")
+
+
+def test_load_takes_the_monitoring_label(
+    segment_name: str, other_name: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "snap.embc"
+    with SharedEmbeddingCache(other_name, 100, None, 4, dim=DIM) as source:
+        source.put_many(keys(range(5)), rows(range(5)))
+        source.save(path)
+    # a bad label is refused before the file is read, and no segment is made
+    with pytest.raises(ArgumentValueError, match="label"):
+        SharedEmbeddingCache.load(tmp_path / "absent.embc", segment_name, label="no spaces")
+    with pytest.raises(ArgumentTypeError, match="label"):
+        SharedEmbeddingCache.load(path, segment_name, label=5)
+    assert not SharedEmbeddingCache.unlink(segment_name)
+    with SharedEmbeddingCache.load(path, segment_name, label="warm:copy") as loaded:
+        assert loaded.name == "warm:copy" and "label='warm:copy'" in repr(loaded)
+        assert read(loaded, range(5)) == (rows(range(5)).tobytes(), [True] * 5)
+        # into the existing segment, under another label; the default is its name
+        with SharedEmbeddingCache.load(path, segment_name, label="second") as again:
+            assert again.name == "second"
+        with SharedEmbeddingCache.load(path, segment_name) as plain:
+            assert plain.name == segment_name
