@@ -7,7 +7,9 @@ Figures (best of repeats; the contenders interleaved within every repeat):
 
 * batch of 1,000 keys from Redis, ns per row, against each peer separately:
   redisvl and LangChain (goal: at least 5x their rate, i.e. ratio <= 0.2) and
-  the raw MGET of the same bytes (goal: within 1.5x);
+  the raw MGET of the same bytes (goal: at most its cost, ratio <= 1.0; the
+  raw MGET is timed right after embcache in every repeat, so the two sides of
+  that ratio are measured moments apart);
 * a single-key read (informational);
 * what a dead Redis adds to an in-process miss once the breaker is open
   (goal: < 50 us);
@@ -144,7 +146,7 @@ def run_redis_compare(cfg: CheckConfig, progress: Progress) -> RedisComparison:
     peers = [n for n in names if n != "embcache"]
     out.peers = peers
     detail = {name: s.as_dict() for name, s in batch.items()}
-    goals = {"redisvl": 0.2, "langchain": 0.2, "mget": 1.5}
+    goals = {"redisvl": 0.2, "langchain": 0.2, "mget": 1.0}
     meaning = {
         "redisvl": "redisvl EmbeddingsCache.amget (JSON in hashes)",
         "langchain": "LangChain CacheBackedEmbeddings over RedisStore (MGET of JSON)",
