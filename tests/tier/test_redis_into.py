@@ -24,9 +24,13 @@ from embcache import CacheKey, EmbeddingCache
 
 pytest.importorskip("redis", reason='redis-py is not installed (pip install ".[redis]")')
 from redis.asyncio import Redis  # noqa: E402
+from redis.asyncio.retry import Retry  # noqa: E402
+from redis.backoff import NoBackoff  # noqa: E402
+from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 
 from embcache.redis import RedisTier  # noqa: E402
 from embcache.tier.mget import INTO_BYTES, IntoReader  # noqa: E402
+from embcache.tier.wire import encode_rows  # noqa: E402
 
 redis_server = redis_servers.redis_server
 flushed_server = redis_servers.flushed_server
@@ -252,5 +256,93 @@ def test_unix_socket_and_tls_replies_are_received_straight_into_the_reader(
             await round_trip(client, monkeypatch)
         finally:
             await client.aclose()
+
+    run(main())
+
+
+# -- a server that hangs up mid-reply ---------------------------------------------------
+
+
+VALUE = encode_rows(np.arange(1, 5, dtype=np.float32).reshape(1, 4))[0]
+
+
+def good_reply(n: int) -> bytes:
+    return b"*%d\r\n" % n + (b"$%d\r\n%s\r\n" % (len(VALUE), VALUE)) * n
+
+
+async def _command(reader: asyncio.StreamReader) -> list[bytes]:
+    head = await reader.readuntil(b"\r\n")
+    args = []
+    for _ in range(int(head[1:-2])):
+        length = int((await reader.readuntil(b"\r\n"))[1:-2])
+        args.append((await reader.readexactly(length + 2))[:-2])
+    return args
+
+
+async def hanging_up_once() -> tuple[asyncio.AbstractServer, list[int]]:
+    """A server whose first MGET gets half its reply and then the connection
+    closed; every later MGET its whole reply, every other command +OK. Returns
+    the server and [its port, connections accepted, MGETs answered]."""
+    state = [0, 0, 0]
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        state[1] += 1
+        try:
+            while True:
+                args = await _command(reader)
+                if args[0].upper() != b"MGET":
+                    writer.write(b"+OK\r\n")
+                    continue
+                state[2] += 1
+                reply = good_reply(len(args) - 1)
+                if state[2] == 1:
+                    writer.write(reply[: len(reply) // 2])
+                    await writer.drain()
+                    return
+                writer.write(reply)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(serve, HOST, 0)
+    state[0] = server.sockets[0].getsockname()[1]
+    return server, state
+
+
+@pytest.mark.parametrize("retries", [0, 1])
+def test_a_server_hanging_up_mid_reply(retries: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Without retries, a counted failure and a new connection for the next read;
+    with one, redis-py's retry reconnects (and reads that reply through the
+    stream) and the same call answers."""
+    made: list[IntoReader] = []
+    init = IntoReader.__init__
+
+    def recording(self: IntoReader, *args: Any) -> None:
+        init(self, *args)
+        made.append(self)
+
+    monkeypatch.setattr(IntoReader, "__init__", recording)
+
+    async def main() -> None:
+        server, state = await hanging_up_once()
+        client = Redis(host=HOST, port=state[0], protocol=2, retry=Retry(NoBackoff(), retries))
+        try:
+            tier = RedisTier(client, timeout=10)
+            keys = keys_of(500)
+            matrix, found = await tier.get_many(keys, dim=4)
+            assert len(made) == 1 and isinstance(made[0].done.exception(), RedisConnectionError)
+            if retries:
+                assert found.all() and (matrix == [1, 2, 3, 4]).all()
+                assert tier.get_tier_info().errors == 0 and state[1:] == [2, 2]
+            else:
+                assert not found.any() and not matrix.any()
+                assert tier.get_tier_info().errors == 1
+                matrix, found = await tier.get_many(keys, dim=4)
+                assert found.all() and (matrix == [1, 2, 3, 4]).all() and state[1:] == [2, 2]
+        finally:
+            await client.aclose()
+            server.close()
 
     run(main())
