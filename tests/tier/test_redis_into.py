@@ -145,6 +145,33 @@ def test_a_reply_larger_than_the_buffer_many_times_over(
     run(main())
 
 
+def test_concurrent_reads_on_several_connections_share_the_buffer_safely(
+    flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def main() -> None:
+        client = Redis(host=HOST, port=flushed_server.port)
+        try:
+            tier = RedisTier(client, timeout=20)
+            keys = keys_of(2000)
+            rows = bit_rows(2000)
+            await tier.put_many(keys, rows)
+            parts = [(i * 250, (i + 1) * 250) for i in range(8)] * 2
+            # the pool's connections made (their handshakes are read by redis-py)
+            await asyncio.gather(*(tier.get_many(keys[a:b], dim=DIM) for a, b in parts))
+            with monkeypatch.context() as patch:
+                made = only_the_direct_read(client, patch)
+                got = await asyncio.gather(*(tier.get_many(keys[a:b], dim=DIM) for a, b in parts))
+            assert len(made) == len(parts)
+            assert len(client.connection_pool._available_connections) > 1  # really concurrent
+            for (a, b), (matrix, found) in zip(parts, got):
+                assert found.all()
+                assert matrix.view(np.uint32).tobytes() == rows[a:b].view(np.uint32).tobytes()
+        finally:
+            await client.aclose()
+
+    run(main())
+
+
 def test_health_checks_still_go_through_redis_py(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
