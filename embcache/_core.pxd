@@ -266,12 +266,6 @@ cdef class SyncEmbeddingCache:
     cdef double now_unlocked(self) except? -1.0
     cdef double now_locked(self, double given) noexcept nogil
     cdef int check_dim(self, dim_t dim, str what) except -1
-    cdef dim_t check_out(self, object out, Py_ssize_t n) except -1
-    cdef dim_t decide_dim(self, tuple keys, dim_t out_dim) except -1
-    cdef int read_rows(self, tuple keys, Py_ssize_t start, Py_ssize_t stop, cnp.ndarray matrix,
-                       cnp.ndarray found) except -1
-    cdef int store_matrix(self, tuple keys, Py_ssize_t start, Py_ssize_t stop,
-                          const Source *first, Py_ssize_t row_stride) except -1
 
 
 @cython.final

@@ -47,7 +47,7 @@ across Python code, apart from allocating the array get() returns (numpy arrays
 are not GC-tracked, so that allocation cannot run a finalizer that re-enters the
 cache). A user-supplied clock is read before the lock is taken. Around fork()
 the forking thread holds every cache's lock, so the child never inherits one
-mid-operation (core/cache.pxi).
+mid-operation (core/fork.pxi).
 
 Where things are:
   _core.pxd          typedefs, C declarations, the Table struct, the classes' fields
@@ -69,6 +69,8 @@ Where things are:
   core/snapshot/save.pxi    snapshots: the atomic save
   core/snapshot/load.pxi    snapshots: the verified load
   core/cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
+  core/batch_steps.pxi   a batch's steps under the lock: out checks, its dimension, reading
+                     rows into a matrix, storing a matrix's rows (get_many, put_many, batches)
   core/batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
   core/resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
                      Redis tier; C in core/resp.h)
@@ -156,5 +158,6 @@ include "core/fork.pxi"
 include "core/cache_info.pxi"
 include "core/lookup.pxi"
 include "core/cache.pxi"
+include "core/batch_steps.pxi"
 include "core/batch.pxi"
 include "core/resp.pxi"

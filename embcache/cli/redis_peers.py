@@ -53,7 +53,7 @@ __all__ = [
 ]
 
 MODEL = "bench-model-v1"
-CONTENDERS = ("embcache", "redisvl", "langchain", "mget")
+CONTENDERS = ("embcache", "mget", "redisvl", "langchain")
 _MODULES = {
     "embcache": ("redis",),
     "redisvl": ("redis", "redisvl"),

@@ -135,8 +135,8 @@ cdef class PutBatch:
                 f"rows [{start_}, {stop_}) are not among the taken rows [0, {self.taken})")
         cdef Source first
         describe(<cnp.ndarray>self.private, 1, &first)
-        self.cache.store_matrix(self.keys, start_, stop_, &first,
-                                cnp.PyArray_STRIDE(<cnp.ndarray>self.private, 0))
+        store_matrix(self.cache, self.keys, start_, stop_, &first,
+                     cnp.PyArray_STRIDE(<cnp.ndarray>self.private, 0))
 
     def __len__(self):
         return self.n
@@ -165,8 +165,8 @@ cdef class GetBatch:
         b.cache = cache
         b.keys = as_key_tuple(keys, "get_batch")
         b.n = len(b.keys)
-        b.dim = cache.check_out(out, b.n) if out is not None else -1
-        b.dim = cache.decide_dim(b.keys, b.dim)
+        b.dim = check_out(cache, out, b.n) if out is not None else -1
+        b.dim = decide_dim(cache, b.keys, b.dim)
         b.matrix = out if out is not None else np.empty((b.n, b.dim), dtype=np.float32)
         b.found = np.zeros(b.n, dtype=np.bool_)
         return b
@@ -178,7 +178,7 @@ cdef class GetBatch:
         if start_ != self.done or stop_ < start_:
             raise ArgumentValueError(
                 f"keys [{start_}, {stop_}) do not continue the keys read [0, {self.done})")
-        self.cache.read_rows(self.keys, start_, stop_, self.matrix, self.found)
+        read_rows(self.cache, self.keys, start_, stop_, self.matrix, self.found)
         self.done = stop_
 
     @property

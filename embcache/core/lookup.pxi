@@ -3,7 +3,7 @@
 # Owns: reading a batch whose dimension was guessed (the one last stored or
 # found: SyncEmbeddingCache.last_dim), checking the guess and copying the rows
 # under the same lock; the caller falls back to deciding the dimension first
-# (SyncEmbeddingCache.decide_dim, then read_rows) when the guess is wrong.
+# (decide_dim, then read_rows: core/batch_steps.pxi) when the guess is wrong.
 
 
 cdef int read_guessed(SyncEmbeddingCache cache, tuple keys, cnp.ndarray matrix,

@@ -58,12 +58,14 @@ from embcache.errors import (
     RedisTierError,
 )
 from embcache.tier.breaker import Breaker
+from embcache.tier.cluster import cluster_mget, drop_on, primaries
 from embcache.tier.mget import direct_mget, joined_spans
 from embcache.tier.protocol import TierInfo
 from embcache.tier.wire import (
     DIGEST_HEX,
     HEADER,
     Decoded,
+    check_prefix,
     decode_values,
     encode_rows,
     encode_storable,
@@ -90,10 +92,6 @@ CALL_BYTES = 8 << 20
 """About the most vector bytes one Redis call moves: a larger batch is read or
 written in several calls (one after another), each bounded by timeout."""
 
-SCAN_COUNT = 1000
-"""Keys asked per SCAN step (and deleted per UNLINK) by drop_model."""
-
-_PREFIX_FORBIDDEN = frozenset("{}*?[]\\")
 log = logging.getLogger("embcache.redis")
 T = TypeVar("T")
 
@@ -171,20 +169,10 @@ class RedisTier:
             raise ArgumentValueError(
                 "client must be made with decode_responses=False: vectors are binary"
             )
-        if not isinstance(prefix, str):
-            raise ArgumentTypeError(f"prefix must be a str, got {type(prefix).__name__}")
-        if not prefix:
-            raise ArgumentValueError("prefix must be a non-empty str")
-        bad = [c for c in prefix if c in _PREFIX_FORBIDDEN or not ("!" <= c <= "~")]
-        if bad:
-            raise ArgumentValueError(
-                f"prefix must be printable ASCII without spaces, braces or glob characters "
-                f"({''.join(sorted(_PREFIX_FORBIDDEN))}); {prefix!r} has {bad[0]!r}"
-            )
+        self._prefix_bytes = check_prefix(prefix)
         self._client = client
         self._cluster = _is_cluster(client)
         self._prefix = prefix
-        self._prefix_bytes = prefix.encode("ascii")
         self._ttl = check_seconds(ttl_seconds, "ttl_seconds")
         # PX takes whole milliseconds >= 1: round up, so a value never outlives
         # what was asked by less than it should
@@ -360,10 +348,7 @@ class RedisTier:
         try:
             for start, stop in self._spans(n, dim):
                 async with self._bounded():
-                    if self._cluster:
-                        values += await self._cluster_mget(rkeys[start:stop])
-                    else:
-                        values += await self._client.mget(rkeys[start:stop])
+                    values += await cluster_mget(self._client, rkeys[start:stop])
         except asyncio.CancelledError:
             self._breaker.abandoned()
             raise
@@ -527,41 +512,14 @@ class RedisTier:
         pattern = model_pattern(self._prefix_bytes, model_version)
         deleted = 0
         try:
-            if self._cluster:
-                nodes: list[Any] = list(self._client.get_primaries())  # type: ignore[union-attr]
-                if not nodes:
-                    await self._call(self._client.ping())
-                    nodes = list(self._client.get_primaries())  # type: ignore[union-attr]
-            else:
-                nodes = [None]
+            nodes = await primaries(self._client, self._call) if self._cluster else [None]
             for node in nodes:
-                deleted += await self._drop_on(node, pattern)
+                deleted += await drop_on(self._client, node, pattern, self._call)
         except Exception as exc:
             raise RedisTierError(
                 f"drop_model({model_version!r}) failed after deleting {deleted} vectors: {exc!r}"
             ) from exc
         return deleted
-
-    async def _drop_on(self, node: Any, pattern: bytes) -> int:
-        """SCAN one server (or cluster primary) for `pattern`, UNLINKing as it goes."""
-        client = self._client
-        deleted = 0
-        cursor = 0
-        while True:
-            if node is None:
-                cursor, found = await self._call(
-                    client.scan(cursor, match=pattern, count=SCAN_COUNT)
-                )
-            else:
-                reply = await self._call(
-                    client.scan(cursor, match=pattern, count=SCAN_COUNT, target_nodes=node)
-                )
-                cursors, found = reply
-                cursor = next(iter(cursors.values())) if isinstance(cursors, dict) else cursors
-            if found:
-                deleted += int(await self._call(client.unlink(*found)))
-            if not cursor:
-                return deleted
 
     # -- helpers -----------------------------------------------------------------------
 
@@ -604,25 +562,6 @@ class RedisTier:
                 "embcache.redis: tier %s: Redis answers again; circuit breaker closed",
                 self._name,
             )
-
-    async def _cluster_mget(self, rkeys: list[bytes]) -> list[Any]:
-        """Values of `rkeys` on a cluster: one MGET per hash slot in one pipeline,
-        which redis-py sends per node, to every node at once."""
-        client: RedisCluster = self._client  # type: ignore[assignment]
-        by_slot: dict[int, list[int]] = {}
-        for i, rkey in enumerate(rkeys):
-            by_slot.setdefault(client.keyslot(rkey), []).append(i)
-        pipe = client.pipeline(transaction=False)
-        for positions in by_slot.values():
-            pipe.execute_command("MGET", *[rkeys[i] for i in positions])
-        replies = await pipe.execute(raise_on_error=False)
-        values: list[Any] = [None] * len(rkeys)
-        for positions, reply in zip(by_slot.values(), replies):
-            if isinstance(reply, BaseException):
-                raise reply
-            for i, value in zip(positions, reply):
-                values[i] = value
-        return values
 
     def __repr__(self) -> str:
         kind = "RedisCluster" if self._cluster else "Redis"

@@ -44,15 +44,17 @@ import numpy.typing as npt
 
 from embcache._core import CacheKey, decode_rows, row_bytes
 from embcache._core import encode_rows as encode_payloads
-from embcache.errors import InvalidVectorError
+from embcache.errors import ArgumentTypeError, ArgumentValueError, InvalidVectorError
 
 __all__ = [
     "DIGEST_HEX",
     "HEADER",
+    "PREFIX_FORBIDDEN",
     "MAGIC",
     "VERSION",
     "DTYPES",
     "Decoded",
+    "check_prefix",
     "decode_values",
     "encode_rows",
     "encode_storable",
@@ -74,6 +76,8 @@ HEADER = struct.Struct("<4sBBHI")
 """magic, version, dtype, reserved, dim."""
 DIGEST_HEX = 64
 
+PREFIX_FORBIDDEN = frozenset("{}*?[]\\")
+"""Characters a key prefix may not hold (hash tags and glob characters)."""
 _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789._-")
 _LE_F32 = np.dtype("<f4")
 
@@ -86,6 +90,23 @@ def header_for(dim: int, storage: str = "float32") -> bytes:
 def value_length(dim: int, storage: str) -> int:
     """Bytes of a whole value (header and payload) of `dim` values in `storage`."""
     return HEADER.size + int(row_bytes(storage, dim))
+
+
+def check_prefix(prefix: object) -> bytes:
+    """`prefix` as the bytes every key starts with: a non-empty printable ASCII
+    str without spaces or PREFIX_FORBIDDEN characters (ArgumentTypeError /
+    ArgumentValueError otherwise)."""
+    if not isinstance(prefix, str):
+        raise ArgumentTypeError(f"prefix must be a str, got {type(prefix).__name__}")
+    if not prefix:
+        raise ArgumentValueError("prefix must be a non-empty str")
+    bad = [c for c in prefix if c in PREFIX_FORBIDDEN or not ("!" <= c <= "~")]
+    if bad:
+        raise ArgumentValueError(
+            f"prefix must be printable ASCII without spaces, braces or glob characters "
+            f"({''.join(sorted(PREFIX_FORBIDDEN))}); {prefix!r} has {bad[0]!r}"
+        )
+    return prefix.encode("ascii")
 
 
 def quote_model(model_version: str) -> bytes:

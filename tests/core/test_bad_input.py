@@ -543,3 +543,19 @@ def test_rejected_put_into_a_full_cache_evicts_nothing(
     assert_unchanged(cache, before)
     cache.put(key("next"), vec(9))  # recency unchanged: the oldest entry goes
     assert keys[0] not in cache and keys[1] in cache and keys[2] in cache
+
+
+@pytest.mark.parametrize("n", [1, 7, 31, 32, 33, 63, 64, 65, 100, 768, 769])
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_put_finds_a_non_finite_float32_value_at_every_position(n: int, bad: float) -> None:
+    # the contiguous float32 check works on blocks of 32 values and a tail:
+    # one bad value anywhere, in either, is found and named
+    c = SyncEmbeddingCache(8, None, 1.0)
+    good = np.linspace(-3.4e38, 3.4e38, n, dtype=np.float32)
+    c.put(key("good"), good)
+    for i in range(n):
+        v = good.copy()
+        v[i] = bad
+        with pytest.raises(InvalidVectorError, match=rf"vector\[{i}\] is "):
+            c.put(key("bad"), v)
+    assert key("bad") not in c and len(c) == 1
