@@ -154,30 +154,6 @@ def embed_at_once(name: str, texts: list[str], barrier: Any, results: Any) -> No
     results.put((sent, matrix.tobytes()))
 
 
-def test_embed_sync_in_several_processes_sends_each_text_to_a_model_once(
-    segment_name: str,  # noqa: F811
-) -> None:
-    texts = [f"text {i}" for i in range(12)]
-    SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM).close()
-    ctx = mp.get_context("spawn")
-    barrier, results = ctx.Barrier(3), ctx.Queue()
-    workers = [
-        ctx.Process(target=embed_at_once, args=(segment_name, order, barrier, results))
-        for order in (texts, texts[::-1], texts[3:] + texts[:3])
-    ]
-    for w in workers:
-        w.start()
-    got = [results.get(timeout=60) for _ in workers]
-    for w in workers:
-        w.join(30)
-        assert w.exitcode == 0
-    sent = sorted(t for s, _ in got for t in s)
-    assert sent == sorted(texts)  # each text embedded once, by one of the three
-    for _, raw in got:
-        matrix = np.frombuffer(raw, dtype=np.float32).reshape(-1, DIM)
-        assert {r.tobytes() for r in matrix} == {r.tobytes() for r in stable_model(texts)}
-
-
 def embed_async_at_once(name: str, texts: list[str], barrier: Any, results: Any) -> None:
     """As embed_at_once, through the async ``embed`` with an async model."""
     sent: list[str] = []
@@ -200,15 +176,19 @@ def embed_async_at_once(name: str, texts: list[str], barrier: Any, results: Any)
     results.put((sent, matrix.tobytes()))
 
 
-def test_embed_in_several_processes_sends_each_text_to_a_model_once(
+@pytest.mark.parametrize("target", [embed_at_once, embed_async_at_once], ids=["sync", "async"])
+def test_embedders_in_several_processes_send_each_text_to_a_model_once(
     segment_name: str,  # noqa: F811
+    target: Any,
 ) -> None:
+    """Three spawned processes embed the same texts at once (embed_sync, or embed
+    with two tasks each): every text reaches a model once in total."""
     texts = [f"text {i}" for i in range(12)]
     SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM).close()
     ctx = mp.get_context("spawn")
     barrier, results = ctx.Barrier(3), ctx.Queue()
     workers = [
-        ctx.Process(target=embed_async_at_once, args=(segment_name, order, barrier, results))
+        ctx.Process(target=target, args=(segment_name, order, barrier, results))
         for order in (texts, texts[::-1], texts[3:] + texts[:3])
     ]
     for w in workers:
@@ -217,7 +197,7 @@ def test_embed_in_several_processes_sends_each_text_to_a_model_once(
     for w in workers:
         w.join(30)
         assert w.exitcode == 0
-    assert sorted(t for s, _ in got for t in s) == sorted(texts)  # once in total
+    assert sorted(t for s, _ in got for t in s) == sorted(texts)  # once, by one of the three
     for _, raw in got:
         matrix = np.frombuffer(raw, dtype=np.float32).reshape(-1, DIM)
         assert {r.tobytes() for r in matrix} == {r.tobytes() for r in stable_model(texts)}
