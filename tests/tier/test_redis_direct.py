@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis_rows
 import redis_servers
 from redis_servers import HOST, RedisServer
 
@@ -36,12 +37,8 @@ def keys_of(n: int) -> list[CacheKey]:
 
 
 def bit_rows(n: int, dim: int = DIM, seed: int = 5) -> np.ndarray:
-    """Finite float32 rows of every bit pattern class (zeros, subnormals, extremes)."""
-    bits = np.random.default_rng(seed).integers(0, 2**32, (n, dim), dtype=np.uint64)
-    rows = bits.astype(np.uint32).view(np.float32)
-    rows[~np.isfinite(rows)] = -0.0
-    rows[0, :4] = [np.float32(1e-45), np.float32(-3.4028235e38), np.float32(0.0), -0.0]
-    return rows
+    """Rows of arbitrary bit patterns (redis_rows.bit_rows) at this file's dim."""
+    return redis_rows.bit_rows(n, dim, seed)
 
 
 async def found_rows(

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+import redis_rows
 import redis_servers
 from redis_servers import HOST, RedisServer, free_port, require_redis
 
@@ -42,12 +43,9 @@ def keys_of(n: int) -> list[CacheKey]:
     return [CacheKey(f"into-{i}", "m") for i in range(n)]
 
 
-def bit_rows(n: int, dim: int = DIM, seed: int = 9) -> np.ndarray:
-    """Finite float32 rows of arbitrary bit patterns."""
-    bits = np.random.default_rng(seed).integers(0, 2**32, (n, dim), dtype=np.uint64)
-    rows = bits.astype(np.uint32).view(np.float32)
-    rows[~np.isfinite(rows)] = -0.0
-    return rows
+def bit_rows(n: int, dim: int = DIM, seed: int = 5) -> np.ndarray:
+    """Rows of arbitrary bit patterns (redis_rows.bit_rows) at this file's dim."""
+    return redis_rows.bit_rows(n, dim, seed)
 
 
 def run(coro: Any) -> Any:
