@@ -20,8 +20,9 @@ read against it as well as against the goal.
 
 Whether the figure means anything depends on the machine: before each round the tool
 sleeps --idle-sample seconds and reads /proc/stat to see how busy each core was without
-it (a core at least 75% idle is free), and prints the load average (the one taken
-before the first run judges: later ones count the tool's own workers). Two processes can
+it (a core at least 75% idle is free): those samples judge. It also prints the load
+average (a one-minute decaying mean that still counts work ended before the tool
+started: it judges alone only when it shows every core busy). Two processes can
 scale 2x only on two free cores: when the load average leaves no free core the figures
 are printed as NOT meaningful; with one free core the 2-process figure measures the
 machine's spare capacity, not the segment (said too). The CPU share each worker got
@@ -185,22 +186,27 @@ def busiest_stripe_share(stripes: int, draws: int = 5) -> dict[str, float]:
 
 
 def verdict(cores: int, load: float, free_rounds: list[int]) -> str:
-    """Whether the 2-process figure means anything: `load` is the 1-minute load average
-    before the tool's own workers ran, `free_rounds` the free cores in each round's idle
-    sample. The load average leaves round(cores - load) cores free."""
-    free_by_load = max(0, round(cores - load))
-    if free_by_load == 0 or max(free_rounds) == 0:
+    """Whether the 2-process figure means anything. `free_rounds` holds the free cores
+    of each round's idle sample, taken right before the round with none of the tool's
+    workers running: that is what judges. `load`, the 1-minute load average before
+    the first round, is only a hint (it decays over a minute, so it still counts work
+    that ended before the tool started); it alone judges only when it shows every core
+    busy."""
+    if max(0, round(cores - load)) == 0 or max(free_rounds) == 0:
         return (
-            "VERDICT: the load average shows no free core: these figures are NOT "
-            "meaningful (the workers shared busy cores with other processes)."
+            "VERDICT: no free core: these figures are NOT meaningful (the workers shared "
+            "busy cores with other processes)."
         )
-    if free_by_load < 2 or min(free_rounds) < 2:
+    if min(free_rounds) < 2:
         return (
-            "VERDICT: fewer than 2 free cores (by the load average or in some round): the "
-            "2-process figure measures the spare capacity of the machine, not the segment; "
-            "it is NOT a meaningful scaling figure (rerun on an idle machine)."
+            "VERDICT: fewer than 2 free cores in some round: the 2-process figure measures "
+            "the spare capacity of the machine, not the segment; it is NOT a meaningful "
+            "scaling figure (rerun on an idle machine)."
         )
-    return "VERDICT: 2 free cores throughout: the ratios are the segment's scaling."
+    return (
+        "VERDICT: 2 free cores before every round: the ratios are the segment's scaling on "
+        "this machine (read them beside the control's, which shares nothing)."
+    )
 
 
 def main() -> None:
