@@ -137,8 +137,9 @@ async def _send_and_read_into(
     conn: Any, transport: Any, command: bytes, reader: MgetReader
 ) -> None:
     """Send `command` on `conn` and read its reply into `reader` through an
-    IntoReader on `transport` (health checked first: no other reply may come)."""
-    await conn.check_health()
+    IntoReader on `transport` (the caller has run the connection's health check
+    and taken `transport` after it: a failed check reconnects, with a new
+    transport)."""
     inner = transport.get_protocol()
     done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     into = IntoReader(inner, reader, done)
@@ -211,7 +212,11 @@ async def direct_mget(
             if holder and out is not None:
                 out.fill(0.0)  # rows of the attempt that failed
             holder[:] = [MgetReader(n, dim, out)]
-            # a connection dropped by a failed attempt: redis-py's send reconnects it
+            # a connection dropped by a failed attempt: redis-py's send reconnects it.
+            # The health check runs first (no other reply may come, and a failed PING
+            # reconnects, replacing the transport): the transport is taken after it.
+            if conn.is_connected:
+                await conn.check_health()
             transport = _swappable(conn) if conn.is_connected else None
             if transport is None:
                 await conn.send_packed_command(command)

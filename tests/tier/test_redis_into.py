@@ -191,6 +191,43 @@ def test_health_checks_still_go_through_redis_py(
     run(main())
 
 
+def test_a_health_check_that_reconnects_is_followed_by_the_read(
+    flushed_server: RedisServer,
+) -> None:
+    """The next read's health check PINGs while the server holds its clients
+    (CLIENT PAUSE), times out and, with a retry, reconnects: a new transport. The
+    read must use that one (a transport taken before the check would be the old
+    one: its protocol swapped on a dropped connection, the read waiting on it until
+    the tier's timeout, a counted failure and no rows)."""
+
+    async def main() -> None:
+        client = Redis(
+            host=HOST,
+            port=flushed_server.port,
+            health_check_interval=1,
+            socket_timeout=0.2,
+            retry=Retry(NoBackoff(), 4),
+        )
+        admin = Redis(host=HOST, port=flushed_server.port)
+        try:
+            tier = RedisTier(client, timeout=3)
+            keys = keys_of(50)
+            rows = bit_rows(50)
+            await tier.put_many(keys, rows)
+            matrix, found = await tier.get_many(keys, dim=DIM)
+            assert found.all()
+            await asyncio.sleep(1.2)  # past the interval: the next read checks health first
+            await admin.execute_command("CLIENT", "PAUSE", "300", "ALL")
+            matrix, found = await tier.get_many(keys, dim=DIM)
+            assert found.all() and np.array_equal(matrix, rows)
+            assert tier.get_tier_info().errors == 0
+        finally:
+            await client.aclose()
+            await admin.aclose()
+
+    run(main())
+
+
 # -- a Unix socket and TLS ---------------------------------------------------------------
 
 
