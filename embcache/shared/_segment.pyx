@@ -59,6 +59,7 @@ cnp.import_array()
 
 cdef extern from "shared/segment.h":
     int EMBC_SHM_SUPPORTED
+    unsigned EMBC_MAX_DIM
     unsigned EMBC_SHM_HEADER_BYTES
     ctypedef struct embc_layout:
         uint32_t dim, storage, row_bytes, row_stride
@@ -140,7 +141,7 @@ ENTRY_OVERHEAD_BYTES = EMBC_ENTRY_OVERHEAD
 
 NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
 SHM_DIR = "/dev/shm"
-MAX_DIM = 1 << 20
+MAX_DIM = EMBC_MAX_DIM
 cdef double WAKE_EVERY_S = 0.05   # seconds a single-flight waiter sleeps before checking the owner
 
 

@@ -3,7 +3,11 @@
 # _segment.pyx; no C here.
 
 def owner_alive(int pid):
-    """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped)."""
+    """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped).
+    A pid below 1 (a corrupt or forged marker: kill() would test a process group
+    or every process) runs nowhere."""
+    if pid < 1:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

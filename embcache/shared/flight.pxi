@@ -13,64 +13,24 @@ cdef object flight_get_or_compute(SharedEmbeddingCache self, tuple seq, object c
     for i, key in enumerate(seq):
         positions.setdefault(key, []).append(i)
     todo = list(positions)
-    cdef int32_t pid = os.getpid()
-    cdef uint64_t thread = threading.get_ident()
-    cdef CacheKey k
-    cdef uint64_t h
     cdef uint32_t s, seen
     cdef int m
-    cdef const char *row
-    cdef embc_pending *marker
-    cdef double now
     while todo:
         owned = []       # (key, stripe, marker or -1)
         waiting = []     # (stripe, marker, word seen)
-        for key in todo:
-            k = <CacheKey>key
-            h = embc_hash(&self.seg, k.ident.digest)
-            s = embc_stripe_of(&self.seg, h)
-            now = self.clock_now()
-            self.lock(s)
-            row = embc_lookup(&self.seg, s, h, k.ident.digest, now, 1)
-            if row != NULL:
-                decode_row(&self.seg.L, <float *>(base + <Py_ssize_t>positions[key][0] * row_bytes),
-                           row)
-                embc_unlock(&self.seg, s)
-                continue
-            m = embc_pending_find(&self.seg, s, k.ident.digest)
-            if m >= 0 and embc_pending_mine(&self.seg, s, m, k.ident.digest, pid, thread):
-                embc_unlock(&self.seg, s)
-                release(self, owned)
-                raise CallContextError(
-                    "get_or_compute would wait on a key this very call is computing "
-                    "(compute asked for it again)")
-            if m >= 0:
-                marker = embc_pending_get(&self.seg, s, m)
-                seen = marker.word
-                owner = marker.pid
-                started = marker.started
-                embc_unlock(&self.seg, s)
-                if now - started <= late and owner_alive(owner):
-                    waiting.append((key, s, m, seen))
-                    continue
-                self.lock(s)          # take it over, unless it changed meanwhile
-                if embc_pending_word(&self.seg, s, m)[0] != seen:
-                    embc_unlock(&self.seg, s)
-                    waiting.append((key, s, m, seen))
-                    continue
-                m = embc_pending_own(&self.seg, s, m, k.ident.digest, pid, thread, now)
-                embc_unlock(&self.seg, s)
-                embc_futex_wake(embc_pending_word(&self.seg, s, m))
-                owned.append((key, s, m))
-                continue
-            m = embc_pending_own(&self.seg, s, -1, k.ident.digest, pid, thread, now)
-            embc_unlock(&self.seg, s)
-            owned.append((key, s, m))
-        if owned:
-            try:
+        # from the first claim until every marker of this round is released: an
+        # error anywhere (a lock, a dead owner's check, compute, a store) releases
+        # them, and close() from another thread refuses while they are held
+        self.waiters += 1
+        try:
+            claim_or_wait(self, todo, positions, base, late, owned, waiting)
+            if owned:
                 compute_and_store(self, owned, compute, positions, base)
-            finally:
+        finally:
+            try:
                 release(self, owned)
+            finally:
+                self.waiters -= 1
         if waiting:      # sleep on one of them; every key is looked at again after
             key, s, m, seen = waiting[0]
             self.waiters += 1
@@ -83,6 +43,67 @@ cdef object flight_get_or_compute(SharedEmbeddingCache self, tuple seq, object c
             memcpy(base + <Py_ssize_t>i * row_bytes, base + <Py_ssize_t>rows[0] * row_bytes,
                    row_bytes)
     return matrix
+
+
+cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, char *base,
+                       double late, list owned, list waiting) except -1:
+    """For each key of `todo`: a hit is decoded into its row of `base`; a key
+    nobody computes is claimed (appended to `owned`); a key another live, timely
+    owner computes is appended to `waiting`; a dead or late owner's key is taken
+    over. Nothing Python is made while a stripe is locked."""
+    cdef int32_t pid = os.getpid()
+    cdef uint64_t thread = threading.get_ident()
+    cdef size_t row_bytes = self.seg.L.dim * 4      # of the float32 result
+    cdef CacheKey k
+    cdef uint64_t h
+    cdef uint32_t s, seen
+    cdef int m
+    cdef const char *row
+    cdef embc_pending *marker
+    cdef double now, started
+    cdef int32_t owner
+    cdef float *dst
+    for key in todo:
+        k = <CacheKey>key
+        h = embc_hash(&self.seg, k.ident.digest)
+        s = embc_stripe_of(&self.seg, h)
+        now = self.clock_now()
+        dst = <float *>(base + <Py_ssize_t>positions[key][0] * row_bytes)   # before the lock
+        self.lock(s)
+        row = embc_lookup(&self.seg, s, h, k.ident.digest, now, 1)
+        if row != NULL:
+            decode_row(&self.seg.L, dst, row)
+            embc_unlock(&self.seg, s)
+            continue
+        m = embc_pending_find(&self.seg, s, k.ident.digest)
+        if m >= 0 and embc_pending_mine(&self.seg, s, m, k.ident.digest, pid, thread):
+            embc_unlock(&self.seg, s)
+            raise CallContextError(
+                "get_or_compute would wait on a key this very call is computing "
+                "(compute asked for it again)")
+        if m >= 0:
+            marker = embc_pending_get(&self.seg, s, m)
+            seen = marker.word
+            owner = marker.pid          # C locals: nothing Python under the lock
+            started = marker.started
+            embc_unlock(&self.seg, s)
+            if now - started <= late and owner_alive(owner):
+                waiting.append((key, s, m, seen))
+                continue
+            self.lock(s)          # take it over, unless it changed meanwhile
+            if embc_pending_word(&self.seg, s, m)[0] != seen:
+                embc_unlock(&self.seg, s)
+                waiting.append((key, s, m, seen))
+                continue
+            m = embc_pending_own(&self.seg, s, m, k.ident.digest, pid, thread, now)
+            embc_unlock(&self.seg, s)
+            embc_futex_wake(embc_pending_word(&self.seg, s, m))
+            owned.append((key, s, m))
+            continue
+        m = embc_pending_own(&self.seg, s, -1, k.ident.digest, pid, thread, now)
+        embc_unlock(&self.seg, s)
+        owned.append((key, s, m))
+    return 0
 
 
 cdef int compute_and_store(SharedEmbeddingCache self, list owned, object compute, dict positions,

@@ -100,6 +100,7 @@ typedef struct { char opaque[40]; } pthread_mutex_t;
 #define EMBC_MIN_PER_STRIPE 256u
 #define EMBC_NO_SLOT 0xffffffffu
 #define EMBC_MAX_CAPACITY 0x40000000u   /* 2^30 entries */
+#define EMBC_MAX_DIM (1u << 20)     /* the largest dim a segment takes */
 
 enum { EMBC_FREE = 0, EMBC_LIVE = 2 };
 
@@ -203,6 +204,9 @@ static const char *embc_layout_make(embc_layout *L, uint32_t dim, uint32_t stora
     double budget = max_memory_mb * 1048576.0;
     memset(L, 0, sizeof(*L));
     if (dim == 0 || row_bytes == 0) return "dim must be at least 1";
+    /* bounds every row size (float32: 4 MiB) and the 32-bit row stride; a header
+       read from a file is checked against it too (embc_header_check) */
+    if (dim > EMBC_MAX_DIM) return "dim is out of range";
     if (!(budget >= 0.0) || budget > 1.0e18) return "max_memory_mb is out of range";
     L->dim = dim;
     L->storage = storage;
@@ -297,6 +301,7 @@ static const char *embc_header_check(const embc_header *h, uint64_t file_size,
         return "the segment was made by a build with another ABI (structure sizes differ)";
     if (h->checksum != embc_header_checksum(h)) return "the segment header is corrupt (checksum mismatch)";
     if (h->ready != 1) return "the segment was never completed";
+    if (h->dim > EMBC_MAX_DIM) return "the segment's dim is out of range (forged or corrupt header)";
     rb = row_bytes_of((int)h->storage, h->dim);
     if (rb == 0 || rb != h->row_bytes) return "the segment names an unknown storage or a wrong row size";
     why = embc_layout_make(L, h->dim, h->storage, h->row_bytes, h->max_entries,

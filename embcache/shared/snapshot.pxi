@@ -455,9 +455,10 @@ cdef int store_loaded(SharedEmbeddingCache self, const SnapRecord *recs, const c
                       Py_ssize_t n) except -1:
     """Store the checked rows of a snapshot (least recent first): walking from the
     most recent, those not expired on the wall clock while their stripe has room
-    (so none evicts another); then stored in the saved order, their remaining TTL
-    cut to the segment's. The statistics of a segment this load created start at
-    zero."""
+    (so no loaded entry evicts another loaded one); then stored in the saved order,
+    their remaining TTL cut to the segment's. Into an existing segment these are
+    puts: they may evict what it held (CLOCK's choice), as any put does. The
+    statistics of a segment this load created start at zero."""
     cdef const embc_layout *L = &self.seg.L
     cdef unsigned char *keep = <unsigned char *>calloc(<size_t>n + 1, 1)
     cdef uint32_t *room = <uint32_t *>calloc(L.n_stripes, sizeof(uint32_t))

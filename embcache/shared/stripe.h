@@ -206,6 +206,7 @@ static int embc_lock(const embc_seg *g, uint32_t s, int block) {
     if (rc == EOWNERDEAD) {
         embc_repair(g, s);
         rc = pthread_mutex_consistent(&st->mutex);
+        if (rc != 0) pthread_mutex_unlock(&st->mutex);  /* held, but reported as not taken */
     }
     return rc;
 #else

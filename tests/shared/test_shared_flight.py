@@ -212,3 +212,53 @@ def test_closing_while_a_compute_runs_is_refused(segment_name: str) -> None:
         got = cache.get_or_compute([key_of(1)], close_inside)
         assert len(refused) == 1 and got[0].tobytes() == vector_of(1, DIM).tobytes()
         assert cache.get(key_of(1)) is not None
+
+
+def test_an_error_while_claiming_frees_the_keys_already_claimed(
+    segment_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """get_or_compute([a, b]) claims a, then finds b computed by another thread and
+    asks whether its owner runs: that check failing (here made to raise) must
+    release a's marker too (else a is held by a live thread for ever: this thread's
+    next call on a is refused as re-entry, and every other caller waits on it)."""
+    import embcache.shared._segment as segment_module
+
+    with SharedEmbeddingCache(segment_name, *LIMITS, dim=DIM) as cache:
+        inside, go = threading.Event(), threading.Event()
+
+        def held(missing: list[CacheKey]) -> np.ndarray:
+            inside.set()
+            go.wait(30)
+            return np.stack([vector_of(index_of(k), DIM) for k in missing])
+
+        holder = threading.Thread(target=cache.get_or_compute, args=([key_of(2)], held))
+        holder.start()
+        try:
+            assert inside.wait(30)
+
+            def failing_check(pid: int) -> bool:
+                raise OSError("the owner's check failed")
+
+            with monkeypatch.context() as patch:
+                patch.setattr(segment_module, "owner_alive", failing_check)
+                with pytest.raises(OSError, match="owner's check failed"):
+                    cache.get_or_compute([key_of(1), key_of(2)], held)
+            counts = np.zeros(KEYS, np.int64)
+            began = time.monotonic()
+            got = cache.get_or_compute([key_of(1)], counted_compute(counts, 0))
+            assert time.monotonic() - began < 1 and counts[1] == 1
+            assert np.array_equal(got[0], vector_of(1, DIM))
+        finally:
+            go.set()
+            holder.join(30)
+        assert cache.verify() == []
+
+
+def test_a_marker_naming_no_process_has_a_dead_owner() -> None:
+    """A pid below 1 in a marker (corrupt or forged) is no live owner: kill(0) and
+    kill(-1) would test a process group or every process, and say 'alive'."""
+    from embcache.shared._segment import owner_alive
+
+    assert owner_alive(os.getpid())
+    assert not owner_alive(0)
+    assert not owner_alive(-1)

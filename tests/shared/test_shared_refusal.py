@@ -211,3 +211,21 @@ def test_a_segment_made_before_the_last_reboot_is_refused(segment_name: str) -> 
     reseal(data)
     path.write_bytes(bytes(data))
     refused(path, "before the machine last started")
+
+
+def test_a_dim_beyond_the_largest_is_refused(segment_name: str) -> None:
+    """A header naming a dim above MAX_DIM (with the row size it implies, resealed)
+    is refused for its dim before any size is computed from it: a float32 dim of
+    2^30 - 1 makes 4 GiB - 4 row bytes, whose 8-byte-aligned stride wraps to 0 in 32
+    bits, so a layout computed from it could pass and put every row at one place."""
+    from embcache.shared._segment import MAX_DIM
+
+    path = make_segment(segment_name)
+    data = bytearray(path.read_bytes())
+    dim = (1 << 30) - 1
+    assert dim > MAX_DIM
+    struct.pack_into("<II", data, OFFSETS["dim"], dim, 1)  # dim, storage float32
+    struct.pack_into("<I", data, OFFSETS["dim"] + 8, dim * 4)  # row_bytes
+    reseal(data)
+    path.write_bytes(bytes(data))
+    refused(path, "dim is out of range")
