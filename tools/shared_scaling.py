@@ -50,7 +50,10 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+# the clone last on the path: an installed embcache (PYTHONPATH, site-packages)
+# comes first, so a run against a wheel never picks up the uncompiled source tree;
+# without one, the clone's (built in place) is used, and benchmarks/ is found
+sys.path.append(str(Path(__file__).resolve().parents[1]))
 
 from embcache import CacheKey, SharedEmbeddingCache, SyncEmbeddingCache  # noqa: E402
 
