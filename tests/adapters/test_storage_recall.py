@@ -39,11 +39,12 @@ MIN_COSINE = {"float32": 1 - 1e-12, "float16": 0.99999, "bfloat16": 0.9999, "int
 def tool() -> Any:
     import sys
 
+    saved = sys.path[:]  # restored whole: the tool puts the clone on the path itself too
     sys.path.insert(0, str(REPO))
     try:
         return importlib.import_module("tools.storage_accuracy")
     finally:
-        sys.path.remove(str(REPO))
+        sys.path[:] = saved  # a clone left first would be the source tree a spawned child imports
 
 
 @pytest.fixture(scope="module")
