@@ -27,6 +27,7 @@ so a later command never reads the rest of it.
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 from typing import Any
 
@@ -37,6 +38,7 @@ from embcache._core import MGET_DONE, MGET_MORE, MGET_REPLY_ERROR, MgetReader
 from embcache.tier.wire import Decoded
 
 try:
+    from redis import __version__ as REDIS_VERSION
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import InvalidResponse, ResponseError
 except ImportError as exc:  # pragma: no cover - embcache.redis reports it first
@@ -45,7 +47,20 @@ except ImportError as exc:  # pragma: no cover - embcache.redis reports it first
         '(from a clone of embcache: pip install ".[redis]")'
     ) from exc
 
-__all__ = ["INTO_BYTES", "READ_BYTES", "IntoReader", "direct_mget", "joined_spans"]
+__all__ = [
+    "INTO_BYTES",
+    "INTO_SUPPORTED",
+    "READ_BYTES",
+    "IntoReader",
+    "direct_mget",
+    "joined_spans",
+]
+
+INTO_SUPPORTED = sys.version_info >= (3, 10) and int(REDIS_VERSION.split(".")[0]) >= 8
+"""Whether replies are received straight into the reader (IntoReader): on Python
+3.10+ with redis-py 8+, where it is tested. CI found every such read failing on
+Python 3.9 with redis-py 7.0 (not yet diagnosed): there, and on older redis-py,
+replies are read through the connection's stream, as before."""
 
 READ_BYTES = 1 << 22
 """The most bytes asked of the stream per read (it answers what it holds)."""
@@ -124,6 +139,8 @@ class IntoReader(asyncio.BufferedProtocol):
 
 def _swappable(conn: Any) -> Any:
     """The transport of `conn` when it can hand its reply to an IntoReader."""
+    if not INTO_SUPPORTED:
+        return None
     writer = getattr(conn, "_writer", None)
     transport = getattr(writer, "transport", None)
     if transport is None or not hasattr(transport, "set_protocol"):

@@ -30,8 +30,14 @@ from redis.backoff import NoBackoff  # noqa: E402
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 
 from embcache.redis import RedisTier  # noqa: E402
-from embcache.tier.mget import INTO_BYTES, IntoReader  # noqa: E402
+from embcache.tier.mget import INTO_BYTES, INTO_SUPPORTED, IntoReader  # noqa: E402
 from embcache.tier.wire import encode_rows  # noqa: E402
+
+needs_into = pytest.mark.skipif(
+    not INTO_SUPPORTED,
+    reason="replies are received straight into the reader on Python 3.10+ with redis-py 8+ "
+    "(embcache.tier.mget.INTO_SUPPORTED); elsewhere they go through the stream",
+)
 
 redis_server = redis_servers.redis_server
 flushed_server = redis_servers.flushed_server
@@ -116,6 +122,7 @@ async def round_trip(client: Redis, monkeypatch: pytest.MonkeyPatch, n: int = 10
     assert await client.get(tier.redis_key(keys[0])) is not None
 
 
+@needs_into
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_a_tcp_reply_is_received_straight_into_the_reader(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch, protocol: int
@@ -130,6 +137,7 @@ def test_a_tcp_reply_is_received_straight_into_the_reader(
     run(main())
 
 
+@needs_into
 def test_a_reply_larger_than_the_buffer_many_times_over(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -143,6 +151,7 @@ def test_a_reply_larger_than_the_buffer_many_times_over(
     run(main())
 
 
+@needs_into
 def test_concurrent_reads_on_several_connections_share_the_buffer_safely(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -308,6 +317,7 @@ def other_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Oth
         server.stop()
 
 
+@needs_into
 def test_unix_socket_and_tls_replies_are_received_straight_into_the_reader(
     other_server: OtherServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -373,6 +383,7 @@ async def hanging_up_once() -> tuple[asyncio.AbstractServer, list[int]]:
     return server, state
 
 
+@needs_into
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_server_hanging_up_mid_reply(retries: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without retries, a counted failure and a new connection for the next read;
