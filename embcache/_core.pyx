@@ -68,6 +68,7 @@ Where things are:
                      (docs/formats.md)
   core/snapshot/save.pxi    snapshots: the atomic save
   core/snapshot/load.pxi    snapshots: the verified load
+  core/snapshot/check.pxi   snapshots: the checks of a file's header, groups and entries
   core/cache.pxi         SyncEmbeddingCache: argument checks, lock, clock, calls into the table
   core/batch_steps.pxi   a batch's steps under the lock: out checks, its dimension, reading
                      rows into a matrix, storing a matrix's rows (get_many, put_many, batches)
@@ -154,6 +155,7 @@ include "core/table_shrink.pxi"
 include "core/snapshot/format.pxi"
 include "core/snapshot/save.pxi"
 include "core/snapshot/load.pxi"
+include "core/snapshot/check.pxi"
 include "core/fork.pxi"
 include "core/cache_info.pxi"
 include "core/lookup.pxi"
