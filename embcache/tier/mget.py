@@ -27,7 +27,7 @@ so a later command never reads the rest of it.
 from __future__ import annotations
 
 import asyncio
-import sys
+import re
 import threading
 from typing import Any
 
@@ -37,30 +37,30 @@ import numpy.typing as npt
 from embcache._core import MGET_DONE, MGET_MORE, MGET_REPLY_ERROR, MgetReader
 from embcache.tier.wire import Decoded
 
+NEEDS_REDIS = (
+    'embcache.redis needs redis-py >= 5.3: pip install "redis>=5.3" hiredis '
+    '(from a clone of embcache: pip install ".[redis]")'
+)
+"""What an ImportError of embcache.redis says: redis-py is missing or older than
+5.3 (before 5.3, an asyncio pool's get_connection needs a command name)."""
+
 try:
     from redis import __version__ as REDIS_VERSION
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import InvalidResponse, ResponseError
-except ImportError as exc:  # pragma: no cover - embcache.redis reports it first
-    raise ImportError(
-        'embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis '
-        '(from a clone of embcache: pip install ".[redis]")'
-    ) from exc
+except ImportError as exc:
+    raise ImportError(NEEDS_REDIS) from exc
+if tuple(int(part) for part in re.findall(r"\d+", REDIS_VERSION)[:2]) < (5, 3):
+    raise ImportError(f"{NEEDS_REDIS}; this is redis-py {REDIS_VERSION}")
 
 __all__ = [
     "INTO_BYTES",
-    "INTO_SUPPORTED",
+    "NEEDS_REDIS",
     "READ_BYTES",
     "IntoReader",
     "direct_mget",
     "joined_spans",
 ]
-
-INTO_SUPPORTED = sys.version_info >= (3, 10) and int(REDIS_VERSION.split(".")[0]) >= 8
-"""Whether replies are received straight into the reader (IntoReader): on Python
-3.10+ with redis-py 8+, where it is tested. CI found every such read failing on
-Python 3.9 with redis-py 7.0 (not yet diagnosed): there, and on older redis-py,
-replies are read through the connection's stream, as before."""
 
 READ_BYTES = 1 << 22
 """The most bytes asked of the stream per read (it answers what it holds)."""
@@ -139,8 +139,6 @@ class IntoReader(asyncio.BufferedProtocol):
 
 def _swappable(conn: Any) -> Any:
     """The transport of `conn` when it can hand its reply to an IntoReader."""
-    if not INTO_SUPPORTED:
-        return None
     writer = getattr(conn, "_writer", None)
     transport = getattr(writer, "transport", None)
     if transport is None or not hasattr(transport, "set_protocol"):

@@ -33,7 +33,7 @@ at most. The library adds no handler of its own but a NullHandler on
 ``drop_model`` is the exception to never raising: an explicit administrative
 call, it raises RedisTierError when Redis fails.
 
-Needs redis-py >= 5 (``pip install ".[redis]"`` from a clone, which adds hiredis). A
+Needs redis-py >= 5.3 (``pip install ".[redis]"`` from a clone, which adds hiredis). A
 RedisTier, like its client, belongs to the event loop it is used on.
 """
 
@@ -59,7 +59,7 @@ from embcache.errors import (
 )
 from embcache.tier.breaker import Breaker
 from embcache.tier.cluster import cluster_mget, drop_on, primaries
-from embcache.tier.mget import direct_mget, joined_spans
+from embcache.tier.mget import NEEDS_REDIS, direct_mget, joined_spans
 from embcache.tier.protocol import TierInfo
 from embcache.tier.wire import (
     DIGEST_HEX,
@@ -77,11 +77,8 @@ from embcache.tier.wire import (
 try:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
-except ImportError as exc:  # pragma: no cover - exercised by a subprocess test
-    raise ImportError(
-        'embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis '
-        '(from a clone of embcache: pip install ".[redis]")'
-    ) from exc
+except ImportError as exc:  # pragma: no cover - embcache.tier.mget, imported first, says it
+    raise ImportError(NEEDS_REDIS) from exc
 
 __all__ = ["FAILURES_TO_OPEN", "RedisTier", "RedisTierError", "TierInfo"]
 

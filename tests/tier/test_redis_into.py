@@ -30,14 +30,8 @@ from redis.backoff import NoBackoff  # noqa: E402
 from redis.exceptions import ConnectionError as RedisConnectionError  # noqa: E402
 
 from embcache.redis import RedisTier  # noqa: E402
-from embcache.tier.mget import INTO_BYTES, INTO_SUPPORTED, IntoReader  # noqa: E402
+from embcache.tier.mget import INTO_BYTES, IntoReader  # noqa: E402
 from embcache.tier.wire import encode_rows  # noqa: E402
-
-needs_into = pytest.mark.skipif(
-    not INTO_SUPPORTED,
-    reason="replies are received straight into the reader on Python 3.10+ with redis-py 8+ "
-    "(embcache.tier.mget.INTO_SUPPORTED); elsewhere they go through the stream",
-)
 
 redis_server = redis_servers.redis_server
 flushed_server = redis_servers.flushed_server
@@ -62,16 +56,28 @@ def run(coro: Any) -> Any:
 
 
 def only_the_direct_read(client: Redis, monkeypatch: pytest.MonkeyPatch) -> list[IntoReader]:
-    """Make the client's own mget and every asyncio stream read fail (a reply
-    read through the connection's stream fails the test), and record every
-    IntoReader made."""
+    """Make the client's own mget fail, make every asyncio stream read that
+    returns bytes fail (a reply read through the connection's stream fails the
+    test; redis-py 7 polls the stream of a connection it hands out, with a zero
+    timeout, and that poll reads nothing), and record every IntoReader made."""
 
     async def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise AssertionError("the reply went through the connection's stream")
+        raise AssertionError("the reply went through the client's own mget")
+
+    def polled(name: str) -> Any:
+        read = getattr(asyncio.StreamReader, name)
+
+        async def nothing_read(self: asyncio.StreamReader, *args: Any, **kwargs: Any) -> Any:
+            data = await read(self, *args, **kwargs)
+            if data:
+                raise AssertionError("the reply went through the connection's stream")
+            return data
+
+        return nothing_read
 
     client.mget = refuse  # type: ignore[method-assign]
     for name in ("read", "readexactly", "readuntil", "readline"):
-        monkeypatch.setattr(asyncio.StreamReader, name, refuse)
+        monkeypatch.setattr(asyncio.StreamReader, name, polled(name))
     made: list[IntoReader] = []
     init = IntoReader.__init__
 
@@ -122,7 +128,6 @@ async def round_trip(client: Redis, monkeypatch: pytest.MonkeyPatch, n: int = 10
     assert await client.get(tier.redis_key(keys[0])) is not None
 
 
-@needs_into
 @pytest.mark.parametrize("protocol", [2, 3])
 def test_a_tcp_reply_is_received_straight_into_the_reader(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch, protocol: int
@@ -137,7 +142,6 @@ def test_a_tcp_reply_is_received_straight_into_the_reader(
     run(main())
 
 
-@needs_into
 def test_a_reply_larger_than_the_buffer_many_times_over(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -151,7 +155,6 @@ def test_a_reply_larger_than_the_buffer_many_times_over(
     run(main())
 
 
-@needs_into
 def test_concurrent_reads_on_several_connections_share_the_buffer_safely(
     flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -163,8 +166,11 @@ def test_concurrent_reads_on_several_connections_share_the_buffer_safely(
             rows = bit_rows(2000)
             await tier.put_many(keys, rows)
             parts = [(i * 250, (i + 1) * 250) for i in range(8)] * 2
-            # the pool's connections made (their handshakes are read by redis-py)
-            await asyncio.gather(*(tier.get_many(keys[a:b], dim=DIM) for a, b in parts))
+            # one connection per read made first (their handshakes are read by redis-py)
+            pool = client.connection_pool
+            held = await asyncio.gather(*(pool.get_connection() for _ in parts))
+            for conn in held:
+                await pool.release(conn)
             with monkeypatch.context() as patch:
                 made = only_the_direct_read(client, patch)
                 got = await asyncio.gather(*(tier.get_many(keys[a:b], dim=DIM) for a, b in parts))
@@ -317,7 +323,6 @@ def other_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Oth
         server.stop()
 
 
-@needs_into
 def test_unix_socket_and_tls_replies_are_received_straight_into_the_reader(
     other_server: OtherServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -383,7 +388,6 @@ async def hanging_up_once() -> tuple[asyncio.AbstractServer, list[int]]:
     return server, state
 
 
-@needs_into
 @pytest.mark.parametrize("retries", [0, 1])
 def test_a_server_hanging_up_mid_reply(retries: int, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without retries, a counted failure and a new connection for the next read;

@@ -381,9 +381,26 @@ WITHOUT_REDIS = textwrap.dedent(
 def test_embcache_works_without_redis_and_says_what_to_install(tmp_path: Path) -> None:
     proc = run_python(["-c", WITHOUT_REDIS], cwd=tmp_path, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    expected = 'ERROR: embcache.redis needs redis-py >= 5: pip install "redis>=5" hiredis'
+    expected = 'ERROR: embcache.redis needs redis-py >= 5.3: pip install "redis>=5.3" hiredis'
     assert expected in proc.stdout
     assert 'pip install ".[redis]"' in proc.stdout
+
+
+def test_a_redis_py_older_than_5_3_is_refused_with_what_to_install(tmp_path: Path) -> None:
+    # before 5.3 an asyncio pool's get_connection needs a command name: every read would fail
+    old = tmp_path / "redis"
+    old.mkdir()
+    (old / "__init__.py").write_text('__version__ = "5.0.8"\n')
+    (old / "exceptions.py").write_text(
+        "class ConnectionError(Exception): pass\n"
+        "class InvalidResponse(Exception): pass\n"
+        "class ResponseError(Exception): pass\n"
+    )
+    code = "import embcache.redis"
+    proc = run_python(["-c", code], cwd=tmp_path, timeout=60)
+    assert proc.returncode != 0
+    assert 'needs redis-py >= 5.3: pip install "redis>=5.3" hiredis' in proc.stderr
+    assert "this is redis-py 5.0.8" in proc.stderr
 
 
 def test_importing_embcache_does_not_import_redis(tmp_path: Path) -> None:
