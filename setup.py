@@ -40,6 +40,8 @@ if DEBUG:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 else:
     macros.append(("NDEBUG", None))
+if SANITIZE:
+    macros.append(("EMBC_NO_ROW_POOL", "1"))  # core/row_arrays.h: ASan sees every free
 
 extensions = [
     Extension(

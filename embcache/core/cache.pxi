@@ -254,7 +254,7 @@ cdef class SyncEmbeddingCache:
             # the garbage collector, so allocating one cannot run code that
             # re-enters; if it fails (MemoryError), the finally drops the lock.
             dim = dim_of(t, s)
-            out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
+            out = embc_row_array(dim)
             copy_row_out(t, <float32_t *>cnp.PyArray_DATA(out), row_of(t, s), dim)
             t.stats.hits += 1
             policy_on_hit(t, s)

@@ -3,7 +3,8 @@
 # plain copies, tested first so the float32 paths stay as they were).
 #
 # Owns: entry_bytes (an entry's accounted bytes in a storage), a slab's row
-# bytes, write_row, the GIL-dropping row copy of get (batch lookups decode
+# bytes, write_row, the GIL-dropping row copy of get and the array it copies
+# into (core/row_arrays.h: its block from a small pool; batch lookups decode
 # in copy_out_row, core/table.pxi), and the largest
 # dimension a cache's budget holds (check_dim's bound). Free functions over the
 # Table (core/table.pxi); the callers hold the cache lock where a table is read.
@@ -12,6 +13,13 @@
 cdef inline size_t row_bytes_of(const Slab *slab) noexcept nogil:
     """Bytes of one encoded vector of the slab: its stride less the owner slot."""
     return slab.stride - sizeof(slot_t)
+
+
+cdef extern from "core/row_arrays.h":
+    int embc_row_arrays_init() except -1
+    object embc_row_array(cnp.npy_intp dim)
+
+embc_row_arrays_init()  # its numpy handler capsule (after cnp.import_array, _core.pyx)
 
 
 cdef inline Py_ssize_t entry_bytes(int storage, dim_t dim) noexcept nogil:

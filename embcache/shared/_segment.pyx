@@ -134,6 +134,12 @@ cdef extern from "shared/flight.h":
         double started
     embc_pending *embc_pending_get(const embc_seg *g, uint32_t s, int i) noexcept nogil
 
+cdef extern from "core/row_arrays.h":  # get's array: its block from a small pool
+    int embc_row_arrays_init() except -1
+    object embc_row_array(cnp.npy_intp dim)
+
+embc_row_arrays_init()
+
 include "rows.pxi"
 
 ENTRY_OVERHEAD_BYTES = EMBC_ENTRY_OVERHEAD
@@ -335,7 +341,7 @@ cdef class SharedEmbeddingCache:
         if self.seg.base == NULL:
             raise SharedSegmentError("the SharedEmbeddingCache is closed")
         cdef cnp.npy_intp dim = self.seg.L.dim
-        cdef cnp.ndarray out = cnp.PyArray_SimpleNew(1, &dim, cnp.NPY_FLOAT32)
+        cdef cnp.ndarray out = embc_row_array(dim)
         if self.fetch_row(<CacheKey>key, <float *>cnp.PyArray_DATA(out), self.clock_now(), 1):
             return out
         return None
