@@ -14,13 +14,8 @@ ctypedef int32_t slot_t        # an entry's place in the entry table
 ctypedef int32_t row_t         # a row of a slab
 ctypedef Py_ssize_t dim_t      # floats per vector
 
-cdef extern from "core/siphash.h":
-    ctypedef struct embcache_sip_state:
-        pass
-    void embcache_sip_init(embcache_sip_state *s, uint64_t k0, uint64_t k1, int out128) noexcept nogil
-    void embcache_sip_update(embcache_sip_state *s, const void *data, size_t n) noexcept nogil
-    void embcache_sip_final(embcache_sip_state *s, uint64_t out[2]) noexcept nogil
-    uint64_t embcache_siphash24_32(uint64_t k0, uint64_t k1, const void *data) noexcept nogil
+cdef extern from "core/keyhash.h":
+    uint64_t embcache_key_hash(uint64_t k0, uint64_t k1, const uint64_t *digest) noexcept nogil
 
 cdef extern from "core/snapshot/blake2b.h":
     ctypedef struct embcache_blake2b_state:
@@ -91,8 +86,8 @@ cdef extern from "core/table_mem.h":
 
 cdef struct KeyId:
     # What the table knows of a key. `digest` is BLAKE2b-256 of the key's
-    # canonical encoding (stable everywhere); `hash` is SipHash-2-4 of the
-    # digest under the secret per-process key (index position and tag).
+    # canonical encoding (stable everywhere); `hash` is the digest mixed
+    # with the secret per-process key (core/keyhash.h; index position and tag).
     uint64_t hash
     uint64_t digest[4]
 

@@ -34,10 +34,10 @@ def snapshot_checksum(data: bytes | bytearray | memoryview, seed: int = 0) -> in
     """The snapshot checksum (mix64 v1) of `data` under `seed`."""
 
 def hash_key() -> bytes:
-    """The 16-byte SipHash key this process uses to place keys in the index."""
+    """The 16-byte secret key this process uses to place keys in the index."""
 
-def siphash24(key: bytes, data: bytes, out128: bool = False) -> bytes:
-    """SipHash-2-4 of `data` under the 16-byte `key`, 64- or 128-bit output."""
+def key_hash(key: bytes, digest: bytes) -> int:
+    """The index hash (unsigned 64-bit) of a 32-byte key `digest` under the 16-byte `key`."""
 
 def blake2b(data: bytes, digest_size: int = 64, key: bytes = b"") -> bytes:
     """BLAKE2b (RFC 7693) of `data`: the implementation behind CacheKey.digest."""

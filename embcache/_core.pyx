@@ -13,7 +13,7 @@ Data structures (one Table)::
 
     row: the vector in the table's storage (float32[dim]; float16 or bfloat16[dim];
          int8: a float32 scale and int8[dim]; core/convert.h), decoded by every lookup
-    tag = low 32 bits of SipHash-2-4(digest) under the secret process key; home cell = tag & mask
+    tag = low 32 bits of the key hash (core/keyhash.h) under the secret process key; home cell = tag & mask
     recency list: recency_head (most recent) <-> ... <-> recency_tail   (the LRU policy's links)
     W-TinyLFU (policy="tinylfu") uses the same links for three LRU segments,
       segment_head[WINDOW | PROBATION | PROTECTED] <-> ... <-> segment_tail[...],
@@ -51,7 +51,7 @@ mid-operation (core/fork.pxi).
 
 Where things are:
   _core.pxd          typedefs, C declarations, the Table struct, the classes' fields
-  core/key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (SipHash-2-4), as_key_tuple
+  core/key.pxi           CacheKey, its digest (BLAKE2b-256) and hash (core/keyhash.h), as_key_tuple
   core/intake.pxi        reading and checking vectors, matrices and arguments (one message per rule)
   core/codec.pxi         encode_rows / decode_rows / row_bytes: the row codecs of core/convert.h
   core/table.pxi         the table: growth, index, expiry list, store / discard / make room, row copies
@@ -75,7 +75,7 @@ Where things are:
   core/batch.pxi         PutBatch and GetBatch, the batch protocol used by the layers above
   core/resp.pxi          MgetReader: a reply to Redis MGET read into float32 rows (for the
                      Redis tier; C in core/resp.h)
-  core/siphash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
+  core/keyhash.h core/snapshot/blake2b.h core/kernels.h core/lock.h core/slab.h   C: hashes, vector kernels, lock, slab memory
   core/convert.h core/convert_x86.h   C: the row codecs (float16, bfloat16, int8), portable and
                      AVX2 / AVX-512 kernels chosen per CPU at run time
   core/table_mem.h   C: the entry table's and index's memory (a mapping of their own once large)

@@ -3,10 +3,10 @@ core/sketch.pxi), for the stateful tests: it must predict every eviction exactly
 it mirrors the C step for step, down to the sketch's hash and the hill
 climber's floating point.
 
-The sketch hashes a key from the low 32 bits of its index hash, SipHash-2-4 of
-the digest under the process key, which embcache._core.hash_key() and
-siphash24() reproduce (the key never leaves the process, and the test runs in
-that process).
+The sketch hashes a key from the low 32 bits of its index hash, the digest
+mixed with the process key (embcache/core/keyhash.h), which
+embcache._core.hash_key() and key_hash() reproduce (the key never leaves the
+process, and the test runs in that process).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from collections.abc import Hashable
 from typing import TYPE_CHECKING
 
 from embcache import ENTRY_OVERHEAD_BYTES, CacheKey
-from embcache._core import hash_key, siphash24
+from embcache._core import hash_key, key_hash
 
 if TYPE_CHECKING:
     from model import ModelCache
@@ -33,7 +33,7 @@ M64 = (1 << 64) - 1
 
 def key_bits(k: CacheKey) -> int:
     """The 30 bits the policy keeps per slot: low 32 bits of the index hash >> 2."""
-    h = int.from_bytes(siphash24(hash_key(), k.digest), "little")
+    h = key_hash(hash_key(), k.digest)
     return (h & 0xFFFFFFFF) >> 2
 
 

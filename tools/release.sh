@@ -127,7 +127,7 @@ if grep -E '\.(c|so|o)$' <<<"$listing"; then
     echo "release.sh: the sdist carries generated files (above)" >&2; exit 1
 fi
 for need in LICENSE README.md pyproject.toml setup.py MANIFEST.in asv.conf.json \
-        tests/conftest.py tests/pytest.ini tests/model.py tests/siphash_vectors.py tests/blake2b_vectors.py \
+        tests/conftest.py tests/pytest.ini tests/model.py tests/blake2b_vectors.py \
         tests/stubtest_allowlist.txt benchmarks/bench_batch.py tools/release.sh \
         embcache/_core.pyx embcache/_core.pyi embcache/py.typed; do
     grep -qE "^embcache-[^/]+/$need\$" <<<"$listing" \

@@ -10,34 +10,32 @@
 # length as u64 LE and its bytes.
 DEF DIGEST_BYTES = 32
 
-# Index positions come from SipHash-2-4 of the digest under a key drawn once per
-# process, so keys chosen by an attacker cannot be made to collide in the index.
-# It never leaves the process: snapshots and tiers name entries by digest.
+# Index positions come from the digest mixed with a key drawn once per process
+# (core/keyhash.h), so keys chosen by an attacker cannot be made to collide in
+# the index. It never leaves the process: snapshots and tiers name entries by
+# digest.
 _HASH_KEY = os.urandom(16)
 cdef uint64_t K0 = int.from_bytes(_HASH_KEY[:8], "little")
 cdef uint64_t K1 = int.from_bytes(_HASH_KEY[8:], "little")
 
 
 def hash_key() -> bytes:
-    """The 16-byte SipHash key this process uses to place keys in the index."""
+    """The 16-byte secret key this process uses to place keys in the index."""
     return _HASH_KEY
 
 
-def siphash24(bytes key not None, bytes data not None, bint out128=False) -> bytes:
-    """SipHash-2-4 of `data` under the 16-byte `key` (64- or 128-bit output),
-    serialized little-endian as in the specification's test vectors."""
-    cdef embcache_sip_state s
-    cdef uint64_t out[2]
+def key_hash(bytes key not None, bytes digest not None) -> int:
+    """The index hash (unsigned 64-bit) of a 32-byte key `digest` under the
+    16-byte `key`: core/keyhash.h, which places keys in the core's index
+    (under hash_key()) and in a shared segment (under its own key)."""
+    cdef uint64_t words[4]
     if len(key) != 16:
-        raise ArgumentValueError("a SipHash key is 16 bytes")
-    embcache_sip_init(&s, int.from_bytes(key[:8], "little"),
-                      int.from_bytes(key[8:], "little"), out128)
-    embcache_sip_update(&s, <const char *>data, len(data))
-    embcache_sip_final(&s, out)
-    result = out[0].to_bytes(8, "little")
-    if out128:
-        result += out[1].to_bytes(8, "little")
-    return result
+        raise ArgumentValueError("a key hash's key is 16 bytes")
+    if len(digest) != DIGEST_BYTES:
+        raise ArgumentValueError(f"a key digest is {DIGEST_BYTES} bytes")
+    memcpy(words, <const char *>digest, DIGEST_BYTES)
+    return embcache_key_hash(int.from_bytes(key[:8], "little"),
+                             int.from_bytes(key[8:], "little"), words)
 
 
 def blake2b(bytes data not None, int digest_size=64, bytes key not None=b"") -> bytes:
@@ -53,8 +51,8 @@ def blake2b(bytes data not None, int digest_size=64, bytes key not None=b"") -> 
 
 
 cdef inline uint64_t digest_hash(const uint64_t *digest) noexcept nogil:
-    """A key's place in the index: SipHash-2-4 of its digest under the process key."""
-    return embcache_siphash24_32(K0, K1, digest)
+    """A key's place in the index: its digest mixed with the process key."""
+    return embcache_key_hash(K0, K1, digest)
 
 
 cdef inline int absorb_str(embcache_blake2b_state *s, str text) except -1:

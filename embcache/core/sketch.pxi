@@ -8,11 +8,11 @@
 # an estimate reads one cache line. The estimate is the smallest of the four.
 #
 # What a key is hashed from: the 30 key bits the policy keeps per slot, which
-# are the low 32 bits of the key's index hash (SipHash-2-4 of the digest under
-# the process key, core/key.pxi) shifted right by 2. Those bits are spread to 64
+# are the low 32 bits of the key's index hash (the digest mixed with the process
+# key, core/keyhash.h) shifted right by 2. Those bits are spread to 64
 # with the SplitMix64 finalizer; the block comes from the low bits, the word
 # choices from bits 32-35 and the counters from bits 36-51. tests/model_tinylfu.py
-# computes exactly this from embcache.hash_key() and embcache.siphash24.
+# computes exactly this from embcache._core.hash_key() and key_hash().
 #
 # Halving: after `sketch_period` (10 x the policy capacity) increments that
 # changed a counter, every counter is halved and the increment count too, so

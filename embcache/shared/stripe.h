@@ -12,6 +12,7 @@
 #include <math.h>
 #include <time.h>
 
+#include "core/keyhash.h"
 #include "shared/segment.h"
 
 #define EMBC_BAD 0xfffffffeu     /* an out-of-range slot was met: repair, retry */
@@ -37,22 +38,10 @@ static inline char *embc_row(const embc_seg *g, uint32_t s, uint32_t slot) {
 }
 static inline uint32_t embc_slots(const embc_seg *g, uint32_t s) { return embc_stripe_cap(&g->L, s) + 1; }
 
-/* 64 x 64 -> 128-bit multiply, folded: the mixing step of wyhash and of Go's map hash. */
-static inline uint64_t embc_mum(uint64_t a, uint64_t b) {
-    __uint128_t r = (__uint128_t)a * b;
-    return (uint64_t)r ^ (uint64_t)(r >> 64);
-}
-
-/* A key's place in the segment: its digest mixed with the segment's secret key.
-   The digest is BLAKE2b-256 of the key, so no caller chooses its bits; keyed by a
-   secret drawn per segment, the mix leaves nobody able to pick keys that crowd one
-   stripe or cell (trying keys offline needs the key). Three multiplies: about 15
-   instructions where SipHash-2-4 of the 32 bytes took about 200, and get_many
-   hashes every key it is given. */
+/* A key's place in the segment: its digest mixed with the segment's secret key
+   (core/keyhash.h). */
 static inline uint64_t embc_hash(const embc_seg *g, const uint64_t digest[4]) {
-    uint64_t x = embc_mum(digest[0] ^ g->k0, digest[1] ^ g->k1 ^ 0xa0761d6478bd642fULL);
-    uint64_t y = embc_mum(digest[2] ^ g->k1, digest[3] ^ g->k0 ^ 0xe7037ed1a0b428dbULL);
-    return embc_mum(x ^ 0x8ebc6af09c88c6e3ULL, y ^ 0x589965cc75374cc3ULL);
+    return embcache_key_hash(g->k0, g->k1, digest);
 }
 static inline uint32_t embc_stripe_of(const embc_seg *g, uint64_t h) {
     return (uint32_t)(h >> 32) & (g->L.n_stripes - 1);
