@@ -10,7 +10,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include <float.h>
+#include <string.h>
 
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && !defined(EMBCACHE_NO_CLONES)
 #define EMBCACHE_CLONES __attribute__((target_clones("avx2", "default")))
@@ -21,26 +21,26 @@
 /* The largest double that still rounds to a finite float32 is just below this. */
 #define EMBCACHE_F32_ROUND_LIMIT 3.4028235677973366e38
 
-/* All ones when |x| <= FLT_MAX (x finite), else zero (NaN, infinity). */
-#define EMBCACHE_F32_FINITE_MASK(x) (-(int32_t)(__builtin_fabsf(x) <= FLT_MAX))
-
-/* 1 when every value is finite (no NaN, no infinity). The masks of 32 values
- * are ANDed into eight lanes per step (four vector compares, one AND into the
- * accumulator): half the instructions of one compare and AND per 8 values. */
+/* 1 when every value is finite (no NaN, no infinity): a float is finite when
+ * its bits less the sign, read as an unsigned integer, are at most FLT_MAX's
+ * (0x7f7fffff), so the largest of them is kept. Vectorized, that is one AND and
+ * one unsigned max per 8 values (AVX2: vpand, vpmaxud; unrolled by 4): 11
+ * instructions per 32 values where a float compare and an AND of its mask took
+ * 16. The bits are read through memcpy (no aliasing rule broken; the compiler
+ * makes it a plain load). */
 EMBCACHE_CLONES
 static int embcache_f32_all_finite(const float *p, size_t n) {
-    int32_t acc[8] = {-1, -1, -1, -1, -1, -1, -1, -1};
-    int32_t ok;
-    size_t i = 0, j;
-    for (; i + 32 <= n; i += 32)
-        for (j = 0; j < 8; j++)
-            acc[j] &= EMBCACHE_F32_FINITE_MASK(p[i + j]) & EMBCACHE_F32_FINITE_MASK(p[i + 8 + j])
-                      & EMBCACHE_F32_FINITE_MASK(p[i + 16 + j])
-                      & EMBCACHE_F32_FINITE_MASK(p[i + 24 + j]);
-    ok = acc[0] & acc[1] & acc[2] & acc[3] & acc[4] & acc[5] & acc[6] & acc[7];
-    for (; i < n; i++)
-        ok &= EMBCACHE_F32_FINITE_MASK(p[i]);
-    return ok != 0;
+    uint32_t most = 0, m;
+    size_t i;
+#if defined(__GNUC__)
+#pragma GCC unroll 4
+#endif
+    for (i = 0; i < n; i++) {
+        memcpy(&m, &p[i], sizeof m);
+        m &= 0x7fffffffu;
+        most = most > m ? most : m;
+    }
+    return most <= 0x7f7fffffu;
 }
 
 /* 1 when every value is finite and rounds to a finite float32. */
