@@ -175,10 +175,13 @@ cdef class SharedEmbeddingCache:
     cdef object ttl_seconds_arg
     cdef int waiters           # threads of this process waiting on the segment or computing
     cdef bint created          # this object made the segment (rather than attaching to it)
+    cdef char *scratch         # get_many's arrays for a batch (lookup.pxi: take_scratch)
+    cdef int scratch_busy      # 1 while a get_many of some thread uses `scratch`
 
     def __cinit__(self):
         self.fd = -1
         self.seg.base = NULL
+        self.scratch = NULL
 
     def __init__(self, name, max_entries, ttl_seconds, max_memory_mb, *, dim,
                  storage="float32", mode=0o600, label=None):
@@ -241,6 +244,7 @@ cdef class SharedEmbeddingCache:
             self.fd = -1
 
     def __dealloc__(self):
+        free(self.scratch)
         if self.seg.base != NULL:
             munmap(self.seg.base, self.seg.L.total_bytes)
         if self.fd >= 0:

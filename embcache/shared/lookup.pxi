@@ -30,11 +30,51 @@ cdef int check_out(SharedEmbeddingCache c, object out, Py_ssize_t n) except -1:
     return 0
 
 
+DEF SCRATCH_KEYS = 1024   # batches up to this many keys use the cache object's scratch
+
+cdef extern from *:
+    """
+    static inline int embc_take_flag(int *flag) {
+        return __atomic_exchange_n(flag, 1, __ATOMIC_ACQUIRE) == 0;
+    }
+    static inline void embc_drop_flag(int *flag) { __atomic_store_n(flag, 0, __ATOMIC_RELEASE); }
+    """
+    bint embc_take_flag(int *flag) noexcept nogil
+    void embc_drop_flag(int *flag) noexcept nogil
+
+
+cdef size_t scratch_bytes(Py_ssize_t keys, uint32_t stripes) noexcept nogil:
+    """read_grouped's arrays for `keys` keys: their hashes, their order by
+    stripe, and each stripe's start."""
+    return <size_t>keys * (sizeof(uint64_t) + sizeof(uint32_t)) + (stripes + 1) * sizeof(uint32_t)
+
+
+cdef char *take_scratch(SharedEmbeddingCache c, Py_ssize_t n, bint *own) except? NULL:
+    """Room for read_grouped's arrays for `n` keys: the cache object's own block
+    (made on first use, kept until the object goes) when `n` is at most
+    SCRATCH_KEYS and no other thread uses it (`own` set: give it back with
+    embc_drop_flag), else a block of its own for the caller to free."""
+    cdef uint32_t stripes = c.seg.L.n_stripes
+    own[0] = n <= SCRATCH_KEYS and embc_take_flag(&c.scratch_busy)
+    if own[0]:
+        if c.scratch == NULL:
+            c.scratch = <char *>malloc(scratch_bytes(SCRATCH_KEYS, stripes))
+        if c.scratch != NULL:
+            return c.scratch
+        own[0] = 0
+        embc_drop_flag(&c.scratch_busy)
+    cdef char *block = <char *>malloc(scratch_bytes(n, stripes))
+    if block == NULL:
+        raise MemoryError()
+    return block
+
+
 cdef int read_grouped(SharedEmbeddingCache c, tuple seq, char *base, char *hit) except -1:
     """Look every key of `seq` up, locking each stripe once for all of its keys
     (a counting sort by stripe), copying hits to their rows of `base`. Every
     key's index cell is prefetched first; a stripe's hits and misses are
-    added once for its keys (one write to the stripe's counters per batch)."""
+    added once for its keys (one write to the stripe's counters per batch).
+    Nothing is allocated for a batch of up to SCRATCH_KEYS keys (take_scratch)."""
     cdef Py_ssize_t i, j, k, n = len(seq)
     cdef uint64_t hits
     cdef embc_stripe *st
@@ -43,12 +83,14 @@ cdef int read_grouped(SharedEmbeddingCache c, tuple seq, char *base, char *hit) 
     cdef double now = c.clock_now()
     cdef const char *row
     cdef PyObject **items = PySequence_Fast_ITEMS(seq)
-    cdef uint64_t *hs = <uint64_t *>malloc(n * sizeof(uint64_t) + 1)
-    cdef uint32_t *order = <uint32_t *>malloc(n * sizeof(uint32_t) + 1)
-    cdef uint32_t *start = <uint32_t *>calloc(stripes + 1, sizeof(uint32_t))
+    cdef bint own
+    cdef char *block = take_scratch(c, n, &own)
+    cdef Py_ssize_t room = SCRATCH_KEYS if own else n
+    cdef uint64_t *hs = <uint64_t *>block
+    cdef uint32_t *order = <uint32_t *>(block + <size_t>room * sizeof(uint64_t))
+    cdef uint32_t *start = order + room
+    memset(start, 0, (stripes + 1) * sizeof(uint32_t))
     try:
-        if hs == NULL or order == NULL or start == NULL:
-            raise MemoryError()
         for i in range(n):
             hs[i] = embc_hash(&c.seg, (<CacheKey>items[i]).ident.digest)
             s = embc_stripe_of(&c.seg, hs[i])
@@ -80,7 +122,8 @@ cdef int read_grouped(SharedEmbeddingCache c, tuple seq, char *base, char *hit) 
             st.misses += <uint64_t>(j - k) - hits
             embc_unlock(&c.seg, s)
     finally:
-        free(hs)
-        free(order)
-        free(start)
+        if own:
+            embc_drop_flag(&c.scratch_busy)
+        else:
+            free(block)
     return 0

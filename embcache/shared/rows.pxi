@@ -86,10 +86,14 @@ cdef int round_trip(const embc_layout *L, float *row) except -1:
     (encoded, then decoded): what a later get of it returns."""
     if L.storage == EMBCACHE_STORE_F32:
         return 0
-    cdef char *scratch = <char *>malloc(L.row_bytes)
+    cdef char local[16384]     # a compact row of up to 8,192 values: nothing allocated
+    cdef char *scratch = &local[0]
+    if L.row_bytes > sizeof(local):
+        scratch = <char *>malloc(L.row_bytes)
     if scratch == NULL:
         raise MemoryError()
     embcache_encode_row(L.storage, row, L.dim, scratch)
     embcache_decode_row(L.storage, scratch, L.dim, row)
-    free(scratch)
+    if scratch != &local[0]:
+        free(scratch)
     return 0

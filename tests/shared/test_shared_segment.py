@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import stat
 import sys
+import threading
 import time
 from collections.abc import Iterator
 
@@ -317,3 +318,35 @@ def test_a_builder_killed_before_linking_leaves_no_file_behind(segment_name: str
             assert os.path.exists(live)  # a builder still running is left alone
     finally:
         os.unlink(live)
+
+
+def test_get_many_from_many_threads_on_one_object(segment_name: str) -> None:
+    # batches of up to 1,024 keys share the object's scratch arrays (one thread at
+    # a time; the others allocate their own), larger ones always allocate theirs
+    dim = 16
+    with SharedEmbeddingCache(segment_name, 4000, None, 8, dim=dim) as cache:
+        for i in range(3000):
+            cache.put(key_of(i), vector_of(i, dim))
+        want = np.stack([vector_of(i, dim) for i in range(3000)])
+        wrong: list[tuple[int, int]] = []
+
+        def reader(seed: int) -> None:
+            rng = np.random.default_rng(seed)
+            for _ in range(150):
+                n = int(rng.choice([1, 7, 1024, 1025, 2500]))
+                ids = rng.integers(0, 3500, n)  # ids from 3,000 up are misses
+                matrix, found = cache.get_many([key_of(int(i)) for i in ids])
+                expect = ids < 3000
+                if not (found == expect).all() or not np.array_equal(
+                    matrix[expect], want[ids[expect]]
+                ):
+                    wrong.append((seed, n))
+                if np.any(matrix[~expect]):
+                    wrong.append((seed, -n))
+
+        threads = [threading.Thread(target=reader, args=(s,)) for s in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert wrong == []
