@@ -22,6 +22,8 @@ from __future__ import annotations
 import argparse
 import base64
 import json
+import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -77,6 +79,7 @@ class Browser:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            start_new_session=True,  # its helper processes too are ended in close()
         )
         port_file = profile / "DevToolsActivePort"
         deadline = time.monotonic() + 30
@@ -137,6 +140,12 @@ class Browser:
         except subprocess.TimeoutExpired:
             self.process.kill()
             self.process.wait()
+        # Chromium's helpers (renderer, crash handler) may outlive it for a moment,
+        # still writing into the profile that is removed next: end them all.
+        try:
+            os.killpg(self.process.pid, signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
 
 
 def implicit(url: str) -> bool:
@@ -244,7 +253,10 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     failed = False
     try:
-        with tempfile.TemporaryDirectory(prefix="embcache-docs-chromium-") as profile:
+        # a profile file written by a helper in its last instant is not an error
+        with tempfile.TemporaryDirectory(
+            prefix="embcache-docs-chromium-", ignore_cleanup_errors=True
+        ) as profile:
             browser = Browser(executable, Path(profile))
             try:
                 for page in pages:
