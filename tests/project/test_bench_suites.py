@@ -193,6 +193,23 @@ def test_goal_table_prints_a_pasteable_table_marking_misses(
     )
 
 
+def test_get_hit_split_prints_each_contenders_two_loops_and_their_difference(
+    suites: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
+    split = suites.import_module("tools.get_hit_split")
+    assert split.main(["--rounds", "1", "--ops", "300", "--dim", "16"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("ns per get (best of 1 interleaved rounds; 300 keys, dim 16)")
+    rows = [line for line in lines[2:] if not line.startswith("numpy.take")]
+    names = [row.split("  ")[0].strip() for row in rows]
+    assert names == ["embcache (default)", *split.available_peers()]
+    for row in rows:
+        random_keys, hot, waiting = (float(x) for x in row[20:].split()[:3])
+        assert random_keys > 0 and hot > 0 and waiting == pytest.approx(random_keys - hot, abs=1)
+    floor = r"numpy\.take of the same rows in the same order: \d+ ns per row"
+    assert re.fullmatch(floor, lines[-1])
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="shared segments: Linux only")
 def test_bench_shared_times_both_caches_alike_and_leaves_no_segment(suites: Any) -> None:
     """Each shared-cache benchmark runs on SharedEmbeddingCache and on the
