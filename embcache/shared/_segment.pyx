@@ -21,6 +21,7 @@ taken; nothing Python is built under one.
 cimport cython
 cimport numpy as cnp
 from libc.errno cimport EBUSY
+from libc.errno cimport errno as c_errno
 from libc.math cimport INFINITY, isfinite
 from libc.stdint cimport int32_t, uint32_t, uint64_t
 from libc.stdlib cimport calloc, free, malloc

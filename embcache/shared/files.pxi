@@ -70,6 +70,46 @@ def sweep_stale_builds(str folder, str base):
             pass
 
 
+def open_build(str folder, str base, int mode):
+    """A file to build segment `base` in, in `folder`: ``(fd, tmp)``. Where the
+    file system takes O_TMPFILE (tmpfs does), an unnamed file (`tmp` None): a
+    builder killed before linking it leaves nothing behind, the kernel frees
+    it. Elsewhere a temporary ``.BASE.PID.HEX.tmp`` (sweep_stale_builds removes
+    those of dead builders, as those older versions of embcache left)."""
+    sweep_stale_builds(folder, base)
+    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+        try:
+            return os.open(folder or ".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode), None
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL, errno.ENOENT):
+                raise
+    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    return fd, tmp
+
+
+cdef extern from "<fcntl.h>":
+    int AT_FDCWD
+    int AT_SYMLINK_FOLLOW
+    int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath,
+               int flags) nogil
+
+
+def link_build(int fd, tmp, str path):
+    """Give the built file `fd` (named `tmp`, or unnamed) the name `path`;
+    FileExistsError when another process's segment has it already. An unnamed
+    file is linked through its /proc/self/fd entry, followed (os.link would
+    link the entry itself)."""
+    if tmp is not None:
+        os.link(tmp, path)
+        return
+    cdef bytes source = os.fsencode(f"/proc/self/fd/{fd}")
+    cdef bytes target = os.fsencode(path)
+    if linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) != 0:
+        code = c_errno
+        raise OSError(code, os.strerror(code), path)   # EEXIST: FileExistsError
+
+
 def open_segment(str path):
     """Open an existing segment file for reading and writing, never through a
     symbolic link (SharedSegmentError) or a folder."""

@@ -93,13 +93,11 @@ cdef int check_same_limits(SharedEmbeddingCache c, const embc_layout *L, str pat
 
 
 cdef bint segment_create(SharedEmbeddingCache c, str path, embc_layout *L, int mode) except -1:
-    """Build a segment under a temporary name and link it to `path`, `c` mapping
-    it; False if another process's segment got there first (this one is
-    discarded)."""
+    """Build a segment in an unnamed file (or under a temporary name: open_build)
+    and link it to `path`, `c` mapping it; False if another process's segment
+    got there first (this one is discarded)."""
     folder, base = os.path.split(path)
-    sweep_stale_builds(folder, base)
-    tmp = os.path.join(folder, f".{base}.{os.getpid()}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+    fd, tmp = open_build(folder, base, mode)
     cdef void *base_p = MAP_FAILED
     cdef embc_header header
     cdef int rc
@@ -111,7 +109,7 @@ cdef bint segment_create(SharedEmbeddingCache c, str path, embc_layout *L, int m
         os.posix_fallocate(fd, 0, L.total_bytes)
         base_p = mmap(NULL, L.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0)
         if base_p == MAP_FAILED:
-            raise MemoryError(f"could not map {L.total_bytes} bytes of {tmp}")
+            raise MemoryError(f"could not map {L.total_bytes} bytes for {path}")
         c.seg.base = <char *>base_p
         c.seg.L = L[0]
         key = secrets.token_bytes(16)
@@ -124,7 +122,7 @@ cdef bint segment_create(SharedEmbeddingCache c, str path, embc_layout *L, int m
         embc_header_fill(&header, L, c.seg.k0, c.seg.k1, <const unsigned char *>boot)
         memcpy(c.seg.base, &header, sizeof(header))
         try:
-            os.link(tmp, path)
+            link_build(fd, tmp, path)
         except FileExistsError:
             munmap(base_p, L.total_bytes)
             c.seg.base = NULL
@@ -144,7 +142,8 @@ cdef bint segment_create(SharedEmbeddingCache c, str path, embc_layout *L, int m
     finally:
         if fd >= 0:
             os.close(fd)
-        os.unlink(tmp)
+        if tmp is not None:
+            os.unlink(tmp)
 
 
 cdef int segment_open_checked(SharedEmbeddingCache c, str path, int fd) except -1:

@@ -4,14 +4,18 @@ its limits, exact accounting, names, modes, create / attach / unlink / close."""
 from __future__ import annotations
 
 import os
+import random
 import stat
+import subprocess
 import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import PACKAGE_PARENT
 from segments import fresh_segment_name, key_of, vector_of
 
 from embcache import (
@@ -318,6 +322,39 @@ def test_a_builder_killed_before_linking_leaves_no_file_behind(segment_name: str
             assert os.path.exists(live)  # a builder still running is left alone
     finally:
         os.unlink(live)
+
+
+BUILDER = """
+import sys
+from embcache import SharedEmbeddingCache
+base = sys.argv[1]
+i = 0
+while True:  # build, link, close and remove segments until killed
+    name = f"{base}-{i}"
+    SharedEmbeddingCache(name, 200_000, None, 64, dim=64).close()
+    SharedEmbeddingCache.unlink(name)
+    i += 1
+"""
+
+
+def test_a_builder_killed_while_building_leaves_no_temporary_file(
+    segment_name: str, tmp_path: Path
+) -> None:
+    # /dev/shm takes unnamed files (O_TMPFILE): a segment being built has no name
+    # until it is linked whole, so killing its builder leaves nothing behind
+    script = tmp_path / "builder.py"
+    script.write_text(BUILDER)
+    for _ in range(5):
+        env = {**os.environ, "PYTHONPATH": str(PACKAGE_PARENT)}
+        proc = subprocess.Popen([sys.executable, str(script), segment_name], cwd=tmp_path, env=env)
+        time.sleep(0.3 + random.random() * 0.3)
+        proc.kill()
+        proc.wait()
+        left = [n for n in os.listdir("/dev/shm") if n.startswith(f".{segment_name}-")]
+        assert left == []
+        for n in os.listdir("/dev/shm"):
+            if n.startswith(f"{segment_name}-"):
+                SharedEmbeddingCache.unlink(n)  # killed between linking and removing
 
 
 def test_get_many_from_many_threads_on_one_object(segment_name: str) -> None:
