@@ -70,7 +70,7 @@ def sweep_stale_builds(str folder, str base):
             pass
 
 
-def open_build(str folder, str base, int mode):
+cdef tuple open_build(str folder, str base, int mode):
     """A file to build segment `base` in, in `folder`: ``(fd, tmp)``. Where the
     file system takes O_TMPFILE (tmpfs does), an unnamed file (`tmp` None): a
     builder killed before linking it leaves nothing behind, the kernel frees
@@ -95,19 +95,21 @@ cdef extern from "<fcntl.h>":
                int flags) nogil
 
 
-def link_build(int fd, tmp, str path):
+cdef int link_build(int fd, object tmp, str path) except -1:
     """Give the built file `fd` (named `tmp`, or unnamed) the name `path`;
     FileExistsError when another process's segment has it already. An unnamed
     file is linked through its /proc/self/fd entry, followed (os.link would
     link the entry itself)."""
+    cdef bytes source, target
     if tmp is not None:
         os.link(tmp, path)
-        return
-    cdef bytes source = os.fsencode(f"/proc/self/fd/{fd}")
-    cdef bytes target = os.fsencode(path)
+        return 0
+    source = os.fsencode(f"/proc/self/fd/{fd}")
+    target = os.fsencode(path)
     if linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) != 0:
         code = c_errno
         raise OSError(code, os.strerror(code), path)   # EEXIST: FileExistsError
+    return 0
 
 
 def open_segment(str path):
