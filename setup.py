@@ -35,7 +35,12 @@ directives = {
     "cdivision": not DEBUG,
     "linetrace": DEBUG,
 }
-macros = [("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION")]
+# NPY_TARGET_VERSION: the oldest numpy the extension runs on (pyproject's numpy>=1.23),
+# whatever numpy builds it; 1.22+ has the per-array memory handler core/row_arrays.h sets.
+macros = [
+    ("NPY_NO_DEPRECATED_API", "NPY_1_7_API_VERSION"),
+    ("NPY_TARGET_VERSION", "NPY_1_23_API_VERSION"),
+]
 if DEBUG:
     macros.append(("CYTHON_TRACE_NOGIL", "1"))
 else:

@@ -23,6 +23,7 @@ import argparse
 import base64
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -97,8 +98,14 @@ class Browser:
         from websockets.sync.client import connect
 
         # entered by hand (closed in close()): the connection outlives this method
-        self.connection = connect(f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30)
-        self.ws = self.connection.__enter__()
+        try:
+            self.connection = connect(
+                f"ws://127.0.0.1:{port}{path}", max_size=None, open_timeout=30
+            )
+            self.ws = self.connection.__enter__()
+        except BaseException:
+            self.close()  # Chromium and its helpers do not outlive a failed start
+            raise
         self.next_id = 0
         self.events: list[dict[str, Any]] = []
 
@@ -253,10 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     base = f"http://127.0.0.1:{server.server_address[1]}/"
     failed = False
     try:
-        # a profile file written by a helper in its last instant is not an error
-        with tempfile.TemporaryDirectory(
-            prefix="embcache-docs-chromium-", ignore_cleanup_errors=True
-        ) as profile:
+        profile = tempfile.mkdtemp(prefix="embcache-docs-chromium-")
+        try:
             browser = Browser(executable, Path(profile))
             try:
                 for page in pages:
@@ -276,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
                     failed |= bool(result.problems)
             finally:
                 browser.close()
+        finally:
+            # a profile file written by a helper in its last instant is not an error
+            shutil.rmtree(profile, ignore_errors=True)
     except CheckError as exc:
         print(f"docs_check: {exc}", file=sys.stderr)
         return 2

@@ -1,6 +1,6 @@
 # Keys: CacheKey, its stable digest and its per-process hash, and key sequences.
 #
-# Owns: the secret per-process SipHash key, the canonical encoding of a key
+# Owns: the secret per-process hash key (core/keyhash.h), the canonical encoding of a key
 # (docs/guide/keys.md), CacheKey and as_key_tuple. Nothing here touches
 # a cache.
 

@@ -178,6 +178,7 @@ cdef class SharedEmbeddingCache:
     cdef bint created          # this object made the segment (rather than attaching to it)
     cdef char *scratch         # get_many's arrays for a batch (lookup.pxi: take_scratch)
     cdef int scratch_busy      # 1 while a get_many of some thread uses `scratch`
+    cdef uint32_t scratch_stripes  # the stripe count `scratch` was sized for
 
     def __cinit__(self):
         self.fd = -1

@@ -1,6 +1,7 @@
 # The segment's file: names, the boot id, opening, stale temporary files, and
-# whether a process (a flight's owner, a builder) still runs. Included by
-# _segment.pyx; no C here.
+# whether a process (a flight's owner, a builder) still runs, and building a
+# segment's file unnamed (O_TMPFILE) and linking it (linkat). Included by
+# _segment.pyx.
 
 def owner_alive(int pid):
     """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped).
@@ -70,6 +71,9 @@ def sweep_stale_builds(str folder, str base):
             pass
 
 
+cdef bint unnamed_builds = True   # False once linking an unnamed file was refused
+
+
 cdef tuple open_build(str folder, str base, int mode):
     """A file to build segment `base` in, in `folder`: ``(fd, tmp)``. Where the
     file system takes O_TMPFILE (tmpfs does), an unnamed file (`tmp` None): a
@@ -77,7 +81,7 @@ cdef tuple open_build(str folder, str base, int mode):
     it. Elsewhere a temporary ``.BASE.PID.HEX.tmp`` (sweep_stale_builds removes
     those of dead builders, as those older versions of embcache left)."""
     sweep_stale_builds(folder, base)
-    if hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
+    if unnamed_builds and hasattr(os, "O_TMPFILE") and os.path.isdir("/proc/self/fd"):
         try:
             return os.open(folder or ".", os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, mode), None
         except OSError as exc:
@@ -96,20 +100,31 @@ cdef extern from "<fcntl.h>":
 
 
 cdef int link_build(int fd, object tmp, str path) except -1:
-    """Give the built file `fd` (named `tmp`, or unnamed) the name `path`;
-    FileExistsError when another process's segment has it already. An unnamed
-    file is linked through its /proc/self/fd entry, followed (os.link would
-    link the entry itself)."""
+    """Give the built file `fd` (named `tmp`, or unnamed) the name `path`: 0;
+    1 when another process's segment has it already; 2 when linking an unnamed
+    file was refused (a sandbox's /proc, say): builds are named from then on,
+    and this one is built again. An unnamed file is linked through its
+    /proc/self/fd entry, followed (os.link would link the entry itself)."""
+    global unnamed_builds
     cdef bytes source, target
+    cdef int code
     if tmp is not None:
-        os.link(tmp, path)
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return 1
         return 0
     source = os.fsencode(f"/proc/self/fd/{fd}")
     target = os.fsencode(path)
-    if linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) != 0:
-        code = c_errno
-        raise OSError(code, os.strerror(code), path)   # EEXIST: FileExistsError
-    return 0
+    if linkat(AT_FDCWD, source, AT_FDCWD, target, AT_SYMLINK_FOLLOW) == 0:
+        return 0
+    code = c_errno
+    if code == errno.EEXIST:
+        return 1
+    if code in (errno.EPERM, errno.EACCES, errno.ENOENT, errno.EXDEV, errno.EINVAL, errno.ENOTSUP):
+        unnamed_builds = False
+        return 2
+    raise OSError(code, os.strerror(code), path)
 
 
 def open_segment(str path):

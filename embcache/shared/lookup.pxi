@@ -57,8 +57,12 @@ cdef char *take_scratch(SharedEmbeddingCache c, Py_ssize_t n, bint *own) except?
     cdef uint32_t stripes = c.seg.L.n_stripes
     own[0] = n <= SCRATCH_KEYS and embc_take_flag(&c.scratch_busy)
     if own[0]:
+        if c.scratch != NULL and c.scratch_stripes != stripes:  # __init__ ran again
+            free(c.scratch)
+            c.scratch = NULL
         if c.scratch == NULL:
             c.scratch = <char *>malloc(scratch_bytes(SCRATCH_KEYS, stripes))
+            c.scratch_stripes = stripes
         if c.scratch != NULL:
             return c.scratch
         own[0] = 0

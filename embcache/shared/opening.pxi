@@ -95,7 +95,8 @@ cdef int check_same_limits(SharedEmbeddingCache c, const embc_layout *L, str pat
 cdef bint segment_create(SharedEmbeddingCache c, str path, embc_layout *L, int mode) except -1:
     """Build a segment in an unnamed file (or under a temporary name: open_build)
     and link it to `path`, `c` mapping it; False if another process's segment
-    got there first (this one is discarded)."""
+    got there first, or linking an unnamed file was refused (this one is
+    discarded; the caller opens the other's, or builds again, named)."""
     folder, base = os.path.split(path)
     fd, tmp = open_build(folder, base, mode)
     cdef void *base_p = MAP_FAILED
@@ -121,9 +122,7 @@ cdef bint segment_create(SharedEmbeddingCache c, str path, embc_layout *L, int m
         boot = boot_id()
         embc_header_fill(&header, L, c.seg.k0, c.seg.k1, <const unsigned char *>boot)
         memcpy(c.seg.base, &header, sizeof(header))
-        try:
-            link_build(fd, tmp, path)
-        except FileExistsError:
+        if link_build(fd, tmp, path) != 0:  # another's segment has the name, or build again
             munmap(base_p, L.total_bytes)
             c.seg.base = NULL
             os.close(fd)

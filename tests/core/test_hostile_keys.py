@@ -1,6 +1,6 @@
 """Key sets an attacker or an unlucky workload would choose cannot crowd the
-index: keys are placed by SipHash-2-4 of their BLAKE2b digest under a secret
-per-process key, so every family below probes like random keys."""
+index: keys are placed by their BLAKE2b digest mixed with a secret per-process
+key (embcache/core/keyhash.h), so every family below probes like random keys."""
 
 from __future__ import annotations
 

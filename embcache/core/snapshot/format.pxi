@@ -5,7 +5,7 @@
 # the small sections that a load makes before it builds anything. Entries are
 # named by their stable digest, never by the per-process index hash, so the file
 # holds no secret and a loading process re-keys every entry under its own
-# SipHash key.
+# secret hash key.
 #
 # Layout of version 3, written by save (little-endian; offsets in bytes):
 #
