@@ -423,3 +423,55 @@ def test_a_server_hanging_up_mid_reply(retries: int, monkeypatch: pytest.MonkeyP
             server.close()
 
     run(main())
+
+
+SENTINEL_CONF = """port {port}
+bind 127.0.0.1
+dir {folder}
+sentinel monitor embcache-primary 127.0.0.1 {primary} 1
+sentinel down-after-milliseconds embcache-primary 60000
+"""
+
+
+def test_a_sentinel_managed_client_is_read_straight_into_the_reader(
+    flushed_server: RedisServer, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # redis-py's Sentinel hands out the primary's connections (SentinelManagedConnection):
+    # the tier reads them as it reads a plain client's, through the same pool
+    from redis.asyncio.sentinel import Sentinel
+
+    port = free_port()
+    conf = tmp_path / "sentinel.conf"  # Sentinel rewrites its configuration file
+    conf.write_text(SENTINEL_CONF.format(port=port, folder=tmp_path, primary=flushed_server.port))
+    assert redis_servers.REDIS_SERVER is not None
+    proc = subprocess.Popen(
+        [redis_servers.REDIS_SERVER, str(conf), "--sentinel"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+
+        async def main() -> None:
+            sentinel = Sentinel([(HOST, port)], socket_timeout=5)
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    primary = await sentinel.discover_master("embcache-primary")
+                    break
+                except Exception:
+                    if time.monotonic() > deadline or proc.poll() is not None:
+                        raise
+                    await asyncio.sleep(0.05)
+            assert primary == (HOST, flushed_server.port)
+            client = sentinel.master_for("embcache-primary")
+            try:
+                await round_trip(client, monkeypatch)
+            finally:
+                await client.aclose()
+                for s in sentinel.sentinels:
+                    await s.aclose()
+
+        run(main())
+    finally:
+        proc.terminate()
+        proc.wait(10)
