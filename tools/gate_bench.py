@@ -16,8 +16,14 @@ all of the other" sees the load change between the two halves):
   (A,B then B,A). A side's figure for a round is the fastest of ``--samples``
   timed calls (``setup`` before each, untimed, as asv does; gc off while timed),
   so a preempted call is discarded. The round's ratio is head / base.
+* Both workers of a pair are pinned to one CPU (where the OS allows it), a
+  different one for each pair in turn. Unpinned, each worker tended to stay on
+  its own core, and one core busier than the other (interrupts, other jobs) made
+  one side of a same-commit comparison 0.6x or 1.6x the other for a whole pair's
+  rounds (measured here: per-pair medians 0.61-1.63 unpinned, 0.99-1.05 with
+  both on one CPU). Pinned, the busier core slows both sides alike.
 * ``--pairs`` fresh pairs of workers share the rounds, so a lucky or unlucky
-  process (heap and ASLR layout) is one voice among several.
+  process (heap and ASLR layout, the CPU it got) is one voice among several.
 * The estimate is the median of the round ratios. A benchmark whose estimate
   exceeds ``--threshold`` is a suspect and is measured again from scratch
   (new workers, twice the rounds); it fails only if the second estimate exceeds
@@ -95,8 +101,11 @@ def _benchmarks(modules: tuple[str, ...]) -> dict[str, tuple[Any, str, tuple[Any
     return found
 
 
-def _worker(src: str, bench_root: str) -> None:
-    """Serve timing requests (JSON lines on stdin) for the build in `src`."""
+def _worker(src: str, bench_root: str, cpu: int | None) -> None:
+    """Serve timing requests (JSON lines on stdin) for the build in `src`, on
+    CPU `cpu` alone when given."""
+    if cpu is not None and hasattr(os, "sched_setaffinity"):
+        os.sched_setaffinity(0, {cpu})
     sys.path.insert(0, src)
     import embcache
     import embcache._core
@@ -159,9 +168,10 @@ def _run(table: dict[str, Any], instances: dict[str, Any], req: dict[str, Any]) 
 class Worker:
     """One worker process serving one build."""
 
-    def __init__(self, python: str, src: str, bench_root: str) -> None:
+    def __init__(self, python: str, src: str, bench_root: str, cpu: int | None = None) -> None:
+        pin = [] if cpu is None else ["--cpu", str(cpu)]
         self.proc = subprocess.Popen(
-            [python, __file__, "--worker", src, "--bench-root", bench_root],
+            [python, __file__, "--worker", src, "--bench-root", bench_root, *pin],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             text=True,
@@ -206,9 +216,11 @@ def measure(
     ratios: dict[str, list[float]] = {n: [] for n in names}
     problems: dict[str, str] = {}
     per_pair = max(1, -(-rounds // args.pairs))
+    cpus = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [None]
     for pair in range(args.pairs):
-        base = Worker(args.python, args.base, args.bench_root)
-        head = Worker(args.python, args.head, args.bench_root)
+        cpu = cpus[pair % len(cpus)]
+        base = Worker(args.python, args.base, args.bench_root, cpu)
+        head = Worker(args.python, args.head, args.bench_root, cpu)
         try:
             for name in names:
                 if name in problems:
@@ -254,6 +266,7 @@ def _ci(ratios: list[float]) -> tuple[float, float]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--worker", metavar="SRC", help=argparse.SUPPRESS)
+    p.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
     p.add_argument("--base", help="source tree of the base build")
     p.add_argument("--head", help="source tree of the head build")
     p.add_argument(
@@ -265,14 +278,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--python", default=sys.executable, help="interpreter for the workers")
     p.add_argument("--threshold", type=float, default=1.15, help="fail above this ratio")
     p.add_argument("--rounds", type=int, default=24, help="rounds per benchmark (default 24)")
-    p.add_argument("--pairs", type=int, default=3, help="worker pairs sharing them (3)")
+    p.add_argument("--pairs", type=int, default=6, help="worker pairs sharing them (6)")
     p.add_argument("--samples", type=int, default=5, help="timed calls per side per round (5)")
     p.add_argument("--plant", help="REGEX=FACTOR: self-test, head of matching benchmarks slower")
     p.add_argument("--json", help="write the per-benchmark results here")
     p.add_argument("--list", action="store_true", help="list the gated benchmarks and exit")
     args = p.parse_args(argv)
     if args.worker:
-        _worker(args.worker, args.bench_root)
+        _worker(args.worker, args.bench_root, args.cpu)
         return 0
     args.plant_re, args.plant_factor = None, 1.0
     if args.plant:
