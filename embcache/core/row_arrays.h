@@ -37,6 +37,11 @@
 #define EMBC_NO_ROW_POOL 1
 #endif
 
+/* The tracemalloc domain numpy files array data under (numpy's
+ * NPY_TRACE_DOMAIN; tests/core/test_row_arrays.py checks it against an array
+ * numpy allocated). */
+#define EMBC_NUMPY_TRACE_DOMAIN 389047
+
 #define EMBC_POOL_CLASSES 8
 #define EMBC_POOL_DEPTH 8
 #define EMBC_POOL_CLASS_BYTES ((size_t)32768)
@@ -179,6 +184,10 @@ static PyObject *embc_row_array(npy_intp dim)
     Py_INCREF(embc_row_capsule);
     ((PyArrayObject_fields *)arr)->mem_handler = embc_row_capsule;
     PyArray_ENABLEFLAGS((PyArrayObject *)arr, NPY_ARRAY_OWNDATA);
+    /* tracemalloc sees the block as it sees any array's data: numpy tracks
+     * what it allocates itself and untracks every OWNDATA array's data when
+     * the array goes, whatever its handler (a no-op unless tracing) */
+    PyTraceMalloc_Track(EMBC_NUMPY_TRACE_DOMAIN, (uintptr_t)data, nbytes);
     return arr;
 }
 

@@ -14,6 +14,7 @@ import random
 import secrets
 import sys
 import threading
+import tracemalloc
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -76,6 +77,39 @@ def test_a_got_array_is_an_ordinary_owned_array(cache_of: Callable[[int], Any]) 
         assert np.array_equal(got, vector(dim, dim))
         got[:] = -1.0  # the caller's own: the cache's row is untouched
         assert np.array_equal(cache.get(CacheKey("k", "m")), vector(dim, dim))
+
+
+def _traced(domain_of: int | None = None) -> dict[tuple[int, int], int]:
+    """(domain, size) -> how many blocks tracemalloc traces now."""
+    counts: dict[tuple[int, int], int] = {}
+    for trace in tracemalloc.take_snapshot().traces:
+        if domain_of is None or trace.domain == domain_of:
+            key = (trace.domain, trace.size)
+            counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+def test_tracemalloc_sees_a_got_array_as_it_sees_numpys_own(
+    cache_of: Callable[[int], Any],
+) -> None:
+    cache = cache_of(12345)  # a size nothing else here allocates
+    tracemalloc.start()
+    try:
+        mine = np.empty(12345, dtype=np.float32)
+        numpy_domain = {d for (d, size) in _traced() if size == mine.nbytes}
+        assert len(numpy_domain) == 1 and 0 not in numpy_domain  # numpy's own domain
+        (domain,) = numpy_domain
+        del mine
+        before = _traced(domain).get((domain, 12345 * 4), 0)
+        got = [cache.get(CacheKey("k", "m")) for _ in range(3)]
+        assert _traced(domain).get((domain, 12345 * 4), 0) == before + 3
+        got.pop().resize((777,), refcheck=False)  # numpy's resize re-tracks at the new size
+        del got[0]
+        assert _traced(domain).get((domain, 12345 * 4), 0) == before + 1
+        got.clear()
+        assert _traced(domain).get((domain, 12345 * 4), 0) == before
+    finally:
+        tracemalloc.stop()
 
 
 @pytest.mark.skipif(
