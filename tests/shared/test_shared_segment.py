@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import stat
 import subprocess
 import sys
+import sysconfig
 import threading
 import time
 from collections.abc import Iterator
@@ -326,6 +328,7 @@ def test_a_builder_killed_before_linking_leaves_no_file_behind(segment_name: str
 
 BUILDER = """
 import sys
+import sysconfig
 from embcache import SharedEmbeddingCache
 base = sys.argv[1]
 i = 0
@@ -355,6 +358,91 @@ def test_a_builder_killed_while_building_leaves_no_temporary_file(
         for n in os.listdir("/dev/shm"):
             if n.startswith(f"{segment_name}-"):
                 SharedEmbeddingCache.unlink(n)  # killed between linking and removing
+
+
+REFUSE_PROC_LINKS = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* linkat, refusing to link a /proc/self/fd entry as a sandbox's /proc may
+ * (logging each refusal to $REFUSAL_LOG); any other link is libc's. */
+int linkat(int olddirfd, const char *oldpath, int newdirfd, const char *newpath, int flags)
+{
+    if (strncmp(oldpath, "/proc/self/fd/", 14) == 0) {
+        FILE *log = fopen(getenv("REFUSAL_LOG"), "a");
+        if (log != NULL) {
+            fprintf(log, "%s\n", newpath);
+            fclose(log);
+        }
+        errno = EPERM;
+        return -1;
+    }
+    int (*real)(int, const char *, int, const char *, int) =
+        (int (*)(int, const char *, int, const char *, int))dlsym(RTLD_NEXT, "linkat");
+    return real(olddirfd, oldpath, newdirfd, newpath, flags);
+}
+"""
+
+REFUSED_BUILDER = """
+import os, sys
+import numpy as np
+from embcache import CacheKey, SharedEmbeddingCache
+base = sys.argv[1]
+for i in range(3):
+    with SharedEmbeddingCache(f"{base}-{i}", 100, None, 1, dim=4) as cache:
+        cache.put(CacheKey(str(i), "m"), np.full(4, i, dtype=np.float32))
+        assert np.array_equal(cache.get(CacheKey(str(i), "m")), np.full(4, i, dtype=np.float32))
+        assert cache.verify() == []
+    with SharedEmbeddingCache.attach(f"{base}-{i}") as again:
+        assert np.array_equal(again.get(CacheKey(str(i), "m")), np.full(4, i, dtype=np.float32))
+print("built", len([n for n in os.listdir("/dev/shm") if n.startswith(base + "-")]))
+"""
+
+
+def test_segments_are_built_named_where_linking_an_unnamed_file_is_refused(
+    segment_name: str, tmp_path: Path
+) -> None:
+    # a sandbox may refuse to link /proc/self/fd entries: the first build is
+    # discarded and built again under a temporary name, and so are later ones,
+    # with no temporary file left behind
+    cc = shutil.which(sysconfig.get_config_var("CC").split()[0]) or shutil.which("cc")
+    if cc is None:
+        pytest.skip("no C compiler to build the linkat shim with")
+    shim = tmp_path / "refuse_proc_links.so"
+    (tmp_path / "shim.c").write_text(REFUSE_PROC_LINKS)
+    subprocess.run(
+        [cc, "-shared", "-fPIC", "-o", str(shim), str(tmp_path / "shim.c"), "-ldl"], check=True
+    )
+    (tmp_path / "builder.py").write_text(REFUSED_BUILDER)
+    log = tmp_path / "refusals.log"
+    preload = " ".join(filter(None, [os.environ.get("LD_PRELOAD"), str(shim)]))
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(PACKAGE_PARENT),
+        "LD_PRELOAD": preload,
+        "REFUSAL_LOG": str(log),
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, str(tmp_path / "builder.py"), segment_name],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.split() == ["built", "3"]
+        # refused once, for the first segment; every later build was named
+        assert log.read_text().splitlines() == [f"/dev/shm/{segment_name}-0"]
+        assert [n for n in os.listdir("/dev/shm") if n.startswith(f".{segment_name}-")] == []
+    finally:
+        for i in range(3):
+            SharedEmbeddingCache.unlink(f"{segment_name}-{i}")
 
 
 def test_get_many_from_many_threads_on_one_object(segment_name: str) -> None:
