@@ -45,9 +45,35 @@ def _where_it_hangs(pid: int) -> str:
     return "its Python stack is in the captured stderr; " + ", ".join(seen)
 
 
+SANITIZED = os.environ.get("EMBCACHE_SANITIZED") == "1"
+
+
+def _threads_settled(limit: float = 2.0) -> None:
+    """Under the sanitizers (tools/sanitize.sh) only: wait until the process's
+    OS thread count has held still for 20 ms (at most `limit` seconds), so that
+    a thread that was joined but is still being torn down (ASan frees its
+    thread state then) is gone before the fork. GCC 12's libasan, which CI's
+    sanitizer step uses, takes no lock of its allocator around fork(): a child
+    forked while another thread held one would wait for it forever (the
+    likeliest reading of the one hang CI's sanitizer step saw, in
+    test_child_recomputes_keys_the_parent_was_computing right after a test
+    that joined two threads; wait_child now reports where a child hangs).
+    glibc's malloc, in every other run, is fork-safe, and there the tests fork
+    as they come."""
+    deadline = time.monotonic() + limit
+    last, still = -1, 0
+    while time.monotonic() < deadline and still < 4:
+        count = len(os.listdir("/proc/self/task"))
+        still = still + 1 if count == last else 0
+        last = count
+        time.sleep(0.005)
+
+
 def fork_and_run(child: Callable[[], bool]) -> int:
     """Run `child` in a forked child; its exit code: 0 when it returned True,
     3 when False, 2 when it raised."""
+    if SANITIZED:
+        _threads_settled()
     pid = os.fork()
     if pid == 0:  # the child: never return into pytest
         code = 1
