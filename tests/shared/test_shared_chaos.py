@@ -7,13 +7,16 @@ stripe is repaired. EMBCACHE_TEST_PROFILE=ci kills 1,000 times (150 in the ASan 
 
 from __future__ import annotations
 
+import faulthandler
 import mmap
 import os
 import random
 import signal
 import sys
 import time
+import traceback
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -101,40 +104,73 @@ def start_worker(
     w: int,
     vectors: np.ndarray,
     seed: int,
+    logs: Path,
 ) -> int:
+    """Fork worker w. It writes what it raised to logs/raised-W.txt, and its
+    Python stack to logs/stack-W.txt when sent SIGUSR1 (wait_for_progress)."""
     board[w] = 0
     pid = os.fork()
     if pid == 0:
         code = 0
+        stack = open(logs / f"stack-{w}.txt", "w")  # noqa: SIM115 (open until _exit)
+        faulthandler.register(signal.SIGUSR1, file=stack, all_threads=True)
         try:
             traffic(cache, name, board[w], board[WORKERS], vectors, seed)
         except BaseException:
             board[w, ERRORS] += 1
+            (logs / f"raised-{w}.txt").write_text(traceback.format_exc())
             code = 2
         finally:
             os._exit(code)
     return pid
 
 
-def wait_for_progress(board: np.ndarray, alive: list[int]) -> None:
-    """Every live worker does at least one more operation within PROGRESS_SECONDS."""
+def wait_for_progress(board: np.ndarray, alive: list[int], pids: list[int], logs: Path) -> None:
+    """Every live worker does at least one more operation within PROGRESS_SECONDS;
+    else the test fails saying, for each stuck worker, whether it had exited (and
+    what it raised) or where it waits."""
     start = board[alive, OPS].copy()
     deadline = time.monotonic() + PROGRESS_SECONDS
     while (board[alive, OPS] <= start).any():
         if time.monotonic() > deadline:
             stuck = [w for w, s in zip(alive, start) if board[w, OPS] <= s]
-            pytest.fail(f"workers {stuck} made no progress for {PROGRESS_SECONDS} s (a hang)")
+            found = "\n".join(_why_stuck(w, pids[w], logs) for w in stuck)
+            pytest.fail(f"workers {stuck} made no progress for {PROGRESS_SECONDS} s:\n{found}")
         time.sleep(0.0005)
 
 
-def test_sigkill_at_random_instants_never_yields_a_wrong_vector(segment_name: str) -> None:
+def _why_stuck(w: int, pid: int, logs: Path) -> str:
+    done, status = os.waitpid(pid, os.WNOHANG)
+    if done:
+        raised = logs / f"raised-{w}.txt"
+        what = raised.read_text() if raised.exists() else "nothing recorded"
+        return (
+            f"worker {w} (pid {pid}) exited ({os.waitstatus_to_exitcode(status)}); raised: {what}"
+        )
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    seen = []
+    for name in ("wchan", "syscall"):
+        try:
+            seen.append(f"{name} {Path(f'/proc/{pid}/{name}').read_text().strip()}")
+        except OSError as exc:
+            seen.append(f"{name} unreadable ({exc.strerror})")
+    stack = (logs / f"stack-{w}.txt").read_text()
+    return f"worker {w} (pid {pid}) hangs: {', '.join(seen)}; its stack:\n{stack}"
+
+
+def test_sigkill_at_random_instants_never_yields_a_wrong_vector(
+    segment_name: str, tmp_path: Path
+) -> None:
     vectors = np.stack([vector_of(i, DIM) for i in range(KEYS)])
     shared = mmap.mmap(-1, (WORKERS + 1) * 3 * 8)  # shared with the forked workers
     board = np.frombuffer(shared, dtype=np.int64).reshape(WORKERS + 1, 3)
     rng = random.Random(1234)
     cache = SharedEmbeddingCache(segment_name, 2048, None, 64, dim=DIM)
     assert cache.stripes == 8
-    pids = [start_worker(cache, segment_name, board, w, vectors, w) for w in range(WORKERS)]
+    pids = [
+        start_worker(cache, segment_name, board, w, vectors, w, tmp_path) for w in range(WORKERS)
+    ]
     total_ops = 0
     try:
         for kill in range(KILLS):
@@ -148,8 +184,8 @@ def test_sigkill_at_random_instants_never_yields_a_wrong_vector(segment_name: st
             problems = cache.verify()  # repairs the dead worker's stripe
             assert problems == [], (kill, problems)
             alive = [v for v in range(WORKERS) if v != w]
-            wait_for_progress(board, alive)
-            pids[w] = start_worker(cache, segment_name, board, w, vectors, WORKERS + kill)
+            wait_for_progress(board, alive, pids, tmp_path)
+            pids[w] = start_worker(cache, segment_name, board, w, vectors, WORKERS + kill, tmp_path)
     finally:
         board[WORKERS, 0] = 1
         for pid in pids:
