@@ -20,8 +20,10 @@ MAX_DIM: int
 def segment_path(name: str) -> str:
     """The file behind a segment `name` (/dev/shm/NAME, or a path holding a /)."""
 
-def owner_alive(pid: int) -> bool:
-    """Whether process `pid` runs (a zombie does not)."""
+def owner_alive(pid: int, start: int = 0) -> bool:
+    """Whether process `pid` runs (a zombie does not) and, when `start` is given
+    (the low 32 bits of its start time in clock ticks since boot), is the process
+    that started then (a pid given again later is another process)."""
 
 def boot_id() -> bytes:
     """The 16 bytes of the kernel's id for this boot of the machine."""

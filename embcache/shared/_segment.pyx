@@ -122,15 +122,16 @@ cdef extern from "shared/stripe.h":
 cdef extern from "shared/flight.h":
     int embc_pending_find(const embc_seg *g, uint32_t s, const uint64_t *digest) noexcept nogil
     int embc_pending_own(const embc_seg *g, uint32_t s, int i, const uint64_t *digest,
-                         int32_t pid, uint64_t thread, double now) noexcept nogil
+                         int32_t pid, uint32_t start, uint64_t thread, double now) noexcept nogil
     int embc_pending_mine(const embc_seg *g, uint32_t s, int i, const uint64_t *digest,
-                          int32_t pid, uint64_t thread) noexcept nogil
+                          int32_t pid, uint32_t start, uint64_t thread) noexcept nogil
     void embc_pending_release(const embc_seg *g, uint32_t s, int i) noexcept nogil
     uint32_t *embc_pending_word(const embc_seg *g, uint32_t s, int i) noexcept nogil
     void embc_futex_wake(uint32_t *word) noexcept nogil
     void embc_futex_wait(uint32_t *word, uint32_t seen, double seconds) noexcept nogil
     ctypedef struct embc_pending:
         int32_t pid
+        uint32_t start
         uint32_t word
         double started
     embc_pending *embc_pending_get(const embc_seg *g, uint32_t s, int i) noexcept nogil

@@ -3,10 +3,12 @@
 # segment's file unnamed (O_TMPFILE) and linking it (linkat). Included by
 # _segment.pyx.
 
-def owner_alive(int pid):
-    """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped).
-    A pid below 1 (a corrupt or forged marker: kill() would test a process group
-    or every process) runs nowhere."""
+def owner_alive(int pid, unsigned int start=0):
+    """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped)
+    and, when `start` is given (process_start's value when the owner claimed),
+    is the process that started then: pids are reused, and a process given a
+    dead owner's pid later is not that owner. A pid below 1 (a corrupt or forged
+    marker: kill() would test a process group or every process) runs nowhere."""
     if pid < 1:
         return False
     try:
@@ -14,13 +16,46 @@ def owner_alive(int pid):
     except ProcessLookupError:
         return False
     except PermissionError:
+        pass                    # another user's process: /proc still tells
+    fields = proc_stat_fields(pid)
+    if fields is None:
         return True
+    if fields[0] in (b"Z", b"X"):
+        return False
+    return not start or start_of(fields) == start
+
+
+cdef object proc_stat_fields(int pid):
+    """The fields of /proc/PID/stat after the command name (the state first), or
+    None when unreadable."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as f:
-            state = f.read().rsplit(b")", 1)[1].split()[0]
+            fields = f.read().rsplit(b")", 1)[1].split()
     except (OSError, IndexError):
-        return True
-    return state not in (b"Z", b"X")
+        return None
+    return fields if len(fields) > 19 else None
+
+
+cdef unsigned int start_of(list fields):
+    """The low 32 bits of a process's start time (clock ticks since boot: the
+    22nd field of /proc/PID/stat, the 20th after the command name)."""
+    return int(fields[19]) & 0xFFFFFFFF
+
+
+cdef int32_t identity_pid = 0
+cdef unsigned int identity_start = 0
+
+
+cdef unsigned int process_start(int32_t pid):
+    """This process's start time as a flight owner records it (0 if /proc is not
+    readable: the owner is then known by its pid alone). Read once per process:
+    a forked child has a pid, and a start, of its own."""
+    global identity_pid, identity_start
+    if pid != identity_pid:
+        fields = proc_stat_fields(pid)
+        identity_start = start_of(fields) if fields is not None else 0
+        identity_pid = pid
+    return identity_start
 
 
 def segment_path(name):

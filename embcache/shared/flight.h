@@ -45,7 +45,7 @@ static int embc_pending_find(const embc_seg *g, uint32_t s, const uint64_t diges
 /* Make marker i (or a free one when i < 0) `digest`'s, owned by the caller; its
    index, or -1 when every marker is busy. */
 static int embc_pending_own(const embc_seg *g, uint32_t s, int i, const uint64_t digest[4],
-                            int32_t pid, uint64_t thread, double now) {
+                            int32_t pid, uint32_t start, uint64_t thread, double now) {
     embc_pending *p = embc_pendings(g, s);
     if (i < 0) {
         for (i = 0; i < EMBC_PENDING_PER_STRIPE; i++)
@@ -54,6 +54,7 @@ static int embc_pending_own(const embc_seg *g, uint32_t s, int i, const uint64_t
     }
     memcpy(p[i].digest, digest, 32);
     p[i].pid = pid;
+    p[i].start = start;
     p[i].thread = thread;
     p[i].started = now;
     __atomic_add_fetch(&p[i].word, 1, __ATOMIC_RELEASE);
@@ -61,11 +62,14 @@ static int embc_pending_own(const embc_seg *g, uint32_t s, int i, const uint64_t
     return i;
 }
 
-/* 1 if marker i (stripe locked) is `digest`'s and owned by (pid, thread). */
+/* 1 if marker i (stripe locked) is `digest`'s and owned by (pid, start, thread):
+   a process that was given a dead owner's pid (and, forked from the same parent,
+   its thread id) is not that owner. */
 static int embc_pending_mine(const embc_seg *g, uint32_t s, int i, const uint64_t digest[4],
-                             int32_t pid, uint64_t thread) {
+                             int32_t pid, uint32_t start, uint64_t thread) {
     embc_pending *p = &embc_pendings(g, s)[i];
-    return p->busy == 1 && p->pid == pid && p->thread == thread && memcmp(p->digest, digest, 32) == 0;
+    return p->busy == 1 && p->pid == pid && p->start == start && p->thread == thread
+        && memcmp(p->digest, digest, 32) == 0;
 }
 
 /* Release marker i (stripe locked); wake its sleepers with embc_futex_wake after

@@ -52,6 +52,7 @@ cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, cha
     owner computes is appended to `waiting`; a dead or late owner's key is taken
     over. Nothing Python is made while a stripe is locked."""
     cdef int32_t pid = os.getpid()
+    cdef unsigned int start = process_start(pid)
     cdef uint64_t thread = threading.get_ident()
     cdef size_t row_bytes = self.seg.L.dim * 4      # of the float32 result
     cdef CacheKey k
@@ -62,6 +63,7 @@ cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, cha
     cdef embc_pending *marker
     cdef double now, started
     cdef int32_t owner
+    cdef unsigned int owner_start
     cdef float *dst
     for key in todo:
         k = <CacheKey>key
@@ -76,7 +78,7 @@ cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, cha
             embc_unlock(&self.seg, s)
             continue
         m = embc_pending_find(&self.seg, s, k.ident.digest)
-        if m >= 0 and embc_pending_mine(&self.seg, s, m, k.ident.digest, pid, thread):
+        if m >= 0 and embc_pending_mine(&self.seg, s, m, k.ident.digest, pid, start, thread):
             embc_unlock(&self.seg, s)
             raise CallContextError(
                 "get_or_compute would wait on a key this very call is computing "
@@ -85,9 +87,10 @@ cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, cha
             marker = embc_pending_get(&self.seg, s, m)
             seen = marker.word
             owner = marker.pid          # C locals: nothing Python under the lock
+            owner_start = marker.start
             started = marker.started
             embc_unlock(&self.seg, s)
-            if now - started <= late and owner_alive(owner):
+            if now - started <= late and owner_alive(owner, owner_start):
                 waiting.append((key, s, m, seen))
                 continue
             self.lock(s)          # take it over, unless it changed meanwhile
@@ -95,12 +98,12 @@ cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, cha
                 embc_unlock(&self.seg, s)
                 waiting.append((key, s, m, seen))
                 continue
-            m = embc_pending_own(&self.seg, s, m, k.ident.digest, pid, thread, now)
+            m = embc_pending_own(&self.seg, s, m, k.ident.digest, pid, start, thread, now)
             embc_unlock(&self.seg, s)
             embc_futex_wake(embc_pending_word(&self.seg, s, m))
             owned.append((key, s, m))
             continue
-        m = embc_pending_own(&self.seg, s, -1, k.ident.digest, pid, thread, now)
+        m = embc_pending_own(&self.seg, s, -1, k.ident.digest, pid, start, thread, now)
         embc_unlock(&self.seg, s)
         owned.append((key, s, m))
     return 0
@@ -135,6 +138,7 @@ cdef int release(SharedEmbeddingCache self, list owned) except -1:
     """Release the markers of `owned` this thread still holds, and wake their
     waiters."""
     cdef int32_t pid = os.getpid()
+    cdef unsigned int start = process_start(pid)
     cdef uint64_t thread = threading.get_ident()
     cdef uint32_t s
     cdef int m
@@ -143,7 +147,8 @@ cdef int release(SharedEmbeddingCache self, list owned) except -1:
         if m < 0:
             continue
         self.lock(s)
-        mine = embc_pending_mine(&self.seg, s, m, (<CacheKey>key).ident.digest, pid, thread)
+        mine = embc_pending_mine(&self.seg, s, m, (<CacheKey>key).ident.digest, pid, start,
+                                 thread)
         if mine:
             embc_pending_release(&self.seg, s, m)
         embc_unlock(&self.seg, s)

@@ -140,7 +140,10 @@ typedef struct {
     int32_t pid;                /* the owner's process */
     uint32_t word;              /* futex word: bumped at every claim and release */
     uint32_t busy;              /* 1 while a flight holds it */
-    uint32_t pad;
+    uint32_t start;             /* the low 32 bits of the owner process's start time
+                                   (clock ticks since boot, /proc/PID/stat), so that
+                                   another process given the same pid later is not
+                                   taken for the owner; 0: not known (pid alone) */
 } embc_pending;
 
 /* what one live entry costs besides its row: its entry and its two cells */

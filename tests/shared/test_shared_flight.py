@@ -236,7 +236,7 @@ def test_an_error_while_claiming_frees_the_keys_already_claimed(
         try:
             assert inside.wait(30)
 
-            def failing_check(pid: int) -> bool:
+            def failing_check(pid: int, start: int = 0) -> bool:
                 raise OSError("the owner's check failed")
 
             with monkeypatch.context() as patch:
@@ -262,3 +262,16 @@ def test_a_marker_naming_no_process_has_a_dead_owner() -> None:
     assert owner_alive(os.getpid())
     assert not owner_alive(0)
     assert not owner_alive(-1)
+
+
+def test_an_owner_is_known_by_its_pid_and_its_start_time() -> None:
+    """A marker records its owner's start time (low 32 bits of /proc/PID/stat's
+    22nd field): the process that holds that pid now but started at another time
+    is not the owner."""
+    from embcache.shared._segment import owner_alive
+
+    with open(f"/proc/{os.getpid()}/stat", "rb") as f:
+        start = int(f.read().rsplit(b")", 1)[1].split()[19]) & 0xFFFFFFFF
+    assert owner_alive(os.getpid(), start)
+    assert not owner_alive(os.getpid(), (start + 1) & 0xFFFFFFFF or 1)
+    assert owner_alive(os.getpid(), 0)  # not recorded: the pid alone
