@@ -6,6 +6,7 @@ from __future__ import annotations
 import faulthandler
 import os
 import signal
+import sys
 import time
 from typing import Callable
 
@@ -30,11 +31,10 @@ def wait_child(pid: int) -> int:
 
 
 def _where_it_hangs(pid: int) -> str:
-    """What a hung child is doing: its Python stack (faulthandler, on SIGUSR1,
-    written to its stderr, which the test's captured output shows) and the
-    kernel's view of its main thread (the wait channel, the system call)."""
-    os.kill(pid, signal.SIGUSR1)
-    time.sleep(0.5)
+    """What a hung child is doing: the kernel's view of its main thread (the
+    wait channel, the system call), then its Python stack (faulthandler, on
+    SIGUSR1, written to its stderr, which the test's captured output shows) if
+    it got as far as installing the handler: SIGUSR1 would kill it otherwise."""
     seen = []
     for name in ("wchan", "syscall"):
         try:
@@ -42,7 +42,23 @@ def _where_it_hangs(pid: int) -> str:
                 seen.append(f"{name}: {f.read().strip() or '-'}")
         except OSError as exc:
             seen.append(f"{name}: unreadable ({exc.strerror})")
-    return "its Python stack is in the captured stderr; " + ", ".join(seen)
+    if not catches(pid, signal.SIGUSR1):
+        return ", ".join(seen) + "; no Python stack (it hung before installing the handler)"
+    os.kill(pid, signal.SIGUSR1)
+    time.sleep(0.5)
+    return ", ".join(seen) + "; its Python stack is in the captured stderr"
+
+
+def catches(pid: int, signum: int) -> bool:
+    """Whether process `pid` has a handler for `signum` (/proc/PID/status SigCgt)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (signum - 1) & 1)
+    except OSError:
+        pass
+    return False
 
 
 SANITIZED = os.environ.get("EMBCACHE_SANITIZED") == "1"
@@ -78,7 +94,10 @@ def fork_and_run(child: Callable[[], bool]) -> int:
     if pid == 0:  # the child: never return into pytest
         code = 1
         try:
-            faulthandler.register(signal.SIGUSR1, all_threads=True)  # see wait_child
+            try:  # see wait_child; the real stderr, whatever pytest's capture mode
+                faulthandler.register(signal.SIGUSR1, file=sys.__stderr__, all_threads=True)
+            except (AttributeError, ValueError, OSError):
+                pass
             code = 0 if child() else 3
         except BaseException:
             code = 2

@@ -20,7 +20,7 @@ all of the other" sees the load change between the two halves):
   different one for each pair in turn. Unpinned, each worker tended to stay on
   its own core, and one core busier than the other (interrupts, other jobs) made
   one side of a same-commit comparison 0.6x or 1.6x the other for a whole pair's
-  rounds (measured here: per-pair medians 0.61-1.63 unpinned, 0.99-1.05 with
+  rounds (measured here: per-pair medians 0.54-1.72 unpinned, 0.91-1.02 with
   both on one CPU). Pinned, the busier core slows both sides alike.
 * ``--pairs`` fresh pairs of workers share the rounds, so a lucky or unlucky
   process (heap and ASLR layout, the CPU it got) is one voice among several.
@@ -105,7 +105,10 @@ def _worker(src: str, bench_root: str, cpu: int | None) -> None:
     """Serve timing requests (JSON lines on stdin) for the build in `src`, on
     CPU `cpu` alone when given."""
     if cpu is not None and hasattr(os, "sched_setaffinity"):
-        os.sched_setaffinity(0, {cpu})
+        try:
+            os.sched_setaffinity(0, {cpu})
+        except OSError:  # the CPU left the allowed set since the driver looked: unpinned
+            pass
     sys.path.insert(0, src)
     import embcache
     import embcache._core

@@ -48,14 +48,23 @@ cdef unsigned int identity_start = 0
 
 cdef unsigned int process_start(int32_t pid):
     """This process's start time as a flight owner records it (0 if /proc is not
-    readable: the owner is then known by its pid alone). Read once per process:
-    a forked child has a pid, and a start, of its own."""
+    readable: the owner is then known by its pid alone). Read once per process;
+    every forked child forgets its parent's (_forget_process_start), so that a
+    grandchild given a dead ancestor's pid does not take its start time too."""
     global identity_pid, identity_start
     if pid != identity_pid:
         fields = proc_stat_fields(pid)
         identity_start = start_of(fields) if fields is not None else 0
-        identity_pid = pid
+        identity_pid = pid      # after the start: a thread that sees the pid sees it
     return identity_start
+
+
+def _forget_process_start():
+    global identity_pid
+    identity_pid = 0
+
+
+os.register_at_fork(after_in_child=_forget_process_start)
 
 
 def segment_path(name):

@@ -103,10 +103,14 @@ def test_tracemalloc_sees_a_got_array_as_it_sees_numpys_own(
         before = _traced(domain).get((domain, 12345 * 4), 0)
         got = [cache.get(CacheKey("k", "m")) for _ in range(3)]
         assert _traced(domain).get((domain, 12345 * 4), 0) == before + 3
-        got.pop().resize((777,), refcheck=False)  # numpy's resize re-tracks at the new size
+        resized = got.pop()
+        resized.resize((777,), refcheck=False)  # numpy's resize re-tracks at the new size
+        assert _traced(domain).get((domain, 12345 * 4), 0) == before + 2
+        assert _traced(domain).get((domain, 777 * 4), 0) >= 1
         del got[0]
         assert _traced(domain).get((domain, 12345 * 4), 0) == before + 1
         got.clear()
+        del resized
         assert _traced(domain).get((domain, 12345 * 4), 0) == before
     finally:
         tracemalloc.stop()

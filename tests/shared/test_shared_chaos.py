@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SANITIZED, by_profile
+from forking import catches
 from segments import fresh_segment_name, key_of, vector_of
 
 from embcache import SharedEmbeddingCache
@@ -112,9 +113,9 @@ def start_worker(
     pid = os.fork()
     if pid == 0:
         code = 0
-        stack = open(logs / f"stack-{w}.txt", "w")  # noqa: SIM115 (open until _exit)
-        faulthandler.register(signal.SIGUSR1, file=stack, all_threads=True)
         try:
+            stack = open(logs / f"stack-{w}.txt", "w")  # noqa: SIM115 (open until _exit)
+            faulthandler.register(signal.SIGUSR1, file=stack, all_threads=True)
             traffic(cache, name, board[w], board[WORKERS], vectors, seed)
         except BaseException:
             board[w, ERRORS] += 1
@@ -147,15 +148,20 @@ def _why_stuck(w: int, pid: int, logs: Path) -> str:
         return (
             f"worker {w} (pid {pid}) exited ({os.waitstatus_to_exitcode(status)}); raised: {what}"
         )
-    os.kill(pid, signal.SIGUSR1)
-    time.sleep(0.5)
     seen = []
     for name in ("wchan", "syscall"):
         try:
             seen.append(f"{name} {Path(f'/proc/{pid}/{name}').read_text().strip()}")
         except OSError as exc:
             seen.append(f"{name} unreadable ({exc.strerror})")
-    stack = (logs / f"stack-{w}.txt").read_text()
+    stack = "none (it hung before installing its SIGUSR1 handler)"
+    if catches(pid, signal.SIGUSR1):
+        os.kill(pid, signal.SIGUSR1)
+        time.sleep(0.5)
+        try:
+            stack = (logs / f"stack-{w}.txt").read_text()
+        except OSError as exc:
+            stack = f"unreadable ({exc.strerror})"
     return f"worker {w} (pid {pid}) hangs: {', '.join(seen)}; its stack:\n{stack}"
 
 

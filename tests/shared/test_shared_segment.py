@@ -328,7 +328,6 @@ def test_a_builder_killed_before_linking_leaves_no_file_behind(segment_name: str
 
 BUILDER = """
 import sys
-import sysconfig
 from embcache import SharedEmbeddingCache
 base = sys.argv[1]
 i = 0
