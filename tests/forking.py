@@ -24,17 +24,21 @@ def wait_child(pid: int) -> int:
         if done:
             return os.waitstatus_to_exitcode(status)
         time.sleep(0.005)
-    where = _where_it_hangs(pid)
+    where, asked = ask_where_it_hangs(pid)
     os.kill(pid, 9)
     os.waitpid(pid, 0)
-    pytest.fail(f"the forked child hung for {CHILD_SECONDS:.0f} s; {where}")
+    stack = "in the captured stderr" if asked else "none (it hung before installing the handler)"
+    pytest.fail(
+        f"the forked child hung for {CHILD_SECONDS:.0f} s; {where}; its Python stack: {stack}"
+    )
 
 
-def _where_it_hangs(pid: int) -> str:
-    """What a hung child is doing: the kernel's view of its main thread (the
-    wait channel, the system call), then its Python stack (faulthandler, on
-    SIGUSR1, written to its stderr, which the test's captured output shows) if
-    it got as far as installing the handler: SIGUSR1 would kill it otherwise."""
+def ask_where_it_hangs(pid: int) -> tuple[str, bool]:
+    """What a hung process is doing: the kernel's view of its main thread (the
+    wait channel, the system call); then, if it installed a SIGUSR1 handler
+    (faulthandler: SIGUSR1 would kill it otherwise), it is sent SIGUSR1 and
+    given half a second to write its Python stack wherever it registered.
+    Returns the kernel's view and whether the stack was asked for."""
     seen = []
     for name in ("wchan", "syscall"):
         try:
@@ -42,14 +46,14 @@ def _where_it_hangs(pid: int) -> str:
                 seen.append(f"{name}: {f.read().strip() or '-'}")
         except OSError as exc:
             seen.append(f"{name}: unreadable ({exc.strerror})")
-    if not catches(pid, signal.SIGUSR1):
-        return ", ".join(seen) + "; no Python stack (it hung before installing the handler)"
+    if not _catches(pid, signal.SIGUSR1):
+        return ", ".join(seen), False
     os.kill(pid, signal.SIGUSR1)
     time.sleep(0.5)
-    return ", ".join(seen) + "; its Python stack is in the captured stderr"
+    return ", ".join(seen), True
 
 
-def catches(pid: int, signum: int) -> bool:
+def _catches(pid: int, signum: int) -> bool:
     """Whether process `pid` has a handler for `signum` (/proc/PID/status SigCgt)."""
     try:
         with open(f"/proc/{pid}/status") as f:

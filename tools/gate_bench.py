@@ -142,9 +142,7 @@ def _worker(src: str, bench_root: str, cpu: int | None) -> None:
 
 def _run(table: dict[str, Any], instances: dict[str, Any], req: dict[str, Any]) -> list[float]:
     """Time benchmark req["name"] req["samples"] times; a planted factor
-    multiplies each sample (the call itself slower by that factor: timing one
-    more call instead measured less than the factor once the first call left
-    the rows in the CPU's caches, 1.12x for a planted 1.3x get hit)."""
+    multiplies each sample (see ``--plant`` in the module's docstring)."""
     cls, mname, combo = table[req["name"]]
     obj = instances.get(req["name"])
     if obj is None:

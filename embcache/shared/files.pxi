@@ -5,7 +5,7 @@
 
 def owner_alive(int pid, unsigned int start=0):
     """Whether process `pid` runs (a zombie does not: it is dead, not yet reaped)
-    and, when `start` is given (process_start's value when the owner claimed),
+    and, when `start` is given (own_start of the owner when it claimed),
     is the process that started then: pids are reused, and a process given a
     dead owner's pid later is not that owner. A pid below 1 (a corrupt or forged
     marker: kill() would test a process group or every process) runs nowhere."""
@@ -42,29 +42,21 @@ cdef unsigned int start_of(list fields):
     return int(fields[19]) & 0xFFFFFFFF
 
 
-cdef int32_t identity_pid = 0
-cdef unsigned int identity_start = 0
+# This process's start time as a flight owner records it (0 if /proc is not
+# readable: the owner is then known by its pid alone). Read at import and again
+# in every forked child, so that no process, a grandchild given a dead
+# ancestor's pid included, records another's.
+cdef unsigned int own_start = 0
 
 
-cdef unsigned int process_start(int32_t pid):
-    """This process's start time as a flight owner records it (0 if /proc is not
-    readable: the owner is then known by its pid alone). Read once per process;
-    every forked child forgets its parent's (_forget_process_start), so that a
-    grandchild given a dead ancestor's pid does not take its start time too."""
-    global identity_pid, identity_start
-    if pid != identity_pid:
-        fields = proc_stat_fields(pid)
-        identity_start = start_of(fields) if fields is not None else 0
-        identity_pid = pid      # after the start: a thread that sees the pid sees it
-    return identity_start
+def _read_own_start():
+    global own_start
+    fields = proc_stat_fields(os.getpid())
+    own_start = start_of(fields) if fields is not None else 0
 
 
-def _forget_process_start():
-    global identity_pid
-    identity_pid = 0
-
-
-os.register_at_fork(after_in_child=_forget_process_start)
+_read_own_start()
+os.register_at_fork(after_in_child=_read_own_start)
 
 
 def segment_path(name):

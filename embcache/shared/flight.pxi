@@ -52,7 +52,7 @@ cdef int claim_or_wait(SharedEmbeddingCache self, list todo, dict positions, cha
     owner computes is appended to `waiting`; a dead or late owner's key is taken
     over. Nothing Python is made while a stripe is locked."""
     cdef int32_t pid = os.getpid()
-    cdef unsigned int start = process_start(pid)
+    cdef unsigned int start = own_start
     cdef uint64_t thread = threading.get_ident()
     cdef size_t row_bytes = self.seg.L.dim * 4      # of the float32 result
     cdef CacheKey k
@@ -138,7 +138,7 @@ cdef int release(SharedEmbeddingCache self, list owned) except -1:
     """Release the markers of `owned` this thread still holds, and wake their
     waiters."""
     cdef int32_t pid = os.getpid()
-    cdef unsigned int start = process_start(pid)
+    cdef unsigned int start = own_start
     cdef uint64_t thread = threading.get_ident()
     cdef uint32_t s
     cdef int m

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from conftest import SANITIZED, by_profile
-from forking import catches
+from forking import ask_where_it_hangs
 from segments import fresh_segment_name, key_of, vector_of
 
 from embcache import SharedEmbeddingCache
@@ -148,21 +148,14 @@ def _why_stuck(w: int, pid: int, logs: Path) -> str:
         return (
             f"worker {w} (pid {pid}) exited ({os.waitstatus_to_exitcode(status)}); raised: {what}"
         )
-    seen = []
-    for name in ("wchan", "syscall"):
-        try:
-            seen.append(f"{name} {Path(f'/proc/{pid}/{name}').read_text().strip()}")
-        except OSError as exc:
-            seen.append(f"{name} unreadable ({exc.strerror})")
+    where, asked = ask_where_it_hangs(pid)
     stack = "none (it hung before installing its SIGUSR1 handler)"
-    if catches(pid, signal.SIGUSR1):
-        os.kill(pid, signal.SIGUSR1)
-        time.sleep(0.5)
+    if asked:
         try:
             stack = (logs / f"stack-{w}.txt").read_text()
         except OSError as exc:
             stack = f"unreadable ({exc.strerror})"
-    return f"worker {w} (pid {pid}) hangs: {', '.join(seen)}; its stack:\n{stack}"
+    return f"worker {w} (pid {pid}) hangs: {where}; its stack:\n{stack}"
 
 
 def test_sigkill_at_random_instants_never_yields_a_wrong_vector(
